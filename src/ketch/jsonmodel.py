@@ -1,0 +1,148 @@
+"""Typed dataclasses <-> JSON, at the edges only.
+
+Boundary types (the OCI runtime spec, image configs, API bodies) are frozen-free
+``slots`` dataclasses; this module converts them from and to JSON objects:
+
+    spec = from_json(Spec, json.load(f), where="config.json")
+    json.dump(to_json(spec), f)
+
+Field names become camelCase (``no_new_privileges`` -> ``noNewPrivileges``);
+a field whose JSON name differs says so with ``field(metadata=json_name("hostID"))``.
+Unknown keys are ignored, as the specs allow extensions. A value of the wrong
+type raises ``InvalidArgument`` naming its path ("config.json: process.args:
+expected array, got string"). ``to_json`` leaves out ``None`` and empty
+containers (Go's ``omitempty``) unless a field is marked ``keep_empty``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar, Union
+
+from ketch.errors import InvalidArgument
+
+T = TypeVar("T")
+
+_JSON_NAME = "json"
+_KEEP = "keep_empty"
+
+
+def json_name(name: str, *, keep_empty: bool = False) -> dict[str, object]:
+    return {_JSON_NAME: name, _KEEP: keep_empty}
+
+
+def keep_empty() -> dict[str, object]:
+    return {_KEEP: True}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean",
+               int: "number", float: "number", type(None): "null"}
+
+
+def _kind(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+# Per class: (field name, json key, resolved type, keep_empty). Resolved once.
+_FIELDS: dict[type, list[tuple[str, str, Any, bool]]] = {}
+
+
+def _fields(cls: type) -> list[tuple[str, str, Any, bool]]:
+    cached = _FIELDS.get(cls)
+    if cached is None:
+        hints = typing.get_type_hints(cls)
+        cached = [
+            (f.name, str(f.metadata.get(_JSON_NAME) or _camel(f.name)), hints[f.name],
+             bool(f.metadata.get(_KEEP, False)))
+            for f in dataclasses.fields(cls)
+        ]
+        _FIELDS[cls] = cached
+    return cached
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _convert(args[0], value, path)
+        for a in args:
+            try:
+                return _convert(a, value, path)
+            except InvalidArgument:
+                continue
+        raise InvalidArgument(f"{path}: unexpected {_kind(value)}")
+    if tp is Any or tp is object:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise InvalidArgument(f"{path}: expected array, got {_kind(value)}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{path}: expected object, got {_kind(value)}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_json(tp, value, where=path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"{path}: expected boolean, got {_kind(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise InvalidArgument(f"{path}: expected integer, got {_kind(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArgument(f"{path}: expected number, got {_kind(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{path}: expected string, got {_kind(value)}")
+        return value
+    return value
+
+
+def from_json(cls: type[T], data: Any, where: str = "") -> T:
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{where or cls.__name__}: expected object, got {_kind(data)}")
+    kwargs: dict[str, Any] = {}
+    for name, key, tp, _ in _fields(cls):
+        if key in data and data[key] is not None:
+            kwargs[name] = _convert(tp, data[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _dump(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json(value)
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    return value
+
+
+def to_json(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, key, _, keep in _fields(type(obj)):
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if not keep and isinstance(value, (list, dict)) and not value:
+            continue
+        out[key] = _dump(value)
+    return out
