@@ -80,6 +80,7 @@ _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
         "close_range": 436,
         "bpf": 321,
         "keyctl": 250,
+        "mount_setattr": 442,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -91,6 +92,7 @@ _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
         "close_range": 436,
         "bpf": 280,
         "keyctl": 219,
+        "mount_setattr": 442,
     },
 }
 

@@ -1,0 +1,1 @@
+"""Images: content store, snapshots, formats, and base images made without a registry."""

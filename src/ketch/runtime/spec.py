@@ -1,0 +1,195 @@
+"""The OCI runtime specification (v1.1+) as typed dataclasses.
+
+JSON exists only at the bundle edge: ``load_spec(bundle)`` reads ``config.json``
+into these types, ``to_json(spec)`` writes it back. Resource and seccomp types
+are the ones ``ketch.linux`` defines, with the spec's own JSON names, so there
+is one definition of each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ketch.errors import InvalidArgument, NotFound
+from ketch.jsonmodel import from_json, json_name, keep_empty
+from ketch.linux.cgroups.resources import Resources
+from ketch.linux.seccomp import Seccomp
+
+OCI_VERSION = "1.2.0"
+
+
+@dataclass(slots=True)
+class Box:
+    height: int = 0
+    width: int = 0
+
+
+@dataclass(slots=True)
+class User:
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = None
+    additional_gids: list[int] = field(default_factory=list)
+    username: str | None = None
+
+
+@dataclass(slots=True)
+class Capabilities:
+    bounding: list[str] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+    inheritable: list[str] = field(default_factory=list)
+    permitted: list[str] = field(default_factory=list)
+    ambient: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Rlimit:
+    type: str = ""
+    hard: int = 0
+    soft: int = 0
+
+
+@dataclass(slots=True)
+class IOPriority:
+    class_: str = field(default="", metadata=json_name("class"))
+    priority: int = 0
+
+
+@dataclass(slots=True)
+class Process:
+    terminal: bool = False
+    console_size: Box | None = None
+    user: User = field(default_factory=User, metadata=keep_empty())
+    args: list[str] = field(default_factory=list)
+    command_line: str | None = None
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    capabilities: Capabilities | None = None
+    rlimits: list[Rlimit] = field(default_factory=list)
+    no_new_privileges: bool = False
+    apparmor_profile: str | None = None
+    oom_score_adj: int | None = None
+    selinux_label: str | None = None
+    io_priority: IOPriority | None = None
+
+
+@dataclass(slots=True)
+class Root:
+    path: str = "rootfs"
+    readonly: bool = False
+
+
+@dataclass(slots=True)
+class IDMapping:
+    container_id: int = field(default=0, metadata=json_name("containerID", keep_empty=True))
+    host_id: int = field(default=0, metadata=json_name("hostID", keep_empty=True))
+    size: int = 0
+
+
+@dataclass(slots=True)
+class Mount:
+    destination: str = ""
+    type: str | None = None
+    source: str | None = None
+    options: list[str] = field(default_factory=list)
+    uid_mappings: list[IDMapping] = field(default_factory=list)
+    gid_mappings: list[IDMapping] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Hook:
+    path: str = ""
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    timeout: int | None = None
+
+
+@dataclass(slots=True)
+class Hooks:
+    prestart: list[Hook] = field(default_factory=list)
+    create_runtime: list[Hook] = field(default_factory=list)
+    create_container: list[Hook] = field(default_factory=list)
+    start_container: list[Hook] = field(default_factory=list)
+    poststart: list[Hook] = field(default_factory=list)
+    poststop: list[Hook] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Namespace:
+    type: str = ""
+    path: str | None = None
+
+
+@dataclass(slots=True)
+class Device:
+    type: str = ""
+    path: str = ""
+    major: int = 0
+    minor: int = 0
+    file_mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass(slots=True)
+class Personality:
+    domain: str = ""
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Linux:
+    namespaces: list[Namespace] = field(default_factory=list)
+    uid_mappings: list[IDMapping] = field(default_factory=list)
+    gid_mappings: list[IDMapping] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    cgroups_path: str | None = None
+    resources: Resources | None = None
+    rootfs_propagation: str | None = None
+    seccomp: Seccomp | None = None
+    sysctl: dict[str, str] = field(default_factory=dict)
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    mount_label: str | None = None
+    personality: Personality | None = None
+    intel_rdt: dict[str, Any] | None = field(default=None, metadata=json_name("intelRdt"))
+    time_offsets: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Spec:
+    oci_version: str = field(default=OCI_VERSION, metadata=json_name("ociVersion"))
+    process: Process | None = None
+    root: Root | None = None
+    hostname: str | None = None
+    domainname: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    hooks: Hooks | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    linux: Linux | None = None
+
+
+def parse_spec(data: Any, where: str = "config.json") -> Spec:
+    return from_json(Spec, data, where=where)
+
+
+def load_spec(bundle: str) -> Spec:
+    """Read ``<bundle>/config.json`` with runc's wording for the usual failures."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise NotFound("JSON specification file config.json not found") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"failed to parse config.json: {exc}") from None
+    return parse_spec(data)
+
+
+def parse_process(data: Any, where: str = "process.json") -> Process:
+    return from_json(Process, data, where=where)

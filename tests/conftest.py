@@ -1,0 +1,158 @@
+"""Shared fixtures: a busybox rootfs, per-test bundles, private runtime roots.
+
+Kernel hygiene: every test session gets its own prefix (``ketch-test-<pid>-<rand>``)
+for state roots and cgroups; fixtures delete every container they made and
+remove the cgroup parent leaf-first, also when a test fails; and the session
+ends with a leak check that fails the run if anything with the prefix is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("KETCH_TEST_CACHE", REPO / ".cache"))
+PREFIX = f"ketch-test-{os.getpid()}-{secrets.token_hex(3)}"
+BIN = Path(sys.executable).parent
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if is_root():
+        return
+    skip = pytest.mark.skip(reason="needs root")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs() -> Path:
+    """A busybox rootfs made from the host's busybox-static, built once and cached."""
+    from ketch.image.bootstrap import busybox_rootfs as build
+
+    dest = CACHE / "busybox-rootfs"
+    if not (dest / "bin" / "busybox").exists():
+        if dest.exists():
+            shutil.rmtree(dest)
+        build(str(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def prefix() -> str:
+    return PREFIX
+
+
+class Bundles:
+    """Makes OCI bundles (config.json + a private copy of the busybox rootfs)."""
+
+    def __init__(self, base: Path, rootfs: Path) -> None:
+        self.base = base
+        self.rootfs = rootfs
+        self.n = 0
+
+    def make(self, args: list[str] | None = None, *, container_id: str | None = None,
+             edit=None, terminal: bool = False) -> Path:
+        from ketch.jsonmodel import to_json
+        from ketch.runtime.defaults import default_spec
+
+        self.n += 1
+        bundle = self.base / f"bundle{self.n}"
+        bundle.mkdir()
+        shutil.copytree(self.rootfs, bundle / "rootfs", symlinks=True)
+        spec = to_json(default_spec())
+        spec["process"]["terminal"] = terminal
+        spec["process"]["args"] = args or ["true"]
+        spec["root"]["readonly"] = False
+        cid = container_id or f"c{self.n}"
+        spec["linux"]["cgroupsPath"] = f"/{PREFIX}/{cid}"
+        if edit is not None:
+            edit(spec)
+        (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+        return bundle
+
+
+@pytest.fixture
+def bundles(tmp_path: Path, busybox_rootfs: Path) -> Bundles:
+    return Bundles(tmp_path, busybox_rootfs)
+
+
+def _cgroup_dirs(prefix: str) -> list[Path]:
+    out = []
+    base = Path("/sys/fs/cgroup")
+    if not base.exists():
+        return out
+    for hierarchy in base.iterdir():
+        p = hierarchy / prefix
+        if p.is_dir():
+            out.append(p)
+    if (base / prefix).is_dir():
+        out.append(base / prefix)
+    return out
+
+
+def remove_cgroup_tree(path: Path) -> None:
+    """rmdir leaf-first; cgroup dirs cannot be removed with their control files."""
+    for dirpath, dirnames, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def runc_root(tmp_path: Path) -> Iterator[Path]:
+    """A private ketch-runc --root; every container left in it is deleted afterwards."""
+    root = Path("/run") / PREFIX / tmp_path.name
+    root.mkdir(parents=True, exist_ok=True)
+    yield root
+    from ketch.runtime.container import Runtime
+
+    rt = Runtime(str(root))
+    for st in rt.list():
+        try:
+            rt.delete(st.id, force=True)
+        except Exception as exc:  # noqa: BLE001 - keep cleaning
+            print(f"cleanup of {st.id} failed: {exc}", file=sys.stderr)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leak_check() -> Iterator[None]:
+    yield
+    if not is_root():
+        return
+    leftovers = []
+    for p in _cgroup_dirs(PREFIX):
+        for dirpath, _, _ in os.walk(p):
+            if dirpath != str(p):
+                leftovers.append(dirpath)
+        remove_cgroup_tree(p)
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if PREFIX in line]
+    run_dir = Path("/run") / PREFIX
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if leftovers or mounts:
+        pytest.fail(f"kernel state left behind: cgroups {leftovers} mounts {mounts}",
+                    pytrace=False)
+
+
+def ketch_runc(*args: str, root: Path, input: bytes | None = None, timeout: float = 60,
+               check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Run the installed ``ketch-runc`` binary, as dockerd or podman would."""
+    cmd = [str(BIN / "ketch-runc"), "--root", str(root), *args]
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+                          check=check, **kw)
