@@ -65,12 +65,12 @@ class Bundles:
         self.n = 0
 
     def make(self, args: list[str] | None = None, *, container_id: str | None = None,
-             edit=None, terminal: bool = False) -> Path:
+             edit=None, terminal: bool = False, base: Path | None = None) -> Path:
         from ketch.jsonmodel import to_json
         from ketch.runtime.defaults import default_spec
 
         self.n += 1
-        bundle = self.base / f"bundle{self.n}"
+        bundle = (base or self.base) / f"bundle{self.n}"
         bundle.mkdir()
         shutil.copytree(self.rootfs, bundle / "rootfs", symlinks=True)
         spec = to_json(default_spec())
@@ -151,8 +151,29 @@ def _leak_check() -> Iterator[None]:
 
 
 def ketch_runc(*args: str, root: Path, input: bytes | None = None, timeout: float = 60,
-               check: bool = False, **kw) -> subprocess.CompletedProcess:
-    """Run the installed ``ketch-runc`` binary, as dockerd or podman would."""
+               **kw) -> subprocess.CompletedProcess:
+    """Run the installed ``ketch-runc`` binary, as dockerd or podman would.
+
+    Output goes through files, not pipes: a detached container inherits them
+    and would otherwise keep the pipe open long after ketch-runc exited.
+    """
+    import tempfile
+
     cmd = [str(BIN / "ketch-runc"), "--root", str(root), *args]
-    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
-                          check=check, **kw)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(cmd, input=input, stdout=out, stderr=err, timeout=timeout,
+                              stdin=None if input is not None else subprocess.DEVNULL, **kw)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
+def errmsg(out: subprocess.CompletedProcess) -> bytes:
+    """The message of ketch-runc's logrus-style error line(s), unescaped."""
+    import re
+
+    msgs = []
+    for line in out.stderr.decode(errors="replace").splitlines():
+        m = re.search(r'level=error msg=("(?:[^"\\]|\\.)*")', line)
+        msgs.append(json.loads(m.group(1)) if m else line)
+    return "\n".join(msgs).encode()

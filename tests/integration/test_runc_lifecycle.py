@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import ketch_runc
+from tests.conftest import errmsg, ketch_runc
 
 pytestmark = pytest.mark.root
 
@@ -58,14 +58,14 @@ def test_create_start_state_kill_delete(bundles, runc_root, tmp_path):
     # Deleting a running container needs --force.
     out = ketch_runc("delete", "life", root=runc_root)
     assert out.returncode == 1
-    assert b"cannot delete container life that is not stopped: running" in out.stderr
+    assert b"cannot delete container life that is not stopped: running" in errmsg(out)
     assert ketch_runc("kill", "life", "KILL", root=runc_root).returncode == 0
     wait_status(runc_root, "life", "stopped")
     out = ketch_runc("kill", "life", root=runc_root)
-    assert out.returncode == 1 and b"container not running" in out.stderr
+    assert out.returncode == 1 and b"container not running" in errmsg(out)
     assert ketch_runc("delete", "life", root=runc_root).returncode == 0
     out = ketch_runc("state", "life", root=runc_root)
-    assert out.returncode == 1 and b"container does not exist" in out.stderr
+    assert out.returncode == 1 and b"container does not exist" in errmsg(out)
 
 
 def test_duplicate_id_is_refused(bundles, runc_root):
@@ -73,7 +73,7 @@ def test_duplicate_id_is_refused(bundles, runc_root):
     assert ketch_runc("create", "--bundle", str(b), "dup", root=runc_root).returncode == 0
     out = ketch_runc("create", "--bundle", str(b), "dup", root=runc_root)
     assert out.returncode == 1
-    assert b"container with id exists: dup" in out.stderr
+    assert b"create failed: container with given ID already exists" in errmsg(out)
     assert state(runc_root, "dup")["status"] == "created"
 
 
@@ -109,8 +109,9 @@ def test_exec_joins_the_container(bundles, runc_root):
     out = ketch_runc("exec", "e", "sh", "-c", "exit 7", root=runc_root)
     assert out.returncode == 7
     out = ketch_runc("exec", "e", "nosuchcommand", root=runc_root)
-    assert out.returncode == 1
-    assert b'exec: "nosuchcommand": executable file not found in $PATH' in out.stderr
+    assert out.returncode == 255
+    assert (b'exec failed: unable to start container process: exec: "nosuchcommand": '
+            b'executable file not found in $PATH') in errmsg(out)
 
 
 def test_exec_process_json_and_detach(bundles, runc_root, tmp_path):
@@ -155,14 +156,14 @@ def test_start_of_stopped_container_fails(bundles, runc_root):
     wait_status(runc_root, "st", "stopped")
     out = ketch_runc("start", "st", root=runc_root)
     assert out.returncode == 1
-    assert b"cannot start a container that has stopped" in out.stderr
+    assert b"cannot start a container that has stopped" in errmsg(out)
 
 
 def test_missing_executable_fails_at_create(bundles, runc_root):
     b = bundles.make(["/bin/nosuch"], container_id="nx")
     out = ketch_runc("create", "--bundle", str(b), "nx", root=runc_root)
     assert out.returncode == 1
-    assert b"/bin/nosuch" in out.stderr
+    assert b"/bin/nosuch" in errmsg(out)
     assert ketch_runc("list", "-q", root=runc_root).stdout == b""
 
 
@@ -170,7 +171,7 @@ def test_bad_config_leaves_nothing(bundles, runc_root, prefix):
     b = bundles.make(["true"], container_id="bad")
     (b / "config.json").write_text("{broken")
     out = ketch_runc("create", "--bundle", str(b), "bad", root=runc_root)
-    assert out.returncode == 1 and b"failed to parse config.json" in out.stderr
+    assert out.returncode == 1 and b"failed to parse config.json" in errmsg(out)
     assert not (runc_root / "bad").exists()
     assert not os.path.exists(f"/sys/fs/cgroup/memory/{prefix}/bad")
 
@@ -179,10 +180,10 @@ def test_unknown_namespace_and_missing_rootfs(bundles, runc_root):
     b = bundles.make(["true"], container_id="ns",
                      edit=lambda s: s["linux"]["namespaces"].append({"type": "bogus"}))
     out = ketch_runc("create", "--bundle", str(b), "ns", root=runc_root)
-    assert out.returncode == 1 and b'namespace "bogus" does not exist' in out.stderr
+    assert out.returncode == 1 and b'namespace "bogus" does not exist' in errmsg(out)
     b2 = bundles.make(["true"], container_id="nr", edit=lambda s: s["root"].update(path="/nope"))
     out = ketch_runc("create", "--bundle", str(b2), "nr", root=runc_root)
-    assert out.returncode == 1 and b"rootfs (/nope) does not exist" in out.stderr
+    assert out.returncode == 1 and b"rootfs (/nope) does not exist" in errmsg(out)
     assert ketch_runc("list", "-q", root=runc_root).stdout == b""
 
 
@@ -194,7 +195,7 @@ def test_spec_writes_template(tmp_path):
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["process"]["args"] == ["sh"]
     out = ketch_runc("spec", "--bundle", str(tmp_path), root=tmp_path)
-    assert out.returncode == 1 and b"File config.json exists. Remove it first" in out.stderr
+    assert out.returncode == 1 and b"File config.json exists. Remove it first" in errmsg(out)
 
 
 def test_signals_are_forwarded_in_foreground_run(bundles, runc_root):

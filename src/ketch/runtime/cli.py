@@ -545,12 +545,15 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         _log_error(str(exc))
         return 1
-    except KetchError as exc:
-        _log_error(str(exc))
-        return 1
-    except OSError as exc:
-        _log_error(str(exc))
-        return 1
+    except (KetchError, OSError) as exc:
+        # runc's wording: create/run failures say so; exec failures exit 255.
+        msg = str(exc)
+        if name in ("create", "run"):
+            msg = f"ketch-runc {name} failed: {msg}"
+        elif name == "exec":
+            msg = f"exec failed: {msg}"
+        _log_error(msg)
+        return 255 if name == "exec" else 1
     except KeyboardInterrupt:
         return 130
 

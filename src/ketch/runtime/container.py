@@ -18,6 +18,7 @@ is then reparented to the nearest child subreaper, which the caller should be
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import select
@@ -36,7 +37,7 @@ from ketch.linux import syscalls as sc
 from ketch.linux.syscalls import LinuxSyscalls, Syscalls
 from ketch.runtime import sync
 from ketch.runtime.spec import OCI_VERSION, Process, Spec, load_spec, parse_spec
-from ketch.runtime.specconv import Plan, convert
+from ketch.runtime.specconv import Plan, convert, device_rules
 from ketch.runtime.state import (EXEC_FIFO, ContainerState, StateStore, Status,
                                  check_transition, pid_start_time, validate_id)
 
@@ -155,8 +156,10 @@ class Runtime:
         try:
             os.mkdir(state_dir, 0o711)
         except FileExistsError:
-            raise AlreadyExists(f"container with id exists: {container_id}") from None
-        cgroup_path = spec.linux.cgroups_path or f"/{container_id}"
+            raise AlreadyExists("container with given ID already exists") from None
+        # As runc: without a cgroupsPath, a cgroup named after the container,
+        # relative to our own (so a runtime started inside a cgroup stays in it).
+        cgroup_path = spec.linux.cgroups_path or container_id
         cleanup = _Cleanup()
         cleanup.push(lambda: shutil.rmtree(state_dir, ignore_errors=True))
         try:
@@ -174,6 +177,10 @@ class Runtime:
         assert spec.linux is not None and spec.process is not None
         fifo = os.path.join(state_dir, EXEC_FIFO)
         os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)     # whatever our umask: the init writes to it
+        # The init opens it as the container's root, which a user namespace maps
+        # to another host uid: make it that uid's.
+        os.chown(fifo, _host_id(0, spec.linux.uid_mappings), _host_id(0, spec.linux.gid_mappings))
         fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         cleanup.push(lambda: os.close(fifo_fd))
 
@@ -184,7 +191,9 @@ class Runtime:
         mgr.create()
         cleanup.push(mgr.destroy)
         if spec.linux.resources is not None:
-            mgr.set(spec.linux.resources)
+            resources = copy.copy(spec.linux.resources)
+            resources.devices = device_rules(spec)
+            mgr.set(resources)
 
         console = None
         if spec.process.terminal:
@@ -198,6 +207,11 @@ class Runtime:
             raise InvalidArgument("cannot use console socket if runc will not detach or "
                                   "allocate tty")
 
+        # Everything the child needs is imported now: after pivot_root (or, in a
+        # user namespace, as a root that cannot read our library) it cannot be.
+        from ketch.runtime import process as proc_mod
+        proc_mod.preload(terminal=spec.process.terminal, seccomp=spec.linux.seccomp is not None,
+                         hooks=spec.hooks is not None)
         parent_sock, child_sock = sync.pair()
         cleanup.push(parent_sock.close)
         intermediate = plan.has_ns("user") and plan.has_new("pid")
@@ -508,6 +522,16 @@ def _merge_resources(old: Any, new: Any) -> Any:
         else:
             merged[key] = value
     return fj(Resources, merged)
+
+
+def _host_id(container_id: int, mappings: list[Any]) -> int:
+    """The host id ``container_id`` maps to (itself without mappings)."""
+    if not mappings:
+        return container_id
+    for m in mappings:
+        if m.container_id <= container_id < m.container_id + m.size:
+            return m.host_id + container_id - m.container_id
+    return container_id
 
 
 def _write_id_maps(pid: int, spec: Spec) -> None:

@@ -66,6 +66,7 @@ def exec_in(rt: Runtime, st: ContainerState, spec: Spec, process: Process,
             console = console_mod.connect(opts.console_socket)
         parent_sock, child_sock = sync.pair()
         seccomp = spec.linux.seccomp if spec.linux else None
+        proc_mod.preload(terminal=console is not None, seccomp=seccomp is not None)
 
         saved = None
         pid_fd = None

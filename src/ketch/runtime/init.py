@@ -130,6 +130,8 @@ def _run(cfg: InitConfig) -> None:
     rootfs = Rootfs(plan=plan, sys=s, in_userns=plan.has_ns("user"),
                     cgroup_paths=cfg.cgroup_paths, cgroup_v1_mounts=cfg.cgroup_v1_mounts,
                     cgroup_v2=cfg.cgroup_v2)
+    # Device nodes and mount points get exactly the modes the spec asks for.
+    os.umask(0)
     rootfs.prepare()
     hooks = spec.hooks
     if hooks and (hooks.prestart or hooks.create_runtime):

@@ -19,11 +19,15 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument, System
 from ketch.linux import syscalls as sc
 from ketch.runtime.spec import Process
 from ketch.runtime.specconv import RLIMITS
+
+if TYPE_CHECKING:
+    from ketch.linux.caps import CapSets
 
 DEFAULT_UMASK = 0o022
 
@@ -35,6 +39,27 @@ class Prepared:
     path: str
     args: list[str]
     env: dict[str, str]
+
+
+def preload(*, terminal: bool = False, seccomp: bool = False, hooks: bool = False) -> None:
+    """Import now what is needed after pivot_root or setns(mnt).
+
+    From then on the host's filesystem (and Python's library on it) is out of
+    reach, so a lazy import there would fail inside the container.
+    """
+    import errno  # noqa: F401
+    import resource  # noqa: F401
+
+    import ketch.linux.caps  # noqa: F401
+    if terminal:
+        import ketch.runtime.console  # noqa: F401
+    if seccomp:
+        import ketch.linux.seccomp
+        ketch.linux.seccomp.preload()   # libseccomp itself, not just our module
+    if hooks:
+        import subprocess  # noqa: F401
+
+        import ketch.runtime.hooks  # noqa: F401
 
 
 def env_dict(env: list[str]) -> dict[str, str]:
@@ -53,10 +78,11 @@ def lookup(name: str, env: dict[str, str]) -> str:
         try:
             st = os.stat(name)
         except OSError as exc:
-            raise InvalidArgument(f'exec: "{name}": stat {name}: {exc.strerror.lower()}') \
-                from None
+            raise InvalidArgument(f'unable to start container process: exec: "{name}": '
+                                  f'stat {name}: {exc.strerror.lower()}') from None
         if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
-            raise InvalidArgument(f'exec: "{name}": permission denied')
+            raise InvalidArgument(f'unable to start container process: exec: "{name}": '
+                                  'permission denied')
         return name
     for d in env.get("PATH", "").split(":"):
         candidate = os.path.join(d or ".", name)
@@ -66,7 +92,8 @@ def lookup(name: str, env: dict[str, str]) -> str:
             continue
         if not stat.S_ISDIR(st.st_mode) and st.st_mode & 0o111:
             return candidate
-    raise InvalidArgument(f'exec: "{name}": executable file not found in $PATH')
+    raise InvalidArgument(f'unable to start container process: exec: "{name}": executable '
+                          'file not found in $PATH')
 
 
 def home_of(uid: int) -> str:
@@ -99,13 +126,13 @@ def set_oom_score_adj(value: int | None) -> None:
         f.write(str(value))
 
 
-def set_user(proc: Process, cap_sets: object | None) -> None:
+def set_user(proc: Process, cap_sets: CapSets | None) -> None:
     """setgroups/setgid/setuid, keeping exactly the capabilities the spec asks for."""
     from ketch.linux import caps
 
     user = proc.user
     sets = cap_sets if cap_sets is not None else caps.CapSets()
-    caps.drop_bounding(sets)  # type: ignore[arg-type]
+    caps.drop_bounding(sets)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
         os.setgroups(list(user.additional_gids))
@@ -116,10 +143,10 @@ def set_user(proc: Process, cap_sets: object | None) -> None:
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
-    caps.apply_sets(sets)  # type: ignore[arg-type]
+    caps.apply_sets(sets)
 
 
-def cap_sets_of(proc: Process) -> object:
+def cap_sets_of(proc: Process) -> CapSets:
     from ketch.linux import caps
 
     c = proc.capabilities

@@ -93,12 +93,33 @@ class Rootfs:
     def prepare(self) -> None:
         root = self.plan.rootfs
         self.sys.mount(None, "/", None, self.plan.root_propagation)
+        self._parent_mount_private(root)
         self.sys.mount(root, root, "bind", sc.MS_BIND | sc.MS_REC)
         for m in self.plan.mounts:
             self.mount(m)
         if self.plan.setup_dev:
             self.create_devices(self.plan.devices)
             self.dev_symlinks()
+
+    def _parent_mount_private(self, root: str) -> None:
+        """pivot_root refuses a root whose parent mount is shared: make just that one private.
+
+        Only matters with rootfsPropagation shared; mounts below keep theirs.
+        """
+        if not self.plan.root_propagation & sc.MS_SHARED:
+            return
+        from ketch.linux.mount import read_mountinfo
+        parent = os.path.dirname(root.rstrip("/")) or "/"
+        best = "/"
+        for mi in read_mountinfo():
+            mp = mi.mountpoint
+            if (parent == mp or parent.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                best = mp
+        try:
+            self.sys.mount(None, best, None, sc.MS_PRIVATE)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
 
     def mount(self, m: MountPlan) -> None:
         root = self.plan.rootfs

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ketch.errors import InvalidArgument, NotSupported
 from ketch.linux import syscalls as sc
+from ketch.linux.cgroups.resources import DeviceRule
 from ketch.runtime.spec import Device, IDMapping, Mount, Spec
 
 # OCI namespace type -> (clone flag, name under /proc/<pid>/ns/)
@@ -109,6 +110,32 @@ DEFAULT_DEVICES = [
     Device(type="c", path="/dev/random", major=1, minor=8, file_mode=0o666, uid=0, gid=0),
     Device(type="c", path="/dev/urandom", major=1, minor=9, file_mode=0o666, uid=0, gid=0),
 ]
+
+def _allow(type_: str, major: int | None, minor: int | None, access: str = "rwm") -> DeviceRule:
+    return DeviceRule(allow=True, type=type_, major=major, minor=minor, access=access)
+
+
+# Cgroup rules every container gets after its own: mknod of anything (the node
+# is useless without read/write permission), the default devices, and ptys.
+DEFAULT_ALLOWED_DEVICES = [
+    _allow("c", None, None, "m"), _allow("b", None, None, "m"),
+    _allow("c", 1, 3), _allow("c", 1, 5), _allow("c", 1, 7), _allow("c", 1, 8),
+    _allow("c", 1, 9), _allow("c", 5, 0), _allow("c", 5, 1), _allow("c", 5, 2),
+    _allow("c", 136, None),
+]
+
+
+def device_rules(spec: Spec) -> list[DeviceRule]:
+    """The devices cgroup rules: the spec's, then the defaults, as runc orders them.
+
+    ``linux.devices`` only creates nodes; access to them needs a rule, as with
+    runc. A spec without rules leaves the cgroup's devices as they are.
+    """
+    linux = spec.linux
+    if linux is None or linux.resources is None or not linux.resources.devices:
+        return []
+    return list(linux.resources.devices) + DEFAULT_ALLOWED_DEVICES
+
 
 RLIMITS = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,

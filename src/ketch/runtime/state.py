@@ -69,13 +69,13 @@ def check_transition(status: Status, verb: str, container_id: str) -> None:
     if verb == "start":
         if status is Status.STOPPED:
             raise InvalidTransition("cannot start a container that has stopped")
-        raise InvalidTransition(f"cannot start an already running container")
+        raise InvalidTransition("cannot start an already running container")
     if verb == "kill":
         raise InvalidTransition("container not running")
     if verb == "pause":
-        raise InvalidTransition(f"container not running or created: {status.value}")
+        raise InvalidTransition("container not running")
     if verb == "resume":
-        raise InvalidTransition(f"container not paused")
+        raise InvalidTransition("container not paused")
     if status is Status.PAUSED:
         raise InvalidTransition("cannot exec in a paused container")
     raise InvalidTransition("cannot exec in a stopped container")
@@ -84,7 +84,7 @@ def check_transition(status: Status, verb: str, container_id: str) -> None:
 def validate_id(container_id: str) -> None:
     if not container_id:
         raise InvalidArgument("container id cannot be empty")
-    if not _ID_RE.match(container_id) or container_id in (".", ".."):
+    if not _ID_RE.fullmatch(container_id) or container_id in (".", ".."):
         raise InvalidArgument(f"invalid container id format: {container_id}")
 
 
@@ -148,7 +148,7 @@ class StateStore:
             with open(path, "rb") as f:
                 data = json.loads(f.read())
         except FileNotFoundError:
-            raise NotFound(f"container does not exist") from None
+            raise NotFound("container does not exist") from None
         except ValueError as exc:
             raise InvalidArgument(f"corrupt state file {path}: {exc}") from None
         return from_json(ContainerState, data, where=path)
