@@ -27,9 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 KETCH_RUNC = str(Path(sys.executable).parent / "ketch-runc")
+TAG = f"ketch-bench-{secrets.token_hex(3)}"
 
 
-def make_bundle(base: Path, rootfs: Path, args: list[str], tag: str) -> Path:
+def make_bundle(base: Path, rootfs: Path, args: list[str]) -> Path:
     from ketch.jsonmodel import to_json
     from ketch.runtime.defaults import default_spec
 
@@ -37,7 +38,8 @@ def make_bundle(base: Path, rootfs: Path, args: list[str], tag: str) -> Path:
     spec["process"]["terminal"] = False
     spec["process"]["args"] = args
     spec["root"]["path"] = str(rootfs)
-    spec["linux"]["cgroupsPath"] = f"/{tag}/bench"
+    # No cgroupsPath: each runtime names the cgroup after the container id,
+    # and every id carries the run's tag.
     base.mkdir(parents=True, exist_ok=True)
     (base / "config.json").write_text(json.dumps(spec))
     return base
@@ -52,14 +54,15 @@ def timed(n: int, fn) -> float:
 
 def binary_run(binary: str, root: Path, bundle: Path):
     def once(i: int) -> None:
-        subprocess.run([binary, "--root", str(root), "run", "--bundle", str(bundle), f"r{i}"],
+        subprocess.run([binary, "--root", str(root), "run", "--bundle", str(bundle),
+                        f"{TAG}-r{i}"],
                        check=True, stdout=subprocess.DEVNULL)
     return once
 
 
 def binary_cycle(binary: str, root: Path, bundle: Path):
     def once(i: int) -> None:
-        cid = f"c{i}"
+        cid = f"{TAG}-c{i}"
         subprocess.run([binary, "--root", str(root), "create", "--bundle", str(bundle), cid],
                        check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         subprocess.run([binary, "--root", str(root), "start", cid], check=True)
@@ -74,7 +77,7 @@ def library_run(root: Path, bundle: Path):
     devnull = os.open(os.devnull, os.O_RDWR)
 
     def once(i: int) -> None:
-        cid = f"l{i}"
+        cid = f"{TAG}-l{i}"
         started = rt.create(cid, CreateOptions(bundle=str(bundle),
                                                stdio=(devnull, devnull, devnull)))
         rt.start(cid)
@@ -90,13 +93,13 @@ def resident_helpers(binary: str, root: Path, bundle: Path) -> int:
     before = set(int(p) for p in os.listdir("/proc") if p.isdigit())
     for i in range(5):
         subprocess.run([binary, "--root", str(root), "run", "-d", "--bundle", str(bundle),
-                        f"d{i}"], check=True, stdin=subprocess.DEVNULL,
+                        f"{TAG}-d{i}"], check=True, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.2)
     after = set(int(p) for p in os.listdir("/proc") if p.isdigit())
     container_pids = set()
     for i in range(5):
-        st = json.loads(subprocess.run([binary, "--root", str(root), "state", f"d{i}"],
+        st = json.loads(subprocess.run([binary, "--root", str(root), "state", f"{TAG}-d{i}"],
                                        capture_output=True, check=True).stdout)
         container_pids.add(st["pid"])
     extra = []
@@ -108,17 +111,25 @@ def resident_helpers(binary: str, root: Path, bundle: Path) -> int:
         if b"ketch" in cmd or b"runc" in cmd:
             extra.append(pid)
     for i in range(5):
-        subprocess.run([binary, "--root", str(root), "delete", "--force", f"d{i}"], check=True)
+        subprocess.run([binary, "--root", str(root), "delete", "--force", f"{TAG}-d{i}"],
+                       check=True)
     return len(extra)
 
 
-def cleanup_cgroups(tag: str) -> None:
+def cleanup(roots: dict[str, Path], runc: str) -> None:
+    """Delete what a failed run left: containers in our roots, then our cgroups."""
+    for name, root in roots.items():
+        binary = runc if name == "runc" else KETCH_RUNC
+        out = subprocess.run([binary, "--root", str(root), "list", "-q"], capture_output=True,
+                             text=True)
+        for cid in out.stdout.split():
+            subprocess.run([binary, "--root", str(root), "delete", "--force", cid],
+                           capture_output=True)
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        p = hierarchy / tag
-        if p.is_dir():
-            for d in sorted((x for x in p.rglob("*") if x.is_dir()), key=lambda x: -len(str(x))):
-                d.rmdir()
-            p.rmdir()
+        if hierarchy.is_dir():
+            for d in hierarchy.rglob(f"{TAG}-*"):
+                if d.is_dir():
+                    d.rmdir()
 
 
 def main() -> int:
@@ -138,12 +149,12 @@ def main() -> int:
     if not (cache / "bin" / "busybox").exists():
         shutil.rmtree(cache, ignore_errors=True)
         busybox_rootfs(str(cache))
-    tag = f"ketch-bench-{secrets.token_hex(3)}"
+    tag = TAG
     work = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
     roots = {name: Path("/run") / tag / name for name in ("runc", "ketch", "lib")}
     try:
-        true_b = make_bundle(work / "true", cache, ["/bin/true"], tag)
-        sleep_b = make_bundle(work / "sleep", cache, ["sleep", "1000"], tag)
+        true_b = make_bundle(work / "true", cache, ["/bin/true"])
+        sleep_b = make_bundle(work / "sleep", cache, ["sleep", "1000"])
         n = args.n
         results = {}
         # Warm up page cache and imports for both.
@@ -170,8 +181,8 @@ def main() -> int:
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        cleanup(roots, runc)
         shutil.rmtree(Path("/run") / tag, ignore_errors=True)
-        cleanup_cgroups(tag)
 
 
 if __name__ == "__main__":

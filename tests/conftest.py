@@ -106,7 +106,7 @@ def _cgroup_dirs(prefix: str) -> list[Path]:
 
 def remove_cgroup_tree(path: Path) -> None:
     """rmdir leaf-first; cgroup dirs cannot be removed with their control files."""
-    for dirpath, dirnames, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
+    for dirpath, _dirnames, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
         try:
             os.rmdir(dirpath)
         except OSError:

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from tests.conftest import errmsg, ketch_runc
 
 pytestmark = pytest.mark.root

@@ -3,8 +3,14 @@ import os
 import pytest
 
 from ketch.errors import InvalidArgument, InvalidTransition, NotFound
-from ketch.runtime.state import (ContainerState, StateStore, Status, check_transition,
-                                 pid_start_time, validate_id)
+from ketch.runtime.state import (
+    ContainerState,
+    StateStore,
+    Status,
+    check_transition,
+    pid_start_time,
+    validate_id,
+)
 
 
 @pytest.mark.parametrize("status, verb, ok", [

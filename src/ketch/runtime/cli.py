@@ -227,7 +227,7 @@ def cmd_list(g: Globals, o: dict[str, Any], args: list[str]) -> int:
     # Go's tabwriter as runc sets it up: min width 12, padding 3.
     widths = [max(12, max(len(r[i]) for r in rows) + 3) for i in range(6)]
     for r in rows:
-        print("".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + r[-1])
+        print("".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + r[-1])
     return 0
 
 
@@ -390,7 +390,11 @@ def cmd_update(g: Globals, o: dict[str, Any], args: list[str]) -> int:
     if o.get("resources"):
         src = o["resources"]
         try:
-            raw = sys.stdin.read() if src == "-" else open(src).read()
+            if src == "-":
+                raw = sys.stdin.read()
+            else:
+                with open(src) as f:
+                    raw = f.read()
             data = json.loads(raw)
         except (OSError, ValueError) as exc:
             raise InvalidArgument(f"unable to parse resources: {exc}") from None

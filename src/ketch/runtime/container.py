@@ -27,19 +27,25 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from ketch.errors import (AlreadyExists, Conflict, InvalidArgument, KetchError, NotFound,
-                          System)
+from ketch.errors import AlreadyExists, Conflict, InvalidArgument, KetchError, NotFound, System
 from ketch.jsonmodel import json_name, to_json
 from ketch.linux import syscalls as sc
 from ketch.linux.syscalls import LinuxSyscalls, Syscalls
 from ketch.runtime import sync
 from ketch.runtime.spec import OCI_VERSION, Process, Spec, load_spec, parse_spec
 from ketch.runtime.specconv import Plan, convert, device_rules
-from ketch.runtime.state import (EXEC_FIFO, ContainerState, StateStore, Status,
-                                 check_transition, pid_start_time, validate_id)
+from ketch.runtime.state import (
+    EXEC_FIFO,
+    ContainerState,
+    StateStore,
+    Status,
+    check_transition,
+    pid_start_time,
+    validate_id,
+)
 
 DEFAULT_ROOT = "/run/ketch-runc"
 
@@ -93,7 +99,7 @@ class Started:
 def _now_rfc3339() -> str:
     now = time.time_ns()
     secs, nanos = divmod(now, 1_000_000_000)
-    return datetime.fromtimestamp(secs, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + \
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + \
         f".{nanos:09d}Z"
 
 
@@ -241,7 +247,7 @@ class Runtime:
                 sync.send(parent_sock, sync.Kind.IDS_MAPPED)
             elif msg.kind is sync.Kind.PID:
                 init_pid = msg.pid
-                cleanup.push(lambda: _kill_pid(init_pid))
+                cleanup.push(lambda pid=init_pid: _kill_pid(pid))
                 os.waitpid(pid, 0)
             elif msg.kind is sync.Kind.HOOKS:
                 from ketch.runtime import hooks

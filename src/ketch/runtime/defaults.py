@@ -10,8 +10,18 @@ from __future__ import annotations
 import os
 
 from ketch.linux.cgroups.resources import DeviceRule, Resources
-from ketch.runtime.spec import (Capabilities, IDMapping, Linux, Mount, Namespace, Process,
-                                Rlimit, Root, Spec, User)
+from ketch.runtime.spec import (
+    Capabilities,
+    IDMapping,
+    Linux,
+    Mount,
+    Namespace,
+    Process,
+    Rlimit,
+    Root,
+    Spec,
+    User,
+)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
