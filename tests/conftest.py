@@ -122,7 +122,7 @@ def runc_root(tmp_path: Path) -> Iterator[Path]:
     from ketch.runtime.container import Runtime
 
     rt = Runtime(str(root))
-    for st in rt.list():
+    for st in rt.containers():
         try:
             rt.delete(st.id, force=True)
         except Exception as exc:  # noqa: BLE001 - keep cleaning

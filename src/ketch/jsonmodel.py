@@ -93,7 +93,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise InvalidArgument(f"{path}: expected object, got {_kind(value)}")
         _, vt = typing.get_args(tp)
         return {str(k): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_json(tp, value, where=path)
     if tp is bool:
         if not isinstance(value, bool):

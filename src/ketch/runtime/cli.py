@@ -210,7 +210,7 @@ def cmd_state(g: Globals, o: dict[str, Any], args: list[str]) -> int:
 
 def cmd_list(g: Globals, o: dict[str, Any], args: list[str]) -> int:
     from ketch.jsonmodel import to_json
-    states = _runtime(g).list()
+    states = _runtime(g).containers()
     fmt = o.get("format") or "table"
     if o.get("quiet"):
         for s in states:

@@ -369,7 +369,7 @@ class Runtime:
     def state(self, container_id: str) -> OCIState:
         return self.oci_state(self._load(container_id))
 
-    def list(self) -> list[OCIState]:
+    def containers(self) -> list[OCIState]:
         out = []
         for cid in self.store.ids():
             try:

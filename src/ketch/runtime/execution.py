@@ -184,7 +184,7 @@ def _child(sock: socket.socket, ns_fds: list[tuple[int, int]], process: Process,
             os.chdir(process.cwd or "/")
         except OSError as exc:
             raise OSError(exc.errno, f"chdir to cwd (\"{process.cwd}\") set in config.json "
-                                     f"failed: {exc.strerror.lower()}") from None
+                                     f"failed: {(exc.strerror or '').lower()}") from None
         if flt is not None and process.no_new_privileges:
             flt.load()
         proc_mod.exec_now(prepared, opts.preserve_fds, keep=(sock.fileno(),))

@@ -32,7 +32,7 @@ from ketch.linux.syscalls import Syscalls
 from ketch.runtime import process as proc_mod
 from ketch.runtime import sync
 from ketch.runtime.rootfs import Rootfs
-from ketch.runtime.spec import Spec
+from ketch.runtime.spec import Box, Spec
 from ketch.runtime.specconv import NAMESPACES, Plan
 
 
@@ -209,14 +209,14 @@ def _setns(s: Syscalls, path: str, nstype: int) -> None:
         os.close(fd)
 
 
-def _setup_console(cfg: InitConfig, size: object) -> None:
+def _setup_console(cfg: InitConfig, size: Box | None) -> None:
     from ketch.runtime import console
 
     if cfg.console is None:
         raise OSError("process.terminal is set but no console socket was given")
     master, slave, name = console.open_pty()
-    if size is not None and getattr(size, "height", 0) and getattr(size, "width", 0):
-        console.set_size(master, size.height, size.width)  # type: ignore[attr-defined]
+    if size is not None and size.height and size.width:
+        console.set_size(master, size.height, size.width)
     # /dev/console is the container's terminal, as on a real machine.
     if os.path.exists("/dev/console") or os.path.isdir("/dev"):
         try:
@@ -238,7 +238,7 @@ def _chdir(cwd: str) -> None:
         os.chdir(cwd or "/")
     except OSError as exc:
         raise OSError(exc.errno, f"chdir to cwd (\"{cwd}\") set in config.json failed: "
-                                 f"{exc.strerror.lower()}") from None
+                                 f"{(exc.strerror or '').lower()}") from None
 
 
 _PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}

@@ -79,7 +79,7 @@ def lookup(name: str, env: dict[str, str]) -> str:
             st = os.stat(name)
         except OSError as exc:
             raise InvalidArgument(f'unable to start container process: exec: "{name}": '
-                                  f'stat {name}: {exc.strerror.lower()}') from None
+                                  f'stat {name}: {(exc.strerror or "").lower()}') from None
         if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
             raise InvalidArgument(f'unable to start container process: exec: "{name}": '
                                   'permission denied')
