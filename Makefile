@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-unit bench lint clean
 
 install: $(STAMP)
+	@# Byte-code now: PYTHONDONTWRITEBYTECODE may be set, and compiling the
+	@# sources at every start would cost ketch-runc tens of milliseconds.
+	@$(BIN)/python -m compileall -q src
 
 $(STAMP): pyproject.toml scripts/install-system-packages
 	sh scripts/install-system-packages

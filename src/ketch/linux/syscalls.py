@@ -8,12 +8,12 @@ path)`` so messages always name the syscall and the path that failed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno as _errno
 import os
-import platform
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import ctypes
 
 # Mount flags (linux/mount.h). Kept here so the rest of ketch never spells numbers.
 MS_RDONLY = 0x1
@@ -98,7 +98,7 @@ _SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
 
 
 def syscall_number(name: str) -> int:
-    machine = platform.machine()
+    machine = os.uname().machine
     try:
         return _SYSCALL_NUMBERS[machine][name]
     except KeyError:
@@ -112,7 +112,12 @@ def libc() -> ctypes.CDLL:
     """libc with errno kept; loaded once, lazily, so importing this module is free."""
     global _libc
     if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes
+        try:
+            lib = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            import ctypes.util
+            lib = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                               ctypes.c_ulong, ctypes.c_char_p]
         lib.mount.restype = ctypes.c_int
@@ -136,6 +141,7 @@ def libc() -> ctypes.CDLL:
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
+        import ctypes
         err = ctypes.get_errno()
         if path is None:
             raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -147,7 +153,8 @@ def _b(s: str | None) -> bytes | None:
     return None if s is None else os.fsencode(s)
 
 
-def raw_syscall(name: str, *args: int | bytes | None | ctypes.c_void_p) -> int:
+def raw_syscall(name: str, *args: Any) -> int:
+    import ctypes
     nr = syscall_number(name)
     cargs = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
     return int(libc().syscall(ctypes.c_long(nr), *cargs))

@@ -21,13 +21,10 @@ from __future__ import annotations
 import copy
 import json
 import os
-import select
-import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ketch.errors import AlreadyExists, Conflict, InvalidArgument, KetchError, NotFound, System
@@ -97,10 +94,13 @@ class Started:
 
 
 def _now_rfc3339() -> str:
-    now = time.time_ns()
-    secs, nanos = divmod(now, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + \
-        f".{nanos:09d}Z"
+    secs, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_pid_file(path: str, pid: int) -> None:
@@ -167,7 +167,7 @@ class Runtime:
         # relative to our own (so a runtime started inside a cgroup stays in it).
         cgroup_path = spec.linux.cgroups_path or container_id
         cleanup = _Cleanup()
-        cleanup.push(lambda: shutil.rmtree(state_dir, ignore_errors=True))
+        cleanup.push(lambda: _rmtree(state_dir))
         try:
             return self._create(container_id, opts, bundle, spec, plan, state_dir,
                                 cgroup_path, cleanup)
@@ -334,6 +334,7 @@ class Runtime:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Conflict("cannot start an already running container") from None
+        import select
         try:
             poller = select.poll()
             poller.register(fd, select.POLLIN)
@@ -496,7 +497,7 @@ class Runtime:
         except (OSError, KetchError) as exc:
             errors.append(exc)
         spec = self._spec_of(st)
-        shutil.rmtree(self.store.dir(st.id), ignore_errors=True)
+        _rmtree(self.store.dir(st.id))
         if spec.hooks and spec.hooks.poststop:
             from ketch.runtime import hooks
             try:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
-import socket
-import tempfile
 from typing import Any
 
 from ketch.errors import InvalidArgument
@@ -29,6 +26,8 @@ class _InternalConsole:
     """A console socket of our own, for a terminal nobody else will hold."""
 
     def __init__(self) -> None:
+        import socket
+        import tempfile
         self.dir = tempfile.mkdtemp(prefix="ketch-runc-console-")
         self.path = os.path.join(self.dir, "console.sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -87,6 +86,7 @@ def _wait(pid: int, master: int | None) -> int:
     if master is None:
         _, status = os.waitpid(pid, 0)
         return _code(status)
+    import select
     import termios
     import tty
     saved = None
@@ -126,6 +126,7 @@ def _wait(pid: int, master: int | None) -> int:
 
 
 def _drain(master: int) -> None:
+    import select
     while True:
         try:
             r, _, _ = select.select([master], [], [], 0)

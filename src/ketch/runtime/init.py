@@ -22,10 +22,9 @@ Any failure before READY is sent to the parent as ERROR and ends the child.
 from __future__ import annotations
 
 import os
-import socket
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ketch.linux import syscalls as sc
 from ketch.linux.syscalls import Syscalls
@@ -34,6 +33,9 @@ from ketch.runtime import sync
 from ketch.runtime.rootfs import Rootfs
 from ketch.runtime.spec import Box, Spec
 from ketch.runtime.specconv import NAMESPACES, Plan
+
+if TYPE_CHECKING:
+    import socket
 
 
 @dataclass
@@ -86,6 +88,7 @@ def child_main(cfg: InitConfig) -> None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if os.environ.get("KETCH_DEBUG"):
+        import traceback
         text += "\n" + traceback.format_exc()
     return text
 

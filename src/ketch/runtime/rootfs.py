@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -188,6 +186,8 @@ class Rootfs:
 
     def _tmpcopyup(self, m: MountPlan, dest: str, flags: int) -> None:
         """Mount a tmpfs holding a copy of what the image has at ``dest``."""
+        import shutil
+        import tempfile
         staging = tempfile.mkdtemp(prefix=".ketch-tmpcopyup-", dir=self.plan.rootfs)
         try:
             self.sys.mount(m.source or "tmpfs", staging, "tmpfs", flags, m.data or None)

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import enum
 import json
-import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ketch.errors import System
+
+if TYPE_CHECKING:
+    import socket
 
 
 class Kind(enum.Enum):
@@ -44,6 +47,7 @@ class Message:
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
+    import socket
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
