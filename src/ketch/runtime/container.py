@@ -32,7 +32,7 @@ from ketch.jsonmodel import json_name, to_json
 from ketch.linux import syscalls as sc
 from ketch.linux.syscalls import LinuxSyscalls, Syscalls
 from ketch.runtime import sync
-from ketch.runtime.spec import OCI_VERSION, Process, Spec, load_spec, parse_spec
+from ketch.runtime.spec import OCI_VERSION, Hooks, Process, Spec, parse_spec, read_spec
 from ketch.runtime.specconv import Plan, convert, device_rules
 from ketch.runtime.state import (
     EXEC_FIFO,
@@ -134,6 +134,12 @@ class Runtime:
     def _spec_of(self, st: ContainerState) -> Spec:
         return parse_spec(json.loads(st.config_json))
 
+    def _hooks_of(self, st: ContainerState) -> Hooks | None:
+        """Only the hooks: start and delete need nothing else of the config."""
+        from ketch.jsonmodel import from_json
+        data = json.loads(st.config_json).get("hooks")
+        return from_json(Hooks, data, where="config.json: hooks") if data else None
+
     def status(self, st: ContainerState) -> Status:
         status = self.store.status(st)
         if status in (Status.RUNNING, Status.CREATED):
@@ -154,7 +160,7 @@ class Runtime:
     def create(self, container_id: str, opts: CreateOptions) -> Started:
         validate_id(container_id)
         bundle = os.path.abspath(opts.bundle)
-        spec = load_spec(bundle)
+        config_text, spec = read_spec(bundle)
         plan = convert(spec, bundle)
         assert spec.linux is not None
         os.makedirs(self.root, mode=0o711, exist_ok=True)
@@ -170,13 +176,14 @@ class Runtime:
         cleanup.push(lambda: _rmtree(state_dir))
         try:
             return self._create(container_id, opts, bundle, spec, plan, state_dir,
-                                cgroup_path, cleanup)
+                                cgroup_path, cleanup, config_text)
         except BaseException:
             cleanup.run()
             raise
 
     def _create(self, container_id: str, opts: CreateOptions, bundle: str, spec: Spec,
-                plan: Plan, state_dir: str, cgroup_path: str, cleanup: _Cleanup) -> Started:
+                plan: Plan, state_dir: str, cgroup_path: str, cleanup: _Cleanup,
+                config_text: str) -> Started:
         from ketch.linux import cgroups
         from ketch.runtime.init import InitConfig, child_main
 
@@ -270,7 +277,7 @@ class Runtime:
             id=container_id, init_pid=init_pid, init_start_time=start_time, bundle=bundle,
             rootfs=plan.rootfs, created=_now_rfc3339(), cgroup_path=cgroup_path,
             annotations=dict(spec.annotations), intermediate=intermediate,
-            config_json=json.dumps(to_json(spec)))
+            config_json=config_text)
         self.store.save(st_rec)
         if opts.pid_file:
             write_pid_file(opts.pid_file, init_pid)
@@ -354,11 +361,11 @@ class Runtime:
             os.unlink(fifo)
         except FileNotFoundError:
             pass
-        spec = self._spec_of(st)
-        if spec.hooks and spec.hooks.poststart:
+        hooks_cfg = self._hooks_of(st)
+        if hooks_cfg and hooks_cfg.poststart:
             from ketch.runtime import hooks
             try:
-                hooks.run(spec.hooks.poststart, self._hook_state(st, "running"), "poststart")
+                hooks.run(hooks_cfg.poststart, self._hook_state(st, "running"), "poststart")
             except KetchError as exc:
                 print(f"warning: {exc}", file=sys.stderr)
 
@@ -496,12 +503,12 @@ class Runtime:
             mgr.destroy()
         except (OSError, KetchError) as exc:
             errors.append(exc)
-        spec = self._spec_of(st)
+        hooks_cfg = self._hooks_of(st)
         _rmtree(self.store.dir(st.id))
-        if spec.hooks and spec.hooks.poststop:
+        if hooks_cfg and hooks_cfg.poststop:
             from ketch.runtime import hooks
             try:
-                hooks.run(spec.hooks.poststop, self._hook_state(st, "stopped"), "poststop")
+                hooks.run(hooks_cfg.poststop, self._hook_state(st, "stopped"), "poststop")
             except KetchError as exc:
                 print(f"warning: {exc}", file=sys.stderr)
         if errors:

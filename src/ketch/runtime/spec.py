@@ -178,6 +178,11 @@ def parse_spec(data: Any, where: str = "config.json") -> Spec:
 
 def load_spec(bundle: str) -> Spec:
     """Read ``<bundle>/config.json`` with runc's wording for the usual failures."""
+    return read_spec(bundle)[1]
+
+
+def read_spec(bundle: str) -> tuple[str, Spec]:
+    """``config.json`` as text (kept as the container's record) and parsed."""
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
@@ -185,10 +190,11 @@ def load_spec(bundle: str) -> Spec:
     except FileNotFoundError:
         raise NotFound("JSON specification file config.json not found") from None
     try:
-        data = json.loads(raw)
+        text = raw.decode()
+        data = json.loads(text)
     except ValueError as exc:
         raise InvalidArgument(f"failed to parse config.json: {exc}") from None
-    return parse_spec(data)
+    return text, parse_spec(data)
 
 
 def parse_process(data: Any, where: str = "process.json") -> Process:
