@@ -121,11 +121,33 @@ class Runtime:
         self.sys = sys or LinuxSyscalls()
         self.mountinfo = mountinfo
         self.cgroup_root = cgroup_root
+        self._managers: dict[str, Any] = {}
+        self._mode: Any = None
+        self._v1: dict[str, str] | None = None
 
     # -- helpers --------------------------------------------------------------
     def _cgroup(self, path: str) -> Any:
-        from ketch.linux import cgroups
-        return cgroups.new_manager(path, mountinfo_path=self.mountinfo, root=self.cgroup_root)
+        """The cgroup manager for ``path``, kept: resolving it reads mountinfo."""
+        mgr = self._managers.get(path)
+        if mgr is None:
+            from ketch.linux import cgroups
+            mgr = cgroups.new_manager(path, mode=self._cgroup_mode(),
+                                      mountinfo_path=self.mountinfo, root=self.cgroup_root)
+            self._managers[path] = mgr
+        return mgr
+
+    def _cgroup_mode(self) -> Any:
+        if self._mode is None:
+            from ketch.linux import cgroups
+            self._mode = cgroups.detect_mode(self.mountinfo)
+        return self._mode
+
+    def _v1_mounts(self) -> dict[str, str]:
+        if self._v1 is None:
+            from ketch.linux import cgroups
+            self._v1 = ({} if self._cgroup_mode() is cgroups.Mode.V2
+                        else cgroups.v1_mounts(self.mountinfo))
+        return self._v1
 
     def _load(self, container_id: str) -> ContainerState:
         validate_id(container_id)
@@ -197,7 +219,7 @@ class Runtime:
         fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         cleanup.push(lambda: os.close(fifo_fd))
 
-        mode = cgroups.detect_mode(self.mountinfo)
+        mode = self._cgroup_mode()
         mgr = self._cgroup(cgroup_path)
         if mgr.exists() and mgr.pids():
             raise Conflict(f"cgroup {cgroup_path} is not empty: another container uses it")
@@ -236,8 +258,7 @@ class Runtime:
             fifo_fd=fifo_fd, console=console, stdio=opts.stdio, no_pivot=opts.no_pivot,
             no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds,
             intermediate=intermediate, cgroup_paths=mgr.paths(),
-            cgroup_v1_mounts=(cgroups.v1_mounts(self.mountinfo)
-                              if mode is not cgroups.Mode.V2 else {}),
+            cgroup_v1_mounts=self._v1_mounts(),
             cgroup_v2=mode is cgroups.Mode.V2, create_container_state=state_base)
 
         pid = self._fork_into_pidns(plan, intermediate, lambda: child_main(cfg),
@@ -499,6 +520,7 @@ class Runtime:
 
     def _destroy(self, st: ContainerState, mgr: Any) -> None:
         errors: list[BaseException] = []
+        self._managers.pop(st.cgroup_path, None)
         try:
             mgr.destroy()
         except (OSError, KetchError) as exc:
