@@ -89,6 +89,26 @@ class HugepageLimit:
 
 
 @dataclass(slots=True)
+class InterfacePriority:
+    name: str = ""
+    priority: int = 0
+
+
+@dataclass(slots=True)
+class Network:
+    """v1 net_cls and net_prio; cgroup v2 has neither."""
+
+    class_id: int | None = field(default=None, metadata=json_name("classID"))
+    priorities: list[InterfacePriority] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Rdma:
+    hca_handles: int | None = None
+    hca_objects: int | None = None
+
+
+@dataclass(slots=True)
 class Resources:
     devices: list[DeviceRule] = field(default_factory=list)
     memory: Memory | None = None
@@ -97,3 +117,5 @@ class Resources:
     block_io: BlockIO | None = field(default=None, metadata=json_name("blockIO"))
     hugepage_limits: list[HugepageLimit] = field(default_factory=list)
     unified: dict[str, str] = field(default_factory=dict)
+    network: Network | None = None
+    rdma: dict[str, Rdma] = field(default_factory=dict)
