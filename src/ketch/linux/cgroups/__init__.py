@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ketch.errors import NotSupported
 from ketch.linux.cgroups._base import clean_path, relative_to
@@ -46,23 +46,7 @@ from ketch.linux.cgroups._detect import (
     unified_mount,
     v1_mounts,
 )
-from ketch.linux.cgroups._devices import Emulator, Rule
-from ketch.linux.cgroups._ebpf import DeviceProgram, compile_rules
 from ketch.linux.cgroups._fs import CgroupFS
-from ketch.linux.cgroups._stats import (
-    Blkio,
-    BlkioEntry,
-    Cpu,
-    CpuSet,
-    CpuUsage,
-    Hugetlb,
-    Memory,
-    MemoryEntry,
-    Pids,
-    Stats,
-    Throttling,
-    stats_to_json,
-)
 from ketch.linux.cgroups._v1 import V1Manager
 from ketch.linux.cgroups._v2 import (
     V2Manager,
@@ -71,6 +55,24 @@ from ketch.linux.cgroups._v2 import (
     memory_swap_to_v2,
 )
 from ketch.linux.cgroups.resources import Resources
+
+if TYPE_CHECKING:
+    from ketch.linux.cgroups._devices import Emulator, Rule
+    from ketch.linux.cgroups._ebpf import DeviceProgram, compile_rules
+    from ketch.linux.cgroups._stats import (
+        Blkio,
+        BlkioEntry,
+        Cpu,
+        CpuSet,
+        CpuUsage,
+        Hugetlb,
+        Memory,
+        MemoryEntry,
+        Pids,
+        Stats,
+        Throttling,
+        stats_to_json,
+    )
 
 __all__ = [
     "Blkio", "BlkioEntry", "CgroupFS", "CgroupMount", "Cpu", "CpuSet", "CpuUsage",
@@ -149,3 +151,24 @@ def new_manager(path: str, *, mode: Mode | None = None, mountinfo_path: str = MO
     unified = unified_mount(mounts) if mode is Mode.HYBRID else None
     return V1Manager(path, inner=inner, mounts=mounts, root=root, own=own, fs=fs,
                      unified=unified, freeze_timeout=freeze_timeout, sleep=sleep)
+
+
+# Names that only some callers need (stats, device-rule compilation), loaded
+# on first use so that ketch-runc's start-up does not pay for them.
+_LAZY = {
+    **{name: "ketch.linux.cgroups._stats" for name in (
+        "Blkio", "BlkioEntry", "Cpu", "CpuSet", "CpuUsage", "Hugetlb", "Memory",
+        "MemoryEntry", "Pids", "Stats", "Throttling", "stats_to_json")},
+    "DeviceProgram": "ketch.linux.cgroups._ebpf",
+    "compile_rules": "ketch.linux.cgroups._ebpf",
+    "Emulator": "ketch.linux.cgroups._devices",
+    "Rule": "ketch.linux.cgroups._devices",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)

@@ -7,11 +7,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument, KetchError, MultiError, NotSupported, System
 from ketch.linux.cgroups._fs import CgroupFS, read_opt, remove_tree
-from ketch.linux.cgroups._stats import Stats
 from ketch.linux.cgroups.resources import Resources
+
+if TYPE_CHECKING:
+    from ketch.linux.cgroups._stats import Stats
 
 
 def clean_path(path: str) -> str:

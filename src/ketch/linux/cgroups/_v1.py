@@ -24,9 +24,10 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument, NotFound, NotSupported, System
-from ketch.linux.cgroups import _stats as st
+from ketch.lazy import LazyModule
 from ketch.linux.cgroups._base import BaseManager, clean_path, rdma_lines, relative_to
 from ketch.linux.cgroups._detect import CgroupMount, relocate, v1_mounts_of
 from ketch.linux.cgroups._devices import Emulator
@@ -43,6 +44,11 @@ from ketch.linux.cgroups._fs import (
     write_pid,
 )
 from ketch.linux.cgroups.resources import Resources
+
+if TYPE_CHECKING:
+    from ketch.linux.cgroups import _stats as st
+else:
+    st = LazyModule("ketch.linux.cgroups._stats")
 
 MEMSW = "memory.memsw.limit_in_bytes"
 

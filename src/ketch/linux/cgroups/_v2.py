@@ -21,11 +21,11 @@ import os
 import signal
 import time
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported, System
-from ketch.linux.cgroups import _stats as st
+from ketch.lazy import LazyModule
 from ketch.linux.cgroups._base import BaseManager, rdma_lines
-from ketch.linux.cgroups._ebpf import compile_rules
 from ketch.linux.cgroups._fs import (
     MAX_U64,
     CgroupFS,
@@ -40,6 +40,11 @@ from ketch.linux.cgroups._fs import (
 )
 from ketch.linux.cgroups._v1 import hugepage_sizes
 from ketch.linux.cgroups.resources import Resources
+
+if TYPE_CHECKING:
+    from ketch.linux.cgroups import _stats as st
+else:
+    st = LazyModule("ketch.linux.cgroups._stats")
 
 
 def cpu_shares_to_weight(shares: int) -> int:
@@ -143,6 +148,7 @@ class V2Manager(BaseManager):
     def set(self, resources: Resources) -> None:
         r = resources
         self._check(r)
+        from ketch.linux.cgroups._ebpf import compile_rules
         program = compile_rules(r.devices) if r.devices else None
         self._set_pids(r)
         self._set_memory(r)
