@@ -31,7 +31,7 @@ echo "capabilities:  $(grep CapEff /proc/self/status)"
 echo "seccomp:       $(grep '^Seccomp:' /proc/self/status)"
 echo "memory limit:  $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
 echo "pids limit:    $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)"
-echo "/proc/kcore:   $(wc -c < /proc/kcore) bytes (masked)"
+echo "/proc/keys:    $(wc -c < /proc/keys) bytes (masked)"
 touch /etc/x 2>/dev/null && echo "root is writable" || echo "root is read-only"
 """
 
@@ -57,7 +57,10 @@ def main() -> int:
     try:
         spec = to_json(default_spec())
         spec["process"]["terminal"] = False
-        spec["process"]["args"] = ["sh", "-c", SCRIPT]
+        spec["process"]["args"] = ["sh", "/demo.sh"]
+        (work / "demo.sh").write_text(SCRIPT)
+        spec["mounts"].append({"destination": "/demo.sh", "type": "bind",
+                               "source": str(work / "demo.sh"), "options": ["bind", "ro"]})
         spec["hostname"] = "demo"
         spec["root"]["path"] = str(cache)
         spec["linux"]["cgroupsPath"] = f"/{tag}/demo"
