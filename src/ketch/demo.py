@@ -57,10 +57,13 @@ def main() -> int:
     try:
         spec = to_json(default_spec())
         spec["process"]["terminal"] = False
-        spec["process"]["args"] = ["sh", "/demo.sh"]
-        (work / "demo.sh").write_text(SCRIPT)
-        spec["mounts"].append({"destination": "/demo.sh", "type": "bind",
-                               "source": str(work / "demo.sh"), "options": ["bind", "ro"]})
+        # The script comes in on a read-only bind over /tmp (which the image has),
+        # so the shared rootfs is not written to.
+        (work / "script").mkdir()
+        (work / "script" / "demo.sh").write_text(SCRIPT)
+        spec["process"]["args"] = ["sh", "/tmp/demo.sh"]
+        spec["mounts"].append({"destination": "/tmp", "type": "bind",
+                               "source": str(work / "script"), "options": ["rbind", "ro"]})
         spec["hostname"] = "demo"
         spec["root"]["path"] = str(cache)
         spec["linux"]["cgroupsPath"] = f"/{tag}/demo"
