@@ -25,17 +25,15 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ketch.errors import AlreadyExists, Conflict, InvalidArgument, KetchError, NotFound, System
 from ketch.jsonmodel import json_name, to_json
 from ketch.linux import syscalls as sc
 from ketch.linux.syscalls import LinuxSyscalls, Syscalls
-from ketch.runtime import sync
-from ketch.runtime.spec import OCI_VERSION, Hooks, Process, Spec, parse_spec, read_spec
-from ketch.runtime.specconv import Plan, convert, device_rules
 from ketch.runtime.state import (
     EXEC_FIFO,
+    OCI_VERSION,
     ContainerState,
     StateStore,
     Status,
@@ -43,6 +41,12 @@ from ketch.runtime.state import (
     pid_start_time,
     validate_id,
 )
+
+if TYPE_CHECKING:
+    # spec, specconv and sync are imported where used: `state`, `kill` and
+    # `delete` need none of them, and ketch-runc pays for every import.
+    from ketch.runtime.spec import Hooks, Process, Spec
+    from ketch.runtime.specconv import Plan
 
 DEFAULT_ROOT = "/run/ketch-runc"
 
@@ -154,13 +158,17 @@ class Runtime:
         return self.store.load(container_id)
 
     def _spec_of(self, st: ContainerState) -> Spec:
+        from ketch.runtime.spec import parse_spec
         return parse_spec(json.loads(st.config_json))
 
     def _hooks_of(self, st: ContainerState) -> Hooks | None:
         """Only the hooks: start and delete need nothing else of the config."""
-        from ketch.jsonmodel import from_json
         data = json.loads(st.config_json).get("hooks")
-        return from_json(Hooks, data, where="config.json: hooks") if data else None
+        if not data:
+            return None
+        from ketch.jsonmodel import from_json
+        from ketch.runtime.spec import Hooks
+        return from_json(Hooks, data, where="config.json: hooks")
 
     def status(self, st: ContainerState) -> Status:
         status = self.store.status(st)
@@ -182,6 +190,8 @@ class Runtime:
     def create(self, container_id: str, opts: CreateOptions) -> Started:
         validate_id(container_id)
         bundle = os.path.abspath(opts.bundle)
+        from ketch.runtime.spec import read_spec
+        from ketch.runtime.specconv import convert
         config_text, spec = read_spec(bundle)
         plan = convert(spec, bundle)
         assert spec.linux is not None
@@ -207,7 +217,9 @@ class Runtime:
                 plan: Plan, state_dir: str, cgroup_path: str, cleanup: _Cleanup,
                 config_text: str) -> Started:
         from ketch.linux import cgroups
+        from ketch.runtime import sync
         from ketch.runtime.init import InitConfig, child_main
+        from ketch.runtime.specconv import device_rules
 
         assert spec.linux is not None and spec.process is not None
         fifo = os.path.join(state_dir, EXEC_FIFO)

@@ -17,8 +17,7 @@ from ketch.errors import InvalidArgument, NotFound
 from ketch.jsonmodel import from_json, json_name, keep_empty
 from ketch.linux.cgroups.resources import Resources
 from ketch.linux.seccomp import Seccomp
-
-OCI_VERSION = "1.2.0"
+from ketch.runtime.state import OCI_VERSION  # noqa: E402  (one definition, re-exported)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ketch.errors import InvalidArgument, InvalidTransition, NotFound
 from ketch.jsonmodel import from_json, to_json
 
+OCI_VERSION = "1.2.0"       # the runtime-spec version ketch implements
 EXEC_FIFO = "exec.fifo"
 STATE_FILE = "state.json"
 
