@@ -103,8 +103,22 @@ def _now_rfc3339() -> str:
 
 
 def _rmtree(path: str) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove a state directory (a few flat files); shutil would cost an import."""
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        for name in filenames:
+            try:
+                os.unlink(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                pass
+        for name in dirnames:
+            try:
+                os.rmdir(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_pid_file(path: str, pid: int) -> None:

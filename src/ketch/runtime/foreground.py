@@ -148,7 +148,6 @@ def _code(status: int) -> int:
 
 def run_foreground(root: str, container_id: str, o: dict[str, Any]) -> int:
     from ketch.runtime.container import CreateOptions, Runtime
-    from ketch.runtime.spec import load_spec
 
     rt = Runtime(root)
     detach = bool(o.get("detach"))
@@ -156,8 +155,12 @@ def run_foreground(root: str, container_id: str, o: dict[str, Any]) -> int:
     preserve = int(o.get("preserve-fds") or 0)
     terminal = False
     if not o.get("console-socket"):
-        spec = load_spec(os.path.abspath(bundle))
-        terminal = bool(spec.process and spec.process.terminal)
+        # Only process.terminal matters here; create() parses the whole config.
+        try:
+            with open(os.path.join(os.path.abspath(bundle), "config.json"), "rb") as f:
+                terminal = bool(json.load(f).get("process", {}).get("terminal"))
+        except (OSError, ValueError, AttributeError):
+            terminal = False   # create() reports a missing or broken config.json
         if terminal and detach:
             raise InvalidArgument("cannot allocate tty if runc will detach without setting "
                                   "console socket")
