@@ -10,8 +10,17 @@ Field names become camelCase (``no_new_privileges`` -> ``noNewPrivileges``);
 a field whose JSON name differs says so with ``field(metadata=json_name("hostID"))``.
 Unknown keys are ignored, as the specs allow extensions. A value of the wrong
 type raises ``InvalidArgument`` naming its path ("config.json: process.args:
-expected array, got string"). ``to_json`` leaves out ``None`` and empty
-containers (Go's ``omitempty``) unless a field is marked ``keep_empty``.
+expected array, got string").
+
+``to_json`` leaves out ``None`` and empty containers unless a field says
+otherwise with ``omit``, for shapes that must match a Go encoder's exactly:
+
+    "unset"  (default) left out when None or an empty list/dict
+    "never"  always written
+    "empty"  also left out when 0, "" or False (Go ``omitempty``)
+    "zero"   a nested object left out when all its fields are zero (``omitzero``)
+
+``keep_empty`` is the same as ``omit="never"``.
 """
 
 from __future__ import annotations
@@ -26,15 +35,17 @@ from ketch.errors import InvalidArgument
 T = TypeVar("T")
 
 _JSON_NAME = "json"
-_KEEP = "keep_empty"
+_OMIT = "omit"
+_OMIT_POLICIES = ("unset", "never", "empty", "zero")
 
 
-def json_name(name: str, *, keep_empty: bool = False) -> dict[str, object]:
-    return {_JSON_NAME: name, _KEEP: keep_empty}
+def json_name(name: str, *, keep_empty: bool = False, omit: str = "unset") -> dict[str, object]:
+    assert omit in _OMIT_POLICIES, omit
+    return {_JSON_NAME: name, _OMIT: "never" if keep_empty else omit}
 
 
 def keep_empty() -> dict[str, object]:
-    return {_KEEP: True}
+    return {_OMIT: "never"}
 
 
 def _camel(name: str) -> str:
@@ -50,17 +61,17 @@ def _kind(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-# Per class: (field name, json key, resolved type, keep_empty). Resolved once.
-_FIELDS: dict[type, list[tuple[str, str, Any, bool]]] = {}
+# Per class: (field name, json key, resolved type, omit policy). Resolved once.
+_FIELDS: dict[type, list[tuple[str, str, Any, str]]] = {}
 
 
-def _fields(cls: type) -> list[tuple[str, str, Any, bool]]:
+def _fields(cls: type) -> list[tuple[str, str, Any, str]]:
     cached = _FIELDS.get(cls)
     if cached is None:
         hints = typing.get_type_hints(cls)
         cached = [
             (f.name, str(f.metadata.get(_JSON_NAME) or _camel(f.name)), hints[f.name],
-             bool(f.metadata.get(_KEEP, False)))
+             str(f.metadata.get(_OMIT, "unset")))
             for f in dataclasses.fields(cls)
         ]
         _FIELDS[cls] = cached
@@ -136,13 +147,22 @@ def _dump(value: Any) -> Any:
     return value
 
 
+def _is_zero(value: Any) -> bool:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_is_zero(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return value in (0, "", None) or (isinstance(value, (list, dict)) and not value)
+
+
 def to_json(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, key, _, keep in _fields(type(obj)):
+    for name, key, _, omit in _fields(type(obj)):
         value = getattr(obj, name)
-        if value is None:
-            continue
-        if not keep and isinstance(value, (list, dict)) and not value:
-            continue
+        if omit != "never":
+            if value is None or (isinstance(value, (list, dict)) and not value):
+                continue
+            if omit == "empty" and value in (0, "", False) and not isinstance(value, float):
+                continue
+            if omit == "zero" and _is_zero(value):
+                continue
         out[key] = _dump(value)
     return out

@@ -9,21 +9,20 @@ always writes others; each field says which with ``omit``:
     "empty"   left out when 0, "" or empty        (Go ``omitempty``)
     "zero"    a struct left out when all zero     (Go ``omitzero``)
 
-``stats_to_json`` applies those rules, so the output matches runc's byte for byte
-in structure: ``{"cpu": {...}, "memory": {...}, "pids": {...}, ...}``.
+``stats_to_json`` applies those rules (``ketch.jsonmodel``'s omit policies), so
+the output matches runc's in structure: ``{"cpu": {...}, "memory": {...}, ...}``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ketch.jsonmodel import json_name
+from ketch.jsonmodel import json_name, to_json
 
 
 def _f(name: str, omit: str = "empty", default: Any = 0, factory: Any = None) -> Any:
-    meta = {**json_name(name), "omit": omit}
+    meta = json_name(name, omit=omit)
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -135,36 +134,6 @@ class Stats:
     network_interfaces: list[Any] | None = _f("network_interfaces", "never", default=None)
 
 
-def _is_zero(value: Any) -> bool:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return all(_is_zero(getattr(value, f.name)) for f in dataclasses.fields(value))
-    return value in (0, "", None) or (isinstance(value, (list, dict)) and not value)
-
-
-def _dump(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _to_json(value)
-    if isinstance(value, list):
-        return [_dump(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _dump(v) for k, v in value.items()}
-    return value
-
-
-def _to_json(obj: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        omit = f.metadata.get("omit", "empty")
-        if omit == "empty" and (value in (0, "", None) or
-                                (isinstance(value, (list, dict)) and not value)):
-            continue
-        if omit == "zero" and _is_zero(value):
-            continue
-        out[str(f.metadata["json"])] = _dump(value)
-    return out
-
-
 def stats_to_json(stats: Stats) -> dict[str, Any]:
     """The "data" object of runc's ``events --stats`` for these stats."""
-    return _to_json(stats)
+    return to_json(stats)
