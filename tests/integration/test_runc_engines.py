@@ -28,6 +28,7 @@ from tests.integration.engines import (
     cgroup_tree,
     engine_interfaces,
     mounts_under,
+    pids_mentioning,
     run_in_pty,
     write_image_tar,
 )
@@ -213,6 +214,47 @@ def test_docker_stop_and_rm(dockerd, runtime, detached):
     assert dockerd.cli("inspect", cid).returncode != 0
     assert not [p for p in cgroup_tree(dockerd.cgroup_parent) if p.name == cid]
     assert not dockerd.bundle_dir(cid).exists()
+
+
+def test_docker_paused_container_stop_kill_rm(dockerd, runtime, detached):
+    """The runtime must thaw a frozen container to signal or delete it."""
+    cid = detached()
+    dockerd.ok("pause", cid)
+    res = dockerd.cli("exec", cid, "true")
+    assert res.returncode != 0 and "is paused" in res.stderr, str(res)
+    dockerd.ok("stop", "-t", "20", cid)
+    st = inspect(dockerd, cid)["State"]
+    assert (st["Status"], st["ExitCode"], st["Paused"]) == ("exited", 7, False), st
+    cid = detached()
+    dockerd.ok("pause", cid)
+    dockerd.ok("kill", cid)
+    wait_for(lambda: not inspect(dockerd, cid)["State"]["Running"], what="exit on KILL")
+    assert inspect(dockerd, cid)["State"]["ExitCode"] == 137
+    cid = detached()
+    dockerd.ok("pause", cid)
+    pid = inspect(dockerd, cid)["State"]["Pid"]
+    dockerd.ok("rm", "-f", cid)                      # runtime `delete --force` on FROZEN
+    assert not alive(pid)
+    assert not [p for p in cgroup_tree(dockerd.cgroup_parent) if p.name == cid]
+
+
+def test_docker_parallel_execs(dockerd, runtime, detached):
+    import subprocess
+
+    cid = detached()
+    procs = [subprocess.Popen([dockerd.docker_bin, "exec", cid, "sh", "-c", f"echo {i}"],
+                              env=dockerd.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(8)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, outs
+    assert sorted(int(o) for o, _ in outs) == list(range(8)), outs
+    # A process left by `exec -d` dies with the container.
+    dockerd.ok("exec", "-d", cid, "sleep", "4321")
+    pid = inspect(dockerd, cid)["State"]["Pid"]
+    dockerd.ok("stop", "-t", "20", cid)
+    assert inspect(dockerd, cid)["State"]["ExitCode"] == 7
+    assert not alive(pid)
+    assert not pids_mentioning("sleep 4321")
 
 
 def test_docker_kill_signal_and_restart(dockerd, runtime, detached):
@@ -423,6 +465,15 @@ def test_podman_stdin_and_seccomp(podman, runtime):
     assert (res.returncode, res.stdout) == (0, "hi\n"), str(res)
     res = prun(podman, runtime, "sh", "-c", "grep Seccomp: /proc/self/status")
     assert res.stdout == "Seccomp:\t2\n", str(res)
+
+
+def test_podman_tty(podman, runtime):
+    rc, out = run_in_pty([podman.bin, *podman.global_args(PODMAN_RUNTIME[runtime]), "run",
+                          "--rm", "-t", *podman.run_args(), "busybox", "sh", "-c",
+                          "tty; test -t 0 && test -t 1 && echo isatty; exit 6"], podman.env)
+    text = out.decode(errors="replace")
+    assert rc == 6, text
+    assert "/dev/pts/0" in text and "isatty" in text, text
 
 
 def test_podman_detached_exec_stop_rm(podman, runtime):
