@@ -380,8 +380,12 @@ class Writer:
         _write_text(os.path.join(path, "updatedat"), now)
         self._fp: BinaryIO = open(data, "ab")  # noqa: SIM115 - lives as long as the writer
         self._offset = self._fp.tell()
-        # Resuming: the running hash must cover the bytes already received.
-        self._hash = _hash_file(data, self._algorithm, self._offset)
+        try:
+            # Resuming: the running hash must cover the bytes already received.
+            self._hash = _hash_file(data, self._algorithm, self._offset)
+        except BaseException:
+            self._fp.close()
+            raise
 
     @property
     def offset(self) -> int:
@@ -444,6 +448,7 @@ class Writer:
             if not os.path.exists(target):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.chmod(data, 0o444)
+                os.utime(data)  # Info.created: when it was committed, not last written
                 os.rename(data, target)
                 _fsync_dir(os.path.dirname(target))
         except OSError as exc:
