@@ -268,3 +268,33 @@ def test_preserve_fds(bundles, runc_root, tmp_path):
                           f"--preserve-fds 1 --bundle {b} pf"], capture_output=True)
     assert out.returncode == 0, out.stderr
     assert target.read_text() == "via-fd3\n"
+
+
+def test_join_namespaces_by_path(bundles, runc_root):
+    """A second container joins the first's network, uts, ipc and pid namespaces."""
+    def first(spec):
+        spec["hostname"] = "shared-host"
+    a = bundles.make(["sleep", "100"], container_id="nsa", edit=first)
+    out = ketch_runc("run", "-d", "--bundle", str(a), "nsa", root=runc_root)
+    assert out.returncode == 0, errmsg(out)
+    pid = json.loads(ketch_runc("state", "nsa", root=runc_root).stdout)["pid"]
+
+    def second(spec):
+        spec.pop("hostname")
+        spec["linux"]["namespaces"] = [
+            {"type": "mount"},
+            {"type": "network", "path": f"/proc/{pid}/ns/net"},
+            {"type": "uts", "path": f"/proc/{pid}/ns/uts"},
+            {"type": "ipc", "path": f"/proc/{pid}/ns/ipc"},
+            {"type": "pid", "path": f"/proc/{pid}/ns/pid"},
+        ]
+    b = bundles.make(["sh", "-c", "hostname; tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$"],
+                     container_id="nsb", edit=second)
+    out = ketch_runc("run", "--bundle", str(b), "nsb", root=runc_root)
+    assert out.returncode == 0, errmsg(out)
+    host, init_cmdline, mypid = out.stdout.decode().splitlines()
+    assert host == "shared-host"
+    assert init_cmdline.strip() == "sleep 100"   # the first container's pid 1
+    assert mypid != "1"             # and is not pid 1 itself
+    for ns in ("net", "uts", "ipc", "pid"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
