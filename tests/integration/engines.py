@@ -449,10 +449,10 @@ class Dockerd:
     def stop(self) -> list[str]:
         """Tear everything down; returns what could not be cleaned (empty if all went)."""
         problems: list[str] = []
+        ids: list[str] = []
         if self.proc is not None and self.proc.poll() is None:
             ids = self.cli("ps", "-aq", "--no-trunc", timeout=30).stdout.split()
             if ids:
-                thaw(self.cgroup_parent)
                 res = self.cli("rm", "-f", *ids, timeout=120)
                 if res.returncode != 0:
                     problems.append(f"docker rm -f failed: {res}")
@@ -466,6 +466,7 @@ class Dockerd:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         # containerd is dockerd's child: dockerd stops it, but not when it was killed.
+        shim_sockets = self._shim_sockets(ids)
         leftover = self.our_processes()
         if leftover:
             desc = [f"{p}: {cmdline(p)[:160]}" for p in leftover]
@@ -483,10 +484,34 @@ class Dockerd:
         left_cg = remove_cgroups(self.cgroup_parent)
         if left_cg:
             problems.append(f"cgroups left: {left_cg}")
+        for sock in shim_sockets:          # left behind when a shim was killed
+            if os.path.lexists(sock):
+                problems.append(f"stale shim socket (removed): {sock}")
+                os.unlink(sock)
         left_host = self.host.cleanup()
         if left_host:
             problems.append(f"host paths we created and could not remove: {left_host}")
         return problems
+
+    def _shim_sockets(self, ids: list[str]) -> list[str]:
+        """Our shims' sockets in /run/containerd/s (containerd 1.6 names them by hash)."""
+        import glob
+        import hashlib
+
+        socks = set()
+        task_dir = self.exec_root / "containerd" / "daemon" / "io.containerd.runtime.v2.task"
+        for f in glob.glob(f"{task_dir}/*/*/address"):
+            try:
+                addr = Path(f).read_text().strip()
+            except OSError:
+                continue
+            if addr.startswith("unix://"):
+                socks.add(addr[len("unix://"):])
+        grpc = self.exec_root / "containerd" / "containerd.sock"
+        for cid in {*ids, *(Path(f).parent.name for f in glob.glob(f"{task_dir}/*/*/address"))}:
+            digest = hashlib.sha256(f"{grpc}/moby/{cid}".encode()).hexdigest()
+            socks.add(f"/run/containerd/s/{digest}")
+        return sorted(s for s in socks if s.startswith("/run/containerd/s/"))
 
 
 # ---------------------------------------------------------------- podman
@@ -570,8 +595,8 @@ class Podman:
 
     def stop(self, runtimes: list[str]) -> list[str]:
         problems: list[str] = []
+        ids = set(self._container_ids())
         if self.root.exists():
-            thaw(self.cgroup_parent)
             # A container is removed through the runtime it was made with.
             for rt in runtimes:
                 res = self.cli(rt, "rm", "-af", "-t", "0", timeout=120)
@@ -586,6 +611,17 @@ class Podman:
             desc = [f"{p}: {cmdline(p)[:160]}" for p in leftover]
             terminate(leftover, timeout=5)
             problems.append(f"processes left after podman rm -af (killed): {desc}")
+        # As root podman gives the runtime no --root: its state is in the runtime's
+        # default root (/run/runc, /run/ketch-runc), one directory per container id.
+        ids.update(self._container_ids())
+        for rt in runtimes:
+            real = os.path.realpath(rt)
+            state_root = Path("/run") / ("ketch-runc" if "ketch" in Path(real).name else "runc")
+            for cid in sorted(ids):
+                if (state_root / cid).exists():
+                    problems.append(f"runtime state left: {state_root / cid}")
+                    _run([rt, "delete", "--force", cid], self.env, None, 30, None)
+                    shutil.rmtree(state_root / cid, ignore_errors=True)
         left = unmount_all(self.base)
         if left:
             problems.append(f"mounts left: {left}")
@@ -600,6 +636,13 @@ class Podman:
         if left_host:
             problems.append(f"host paths we created and could not remove: {left_host}")
         return problems
+
+    def _container_ids(self) -> list[str]:
+        d = self.root / "overlay-containers"
+        try:
+            return [e for e in os.listdir(d) if len(e) == 64]
+        except OSError:
+            return []
 
 
 def engine_interfaces() -> set[str]:
