@@ -775,6 +775,9 @@ class _Extractor:
                     f"mknod {path}: overlay whiteouts need privileges; "
                     "use whiteout_mode='naive' without them"
                 ) from exc
+            # Owner and time from the marker, so a diff of this tree writes it back unchanged.
+            self._owner(path, m, follow=False)
+            self._times(path, m, follow=False)
 
     # -- metadata ----------------------------------------------------------
 
