@@ -466,3 +466,52 @@ def test_ownership_and_capabilities_when_root(tmp_path):
         assert os.getxattr(target / "ping", "security.capability") == cap
     except OSError:
         pytest.skip("filesystem has no security xattrs")
+
+
+SAME_LAYER = [
+    # (entries, expected listing of the root, expected listing of d or None)
+    ([F("f", b"mine"), F(".wh.f", b"")], ["d", "f"], None),
+    ([F(".wh.f", b""), F("f", b"mine")], ["d", "f"], None),
+    ([F(".wh.d", b""), D("d"), F("d/new")], ["d", "f"], ["new"]),
+    ([D("d"), F("d/new"), F(".wh.d", b"")], ["d", "f"], ["new"]),
+    ([F(".wh.d", b""), F("d/new")], ["d", "f"], ["new"]),
+]
+
+
+@pytest.mark.parametrize("entries, top, in_d", SAME_LAYER)
+def test_whiteout_and_entry_in_the_same_layer_naive(tmp_path, entries, top, in_d):
+    """OCI: a whiteout hides lower layers only; this layer's entry stays."""
+    parent = tmp_path / "parent"
+    (parent / "d").mkdir(parents=True)
+    (parent / "d/old").write_bytes(b"old")
+    (parent / "f").write_bytes(b"lower")
+    target = tmp_path / "t"
+    unpack_layer(io.BytesIO(_tree(entries)), str(target), whiteout_mode="naive", parent=str(parent))
+    assert sorted(os.listdir(target)) == top
+    if in_d is not None:
+        assert sorted(os.listdir(target / "d")) == in_d
+    if "f" in [e.name for e in entries]:
+        assert (target / "f").read_bytes() == b"mine"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="overlay whiteouts need root")
+@pytest.mark.parametrize("entries, top, in_d", SAME_LAYER)
+def test_whiteout_and_entry_in_the_same_layer_overlay(tmp_path, entries, top, in_d):
+    target = tmp_path / "t"
+    unpack_layer(io.BytesIO(_tree(entries)), str(target))
+    names = [e.name for e in entries]
+    if "f" in names:
+        assert (target / "f").read_bytes() == b"mine"
+    if in_d is not None:
+        assert sorted(os.listdir(target / "d")) == in_d
+        assert os.getxattr(target / "d", "trusted.overlay.opaque") == b"y"
+
+
+def test_duplicate_whiteouts_are_refused(tmp_path):
+    with pytest.raises(InvalidArgument, match="duplicate"):
+        unpack_layer(
+            io.BytesIO(_tree([F(".wh.x", b""), F(".wh.x", b"")])),
+            str(tmp_path / "t"),
+            whiteout_mode="naive",
+        )
+    assert_nothing_left(tmp_path)

@@ -494,6 +494,7 @@ class _Extractor:
         self.is_root = os.geteuid() == 0
         self.seen: set[str] = set()  # resolved paths of explicit entries
         self.implicit: set[str] = set()  # directories made for missing parents
+        self.whited: set[str] = set()  # paths this layer whites out
         self.dirs: list[tuple[str, int, int, int]] = []  # path, mode, atime, mtime
         self.cache: dict[tuple[str, ...], str] = {(): root}
         self.size = 0
@@ -530,6 +531,15 @@ class _Extractor:
                 cur = path
                 continue
             if stat.S_ISDIR(st.st_mode):
+                done.append(comp)
+                cur = path
+                continue
+            if create and path in self.whited and not stat.S_ISLNK(st.st_mode):
+                # `.wh.d` then `d/x`: d becomes a new directory hiding the lower one.
+                os.unlink(path)
+                os.mkdir(path, 0o755)
+                self.implicit.add(path)
+                self._hide_lower(path, entry)
                 done.append(comp)
                 cur = path
                 continue
@@ -615,6 +625,9 @@ class _Extractor:
         self.seen.add(path)
         self.files += 1
         self._create(m, path, parts)
+        if is_dir and path in self.whited:
+            # `.wh.d` then `d/`: the new directory replaces, not merges with, the lower one.
+            self._hide_lower(path, m.name)
 
     def _create(self, m: tarfile.TarInfo, path: str, parts: list[str]) -> None:
         mode = m.mode & 0o7777
@@ -742,13 +755,7 @@ class _Extractor:
         if base == WHITEOUT_OPAQUE:
             d = self._resolve_dir(dir_parts, m.name, create=True)
             assert d is not None
-            if self.whiteout_mode == "overlay":
-                self._setxattr(d, OPAQUE_XATTR, b"y", follow=True, what=m.name)
-            else:
-                for child in os.listdir(d):
-                    p = d + "/" + child
-                    if p not in self.seen and p not in self.implicit:
-                        self._remove(p)
+            self._hide_lower(d, m.name)
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             return  # AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): moby skips it too
@@ -759,14 +766,17 @@ class _Extractor:
         if d is None:
             return  # naive: nothing below to hide
         path = d + "/" + name
-        if path in self.seen:
+        if path in self.whited:
             raise InvalidArgument(f"layer has duplicate entries for {m.name!r}")
-        if path in self.implicit:
-            raise InvalidArgument(
-                f"layer entry {m.name!r} whites out a directory the same layer fills"
-            )
+        self.whited.add(path)
+        if path in self.seen or path in self.implicit:
+            # OCI: a whiteout hides the lower layers only; this layer's own
+            # entry stays. A file already hides the lower one; a directory
+            # must stop merging with the lower one.
+            if os.path.isdir(path) and not os.path.islink(path):
+                self._hide_lower(path, m.name)
+            return
         self._remove(path)
-        self.seen.add(path)
         if self.whiteout_mode == "overlay":
             try:
                 os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
@@ -778,6 +788,16 @@ class _Extractor:
             # Owner and time from the marker, so a diff of this tree writes it back unchanged.
             self._owner(path, m, follow=False)
             self._times(path, m, follow=False)
+
+    def _hide_lower(self, d: str, what: str) -> None:
+        """Make directory ``d`` stop showing what the layers below put in it."""
+        if self.whiteout_mode == "overlay":
+            self._setxattr(d, OPAQUE_XATTR, b"y", follow=True, what=what)
+            return
+        for child in os.listdir(d):
+            p = d + "/" + child
+            if p not in self.seen and p not in self.implicit:
+                self._remove(p)
 
     # -- metadata ----------------------------------------------------------
 
