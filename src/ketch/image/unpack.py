@@ -412,7 +412,8 @@ class _LimitedTarInfo(tarfile.TarInfo):
 
 def _clean(name: str, what: str, entry: str) -> list[str]:
     """Lexically clean a tar path; `..` may never climb above the root."""
-    if len(os.fsencode(name)) > MAX_NAME:
+    # A character is at most 4 bytes encoded: only long strings need encoding to check.
+    if len(name) * 4 > MAX_NAME and len(os.fsencode(name)) > MAX_NAME:
         raise InvalidArgument(
             f"layer entry {entry[:100]!r}...: {what} is longer than {MAX_NAME} bytes"
         )
@@ -429,7 +430,7 @@ def _clean(name: str, what: str, entry: str) -> list[str]:
                 )
             parts.pop()
             continue
-        if len(os.fsencode(comp)) > MAX_COMPONENT:
+        if len(comp) * 4 > MAX_COMPONENT and len(os.fsencode(comp)) > MAX_COMPONENT:
             raise InvalidArgument(
                 f"layer entry {entry!r}: path component longer than {MAX_COMPONENT} bytes"
             )
@@ -486,8 +487,10 @@ class _Extractor:
         *,
         allow_devices: bool,
         whiteout_mode: WhiteoutMode,
+        fresh: bool,
     ) -> None:
         self.root = root
+        self.fresh = fresh
         self.reader = reader
         self.allow_devices = allow_devices
         self.whiteout_mode = whiteout_mode
@@ -610,10 +613,15 @@ class _Extractor:
             raise InvalidArgument(f"layer has duplicate entries for {m.name!r}")
         is_dir = m.type == tarfile.DIRTYPE
         if path != self.root:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                st = None
+            st = None
+            # Into a fresh directory only this layer's own paths can exist, and
+            # those are tracked; otherwise ask the filesystem. (Were a path
+            # missed, O_EXCL/mkdir/symlink would fail rather than follow it.)
+            if not self.fresh or path in self.implicit or path in self.whited:
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    st = None
             if st is not None:
                 existing_dir = stat.S_ISDIR(st.st_mode)
                 if path in self.implicit and not is_dir:
@@ -905,7 +913,13 @@ def unpack_layer(
                 raise System(f"copying parent {parent}: {proc.stderr.decode(errors='replace')}")
         source, owner = _open_source(stream, media_type)
         pipeline = _Pipeline(source, owner)
-        ex = _Extractor(tmp, pipeline, allow_devices=allow_devices, whiteout_mode=whiteout_mode)
+        ex = _Extractor(
+            tmp,
+            pipeline,
+            allow_devices=allow_devices,
+            whiteout_mode=whiteout_mode,
+            fresh=parent is None,
+        )
         try:
             tf = tarfile.TarFile(
                 fileobj=pipeline,  # type: ignore[arg-type]
