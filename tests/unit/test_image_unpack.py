@@ -475,6 +475,7 @@ SAME_LAYER = [
     ([F(".wh.d", b""), D("d"), F("d/new")], ["d", "f"], ["new"]),
     ([D("d"), F("d/new"), F(".wh.d", b"")], ["d", "f"], ["new"]),
     ([F(".wh.d", b""), F("d/new")], ["d", "f"], ["new"]),
+    ([D("d/sub"), F(".wh.d", b"")], ["d", "f"], ["sub"]),
 ]
 
 

@@ -497,6 +497,9 @@ class _Extractor:
         self.is_root = os.geteuid() == 0
         self.seen: set[str] = set()  # resolved paths of explicit entries
         self.implicit: set[str] = set()  # directories made for missing parents
+        # Directories this layer put something into (made or found on the way):
+        # a whiteout or a non-directory for one of them must not delete it.
+        self.filled: set[str] = set()
         self.whited: set[str] = set()  # paths this layer whites out
         self.dirs: list[tuple[str, int, int, int]] = []  # path, mode, atime, mtime
         self.cache: dict[tuple[str, ...], str] = {(): root}
@@ -530,10 +533,13 @@ class _Extractor:
                     return None
                 os.mkdir(path, 0o755)
                 self.implicit.add(path)
+                self.filled.add(path)
                 done.append(comp)
                 cur = path
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if create:
+                    self.filled.add(path)
                 done.append(comp)
                 cur = path
                 continue
@@ -542,6 +548,7 @@ class _Extractor:
                 os.unlink(path)
                 os.mkdir(path, 0o755)
                 self.implicit.add(path)
+                self.filled.add(path)
                 self._hide_lower(path, entry)
                 done.append(comp)
                 cur = path
@@ -624,7 +631,7 @@ class _Extractor:
                     st = None
             if st is not None:
                 existing_dir = stat.S_ISDIR(st.st_mode)
-                if path in self.implicit and not is_dir:
+                if path in self.filled and not is_dir:
                     raise InvalidArgument(
                         f"layer entry {m.name!r} replaces a directory the same layer fills"
                     )
@@ -777,7 +784,7 @@ class _Extractor:
         if path in self.whited:
             raise InvalidArgument(f"layer has duplicate entries for {m.name!r}")
         self.whited.add(path)
-        if path in self.seen or path in self.implicit:
+        if path in self.seen or path in self.filled:
             # OCI: a whiteout hides the lower layers only; this layer's own
             # entry stays. A file already hides the lower one; a directory
             # must stop merging with the lower one.
@@ -804,7 +811,7 @@ class _Extractor:
             return
         for child in os.listdir(d):
             p = d + "/" + child
-            if p not in self.seen and p not in self.implicit:
+            if p not in self.seen and p not in self.filled:
                 self._remove(p)
 
     # -- metadata ----------------------------------------------------------
@@ -840,8 +847,13 @@ class _Extractor:
     def finish_dirs(self) -> None:
         """Directory modes and times last: writing children changes them."""
         for path, mode, at, mt in reversed(self.dirs):
-            os.chmod(path, mode)
-            os.utime(path, ns=(at, mt))
+            # Through an O_NOFOLLOW descriptor: never chmod what a symlink names.
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchmod(fd, mode)
+                os.utime(fd, ns=(at, mt))
+            finally:
+                os.close(fd)
         if not any(p == self.root for p, *_ in self.dirs):
             os.chmod(self.root, 0o755)
 
