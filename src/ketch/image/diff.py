@@ -235,16 +235,18 @@ def _walk_naive(root: str, lowers: list[str], rel: str, out: list[_Entry]) -> bo
 # -- writing -----------------------------------------------------------------
 
 
-def _mtime(info: tarfile.TarInfo, ns: int) -> None:
+def _mtime(info: tarfile.TarInfo, pax: dict[str, str], ns: int) -> None:
     sec, frac = divmod(ns, 1_000_000_000)
     info.mtime = sec
     if frac:
-        info.pax_headers["mtime"] = f"{sec}.{frac:09d}".rstrip("0")
+        pax["mtime"] = f"{sec}.{frac:09d}".rstrip("0")
 
 
 def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
     info = tarfile.TarInfo(e.rel)
     info.uname = info.gname = ""
+    pax: dict[str, str] = {}
+    info.pax_headers = pax
     if e.path is None:
         src = e.whiteout_of or e.opaque_for
         info.type = tarfile.REGTYPE
@@ -253,7 +255,7 @@ def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
         if src is not None:
             info.uid, info.gid = src.st_uid, src.st_gid
         if e.whiteout_of is not None:
-            _mtime(info, e.whiteout_of.st_mtime_ns)
+            _mtime(info, pax, e.whiteout_of.st_mtime_ns)
         else:
             info.mtime = 0
         return info
@@ -261,7 +263,7 @@ def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
     assert st is not None
     info.mode = stat.S_IMODE(st.st_mode)
     info.uid, info.gid = st.st_uid, st.st_gid
-    _mtime(info, st.st_mtime_ns)
+    _mtime(info, pax, st.st_mtime_ns)
     m = st.st_mode
     if stat.S_ISREG(m):
         key = (st.st_dev, st.st_ino)
@@ -286,7 +288,7 @@ def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
     else:
         raise NotSupported(f"{e.path}: sockets and other special files cannot go in a layer")
     for name, value in _xattrs(e.path):
-        info.pax_headers["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+        pax["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
     return info
 
 

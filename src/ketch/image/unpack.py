@@ -234,7 +234,10 @@ def _open_source(stream: BinaryIO, media_type: str | None) -> tuple[Callable[[in
                 ) from None
             pipe = _ZstdPipeSource(raw, binary)
             return pipe.read, pipe
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw,  # type: ignore[arg-type]  # only read() is used
+            read_across_frames=True,
+        )
 
         def zread(n: int) -> bytes:
             try:
@@ -708,7 +711,7 @@ class _Extractor:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             self.reader.seek(m.offset_data)
-            sparse = m.sparse
+            sparse: list[tuple[int, int]] | None = m.sparse  # type: ignore[assignment]
             if sparse:
                 for off, n in sparse:
                     os.lseek(fd, off, os.SEEK_SET)
@@ -941,7 +944,7 @@ def unpack_layer(
                 errors="surrogateescape",
             )
             while (m := tf.next()) is not None:
-                tf.members.clear()  # headers only; keep memory flat on huge layers
+                tf.members.clear()  # type: ignore[attr-defined]  # headers only; keep memory flat on huge layers
                 ex.apply(m)
         except (tarfile.TarError, EOFError) as exc:
             raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
