@@ -179,6 +179,16 @@ def test_truncated_and_garbage_layers(tmp_path):
         assert_nothing_left(tmp_path)
 
 
+def test_media_type_only_improves_the_error(tmp_path):
+    with pytest.raises(InvalidArgument, match=r"declared as application/vnd\.oci.*gzip"):
+        unpack_layer(
+            io.BytesIO(b"garbage" * 200),
+            str(tmp_path / "t"),
+            media_type="application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    assert_nothing_left(tmp_path)
+
+
 # -- ordinary layers ----------------------------------------------------------
 
 

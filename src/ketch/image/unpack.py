@@ -215,8 +215,8 @@ class _ZstdPipeSource:
             self._proc.wait()
 
 
-def _open_source(stream: BinaryIO, media_type: str | None) -> tuple[Callable[[int], bytes], object]:
-    """Pick the decompressor by magic bytes; the media type is only a hint."""
+def _open_source(stream: BinaryIO) -> tuple[Callable[[int], bytes], object]:
+    """Pick the decompressor by magic bytes: registries mislabel media types."""
     head = _read_prefix(stream, 4)
     raw = _Prefixed(head, stream)
     if head[:2] == _GZIP_MAGIC:
@@ -246,10 +246,8 @@ def _open_source(stream: BinaryIO, media_type: str | None) -> tuple[Callable[[in
                 raise InvalidArgument(f"layer is not valid zstd: {exc}") from exc
 
         return zread, reader
-    if media_type and ("gzip" in media_type or "zstd" in media_type) and head:
-        # The hint says compressed, the bytes say otherwise: trust the bytes
-        # (Docker does the same), a bad tar fails below with a clear message.
-        pass
+    # Whatever the media type said, bytes without a known magic are read as a
+    # plain tar (Docker does the same); a bad tar fails with a clear message.
     return raw.read, raw
 
 
@@ -902,6 +900,10 @@ def unpack_layer(
 ) -> UnpackResult:
     """Unpack one layer into ``target``, which must not exist or be empty.
 
+    Compression is taken from the magic bytes (gzip, zstd, else plain tar);
+    ``media_type`` is only a hint that makes errors clearer. ``allow_devices``
+    is False where device nodes make no sense (build contexts, rootless).
+
     ``parent`` is only for ``whiteout_mode="naive"``: the directory of the
     layer below, copied (``cp -a --reflink=auto``) into the temporary
     directory first so whiteouts have something to delete and the result is
@@ -926,7 +928,7 @@ def unpack_layer(
             )
             if proc.returncode != 0:
                 raise System(f"copying parent {parent}: {proc.stderr.decode(errors='replace')}")
-        source, owner = _open_source(stream, media_type)
+        source, owner = _open_source(stream)
         pipeline = _Pipeline(source, owner)
         ex = _Extractor(
             tmp,
@@ -947,7 +949,9 @@ def unpack_layer(
                 tf.members.clear()  # type: ignore[attr-defined]  # headers only; keep memory flat on huge layers
                 ex.apply(m)
         except (tarfile.TarError, EOFError) as exc:
-            raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
+            # The media type is only a hint, used here to make the error useful.
+            declared = f" (declared as {media_type})" if media_type else ""
+            raise InvalidArgument(f"layer is not a valid tar archive{declared}: {exc}") from exc
         except RecursionError as exc:
             raise InvalidArgument("layer has too many chained extended headers") from exc
         ex.finish_dirs()
