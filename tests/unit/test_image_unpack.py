@@ -425,6 +425,25 @@ def test_naive_whiteouts_delete_the_lower(tmp_path):
     assert (parent / "a/x").exists()  # the parent itself is untouched
 
 
+def test_naive_refuses_writing_through_a_parent_symlink(tmp_path):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    os.symlink("/etc", parent / "etc")
+    os.symlink("../../../..", parent / "up")
+    for entry in ("etc/passwd", "up/x", "etc/.wh.passwd"):
+        work = tmp_path / "work"
+        work.mkdir()
+        with pytest.raises(InvalidArgument, match="points outside"):
+            unpack_layer(
+                io.BytesIO(_tree([F(entry)])),
+                str(work / "t"),
+                whiteout_mode="naive",
+                parent=str(parent),
+            )
+        assert_nothing_left(work)
+        work.rmdir()
+
+
 def test_naive_without_parent_is_a_fresh_tree(tmp_path):
     data = _tree([F(".wh.gone", b""), D("d"), F("d/.wh..wh..opq", b""), F("d/f")])
     unpack_layer(io.BytesIO(data), str(tmp_path / "t"), whiteout_mode="naive")

@@ -656,7 +656,10 @@ class _Extractor:
                 try:
                     os.mkdir(path, 0o700)
                 except FileExistsError:
-                    pass
+                    # Merging into a directory is fine; anything else here means
+                    # the bookkeeping missed a path, and following it is not.
+                    if not stat.S_ISDIR(os.lstat(path).st_mode):
+                        raise System(f"unpack: {path} appeared as a non-directory") from None
             self._owner(path, m, follow=True)
             self._set_xattrs(path, m, follow=True)
             self.dirs.append(
