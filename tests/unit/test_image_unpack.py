@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ketch.errors import AlreadyExists, InvalidArgument, NotSupported
+from ketch.errors import AlreadyExists, InvalidArgument, NotFound, NotSupported
 from ketch.image import unpack as unpack_mod
 from ketch.image.unpack import UnpackResult, unpack_layer
 
@@ -276,6 +276,11 @@ def test_target_must_be_absent_or_empty(tmp_path):
     unpack_layer(io.BytesIO(data), str(tmp_path / "empty"))
     assert (tmp_path / "empty/f").exists()
     assert sorted(os.listdir(tmp_path)) == ["empty", "full"]
+
+
+def test_target_directory_must_exist(tmp_path):
+    with pytest.raises(NotFound):
+        unpack_layer(io.BytesIO(_tree([F("f")])), str(tmp_path / "no/such/t"))
 
 
 def test_user_xattrs_from_pax(tmp_path):

@@ -52,6 +52,7 @@ from ketch.errors import (
     InvalidArgument,
     KetchError,
     MultiError,
+    NotFound,
     NotSupported,
     System,
 )
@@ -921,7 +922,14 @@ def unpack_layer(
     tmp = os.path.join(
         os.path.dirname(target), f".{os.path.basename(target)}.unpack-{secrets.token_hex(6)}"
     )
-    os.mkdir(tmp, 0o700)
+    try:
+        os.mkdir(tmp, 0o700)
+    except FileNotFoundError:
+        raise NotFound(
+            f"unpack target's directory {os.path.dirname(target)} does not exist"
+        ) from None
+    except OSError as exc:
+        raise System(f"mkdir {tmp}: {exc.strerror}") from exc
     pipeline: _Pipeline | None = None
     try:
         if parent is not None:
