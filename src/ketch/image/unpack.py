@@ -497,6 +497,9 @@ class _Extractor:
         self.allow_devices = allow_devices
         self.whiteout_mode = whiteout_mode
         self.is_root = os.geteuid() == 0
+        # New files are already 0:0 when root makes them in a fresh tree: no
+        # directory is setgid until finish_dirs, so nothing else is inherited.
+        self.owned_by_root = fresh and self.is_root and os.getegid() == 0
         self.seen: set[str] = set()  # resolved paths of explicit entries
         self.implicit: set[str] = set()  # directories made for missing parents
         # Directories this layer put something into (made or found on the way):
@@ -721,17 +724,12 @@ class _Extractor:
                 os.ftruncate(fd, m.size)
             elif m.size:
                 self.reader.copy_to(fd, m.size, m.name)
-            if self.is_root:
+            if self.is_root and (m.uid or m.gid or not self.owned_by_root):
                 os.fchown(fd, m.uid, m.gid)
             os.fchmod(fd, mode)  # after chown, which clears setuid
             self._set_xattrs(fd, m, follow=True)  # after write and chown, which drop caps
-            os.utime(
-                fd,
-                ns=(
-                    _ns(m, "atime") if "atime" in m.pax_headers else _ns(m, "mtime"),
-                    _ns(m, "mtime"),
-                ),
-            )
+            mt = _ns(m, "mtime")
+            os.utime(fd, ns=(_ns(m, "atime") if "atime" in m.pax_headers else mt, mt))
         finally:
             os.close(fd)
 
