@@ -27,6 +27,14 @@ Why it is built this way:
   ``trusted.overlay.opaque``) in ``"overlay"`` mode. ``"naive"`` mode is for a
   copy-based snapshotter: the layer is applied on top of a copy of ``parent``
   and whiteouts really delete.
+* One layer names each path once: a second entry for a path (or a file
+  where the layer already put children) is refused as ambiguous. A whiteout
+  and an entry for the same path follow the OCI rule that whiteouts hide the
+  lower layers only: the entry stays, and a directory stops merging with the
+  lower one (opaque).
+* Header limits (pax header 1 MiB, names 4096 bytes, components 255) are
+  checked before ``tarfile`` reads the header data, so a hostile layer cannot
+  make us buffer gigabytes of "name".
 """
 
 from __future__ import annotations
