@@ -79,6 +79,17 @@ def _unknown_type_tar() -> bytes:
     return make_tar([E("weird", type=b"Z")])
 
 
+def _many_pax_headers() -> bytes:
+    """Three 900 KiB pax headers in a row before one file."""
+    one = make_tar([F("f", pax={"comment": "x" * (900 << 10)})])
+    # Keep the first header block and its data, three times, then the member.
+    with tarfile.open(fileobj=io.BytesIO(one)) as tf:
+        member = tf.next()
+        assert member is not None
+        ext_end = member.offset_data - 512  # where the pax header + data ended
+    return one[:ext_end] * 3 + one[ext_end:]
+
+
 def _gnu_long_name() -> bytes:
     return make_tar([F("a/" * 2100 + "f")], fmt=tarfile.GNU_FORMAT)
 
@@ -128,6 +139,7 @@ MALICIOUS: dict[str, tuple[list[E] | None, dict[str, object]]] = {
     "unknown entry type": (None, {"raw": "unknown"}),
     "GNU long name over PATH_MAX": (None, {"raw": "gnulong"}),
     "root replaced by file": ([F(".")], {}),
+    "run of extended headers": (None, {"raw": "paxrun"}),
 }
 
 
@@ -137,6 +149,8 @@ def _bytes_for(entries: list[E] | None, opts: dict[str, object]) -> bytes:
         return _unknown_type_tar()
     if raw == "gnulong":
         return _gnu_long_name()
+    if raw == "paxrun":
+        return _many_pax_headers()
     assert entries is not None
     return make_tar(entries)
 

@@ -401,22 +401,43 @@ class _Pipeline:
 # Header parsing with limits.
 
 
+_EXTENDED = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
 class _LimitedTarInfo(tarfile.TarInfo):
-    """Refuses oversized pax and GNU long-name headers before reading them."""
+    """Refuses oversized pax and GNU long-name headers before reading them.
+
+    ``tarfile`` handles a run of extended headers recursively, each level
+    holding its data, so the run as a whole is limited too: a thousand 1 MiB
+    headers would otherwise pin a gigabyte before Python's recursion limit.
+    """
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
-        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
-            if self.size > MAX_PAX_HEADER:
+        if self.type not in _EXTENDED:
+            tarfile_._ketch_extended = 0  # type: ignore[attr-defined]
+            return super()._proc_member(tarfile_)  # type: ignore[misc]
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if self.size > MAX_NAME + 1:
                 raise InvalidArgument(
-                    f"layer has a pax header of {self.size} bytes (limit {MAX_PAX_HEADER})"
+                    f"layer has a long name header of {self.size} bytes (limit {MAX_NAME})"
                 )
-        elif (
-            self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
-            and self.size > MAX_NAME + 1
-        ):
+        elif self.size > MAX_PAX_HEADER:
             raise InvalidArgument(
-                f"layer has a long name header of {self.size} bytes (limit {MAX_NAME})"
+                f"layer has a pax header of {self.size} bytes (limit {MAX_PAX_HEADER})"
             )
+        run = getattr(tarfile_, "_ketch_extended", 0) + self.size
+        if run > 2 * MAX_PAX_HEADER:
+            raise InvalidArgument(
+                f"layer has {run} bytes of extended headers for one entry "
+                f"(limit {2 * MAX_PAX_HEADER})"
+            )
+        tarfile_._ketch_extended = run  # type: ignore[attr-defined]
         return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
