@@ -188,6 +188,8 @@ def test_docker_top_and_ps(dockerd, runtime, detached):
     res = dockerd.ok("top", cid)                     # the runtime's `ps --format json`
     assert "trap 'exit 7' TERM" in res.stdout or "sleep" in res.stdout, str(res)
     assert str(st["Pid"]) in res.stdout, str(res)
+    res = dockerd.ok("stats", "--no-stream", "--format", "{{.PIDs}}", cid)  # the shim's cgroup
+    assert int(res.stdout) >= 1, str(res)
 
 
 def test_docker_pause_unpause(dockerd, runtime, detached):
