@@ -1,0 +1,199 @@
+"""Import two real layers into the overlay snapshotter, run on them, diff back.
+
+The path ``image pull`` and ``docker commit`` take, with the real kernel:
+each layer tar (built here, with a ``.wh.`` whiteout and an opaque
+directory) is unpacked with ``unpack_layer`` into the writable directory of
+a ``prepare``d snapshot and committed under its OCI chain ID; a view of the
+top is mounted and must look as Docker shows the image. Then a container
+snapshot on top is changed through its overlay mount and ``write_layer`` on
+its upper directory gives a layer with the whiteout and the opaque marker,
+which imports again to the same tree. Every mount is lazily unmounted in a
+finalizer, newest first, and nothing under the tmp dir may stay mounted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ketch.image.diff import write_layer
+from ketch.image.snapshot import Kind, Mount, chain_id, writable_dir
+from ketch.image.snapshot.overlay import OverlaySnapshotter
+from ketch.image.unpack import unpack_layer
+
+pytestmark = pytest.mark.root
+
+
+def _overlay_available() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
+    """(name, data) for files, (name/, None) for directories."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name.rstrip("/"))
+            ti.mtime = 1_700_000_000
+            if data is None:
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(ti)
+            else:
+                ti.size, ti.mode = len(data), 0o644
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+LOWER = _tar([
+    ("etc/", None),
+    ("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+    ("etc/secret", b"lower secret\n"),
+    ("opt/", None),
+    ("opt/app/", None),
+    ("opt/app/old-1", b"1"),
+    ("opt/app/old-2", b"2"),
+    ("keep", b"kept\n"),
+])
+
+UPPER = _tar([
+    ("etc/", None),
+    ("etc/.wh.secret", b""),
+    ("opt/", None),
+    ("opt/app/", None),
+    ("opt/app/.wh..wh..opq", b""),
+    ("opt/app/new", b"new\n"),
+])
+
+
+def _diff_id(blob: bytes) -> str:
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+class Mounts:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.active: list[Path] = []
+
+    def mount(self, mounts: list[Mount], name: str) -> Path:
+        [m] = mounts
+        target = self.base / name
+        target.mkdir()
+        cmd = ["mount"] + (["-t", m.type] if m.type != "bind" else [])
+        cmd += ["-o", ",".join(m.options), m.source, str(target)]
+        proc = subprocess.run(cmd, cwd=m.cwd, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
+        self.active.append(target)
+        return target
+
+    def unmount(self, target: Path) -> None:
+        subprocess.run(["umount", str(target)], check=True, capture_output=True)
+        self.active.remove(target)
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not _overlay_available():
+        pytest.skip("no overlayfs in this kernel")
+    base = tmp_path / "mnt"
+    base.mkdir()
+    m = Mounts(base)
+    try:
+        yield m
+    finally:
+        for target in reversed(m.active):
+            subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
+        with open("/proc/self/mountinfo") as f:
+            left = [line.split()[4] for line in f if str(tmp_path) in line]
+        assert not left, f"mounts left behind: {left}"
+
+
+def _import(sn: OverlaySnapshotter, layers: list[bytes]) -> list[str]:
+    """Unpack each layer into a prepared snapshot, commit it by chain ID."""
+    diff_ids: list[str] = []
+    parent = None
+    for i, blob in enumerate(layers):
+        diff_ids.append(_diff_id(blob))
+        name = chain_id(diff_ids)
+        key = f"extract-{i}-{name}"
+        res = unpack_layer(io.BytesIO(blob), writable_dir(sn.prepare(key, parent)))
+        assert res.diff_id == diff_ids[-1]
+        sn.commit(name, key)
+        parent = name
+    return diff_ids
+
+
+def _check_image(root: Path) -> None:
+    assert not (root / "etc/secret").exists()
+    assert sorted(os.listdir(root / "etc")) == ["passwd"]
+    assert (root / "etc/passwd").read_bytes().startswith(b"root:")
+    assert sorted(os.listdir(root / "opt/app")) == ["new"]
+    assert (root / "keep").read_bytes() == b"kept\n"
+
+
+def test_import_run_and_diff(tmp_path: Path, mounts: Mounts) -> None:
+    sn = OverlaySnapshotter(str(tmp_path / "snapshotter"))
+    diff_ids = _import(sn, [LOWER, UPPER])
+    top = chain_id(diff_ids)
+    assert sn.stat(top).parent == diff_ids[0]  # chain ID of one layer is its diff ID
+    assert sn.stat(top).kind is Kind.COMMITTED
+
+    # The upper layer holds overlay's own whiteout forms.
+    upper_fs = tmp_path / "snapshotter" / "snapshots" / "2" / "fs"
+    st = os.lstat(upper_fs / "etc" / "secret")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(upper_fs / "opt" / "app", "trusted.overlay.opaque") == b"y"
+
+    view = mounts.mount(sn.view("image-view", top), "view")
+    _check_image(view)
+
+    # Run a container on it and turn its changes into a layer.
+    rootfs = mounts.mount(sn.prepare("container", top), "rootfs")
+    os.unlink(rootfs / "keep")
+    (rootfs / "etc/hostname").write_bytes(b"box\n")
+    subprocess.run(["rm", "-rf", str(rootfs / "opt/app")], check=True)
+    (rootfs / "opt/app").mkdir()
+    (rootfs / "opt/app/fresh").write_bytes(b"f")
+    mounts.unmount(rootfs)
+
+    buf = io.BytesIO()
+    diff_id, size = write_layer(writable_dir(sn.mounts("container")), buf)
+    layer = buf.getvalue()
+    assert size == len(layer) and diff_id == _diff_id(layer)
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tf:
+        names = tf.getnames()
+    assert ".wh.keep" in names
+    assert "etc/hostname" in names
+    assert "opt/app/.wh..wh..opq" in names and "opt/app/fresh" in names
+    assert not any("secret" in n for n in names)  # the lower whiteout is not a change
+
+    # docker commit: the container snapshot becomes the new top layer.
+    committed = chain_id([*diff_ids, diff_id])
+    sn.commit(committed, "container")
+
+    # Importing the three layers afresh gives the same tree as the committed one.
+    fresh = OverlaySnapshotter(str(tmp_path / "fresh"))
+    again = _import(fresh, [LOWER, UPPER, layer])
+    assert chain_id(again) == committed
+    for name, s in (("v-committed", sn), ("v-fresh", fresh)):
+        root = mounts.mount(s.view(name, committed), name)
+        assert not (root / "keep").exists()
+        assert sorted(os.listdir(root / "etc")) == ["hostname", "passwd"]
+        assert (root / "etc/hostname").read_bytes() == b"box\n"
+        assert sorted(os.listdir(root / "opt/app")) == ["fresh"]
+
+    # The original image view is unchanged by all of this.
+    _check_image(view)
