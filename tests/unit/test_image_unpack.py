@@ -90,6 +90,27 @@ def _many_pax_headers() -> bytes:
     return one[:ext_end] * 3 + one[ext_end:]
 
 
+def _huge_sparse_map() -> bytes:
+    """A PAX 1.0 sparse file whose map (read from the data) never ends."""
+    count = 1_000_000
+    sparse_map = f"{count}\n".encode() + b"0\n1\n" * count
+    sparse_map += b"\0" * (-len(sparse_map) % 512)
+    return make_tar(
+        [
+            F(
+                "GNUSparseFile.0/f",
+                sparse_map + b"x",
+                pax={
+                    "GNU.sparse.major": "1",
+                    "GNU.sparse.minor": "0",
+                    "GNU.sparse.name": "f",
+                    "GNU.sparse.realsize": "1",
+                },
+            )
+        ]
+    )
+
+
 def _gnu_long_name() -> bytes:
     return make_tar([F("a/" * 2100 + "f")], fmt=tarfile.GNU_FORMAT)
 
@@ -140,6 +161,7 @@ MALICIOUS: dict[str, tuple[list[E] | None, dict[str, object]]] = {
     "GNU long name over PATH_MAX": (None, {"raw": "gnulong"}),
     "root replaced by file": ([F(".")], {}),
     "run of extended headers": (None, {"raw": "paxrun"}),
+    "endless sparse map": (None, {"raw": "sparsemap"}),
 }
 
 
@@ -151,6 +173,8 @@ def _bytes_for(entries: list[E] | None, opts: dict[str, object]) -> bytes:
         return _gnu_long_name()
     if raw == "paxrun":
         return _many_pax_headers()
+    if raw == "sparsemap":
+        return _huge_sparse_map()
     assert entries is not None
     return make_tar(entries)
 

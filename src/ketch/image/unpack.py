@@ -76,6 +76,7 @@ MAX_PAX_HEADER = 1 << 20  # bytes in one pax extended header
 MAX_NAME = 4096  # PATH_MAX; longer names cannot be created anyway
 MAX_COMPONENT = 255  # NAME_MAX
 MAX_SYMLINKS = 40  # as the kernel's ELOOP limit
+MAX_HEADER_BYTES = 3 * MAX_PAX_HEADER  # all header data tarfile reads for one entry
 
 _CHUNK = 1 << 20
 _QUEUE_DEPTH = 8
@@ -280,6 +281,7 @@ class _Pipeline:
         self._buf = memoryview(b"")
         self._pos = 0
         self._offset = 0
+        self.header_bytes = 0
         self._thread = threading.Thread(target=self._produce, name="ketch-unpack", daemon=True)
         self._thread.start()
 
@@ -324,6 +326,14 @@ class _Pipeline:
     def read(self, n: int = -1) -> bytes:
         if n < 0:
             raise System("layer reader cannot read to the end at once")
+        # Only headers come through here (file data goes through copy_to), so
+        # this one budget bounds every header tarfile buffers for one entry:
+        # pax runs, long names, GNU sparse extension blocks and 1.0 maps.
+        self.header_bytes += n
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise InvalidArgument(
+                f"layer has more than {MAX_HEADER_BYTES} bytes of headers for one entry"
+            )
         avail = len(self._buf) - self._pos
         if n <= avail:
             out = self._buf[self._pos : self._pos + n].tobytes()
@@ -985,6 +995,7 @@ def unpack_layer(
             )
             while (m := tf.next()) is not None:
                 tf.members.clear()  # type: ignore[attr-defined]  # headers only; keep memory flat on huge layers
+                pipeline.header_bytes = 0
                 ex.apply(m)
         except (tarfile.TarError, EOFError) as exc:
             # The media type is only a hint, used here to make the error useful.
