@@ -15,9 +15,11 @@ the kind lifecycle, and the overlay option strings (long-chain form, limits).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from ketch.image.snapshot import (
     Kind,
     Mount,
     Snapshotter,
+    apply_layer,
     can_commit,
     chain_id,
     check_transition,
@@ -458,3 +461,47 @@ def test_overlay_at_most_500_lowers(tmp_path: Path) -> None:
     assert m.options[0].count(":") == MAX_LOWERS - 1
     with pytest.raises(NotSupported, match="at most 500 lower layers"):
         sn.view("too-many", f"c{MAX_LOWERS}")
+
+
+def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
+    """(name, data) for files, (name/, None) for directories."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name.rstrip("/"))
+            ti.mtime = 1_700_000_000
+            if data is None:
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(ti)
+            else:
+                ti.size, ti.mode = len(data), 0o644
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_apply_layers_with_whiteouts(sn: Snapshotter, mounter: Mounter) -> None:
+    if isinstance(sn, OverlaySnapshotter) and not _root():
+        pytest.skip("overlay whiteouts need root")
+    lower = _tar([("etc/", None), ("etc/passwd", b"root\n"), ("etc/secret", b"s\n"),
+                  ("opt/", None), ("opt/old", b"o"), ("keep", b"k")])
+    upper = _tar([("etc/", None), ("etc/.wh.secret", b""), ("opt/", None),
+                  ("opt/.wh..wh..opq", b""), ("opt/new", b"n")])
+    diff_ids: list[str] = []
+    parent = None
+    for i, blob in enumerate((lower, upper)):
+        diff_ids.append("sha256:" + hashlib.sha256(blob).hexdigest())
+        key = f"extract-{i}"
+        res = apply_layer(sn.prepare(key, parent), io.BytesIO(blob))
+        assert res.diff_id == diff_ids[-1]
+        parent = chain_id(diff_ids)
+        sn.commit(parent, key)
+    assert parent is not None
+    view = mounter.mount(sn.view("v", parent))
+    assert _files(view) == {"etc/passwd": "root\n", "opt/new": "n", "keep": "k"}
+    # Applying onto an active snapshot that already has files (naive: a copy).
+    mounts = sn.prepare("third", parent)
+    apply_layer(mounts, io.BytesIO(_tar([(".wh.keep", b""), ("added", b"a")])))
+    sn.commit("L3", "third")
+    files = _files(mounter.mount(sn.view("v3", "L3")))
+    assert files == {"etc/passwd": "root\n", "opt/new": "n", "added": "a"}
+    assert _files(view)["keep"] == "k"

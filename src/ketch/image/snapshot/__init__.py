@@ -7,7 +7,7 @@ first)::
     parent = chain_id(diff_ids[:i]) if i else None   # the layer below, committed
     key = f"extract-{random}-{chain_id(diff_ids[:i + 1])}"
     mounts = sn.prepare(key, parent)                  # an *active* snapshot
-    unpack_layer(blob, writable_dir(mounts))          # the upper dir holds the changes
+    apply_layer(mounts, blob)                         # unpack_layer into the upper dir
     sn.commit(chain_id(diff_ids[:i + 1]), key)        # now *committed*, immutable
 
 A committed snapshot is named by the layer's chain ID (``chain_id`` below),
@@ -17,9 +17,11 @@ is unpacked once per host.
 Run a container, step by step::
 
     mounts = sn.prepare(container_id, chain_id(image.diff_ids))   # writable
-    mount_all(mounts, bundle_rootfs)     # the caller mounts; see ``Mount.cwd``
+    for m in mounts:                     # the caller mounts, from ``Mount.cwd``
+        subprocess.run(["mount", "-t", m.type, "-o", ",".join(m.options),
+                        m.source, rootfs], cwd=m.cwd, check=True)
     ...container runs, writes land in the active snapshot's upper dir...
-    umount(bundle_rootfs)
+    umount(rootfs)
     sn.commit(new_chain_id, container_id)   # ``docker commit``, or
     sn.remove(container_id)                 # ``docker rm``
 
@@ -47,12 +49,13 @@ import enum
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from ketch.errors import (
     AlreadyExists,
@@ -62,6 +65,7 @@ from ketch.errors import (
     NotFound,
     System,
 )
+from ketch.image.unpack import UnpackResult, unpack_layer
 
 __all__ = [
     "Info",
@@ -69,6 +73,7 @@ __all__ = [
     "Mount",
     "Snapshotter",
     "Usage",
+    "apply_layer",
     "can_commit",
     "chain_id",
     "writable_dir",
@@ -225,6 +230,42 @@ def writable_dir(mounts: list[Mount]) -> str:
             path = opt.removeprefix("upperdir=")
             return os.path.join(m.cwd, path) if m.cwd else path
     raise InvalidArgument(f"{m.type} mount has no upper directory (a view?)")
+
+
+def apply_layer(mounts: list[Mount], stream: BinaryIO, *,
+                media_type: str | None = None) -> UnpackResult:
+    """Unpack a layer into an active snapshot, *before* it is mounted (an applier).
+
+    The mounts say how: an overlay's upper dir gets the layer in overlay form
+    (whiteouts as 0:0 devices, opaque xattrs); a writable bind (the copy-based
+    snapshotter, or a parentless overlay snapshot) gets the whole merged tree,
+    with whiteouts applied by deletion on a copy that then replaces it, so an
+    error leaves the snapshot as it was.
+    """
+    target = writable_dir(mounts)
+    if mounts[0].type == "overlay":
+        return unpack_layer(stream, target, media_type=media_type)
+    if not os.listdir(target):
+        return unpack_layer(stream, target, media_type=media_type, whiteout_mode="naive")
+    token = secrets.token_hex(6)
+    new, old = f"{target}.apply-{token}", f"{target}.old-{token}"
+    res = unpack_layer(stream, new, media_type=media_type, whiteout_mode="naive",
+                       parent=target)
+    try:
+        os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+    except OSError as exc:
+        rmtree(new)
+        raise System(f"replacing {target} with the applied layer: {exc}") from exc
+    try:
+        rmtree(old)
+    except OSError as exc:
+        raise System(f"removing the pre-layer tree {old}: {exc}") from exc
+    return res
 
 
 def dir_usage(path: str) -> Usage:

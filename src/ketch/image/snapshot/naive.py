@@ -12,10 +12,11 @@ tree of that snapshot. What the mounts describe:
 * view: a read-only bind of the parent's ``fs`` (committed trees never
   change, so a view needs no copy), or of its own empty ``fs`` without one.
 
-Whiteouts do not exist here: deleting a file deletes it, and layers are
-applied with ``unpack_layer(..., whiteout_mode="naive", parent=...)`` and
-turned back into tars with ``write_layer(..., whiteout_mode="naive",
-lower_dirs=[parent fs])``, which compare trees.
+Whiteouts do not exist here: deleting a file deletes it. ``apply_layer``
+imports a layer with ``unpack_layer(..., whiteout_mode="naive",
+parent=<the active tree>)`` into a copy that then replaces the tree, and
+``write_layer(..., whiteout_mode="naive", lower_dirs=[<parent's tree>])``
+turns changes back into a tar by comparing trees.
 
 Unprivileged callers cannot mount; a single bind mount's ``source`` is then
 the directory to use directly.
