@@ -43,13 +43,6 @@ RUNTIMES = ["runc", "ketch"]
 LOOP = ["sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"]
 
 
-def ketch_bug(request: pytest.FixtureRequest, runtime: str, reason: str) -> None:
-    """A known ketch-runc bug (runc passes the same test): strict xfail, so the fix
-    shows up as XPASS and the marker has to go."""
-    if runtime == "ketch":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"ketch-runc: {reason}"))
-
-
 def _base(prefix: str, what: str) -> Path:
     # Short (unix socket paths under it must stay below 108 bytes) and holding
     # the session prefix, so the session's mount leak check covers it.
@@ -356,8 +349,6 @@ def test_docker_hostname(dockerd, runtime):
 
 def test_docker_proc_readonly_paths_keep_nosuid_nodev_noexec(dockerd, runtime, request):
     """readonlyPaths are remounted ro keeping the flags /proc has, as runc does."""
-    ketch_bug(request, runtime, "Rootfs.readonly_path keeps nosuid/nodev/noexec only "
-              "inside a user namespace (_locked); runc always keeps the statfs flags")
     res = drun(dockerd, runtime, "cat", "/proc/self/mountinfo")
     assert res.returncode == 0, str(res)
     opts = {f[4]: set(f[5].split(",")) for f in (line.split() for line in res.stdout.splitlines())}
@@ -374,7 +365,6 @@ TUN_AND_CONSOLE = ("mknod /tmp/tun c 10 200 && (exec 3<>/tmp/tun) && echo tun-op
 def test_docker_dev_net_tun_allowed(dockerd, runtime, request):
     """runc (since 1.1.3) appends `c 10:200 rwm` (/dev/net/tun) to every container's
     device rules; docker's spec does not list it, images that mknod it rely on it."""
-    ketch_bug(request, runtime, "specconv.DEFAULT_ALLOWED_DEVICES lacks c 10:200 rwm")
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("no /dev/net/tun on this host")
     res = drun(dockerd, runtime, "sh", "-c", TUN_AND_CONSOLE)
@@ -554,8 +544,6 @@ def test_podman_exec_errors_map_to_126_127(podman, runtime):
 def test_podman_device_rules_match_runc(podman, runtime, request):
     """podman's spec has no rule for /dev/console (c 5:1): it must stay closed, while
     runc's implicit /dev/net/tun rule (c 10:200) opens the tun device."""
-    ketch_bug(request, runtime, "specconv.DEFAULT_ALLOWED_DEVICES has c 5:1 rwm "
-              "(/dev/console, runc does not add it) and lacks c 10:200 rwm")
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("no /dev/net/tun on this host")
     res = prun(podman, runtime, "sh", "-c", TUN_AND_CONSOLE)

@@ -132,18 +132,32 @@ def set_user(proc: Process, cap_sets: CapSets | None) -> None:
 
     user = proc.user
     sets = cap_sets if cap_sets is not None else caps.CapSets()
-    caps.drop_bounding(sets)
+    try:
+        caps.drop_bounding(sets)
+    except OSError as exc:
+        raise System(f"unable to apply caps: {_reason(exc)}") from None
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
         os.setgroups(list(user.additional_gids))
     except PermissionError:
         # Without a gid mapping for them (setgroups denied in a user namespace).
         if user.additional_gids:
-            raise
-    os.setresgid(user.gid, user.gid, user.gid)
-    os.setresuid(user.uid, user.uid, user.uid)
+            raise System("unable to set additional groups: operation not permitted") from None
+    try:
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as exc:
+        raise System(f"unable to set user {user.uid}:{user.gid}: {_reason(exc)}") from None
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
-    caps.apply_sets(sets)
+    try:
+        caps.apply_sets(sets)
+    except OSError as exc:
+        raise System(f"unable to apply caps: {_reason(exc)}") from None
+
+
+def _reason(exc: OSError) -> str:
+    """"operation not permitted", as Go prints errno texts."""
+    return (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
 
 
 def cap_sets_of(proc: Process) -> CapSets:

@@ -322,8 +322,14 @@ class Rootfs:
             if exc.errno == errno.ENOENT:
                 return
             raise
+        # The bind copies the mount's flags, the remount would clear them: keep
+        # nosuid/nodev/noexec (and, in a user namespace, whatever is locked).
+        try:
+            kept = os.statvfs(path).f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        except OSError:
+            kept = 0
         self.sys.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
-                       | self._locked(path))
+                       | kept | self._locked(path))
 
     def mask_path(self, path: str) -> None:
         try:

@@ -115,13 +115,15 @@ def _allow(type_: str, major: int | None, minor: int | None, access: str = "rwm"
     return DeviceRule(allow=True, type=type_, major=major, minor=minor, access=access)
 
 
-# Cgroup rules every container gets after its own: mknod of anything (the node
-# is useless without read/write permission), the default devices, and ptys.
+# Cgroup rules every container gets after its own, as runc adds them: mknod of
+# anything (a node is useless without read/write permission), the default
+# devices, ptys (136:*, ptmx 5:2) and tun/tap (10:200, for VPNs). Not the
+# console (5:1): a container must not open the host's console.
 DEFAULT_ALLOWED_DEVICES = [
     _allow("c", None, None, "m"), _allow("b", None, None, "m"),
     _allow("c", 1, 3), _allow("c", 1, 5), _allow("c", 1, 7), _allow("c", 1, 8),
-    _allow("c", 1, 9), _allow("c", 5, 0), _allow("c", 5, 1), _allow("c", 5, 2),
-    _allow("c", 136, None),
+    _allow("c", 1, 9), _allow("c", 5, 0), _allow("c", 5, 2), _allow("c", 136, None),
+    _allow("c", 10, 200),
 ]
 
 
