@@ -360,15 +360,20 @@ class MetaStore:
             raise System(f"creating snapshot metadata {self.db_path}: {exc}") from exc
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one immediate transaction, committed unless the block raises."""
+    def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One connection, one transaction, committed unless the block raises.
+
+        Writers take the write lock up front (``BEGIN IMMEDIATE``) so two
+        creators cannot both pass the "key is free" check; readers do not
+        block each other (WAL).
+        """
         try:
             db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
             raise System(f"opening snapshot metadata {self.db_path}: {exc}") from exc
         try:
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
             except BaseException:
@@ -443,7 +448,7 @@ class MetaStore:
         return rec
 
     def all(self) -> list[Record]:
-        with self.transaction() as db:
+        with self.transaction(write=False) as db:
             return [_record(r) for r in db.execute(_SELECT + " ORDER BY s.id")]
 
     def snapshot_dir(self, snap_id: int) -> str:
@@ -561,7 +566,7 @@ class BaseSnapshotter:
 
     def mounts(self, key: str) -> list[Mount]:
         """The mounts of an active snapshot or a view; a committed one has none."""
-        with self._meta.transaction() as db:
+        with self._meta.transaction(write=False) as db:
             rec = self._meta.get(db, key)
             if rec.kind is Kind.COMMITTED:
                 raise InvalidArgument(
@@ -570,7 +575,7 @@ class BaseSnapshotter:
 
     def stat(self, key: str) -> Info:
         """Metadata of one snapshot."""
-        with self._meta.transaction() as db:
+        with self._meta.transaction(write=False) as db:
             return self._meta.get(db, key).info()
 
     def walk(self) -> Iterator[Info]:
@@ -580,7 +585,7 @@ class BaseSnapshotter:
 
     def usage(self, key: str) -> Usage:
         """Disk use of the snapshot's own directory, not its parents'."""
-        with self._meta.transaction() as db:
+        with self._meta.transaction(write=False) as db:
             rec = self._meta.get(db, key)
         try:
             return dir_usage(self._fs(rec))
