@@ -73,12 +73,10 @@ def skopeo(*args: str) -> str:
 
 
 def _tar_dir(directory: Path) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for p in sorted(directory.rglob("*")):
-            t.add(p, arcname=str(p.relative_to(directory)), recursive=False)
-    buf.seek(0)
-    return buf
+    """The layout as ``tar -C dir -cf - .`` packs it: "./" prefixes, directory entries."""
+    proc = subprocess.run(["tar", "-C", str(directory), "-cf", "-", "."], capture_output=True,
+                          timeout=60, check=True)
+    return io.BytesIO(proc.stdout)
 
 
 def _check(store: ContentStore, image: LoadedImage, config: bytes) -> oci.Manifest:

@@ -234,6 +234,13 @@ def test_oci_ref_names(store: ContentStore, annotations: dict[str, str], tags: l
     assert image.repo_tags == tags
 
 
+def test_dot_slash_names(store: ContentStore) -> None:
+    entries, mdigest = oci_layout([(oci.MEDIA_TYPE_OCI_LAYER_GZIP, gz(L1))])
+    (image,) = load(store, tar_of([("./" + n, d) for n, d in entries]))
+    assert image.manifest_digest == mdigest
+    check_image(store, image)
+
+
 def test_oci_nested_index_selects_host_platform(store: ContentStore) -> None:
     entries, mdigest = oci_layout([(oci.MEDIA_TYPE_OCI_LAYER, L1)])
     manifest_bytes = dict(entries)[f"blobs/sha256/{mdigest[7:]}"]

@@ -344,10 +344,12 @@ class _Loader:
 
     @staticmethod
     def _check_diff_id(m: _Member, diff_id: str, what: str) -> None:
+        if m.name not in what:
+            what = f"{what} ({m.name})"
         if m.diff_id is None:
-            raise _bad(f"{what} ({m.name}) is not valid {m.compression}: corrupt or truncated")
+            raise _bad(f"{what} is not valid {m.compression}: corrupt or truncated")
         if m.diff_id != diff_id:
-            raise _bad(f"{what} ({m.name}): uncompressed digest {m.diff_id} does not match "
+            raise _bad(f"{what}: uncompressed digest {m.diff_id} does not match "
                        f"the config's diff_id {diff_id}")
 
     def _add_tags(self, manifest_digest: str, image: LoadedImage, tags: list[str]) -> None:

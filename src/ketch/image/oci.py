@@ -349,7 +349,8 @@ def select_platform(index: Index, os: str = "linux", arch: str | None = None,
     the first in the index, which is the order registries and Docker use.
     """
     want_os = normalize_os(os)
-    want_arch, want_variant = normalize_arch(arch or host_arch(), variant or "")
+    # With no arch given, the machine name also gives the variant (armv6l: v6).
+    want_arch, want_variant = normalize_arch(arch or _platform.machine(), variant or "")
     ranks = {c: i for i, c in enumerate(_candidates(want_arch, want_variant))}
     best: tuple[int, int] | None = None
     chosen: Descriptor | None = None
