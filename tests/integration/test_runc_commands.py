@@ -102,7 +102,10 @@ def test_events_reports_oom(bundles, runc_root):
     def edit(spec):
         spec["linux"]["resources"]["memory"] = {"limit": 16 * 1024 * 1024,
                                                 "swap": 16 * 1024 * 1024}
-    b = bundles.make(["sh", "-c", "sleep 0.5; head -c 64m /dev/zero | tail; sleep 100"],
+    # The container waits for the test's go (a file in its rootfs) so the OOM
+    # happens after `events` has read its starting count, however slow the host.
+    b = bundles.make(["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                      "head -c 64m /dev/zero | tail; sleep 100"],
                      container_id="oome", edit=edit)
     assert ketch_runc("run", "-d", "--bundle", str(b), "oome", root=runc_root).returncode == 0
     import subprocess
@@ -119,6 +122,8 @@ def test_events_reports_oom(bundles, runc_root):
             if not line:
                 break
             seen.append(json.loads(line)["type"])
+            if len(seen) == 1:
+                (b / "rootfs" / "tmp" / "go").touch()
             if "oom" in seen:
                 break
         assert "oom" in seen, seen

@@ -323,17 +323,20 @@ def cmd_events(g: Globals, o: dict[str, Any], args: list[str]) -> int:
         return 0
     ooms = rt.oom_kill_count(container_id)
     while True:
-        st = rt.state(container_id)
-        if st.status == "stopped":
+        # OOM first: a kill that also ended the container is still reported.
+        try:
+            count = rt.oom_kill_count(container_id)
+        except KetchError:
+            count = ooms
+        if count > ooms:
+            ooms = count
+            print(json.dumps({"type": "oom", "id": container_id}), flush=True)
+        if rt.state(container_id).status == "stopped":
             return 0
         try:
             data = stats_to_json(rt.stats(container_id))
         except KetchError:
             return 0
-        count = rt.oom_kill_count(container_id)
-        if count > ooms:
-            ooms = count
-            print(json.dumps({"type": "oom", "id": container_id}), flush=True)
         print(json.dumps({"type": "stats", "id": container_id, "data": data}), flush=True)
         time.sleep(interval)
 
