@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from tests.conftest import errmsg, ketch_runc
+from tests.conftest import BIN, errmsg, ketch_runc
 
 pytestmark = pytest.mark.root
 
@@ -263,7 +263,7 @@ def test_failing_hook_fails_create_and_cleans_up(bundles, runc_root):
 def test_preserve_fds(bundles, runc_root, tmp_path):
     target = tmp_path / "fd3.out"
     b = bundles.make(["sh", "-c", "echo via-fd3 >&3"], container_id="pf")
-    runc = ketch_runc.__globals__["BIN"] / "ketch-runc"
+    runc = BIN / "ketch-runc"
     out = subprocess.run(["sh", "-c", f"exec 3>{target}; exec {runc} --root {runc_root} run "
                           f"--preserve-fds 1 --bundle {b} pf"], capture_output=True)
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from tests.conftest import errmsg, ketch_runc
+from tests.conftest import BIN, errmsg, ketch_runc
 
 pytestmark = pytest.mark.root
 
@@ -128,7 +128,7 @@ def test_exec_process_json_and_detach(bundles, runc_root, tmp_path):
     assert os.path.exists(f"/proc/{pid}")
     out = ketch_runc("ps", "--format", "json", "ep", root=runc_root)
     assert pid in json.loads(out.stdout)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         out = ketch_runc("exec", "ep", "cat", "/tmp/who", root=runc_root)
         if out.stdout:
@@ -140,7 +140,7 @@ def test_exec_process_json_and_detach(bundles, runc_root, tmp_path):
 def test_kill_all(bundles, runc_root):
     b = bundles.make(["sh", "-c", "sleep 100 & sleep 100 & wait"], container_id="ka")
     assert ketch_runc("run", "-d", "--bundle", str(b), "ka", root=runc_root).returncode == 0
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while len(json.loads(ketch_runc("ps", "-f", "json", "ka", root=runc_root).stdout)) < 3:
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -198,18 +198,16 @@ def test_spec_writes_template(tmp_path):
 
 
 def test_signals_are_forwarded_in_foreground_run(bundles, runc_root):
-    b = bundles.make(["sh", "-c", "trap 'echo got TERM; exit 0' TERM; sleep 100 & wait"],
-                     container_id="sig")
-    p = subprocess.Popen([str(ketch_runc.__globals__["BIN"] / "ketch-runc"), "--root",
-                          str(runc_root), "run", "--bundle", str(b), "sig"],
+    # The container says it is ready (a file in its rootfs) once its trap is set.
+    b = bundles.make(["sh", "-c", "trap 'echo got TERM; exit 0' TERM; touch /tmp/ready; "
+                      "sleep 100 & wait"], container_id="sig")
+    p = subprocess.Popen([str(BIN / "ketch-runc"), "--root", str(runc_root), "run",
+                          "--bundle", str(b), "sig"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        out = ketch_runc("state", "sig", root=runc_root)
-        if out.returncode == 0 and json.loads(out.stdout)["status"] == "running":
-            break
-        time.sleep(0.05)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 20
+    while not (b / "rootfs" / "tmp" / "ready").exists():
+        assert time.monotonic() < deadline, "the container never got ready"
+        time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=20)
     assert b"got TERM" in stdout, stderr
