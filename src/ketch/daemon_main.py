@@ -1,4 +1,4 @@
-"""``ketchd``: the daemon. Not built yet; says so instead of pretending."""
+"""``ketchd``: the daemon's console entry point; the work is in ketch.daemon.main."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import sys
 
 
 def main() -> int:
-    sys.stderr.write("ketchd: the daemon is not available yet in this version of ketch; "
-                     "use ketch-runc to run containers\n")
-    return 1
+    from ketch.daemon.main import run
+
+    return run(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Builds the aiohttp application: middlewares, then every router.
+
+Each route is registered twice, bare (``/info``) and versioned
+(``/v{version}/info``), so aiohttp's own router does the matching and an
+unknown path under any prefix is a plain 404, as with dockerd.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ketch.api import versions
+from ketch.api.errors import Handler, error_middleware
+from ketch.api.routers import system
+
+API_VERSION_KEY = "api_version"
+
+
+@web.middleware
+async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses versions dockerd would refuse and records the one in use for gating."""
+    request[API_VERSION_KEY] = versions.check(request.match_info.get("version"))
+    return await handler(request)
+
+
+def make_app(system_backend: system.SystemBackend) -> web.Application:
+    """The Engine API application over the given backends (only system for now)."""
+    app = web.Application(middlewares=[error_middleware, version_middleware])
+    system.setup(app, system_backend)
+    return app

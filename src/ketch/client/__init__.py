@@ -1,0 +1,27 @@
+"""Engine API client over AF_UNIX/TCP with the stdlib, for the CLI and compose."""
+
+from __future__ import annotations
+
+from ketch.client._client import CLIENT_API_VERSION, Client, resolve_host
+from ketch.client._errors import from_status
+from ketch.client._transport import (
+    DEFAULT_HOST,
+    FakeTransport,
+    HTTPTransport,
+    Request,
+    Response,
+    Transport,
+)
+
+__all__ = [
+    "CLIENT_API_VERSION",
+    "DEFAULT_HOST",
+    "Client",
+    "FakeTransport",
+    "HTTPTransport",
+    "Request",
+    "Response",
+    "Transport",
+    "from_status",
+    "resolve_host",
+]

@@ -1,0 +1,498 @@
+"""ketchd's life, from flags to a clean exit.
+
+    ketchd --root /var/lib/ketch --exec-root /run/ketch -H unix:///run/ketch/ketch.sock
+
+1. flags + daemon.json -> Settings (a key set both ways is refused, as dockerd does);
+2. the root lock (``<root>/ketchd.lock``, fcntl): one daemon per root, ever;
+3. the pidfile; 4. the listeners (unix socket mode 0660, group ``ketch`` if it exists);
+5. serve until SIGTERM/SIGINT; SIGHUP re-reads daemon.json;
+6. on the way out: listeners closed, socket and pidfile removed, lock released.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import fcntl
+import grp
+import logging
+import os
+import platform
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ketch import __version__
+from ketch.daemon import config as cfgmod
+from ketch.errors import Conflict, InvalidArgument, KetchError
+
+if TYPE_CHECKING:
+    from ketch.api.routers.system import HostFacts
+
+log = logging.getLogger("ketchd")
+
+DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
+DEFAULT_ROOT = "/var/lib/ketch"
+DEFAULT_EXEC_ROOT = "/run/ketch"
+DEFAULT_GROUP = "ketch"
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "error": logging.ERROR, "fatal": logging.CRITICAL}
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm",
+          "i686": "386", "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+          "riscv64": "riscv64"}
+
+
+@dataclass(slots=True)
+class Settings:
+    hosts: list[str]
+    root: str
+    exec_root: str
+    pidfile: str
+    log_level: str
+    debug: bool
+    group: str
+    group_given: bool
+    tls: bool
+    tlsverify: bool
+    tlscacert: str | None
+    tlscert: str | None
+    tlskey: str | None
+    insecure_tcp: bool
+    config_file: str
+    labels: list[str] = field(default_factory=list)
+
+
+# flag dest -> daemon.json key
+_FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
+              "pidfile": "pidfile", "log_level": "log-level", "debug": "debug",
+              "group": "group", "tls": "tls", "tlsverify": "tlsverify",
+              "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ketchd", description="The ketch daemon (Docker Engine API)")
+    # Defaults are None so that "given on the command line" can be told apart
+    # from "defaulted": only given flags conflict with daemon.json.
+    p.add_argument("-H", "--host", dest="hosts", action="append",
+                   help=f"socket(s) to listen on (default {DEFAULT_HOST})")
+    p.add_argument("--root", "--data-root", dest="root",
+                   help=f"persistent state (default {DEFAULT_ROOT})")
+    p.add_argument("--exec-root", dest="exec_root",
+                   help=f"runtime state (default {DEFAULT_EXEC_ROOT})")
+    p.add_argument("-p", "--pidfile", dest="pidfile",
+                   help="pid file (default <exec-root>/ketchd.pid)")
+    p.add_argument("-l", "--log-level", dest="log_level", choices=sorted(LOG_LEVELS))
+    p.add_argument("-D", "--debug", dest="debug", action="store_const", const=True)
+    p.add_argument("-G", "--group", dest="group",
+                   help=f"group owning the unix socket (default {DEFAULT_GROUP}, else root)")
+    p.add_argument("--config-file", dest="config_file",
+                   help=f"daemon.json (default {cfgmod.DEFAULT_CONFIG_FILE})")
+    p.add_argument("--tls", dest="tls", action="store_const", const=True)
+    p.add_argument("--tlsverify", dest="tlsverify", action="store_const", const=True)
+    p.add_argument("--tlscacert", dest="tlscacert")
+    p.add_argument("--tlscert", dest="tlscert")
+    p.add_argument("--tlskey", dest="tlskey")
+    p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
+                   help="allow tcp:// without TLS (anyone who reaches it is root)")
+    p.add_argument("-v", "--version", action="store_true")
+    return p
+
+
+def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
+    """Flags over daemon.json over defaults; the Docker keys ignored, for a warning."""
+    path = ns.config_file or cfgmod.default_path()
+    data = cfgmod.load(path, required=ns.config_file is not None)
+    flags = {_FLAG_KEYS[k]: v for k, v in vars(ns).items() if k in _FLAG_KEYS and v is not None}
+    merged = cfgmod.merge(flags, data, path)
+    exec_root = merged.get("exec-root", DEFAULT_EXEC_ROOT)
+    s = Settings(
+        hosts=list(merged.get("hosts") or [DEFAULT_HOST]),
+        root=os.path.abspath(merged.get("data-root", DEFAULT_ROOT)),
+        exec_root=os.path.abspath(exec_root),
+        pidfile=os.path.abspath(merged.get("pidfile", os.path.join(exec_root, "ketchd.pid"))),
+        log_level=merged.get("log-level", "info"),
+        debug=bool(merged.get("debug", False)),
+        group=merged.get("group", DEFAULT_GROUP),
+        group_given="group" in merged,
+        tls=bool(merged.get("tls", False)),
+        tlsverify=bool(merged.get("tlsverify", False)),
+        tlscacert=merged.get("tlscacert"),
+        tlscert=merged.get("tlscert"),
+        tlskey=merged.get("tlskey"),
+        insecure_tcp=bool(ns.insecure_tcp),
+        config_file=path,
+        labels=list(merged.get("labels") or []),
+    )
+    if s.log_level not in LOG_LEVELS:
+        raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
+                              f"log-level: invalid value {s.log_level!r}")
+    return s, cfgmod.ignored(data)
+
+
+# --- host facts for /version and /info ------------------------------------------------
+
+
+def _os_release() -> str:
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key == "PRETTY_NAME":
+                    return value.strip().strip('"')
+    return "<unknown>"
+
+
+def _mem_total() -> int:
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cgroup_version() -> str:
+    """"2" only on a pure v2 host; hybrid counts as "1", as dockerd reports it."""
+    from ketch.linux.cgroups import Mode, detect_mode
+
+    try:
+        return "2" if detect_mode() is Mode.V2 else "1"
+    except KetchError:
+        return ""
+
+
+def _git_commit() -> str:
+    """The commit of the source tree ketch runs from, when it is a git checkout."""
+    src = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", src, "rev-parse", "--short=7", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _engine_id(root: str) -> str:
+    """A stable daemon ID, kept under --root as dockerd keeps its engine-id."""
+    path = os.path.join(root, "engine-id")
+    with contextlib.suppress(OSError), open(path) as f:
+        value = f.read().strip()
+        if value:
+            return value
+    value = str(uuid.uuid4())
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(value)
+    os.replace(tmp, path)
+    return value
+
+
+class HostSystem:
+    """The system backend of the API: facts read from the host, nothing invented.
+
+    Containers and images are 0 because ketchd has no container store yet and
+    does not open the image store in this slice.
+    """
+
+    def __init__(self, settings: Settings, warnings: list[str]) -> None:
+        from ketch.api.routers.system import HostFacts
+
+        uname = platform.uname()
+        self.settings = settings
+        self._facts = HostFacts(
+            id=_engine_id(settings.root),
+            name=socket.gethostname(),
+            server_version=__version__,
+            git_commit=_git_commit(),
+            build_time="",
+            runtime_version=f"{platform.python_implementation()} {platform.python_version()}",
+            os="linux",
+            arch=GOARCH.get(uname.machine, uname.machine),
+            machine=uname.machine,
+            kernel_version=uname.release,
+            operating_system=_os_release(),
+            ncpu=len(os.sched_getaffinity(0)),
+            mem_total=_mem_total(),
+            root_dir=settings.root,
+            cgroup_version=_cgroup_version(),
+            warnings=warnings,
+        )
+
+    def facts(self) -> HostFacts:
+        return replace(self._facts, debug=self.settings.debug, labels=list(self.settings.labels))
+
+
+# --- the root lock and the pidfile ---------------------------------------------------
+
+
+def _proc_is_ketchd(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"ketchd" in cmdline or b"ketch.daemon" in cmdline
+
+
+def lock_root(root: str) -> int:
+    """Holds ``<root>/ketchd.lock`` for the daemon's life; a second daemon is refused."""
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    path = os.path.join(root, "ketchd.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise Conflict(f"failed to start daemon, ensure ketchd is not running on root "
+                           f"{root}: {path} is held by process with PID {holder}") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def write_pidfile(path: str) -> None:
+    """dockerd's check: a live ketchd in the pidfile refuses the start."""
+    with contextlib.suppress(OSError, ValueError), open(path) as f:
+        pid = int(f.read().strip())
+        if pid != os.getpid() and os.path.exists(f"/proc/{pid}") and _proc_is_ketchd(pid):
+            raise Conflict(f"failed to start daemon, ensure ketchd is not running or delete "
+                           f"{path}: process with PID {pid} is still running")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, path)
+
+
+# --- listeners ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str
+    unix_path: str | None = None
+    tcp_addr: tuple[str, int] | None = None
+
+
+def plan_listeners(s: Settings) -> tuple[list[Listener], list[str]]:
+    """Parses --host values; TCP only with TLS or --insecure-tcp (then a warning)."""
+    from urllib.parse import urlsplit
+
+    out: list[Listener] = []
+    warnings: list[str] = []
+    for host in s.hosts:
+        u = urlsplit(host)
+        if u.scheme == "unix" or host.startswith("/"):
+            path = u.path if u.scheme == "unix" else host
+            if not path:
+                raise InvalidArgument(f"invalid --host {host!r}: no socket path")
+            out.append(Listener(host, unix_path=os.path.abspath(path)))
+        elif u.scheme == "tcp":
+            if not u.hostname:
+                raise InvalidArgument(f"invalid --host {host!r}: no address")
+            tls = s.tls or s.tlsverify
+            if not tls and not s.insecure_tcp:
+                raise InvalidArgument(
+                    f"refusing to listen on {host} without TLS: anyone who can reach it "
+                    "controls the host as root; use --tlsverify with --tlscacert, --tlscert "
+                    "and --tlskey, or --insecure-tcp if you accept that")
+            if tls and not (s.tlscert and s.tlskey):
+                raise InvalidArgument(f"--host {host}: --tls needs --tlscert and --tlskey")
+            if not tls:
+                warnings.append(f"WARNING: API is accessible on http://{u.hostname}:"
+                                f"{u.port or 2375} without encryption.")
+            out.append(Listener(host, tcp_addr=(u.hostname, u.port or (2376 if tls else 2375))))
+        else:
+            raise InvalidArgument(f"invalid --host {host!r}: only unix:// and tcp:// are supported")
+    return out, warnings
+
+
+def tls_context(s: Settings) -> ssl.SSLContext | None:
+    if not (s.tls or s.tlsverify):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    assert s.tlscert and s.tlskey
+    ctx.load_cert_chain(s.tlscert, s.tlskey)
+    if s.tlsverify:
+        if not s.tlscacert:
+            raise InvalidArgument("--tlsverify needs --tlscacert")
+        ctx.load_verify_locations(s.tlscacert)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def socket_gid(s: Settings) -> int:
+    """The ``ketch`` group if it exists, else root; a named group that is missing is an error."""
+    try:
+        return grp.getgrnam(s.group).gr_gid
+    except KeyError:
+        if s.group_given and s.group != DEFAULT_GROUP:
+            raise InvalidArgument(f"group {s.group} not found") from None
+        return 0
+
+
+def prepare_unix_path(path: str) -> None:
+    """Removes a stale socket, but never one a live daemon answers on."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise InvalidArgument(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise Conflict(f"failed to start daemon: another daemon is listening on {path}")
+
+
+# --- logging --------------------------------------------------------------------------
+
+
+class _LogfmtFormatter(logging.Formatter):
+    """dockerd's logrus text format, so log scrapers that know it keep working."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        level = {"WARNING": "warning", "CRITICAL": "fatal"}.get(record.levelname,
+                                                               record.levelname.lower())
+        msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
+        return f'time="{ts}.{int(record.msecs * 1000):06d}Z" level={level} msg="{msg}"'
+
+
+def set_log_level(s: Settings) -> None:
+    logging.getLogger().setLevel(logging.DEBUG if s.debug else LOG_LEVELS[s.log_level])
+
+
+# --- the daemon -----------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, ns: argparse.Namespace, settings: Settings, ignored: list[str]) -> None:
+        self.ns = ns
+        self.settings = settings
+        self.ignored = ignored
+        self.stop = asyncio.Event()
+        self.unix_paths: list[str] = []
+
+    def reload(self) -> None:
+        """SIGHUP: re-read daemon.json; a bad file is logged and the old settings kept."""
+        try:
+            new, ignored = settings_from(self.ns)
+        except KetchError as exc:
+            log.error("Error reconfiguring the daemon: %s", exc)
+            return
+        old = self.settings
+        for name in ("hosts", "root", "exec_root", "pidfile", "group", "tls", "tlsverify",
+                     "tlscacert", "tlscert", "tlskey"):
+            if getattr(old, name) != getattr(new, name):
+                log.warning("%s changed in %s; it takes effect at the next start",
+                            name, new.config_file)
+        old.log_level, old.debug, old.labels = new.log_level, new.debug, new.labels
+        set_log_level(old)
+        log.info("Reloaded configuration: log-level=%s debug=%s labels=%s",
+                 old.log_level, old.debug, old.labels)
+        if ignored:
+            log.warning("daemon.json keys not supported by ketch yet, ignored: %s",
+                        ", ".join(ignored))
+
+    async def serve(self) -> None:
+        from aiohttp import web
+
+        from ketch.api import make_app
+
+        s = self.settings
+        listeners, warnings = plan_listeners(s)
+        for w in warnings:
+            log.warning("%s", w)
+        backend = HostSystem(s, warnings)
+        app = make_app(backend)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            ctx = tls_context(s)
+            gid = socket_gid(s) if any(lst.unix_path for lst in listeners) else 0
+            for lst in listeners:
+                if lst.unix_path is not None:
+                    prepare_unix_path(lst.unix_path)
+                    site: web.BaseSite = web.UnixSite(runner, lst.unix_path)
+                    await site.start()
+                    self.unix_paths.append(lst.unix_path)
+                    os.chown(lst.unix_path, 0, gid)
+                    os.chmod(lst.unix_path, 0o660)
+                else:
+                    assert lst.tcp_addr is not None
+                    site = web.TCPSite(runner, lst.tcp_addr[0], lst.tcp_addr[1], ssl_context=ctx)
+                    await site.start()
+                log.info("API listen on %s", lst.unix_path or f"{lst.tcp_addr}")
+            log.info("Daemon has completed initialization")
+            await self.stop.wait()
+            log.info("Processing signal 'terminated'")
+        finally:
+            await runner.cleanup()
+            for path in self.unix_paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            log.info("Daemon shutdown complete")
+
+
+def run(argv: list[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    if ns.version:
+        print(f"ketchd version {__version__}")
+        return 0
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogfmtFormatter())
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    if os.geteuid() != 0:
+        log.error("ketchd needs to be started with root privileges")
+        return 1
+    lock_fd = -1
+    pidfile_written = False
+    settings: Settings | None = None
+    try:
+        settings, ignored = settings_from(ns)
+        set_log_level(settings)
+        if ignored:
+            log.warning("daemon.json keys not supported by ketch yet, ignored: %s",
+                        ", ".join(ignored))
+        log.info("Starting up")
+        lock_fd = lock_root(settings.root)
+        os.makedirs(settings.exec_root, mode=0o700, exist_ok=True)
+        write_pidfile(settings.pidfile)
+        pidfile_written = True
+        asyncio.run(Daemon(ns, settings, ignored).serve())
+        return 0
+    except KetchError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("failed to start daemon: %s", exc)
+        return 1
+    finally:
+        if pidfile_written and settings is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(settings.pidfile)
+        if lock_fd >= 0:
+            os.close(lock_fd)
