@@ -13,13 +13,15 @@ from ketch.api import versions
 from ketch.api.errors import Handler, error_middleware
 from ketch.api.routers import system
 
-API_VERSION_KEY = "api_version"
-
 
 @web.middleware
 async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuses versions dockerd would refuse and records the one in use for gating."""
-    request[API_VERSION_KEY] = versions.check(request.match_info.get("version"))
+    """Refuses versions dockerd would refuse, before any handler runs.
+
+    Handlers that gate fields read the version again with ``versions.of``
+    (cheap), rather than from request storage, which aiohttp wants typed keys for.
+    """
+    versions.check(request.match_info.get("version"))
     return await handler(request)
 
 

@@ -11,6 +11,7 @@ Kept free of aiohttp so the rules are unit-testable as plain functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from ketch.errors import InvalidArgument
 
@@ -50,6 +51,11 @@ def check(version: str | None) -> str:
             f"client version {version} is too new. Maximum supported API version is "
             f"{CURRENT_API_VERSION}")
     return version
+
+
+def of(match_info: Mapping[str, str]) -> str:
+    """The version a routed request is served at (its ``{version}`` path segment)."""
+    return check(match_info.get("version"))
 
 
 def at_least(version: str, minimum: str) -> bool:

@@ -178,7 +178,7 @@ def setup(app: web.Application, backend: SystemBackend) -> None:
         return web.json_response(version_json(backend.facts()))
 
     async def get_info(request: web.Request) -> web.Response:
-        return web.json_response(info_json(backend.facts(), request["api_version"]))
+        return web.json_response(info_json(backend.facts(), versions.of(request.match_info)))
 
     add(app, "GET", "/_ping", ping)
     add(app, "HEAD", "/_ping", ping)
