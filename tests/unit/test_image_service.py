@@ -402,3 +402,25 @@ def test_apply_changes_errors() -> None:
         apply_changes(cfg, ["EXPOSE eighty"])
     with pytest.raises(InvalidArgument):
         apply_changes(cfg, ["ENV"])
+
+
+def test_bootstrap_busybox(svc: ImageService) -> None:
+    from ketch.image.bootstrap import find_static_busybox
+
+    try:
+        find_static_busybox()
+    except NotFound:
+        pytest.skip("no static busybox on this host")
+    before = _state(svc)
+    s = svc.bootstrap_busybox("bb:1")
+    assert s.repo_tags == ["bb:1"]
+    assert svc.bootstrap_busybox("bb:2").id == s.id  # deterministic
+    doc = svc.inspect("bb:1")
+    assert doc["Config"]["Cmd"] == ["sh"] and doc["Config"]["Env"][0].startswith("PATH=")
+    assert svc.history("bb:1")[0]["CreatedBy"] == "ketch image bootstrap busybox"
+    tree = writable_dir(svc.rootfs_mounts("bb:1", "c"))
+    assert os.path.isfile(os.path.join(tree, "bin", "busybox"))
+    assert not os.listdir(os.path.join(svc.root, "tmp"))
+    svc.snapshotter.remove("c")
+    svc.remove(s.id, force=True)
+    assert _state(svc) == before
