@@ -1,0 +1,264 @@
+"""ketchd judged by the real docker CLI (28.x) and curl: version, info, ping, errors, signals.
+
+Each daemon gets a private --root, --exec-root, socket, pidfile and daemon.json
+under a /tmp directory named with the session prefix (short: a unix socket
+path must fit in 108 bytes). Finalizers stop the daemon by its pid and remove
+the directory, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.conftest import BIN, PREFIX
+
+pytestmark = pytest.mark.root
+
+DOCKER = shutil.which("docker")
+
+
+@dataclass
+class Ketchd:
+    dir: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def sock(self) -> Path:
+        return self.dir / "k.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.sock}"
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "ketchd.pid"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "daemon.json"
+
+    def log(self) -> str:
+        return (self.dir / "ketchd.log").read_text(errors="replace")
+
+    def args(self, **over: str) -> list[str]:
+        opts = {"--root": str(self.root), "--exec-root": str(self.dir / "exec"),
+                "--host": self.host, "--pidfile": str(self.pidfile),
+                "--config-file": str(self.config)}
+        opts.update(over)
+        return [str(BIN / "ketchd"), *(x for kv in opts.items() for x in kv)]
+
+    def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-s", "--unix-socket", str(self.sock), *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def _wait_ready(k: Ketchd, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if k.proc.poll() is not None:
+            raise AssertionError(f"ketchd exited {k.proc.returncode}:\n{k.log()}")
+        if k.sock.exists():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(k.sock))
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+        time.sleep(0.05)
+    raise AssertionError(f"ketchd did not listen on {k.sock}:\n{k.log()}")
+
+
+@pytest.fixture
+def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
+    started: list[Ketchd] = []
+    dirs: list[Path] = []
+
+    def start(config: dict[str, object] | None = None) -> Ketchd:
+        d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-d", dir="/tmp"))
+        dirs.append(d)
+        k = Ketchd(d, None)  # type: ignore[arg-type]
+        k.config.write_text(json.dumps(config or {}))
+        with open(d / "ketchd.log", "wb") as log:
+            k.proc = subprocess.Popen(k.args(), stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        started.append(k)
+        _wait_ready(k)
+        return k
+
+    yield start
+    for k in started:
+        k.stop()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def docker(k: Ketchd, *args: str) -> subprocess.CompletedProcess[str]:
+    assert DOCKER is not None
+    env = {k_: v for k_, v in os.environ.items() if not k_.startswith("DOCKER_")}
+    env["DOCKER_HOST"] = k.host
+    env["DOCKER_CONFIG"] = str(k.dir / "docker-config")
+    return subprocess.run([DOCKER, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")
+def test_docker_version_and_info(start_ketchd: Callable[..., Ketchd]) -> None:
+    k = start_ketchd()
+    out = docker(k, "version")
+    assert out.returncode == 0, out.stderr
+    assert "Server:" in out.stdout
+    assert "API version:      1.45 (minimum version 1.24)" in out.stdout
+    out = docker(k, "info")
+    assert out.returncode == 0, out.stderr
+    assert "Server Version: 0.1.0" in out.stdout
+    assert f"Docker Root Dir: {k.root}" in out.stdout
+    assert "Default Runtime: ketch" in out.stdout
+    out = docker(k, "version", "--format", "{{.Server.APIVersion}}")
+    assert out.stdout.strip() == "1.45"
+
+
+def test_ketch_cli_version_and_info(start_ketchd: Callable[..., Ketchd]) -> None:
+    k = start_ketchd()
+    out = subprocess.run([str(BIN / "ketch"), "-H", k.host, "version"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "\nServer: ketch 0.1.0\n" in out.stdout
+    env = {**os.environ, "KETCH_HOST": k.host}
+    out = subprocess.run([str(BIN / "ketch"), "info"], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert f" Root Dir: {k.root}" in out.stdout
+
+
+def test_versions_ping_and_404_over_the_socket(start_ketchd: Callable[..., Ketchd]) -> None:
+    k = start_ketchd()
+    out = k.curl("-w", "\n%{http_code}", "http://ketch/v1.99/version")
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "400"
+    assert json.loads(body) == {
+        "message": "client version 1.99 is too new. Maximum supported API version is 1.45"}
+    out = k.curl("-w", "\n%{http_code}", "http://ketch/v1.12/info")
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "400" and "too old. Minimum supported API version is 1.24" in body
+    out = k.curl("-w", "\n%{http_code}", "http://ketch/v1.45/containers/json")
+    assert out.stdout == '{"message": "page not found"}\n404'
+    for method in (["-I"], []):
+        out = k.curl("-i", *method, "http://ketch/_ping")
+        # text mode has turned CRLF into LF
+        head, _, body = out.stdout.partition("\n\n")
+        headers = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
+                   for line in head.splitlines()[1:]}
+        assert head.startswith("HTTP/1.1 200")
+        assert headers["api-version"] == "1.45"
+        assert headers["builder-version"] == "1"
+        assert headers["docker-experimental"] == "false"
+        assert headers["ostype"] == "linux"
+        assert headers["cache-control"] == "no-cache, no-store, must-revalidate"
+        assert headers["pragma"] == "no-cache"
+        assert body == ("" if method else "OK")
+    info = json.loads(k.curl("http://ketch/v1.45/info").stdout)
+    assert info["DockerRootDir"] == str(k.root)
+    assert info["CgroupVersion"] in ("1", "2")
+    mode = os.stat(k.sock).st_mode
+    assert stat.S_IMODE(mode) == 0o660
+
+
+def test_second_daemon_on_the_same_root_refuses(start_ketchd: Callable[..., Ketchd]) -> None:
+    k = start_ketchd()
+    other = subprocess.run(
+        k.args(**{"--host": f"unix://{k.dir}/k2.sock", "--pidfile": str(k.dir / "k2.pid"),
+                  "--exec-root": str(k.dir / "exec2")}),
+        capture_output=True, text=True, timeout=30)
+    assert other.returncode == 1
+    assert "failed to start daemon, ensure ketchd is not running" in other.stderr
+    assert f"is held by process with PID {k.proc.pid}" in other.stderr
+    assert not (k.dir / "k2.sock").exists()
+    assert k.proc.poll() is None
+
+
+def test_sigterm_removes_socket_and_pidfile(start_ketchd: Callable[..., Ketchd]) -> None:
+    k = start_ketchd()
+    assert k.pidfile.read_text() == str(k.proc.pid)
+    os.kill(k.proc.pid, signal.SIGTERM)
+    assert k.proc.wait(15) == 0
+    assert not k.sock.exists()
+    assert not k.pidfile.exists()
+    assert "Daemon shutdown complete" in k.log()
+
+
+def test_sighup_reloads_daemon_json(start_ketchd: Callable[..., Ketchd]) -> None:
+    k = start_ketchd({"labels": ["a=1"]})
+    assert json.loads(k.curl("http://ketch/info").stdout)["Labels"] == ["a=1"]
+    k.config.write_text(json.dumps({"labels": ["a=2"], "debug": True}))
+    os.kill(k.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        info = json.loads(k.curl("http://ketch/info").stdout)
+        if info["Labels"] == ["a=2"]:
+            break
+        time.sleep(0.05)
+    assert info["Labels"] == ["a=2"] and info["Debug"] is True
+    # A broken file is reported and the running settings are kept.
+    k.config.write_text('{"bogus-key": 1}')
+    os.kill(k.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "Error reconfiguring" not in k.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "don't match any configuration option: bogus-key" in k.log()
+    assert json.loads(k.curl("http://ketch/info").stdout)["Labels"] == ["a=2"]
+    assert k.proc.poll() is None
+
+
+def _run_refused(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+
+
+def test_refusals_at_start() -> None:
+    d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-r", dir="/tmp"))
+    try:
+        cfg = d / "daemon.json"
+        base = [str(BIN / "ketchd"), "--root", str(d / "root"), "--exec-root", str(d / "exec"),
+                "--pidfile", str(d / "p.pid"), "--config-file", str(cfg)]
+        cfg.write_text('{"bogus": true, "log-levl": "debug"}')
+        out = _run_refused([*base, "--host", f"unix://{d}/k.sock"])
+        assert out.returncode == 1
+        assert ("the following directives don't match any configuration option: "
+                "bogus, log-levl") in out.stderr
+        cfg.write_text('{"log-level": "debug"}')
+        out = _run_refused([*base, "--log-level", "info", "--host", f"unix://{d}/k.sock"])
+        assert out.returncode == 1
+        assert "specified both as a flag and in the configuration file: log-level" in out.stderr
+        cfg.write_text("{}")
+        out = _run_refused([*base, "--host", "tcp://127.0.0.1:0"])
+        assert out.returncode == 1
+        assert "refusing to listen on tcp://127.0.0.1:0 without TLS" in out.stderr
+        assert not (d / "k.sock").exists()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
