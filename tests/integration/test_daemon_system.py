@@ -57,12 +57,12 @@ class Ketchd:
     def log(self) -> str:
         return (self.dir / "ketchd.log").read_text(errors="replace")
 
-    def args(self, **over: str) -> list[str]:
+    def args(self, *extra: str, **over: str) -> list[str]:
         opts = {"--root": str(self.root), "--exec-root": str(self.dir / "exec"),
                 "--host": self.host, "--pidfile": str(self.pidfile),
                 "--config-file": str(self.config)}
         opts.update(over)
-        return [str(BIN / "ketchd"), *(x for kv in opts.items() for x in kv)]
+        return [str(BIN / "ketchd"), *(x for kv in opts.items() for x in kv), *extra]
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["curl", "-s", "--unix-socket", str(self.sock), *args],
@@ -78,15 +78,15 @@ class Ketchd:
                 self.proc.wait(5)
 
 
-def _wait_ready(k: Ketchd, timeout: float = 20) -> None:
+def _wait_ready(k: Ketchd, tcp_port: int | None, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if k.proc.poll() is not None:
             raise AssertionError(f"ketchd exited {k.proc.returncode}:\n{k.log()}")
-        if k.sock.exists():
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if tcp_port is not None or k.sock.exists():
+            s = socket.socket(socket.AF_INET if tcp_port else socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                s.connect(str(k.sock))
+                s.connect(("127.0.0.1", tcp_port) if tcp_port else str(k.sock))
                 return
             except OSError:
                 pass
@@ -101,16 +101,17 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
     started: list[Ketchd] = []
     dirs: list[Path] = []
 
-    def start(config: dict[str, object] | None = None) -> Ketchd:
+    def start(config: dict[str, object] | None = None, *extra: str,
+              tcp_port: int | None = None, **over: str) -> Ketchd:
         d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-d", dir="/tmp"))
         dirs.append(d)
         k = Ketchd(d, None)  # type: ignore[arg-type]
         k.config.write_text(json.dumps(config or {}))
         with open(d / "ketchd.log", "wb") as log:
-            k.proc = subprocess.Popen(k.args(), stdout=log, stderr=subprocess.STDOUT,
+            k.proc = subprocess.Popen(k.args(*extra, **over), stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
         started.append(k)
-        _wait_ready(k)
+        _wait_ready(k, tcp_port)
         return k
 
     yield start
@@ -262,3 +263,51 @@ def test_refusals_at_start() -> None:
         assert not (d / "k.sock").exists()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+def test_insecure_tcp_is_allowed_with_a_warning(start_ketchd: Callable[..., Ketchd]) -> None:
+    port = _free_port()
+    k = start_ketchd(None, "--insecure-tcp", tcp_port=port, **{"--host": f"tcp://127.0.0.1:{port}"})
+    warning = f"WARNING: API is accessible on http://127.0.0.1:{port} without encryption."
+    out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/v1.45/info"],
+                         capture_output=True, text=True, timeout=30)
+    assert json.loads(out.stdout)["Warnings"] == [warning]
+    assert warning in k.log()
+
+
+@pytest.mark.skipif(DOCKER is None or shutil.which("openssl") is None,
+                    reason="needs the docker CLI and openssl")
+def test_tcp_with_tlsverify(start_ketchd: Callable[..., Ketchd], tmp_path: Path) -> None:
+    """One self-signed certificate serves as CA, server and client certificate."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"),
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=digitalSignature,keyEncipherment,keyCertSign",
+         "-addext", "extendedKeyUsage=serverAuth,clientAuth"],
+        check=True, capture_output=True, timeout=60)
+    shutil.copy(tmp_path / "cert.pem", tmp_path / "ca.pem")
+    port = _free_port()
+    k = start_ketchd(None, "--tlsverify", "--tlscacert", str(tmp_path / "ca.pem"),
+                     "--tlscert", str(tmp_path / "cert.pem"), "--tlskey", str(tmp_path / "key.pem"),
+                     tcp_port=port, **{"--host": f"tcp://127.0.0.1:{port}"})
+    env = {k_: v for k_, v in os.environ.items() if not k_.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=f"tcp://127.0.0.1:{port}", DOCKER_TLS_VERIFY="1",
+               DOCKER_CERT_PATH=str(tmp_path), DOCKER_CONFIG=str(k.dir / "docker-config"))
+    assert DOCKER is not None
+    out = subprocess.run([DOCKER, "version", "--format", "{{.Server.APIVersion}}"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "1.45"), out.stderr
+    del env["DOCKER_TLS_VERIFY"], env["DOCKER_CERT_PATH"]
+    out = subprocess.run([DOCKER, "version"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode != 0

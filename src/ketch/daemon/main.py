@@ -373,7 +373,8 @@ class _LogfmtFormatter(logging.Formatter):
         level = {"WARNING": "warning", "CRITICAL": "fatal"}.get(record.levelname,
                                                                record.levelname.lower())
         msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
-        return f'time="{ts}.{int(record.msecs * 1000):06d}Z" level={level} msg="{msg}"'
+        micros = int((record.created % 1) * 1_000_000)
+        return f'time="{ts}.{micros:06d}Z" level={level} msg="{msg}"'
 
 
 def set_log_level(s: Settings) -> None:
@@ -444,7 +445,7 @@ class Daemon:
                     assert lst.tcp_addr is not None
                     site = web.TCPSite(runner, lst.tcp_addr[0], lst.tcp_addr[1], ssl_context=ctx)
                     await site.start()
-                log.info("API listen on %s", lst.unix_path or f"{lst.tcp_addr}")
+                log.info("API listen on %s", lst.host)
             log.info("Daemon has completed initialization")
             await self.stop.wait()
             log.info("Processing signal 'terminated'")
