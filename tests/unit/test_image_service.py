@@ -424,3 +424,64 @@ def test_bootstrap_busybox(svc: ImageService) -> None:
     svc.snapshotter.remove("c")
     svc.remove(s.id, force=True)
     assert _state(svc) == before
+
+
+def test_container_rootfs_holds_its_image(svc: ImageService) -> None:
+    img = _image([BASE])
+    _load(svc, (img, ["a:1"]))
+    svc.rootfs_mounts("a:1", "0123456789abcdef")
+    short = _sha(img[0])[7:19]
+    with pytest.raises(Conflict) as exc:
+        svc.remove(short)
+    assert str(exc.value) == (f"conflict: unable to delete {short} (must be forced) - "
+                              "image is being used by stopped container 0123456789ab")
+    assert svc.prune(all=True)["ImagesDeleted"] is None
+    # By name: the tag goes, the image stays (dangling) while the container needs it.
+    assert svc.remove("a:1") == [{"Untagged": "a:1"}]
+    assert svc.list({"dangling": ["true"]})[0].id == _sha(img[0])
+    assert svc.remove(short, force=True)[0] == {"Deleted": _sha(img[0])}
+
+
+def test_remove_by_id_with_tag_and_digest_of_one_repository(svc: ImageService) -> None:
+    img = _image([BASE])
+    _load(svc, (img, ["a:1"]))
+    svc.metadata.tag("a@sha256:" + "e" * 64, _sha(img[0]))
+    res = svc.remove(_sha(img[0])[7:19])
+    assert res[:3] == [{"Untagged": "a:1"}, {"Untagged": "a@sha256:" + "e" * 64},
+                       {"Deleted": _sha(img[0])}]
+
+
+def test_remove_last_tag_also_drops_digest_references_of_that_repository(
+        svc: ImageService) -> None:
+    img = _image([BASE])
+    _load(svc, (img, ["a:1", "b:1"]))
+    svc.metadata.tag("a@sha256:" + "e" * 64, _sha(img[0]))
+    assert svc.remove("a:1") == [{"Untagged": "a:1"}, {"Untagged": "a@sha256:" + "e" * 64}]
+    assert svc.inspect("b:1")["RepoDigests"] == []
+
+
+def test_gc_sweeps_crashed_imports(svc: ImageService) -> None:
+    svc.snapshotter.prepare("extract-dead-sha256:x", None)
+    with svc.content.writer("image-dead") as w:
+        w.write(b"half")
+    with svc.content.writer("pull-someone-else") as w:
+        w.write(b"mine")
+    svc.gc()
+    assert list(svc.snapshotter.walk()) == []
+    assert [s.ref for s in svc.content.statuses()] == ["pull-someone-else"]
+
+
+def test_intermediate_images_only_with_all(svc: ImageService) -> None:
+    from ketch.image.metadata import ImageRecord
+
+    base = _image([BASE])
+    [s] = _load(svc, (base, []))
+    child = "sha256:" + "c" * 64
+    svc.metadata.add_image(ImageRecord(id=child, manifest_digest=svc.get(s.id).manifest_digest,
+                                       created="2030-01-01T00:00:00Z", parent=s.id))
+    svc.metadata.tag("child", child)
+    assert [x.id for x in svc.list()] == [child]
+    assert [x.id for x in svc.list(all=True)] == [child, s.id]
+    with pytest.raises(Conflict, match=r"\(cannot be forced\) - image has dependent child"):
+        svc.remove(s.id, force=True)
+    assert svc.prune()["ImagesDeleted"] is None

@@ -462,10 +462,12 @@ class ImageService:
             if res.diff_id != diff_id:
                 raise InvalidArgument(f"layer {desc.digest}: uncompressed digest {res.diff_id} "
                                       f"does not match the config's diff_id {diff_id}")
-            self.snapshotter.commit(chain, key, labels={SIZE_LABEL: str(res.size)})
-        except AlreadyExists:
-            self.snapshotter.remove(key)  # unpacked meanwhile by someone else: same tree
-            return self._snapshot_size(chain) or res.size
+            try:
+                self.snapshotter.commit(chain, key, labels={SIZE_LABEL: str(res.size)})
+            except AlreadyExists:
+                # Committed meanwhile by another ketch (same chain ID, same tree).
+                self.snapshotter.remove(key)
+                return self._snapshot_size(chain) or res.size
         except BaseException:
             with contextlib.suppress(KetchError, OSError):
                 self.snapshotter.remove(key)
@@ -695,12 +697,14 @@ class ImageService:
                             repo_digests=digests, created=int(parse_rfc3339(rec.created)),
                             size=rec.size, labels=dict(rec.labels))
 
-    def list(self, filters: dict[str, list[str]] | None = None) -> list[ImageSummary]:
+    def list(self, filters: dict[str, list[str]] | None = None,
+             all: bool = False) -> list[ImageSummary]:
         """``docker images`` with its filters; newest first.
 
         ``dangling=true|false``, ``label=k`` / ``label=k=v`` (all must hold),
         ``reference=<glob>`` (any may match; only matching tags are shown),
-        ``before=<image>`` / ``since=<image>`` (by creation time).
+        ``before=<image>`` / ``since=<image>`` (by creation time). Unnamed
+        images with children (intermediate build steps) only with ``all``.
         """
         filters = {k: list(v) for k, v in (filters or {}).items()}
         for key in filters:
@@ -721,10 +725,12 @@ class ImageService:
             tags = [r for r in refs if "@" not in r]
             if dangling is not None and dangling != (not tags):
                 continue
+            if not refs and not all and self.metadata.children(rec.id):
+                continue  # an intermediate build image: shown only with -a
             created = parse_rfc3339(rec.created)
             if any(created >= b for b in before) or any(created <= s for s in since):
                 continue
-            if not all(_label_match(rec.labels, f) for f in filters.get("label", [])):
+            if any(not _label_match(rec.labels, f) for f in filters.get("label", [])):
                 continue
             if patterns:
                 refs = [r for r in refs if any(_ref_match(p, r) for p in patterns)]
@@ -822,27 +828,46 @@ class ImageService:
                             refs.remove(r)
                 if refs:
                     return records
-            else:
-                if _single_reference(refs):
-                    self._check_delete(rec, force=force)
-                    for r in refs:
-                        self.metadata.untag(r)
-                        records.append({"Untagged": normalize(r).familiar()})
+                # The last name is gone; the image goes too unless something holds it.
+                self._delete(rec, records, force=force, prune=not noprune, quiet=True)
+                return records
+            if _single_reference(refs):
+                self._check_delete(rec, force=force, check_refs=False)
+                for r in refs:
+                    self.metadata.untag(r)
+                    records.append({"Untagged": normalize(r).familiar()})
             self._delete(rec, records, force=force, prune=not noprune)
             return records
 
-    def _check_delete(self, rec: ImageRecord, *, force: bool, quiet: bool = False) -> bool:
-        """moby's checkImageDeleteConflict: children always block, other names unless forced."""
+    def containers_using(self, image_id: str) -> Names:
+        """Keys of the container rootfs snapshots made from ``image_id`` by ``rootfs_mounts``."""
+        return [info.name for info in self.snapshotter.walk()
+                if info.kind is not Kind.COMMITTED and info.labels.get(IMAGE_LABEL) == image_id]
+
+    def _check_delete(self, rec: ImageRecord, *, force: bool, quiet: bool = False,
+                      check_refs: bool = True) -> bool:
+        """moby's checkImageDeleteConflict; False instead of raising when ``quiet``.
+
+        Children block always ("cannot be forced"); without ``force``, more
+        than one name and a container's rootfs block too ("must be forced").
+        ketch does not know yet whether a container runs, so every container
+        counts as a stopped one, which ``force`` overrides as in Docker.
+        """
+        def conflict(hard: bool, why: str) -> bool:
+            if quiet:
+                return False
+            how = "cannot be forced" if hard else "must be forced"
+            raise Conflict(f"conflict: unable to delete {_short(rec.id)} ({how}) - {why}")
+
         if self.metadata.children(rec.id):
-            if quiet:
-                return False
-            raise Conflict(f"conflict: unable to delete {_short(rec.id)} (cannot be forced) - "
-                           "image has dependent child images")
-        if not force and len(self.metadata.references_of(rec.id)) > 1:
-            if quiet:
-                return False
-            raise Conflict(f"conflict: unable to delete {_short(rec.id)} (must be forced) - "
-                           "image is referenced in multiple repositories")
+            return conflict(True, "image has dependent child images")
+        if force:
+            return True
+        if check_refs and len(self.metadata.references_of(rec.id)) > 1:
+            return conflict(False, "image is referenced in multiple repositories")
+        users = self.containers_using(rec.id)
+        if users:
+            return conflict(False, f"image is being used by stopped container {users[0][:12]}")
         return True
 
     def _delete(self, rec: ImageRecord, records: DeleteRecords, *, force: bool,
@@ -868,14 +893,14 @@ class ImageService:
     def prune(self, all: bool = False) -> dict[str, Any]:
         """``docker image prune``: dangling images (all unused ones with ``all``).
 
-        Images with children are kept, as moby prunes only "heads". Returns
+        Images with children or containers are kept, as moby prunes only unused "heads". Returns
         the Engine API's body: ``ImagesDeleted`` and ``SpaceReclaimed``.
         """
         with self._locked():
             deleted: DeleteRecords = []
             space = 0
             for rec in self.metadata.list_images():
-                if self.metadata.children(rec.id):
+                if self.metadata.children(rec.id) or self.containers_using(rec.id):
                     continue
                 refs = self.metadata.references_of(rec.id)
                 if refs and not all:
@@ -911,9 +936,25 @@ class ImageService:
         are the committed snapshots under them.
         """
         with self._locked():
+            self._collect_leftovers()
             snaps, snap_bytes = self._collect_snapshots()
             blobs, blob_bytes = self._collect_blobs()
             return GcResult(blobs, snaps, snap_bytes + blob_bytes)
+
+    def _collect_leftovers(self) -> None:
+        """Extraction snapshots and ingests of imports that crashed.
+
+        Imports run under the lock that ``gc`` holds, so any that exist now
+        belong to a process that died; other writers' ingests are left alone.
+        """
+        for info in list(self.snapshotter.walk()):
+            if info.kind is Kind.ACTIVE and info.name.startswith("extract-"):
+                with contextlib.suppress(Conflict, NotFound):
+                    self.snapshotter.remove(info.name)
+        for status in self.content.statuses():
+            if status.ref.startswith(("image-", "load-")):
+                with contextlib.suppress(Conflict, NotFound):
+                    self.content.abort(status.ref)
 
     def _collect_snapshots(self) -> tuple[Names, int]:
         keep = self.metadata.chain_ids_in_use()
