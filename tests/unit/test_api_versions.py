@@ -18,6 +18,7 @@ FACTS = HostFacts(
     runtime_version="CPython 3.11.7", os="linux", arch="amd64", machine="x86_64",
     kernel_version="6.1.0", operating_system="Debian GNU/Linux 12 (bookworm)", ncpu=4,
     mem_total=8 << 30, root_dir="/var/lib/ketch", cgroup_version="2",
+    cgroup_controllers=frozenset({"cpu", "memory", "pids"}),
 )
 
 
@@ -141,6 +142,8 @@ def test_info_shape_and_gating() -> None:
     assert body["Warnings"] == [] and body["Labels"] == ["a=b"]
     assert body["Architecture"] == "x86_64" and body["NCPU"] == 4
     assert body["MemTotal"] == 8 << 30 and body["DockerRootDir"] == "/var/lib/ketch"
+    assert body["MemoryLimit"] and body["PidsLimit"] and body["CpuCfsQuota"]
+    assert not body["CPUSet"] and not body["OomKillDisable"]
     # CgroupVersion came with API 1.40.
     _, old, _ = call("GET", "/v1.39/info")
     assert "CgroupVersion" not in old

@@ -159,14 +159,25 @@ def _mem_total() -> int:
     return 0
 
 
-def _cgroup_version() -> str:
-    """"2" only on a pure v2 host; hybrid counts as "1", as dockerd reports it."""
-    from ketch.linux.cgroups import Mode, detect_mode
+def _cgroups() -> tuple[str, frozenset[str]]:
+    """The cgroup version ("2" only on a pure v2 host; hybrid counts as "1", as
+    dockerd reports it) and the controllers the host offers, for /info's
+    MemoryLimit, PidsLimit, ... flags: read from the host, not assumed."""
+    from ketch.linux.cgroups import Mode, detect_mode, read_mounts, unified_mount, v1_mounts
 
     try:
-        return "2" if detect_mode() is Mode.V2 else "1"
+        mounts = read_mounts()
+        mode = detect_mode()
     except KetchError:
-        return ""
+        return "", frozenset()
+    if mode is Mode.V2:
+        m = unified_mount(mounts)
+        controllers: set[str] = set()
+        if m is not None:
+            with contextlib.suppress(OSError), open(f"{m.mountpoint}/cgroup.controllers") as f:
+                controllers = set(f.read().split())
+        return "2", frozenset(controllers)
+    return "1", frozenset(c for c in v1_mounts() if not c.startswith("name="))
 
 
 def _git_commit() -> str:
@@ -206,6 +217,7 @@ class HostSystem:
         from ketch.api.routers.system import HostFacts
 
         uname = platform.uname()
+        cgroup_version, controllers = _cgroups()
         self.settings = settings
         self._facts = HostFacts(
             id=_engine_id(settings.root),
@@ -222,7 +234,8 @@ class HostSystem:
             ncpu=len(os.sched_getaffinity(0)),
             mem_total=_mem_total(),
             root_dir=settings.root,
-            cgroup_version=_cgroup_version(),
+            cgroup_version=cgroup_version,
+            cgroup_controllers=controllers,
             warnings=warnings,
         )
 

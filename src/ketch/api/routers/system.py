@@ -20,7 +20,8 @@ from ketch.api.routers import add
 
 @dataclass(frozen=True, slots=True)
 class HostFacts:
-    """What the daemon knows about itself and its host, gathered once per request."""
+    """What the daemon knows about itself and its host (gathered at start; the
+    counts and labels are refreshed per request)."""
 
     id: str
     name: str
@@ -37,6 +38,7 @@ class HostFacts:
     mem_total: int
     root_dir: str
     cgroup_version: str
+    cgroup_controllers: frozenset[str] = frozenset()
     cgroup_driver: str = "cgroupfs"
     storage_driver: str = "overlay2"
     default_runtime: str = "ketch"
@@ -96,6 +98,7 @@ def version_json(f: HostFacts) -> dict[str, Any]:
 
 def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
     """GET /info in system.Info's shape, with the fields docker CLI 28 prints."""
+    c = f.cgroup_controllers
     out: dict[str, Any] = {
         "ID": f.id,
         "Containers": f.containers,
@@ -106,14 +109,15 @@ def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
         "Driver": f.storage_driver,
         "DriverStatus": [],
         "Plugins": {"Volume": [], "Network": [], "Authorization": None, "Log": []},
-        "MemoryLimit": True,
-        "SwapLimit": True,
-        "CpuCfsPeriod": True,
-        "CpuCfsQuota": True,
-        "CPUShares": True,
-        "CPUSet": True,
-        "PidsLimit": True,
-        "OomKillDisable": f.cgroup_version == "1",
+        # What the host's cgroups offer (dockerd reads the same from sysinfo).
+        "MemoryLimit": "memory" in c,
+        "SwapLimit": "memory" in c,
+        "CpuCfsPeriod": "cpu" in c,
+        "CpuCfsQuota": "cpu" in c,
+        "CPUShares": "cpu" in c,
+        "CPUSet": "cpuset" in c,
+        "PidsLimit": "pids" in c,
+        "OomKillDisable": f.cgroup_version == "1" and "memory" in c,
         "IPv4Forwarding": False,
         "Debug": f.debug,
         "NFd": 0,
