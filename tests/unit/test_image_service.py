@@ -485,3 +485,21 @@ def test_intermediate_images_only_with_all(svc: ImageService) -> None:
     with pytest.raises(Conflict, match=r"\(cannot be forced\) - image has dependent child"):
         svc.remove(s.id, force=True)
     assert svc.prune()["ImagesDeleted"] is None
+
+
+def test_summary_json_shape(svc: ImageService) -> None:
+    [s] = _load(svc, (_image([BASE]), []))
+    assert s.to_json() == {
+        "Id": s.id, "ParentId": "", "RepoTags": [], "RepoDigests": [],
+        "Created": 1704067200, "Size": 5, "SharedSize": -1, "Labels": {}, "Containers": -1}
+
+
+def test_check_reports_missing_pieces(svc: ImageService) -> None:
+    img = _image([BASE])
+    _load(svc, (img, ["a"]))
+    rec = svc.get("a")
+    svc.content.delete(rec.manifest_digest)
+    svc.snapshotter.remove(rec.layers[0].chain_id)
+    problems = svc.check()
+    assert any("manifest blob" in p and "missing" in p for p in problems)
+    assert any("layer snapshot" in p and "missing" in p for p in problems)
