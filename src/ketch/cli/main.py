@@ -12,7 +12,6 @@ done yet: ``ketch`` tells the user to start it.
 
 from __future__ import annotations
 
-import platform
 import sys
 from typing import Any
 
@@ -133,6 +132,8 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def _client_version() -> dict[str, Any]:
+    import platform
+
     from ketch.client import CLIENT_API_VERSION
 
     machine = platform.machine()
