@@ -425,14 +425,7 @@ class _Loader:
                 continue
             if data is None:  # hashed only because the store had it; since deleted
                 raise _bad(f"blob {digest} vanished from the content store during the load")
-            with self.store.writer(f"load-{self.token}-{digest}", expected_digest=digest,
-                                   total=len(data)) as w:
-                try:
-                    w.write(data)
-                    w.commit()
-                except BaseException:
-                    w.abort()
-                    raise
+            self.store.put(f"load-{self.token}-{digest}", data, digest)
         self.abort_ingests()
 
     def abort_ingests(self) -> None:

@@ -247,6 +247,19 @@ class ContentStore:
 
     # --- ingests ---------------------------------------------------------
 
+    def put(self, ref: str, data: bytes, digest: str) -> None:
+        """Store small in-memory ``data`` (a manifest, a config) as blob ``digest``.
+
+        All or nothing: a failed write leaves no ingest behind.
+        """
+        with self.writer(ref, expected_digest=digest, total=len(data)) as w:
+            try:
+                w.write(data)
+                w.commit()
+            except BaseException:
+                w.abort()
+                raise
+
     def writer(self, ref: str, expected_digest: str | None = None,
                total: int | None = None) -> Writer:
         """Open (or resume) the ingest ``ref`` and lock it for this writer.

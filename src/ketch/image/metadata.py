@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from ketch.errors import Conflict, InvalidArgument, NotFound, System
 from ketch.image.reference import Reference, is_full_id, normalize, parse
+from ketch.sqlitedb import create_schema
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -138,15 +139,7 @@ class ImageMetadata:
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._local = threading.local()  # the open transaction, per thread
-        try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            raise System(f"creating image metadata {self.path}: {exc}") from exc
+        create_schema(self.path, _SCHEMA, "image metadata")
 
     # --- transactions ---------------------------------------------------------
 

@@ -397,14 +397,7 @@ class ImageService:
     def _put_bytes(self, data: bytes, undo: _Undo) -> str:
         digest = oci.digest_of(data)
         if not self.content.exists(digest):
-            with self.content.writer(f"image-{secrets.token_hex(8)}", expected_digest=digest,
-                                     total=len(data)) as w:
-                try:
-                    w.write(data)
-                    w.commit()
-                except BaseException:
-                    w.abort()
-                    raise
+            self.content.put(f"image-{secrets.token_hex(8)}", data, digest)
             undo.blobs.append(digest)
         return digest
 

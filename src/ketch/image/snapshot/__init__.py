@@ -66,6 +66,7 @@ from ketch.errors import (
     System,
 )
 from ketch.image.unpack import UnpackResult, unpack_layer
+from ketch.sqlitedb import create_schema
 
 __all__ = [
     "Info",
@@ -349,15 +350,7 @@ class MetaStore:
         self.snapshots_dir = os.path.join(self.root, "snapshots")
         os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
         self.db_path = os.path.join(self.root, "metadata.db")
-        try:
-            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            raise System(f"creating snapshot metadata {self.db_path}: {exc}") from exc
+        create_schema(self.db_path, _SCHEMA, "snapshot metadata")
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
