@@ -19,11 +19,12 @@ import io
 import os
 import shutil
 import subprocess
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.layers import make_tar as _tar
+from tests.layers import overlay_available as _overlay_available
 
 from ketch.errors import (
     AlreadyExists,
@@ -45,14 +46,6 @@ from ketch.image.snapshot import (
 )
 from ketch.image.snapshot.naive import NaiveSnapshotter
 from ketch.image.snapshot.overlay import MAX_LOWERS, OverlaySnapshotter
-
-
-def _overlay_available() -> bool:
-    try:
-        with open("/proc/filesystems") as f:
-            return any(line.split()[-1] == "overlay" for line in f if line.strip())
-    except OSError:
-        return False
 
 
 def _root() -> bool:
@@ -461,22 +454,6 @@ def test_overlay_at_most_500_lowers(tmp_path: Path) -> None:
     assert m.options[0].count(":") == MAX_LOWERS - 1
     with pytest.raises(NotSupported, match="at most 500 lower layers"):
         sn.view("too-many", f"c{MAX_LOWERS}")
-
-
-def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
-    """(name, data) for files, (name/, None) for directories."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in entries:
-            ti = tarfile.TarInfo(name.rstrip("/"))
-            ti.mtime = 1_700_000_000
-            if data is None:
-                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(ti)
-            else:
-                ti.size, ti.mode = len(data), 0o644
-                tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_apply_layers_with_whiteouts(sn: Snapshotter, mounter: Mounter) -> None:

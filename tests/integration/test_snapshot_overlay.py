@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.layers import make_tar as _tar
+from tests.layers import overlay_available as _overlay_available
 
 from ketch.image.diff import write_layer
 from ketch.image.snapshot import Kind, Mount, chain_id, writable_dir
@@ -30,30 +32,6 @@ from ketch.image.snapshot.overlay import OverlaySnapshotter
 from ketch.image.unpack import unpack_layer
 
 pytestmark = pytest.mark.root
-
-
-def _overlay_available() -> bool:
-    try:
-        with open("/proc/filesystems") as f:
-            return any(line.split()[-1] == "overlay" for line in f if line.strip())
-    except OSError:
-        return False
-
-
-def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
-    """(name, data) for files, (name/, None) for directories."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in entries:
-            ti = tarfile.TarInfo(name.rstrip("/"))
-            ti.mtime = 1_700_000_000
-            if data is None:
-                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(ti)
-            else:
-                ti.size, ti.mode = len(data), 0o644
-                tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 LOWER = _tar([
