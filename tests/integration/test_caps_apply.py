@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import traceback
-from collections.abc import Callable
 
 import pytest
+from tests.forking import in_child
 
 from ketch.linux import caps
 from ketch.linux import syscalls as sc
@@ -17,24 +16,6 @@ pytestmark = [pytest.mark.root,
 
 CHOWN_KILL = {caps.CAPS["CAP_CHOWN"], caps.CAPS["CAP_KILL"]}
 
-
-def in_child(body: Callable[[], None]) -> None:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 0
-        try:
-            os.close(r)
-            body()
-        except BaseException:  # noqa: BLE001 - everything goes back to the parent
-            os.write(w, traceback.format_exc().encode()[-4000:])
-            status = 1
-        os._exit(status)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, message or f"child status {status:#x}"
 
 
 def status_masks() -> dict[str, int]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import traceback
-from collections.abc import Callable
 
 import pytest
+from tests.forking import in_child
 
 from ketch.linux import seccomp as S
 from ketch.linux.seccomp import Seccomp, SyscallRule
@@ -25,25 +24,6 @@ pytestmark = [pytest.mark.root,
 CLONE_NEWUTS = 0x04000000
 PR_SET_NO_NEW_PRIVS = 38
 
-
-def in_child(body: Callable[[], None]) -> None:
-    """Run ``body`` in a forked child; fail here with its error if it raised."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 0
-        try:
-            os.close(r)
-            body()
-        except BaseException:  # noqa: BLE001 - everything goes back to the parent
-            os.write(w, traceback.format_exc().encode()[-4000:])
-            status = 1
-        os._exit(status)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, message or f"child status {status:#x}"
 
 
 def seccomp_mode() -> str:
