@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ketch.api import versions
 from ketch.api.errors import Handler, error_middleware
-from ketch.api.routers import system
+from ketch.api.routers import images, system
 
 
 @web.middleware
@@ -25,8 +25,15 @@ async def version_middleware(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
-def make_app(system_backend: system.SystemBackend) -> web.Application:
-    """The Engine API application over the given backends (only system for now)."""
+def make_app(system_backend: system.SystemBackend,
+             image_backend: images.ImageBackend | None = None) -> web.Application:
+    """The Engine API application over the given backends.
+
+    Without an image backend the ``/images`` routes are absent (404), as for
+    any area ketchd does not serve.
+    """
     app = web.Application(middlewares=[error_middleware, version_middleware])
     system.setup(app, system_backend)
+    if image_backend is not None:
+        images.setup(app, image_backend)
     return app

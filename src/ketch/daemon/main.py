@@ -209,8 +209,9 @@ def _engine_id(root: str) -> str:
 class HostSystem:
     """The system backend of the API: facts read from the host, nothing invented.
 
-    Containers and images are 0 because ketchd has no container store yet and
-    does not open the image store in this slice.
+    Containers are 0 because ketchd has no container store yet; images are 0
+    because /info does not count the image store yet (the /images routes
+    serve it).
     """
 
     def __init__(self, settings: Settings, warnings: list[str]) -> None:
@@ -430,13 +431,15 @@ class Daemon:
         from aiohttp import web
 
         from ketch.api import make_app
+        from ketch.image.service import ImageService
 
         s = self.settings
         listeners, warnings = plan_listeners(s)
         for w in warnings:
             log.warning("%s", w)
         backend = HostSystem(s, warnings)
-        app = make_app(backend)
+        images = ImageService(os.path.join(s.root, "image"))
+        app = make_app(backend, images)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         loop = asyncio.get_running_loop()
