@@ -162,7 +162,10 @@ def test_errors(ketchd: Ketchd, busybox_archive: Path) -> None:
     out = docker(k, "image", "inspect", "nosuch")
     assert out.returncode == 1 and "No such image: nosuch" in out.stderr
     out = docker(k, "rmi", "nosuch")
-    assert out.returncode == 1 and "No such image: nosuch" in out.stderr
+    # The CLI decodes dockerd-style JSON errors and prints only the message.
+    assert out.returncode == 1
+    assert "Error response from daemon: No such image: nosuch:latest" in out.stderr
+    assert '{"message"' not in out.stderr
     out = docker(k, "save", "nosuch")
     assert out.returncode == 1 and "No such image: nosuch" in out.stderr
     out = docker(k, "pull", "busybox")

@@ -8,6 +8,7 @@ and in ``ketch.client._errors`` (and a test for both).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -53,7 +54,10 @@ def error_response(status: int, message: str) -> web.Response:
     """dockerd's error body. 304 carries no body by HTTP's rules."""
     if status == 304:
         return web.Response(status=304)
-    return web.json_response({"message": message}, status=status)
+    # Exactly "application/json", no charset: the docker CLI only decodes the
+    # body (and prints just the message) when the header is that string.
+    return web.Response(body=json.dumps({"message": message}).encode(), status=status,
+                        content_type="application/json")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
