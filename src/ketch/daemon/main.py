@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -209,13 +210,16 @@ def _engine_id(root: str) -> str:
 class HostSystem:
     """The system backend of the API: facts read from the host, nothing invented.
 
-    Containers are 0 because ketchd has no container store yet; images are 0
-    because /info does not count the image store yet (the /images routes
-    serve it).
+    Containers are 0 because ketchd has no container store yet. Images are
+    counted per request by ``count_images`` (all of them, intermediate ones
+    included, as dockerd's CountImages); without it, 0.
     """
 
-    def __init__(self, settings: Settings, warnings: list[str]) -> None:
+    def __init__(self, settings: Settings, warnings: list[str],
+                 count_images: Callable[[], int] | None = None) -> None:
         from ketch.api.routers.system import HostFacts
+
+        self._count_images = count_images
 
         uname = platform.uname()
         cgroup_version, controllers = _cgroups()
@@ -241,7 +245,9 @@ class HostSystem:
         )
 
     def facts(self) -> HostFacts:
-        return replace(self._facts, debug=self.settings.debug, labels=list(self.settings.labels))
+        images = self._count_images() if self._count_images is not None else 0
+        return replace(self._facts, debug=self.settings.debug, labels=list(self.settings.labels),
+                       images=images)
 
 
 # --- the root lock and the pidfile ---------------------------------------------------
@@ -437,8 +443,8 @@ class Daemon:
         listeners, warnings = plan_listeners(s)
         for w in warnings:
             log.warning("%s", w)
-        backend = HostSystem(s, warnings)
         images = ImageService(os.path.join(s.root, "image"))
+        backend = HostSystem(s, warnings, count_images=lambda: len(images.list(all=True)))
         app = make_app(backend, images)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
