@@ -171,6 +171,18 @@ def json_lines(messages: Sequence[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(m).encode() + b"\r\n" for m in messages)
 
 
+async def json_stream(request: web.Request, messages: Sequence[dict[str, Any]]
+                      ) -> web.StreamResponse:
+    """Send ``messages`` as dockerd does, chunked: clients such as docker-py only
+    read a body as a stream of JSON objects (not one document) when it is."""
+    response = web.StreamResponse(headers={"Content-Type": JSON_STREAM})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(json_lines(messages))
+    await response.write_eof()
+    return response
+
+
 # --- file-like bridges between the event loop and a worker thread ------------------------
 
 
@@ -298,14 +310,14 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
     async def get_image(request: web.Request) -> web.StreamResponse:
         return await save(request, [request.match_info["name"]])
 
-    async def load_images(request: web.Request) -> web.Response:
+    async def load_images(request: web.Request) -> web.StreamResponse:
         # The whole archive is read before anything is answered (a load is all or
         # nothing), so a failure keeps its status; ``quiet`` only silences
         # progress bars in dockerd, which ketch does not draw.
         loaded = await asyncio.to_thread(backend.load, body_reader(request))
-        return web.Response(body=json_lines(load_messages(loaded)), content_type=JSON_STREAM)
+        return await json_stream(request, load_messages(loaded))
 
-    async def create_image(request: web.Request) -> web.Response:
+    async def create_image(request: web.Request) -> web.StreamResponse:
         q = request.query
         if q.get("fromImage"):
             raise NotSupported("pulling images is not supported yet")
@@ -321,7 +333,7 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
         changes = q.getall("changes", [])
         summary = await asyncio.to_thread(backend.import_rootfs, body_reader(request), ref,
                                           changes, q.get("message", ""))
-        return web.Response(body=json_lines([{"status": summary.id}]), content_type=JSON_STREAM)
+        return await json_stream(request, [{"status": summary.id}])
 
     add(app, "GET", "/images/json", list_images)
     add(app, "GET", "/images/get", get_images)
