@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.layers import Mounter
 
 from ketch.image.service import BOOTSTRAP_CREATED_BY, ImageService
-from ketch.image.snapshot import Mount
 from ketch.image.snapshot.overlay import OverlaySnapshotter
 
 pytestmark = pytest.mark.root
@@ -40,29 +40,6 @@ def _busybox_available() -> bool:
     return True
 
 
-class Mounter:
-    """Mounts ``Mount`` records and remembers them so the finalizer can undo them."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.active: list[Path] = []
-
-    def mount(self, mounts: list[Mount], name: str) -> Path:
-        [m] = mounts
-        target = self.base / name
-        target.mkdir()
-        cmd = ["mount"] + (["-t", m.type] if m.type != "bind" else [])
-        cmd += ["-o", ",".join(m.options), m.source, str(target)]
-        proc = subprocess.run(cmd, cwd=m.cwd, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
-        self.active.append(target)
-        return target
-
-    def unmount(self, target: Path) -> None:
-        subprocess.run(["umount", str(target)], check=True, capture_output=True)
-        self.active.remove(target)
-
-
 @pytest.fixture
 def mounter(tmp_path: Path) -> Iterator[Mounter]:
     if os.geteuid() != 0:
@@ -77,11 +54,7 @@ def mounter(tmp_path: Path) -> Iterator[Mounter]:
     try:
         yield m
     finally:
-        for target in reversed(m.active):
-            subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
-        with open("/proc/self/mountinfo") as f:
-            left = [line.split()[4] for line in f if str(tmp_path) in line]
-        assert not left, f"mounts left behind: {left}"
+        m.release(tmp_path)
 
 
 def test_bootstrap_busybox_and_run_from_its_rootfs(tmp_path: Path, mounter: Mounter) -> None:

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.layers import Mounter
 from tests.layers import make_tar as _tar
 from tests.layers import overlay_available as _overlay_available
 
 from ketch.image.diff import write_layer
-from ketch.image.snapshot import Kind, Mount, chain_id, writable_dir
+from ketch.image.snapshot import Kind, chain_id, writable_dir
 from ketch.image.snapshot.overlay import OverlaySnapshotter
 from ketch.image.unpack import unpack_layer
 
@@ -59,44 +60,19 @@ def _diff_id(blob: bytes) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
-class Mounts:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.active: list[Path] = []
-
-    def mount(self, mounts: list[Mount], name: str) -> Path:
-        [m] = mounts
-        target = self.base / name
-        target.mkdir()
-        cmd = ["mount"] + (["-t", m.type] if m.type != "bind" else [])
-        cmd += ["-o", ",".join(m.options), m.source, str(target)]
-        proc = subprocess.run(cmd, cwd=m.cwd, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
-        self.active.append(target)
-        return target
-
-    def unmount(self, target: Path) -> None:
-        subprocess.run(["umount", str(target)], check=True, capture_output=True)
-        self.active.remove(target)
-
-
 @pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
+def mounts(tmp_path: Path) -> Iterator[Mounter]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     if not _overlay_available():
         pytest.skip("no overlayfs in this kernel")
     base = tmp_path / "mnt"
     base.mkdir()
-    m = Mounts(base)
+    m = Mounter(base)
     try:
         yield m
     finally:
-        for target in reversed(m.active):
-            subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
-        with open("/proc/self/mountinfo") as f:
-            left = [line.split()[4] for line in f if str(tmp_path) in line]
-        assert not left, f"mounts left behind: {left}"
+        m.release(tmp_path)
 
 
 def _import(sn: OverlaySnapshotter, layers: list[bytes]) -> list[str]:
@@ -122,7 +98,7 @@ def _check_image(root: Path) -> None:
     assert (root / "keep").read_bytes() == b"kept\n"
 
 
-def test_import_run_and_diff(tmp_path: Path, mounts: Mounts) -> None:
+def test_import_run_and_diff(tmp_path: Path, mounts: Mounter) -> None:
     sn = OverlaySnapshotter(str(tmp_path / "snapshotter"))
     diff_ids = _import(sn, [LOWER, UPPER])
     top = chain_id(diff_ids)
