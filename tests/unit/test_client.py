@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ketch import errors as e
-from ketch.cli.main import bytes_size, format_info, format_version
+from ketch.cli.system_cmds import bytes_size, format_info, format_version
 from ketch.client import (
     DEFAULT_HOST,
     Client,

@@ -1,207 +1,132 @@
 """``ketch``: the Docker-style CLI.
 
-Only ``version`` and ``info`` exist so far; they go through ``ketch.client``
-to ketchd. Every other command says plainly that it is not available yet.
-Arguments are parsed by hand here, not with click, so these two commands
-start with the stdlib only (``python -X importtime -m ketch.cli.main version``);
-click arrives with the commands that need its richer parsing.
-
-Starting ketchd automatically when the default socket has no daemon is not
-done yet: ``ketch`` tells the user to start it.
+Commands are click commands in ``image_cmds`` and ``system_cmds``, loaded
+only when run (``python -X importtime -m ketch.cli.main images``); they talk
+to ketchd through ``ketch.client``. Errors and usage mistakes are printed
+and numbered as the docker CLI does: daemon errors exit 1 with "Error
+response from daemon: ...", unknown flags exit 125.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from ketch import __version__
 
-USAGE = """Usage:  ketch [OPTIONS] COMMAND
+COMMANDS = {
+    "version": "ketch.cli.system_cmds:version",
+    "info": "ketch.cli.system_cmds:info",
+    "system": "ketch.cli.system_cmds:system",
+    "image": "ketch.cli.image_cmds:image",
+    "images": "ketch.cli.image_cmds:ls",
+    "history": "ketch.cli.image_cmds:history",
+    "import": "ketch.cli.image_cmds:import_",
+    "inspect": "ketch.cli.image_cmds:inspect_any",
+    "load": "ketch.cli.image_cmds:load",
+    "rmi": "ketch.cli.image_cmds:rm",
+    "save": "ketch.cli.image_cmds:save",
+    "tag": "ketch.cli.image_cmds:tag",
+}
 
-Options:
-  -H, --host string   Daemon socket to connect to (default: $KETCH_HOST, $DOCKER_HOST,
-                      else unix:///run/ketch/ketch.sock)
-  -v, --version       Print version information and quit
 
-Commands:
-  version     Show the ketch version information
-  info        Display system-wide information
-"""
+def _root():  # type: ignore[no-untyped-def]  # click's decorators are untyped at runtime
+    import click
 
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+    from ketch.cli.command import LazyGroup
+    from ketch.cli.session import Session
+
+    @click.group("ketch", cls=LazyGroup, lazy=COMMANDS, usage="[OPTIONS] COMMAND",
+                 help="A self-sufficient runtime for containers",
+                 invoke_without_command=True)
+    @click.option("-H", "--host", "host", metavar="list",
+                  help="Daemon socket to connect to (default: $KETCH_HOST, $DOCKER_HOST, "
+                       "else unix:///run/ketch/ketch.sock)")
+    @click.option("-D", "--debug", is_flag=True, help="Enable debug mode")
+    @click.option("-v", "--version", "show_version", is_flag=True,
+                  help="Print version information and quit")
+    @click.pass_context
+    def root(ctx: click.Context, host: str | None, debug: bool, show_version: bool) -> int:
+        if show_version:
+            click.echo(f"ketch version {__version__}")
+            ctx.exit(0)
+        if ctx.invoked_subcommand is None:
+            click.echo(ctx.get_help(), nl=False)
+            ctx.exit(0)
+        ctx.obj = Session(host, debug)
+        return 0
+
+    return root
 
 
-def _parse(args: list[str]) -> tuple[str | None, list[str]]:
-    """Global options before the command (``-H``/``--host``), then the command words."""
-    host = None
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in ("-H", "--host"):
-            if i + 1 >= len(args):
-                raise SystemExit(_fail(f"flag needs an argument: {a}", 125))
-            host = args[i + 1]
-            i += 2
-        elif a.startswith("--host="):
-            host = a.split("=", 1)[1]
-            i += 1
-        elif a.startswith("-H") and len(a) > 2:
-            host = a[2:]
-            i += 1
+def _usage_tail(ctx: object) -> str:
+    from ketch.cli.command import DockerCommand
+
+    cmd = getattr(ctx, "command", None)
+    path = getattr(ctx, "command_path", "ketch")
+    if isinstance(cmd, DockerCommand):
+        usage = cmd.usage_text(ctx)  # type: ignore[arg-type]
+    else:
+        usage = f"Usage:  {path} [OPTIONS] COMMAND"
+    return f"\n\n{usage}\n\nRun '{path} --help' for more information"
+
+
+def _usage_error(exc: Exception) -> tuple[str, int]:
+    """click's usage errors in docker's words, with docker's exit codes."""
+    import click
+
+    from ketch.cli.command import UsageFailure
+
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, UsageFailure):
+        return exc.message + _usage_tail(ctx), exc.status
+    if isinstance(exc, click.NoSuchOption):
+        name = exc.option_name
+        if name.startswith("--") or len(name) == 2:
+            what = f"unknown flag: {name}" if name.startswith("--") else \
+                f"unknown shorthand flag: '{name[1:]}' in {name}"
         else:
-            break
-    return host, args[i:]
-
-
-def _fail(message: str, code: int = 1) -> int:
-    sys.stderr.write(message.rstrip("\n") + "\n")
-    return code
-
-
-def bytes_size(n: float) -> str:
-    """docker's units.BytesSize: binary units, 4 significant digits ("23.54GiB")."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
-def _rows(rows: list[tuple[str, Any]], indent: str, width: int) -> list[str]:
-    return [f"{indent}{(k + ':').ljust(width)}{v}" for k, v in rows]
-
-
-def format_version(client: dict[str, Any], server: dict[str, Any] | None) -> str:
-    """Client and Server sections laid out as ``docker version`` lays them out."""
-    lines = ["Client:"]
-    lines += _rows([("Version", client["Version"]), ("API version", client["ApiVersion"]),
-                    ("Python version", client["PythonVersion"]),
-                    ("OS/Arch", client["OsArch"])], " ", 19)
-    if server is not None:
-        lines += ["", f"Server: {server.get('Platform', {}).get('Name', '')}".rstrip()]
-        for comp in server.get("Components") or []:
-            d = comp.get("Details") or {}
-            lines.append(f" {comp.get('Name', '')}:")
-            rows: list[tuple[str, Any]] = [("Version", comp.get("Version", ""))]
-            if comp.get("Name") == "Engine":
-                rows += [
-                    ("API version",
-                     f"{d.get('ApiVersion', '')} (minimum version {d.get('MinAPIVersion', '')})"),
-                    ("Go version", d.get("GoVersion", "")),
-                    ("Git commit", d.get("GitCommit", "")),
-                    ("Built", d.get("BuildTime", "")),
-                    ("OS/Arch", f"{d.get('Os', '')}/{d.get('Arch', '')}"),
-                    ("Experimental", d.get("Experimental", "false")),
-                ]
-            lines += _rows(rows, "  ", 18)
-    return "\n".join(lines) + "\n"
-
-
-def format_info(info: dict[str, Any]) -> str:
-    """A short summary of ``/info``, in ``docker info``'s words and order."""
-    rows: list[tuple[str, Any]] = [
-        ("Containers", info.get("Containers", 0)),
-        (" Running", info.get("ContainersRunning", 0)),
-        (" Paused", info.get("ContainersPaused", 0)),
-        (" Stopped", info.get("ContainersStopped", 0)),
-        ("Images", info.get("Images", 0)),
-        ("Server Version", info.get("ServerVersion", "")),
-        ("Storage Driver", info.get("Driver", "")),
-        ("Cgroup Driver", info.get("CgroupDriver", "")),
-        ("Cgroup Version", info.get("CgroupVersion", "")),
-        ("Default Runtime", info.get("DefaultRuntime", "")),
-        ("Kernel Version", info.get("KernelVersion", "")),
-        ("Operating System", info.get("OperatingSystem", "")),
-        ("OSType", info.get("OSType", "")),
-        ("Architecture", info.get("Architecture", "")),
-        ("CPUs", info.get("NCPU", 0)),
-        ("Total Memory", bytes_size(info.get("MemTotal", 0))),
-        ("Name", info.get("Name", "")),
-        ("ID", info.get("ID", "")),
-        ("Root Dir", info.get("DockerRootDir", "")),
-        ("Debug Mode", str(bool(info.get("Debug", False))).lower()),
-    ]
-    lines = ["Server:"] + [f" {k}: {v}" for k, v in rows]
-    labels = info.get("Labels") or []
-    if labels:
-        lines.append(" Labels:")
-        lines += [f"  {label}" for label in labels]
-    return "\n".join(lines) + "\n"
-
-
-def _client_version() -> dict[str, Any]:
-    import platform
-
-    from ketch.client import CLIENT_API_VERSION
-
-    machine = platform.machine()
-    return {"Version": __version__, "ApiVersion": CLIENT_API_VERSION,
-            "PythonVersion": f"{platform.python_implementation()} {platform.python_version()}",
-            "OsArch": f"{sys.platform}/{GOARCH.get(machine, machine)}"}
-
-
-def _error_text(exc: Exception) -> str:
-    from ketch.errors import Unavailable
-
-    if isinstance(exc, Unavailable):
-        return str(exc)
-    return f"Error response from daemon: {exc}"
-
-
-def cmd_version(host: str | None) -> int:
-    from ketch.client import Client
-    from ketch.errors import KetchError
-
-    client = _client_version()
-    try:
-        server = Client(host).version()
-    except KetchError as exc:
-        sys.stdout.write(format_version(client, None))
-        return _fail(_error_text(exc))
-    sys.stdout.write(format_version(client, server))
-    return 0
-
-
-def cmd_info(host: str | None) -> int:
-    from ketch.client import Client
-    from ketch.errors import KetchError
-
-    sys.stdout.write(f"Client:\n Version: {__version__}\n\n")
-    try:
-        info = Client(host).info()
-    except KetchError as exc:
-        return _fail(_error_text(exc))
-    sys.stdout.write(format_info(info))
-    for w in info.get("Warnings") or []:
-        sys.stderr.write(f"{w}\n")
-    return 0
+            what = f"unknown flag: {name}"
+        return what + _usage_tail(ctx), 125
+    if isinstance(exc, click.BadOptionUsage) and "requires an argument" in exc.message:
+        return f"flag needs an argument: {exc.option_name}" + _usage_tail(ctx), 125
+    if isinstance(exc, click.UsageError):
+        return exc.format_message() + _usage_tail(ctx), 125
+    return str(exc), 125
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args in (["--version"], ["-v"]):
-        print(f"ketch version {__version__}")
+        sys.stdout.write(f"ketch version {__version__}\n")
         return 0
-    if args in (["--help"], ["-h"], ["help"], []):
-        sys.stdout.write(USAGE)
-        return 0
-    host, rest = _parse(args)
-    if not rest:
-        sys.stdout.write(USAGE)
-        return 0
-    command, extra = rest[0], rest[1:]
-    if command in ("version", "info"):
-        if extra in (["--help"], ["-h"]):
-            sys.stdout.write(f"Usage:  ketch {command}\n")
-            return 0
-        if extra:
-            return _fail(f'"ketch {command}" accepts no arguments yet: {" ".join(extra)}', 125)
-        return cmd_version(host) if command == "version" else cmd_info(host)
-    return _fail(f"ketch: '{command}' is not available yet in this version of ketch; "
-                 "only 'ketch version' and 'ketch info' talk to ketchd so far "
-                 "(use ketch-runc to run containers)")
+    import click
+
+    from ketch.cli.session import error_text
+    from ketch.errors import KetchError
+
+    try:
+        rv = _root().main(args, prog_name="ketch", standalone_mode=False)
+    except click.UsageError as exc:
+        text, code = _usage_error(exc)
+        sys.stderr.write(text + "\n")
+        return code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return 130
+    except KetchError as exc:
+        sys.stderr.write(error_text(exc) + "\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `ketch images | head`: the reader left; say nothing, as docker does.
+        try:
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - keep Python's exit flush quiet
+        except OSError:
+            pass
+        return 141
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

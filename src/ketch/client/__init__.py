@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ketch.client._client import CLIENT_API_VERSION, Client, resolve_host
+from ketch.client._client import (
+    CLIENT_API_VERSION,
+    Client,
+    StreamError,
+    json_messages,
+    resolve_host,
+)
 from ketch.client._errors import from_status
 from ketch.client._transport import (
     DEFAULT_HOST,
@@ -10,6 +16,7 @@ from ketch.client._transport import (
     HTTPTransport,
     Request,
     Response,
+    StreamResponse,
     Transport,
 )
 
@@ -21,7 +28,10 @@ __all__ = [
     "HTTPTransport",
     "Request",
     "Response",
+    "StreamError",
+    "StreamResponse",
     "Transport",
     "from_status",
+    "json_messages",
     "resolve_host",
 ]

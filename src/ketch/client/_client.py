@@ -2,26 +2,37 @@
 
     c = Client()          # host from KETCH_HOST / DOCKER_HOST / the default
     c.version()           # pings first, then GET /v1.45/version
-    c.info()
+    c.images(all=True)
 
 Like the docker CLI, it pings to learn the daemon's API version and speaks
 the lower of that and its own, so a newer CLI works with an older daemon.
+Methods return the API's JSON as is: the CLI's views turn it into rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlencode
 
-from ketch.client._errors import from_status
-from ketch.client._transport import DEFAULT_HOST, HTTPTransport, Request, Transport
+from ketch.client._errors import from_status, message_of
+from ketch.client._transport import (
+    DEFAULT_HOST,
+    HTTPTransport,
+    Request,
+    StreamResponse,
+    Transport,
+)
 from ketch.errors import System
 
 CLIENT_API_VERSION = "1.45"
 
+Filters = Mapping[str, Sequence[str]]
 
-def resolve_host(flag: str | None = None, environ: dict[str, str] | None = None) -> str:
+
+def resolve_host(flag: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """``--host``, then ``KETCH_HOST``, then ``DOCKER_HOST``, then the default socket."""
     env = os.environ if environ is None else environ
     return flag or env.get("KETCH_HOST") or env.get("DOCKER_HOST") or DEFAULT_HOST
@@ -31,6 +42,62 @@ def _key(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split(".") if p.isdigit())
 
 
+def _query(params: Mapping[str, Any]) -> str:
+    """``?a=1&b=x`` without the unset ones; lists repeat the key; filters go as JSON."""
+    pairs: list[tuple[str, str]] = []
+    for k, v in params.items():
+        if v is None or v is False or v == "" or v == [] or v == {}:
+            continue
+        if k == "filters":
+            pairs.append((k, json.dumps({f: list(vals) for f, vals in v.items()})))
+        elif isinstance(v, bool):
+            pairs.append((k, "1"))
+        elif isinstance(v, (list, tuple)):
+            pairs.extend((k, str(x)) for x in v)
+        else:
+            pairs.append((k, str(v)))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def _name(name: str) -> str:
+    """An image name in a path: slashes stay (moby routes ``{name:.*}``), the rest quoted."""
+    return quote(name, safe="/:@")
+
+
+class StreamError(System):
+    """An error the daemon reported inside a message stream, after the status line."""
+
+
+def json_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON message stream (one per line, as moby's streamformatter
+    writes them); an ``error`` message ends the stream with StreamError."""
+    buf = b""
+    while True:
+        chunk = resp.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield from _message(line)
+    yield from _message(buf)
+
+
+def _message(line: bytes) -> Iterator[dict[str, Any]]:
+    line = line.strip()
+    if not line:
+        return
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        raise System(f"the daemon sent a message that is not JSON: {line[:200]!r}") from exc
+    if isinstance(msg, dict) and msg.get("error"):
+        detail = msg.get("errorDetail") or {}
+        raise StreamError(str(detail.get("message") or msg["error"]))
+    if isinstance(msg, dict):
+        yield msg
+
+
 class Client:
     def __init__(self, host: str | None = None, *, transport: Transport | None = None,
                  version: str | None = None) -> None:
@@ -38,23 +105,54 @@ class Client:
         self.transport: Transport = transport or HTTPTransport(self.host)
         self._version = version
 
-    def _send(self, method: str, path: str, body: Any = None) -> bytes:
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _headers(content_type: str | None) -> dict[str, str]:
         headers = {"User-Agent": "ketch-cli"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _send(self, method: str, path: str, body: Any = None) -> bytes:
         data = None
+        ctype = None
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        resp = self.transport.request(Request(method, path, headers, data))
+            ctype = "application/json"
+        resp = self.transport.request(Request(method, self._versioned(path),
+                                              self._headers(ctype), data))
         if not 200 <= resp.status < 300:
             raise from_status(resp.status, resp.body)
         return resp.body
 
     def _json(self, method: str, path: str, body: Any = None) -> Any:
-        raw = self._send(method, self._versioned(path), body)
+        raw = self._send(method, path, body)
         try:
             return json.loads(raw)
         except ValueError as exc:
             raise System(f"the daemon's answer to {path} is not JSON: {raw[:200]!r}") from exc
+
+    def _open(self, method: str, path: str, body: bytes | BinaryIO | None = None,
+              content_type: str | None = None) -> StreamResponse:
+        """A streamed answer; a non-2xx status is raised here, with the daemon's message."""
+        resp = self.transport.open(Request(method, self._versioned(path),
+                                           self._headers(content_type), body))
+        if not 200 <= resp.status < 300:
+            try:
+                raw = resp.read()
+            finally:
+                resp.close()
+            raise from_status(resp.status, raw)
+        return resp
+
+    def _stream(self, method: str, path: str, body: bytes | BinaryIO | None = None,
+                content_type: str | None = None) -> Iterator[dict[str, Any]]:
+        resp = self._open(method, path, body, content_type)
+        try:
+            yield from json_messages(resp)
+        finally:
+            resp.close()
 
     def negotiate(self) -> str:
         """The API version to speak: min(daemon's, ours), learned from /_ping once."""
@@ -69,6 +167,8 @@ class Client:
     def _versioned(self, path: str) -> str:
         return f"/v{self.negotiate()}{path}"
 
+    # --- system -----------------------------------------------------------------------------
+
     def ping(self) -> str:
         """The daemon's API version; raises Unavailable when nothing listens."""
         self._version = None
@@ -81,3 +181,63 @@ class Client:
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = self._json("GET", "/info")
         return out
+
+    def df(self, types: Sequence[str] = ()) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("GET", "/system/df" + _query({"type": list(types)}))
+        return out
+
+    # --- images -----------------------------------------------------------------------------
+
+    def images(self, *, all: bool = False, filters: Filters | None = None,
+               digests: bool = False) -> list[dict[str, Any]]:
+        q = _query({"all": all, "filters": filters or {}, "digests": digests})
+        out: list[dict[str, Any]] = self._json("GET", "/images/json" + q)
+        return out
+
+    def image_inspect(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("GET", f"/images/{_name(name)}/json")
+        return out
+
+    def image_history(self, name: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self._json("GET", f"/images/{_name(name)}/history")
+        return out
+
+    def image_tag(self, source: str, repo: str, tag: str) -> None:
+        self._send("POST", f"/images/{_name(source)}/tag" + _query({"repo": repo, "tag": tag}))
+
+    def image_remove(self, name: str, *, force: bool = False,
+                     noprune: bool = False) -> list[dict[str, str]]:
+        q = _query({"force": force, "noprune": noprune})
+        out: list[dict[str, str]] = self._json("DELETE", f"/images/{_name(name)}" + q)
+        return out
+
+    def images_prune(self, filters: Filters | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("POST", "/images/prune" + _query({"filters": filters}))
+        return out
+
+    def images_save(self, names: Sequence[str]) -> StreamResponse:
+        """The tar of ``names`` as a stream (``GET /images/get?names=...``)."""
+        return self._open("GET", "/images/get" + _query({"names": list(names)}))
+
+    def images_load(self, archive: BinaryIO, *, quiet: bool = False
+                    ) -> Iterator[dict[str, Any]]:
+        return self._stream("POST", "/images/load" + _query({"quiet": quiet}), archive,
+                            "application/x-tar")
+
+    def image_import(self, source: BinaryIO, *, repo: str = "", tag: str = "",
+                     changes: Sequence[str] = (), message: str = "",
+                     platform: str = "") -> Iterator[dict[str, Any]]:
+        q = _query({"fromSrc": "-", "repo": repo, "tag": tag, "changes": list(changes),
+                    "message": message, "platform": platform})
+        return self._stream("POST", "/images/create" + q, source, "application/x-tar")
+
+    # --- prune of the other kinds (system prune) -------------------------------------------
+
+    def prune(self, kind: str, filters: Filters | None = None) -> dict[str, Any]:
+        """``POST /{kind}/prune`` for containers, networks, volumes and build cache."""
+        out: dict[str, Any] = self._json("POST", f"/{kind}/prune" + _query({"filters": filters}))
+        return out
+
+
+__all__ = ["CLIENT_API_VERSION", "Client", "StreamError", "json_messages", "message_of",
+           "resolve_host"]

@@ -1,18 +1,24 @@
 """The one seam between the client and the network.
 
-``Client`` only ever calls ``Transport.request``; ``HTTPTransport`` speaks
-HTTP/1.1 over AF_UNIX or TCP with the stdlib (the CLI's start-up stays free of
-third-party imports), and ``FakeTransport`` answers from a function so unit
-tests need no socket (httpx's MockTransport).
+``Client`` only ever calls ``Transport.request`` (whole answers) and
+``Transport.open`` (answers read as a stream: ``save``, progress messages);
+``HTTPTransport`` speaks HTTP/1.1 over AF_UNIX or TCP with the stdlib (the
+CLI's start-up stays free of third-party imports), and ``FakeTransport``
+answers from a function so unit tests need no socket (httpx's MockTransport).
+
+A request body may be bytes or a readable file (an archive for ``load``,
+stdin for ``import``); a file goes out with chunked transfer encoding, so
+nothing is held in memory and its size need not be known.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from ketch.errors import InvalidArgument, Unavailable
@@ -25,7 +31,16 @@ class Request:
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
+    body: bytes | BinaryIO | None = None
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    """Header names are case-insensitive in HTTP."""
+    low = name.lower()
+    for k, v in headers.items():
+        if k.lower() == low:
+            return v
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +50,41 @@ class Response:
     body: bytes
 
     def header(self, name: str) -> str | None:
-        """Header names are case-insensitive in HTTP."""
-        low = name.lower()
-        for k, v in self.headers.items():
-            if k.lower() == low:
-                return v
-        return None
+        return _header(self.headers, name)
+
+
+class StreamResponse:
+    """An answer whose body is read as it arrives; close it when done."""
+
+    def __init__(self, status: int, headers: dict[str, str], fp: BinaryIO,
+                 on_close: Callable[[], None] | None = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.fp = fp
+        self._on_close = on_close
+
+    def header(self, name: str) -> str | None:
+        return _header(self.headers, name)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.fp.read(n)
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+    def __enter__(self) -> StreamResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Transport(Protocol):
     def request(self, req: Request) -> Response: ...
+
+    def open(self, req: Request) -> StreamResponse: ...
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -79,42 +119,92 @@ def parse_host(host: str) -> tuple[str, str, int]:
 
 
 class HTTPTransport:
-    """One connection per request: simple, and the daemon is local."""
+    """One connection per request: simple, and the daemon is local.
 
-    def __init__(self, host: str = DEFAULT_HOST, timeout: float | None = 60.0) -> None:
+    ``timeout`` bounds connecting and each read; streams (a long ``save``,
+    a slow ``load``) use ``stream_timeout`` (None: wait as long as it takes).
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, timeout: float | None = 60.0,
+                 stream_timeout: float | None = None) -> None:
         self.host = host
         self.scheme, self.address, self.port = parse_host(host)
         self.timeout = timeout
+        self.stream_timeout = stream_timeout
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self.scheme == "unix":
-            return _UnixHTTPConnection(self.address, self.timeout)
-        return http.client.HTTPConnection(self.address, self.port, timeout=self.timeout)
+            return _UnixHTTPConnection(self.address, timeout)
+        return http.client.HTTPConnection(self.address, self.port, timeout=timeout)
+
+    def _unavailable(self, exc: OSError) -> Unavailable:
+        # docker's wording, with our daemon's name: users search for it.
+        return Unavailable(f"Cannot connect to the ketch daemon at {self.host}. "
+                           f"Is the ketch daemon running? ({exc.strerror or exc})")
+
+    def _send(self, conn: http.client.HTTPConnection, req: Request) -> http.client.HTTPResponse:
+        try:
+            conn.connect()
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        body = req.body
+        if body is not None and not isinstance(body, bytes):
+            # A file: http.client sends it chunked when no length is given.
+            conn.request(req.method, req.path, body=body, headers=req.headers,
+                         encode_chunked=_header(req.headers, "Content-Length") is None)
+        else:
+            conn.request(req.method, req.path, body=body, headers=req.headers)
+        return conn.getresponse()
 
     def request(self, req: Request) -> Response:
-        conn = self._connection()
+        conn = self._connection(self.timeout)
         try:
             try:
-                conn.request(req.method, req.path, body=req.body, headers=req.headers)
-                resp = conn.getresponse()
+                resp = self._send(conn, req)
                 body = resp.read()
+            except (Unavailable, InvalidArgument):
+                raise
             except OSError as exc:
-                # docker's wording, with our daemon's name: users search for it.
-                raise Unavailable(
-                    f"Cannot connect to the ketch daemon at {self.host}. "
-                    f"Is the ketch daemon running? ({exc.strerror or exc})") from exc
+                raise self._unavailable(exc) from exc
             return Response(resp.status, dict(resp.getheaders()), body)
         finally:
             conn.close()
 
+    def open(self, req: Request) -> StreamResponse:
+        conn = self._connection(self.stream_timeout)
+        try:
+            resp = self._send(conn, req)
+        except Unavailable:
+            conn.close()
+            raise
+        except OSError as exc:
+            conn.close()
+            raise self._unavailable(exc) from exc
+        return StreamResponse(resp.status, dict(resp.getheaders()),
+                              resp,  # type: ignore[arg-type]  # HTTPResponse reads like a file
+                              conn.close)
+
 
 class FakeTransport:
-    """Answers from ``handler`` and records every request, for unit tests."""
+    """Answers from ``handler`` and records every request, for unit tests.
+
+    A file body is read whole before the handler sees it, so tests can assert
+    on what was sent.
+    """
 
     def __init__(self, handler: Callable[[Request], Response]) -> None:
         self.handler = handler
         self.requests: list[Request] = []
 
-    def request(self, req: Request) -> Response:
+    def _recorded(self, req: Request) -> Request:
+        if req.body is not None and not isinstance(req.body, bytes):
+            req = Request(req.method, req.path, req.headers, req.body.read())
         self.requests.append(req)
-        return self.handler(req)
+        return req
+
+    def request(self, req: Request) -> Response:
+        return self.handler(self._recorded(req))
+
+    def open(self, req: Request) -> StreamResponse:
+        resp = self.handler(self._recorded(req))
+        return StreamResponse(resp.status, resp.headers, io.BytesIO(resp.body))

@@ -1,0 +1,270 @@
+"""``ketch version``, ``ketch info`` and ``ketch system df|prune|check|info``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ketch import __version__
+from ketch.cli.command import (
+    LazyGroup,
+    command,
+    format_option,
+    prune_filter_option,
+)
+from ketch.cli.session import Session, local, parse_filters
+
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
+def bytes_size(n: float) -> str:
+    """docker's units.BytesSize: binary units, 4 significant digits ("23.54GiB")."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def _rows(rows: list[tuple[str, Any]], indent: str, width: int) -> list[str]:
+    return [f"{indent}{(k + ':').ljust(width)}{v}" for k, v in rows]
+
+
+def format_version(client: dict[str, Any], server: dict[str, Any] | None) -> str:
+    """Client and Server sections laid out as ``docker version`` lays them out."""
+    lines = ["Client:"]
+    lines += _rows([("Version", client["Version"]), ("API version", client["ApiVersion"]),
+                    ("Python version", client["PythonVersion"]),
+                    ("OS/Arch", client["OsArch"])], " ", 19)
+    if server is not None:
+        lines += ["", f"Server: {server.get('Platform', {}).get('Name', '')}".rstrip()]
+        for comp in server.get("Components") or []:
+            d = comp.get("Details") or {}
+            lines.append(f" {comp.get('Name', '')}:")
+            rows: list[tuple[str, Any]] = [("Version", comp.get("Version", ""))]
+            if comp.get("Name") == "Engine":
+                rows += [
+                    ("API version",
+                     f"{d.get('ApiVersion', '')} (minimum version {d.get('MinAPIVersion', '')})"),
+                    ("Go version", d.get("GoVersion", "")),
+                    ("Git commit", d.get("GitCommit", "")),
+                    ("Built", d.get("BuildTime", "")),
+                    ("OS/Arch", f"{d.get('Os', '')}/{d.get('Arch', '')}"),
+                    ("Experimental", d.get("Experimental", "false")),
+                ]
+            lines += _rows(rows, "  ", 18)
+    return "\n".join(lines) + "\n"
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """A short summary of ``/info``, in ``docker info``'s words and order."""
+    rows: list[tuple[str, Any]] = [
+        ("Containers", info.get("Containers", 0)),
+        (" Running", info.get("ContainersRunning", 0)),
+        (" Paused", info.get("ContainersPaused", 0)),
+        (" Stopped", info.get("ContainersStopped", 0)),
+        ("Images", info.get("Images", 0)),
+        ("Server Version", info.get("ServerVersion", "")),
+        ("Storage Driver", info.get("Driver", "")),
+        ("Cgroup Driver", info.get("CgroupDriver", "")),
+        ("Cgroup Version", info.get("CgroupVersion", "")),
+        ("Default Runtime", info.get("DefaultRuntime", "")),
+        ("Kernel Version", info.get("KernelVersion", "")),
+        ("Operating System", info.get("OperatingSystem", "")),
+        ("OSType", info.get("OSType", "")),
+        ("Architecture", info.get("Architecture", "")),
+        ("CPUs", info.get("NCPU", 0)),
+        ("Total Memory", bytes_size(info.get("MemTotal", 0))),
+        ("Name", info.get("Name", "")),
+        ("ID", info.get("ID", "")),
+        ("Root Dir", info.get("DockerRootDir", "")),
+        ("Debug Mode", str(bool(info.get("Debug", False))).lower()),
+    ]
+    lines = ["Server:"] + [f" {k}: {v}" for k, v in rows]
+    labels = info.get("Labels") or []
+    if labels:
+        lines.append(" Labels:")
+        lines += [f"  {label}" for label in labels]
+    return "\n".join(lines) + "\n"
+
+
+def client_version() -> dict[str, Any]:
+    import platform
+
+    from ketch.client import CLIENT_API_VERSION
+
+    machine = platform.machine()
+    return {"Version": __version__, "ApiVersion": CLIENT_API_VERSION,
+            "PythonVersion": f"{platform.python_implementation()} {platform.python_version()}",
+            "OsArch": f"{sys.platform}/{GOARCH.get(machine, machine)}"}
+
+
+@command("version", "[OPTIONS]", "Show the ketch version information")
+@format_option
+@click.pass_obj
+def version(session: Session, args: tuple[str, ...], format_: str | None) -> int:
+    from ketch.cli.session import error_text
+    from ketch.errors import KetchError
+
+    client = client_version()
+    try:
+        server: dict[str, Any] | None = session.connect().version()
+        err = None
+    except KetchError as exc:
+        server, err = None, exc
+    if format_:
+        from ketch.cli.formatting import render_one
+
+        sys.stdout.write(render_one(format_, {"Client": client, "Server": server}))
+    else:
+        sys.stdout.write(format_version(client, server))
+    if err is not None:
+        sys.stderr.write(error_text(err) + "\n")
+        return 1
+    return 0
+
+
+def _info(session: Session, format_: str | None) -> int:
+    info = session.connect().info()
+    if format_:
+        from ketch.cli.formatting import render_one
+
+        sys.stdout.write(render_one(format_, info))
+        return 0
+    sys.stdout.write(f"Client:\n Version: {__version__}\n\n")
+    sys.stdout.write(format_info(info))
+    for w in info.get("Warnings") or []:
+        sys.stderr.write(f"{w}\n")
+    return 0
+
+
+@command("info", "[OPTIONS]", "Display system-wide information")
+@format_option
+@click.pass_obj
+def info(session: Session, args: tuple[str, ...], format_: str | None) -> int:
+    return _info(session, format_)
+
+
+@command("info", "[OPTIONS]", "Display system-wide information")
+@format_option
+@click.pass_obj
+def system_info(session: Session, args: tuple[str, ...], format_: str | None) -> int:
+    return _info(session, format_)
+
+
+@command("df", "[OPTIONS]", "Show docker disk usage")
+@format_option
+@click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage")
+@click.pass_obj
+def df(session: Session, args: tuple[str, ...], format_: str | None, verbose: bool) -> int:
+    from ketch.cli import views
+
+    data = session.connect().df()
+    sys.stdout.write(views.render_df(data, format_, verbose=verbose))
+    return 0
+
+
+PRUNE_WARNING = """WARNING! This will remove:
+  - all stopped containers
+  - all networks not used by at least one container
+{volumes}  - {images}
+  - all build cache
+
+Are you sure you want to continue? [y/N] """
+
+
+def confirm(prompt: str) -> bool:
+    """docker's prompt: only "y"/"Y" (after trimming) says yes; no terminal input says no."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    return line.strip().lower() == "y"
+
+
+@command("prune", "[OPTIONS]", "Remove unused data")
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Remove all unused images not just dangling ones")
+@prune_filter_option
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@click.option("--volumes", is_flag=True, help="Prune anonymous volumes")
+@click.pass_obj
+def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
+          force: bool, volumes: bool) -> int:
+    from ketch.cli.formatting import human_size
+
+    flt = parse_filters(filters)
+    if not force:
+        text = PRUNE_WARNING.format(
+            volumes="  - all anonymous volumes not used by at least one container\n"
+            if volumes else "",
+            images="all images without at least one container associated to them"
+            if all_ else "all dangling images")
+        if not confirm(text):
+            return 0
+    client = session.connect()
+    reclaimed = 0
+    kinds = ["containers", "networks"] + (["volumes"] if volumes else [])
+    titles = {"containers": ("Deleted Containers:", "ContainersDeleted"),
+              "networks": ("Deleted Networks:", "NetworksDeleted"),
+              "volumes": ("Deleted Volumes:", "VolumesDeleted")}
+    for kind in kinds:
+        report = client.prune(kind, flt)
+        title, key = titles[kind]
+        names = report.get(key) or []
+        if names:
+            sys.stdout.write(title + "\n" + "".join(f"{n}\n" for n in names) + "\n")
+        reclaimed += int(report.get("SpaceReclaimed") or 0)
+    img_filters = dict(flt)
+    img_filters["dangling"] = ["false" if all_ else "true"]
+    report = client.images_prune(img_filters)
+    deleted = report.get("ImagesDeleted") or []
+    if deleted:
+        sys.stdout.write("Deleted Images:\n")
+        for d in deleted:
+            for k in ("Untagged", "Deleted"):
+                if d.get(k):
+                    sys.stdout.write(f"{k.lower()}: {d[k]}\n")
+        sys.stdout.write("\n")
+    reclaimed += int(report.get("SpaceReclaimed") or 0)
+    build = client.prune("build", flt)
+    cache = build.get("CachesDeleted") or []
+    if cache:
+        sys.stdout.write("Deleted build cache objects:\n" + "".join(f"{c}\n" for c in cache)
+                         + "\n")
+    reclaimed += int(build.get("SpaceReclaimed") or 0)
+    sys.stdout.write(f"Total reclaimed space: {human_size(reclaimed)}\n")
+    return 0
+
+
+@command("check", "[OPTIONS]",
+         "Check the image store for damage (a store fsck; works without the daemon)")
+@click.option("--root", metavar="string", default=None,
+              help="The daemon's data root (default $KETCH_ROOT, else /var/lib/ketch)")
+@click.option("--quick", is_flag=True, help="Do not re-hash every blob")
+def check(args: tuple[str, ...], root: str | None, quick: bool) -> int:
+    from ketch.cli.autostart import Place
+    from ketch.errors import InvalidArgument
+    from ketch.image.check import check_store
+
+    root = root or Place.from_env().root
+    import os
+
+    if not os.path.isdir(root):
+        raise local(InvalidArgument(f"no ketch data root at {root}"))
+    problems = check_store(root, quick=quick)
+    for p in problems:
+        sys.stdout.write(f"{p}\n")
+    if problems:
+        sys.stderr.write(f"{len(problems)} problem(s) found in {root}\n")
+        return 1
+    sys.stdout.write(f"no problems found in {root}\n")
+    return 0
+
+
+system = LazyGroup("system", help="Manage ketch", usage="COMMAND", lazy={})
+for _cmd in (df, prune, check):
+    system.add_command(_cmd)
+system.add_command(system_info, "info")
