@@ -2,8 +2,8 @@
 
 ``Client`` only ever calls ``Transport.request`` (whole answers) and
 ``Transport.open`` (answers read as a stream: ``save``, progress messages);
-``HTTPTransport`` speaks HTTP/1.1 over AF_UNIX or TCP with the stdlib (the
-CLI's start-up stays free of third-party imports), and ``FakeTransport``
+``HTTPTransport`` speaks HTTP/1.1 over AF_UNIX or TCP (``_http``; the
+CLI's start-up stays free of heavy imports), and ``FakeTransport``
 answers from a function so unit tests need no socket (httpx's MockTransport).
 
 A request body may be bytes or a readable file (an archive for ``load``,
@@ -13,14 +13,14 @@ nothing is held in memory and its size need not be known.
 
 from __future__ import annotations
 
-import http.client
 import io
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
+from ketch.client._http import Body, read_response, send_request
 from ketch.errors import InvalidArgument, Unavailable
 
 DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
@@ -87,25 +87,6 @@ class Transport(Protocol):
     def open(self, req: Request) -> StreamResponse: ...
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a unix socket; the Host header stays "localhost" as docker's."""
-
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def parse_host(host: str) -> tuple[str, str, int]:
     """``unix:///p`` -> ("unix", "/p", 0); ``tcp://h:2375`` -> ("tcp", "h", 2375)."""
     if host.startswith("/"):
@@ -132,57 +113,57 @@ class HTTPTransport:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self.scheme == "unix":
-            return _UnixHTTPConnection(self.address, timeout)
-        return http.client.HTTPConnection(self.address, self.port, timeout=timeout)
-
     def _unavailable(self, exc: OSError) -> Unavailable:
         # docker's wording, with our daemon's name: users search for it.
         return Unavailable(f"Cannot connect to the ketch daemon at {self.host}. "
                            f"Is the ketch daemon running? ({exc.strerror or exc})")
 
-    def _send(self, conn: http.client.HTTPConnection, req: Request) -> http.client.HTTPResponse:
-        try:
-            conn.connect()
-        except OSError as exc:
-            raise self._unavailable(exc) from exc
-        body = req.body
-        if body is not None and not isinstance(body, bytes):
-            # A file: http.client sends it chunked when no length is given.
-            conn.request(req.method, req.path, body=body, headers=req.headers,
-                         encode_chunked=_header(req.headers, "Content-Length") is None)
+    def _connect(self, timeout: float | None) -> socket.socket:
+        if self.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = self.address
         else:
-            conn.request(req.method, req.path, body=body, headers=req.headers)
-        return conn.getresponse()
+            sock = socket.socket(socket.AF_INET6 if ":" in self.address else socket.AF_INET,
+                                 socket.SOCK_STREAM)
+            target = (self.address, self.port)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(target)
+        except OSError as exc:
+            sock.close()
+            raise self._unavailable(exc) from exc
+        return sock
 
-    def request(self, req: Request) -> Response:
-        conn = self._connection(self.timeout)
+    def _exchange(self, req: Request, timeout: float | None
+                  ) -> tuple[socket.socket, int, dict[str, str], Body]:
+        sock = self._connect(timeout)
         try:
             try:
-                resp = self._send(conn, req)
-                body = resp.read()
-            except (Unavailable, InvalidArgument):
-                raise
-            except OSError as exc:
-                raise self._unavailable(exc) from exc
-            return Response(resp.status, dict(resp.getheaders()), body)
+                send_request(sock, req.method, req.path, req.headers, req.body)
+            except BrokenPipeError:
+                pass  # the daemon answered early (an error): read what it said
+            status, headers, body, _ = read_response(sock, req.method)
+        except OSError as exc:
+            sock.close()
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return sock, status, headers, body
+
+    def request(self, req: Request) -> Response:
+        sock, status, headers, body = self._exchange(req, self.timeout)
+        try:
+            data = body.read()
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
         finally:
-            conn.close()
+            sock.close()
+        return Response(status, headers, data)
 
     def open(self, req: Request) -> StreamResponse:
-        conn = self._connection(self.stream_timeout)
-        try:
-            resp = self._send(conn, req)
-        except Unavailable:
-            conn.close()
-            raise
-        except OSError as exc:
-            conn.close()
-            raise self._unavailable(exc) from exc
-        return StreamResponse(resp.status, dict(resp.getheaders()),
-                              resp,  # type: ignore[arg-type]  # HTTPResponse reads like a file
-                              conn.close)
+        sock, status, headers, body = self._exchange(req, self.stream_timeout)
+        return StreamResponse(status, headers, body, sock.close)  # type: ignore[arg-type]
 
 
 class FakeTransport:
