@@ -172,3 +172,49 @@ def test_cli_formats() -> None:
     info = format_info({"Containers": 0, "MemTotal": 25275232256, "Labels": ["a=b"]})
     assert " Total Memory: 23.54GiB" in info and "  a=b" in info
     assert bytes_size(0) == "0B" and bytes_size(1536) == "1.5KiB"
+
+
+def _answer(raw: bytes, method: str = "GET"):
+    """read_response over a socketpair whose other end sent ``raw`` and closed."""
+    from ketch.client._http import read_response
+
+    a, b = socket.socketpair()
+    b.sendall(raw)
+    b.close()
+    status, headers, body, _ = read_response(a, method)
+    data = body.read()
+    a.close()
+    return status, headers, data
+
+
+def test_http_framings() -> None:
+    from ketch.client._http import ProtocolError
+
+    assert _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA")[2] == b"hello"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
+    assert _answer(chunked)[2] == b"abcde"
+    assert _answer(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")[2] == b"until the end"
+    assert _answer(b"HTTP/1.1 204 No Content\r\n\r\n")[2] == b""
+    status, headers, _ = _answer(b"HTTP/1.1 404 Not Found\r\nA: 1\r\nA: 2\r\n\r\n")
+    assert status == 404 and headers["A"] == "1, 2"
+    with pytest.raises(ProtocolError):
+        _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+    with pytest.raises(ProtocolError):
+        _answer(b"SSH-2.0-OpenSSH\r\n")
+
+
+def test_http_chunked_upload() -> None:
+    import io
+
+    from ketch.client._http import send_request
+
+    a, b = socket.socketpair()
+    send_request(a, "POST", "/x", {"User-Agent": "t"}, io.BytesIO(b"0123456789"))
+    a.close()
+    raw = b""
+    while chunk := b.recv(65536):
+        raw += chunk
+    b.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and b"Host: localhost" in head
+    assert body == b"a\r\n0123456789\r\n0\r\n\r\n"
