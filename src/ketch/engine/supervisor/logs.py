@@ -1,0 +1,226 @@
+"""Container logs in Docker's json-file format, byte for byte.
+
+Each line a container writes becomes one JSON object on one line:
+
+    {"log":"hello\\n","stream":"stdout","time":"2026-12-01T06:54:57.123456789Z"}
+
+as dockerd writes it (20.10 and later), so ``docker logs`` readers, log
+shippers and ketch's own ``logs`` all read the same files:
+
+- Output is cut into lines at ``\\n``; the newline stays in ``log``.
+- A line longer than 16 KiB is cut into 16 KiB pieces written without a
+  newline ("partial" entries); every piece of one line carries the time of the
+  first. Output that ends without a newline is a partial entry too.
+- ``time`` is RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's
+  ``time.RFC3339Nano``).
+- Strings are escaped as Go's encoder does: ``<``, ``>``, ``&``, U+2028/9 and
+  control characters other than ``\\n``/``\\r`` as ``\\u00XX``; invalid UTF-8
+  as ``\\ufffd``.
+- ``max-size`` rotates the file before a write once it has reached the size
+  (so a file may exceed it by one entry); ``max-file`` keeps that many files:
+  ``container-json.log``, ``.1``, ``.2``... With one file it is truncated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+
+from ketch.errors import InvalidArgument, NotSupported
+
+BUF_SIZE = 16 * 1024        # dockerd's line buffer: longer lines are split here
+FILE_MODE = 0o640
+
+
+def rfc3339nano(time_ns: int) -> str:
+    secs, nanos = divmod(time_ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    frac = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"}
+_NEEDS_ESCAPE = re.compile("[\x00-\x1f\"\\\\<>&\u2028\u2029\udc80-\udcff]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if "\udc80" <= ch <= "\udcff":      # a byte that was not UTF-8 (surrogateescape)
+        return "\\ufffd"
+    return f"\\u{ord(ch):04x}"
+
+
+def json_string(data: bytes | str) -> bytes:
+    text = data if isinstance(data, str) else data.decode("utf-8", "surrogateescape")
+    return b'"' + _NEEDS_ESCAPE.sub(_escape, text).encode("utf-8", "surrogatepass") + b'"'
+
+
+def encode_entry(line: bytes, stream: str, time_ns: int,
+                 attrs: dict[str, str] | None = None) -> bytes:
+    """One json-file entry, newline-terminated; ``line`` already holds its ``\\n`` if any."""
+    out = b'{"log":' + json_string(line) + b',"stream":' + json_string(stream)
+    if attrs:
+        out += b',"attrs":{' + b",".join(
+            json_string(k) + b":" + json_string(v) for k, v in sorted(attrs.items())) + b"}"
+    return out + b',"time":"' + rfc3339nano(time_ns).encode() + b'"}\n'
+
+
+# -- log options ------------------------------------------------------------------------
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+JSON_FILE_OPTS = {"max-size", "max-file", "compress", "labels", "labels-regex", "env",
+                  "env-regex", "tag"}
+
+
+def parse_size(value: str) -> int:
+    """Docker's ``RAMInBytes``: ``10m`` = 10 MiB, units are powers of 1024."""
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise InvalidArgument(f"invalid size: '{value}'")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+def parse_log_opts(opts: dict[str, str]) -> tuple[int, int]:
+    """(max size in bytes or -1, max files) from json-file's ``--log-opt``s, as dockerd checks them.
+
+    ``labels``/``env``/``tag`` are the engine's to resolve into ``attrs``; they
+    are accepted here so a daemon can validate every option in one place.
+    """
+    for key in opts:
+        if key not in JSON_FILE_OPTS:
+            raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
+    max_size = -1
+    if opts.get("max-size"):
+        max_size = parse_size(opts["max-size"])
+        if max_size <= 0:
+            raise InvalidArgument("max-size must be a positive number")
+    max_file = 1
+    if opts.get("max-file"):
+        try:
+            max_file = int(opts["max-file"])
+        except ValueError:
+            raise InvalidArgument(
+                f'strconv.Atoi: parsing "{opts["max-file"]}": invalid syntax') from None
+        if max_file < 1:
+            raise InvalidArgument("max-file cannot be less than 1")
+    if opts.get("compress", "false").lower() in ("true", "1"):
+        raise NotSupported("json-file: compress is not supported by ketch")
+    return max_size, max_file
+
+
+# -- the file ---------------------------------------------------------------------------
+class JsonFile:
+    """An append-only json-file log with dockerd's size-based rotation."""
+
+    def __init__(self, path: str, max_size: int = -1, max_file: int = 1) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_file = max_file
+        self.fd = self._open(os.O_APPEND)
+        self.size = os.fstat(self.fd).st_size
+
+    def _open(self, extra: int) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | extra, FILE_MODE)
+
+    def write(self, entry: bytes) -> None:
+        if self.max_size > 0 and self.size >= self.max_size:
+            self.rotate()
+        view = memoryview(entry)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.size += n
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        if self.max_file > 1:
+            for i in range(self.max_file - 1, 1, -1):
+                try:
+                    os.replace(f"{self.path}.{i - 1}", f"{self.path}.{i}")
+                except FileNotFoundError:
+                    pass
+            os.replace(self.path, f"{self.path}.1")
+        self.fd = self._open(os.O_APPEND | os.O_TRUNC)
+        self.size = 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# -- lines ------------------------------------------------------------------------------
+Emit = Callable[[bytes, int], None]     # (the "log" value, time in ns)
+
+
+class LineSplitter:
+    """Cuts one stream's bytes into log entries the way dockerd's copier does."""
+
+    def __init__(self, emit: Emit, clock: Callable[[], int] = time.time_ns) -> None:
+        self.emit = emit
+        self.clock = clock
+        self._buf = bytearray()
+        self._partial_ts: int | None = None     # time of the first piece of a long line
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            i = self._buf.find(b"\n", 0, BUF_SIZE)
+            if i >= 0:
+                self._put(bytes(self._buf[:i + 1]), last=True)
+                del self._buf[:i + 1]
+            elif len(self._buf) >= BUF_SIZE:
+                self._put(bytes(self._buf[:BUF_SIZE]), last=False)
+                del self._buf[:BUF_SIZE]
+            else:
+                return
+
+    def close(self) -> None:
+        """End of the stream: what is left is a partial entry (it had no newline)."""
+        if self._buf:
+            self._put(bytes(self._buf), last=False)
+            self._buf.clear()
+
+    def _put(self, line: bytes, last: bool) -> None:
+        if self._partial_ts is None:
+            ts = self.clock()
+            if not last:
+                self._partial_ts = ts
+        else:
+            ts = self._partial_ts
+            if last:
+                self._partial_ts = None
+        self.emit(line, ts)
+
+
+class StreamLog:
+    """stdout and stderr of one container into one json-file (or nowhere, driver "none")."""
+
+    def __init__(self, file: JsonFile | None, attrs: dict[str, str] | None = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.file = file
+        self.attrs = attrs or None
+        self.splitters = {
+            name: LineSplitter(self._emitter(name), clock) for name in ("stdout", "stderr")}
+
+    def _emitter(self, stream: str) -> Emit:
+        def emit(line: bytes, ts: int) -> None:
+            if self.file is not None:
+                self.file.write(encode_entry(line, stream, ts, self.attrs))
+        return emit
+
+    def feed(self, stream: str, data: bytes) -> None:
+        self.splitters[stream].feed(data)
+
+    def end(self, stream: str) -> None:
+        self.splitters[stream].close()
+
+    def close(self) -> None:
+        for s in self.splitters.values():
+            s.close()
+        if self.file is not None:
+            self.file.close()
