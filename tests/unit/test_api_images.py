@@ -15,7 +15,7 @@ from tests.unit.test_api_versions import Backend as SystemBackend
 
 from ketch.api import make_app
 from ketch.api.routers import images
-from ketch.errors import Conflict, InvalidArgument, NotFound, NotSupported
+from ketch.errors import Conflict, InvalidArgument, NotFound
 
 ID = "sha256:" + "ab" * 32
 
@@ -75,8 +75,11 @@ class FakeImages:
                            "image is referenced in multiple repositories")
         return [{"Untagged": "busybox:latest"}, {"Deleted": ID}]
 
-    def prune(self, all: bool = False) -> dict[str, Any]:
-        self.calls.append(("prune", all))
+    def prune(self, filters: dict[str, list[str]] | None = None, *,
+              all: bool = False) -> dict[str, Any]:
+        self.calls.append(("prune", filters))
+        if filters and "foo" in filters:
+            raise InvalidArgument("invalid filter 'foo'")
         return {"ImagesDeleted": None, "SpaceReclaimed": 0}
 
     def save(self, refs_or_ids: Sequence[str], out: BinaryIO) -> None:
@@ -159,14 +162,7 @@ def test_bool_value(value: str, want: bool) -> None:
     assert images.bool_value({}, "force") is False
 
 
-def test_prune_all_and_tag_target() -> None:
-    assert images.prune_all({}) is False
-    assert images.prune_all({"dangling": ["true"]}) is False
-    assert images.prune_all({"dangling": ["false"]}) is True
-    with pytest.raises(InvalidArgument):
-        images.prune_all({"dangling": ["maybe"]})
-    with pytest.raises(NotSupported):
-        images.prune_all({"until": ["24h"]})
+def test_tag_target() -> None:
     assert images.tag_target("me/box", "1") == "me/box:1"
     assert images.tag_target("me/box", "") == "me/box"
     with pytest.raises(InvalidArgument):
@@ -230,11 +226,11 @@ def test_delete_and_prune(fake: FakeImages) -> None:
     assert status == 200 and fake.calls[-1] == ("remove", ID, True, False)
     status, body, _ = call(fake, "POST", '/v1.45/images/prune?filters={"dangling":{"true":true}}')
     assert (status, body) == (200, {"ImagesDeleted": None, "SpaceReclaimed": 0})
-    assert fake.calls[-1] == ("prune", False)
-    call(fake, "POST", '/images/prune?filters={"dangling":["false"]}')
-    assert fake.calls[-1] == ("prune", True)
-    status, body, _ = call(fake, "POST", '/images/prune?filters={"until":["1h"]}')
-    assert status == 501 and "not supported yet" in body["message"]
+    assert fake.calls[-1] == ("prune", {"dangling": ["true"]})
+    call(fake, "POST", '/images/prune?filters={"dangling":["false"],"until":{"1h":true}}')
+    assert fake.calls[-1] == ("prune", {"dangling": ["false"], "until": ["1h"]})
+    status, body, _ = call(fake, "POST", '/images/prune?filters={"foo":["1"]}')
+    assert (status, body) == (400, {"message": "invalid filter 'foo'"})
 
 
 def test_save_streams_the_archive(fake: FakeImages) -> None:

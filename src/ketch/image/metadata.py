@@ -38,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -135,11 +136,24 @@ def rfc3339_now() -> str:
 class ImageMetadata:
     """The image database at ``path``. Safe to share between processes."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        """Open (creating it if need be) the database; ``readonly`` opens an existing one
+        without writing anything, for ``ketch system check`` on a store it must not change."""
         self.path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.readonly = readonly
         self._local = threading.local()  # the open transaction, per thread
+        if readonly:
+            if not os.path.isfile(self.path):
+                raise NotFound(f"image metadata {self.path} does not exist")
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         create_schema(self.path, _SCHEMA, "image metadata")
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+            return sqlite3.connect(uri, timeout=30, isolation_level=None, uri=True)
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
 
     # --- transactions ---------------------------------------------------------
 
@@ -155,12 +169,13 @@ class ImageMetadata:
             yield outer
             return
         try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = self._connect()
         except sqlite3.Error as exc:
             raise System(f"opening image metadata {self.path}: {exc}") from exc
         try:
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if not self.readonly:
+                db.execute("PRAGMA synchronous=NORMAL")
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             self._local.tx = db
             try:

@@ -45,10 +45,11 @@ import secrets
 import shlex
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ketch.errors import (
     AlreadyExists,
@@ -57,6 +58,15 @@ from ketch.errors import (
     KetchError,
     NotFound,
 )
+from ketch.filters import (
+    IMAGE_LIST,
+    IMAGE_PRUNE,
+    bool_filter,
+    check_names,
+    match_labels,
+    parse_until,
+    prune_until,
+)
 from ketch.image import oci
 from ketch.image.archive import LoadedImage, load_archive, save_archive
 from ketch.image.content import ContentStore, Descriptor
@@ -64,6 +74,9 @@ from ketch.image.metadata import ImageMetadata, ImageRecord, Layer, rfc3339_now
 from ketch.image.reference import is_full_id, normalize
 from ketch.image.snapshot import Kind, Mount, Snapshotter, apply_layer
 from ketch.jsonmodel import json_name, to_json
+
+if TYPE_CHECKING:
+    from ketch.image.check import Problem
 
 SIZE_LABEL = "ketch.layer.size"
 IMAGE_LABEL = "ketch.image"
@@ -74,7 +87,6 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 # moby's validCommitCommands (builder/dockerfile): what --change accepts.
 CHANGE_COMMANDS = frozenset({"cmd", "entrypoint", "env", "expose", "label", "onbuild",
                              "stopsignal", "user", "volume", "workdir"})
-FILTERS = frozenset({"dangling", "label", "reference", "before", "since"})
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -102,6 +114,19 @@ class ImageSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """The images part of ``GET /system/df`` (moby's ``LayersSize`` and ``Images``).
+
+    ``images`` are the top-level images (what ``docker images`` lists), each
+    with ``shared_size`` and ``containers`` filled in; ``layers_size`` is the
+    size of every distinct layer they use, counted once.
+    """
+
+    layers_size: int
+    images: list[ImageSummary]
+
+
+@dataclass(frozen=True, slots=True)
 class GcResult:
     """What ``gc`` removed, and the bytes it freed (blob sizes plus layer sizes)."""
 
@@ -115,6 +140,7 @@ DeleteRecords = list[dict[str, str]]
 HistoryItems = list[dict[str, Any]]
 Mounts = list[Mount]
 Names = list[str]
+Problems = list["Problem"]
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -694,20 +720,18 @@ class ImageService:
              all: bool = False) -> list[ImageSummary]:
         """``docker images`` with its filters; newest first.
 
-        ``dangling=true|false``, ``label=k`` / ``label=k=v`` (all must hold),
-        ``reference=<glob>`` (any may match; only matching tags are shown),
-        ``before=<image>`` / ``since=<image>`` (by creation time). Unnamed
-        images with children (intermediate build steps) only with ``all``.
+        ``dangling=true|false``, ``label=k`` / ``label=k=v`` (all must hold) and
+        ``label!=...`` (as ``docker image prune`` reads them, ``ketch.filters.
+        match_labels``), ``reference=<glob>`` (any may match; only matching
+        tags are shown), ``before=<image>`` / ``since=<image>`` (by creation
+        time), ``until=<timestamp|duration>`` (created before it; API 1.44,
+        which dockerd serves to every version). Unnamed images with children
+        (intermediate build steps) only with ``all``.
         """
         filters = {k: list(v) for k, v in (filters or {}).items()}
-        for key in filters:
-            if key not in FILTERS:
-                raise InvalidArgument(f"invalid filter '{key}'")
-        dangling: bool | None = None
-        for value in filters.get("dangling", []):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise InvalidArgument(f"invalid filter 'dangling={value}'")
-            dangling = value.lower() in ("true", "1")
+        check_names(filters, IMAGE_LIST)
+        dangling = bool_filter(filters, "dangling", False) if "dangling" in filters else None
+        until = [parse_until(v) for v in filters.get("until", [])]
         before = [parse_rfc3339(self.get(v).created) for v in filters.get("before", [])]
         since = [parse_rfc3339(self.get(v).created) for v in filters.get("since", [])]
         patterns = filters.get("reference", [])
@@ -723,7 +747,9 @@ class ImageService:
             created = parse_rfc3339(rec.created)
             if any(created >= b for b in before) or any(created <= s for s in since):
                 continue
-            if any(not _label_match(rec.labels, f) for f in filters.get("label", [])):
+            if any(created >= u for u in until):
+                continue
+            if not match_labels(filters, rec.labels):
                 continue
             if patterns:
                 refs = [r for r in refs if any(_ref_match(p, r) for p in patterns)]
@@ -883,27 +909,86 @@ class ImageService:
                 parent = self.metadata.get_by_id(rec.parent)
                 self._delete(parent, records, force=False, prune=True, quiet=True)
 
-    def prune(self, all: bool = False) -> dict[str, Any]:
-        """``docker image prune``: dangling images (all unused ones with ``all``).
+    def prune(self, filters: Mapping[str, Sequence[str]] | None = None, *,
+              all: bool = False) -> dict[str, Any]:
+        """``docker image prune``, with dockerd's filters (``daemon/images/image_prune.go``).
 
-        Images with children or containers are kept, as moby prunes only unused "heads". Returns
-        the Engine API's body: ``ImagesDeleted`` and ``SpaceReclaimed``.
+        ``dangling=true`` (the default): images without a tag; ``dangling=false``
+        (what ``-a`` sends; ``all`` here means the same): every image no
+        container uses. ``until=<timestamp|duration>``: only images created
+        before it. ``label=k[=v]`` must all hold and ``label!=k[=v]`` must not
+        all hold (``ketch.filters.match_labels``). Any other name, or a bad
+        value, is refused before anything is deleted, in dockerd's words.
+
+        Images with children are not candidates (moby prunes "heads"; with
+        ``-a`` a parent goes once its children went, in a later pass here).
+        An image a container uses is skipped quietly, as moby ignores the
+        conflict. ``SpaceReclaimed`` counts the layers that went, as moby sums
+        their diff sizes. Returns the Engine API's body.
         """
+        f = {k: list(v) for k, v in (filters or {}).items()}
+        check_names(f, IMAGE_PRUNE)
+        dangling_only = bool_filter(f, "dangling", True) and not all
+        until = prune_until(f)
         with self._locked():
+            sizes = {la.chain_id: la.size for rec in self.metadata.list_images()
+                     for la in rec.layers}
             deleted: DeleteRecords = []
-            space = 0
-            for rec in self.metadata.list_images():
-                if self.metadata.children(rec.id) or self.containers_using(rec.id):
-                    continue
-                refs = self.metadata.references_of(rec.id)
-                if refs and not all:
-                    continue
-                before = len(deleted)
-                with contextlib.suppress(NotFound):
-                    self._delete(rec, deleted, force=True, prune=True)
-                if len(deleted) > before:
-                    space += rec.size
+            done: set[str] = set()
+            progress = True
+            while progress:  # a pass may free parents for the next one
+                progress = False
+                in_use = self._container_counts()
+                all_refs = self.metadata.all_references()
+                for rec in self.metadata.list_images():
+                    if rec.id in done or in_use.get(rec.id) or self.metadata.children(rec.id):
+                        continue
+                    refs = all_refs.get(rec.id, [])
+                    if dangling_only and any("@" not in r for r in refs):
+                        continue
+                    if until is not None and (not rec.created
+                                              or parse_rfc3339(rec.created) > until):
+                        continue
+                    if not match_labels(f, rec.labels):
+                        continue
+                    done.add(rec.id)
+                    with contextlib.suppress(NotFound, Conflict):
+                        self._delete(rec, deleted, force=True, prune=True)
+                        progress = True
+            space = sum(sizes.get(r.get("Deleted", ""), 0) for r in deleted)
             return {"ImagesDeleted": deleted or None, "SpaceReclaimed": space}
+
+    def _container_counts(self) -> Counter[str]:
+        """image id -> how many container rootfs snapshots (``rootfs_mounts``) are of it."""
+        return Counter(info.labels[IMAGE_LABEL] for info in self.snapshotter.walk()
+                       if info.kind is not Kind.COMMITTED and IMAGE_LABEL in info.labels)
+
+    def disk_usage(self) -> DiskUsage:
+        """The images part of ``docker system df``, computed as dockerd does.
+
+        The images are the top-level ones (not unnamed parents of other
+        images). A layer is *shared* when more than one of them uses it; an
+        image's ``SharedSize`` is the size of its shared layers, and
+        ``Containers`` the number of containers made from it.
+        """
+        counts = self._container_counts()
+        all_refs = self.metadata.all_references()
+        top = [rec for rec in self.metadata.list_images()
+               if all_refs.get(rec.id) or not self.metadata.children(rec.id)]
+        users: Counter[str] = Counter()
+        sizes: dict[str, int] = {}
+        for rec in top:
+            for la in rec.layers:
+                sizes[la.chain_id] = la.size
+            users.update({la.chain_id for la in rec.layers})
+        images: list[ImageSummary] = []
+        for rec in top:
+            summary = self._summary(rec, all_refs.get(rec.id, []))
+            summary.shared_size = sum(sizes[c] for c in {la.chain_id for la in rec.layers}
+                                      if users[c] > 1)
+            summary.containers = counts.get(rec.id, 0)
+            images.append(summary)
+        return DiskUsage(layers_size=sum(sizes.values()), images=images)
 
     # --- containers ---------------------------------------------------------------------
 
@@ -993,31 +1078,15 @@ class ImageService:
                 freed += info.size
         return removed, freed
 
-    def check(self) -> Names:
-        """Problems across the three stores (for ``ketch system check``); empty: healthy."""
-        problems = self.metadata.check()
-        for rec in self.metadata.list_images():
-            for digest, what in ((rec.id, "config"), (rec.manifest_digest, "manifest")):
-                if not self.content.exists(digest):
-                    problems.append(f"image {rec.id}: {what} blob {digest} is missing")
-            for la in rec.layers:
-                try:
-                    if self.snapshotter.stat(la.chain_id).kind is not Kind.COMMITTED:
-                        problems.append(f"image {rec.id}: snapshot {la.chain_id} "
-                                        "is not committed")
-                except NotFound:
-                    problems.append(f"image {rec.id}: layer snapshot {la.chain_id} is missing")
-        return problems
+    def check(self, quick: bool = False) -> Problems:
+        """``ketch system check`` on this store (``ketch.image.check``); empty: healthy."""
+        from ketch.image.check import check_store
+
+        return check_store(self.root, snapshots_root=getattr(self.snapshotter, "root", None),
+                           quick=quick)
 
 
 # --- filter helpers ---------------------------------------------------------------------
-
-def _label_match(labels: dict[str, str], flt: str) -> bool:
-    key, sep, value = flt.partition("=")
-    if key not in labels:
-        return False
-    return not sep or labels[key] == value
-
 
 def _ref_match(pattern: str, ref: str) -> bool:
     """moby's reference.FamiliarMatch: the familiar string, then the familiar name."""

@@ -20,13 +20,16 @@ import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from aiohttp import web
 
 from ketch.api import versions
 from ketch.api.routers import add
 from ketch.errors import InvalidArgument, NotSupported
+
+if TYPE_CHECKING:
+    from ketch.api.routers.system import ImageUsage
 
 log = logging.getLogger("ketch.api")
 
@@ -66,7 +69,9 @@ class ImageBackend(Protocol):
 
     def remove(self, name: str, force: bool = False, noprune: bool = False) -> Records: ...
 
-    def prune(self, all: bool = False) -> dict[str, Any]: ...
+    def prune(self, filters: Filters | None = None, *, all: bool = False) -> dict[str, Any]: ...
+
+    def disk_usage(self) -> ImageUsage: ...  # for /system/df
 
     def save(self, refs_or_ids: Sequence[str], out: BinaryIO) -> None: ...
 
@@ -117,20 +122,6 @@ def list_filters(query: Mapping[str, str], version: str) -> Filters:
     if legacy and not versions.at_least(version, "1.28"):
         filters.setdefault("reference", []).append(legacy)
     return filters
-
-
-def prune_all(filters: Filters) -> bool:
-    """``docker image prune``'s filters: only ``dangling`` (``-a`` sends dangling=false)."""
-    unknown = sorted(k for k in filters if k != "dangling")
-    if unknown:
-        raise NotSupported(f"image prune filter {unknown[0]!r} is not supported yet")
-    all_images = False
-    for value in filters.get("dangling", []):
-        v = value.lower()
-        if v not in ("true", "false", "1", "0"):
-            raise InvalidArgument(f"invalid filter 'dangling={value}'")
-        all_images = v in ("false", "0")
-    return all_images
 
 
 def tag_target(repo: str, tag: str) -> str:
@@ -276,8 +267,10 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
         return web.json_response([dict(r) for r in records])
 
     async def prune_images(request: web.Request) -> web.Response:
-        all_images = prune_all(parse_filters(request.query.get("filters")))
-        return web.json_response(await asyncio.to_thread(backend.prune, all_images))
+        # The backend checks the filters (names, dangling, until, label, label!)
+        # with dockerd's words; ``docker image prune -a`` sends dangling=false.
+        filters = parse_filters(request.query.get("filters"))
+        return web.json_response(await asyncio.to_thread(backend.prune, filters))
 
     async def save(request: web.Request, names: list[str]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
@@ -335,6 +328,10 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
                                           changes, q.get("message", ""))
         return await json_stream(request, [{"status": summary.id}])
 
+    # /system/df reports on this store too (imported here: system imports this module).
+    from ketch.api.routers import system
+
+    system.stores(app).images = backend
     add(app, "GET", "/images/json", list_images)
     add(app, "GET", "/images/get", get_images)
     add(app, "POST", "/images/load", load_images)
