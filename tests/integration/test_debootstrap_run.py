@@ -213,3 +213,35 @@ def test_rootfs_tar_refuses_a_tree_with_mounts(store: Path) -> None:
     finally:
         db.unmount_below(str(store))
     assert _mounted_below(store) == []
+
+
+@pytest.mark.slow
+def test_docker_imports_and_runs_the_same_tar(debian_tar: Path) -> None:
+    """The reference: Debian's dockerd takes the tar and --change lines as ketch does."""
+    from tests.integration.engines import Dockerd, mounts_under
+
+    if not shutil.which("dockerd") or not shutil.which("docker"):
+        pytest.skip("dockerd or the docker CLI is not installed")
+    d = Dockerd(Path(tempfile.gettempdir()) / f"{PREFIX}-deb-dockerd", f"/{PREFIX}/deb-dockerd",
+                runtimes={}, docker=shutil.which("docker") or "docker")
+    try:
+        d.start()
+        args = ["import"]
+        for change in db.image_changes(SUITE):
+            args += ["--change", change]
+        d.ok(*args, "-m", db.history_comment(SUITE), str(debian_tar), "debian:bookworm",
+             timeout=180)
+        info = json.loads(d.ok("image", "inspect", "debian:bookworm").stdout)[0]
+        assert info["Config"]["Cmd"] == ["bash"]
+        assert info["Config"]["Env"] == [f"PATH={db.IMAGE_PATH}"]
+        assert info["Comment"] == db.history_comment(SUITE)
+        out = d.ok("run", "--rm", "--network", "none", "debian:bookworm", "bash", "-c",
+                   "cat /etc/debian_version; ls /etc/apt/apt.conf.d", timeout=120).stdout
+        lines = out.splitlines()
+        assert re.fullmatch(r"12\.\d+", lines[0]), out
+        assert "docker-clean" in lines[1:], out
+    finally:
+        problems = d.stop()
+        if mounts_under(d.base):
+            problems.append(f"mounts left: {mounts_under(d.base)}")
+        assert not problems, "dockerd teardown:\n" + "\n".join(problems)
