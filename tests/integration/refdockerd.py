@@ -3,7 +3,7 @@
 One private daemon per test session (starting it costs a second or two),
 built on ``engines.Dockerd``, which already keeps everything it makes
 findable and removable: its own data root, exec root, unix socket and
-pidfile under ``/tmp/<prefix>-refd``, ``--bridge none --iptables=false``, a
+pidfile under ``/tmp/<prefix>-refd-<random>``, ``--bridge none --iptables=false``, a
 cgroup parent under the session prefix for the build containers, and a
 teardown that stops dockerd and its containerd by pid, unmounts, removes
 the cgroups and the directory, and reports anything it could not remove.
@@ -21,6 +21,7 @@ Use it from a test module with::
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,7 +85,10 @@ def ref_dockerd(prefix: str, busybox_rootfs: Path) -> Iterator[RefDockerd]:
         pytest.skip("dockerd (package docker.io) or the docker CLI is not installed")
     # Short: the socket path under it must stay below 108 bytes; and named with
     # the session prefix so the session's mount leak check covers it.
-    d = RefDockerd(Path(tempfile.gettempdir()) / f"{prefix}-refd", f"/{prefix}/refd")
+    # A module that imports this fixture gets its own instance of it (pytest
+    # keys session fixtures by where they are defined), hence the random part.
+    name = f"refd-{secrets.token_hex(2)}"
+    d = RefDockerd(Path(tempfile.gettempdir()) / f"{prefix}-{name}", f"/{prefix}/{name}")
     try:
         d.start()
         d.import_busybox(busybox_rootfs)
