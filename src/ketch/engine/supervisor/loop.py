@@ -6,9 +6,13 @@ whether it wants to read, write or both; the loop sorts each turn's ready
 fds by priority (control before stdin before container output), so a flood of
 output can delay a request by at most one bounded read per fd.
 
-Signals arrive through ``signal.set_wakeup_fd``: the Python-level handler is a
-no-op, the C-level handler writes the signal number to a pipe the loop reads,
-so signal work (reaping) happens in the loop, never inside a handler.
+Signals are blocked and read from a signalfd, so signal work (reaping)
+happens in the loop, never inside a handler. Not ``set_wakeup_fd``: a forked
+child (a container's init waiting for ``start``) shares the wakeup pipe, and
+a SIGTERM sent to it would read as one sent to the supervisor. With a
+signalfd the supervisor reads only its own signals, and a signal sent to a
+child stays pending, blocked, until the runtime clears the mask right before
+execve; then it acts with the default disposition, as it should.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import itertools
 import os
 import selectors
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -64,7 +69,7 @@ class Loop:
         self._registered: dict[int, Watch] = {}
         self._timers: list[tuple[float, int, Callback]] = []
         self._seq = itertools.count()
-        self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signal_fd = -1
         self._signal_handlers: dict[int, Callback] = {}
         self.running = False
 
@@ -97,32 +102,39 @@ class Loop:
 
     # -- signals ------------------------------------------------------------------------
     def on_signal(self, sig: int, fn: Callback) -> None:
+        """Handle ``sig`` in the loop. Call before ``run``."""
         self._signal_handlers[sig] = fn
-        signal.signal(sig, _no_op)
-        # Interrupted syscalls are retried (PEP 475); the wakeup fd does the waking.
-        signal.siginterrupt(sig, False)
 
     def _read_signals(self) -> None:
         try:
-            data = os.read(self._signal_r, 4096)
+            data = os.read(self._signal_fd, _SIGINFO_SIZE * 64)
         except BlockingIOError:
             return
-        for sig in dict.fromkeys(data):        # each once per turn, in arrival order
+        signos = [int.from_bytes(data[i:i + 4], sys.byteorder)
+                  for i in range(0, len(data), _SIGINFO_SIZE)]
+        for sig in dict.fromkeys(signos):      # each once per turn, in arrival order
             fn = self._signal_handlers.get(sig)
             if fn is not None:
                 _guarded(fn)
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> None:
-        signal.set_wakeup_fd(self._signal_w, warn_on_full_buffer=False)
-        sig_watch = self.watch(self._signal_r, CONTROL, self._read_signals)
+        sigs = set(self._signal_handlers)
+        for sig in sigs:
+            # Default, not ignored: an ignored SIGCHLD would make the kernel
+            # reap children itself, and SIG_IGN would survive a child's execve.
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        self._signal_fd = signalfd(sigs)
+        sig_watch = self.watch(self._signal_fd, CONTROL, self._read_signals)
         self.running = True
         try:
             while self.running:
                 self._turn()
         finally:
             sig_watch.close()
-            signal.set_wakeup_fd(-1)
+            os.close(self._signal_fd)
+            self._signal_fd = -1
 
     def _turn(self) -> None:
         timeout = None
@@ -149,8 +161,6 @@ class Loop:
 
     def close(self) -> None:
         self.sel.close()
-        os.close(self._signal_r)
-        os.close(self._signal_w)
 
 
 def _guarded(fn: Callback) -> None:
@@ -163,5 +173,25 @@ def _guarded(fn: Callback) -> None:
         traceback.print_exc(file=sys.stderr)
 
 
-def _no_op(_sig: int, _frame: object) -> None:
-    pass
+# -- signalfd(2), which the os module lacks (it belongs with ketch.linux.syscalls) -------
+_SIGINFO_SIZE = 128             # sizeof(struct signalfd_siginfo); ssi_signo comes first
+_SFD_NONBLOCK = os.O_NONBLOCK
+_SFD_CLOEXEC = os.O_CLOEXEC
+
+
+def signalfd(sigs: set[int]) -> int:
+    """A new non-blocking fd that reads the calling process's pending ``sigs``."""
+    import ctypes
+
+    from ketch.linux.syscalls import libc
+
+    lib = libc()
+    mask = ctypes.create_string_buffer(128)     # sigset_t
+    lib.sigemptyset(mask)
+    for sig in sigs:
+        lib.sigaddset(mask, int(sig))
+    fd = int(lib.signalfd(-1, mask, _SFD_NONBLOCK | _SFD_CLOEXEC))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"signalfd: {os.strerror(err)}")
+    return fd
