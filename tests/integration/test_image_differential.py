@@ -26,6 +26,7 @@ starts its own ketchd (test_daemon_system's fixtures), stopped by pid.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -317,6 +318,7 @@ def image_view(inspect: dict[str, Any]) -> dict[str, Any]:
     return {
         "Id": inspect["Id"],
         "RepoTags": sorted(inspect["RepoTags"]),
+        "RepoDigests": sorted(inspect["RepoDigests"]),
         "Parent": inspect.get("Parent") or "",
         "Comment": inspect.get("Comment") or "",
         "Created": inspect["Created"],
@@ -474,6 +476,48 @@ def test_round_trip_keeps_ids(ref_dockerd: RefDockerd, multi_archive: Path,  # n
     assert ok(docker(k2, "images", "-q", "--no-trunc")).split() == [image_id]
 
 
+def _names(lines: str) -> list[str]:
+    return sorted(lines.splitlines())
+
+
+def test_archive_of_several_images_and_tags(ref_dockerd: RefDockerd,  # noqa: F811
+                                            multi_archive: Path, ketchd: Ketchd,
+                                            scratch: Path) -> None:
+    """Two images, one of them under two names, in one archive each way (and gzipped)."""
+    d, k = ref_dockerd, ketchd
+    d.ok("tag", MULTI, "diff/alias:2")
+    try:
+        both = d.save(scratch / "both-dockerd.tar", MULTI, "diff/alias:2", "busybox:latest")
+    finally:
+        d.remove("diff/alias:2")
+    by_id = {i.image_id: i.repo_tags for i in read_saved(both)}
+    assert sorted(by_id.values()) == [["busybox:latest"], ["diff/alias:2", MULTI]]
+    gzipped = k.dir / "both-dockerd.tar.gz"
+    gzipped.write_bytes(gzip.compress(both.read_bytes(), compresslevel=1))
+    assert _names(load_into_ketchd(k, gzipped)) == \
+        ["Loaded image: busybox:latest", "Loaded image: diff/alias:2", f"Loaded image: {MULTI}"]
+    fmt = ("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    want = sorted(f"{t} {i}" for i, tags in by_id.items() for t in tags)
+    assert _names(ok(docker(k, *fmt))) == want
+
+    # ketchd's archive of the same: one manifest.json entry per image, as dockerd's.
+    from_ketch = k.dir / "both-ketch.tar"
+    ok(docker(k, "save", "-o", str(from_ketch), MULTI, "diff/alias:2", "busybox:latest"))
+    saved = read_saved(from_ketch)
+    assert {i.image_id: i.repo_tags for i in saved} == by_id
+    for image in saved:
+        (twin,) = [i for i in read_saved(both) if i.image_id == image.image_id]
+        assert_same_layers(image, twin)
+    d.remove(MULTI)
+    try:
+        assert _names(d.load(from_ketch)) == _names(load_into_ketchd(k, gzipped))
+        assert _names(d.ok(*fmt, "diff/*").stdout) == [w for w in want if w.startswith("diff/")]
+    finally:
+        d.cli("rmi", "diff/alias:2")
+        if d.cli("image", "inspect", MULTI).returncode != 0:
+            d.load(multi_archive)
+
+
 def test_ketch_busybox_loaded_into_dockerd_is_the_same_image(
         ref_dockerd: RefDockerd, busybox_archive: Path, ketchd: Ketchd,  # noqa: F811
         scratch: Path) -> None:
@@ -587,6 +631,23 @@ def test_skopeo_and_umoci_read_ketch_save(multi_archive: Path, ketchd: Ketchd) -
     assert want["data/keep/f"].mode == 0o4755 and "data/opq/old" not in want
     assert_same_tree(umoci_unpack(layout, "via-oci", k.dir / "b1"), want)
     assert_same_tree(umoci_unpack(layout, "via-docker", k.dir / "b2"), want)
+
+
+@needs_skopeo
+@needs_umoci
+def test_umoci_unpacks_ketch_busybox_into_its_rootfs(busybox_archive: Path,  # noqa: F811
+                                                      busybox_rootfs: Path,
+                                                      ketchd: Ketchd) -> None:
+    """A layer ketch wrote itself (bootstrap), read by umoci: the directory it was made from."""
+    k = ketchd
+    load_into_ketchd(k, busybox_archive)
+    saved = k.dir / "busybox.tar"
+    ok(docker(k, "save", "-o", str(saved), "busybox:latest"))
+    layout = k.dir / "layout"
+    skopeo("copy", f"oci-archive:{saved}", f"oci:{layout}:latest")
+    got = umoci_unpack(layout, "latest", k.dir / "bundle")
+    assert_same_tree(got, flatten(saved_one(saved).layers))
+    assert_same_tree(got, rootfs_tree(busybox_rootfs))
 
 
 @needs_skopeo
