@@ -36,14 +36,15 @@ pytestmark = pytest.mark.root
 
 
 class Sup:
-    def __init__(self, exec_root: Path, root: Path) -> None:
+    def __init__(self, exec_root: Path, root: Path, cgroup: str) -> None:
         self.exec_root = exec_root
         self.root = root
+        self.cgroup = cgroup            # the supervisor's own
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: set[int] = set()     # container pids seen, to prove none is left
 
     def start(self) -> None:
-        self.proc = spawn(str(self.exec_root), str(self.root))
+        self.proc = spawn(str(self.exec_root), str(self.root), cgroup=self.cgroup)
 
     @property
     def sock(self) -> str:
@@ -77,11 +78,15 @@ class Sup:
             except Exception as exc:  # noqa: BLE001
                 print(f"cleanup of {st.id} failed: {exc}", file=sys.stderr)
         shutil.rmtree(self.exec_root, ignore_errors=True)
+        from ketch.linux import cgroups
+
+        cgroups.new_manager(self.cgroup).destroy()
 
 
 @pytest.fixture
 def sup(tmp_path: Path, prefix: str):
-    s = Sup(Path("/run") / prefix / f"sup-{tmp_path.name}", tmp_path / "root")
+    s = Sup(Path("/run") / prefix / f"sup-{tmp_path.name}", tmp_path / "root",
+            f"/{prefix}/supervisor-{tmp_path.name}")
     s.start()
     yield s
     s.cleanup()
@@ -130,6 +135,7 @@ def test_logs_exit_code_and_records(sup, bundles):
         return rec, info
 
     rec, info = run(body())
+    assert not os.path.exists(f"/proc/{rec.pid}")      # reaped, not a zombie
     assert rec.exit_code == 3 and rec.signal == 0 and not rec.oom_killed and rec.finished_at
     assert info.status == "stopped" and info.exit is not None and info.exit.exit_code == 3
     # On disk, for a ketchd that was not there to hear it.
@@ -349,3 +355,17 @@ def test_shutdown_refused_while_alive_then_forced(sup, bundles):
         assert info.status == "stopped" and info.exit is not None
         assert info.exit.exit_code == 137
         c.call("delete", {"id": "alive"})
+
+
+def test_the_supervisor_protects_itself(sup):
+    assert sup.proc is not None
+    pid = sup.proc.pid
+    # -1000 needs CAP_SYS_RESOURCE, which some sandboxes withhold even from root:
+    # then the supervisor says so in its log and goes on.
+    adj = Path(f"/proc/{pid}/oom_score_adj").read_text().strip()
+    log = (sup.exec_root / "supervisor.log").read_text()
+    assert adj == "-1000" or "cannot set oom_score_adj: Permission denied" in log
+    assert f"{sup.cgroup}\n" in Path(f"/proc/{pid}/cgroup").read_text()
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "\nSigBlk:\t0000000000014003\n" in status     # HUP INT TERM CHLD: signalfd's
+    assert os.getsid(pid) == pid                # its own session, away from a terminal

@@ -57,21 +57,26 @@ def socket_path(exec_root: str) -> str:
 
 
 def spawn(exec_root: str, root: str, *, python: str = sys.executable,
-          log_path: str | None = None, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+          log_path: str | None = None, cgroup: str | None = None,
+          timeout: float = 30.0) -> subprocess.Popen[bytes]:
     """fork+exec a supervisor and return once its socket listens.
 
     It gets its own session (a ^C to a foreground ketchd must not reach it)
     and writes its own diagnostics to ``<exec-root>/supervisor.log``. The
     caller reaps the Popen when it ends; after a restart of ketchd its parent
-    is whoever reaps orphans.
+    is whoever reaps orphans. ``cgroup`` (a cgroupsPath) gives it a cgroup of
+    its own, outside ketchd's.
     """
     os.makedirs(exec_root, mode=0o700, exist_ok=True)
     log_path = log_path or os.path.join(exec_root, "supervisor.log")
     r, w = os.pipe()
+    argv = [python, "-I", "-m", "ketch.engine.supervisor", "--exec-root", exec_root,
+            "--root", root, "--ready-fd", str(w)]
+    if cgroup:
+        argv += ["--cgroup", cgroup]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [python, "-I", "-m", "ketch.engine.supervisor", "--exec-root", exec_root,
-             "--root", root, "--ready-fd", str(w)],
+            argv,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[w],
             start_new_session=True, close_fds=True)
     os.close(w)

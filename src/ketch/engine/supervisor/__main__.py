@@ -5,10 +5,13 @@ interpreter carries none of asyncio's threads, handlers or fds. Before serving:
 
 1. ``<exec-root>/supervisor.pid`` is created and locked (flock): one
    supervisor per exec-root; a second one exits with an error naming the first.
-2. It becomes a child subreaper, so containers' inits always come back to it.
-3. ``oom_score_adj`` -1000: it holds every container's stdio, the kernel must
+2. With ``--cgroup``, it moves into that cgroup (created if needed), out of
+   ketchd's: a service manager stopping or restarting ketchd's cgroup must
+   not take the containers' supervisor with it.
+3. It becomes a child subreaper, so containers' inits always come back to it.
+4. ``oom_score_adj`` -1000: it holds every container's stdio, the kernel must
    pick anyone else first.
-4. The socket ``<exec-root>/supervisor.sock`` (0600) listens; then "ready\\n"
+5. The socket ``<exec-root>/supervisor.sock`` (0600) listens; then "ready\\n"
    is written to ``--ready-fd`` and that fd closed, so the starter knows it can
    connect.
 """
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, help="persistent state: exit records")
     p.add_argument("--ready-fd", type=int, default=-1,
                    help="write 'ready' here once the socket listens")
+    p.add_argument("--cgroup", default="",
+                   help="run in this cgroup (a cgroupsPath: absolute, or relative to ours)")
     o = p.parse_args(argv)
     # Whatever the starter had blocked, the loop needs SIGCHLD and SIGTERM delivered.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -66,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from .server import Supervisor
 
+    if o.cgroup:
+        from ketch.linux import cgroups
+
+        mgr = cgroups.new_manager(o.cgroup)
+        mgr.create()
+        mgr.apply(os.getpid())
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     _protect_from_oom()
     sup = Supervisor(exec_root, root)
