@@ -150,6 +150,13 @@ def test_empty_stores_prune_nothing(path: str, report: dict[str, Any]) -> None:
     ("/build/prune", {"until": {"2020-01-01": True}},
      "failed to prune build cache: \"until\" filter expects a duration (e.g., '24h'): "
      'time: unknown unit "-" in duration "2020-01-01"'),  # as Go's ParseDuration words it
+    ("/build/prune", {"until": {"1h": True}, "unused-for": {"2h": True}},
+     'failed to prune build cache: conflicting filters: "until" and "unused-for"'),
+    ("/build/prune", {"unused-for": {"1h": True, "2h": True}},
+     "failed to prune build cache: filters expect only one value"),
+    ("/build/prune", {"unused-for": {"x": True}},
+     "failed to prune build cache: \"unused-for\" filter expects a duration (e.g., '24h'): "
+     'time: invalid duration "x"'),
     ("/images/prune", {"foo": {"x": True}}, "invalid filter 'foo'"),
     ("/images/prune", {"until": {"xyz": True}},
      'failed to parse value as time or duration: "xyz"'),

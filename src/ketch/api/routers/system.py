@@ -253,15 +253,20 @@ class EmptyStore:
         try:
             flt.check_names(filters, self.accepted)
             if self.until_is_duration:
-                untils = [*filters.get("until", ()), *filters.get("unused-for", ())]
-                if len(untils) > 1:
+                # moby's toBuildkitPruneInfo: "unused-for" is the old name of "until".
+                until, unused = filters.get("until", ()), filters.get("unused-for", ())
+                if until and unused:
+                    raise InvalidArgument('conflicting filters: "until" and "unused-for"')
+                key = "unused-for" if unused else "until"
+                values = [*until, *unused]
+                if len(values) > 1:
                     raise InvalidArgument("filters expect only one value")
-                for value in untils:
+                for value in values:
                     try:
                         flt.parse_duration(value)
                     except ValueError as exc:
                         raise InvalidArgument(
-                            f"\"until\" filter expects a duration (e.g., '24h'): {exc}") from None
+                            f"\"{key}\" filter expects a duration (e.g., '24h'): {exc}") from None
             else:
                 flt.prune_until(filters)
             if "all" in self.accepted:
