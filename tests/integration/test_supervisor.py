@@ -92,6 +92,14 @@ def sup(tmp_path: Path, prefix: str):
     s.cleanup()
     left = [pid for pid in s.pids if _alive(pid)]
     assert not left, f"container processes left: {left}"
+    # Nor a cgroup of its containers or of the supervisor, nor a mount.
+    paths = [json.loads(cfg.read_text())["linux"]["cgroupsPath"]
+             for cfg in tmp_path.glob("bundle*/config.json")] + [s.cgroup]
+    cgroups_left = [str(p) for path in paths
+                    for p in Path("/sys/fs/cgroup").glob(f"*/{path.lstrip('/')}")]
+    assert not cgroups_left, f"cgroups left: {cgroups_left}"
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if str(tmp_path) in line or str(s.exec_root) in line]
 
 
 def _alive(pid: int) -> bool:
