@@ -22,7 +22,10 @@ Why it is built this way:
   and removed on any error.
 * Speed: decompression and hashing run in a thread (zlib, zstandard and
   hashlib release the GIL), file data goes from the decompressed chunks to
-  ``os.write`` without extra copies, and ``tarfile`` only parses headers.
+  ``os.write`` without extra copies, and ordinary headers (one 512-byte
+  block, no extension) are parsed by hand: ``tarfile`` parses only the
+  others (pax, GNU long names, sparse files, anything odd), with the same
+  result either way (``_plain_header``).
 * Whiteouts become overlayfs whiteouts (0:0 character devices and
   ``trusted.overlay.opaque``) in ``"overlay"`` mode. ``"naive"`` mode is for a
   copy-based snapshotter: the layer is applied on top of a copy of ``parent``
@@ -356,6 +359,32 @@ class _Pipeline:
 
     # -- the fast paths ----------------------------------------------------
 
+    def peek_block(self) -> bytes | None:
+        """The next 512 bytes without consuming them, or None if the stream has fewer.
+
+        A header that straddles two chunks is joined with the next chunk once,
+        so the common case stays one slice of the current chunk.
+        """
+        end = self._pos + tarfile.BLOCKSIZE
+        if end <= len(self._buf):
+            return self._buf[self._pos : end].tobytes()
+        rest = self._buf[self._pos :].tobytes()
+        while len(rest) < tarfile.BLOCKSIZE:
+            if not self._fill():
+                self._buf = memoryview(rest)
+                self._pos = 0
+                return None
+            rest += self._buf.tobytes()
+        self._buf = memoryview(rest)
+        self._pos = 0
+        return rest[: tarfile.BLOCKSIZE]
+
+    def take_block(self) -> None:
+        """Consume the block ``peek_block`` returned, as ``read(512)`` would have."""
+        self.header_bytes += tarfile.BLOCKSIZE
+        self._pos += tarfile.BLOCKSIZE
+        self._offset += tarfile.BLOCKSIZE
+
     def skip(self, n: int) -> None:
         while n > 0:
             avail = len(self._buf) - self._pos
@@ -449,6 +478,138 @@ class _LimitedTarInfo(tarfile.TarInfo):
             )
         tarfile_._ketch_extended = run  # type: ignore[attr-defined]
         return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+# The types a plain header can describe on its own; anything else (pax and GNU
+# extended headers, sparse files, unknown types) goes through tarfile.
+_PLAIN_TYPES = frozenset(
+    (
+        tarfile.REGTYPE,
+        tarfile.AREGTYPE,
+        tarfile.CONTTYPE,
+        tarfile.DIRTYPE,
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+        tarfile.CHRTYPE,
+        tarfile.BLKTYPE,
+        tarfile.FIFOTYPE,
+    )
+)
+_REGULAR = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE))
+
+
+def _octal(field: bytes) -> int | None:
+    """A numeric header field in its ordinary form (octal digits, NUL or space padded).
+
+    None for anything else (base-256, signs, stray bytes): tarfile then parses
+    the header itself, so every unusual form keeps tarfile's exact meaning.
+    """
+    p = field.find(0)
+    if p >= 0:
+        field = field[:p]
+    field = field.strip(b" ")
+    if not field:
+        return 0
+    if not field.isdigit():
+        return None
+    try:
+        return int(field, 8)
+    except ValueError:  # an 8 or a 9
+        return None
+
+
+def _plain_header(buf: bytes, offset: int, encoding: str, errors: str) -> tarfile.TarInfo | None:
+    """What ``TarInfo.fromtarfile`` makes of an ordinary header block, ~5x faster.
+
+    Profiling showed tarfile's header parsing (its checksum sums two
+    504-tuples) as a third of unpack time on layers of small files. This
+    takes only headers whose meaning is plain: a known non-extended type,
+    octal numbers and an unsigned checksum that matches. For those it sets
+    the same fields to the same values as ``frombuf`` + ``_proc_builtin``
+    (ustar prefix joined, V7 directories, trailing slashes stripped); for
+    anything else it returns None and the caller lets tarfile read the block.
+    """
+    kind = buf[156:157]
+    if kind not in _PLAIN_TYPES:
+        return None
+    chksum = _octal(buf[148:156])
+    if chksum is None or chksum != 256 + sum(buf) - sum(buf[148:156]):
+        return None
+    mode = _octal(buf[100:108])
+    uid = _octal(buf[108:116])
+    gid = _octal(buf[116:124])
+    size = _octal(buf[124:136])
+    mtime = _octal(buf[136:148])
+    devmajor = _octal(buf[329:337])
+    devminor = _octal(buf[337:345])
+    if (
+        mode is None
+        or uid is None
+        or gid is None
+        or size is None
+        or mtime is None
+        or devmajor is None
+        or devminor is None
+    ):
+        return None
+    m = _LimitedTarInfo()
+    name = tarfile.nts(buf[0:100], encoding, errors)  # type: ignore[attr-defined]
+    if kind == tarfile.AREGTYPE and name.endswith("/"):
+        kind = tarfile.DIRTYPE  # V7 tar writes directories as files named "d/"
+    if kind == tarfile.DIRTYPE:
+        name = name.rstrip("/")
+    prefix = tarfile.nts(buf[345:500], encoding, errors)  # type: ignore[attr-defined]
+    if prefix:
+        name = prefix + "/" + name
+        if kind == tarfile.DIRTYPE:
+            name = name.rstrip("/")
+    m.name = name
+    m.mode = mode
+    m.uid = uid
+    m.gid = gid
+    m.size = size
+    m.mtime = mtime
+    m.chksum = chksum
+    m.type = kind
+    m.linkname = tarfile.nts(buf[157:257], encoding, errors)  # type: ignore[attr-defined]
+    m.uname = tarfile.nts(buf[265:297], encoding, errors)  # type: ignore[attr-defined]
+    m.gname = tarfile.nts(buf[297:329], encoding, errors)  # type: ignore[attr-defined]
+    m.devmajor = devmajor
+    m.devminor = devminor
+    m.offset = offset
+    m.offset_data = offset + tarfile.BLOCKSIZE
+    return m
+
+
+def _next_member(tf: tarfile.TarFile, reader: _Pipeline) -> tarfile.TarInfo | None:
+    """``tf.next()``, with ordinary headers parsed by ``_plain_header``.
+
+    The stream is advanced exactly as ``TarFile.next`` advances it (to one
+    byte before the next header, then that byte read), and every header the
+    fast parser does not take is left unread for tarfile, so end of archive,
+    truncation, bad checksums and extended headers behave as before.
+    """
+    if tf.firstmember is not None or tf.pax_headers:  # type: ignore[attr-defined]
+        # The first member was read by TarFile's constructor; global pax
+        # headers patch every later member, which only tarfile knows how to do.
+        return tf.next()
+    if tf.offset != reader.tell():  # type: ignore[attr-defined]
+        if tf.offset == 0:  # type: ignore[attr-defined]
+            return None
+        reader.seek(tf.offset - 1)  # type: ignore[attr-defined]
+        if not reader.read(1):
+            raise tarfile.ReadError("unexpected end of data")
+    buf = reader.peek_block()
+    m = None if buf is None else _plain_header(buf, tf.offset, tf.encoding, tf.errors)  # type: ignore[attr-defined,arg-type]
+    if m is None:
+        return tf.next()
+    reader.take_block()
+    end = m.offset_data
+    if m.type in _REGULAR:
+        end += -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    tf.offset = end  # type: ignore[attr-defined]
+    tf._ketch_extended = 0  # type: ignore[attr-defined]  # as _LimitedTarInfo._proc_member
+    return m
 
 
 def _clean(name: str, what: str, entry: str) -> list[str]:
@@ -993,7 +1154,7 @@ def unpack_layer(
                 encoding="utf-8",
                 errors="surrogateescape",
             )
-            while (m := tf.next()) is not None:
+            while (m := _next_member(tf, pipeline)) is not None:
                 tf.members.clear()  # type: ignore[attr-defined]  # headers only; keep memory flat on huge layers
                 pipeline.header_bytes = 0
                 ex.apply(m)
