@@ -916,3 +916,40 @@ def test_hostile_layer_is_refused_and_changes_nothing(loaded: Ketchd, case: str)
     assert err.startswith("Error response from daemon: layer "), err
     names = [e.name for e in entries or []]
     assert any(repr(n) in err for n in names) or "header" in err, err
+
+
+def test_load_of_an_untagged_image_prints_its_id(ref_dockerd: RefDockerd,  # noqa: F811
+                                                 multi_archive: Path, ketchd: Ketchd,
+                                                 scratch: Path) -> None:
+    """Saved by ID, an image has no RepoTags; both engines name it by ID and tag nothing."""
+    d, k = ref_dockerd, ketchd
+    image_id = d.image_id(MULTI)
+    by_id = d.save(scratch / "by-id.tar", image_id)
+    assert saved_one(by_id).repo_tags == []
+    want = d.load(by_id)
+    assert want == f"Loaded image ID: {image_id}\n"
+    assert load_into_ketchd(k, by_id) == want
+    fmt = ("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert ok(docker(k, *fmt)) == f"<none>:<none> {image_id}\n"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "docker load moving a tag off another image does not say so: dockerd prints 'The image "
+    "T already exists, renaming the old one with ID <id> to empty string' before 'Loaded "
+    "image: T' (moby image/tarexport/load.go setLoadedTag); ImageService.load moves the tag "
+    "silently and api/routers/images.py load_messages() has no such line"))
+def test_load_moving_a_tag_says_so(ref_dockerd: RefDockerd,  # noqa: F811
+                                   multi_archive: Path, ketchd: Ketchd) -> None:
+    d, k = ref_dockerd, ketchd
+    load_into_ketchd(k, multi_archive)
+    other = k.dir / "other.tar"
+    other.write_bytes(docker_archive([BENIGN], tag="diff/moved:1"))
+    ok(docker(k, "tag", MULTI, "diff/moved:1"))
+    d.ok("tag", MULTI, "diff/moved:1")
+    try:
+        want = d.load(other)
+    finally:
+        d.cli("rmi", "diff/moved:1")
+    assert want.startswith("The image diff/moved:1 already exists, renaming the old one with "
+                           f"ID {d.image_id(MULTI)} to empty string\n")
+    assert load_into_ketchd(k, other) == want
