@@ -107,6 +107,21 @@ def match_labels(filters: Filters, labels: Mapping[str, str]) -> bool:
     return not (negated and match_kv_list(negated, labels))
 
 
+def match_each_label(filters: Filters, labels: Mapping[str, str]) -> bool:
+    """``docker images``' label rules (moby's image list): each ``label`` entry must
+    hold and each ``label!`` entry must not; ``label=k!=v`` is ``label!=k=v``."""
+    for name in ("label", "label!"):
+        for value in filters.get(name, ()):
+            key, sep, expected = value.partition("=")
+            negate = name == "label!"
+            if key.endswith("!"):
+                key, negate = key[:-1], not negate
+            holds = key in labels and (not sep or labels[key] == expected)
+            if holds == negate:
+                return False
+    return True
+
+
 # --- times: api/types/time ----------------------------------------------------------------
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,

@@ -142,6 +142,19 @@ def test_match_labels(filters: dict, labels: dict, want: bool) -> None:
     assert flt.match_labels(filters, labels) is want
 
 
+@pytest.mark.parametrize("filters, labels, want", [
+    ({"label!": ["a", "b"]}, {"a": "1"}, False),
+    ({"label!": ["a", "b"]}, {"c": "1"}, True),
+    ({"label!": ["a=1"]}, {"a": "2"}, True),
+    ({"label": ["a!=1"]}, {"a": "1"}, False),
+    ({"label": ["a!=1"]}, {"a": "2"}, True),
+    ({"label": ["a", "b=2"]}, {"a": "", "b": "2"}, True),
+    ({"label": ["a", "b=2"]}, {"a": ""}, False),
+])
+def test_match_each_label(filters: dict, labels: dict, want: bool) -> None:
+    assert flt.match_each_label(filters, labels) is want
+
+
 # --- docker image prune --------------------------------------------------------------------
 
 
@@ -234,6 +247,9 @@ def test_list_until_and_label_not(svc: ImageService) -> None:  # noqa: F811
     assert {s.id for s in svc.list({"until": ["1h"]})} == {ids["old"], ids["mid"]}
     assert {s.id for s in svc.list({"label!": ["a"]})} == {ids["mid"], ids["new"]}
     assert {s.id for s in svc.list({"label": ["b=2"]})} == {ids["mid"]}
+    # Unlike prune, the list drops what matches any one label! entry (moby's list does).
+    assert {s.id for s in svc.list({"label!": ["a", "b"]})} == {ids["new"]}
+    assert {s.id for s in svc.list({"label": ["b!=2"]})} == {ids["old"], ids["new"]}
     with pytest.raises(InvalidArgument, match="^failed to parse value as time or duration"):
         svc.list({"until": ["soon"]})
     with pytest.raises(InvalidArgument, match=r"^invalid filter 'dangling=\[0 1\]'$"):

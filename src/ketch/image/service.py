@@ -63,6 +63,7 @@ from ketch.filters import (
     IMAGE_PRUNE,
     bool_filter,
     check_names,
+    match_each_label,
     match_labels,
     parse_until,
     prune_until,
@@ -721,8 +722,8 @@ class ImageService:
         """``docker images`` with its filters; newest first.
 
         ``dangling=true|false``, ``label=k`` / ``label=k=v`` (all must hold) and
-        ``label!=...`` (as ``docker image prune`` reads them, ``ketch.filters.
-        match_labels``), ``reference=<glob>`` (any may match; only matching
+        ``label!=k[=v]`` (none may hold; ``ketch.filters.match_each_label``, as
+        moby's list reads them), ``reference=<glob>`` (any may match; only matching
         tags are shown), ``before=<image>`` / ``since=<image>`` (by creation
         time), ``until=<timestamp|duration>`` (created before it; API 1.44,
         which dockerd serves to every version). Unnamed images with children
@@ -749,7 +750,7 @@ class ImageService:
                 continue
             if any(created >= u for u in until):
                 continue
-            if not match_labels(filters, rec.labels):
+            if not match_each_label(filters, rec.labels):
                 continue
             if patterns:
                 refs = [r for r in refs if any(_ref_match(p, r) for p in patterns)]
