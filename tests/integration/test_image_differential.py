@@ -777,6 +777,11 @@ def _flip_last_file_byte(layer: bytes) -> bytes:
     return layer[:pos] + bytes([layer[pos] ^ 0xFF]) + layer[pos + 1:]
 
 
+def _bad_crc(data: bytes) -> bytes:
+    """A gzip member whose trailer's CRC-32 does not match its data."""
+    return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]
+
+
 def _set_layer(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(manifest: dict[str, Any]) -> None:
         manifest["layers"][-1][field] = value
@@ -809,6 +814,10 @@ BAD_ARCHIVES: dict[str, tuple[Callable[[], bytes], str]] = {
     "truncated in manifest.json": (
         lambda: _cut_inside(docker_archive([BENIGN, LAYER2]), "manifest.json"),
         "unexpected end of data"),
+    "gzipped archive cut short": (
+        lambda: gzip.compress(docker_archive([BENIGN, LAYER2]))[:-2000], "truncated or corrupt"),
+    "gzipped archive with a bad CRC": (
+        lambda: _bad_crc(gzip.compress(docker_archive([BENIGN, LAYER2]))), "checksum"),
     "layer differs from its diff_id": (lambda: docker_archive(
         [BENIGN, _flip_last_file_byte(LAYER2)], config=_config([BENIGN, LAYER2])),
         "does not match the config's diff_id"),
@@ -889,6 +898,10 @@ def _refused(k: Ketchd, data: bytes) -> str:
     archive = k.dir / "bad.tar"
     archive.write_bytes(data)
     out = docker(k, "load", "-i", str(archive))
+    if out.returncode == 0:
+        # Wrongly accepted: take it out again so the module's other cases start clean.
+        for line in out.stdout.splitlines():
+            docker(k, "rmi", "-f", line.rpartition(" ")[2])
     assert out.returncode == 1, out
     assert out.stderr.strip() and "Traceback" not in out.stderr + k.log()
     assert _store_state(k) == before
@@ -900,7 +913,20 @@ def _refused(k: Ketchd, data: bytes) -> str:
     return out.stderr
 
 
-@pytest.mark.parametrize("case", list(BAD_ARCHIVES))
+# Refused by dockerd 20.10, accepted by ketchd: see each reason.
+BAD_ARCHIVE_XFAILS = {
+    "gzipped archive with a bad CRC": (
+        "a gzipped archive's CRC-32 is never checked: archive.py _Loader.spool reads the "
+        "outer stream with tarfile 'r|*' and stops at the tar's end-of-archive blocks, so the "
+        "gzip trailer is never read; dockerd refuses it ('Error processing tar file(gzip: "
+        "invalid checksum)'). Every blob is still digest-checked, so only a corrupt trailer "
+        "slips through"),
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=BAD_ARCHIVE_XFAILS[c]))
+    if c in BAD_ARCHIVE_XFAILS else c for c in BAD_ARCHIVES])
 def test_bad_archive_is_refused_and_changes_nothing(loaded: Ketchd, case: str) -> None:
     build, message = BAD_ARCHIVES[case]
     err = _refused(loaded, build())
@@ -953,3 +979,33 @@ def test_load_moving_a_tag_says_so(ref_dockerd: RefDockerd,  # noqa: F811
     assert want.startswith("The image diff/moved:1 already exists, renaming the old one with "
                            f"ID {d.image_id(MULTI)} to empty string\n")
     assert load_into_ketchd(k, other) == want
+
+
+
+def _is_oci_layout(data: bytes) -> bool:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+            return "index.json" in tf.getnames()
+    except (tarfile.TarError, EOFError, OSError):
+        return False
+
+
+def test_dockerd_refuses_the_bad_docker_archives_too(ref_dockerd: RefDockerd,  # noqa: F811
+                                                     scratch: Path) -> None:
+    """The corpus is bad by the reference's judgment too, not only by ketch's.
+
+    Only the docker-save shaped cases: dockerd 20.10 reads no OCI layouts at all.
+    (For hostile layers dockerd is laxer than ketch: it sanitises ``../`` names
+    and ignores foreign xattrs, so those are ketch's own rules.)
+    """
+    d = ref_dockerd
+    for name, (build, _message) in BAD_ARCHIVES.items():
+        data = build()
+        if _is_oci_layout(data):
+            continue
+        archive = scratch / "bad.tar"
+        archive.write_bytes(data)
+        out = d.cli("load", "-i", str(archive))
+        if out.returncode == 0:
+            d.cli("rmi", "bad/image:1")
+        assert out.returncode == 1, f"dockerd loaded {name!r}: {out}"
