@@ -30,7 +30,7 @@ from ketch.engine.supervisor_client import (
     socket_path,
     spawn,
 )
-from ketch.errors import Conflict, NotSupported
+from ketch.errors import Conflict, NotSupported, Unavailable
 
 pytestmark = pytest.mark.root
 
@@ -377,3 +377,49 @@ def test_the_supervisor_protects_itself(sup):
     status = Path(f"/proc/{pid}/status").read_text()
     assert "\nSigBlk:\t0000000000014003\n" in status     # HUP INT TERM CHLD: signalfd's
     assert os.getsid(pid) == pid                # its own session, away from a terminal
+
+
+def test_upgrade_reexecs_in_place(sup, bundles):
+    """Same pid, same children, logs and an attachment carried through execve."""
+    b = bundles.make(["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.01; done"],
+                     container_id="up")
+    c2 = bundles.make(["sh", "-c", "cat; echo end"], container_id="up2")
+    assert sup.proc is not None
+    ours, theirs = socket.socketpair()
+    with SyncClient(sup.sock) as c:
+        pid = c.call("create", {"id": "up", "bundle": str(b), "log": {
+            "path": str(sup.log("up"))}})["pid"]
+        sup.pids.add(pid)
+        c.call("start", {"id": "up"})
+        sup.pids.add(c.call("create", {"id": "up2", "bundle": str(c2), "stdinOpen": True,
+                                       "stdinOnce": True})["pid"])
+        c.call("attach", {"id": "up2", "stdin": True}, fds=[theirs.fileno()])
+        theirs.close()
+        c.call("start", {"id": "up2"})
+        ours.sendall(b"before\n")
+        assert c.call("upgrade") == {"pid": sup.proc.pid}
+        with pytest.raises((Unavailable, OSError)):     # the old image's connections end
+            c.call("list")
+    with SyncClient(sup.sock) as c:
+        infos = {i.id: i for i in c.hello.containers}
+        assert c.hello.pid == sup.proc.pid
+        assert (infos["up"].pid, infos["up"].status, infos["up"].supervised) == \
+            (pid, "running", True)
+        before = len(log_entries(sup.log("up")))
+        deadline = time.monotonic() + 10
+        while len(log_entries(sup.log("up"))) < before + 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        c.call("kill", {"id": "up", "signal": signal.SIGKILL})
+        assert c.call("wait", {"id": "up"})["exitCode"] == 137     # still our child
+        # The attachment went on across the exec: stdin in, output out.
+        ours.sendall(b"after\n")
+        ours.shutdown(socket.SHUT_WR)
+        out = read_until_eof(ours)
+        assert {stream for stream, _ in frames(out)} == {1}
+        assert b"".join(data for _, data in frames(out)) == b"before\nafter\nend\n"
+        assert c.call("wait", {"id": "up2"})["exitCode"] == 0
+    ours.close()
+    numbers = [int(e["log"].split()[1]) for e in log_entries(sup.log("up"))]
+    assert len(numbers) >= before + 10
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))    # nothing lost
+    assert not (sup.exec_root / "supervisor.state").exists()

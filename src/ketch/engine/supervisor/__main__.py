@@ -14,15 +14,20 @@ interpreter carries none of asyncio's threads, handlers or fds. Before serving:
 5. The socket ``<exec-root>/supervisor.sock`` (0600) listens; then "ready\\n"
    is written to ``--ready-fd`` and that fd closed, so the starter knows it can
    connect.
+
+After an ``upgrade`` request it execs itself with ``--restore STATEFILE``: the
+same pid, its children, its lock and the fds named in the state go on.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import signal
 import sys
+from typing import Any
 
 from ketch.linux import syscalls as sc
 
@@ -60,37 +65,77 @@ def main(argv: list[str] | None = None) -> int:
                    help="write 'ready' here once the socket listens")
     p.add_argument("--cgroup", default="",
                    help="run in this cgroup (a cgroupsPath: absolute, or relative to ours)")
+    p.add_argument("--restore", default="", help=argparse.SUPPRESS)   # after an upgrade
     o = p.parse_args(argv)
-    # Whatever the starter had blocked, the loop needs SIGCHLD and SIGTERM delivered.
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    if not o.restore:
+        # Whatever the starter had blocked is not ours to keep. After an upgrade
+        # the mask stays: a signal that came during the execve waits, pending,
+        # for the loop's signalfd.
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
     exec_root, root = os.path.abspath(o.exec_root), os.path.abspath(o.root)
     os.makedirs(exec_root, mode=0o700, exist_ok=True)
     os.makedirs(root, mode=0o700, exist_ok=True)
     pidfile = os.path.join(exec_root, PIDFILE_NAME)
-    lock = _lock_pidfile(pidfile)
 
     from .server import Supervisor
 
-    if o.cgroup:
-        from ketch.linux import cgroups
-
-        mgr = cgroups.new_manager(o.cgroup)
-        mgr.create()
-        mgr.apply(os.getpid())
-    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    _protect_from_oom()
     sup = Supervisor(exec_root, root)
-    try:
+    if o.restore:
+        with open(o.restore) as f:
+            state = json.load(f)
+        os.unlink(o.restore)
+        lock = int(state["pidfileFd"])
+        sup.restore(state)
+    else:
+        lock = _lock_pidfile(pidfile)
+        if o.cgroup:
+            from ketch.linux import cgroups
+
+            mgr = cgroups.new_manager(o.cgroup)
+            mgr.create()
+            mgr.apply(os.getpid())
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        _protect_from_oom()
         sup.listen()
-        if o.ready_fd >= 0:
-            os.write(o.ready_fd, b"ready\n")
-            os.close(o.ready_fd)
-        sup.serve()
+    sup.block_signals()
+    if o.ready_fd >= 0:
+        os.write(o.ready_fd, b"ready\n")
+        os.close(o.ready_fd)
+    try:
+        while True:
+            sup.serve()
+            if not sup.upgrading:
+                break
+            try:
+                _reexec(sup, exec_root, root, lock)
+            except OSError as exc:      # still the old image, all intact: go on serving
+                print(f"ketch supervisor: upgrade failed: {exc}", file=sys.stderr)
+                sup.upgrading = False
     finally:
         sup.close()
         os.unlink(pidfile)
         os.close(lock)
     return 0
+
+
+def _reexec(sup: Any, exec_root: str, root: str, lock: int) -> None:
+    state, fds = sup.snapshot()
+    state["pidfileFd"] = lock
+    path = os.path.join(exec_root, "supervisor.state")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f)
+    for keep in [*fds, lock]:
+        os.set_inheritable(keep, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, "-I", "-m", "ketch.engine.supervisor",
+                                  "--exec-root", exec_root, "--root", root, "--restore", path])
+    except OSError:
+        for keep in [*fds, lock]:
+            os.set_inheritable(keep, False)
+        raise
 
 
 if __name__ == "__main__":

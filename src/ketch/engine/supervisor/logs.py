@@ -23,10 +23,12 @@ shippers and ketch's own ``logs`` all read the same files:
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ketch.errors import InvalidArgument, NotSupported
 
@@ -179,6 +181,13 @@ class LineSplitter:
             else:
                 return
 
+    def snapshot(self) -> list[Any]:
+        return [base64.b64encode(bytes(self._buf)).decode(), self._partial_ts]
+
+    def restore(self, data: list[Any]) -> None:
+        self._buf = bytearray(base64.b64decode(data[0]))
+        self._partial_ts = data[1]
+
     def close(self) -> None:
         """End of the stream: what is left is a partial entry (it had no newline)."""
         if self._buf:
@@ -224,3 +233,18 @@ class StreamLog:
             s.close()
         if self.file is not None:
             self.file.close()
+
+    # -- carried across a re-exec of the supervisor -----------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        f = self.file
+        return {"path": f.path if f else None, "maxSize": f.max_size if f else -1,
+                "maxFile": f.max_file if f else 1, "attrs": self.attrs or {},
+                "pending": {name: sp.snapshot() for name, sp in self.splitters.items()}}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> StreamLog:
+        f = JsonFile(data["path"], data["maxSize"], data["maxFile"]) if data["path"] else None
+        log = cls(f, data["attrs"])
+        for name, pending in data["pending"].items():
+            log.splitters[name].restore(pending)
+        return log

@@ -118,7 +118,10 @@ class Loop:
                 _guarded(fn)
 
     # -- running ------------------------------------------------------------------------
-    def run(self) -> None:
+    def block_signals(self) -> None:
+        """From now on the handled signals wait for the loop (idempotent)."""
+        if self._signal_fd >= 0:
+            return
         sigs = set(self._signal_handlers)
         for sig in sigs:
             # Default, not ignored: an ignored SIGCHLD would make the kernel
@@ -126,15 +129,13 @@ class Loop:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
         self._signal_fd = signalfd(sigs)
-        sig_watch = self.watch(self._signal_fd, CONTROL, self._read_signals)
+        self._signal_watch = self.watch(self._signal_fd, CONTROL, self._read_signals)
+
+    def run(self) -> None:
+        self.block_signals()
         self.running = True
-        try:
-            while self.running:
-                self._turn()
-        finally:
-            sig_watch.close()
-            os.close(self._signal_fd)
-            self._signal_fd = -1
+        while self.running:
+            self._turn()
 
     def _turn(self) -> None:
         timeout = None
@@ -160,6 +161,10 @@ class Loop:
         self.running = False
 
     def close(self) -> None:
+        if self._signal_fd >= 0:
+            self._signal_watch.close()
+            os.close(self._signal_fd)
+            self._signal_fd = -1
         self.sel.close()
 
 

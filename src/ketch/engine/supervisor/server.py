@@ -22,6 +22,12 @@ Clients (ketchd) connect to ``<exec-root>/supervisor.sock`` and speak the
 protocol in ``protocol``. A client that disconnects or dies changes nothing;
 the next one says hello and gets the live set.
 
+Upgrade: ``upgrade`` re-executes the supervisor in place (the code on disk
+now): pid, children, the subreaper flag, the blocked signals and every fd
+marked inheritable survive execve, so containers, their stdio, logs and
+attachments carry on. The state goes through ``<exec-root>/supervisor.state``;
+client connections close, and clients reconnect and send their waits again.
+
 Shutdown: ``shutdown`` without ``force`` is refused while containers are
 alive (their stdio would die with the supervisor); with ``force``, and on
 SIGTERM/SIGINT, every live container is SIGKILLed, reaped and recorded, then
@@ -232,11 +238,13 @@ class Supervisor:
         self.connections: set[Connection] = set()
         self.listener: socket.socket | None = None
         self.stopping = False
+        self.upgrading = False
         self.ops: dict[str, Callable[[Connection, Request, list[int]], dict[str, Any]]] = {
             "hello": self.op_hello, "create": self.op_create, "start": self.op_start,
             "kill": self.op_kill, "delete": self.op_delete, "state": self.op_state,
             "list": self.op_list, "wait": self.op_wait, "attach": self.op_attach,
             "resize": self.op_resize, "exec": self.op_exec, "shutdown": self.op_shutdown,
+            "upgrade": self.op_upgrade,
         }
 
     # -- life -----------------------------------------------------------------------------
@@ -254,11 +262,16 @@ class Supervisor:
         self.listener = s
         self._listen_watch = self.loop.watch(s.fileno(), CONTROL, self._accept)
 
-    def serve(self) -> None:
+    def block_signals(self) -> None:
+        """Signals go to the loop from now on; before telling anyone we are ready."""
         self.loop.on_signal(signal.SIGCHLD, self.reap)
         self.loop.on_signal(signal.SIGTERM, lambda: self.shutdown(force=True))
         self.loop.on_signal(signal.SIGINT, lambda: self.shutdown(force=True))
         self.loop.on_signal(signal.SIGHUP, lambda: None)
+        self.loop.block_signals()
+
+    def serve(self) -> None:
+        self.block_signals()
         self.adopt()
         self.reap()     # children that ended before SIGCHLD was ours
         self.loop.run()
@@ -559,6 +572,71 @@ class Supervisor:
         while any(p.exit is None for p in self.by_pid.values()) and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.01)
+
+    # -- upgrade: re-exec in place ---------------------------------------------------------
+    def op_upgrade(self, _conn: Connection, _req: Request, _fds: list[int]) -> dict[str, Any]:
+        if self.stopping:
+            raise Conflict("the supervisor is shutting down")
+        self.upgrading = True
+        self.loop.call_later(0, self.loop.stop)     # after this reply is sent
+        return {"pid": os.getpid()}
+
+    def snapshot(self) -> tuple[dict[str, Any], list[int]]:
+        """Everything a new image of the supervisor needs, and the fds it must inherit."""
+        fds: list[int] = []
+
+        def keep(fd: int) -> int:
+            fds.append(fd)
+            return fd
+
+        def process(p: Process) -> dict[str, Any]:
+            return {"execId": p.exec_id, "pid": p.pid, "tty": p.tty,
+                    "pidfd": keep(p.pidfd) if p.pidfd is not None else None,
+                    "startedAt": p.started_at, "notified": p.notified,
+                    "exit": proto.dump(p.exit) if p.exit is not None else None,
+                    "stdio": p.stdio.snapshot(keep) if p.stdio is not None else None}
+
+        assert self.listener is not None
+        state = {"version": proto.VERSION, "listener": keep(self.listener.fileno()),
+                 "containers": [
+                     {"id": c.container_id, "bundle": c.bundle, "createdAt": c.created_at,
+                      "oomAtStart": c.oom_at_start, "supervised": c.supervised,
+                      "process": process(c), "execs": [process(e) for e in c.execs.values()]}
+                     for c in self.containers.values()]}
+        return state, fds
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take over from the image that exec'd us (the inverse of ``snapshot``)."""
+        if state.get("version") != proto.VERSION:
+            raise NotSupported(f"cannot restore supervisor state version {state.get('version')}")
+        self.listener = socket.socket(fileno=state["listener"])
+        self.listener.setblocking(False)
+        self._listen_watch = self.loop.watch(self.listener.fileno(), CONTROL, self._accept)
+        for cd in state["containers"]:
+            c = Container(cd["id"], cd["bundle"])
+            c.created_at, c.oom_at_start = cd["createdAt"], cd["oomAtStart"]
+            c.supervised = cd["supervised"]
+            self._restore_process(c, cd["process"])
+            for ed in cd["execs"]:
+                e = Process(c.container_id, ed["execId"])
+                self._restore_process(e, ed)
+                c.execs[e.exec_id] = e
+            self.containers[c.container_id] = c
+            if not c.supervised and c.exit is None and c.pidfd is not None:
+                self._watch_pidfd(c)
+
+    def _restore_process(self, p: Process, d: dict[str, Any]) -> None:
+        from ketch.jsonmodel import from_json
+
+        p.pid, p.pidfd, p.tty, p.started_at = d["pid"], d["pidfd"], d["tty"], d["startedAt"]
+        p.notified = d["notified"]
+        p.exit = from_json(ExitRecord, d["exit"]) if d["exit"] else None
+        if p.exit is None:
+            self.by_pid[p.pid] = p
+        if d["stdio"] is not None:
+            p.stdio = Stdio.restore(self.loop, d["stdio"], lambda: self._maybe_finish(p))
+            if p.exit is not None and not p.stdio.drained:
+                self.loop.call_later(DRAIN_GRACE, p.stdio.abandon)
 
     # -- reaping --------------------------------------------------------------------------
     def reap(self) -> None:

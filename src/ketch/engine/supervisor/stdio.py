@@ -19,11 +19,13 @@ keeps flowing; with ``stdin_once`` the process's stdin is closed then, so
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from .logs import StreamLog
 from .loop import INPUT, OUTPUT, Loop, Watch
@@ -188,6 +190,33 @@ class Stdio:
         self._watches.pop(fd).close()
         os.close(fd)
 
+    # -- carried across a re-exec of the supervisor -----------------------------------------
+    def snapshot(self, keep: Callable[[int], int]) -> dict[str, Any]:
+        """What a new supervisor image needs to go on; ``keep`` marks fds to inherit."""
+        return {
+            "tty": self.tty, "drained": self.drained, "stdinOnce": self.stdin_once,
+            "outputs": [[keep(fd), stream] for fd, stream in self._outputs.items()],
+            "stdin": keep(self._stdin) if self._stdin is not None else None,
+            "stdinBuf": base64.b64encode(bytes(self._stdin_buf)).decode(),
+            "stdinEof": self._stdin_eof,
+            "log": self.log.snapshot() if self.log is not None and not self.drained else None,
+            "attachments": [a.snapshot(keep) for a in self.attachments]}
+
+    @classmethod
+    def restore(cls, loop: Loop, data: dict[str, Any],
+                on_drained: Callable[[], None]) -> Stdio:
+        stdio = cls(loop, tty=data["tty"], outputs=[(fd, s) for fd, s in data["outputs"]],
+                    stdin=data["stdin"], stdin_once=data["stdinOnce"],
+                    log=StreamLog.restore(data["log"]) if data["log"] else None,
+                    on_drained=on_drained)
+        stdio._stdin_eof = data["stdinEof"]
+        pending = base64.b64decode(data["stdinBuf"])
+        if pending:
+            stdio.feed_stdin(pending)
+        for a in data["attachments"]:
+            Attachment.restore(stdio, a)
+        return stdio
+
     # -- teardown -------------------------------------------------------------------------
     def close(self) -> None:
         """Close everything now (delete): no more output, no more input."""
@@ -273,6 +302,21 @@ class Attachment:
         if not self._reading and self.stdin and not self.closed:
             self._reading = True
             self.watch.want(read=True)
+
+    def snapshot(self, keep: Callable[[int], int]) -> dict[str, Any]:
+        return {"fd": keep(self.sock.fileno()), "streams": sorted(self.streams),
+                "stdin": self.stdin, "reading": self._reading,
+                "pending": base64.b64encode(bytes(self._pending)).decode()}
+
+    @classmethod
+    def restore(cls, stdio: Stdio, data: dict[str, Any]) -> Attachment:
+        a = cls(stdio, socket.socket(fileno=data["fd"]), stdin=data["stdin"],
+                stdout="stdout" in data["streams"], stderr="stderr" in data["streams"])
+        a._reading = data["reading"]
+        a.watch.want(read=a._reading)
+        a._pending = bytearray(base64.b64decode(data["pending"]))
+        a._flush()
+        return a
 
     def finish(self) -> None:
         """The process's output ended: send what is queued, then close."""
