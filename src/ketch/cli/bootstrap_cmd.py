@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from ketch.cli.session import Session, local
-from ketch.errors import InvalidArgument, KetchError, NotFound, System
+from ketch.errors import InvalidArgument, NotFound, System
 
 BUSYBOX_CHANGES = ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    'CMD ["sh"]']
@@ -56,17 +56,18 @@ def _pin_times(tree: str, stamp: int) -> None:
     os.utime(tree, (stamp, stamp))
 
 
-def _stream_tree(tree: str, send: Callable[[BinaryIO], None]) -> None:
-    """Write ``tree`` as a layer tar into a pipe while ``send`` reads the other end."""
-    from ketch.image.diff import write_layer
+Writer = Callable[[str, BinaryIO], object]
 
+
+def _stream_tree(tree: str, send: Callable[[BinaryIO], None], writer: Writer) -> None:
+    """Write ``tree`` as a layer tar into a pipe while ``send`` reads the other end."""
     r, w = os.pipe()
     failure: list[BaseException] = []
 
     def produce() -> None:
         try:
             with open(w, "wb", buffering=1 << 20) as out:
-                write_layer(tree, out)
+                writer(tree, out)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             failure.append(exc)
 
@@ -98,7 +99,14 @@ def _stream_tree(tree: str, send: Callable[[BinaryIO], None]) -> None:
         raise System(f"writing the root filesystem failed: {failure[0]}")
 
 
-def _import(session: Session, tree: str, target: str, changes: list[str], message: str) -> int:
+def _write_layer(tree: str, out: BinaryIO) -> object:
+    from ketch.image.diff import write_layer
+
+    return write_layer(tree, out)
+
+
+def _import(session: Session, tree: str, target: str, changes: list[str], message: str,
+            writer: Writer = _write_layer) -> int:
     from ketch.cli.image_cmds import split_reference
 
     repo, tag = split_reference(target)
@@ -112,7 +120,7 @@ def _import(session: Session, tree: str, target: str, changes: list[str], messag
                 image_id.append(m["status"])
 
     step(f"importing as {target}")
-    _stream_tree(tree, send)
+    _stream_tree(tree, send, writer)
     if not image_id:
         raise System("the daemon did not report the new image's ID")
     sys.stdout.write(image_id[-1] + "\n")
@@ -140,34 +148,38 @@ def bootstrap_busybox(session: Session, ref: str) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bootstrap_debian(session: Session, ref: str, suite: str, mirror: str | None) -> int:
+def bootstrap_debian(session: Session, what: str, target: str, mirror: str | None) -> int:
     from ketch.image import debootstrap as dbs
 
+    ref = dbs.parse_debian_reference(what)
     if os.geteuid() != 0:
         raise local(InvalidArgument("bootstrapping a Debian image runs debootstrap, "
                                     "which needs root"))
+    session.connect()  # no daemon, no point in a long debootstrap
     work = _workdir()
+
+    def show(p: dbs.Progress) -> None:
+        if p.new_step or p.level != "info":
+            step(str(p))
+
     try:
         tree = os.path.join(work, "rootfs")
-        step(f"debootstrap --variant=minbase {suite} (from {mirror or 'the host mirror'})")
-        dbs.debootstrap_rootfs(tree, suite, mirror=mirror,
-                               progress=lambda line: step(line))
-        return _import(session, tree, ref, dbs.image_changes(suite), dbs.history_comment(suite))
+        step(f"debootstrap --variant=minbase {ref.suite} "
+             f"(from {mirror or dbs.host_mirror()})")
+        dbs.debootstrap_rootfs(tree, ref.suite, mirror=mirror, progress=show)
+        return _import(session, tree, target or ref.ref, dbs.image_changes(ref.suite),
+                       dbs.history_comment(ref.suite), writer=dbs.rootfs_tar)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def run_bootstrap(session: Session, what: str, *, mirror: str | None, target: str) -> int:
-    name, _, tag = what.partition(":")
+    from ketch.image.debootstrap import is_debian_reference
+
+    name = what.partition(":")[0]
     if name == "busybox":
         return bootstrap_busybox(session, target or what)
-    if name == "debian":
-        if not tag:
-            raise local(InvalidArgument("say which Debian release: debian:SUITE "
-                                        "(for example debian:bookworm)"))
-        try:
-            return bootstrap_debian(session, target or what, tag, mirror)
-        except KetchError:
-            raise
+    if is_debian_reference(what):
+        return bootstrap_debian(session, what, target, mirror)
     raise local(InvalidArgument(f"cannot bootstrap {what!r}: ketch makes busybox[:TAG] "
-                                "(from busybox-static) and debian:SUITE (with debootstrap)"))
+                                "(from busybox-static) and debian:RELEASE (with debootstrap)"))

@@ -46,7 +46,7 @@ def ls(session: Session, args: tuple[str, ...], all_: bool, digests: bool,
     images = session.connect().images(all=all_, filters=flt)
     from ketch.cli import views
 
-    sys.stdout.write(views.render_images(images, format_, quiet=quiet, no_trunc=no_trunc,
+    sys.stdout.write(views.images_output(images, format_, quiet=quiet, no_trunc=no_trunc,
                                          digests=digests))
     return 0
 
@@ -57,8 +57,10 @@ def ls(session: Session, args: tuple[str, ...], all_: bool, digests: bool,
 def _inspect(session: Session, names: tuple[str, ...], format_: str | None,
              kinds: tuple[str, ...], generic: bool) -> int:
     """docker's inspect: everything found is printed, then the misses, exit 1 if any."""
-    from ketch.cli.formatting import inspect_json, render_one
+    from ketch.cli.formatting import compile_format, inspect_format
 
+    if format_ and format_ != "json":
+        compile_format(format_)  # a bad template fails before the daemon is asked
     client = session.connect()
     found: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -74,10 +76,9 @@ def _inspect(session: Session, names: tuple[str, ...], format_: str | None,
                           else f"Error: No such object: {name}")
         except KetchError as exc:
             errors.append(f"Error response from daemon: {exc}")
-    if format_:
-        sys.stdout.write("".join(render_one(format_, doc) for doc in found))
-    else:
-        sys.stdout.write(inspect_json(found))
+    text, failed = inspect_format(format_, found)
+    sys.stdout.write(text)
+    errors = failed + errors
     if errors:
         sys.stderr.write("\n".join(errors) + "\n")
         return 1
@@ -126,7 +127,7 @@ def history(session: Session, args: tuple[str, ...], format_: str | None, human:
     from ketch.cli import views
 
     items = session.connect().image_history(args[0])
-    sys.stdout.write(views.render_history(items, format_, human=human, no_trunc=no_trunc,
+    sys.stdout.write(views.history_output(items, format_, human=human, no_trunc=no_trunc,
                                           quiet=quiet))
     return 0
 

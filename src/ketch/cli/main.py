@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KetchError as exc:
         sys.stderr.write(error_text(exc) + "\n")
-        return 1
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -79,7 +79,8 @@ def error_text(exc: KetchError) -> str:
     """How docker prints a failure: daemon answers are prefixed, local ones are not."""
     from ketch.client import StreamError
 
-    if isinstance(exc, (Unavailable, StreamError)) or getattr(exc, "local", False):
+    if isinstance(exc, (Unavailable, StreamError)) or getattr(exc, "local", False) \
+            or type(exc).__name__ == "TemplateError":
         return str(exc)
     return f"Error response from daemon: {exc}"
 

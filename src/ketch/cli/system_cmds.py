@@ -91,6 +91,16 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _one(fmt: str, obj: dict[str, Any]) -> str:
+    """``version``/``info --format``: the template over one object, or its JSON."""
+    from ketch.cli.formatting import TemplateError, inspect_format
+
+    text, errors = inspect_format(fmt, [obj])
+    if errors:
+        raise TemplateError(errors[0], prefix="")
+    return text
+
+
 def client_version() -> dict[str, Any]:
     import platform
 
@@ -116,9 +126,7 @@ def version(session: Session, args: tuple[str, ...], format_: str | None) -> int
     except KetchError as exc:
         server, err = None, exc
     if format_:
-        from ketch.cli.formatting import render_one
-
-        sys.stdout.write(render_one(format_, {"Client": client, "Server": server}))
+        sys.stdout.write(_one(format_, {"Client": client, "Server": server}))
     else:
         sys.stdout.write(format_version(client, server))
     if err is not None:
@@ -130,9 +138,7 @@ def version(session: Session, args: tuple[str, ...], format_: str | None) -> int
 def _info(session: Session, format_: str | None) -> int:
     info = session.connect().info()
     if format_:
-        from ketch.cli.formatting import render_one
-
-        sys.stdout.write(render_one(format_, info))
+        sys.stdout.write(_one(format_, info))
         return 0
     sys.stdout.write(f"Client:\n Version: {__version__}\n\n")
     sys.stdout.write(format_info(info))
@@ -163,7 +169,7 @@ def df(session: Session, args: tuple[str, ...], format_: str | None, verbose: bo
     from ketch.cli import views
 
     data = session.connect().df()
-    sys.stdout.write(views.render_df(data, format_, verbose=verbose))
+    sys.stdout.write(views.system_df_output(data, format_, verbose=verbose))
     return 0
 
 
@@ -254,7 +260,10 @@ def check(args: tuple[str, ...], root: str | None, quick: bool) -> int:
 
     if not os.path.isdir(root):
         raise local(InvalidArgument(f"no ketch data root at {root}"))
-    problems = check_store(root, quick=quick)
+    store = os.path.join(root, "image")
+    if not os.path.isdir(store):
+        raise local(InvalidArgument(f"no image store at {store}"))
+    problems = check_store(store, quick=quick)
     for p in problems:
         sys.stdout.write(f"{p}\n")
     if problems:
