@@ -619,6 +619,35 @@ def test_inspect_format_parse_error_exits_64() -> None:
     assert err.value.exit_code == 64
 
 
+def test_check_inspect_format() -> None:
+    F.check_inspect_format(None)
+    F.check_inspect_format("json")
+    F.check_inspect_format("{{.Id}}")
+    with pytest.raises(TemplateError) as err:
+        F.check_inspect_format("{{.Id")
+    assert err.value.exit_code == 64
+    assert str(err.value) == "template parsing error: template: :1: unclosed action"
+
+
+def test_format_object_for_version_and_info() -> None:
+    data = {"Client": {"Version": "1.0"}, "Server": None}
+    assert F.format_object("{{.Client.Version}}", data, name="version") == ("1.0\n", None)
+    assert F.format_object("json", data) == ('{"Client":{"Version":"1.0"},"Server":null}\n',
+                                             None)
+    # execution errors keep what was printed before them, and Go's bare message
+    text, error = F.format_object("a{{.Nope}}", data, name="version")
+    assert text == "a\n"
+    assert error == ('template: version:1:3: executing "version" at <.Nope>: '
+                     'map has no entry for key "Nope"')
+    assert F.format_object("{{.Server.Version}}", data) == ("<no value>\n", None)
+    with pytest.raises(TemplateError) as err:
+        F.format_object("{{foo}}", data, name="version", parse_exit_code=64)
+    assert str(err.value) == 'template parsing error: template: version:1: function "foo" not defined'
+    assert err.value.exit_code == 64
+    # docker version aligns its output with a 20-column tabwriter
+    assert F.tabwrite("a:\tb\n", 20, 1, 1) == "a:                  b\n"
+
+
 # --------------------------------------------------------------------------- units
 
 

@@ -44,7 +44,13 @@ __all__ = [
     "Template",
     "TemplateError",
     "bytes_size",
+    "check_inspect_format",
+    "compile_format",
+    "display_width",
+    "docker_size",
     "ellipsis",
+    "format_object",
+    "go_float",
     "go_json",
     "go_quote",
     "go_time",
@@ -57,6 +63,7 @@ __all__ = [
     "parse",
     "parse_size",
     "render",
+    "resolve_format",
     "since",
     "tabwrite",
     "truncate_id",
@@ -2274,6 +2281,50 @@ def inspect_format(fmt: str | None, objs: Sequence[Any]) -> tuple[str, list[str]
             errors.append("template parsing error: " + e.go_message)
     text = "".join(out)
     return (text or "\n"), errors
+
+
+def check_inspect_format(fmt: str | None) -> None:
+    """Fail as ``docker inspect`` does on a bad --format, before asking the daemon.
+
+    Raises TemplateError("template parsing error: ...", exit_code=64).
+    """
+    if fmt and fmt != "json":
+        try:
+            parse(fmt)
+        except TemplateError as e:
+            raise TemplateError(e.go_message, exit_code=64) from None
+
+
+def format_object(fmt: str, obj: Any, *, name: str = "",
+                  parse_exit_code: int = 1) -> tuple[str, str | None]:
+    """``docker version --format`` / ``docker info --format``: one object, one template.
+
+    "json" means ``{{json .}}``. Returns the output followed by a newline and
+    None, or, when execution fails part way, the output up to the failure
+    (plus the newline, as docker still prints it) and Go's error text, which
+    docker prints as it is. A template that does not parse raises
+    TemplateError("template parsing error: ...") with ``parse_exit_code``
+    (docker info uses 64). ``name`` is the template's name in messages
+    (docker version's is "version"). Missing keys behave as in
+    ``inspect_format``. ``docker version`` then aligns the text with
+    ``tabwrite(text, 20, 1, 1)``.
+    """
+    if fmt == "json":
+        fmt = "{{json .}}"
+    try:
+        tmpl = parse(fmt, name)
+    except TemplateError as e:
+        raise TemplateError(e.go_message, exit_code=parse_exit_code) from None
+    out: list[str] = []
+    ex = _InspectExec(tmpl, obj, _BUILTINS, True)
+    error = None
+    try:
+        ex.walk(obj, tmpl.root, out)
+    except _ExecError as e:
+        error = tmpl._exec_message(e)
+    except (_Break, _Continue):
+        pass
+    return "".join(out) + "\n", error
 
 
 def _execute_inspect(tmpl: Template, obj: Any) -> str:
