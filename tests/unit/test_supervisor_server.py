@@ -333,3 +333,31 @@ def test_a_signal_to_a_created_container_is_its_own(h):
         assert c.call("list")["containers"][0]["status"] == "created"
         c.call("start", {"id": "early"})
         assert c.call("wait", {"id": "early"})["exitCode"] == 143
+
+
+def test_detach_keys_end_the_attachment_not_the_container(h):
+    with SyncClient(h.sock) as c:
+        h.create(c, "d", "cat", stdinOpen=True, stdinOnce=True)
+        c.call("start", {"id": "d"})
+        first, theirs = socket.socketpair()
+        c.call("attach", {"id": "d", "stdin": True, "detachKeys": [16, 17]},
+               fds=[theirs.fileno()])
+        theirs.close()
+        first.sendall(b"one\n")
+        echo = b""
+        while len(echo) < 12:
+            echo += first.recv(12 - len(echo))
+        assert unframe(echo) == [(1, b"one\n")]
+        first.sendall(b"\x10")
+        first.sendall(b"\x11never\n")
+        # The supervisor closes the attachment: output ends for this client only.
+        assert read_all(first) == b""
+        assert c.call("state", {"id": "d"})["status"] == "running"
+        second, theirs = socket.socketpair()
+        c.call("attach", {"id": "d", "stdin": True}, fds=[theirs.fileno()])
+        theirs.close()
+        second.sendall(b"two\n")
+        second.shutdown(socket.SHUT_WR)
+        assert b"".join(d for _, d in unframe(read_all(second))) == b"two\n"
+        assert c.call("wait", {"id": "d"})["exitCode"] == 0
+    assert h.entries("d") == [("stdout", "one\n"), ("stdout", "two\n")]

@@ -254,7 +254,7 @@ class SupervisorClient:
 
     async def attach(self, container_id: str, sock: socket.socket | int, *,
                      stdin: bool = False, stdout: bool = True, stderr: bool = True,
-                     exec_id: str = "") -> None:
+                     exec_id: str = "", detach_keys: bytes = b"") -> None:
         """Hand ``sock`` to the supervisor; it streams output and reads stdin there.
 
         The caller may close its own copy afterwards: the supervisor closes the
@@ -263,7 +263,7 @@ class SupervisorClient:
         fd = sock if isinstance(sock, int) else sock.fileno()
         await self._call_with_fd("attach", _args(
             id=container_id, exec_id=exec_id or None, stdin=stdin, stdout=stdout,
-            stderr=stderr), fd)
+            stderr=stderr, detach_keys=list(detach_keys) or None), fd)
 
     async def exec(self, container_id: str, exec_id: str, process: dict[str, Any], *,
                    tty: bool = False, stdin_open: bool = False,

@@ -63,6 +63,7 @@ class ExecArgs:
     tty: bool = False
     stdin_open: bool = False
     console_size: list[int] = field(default_factory=list)
+    detach_keys: list[int] = field(default_factory=list)     # for the socket passed along
 
 
 @dataclass(slots=True)
@@ -72,6 +73,9 @@ class AttachArgs:
     stdin: bool = False
     stdout: bool = True
     stderr: bool = True
+    # The bytes that end the attachment when typed on stdin (docker: ctrl-p,
+    # ctrl-q = [16, 17]); parsing "ctrl-p,ctrl-q" is the API's job.
+    detach_keys: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -486,7 +486,8 @@ class Supervisor:
         if p.stdio is None or p.stdio.drained:
             raise Conflict("You cannot attach to a stopped container, start it first")
         sock = socket.socket(fileno=fds.pop())
-        Attachment(p.stdio, sock, stdin=a.stdin, stdout=a.stdout, stderr=a.stderr)
+        Attachment(p.stdio, sock, stdin=a.stdin, stdout=a.stdout, stderr=a.stderr,
+                   detach_keys=_keys(a.detach_keys))
         return {}
 
     def op_resize(self, _conn: Connection, req: Request, _fds: list[int]) -> dict[str, Any]:
@@ -530,7 +531,7 @@ class Supervisor:
                         log=None, on_drained=lambda: self._maybe_finish(p))
         if fds:
             Attachment(p.stdio, socket.socket(fileno=fds.pop()), stdin=a.stdin_open,
-                       stdout=True, stderr=True)
+                       stdout=True, stderr=True, detach_keys=_keys(a.detach_keys))
         c.execs[a.exec_id] = p
         self.by_pid[p.pid] = p
         return {"pid": p.pid}
@@ -721,6 +722,13 @@ class Supervisor:
         assert c.pidfd is not None
         c.pidfd_watch = self.loop.watch(c.pidfd, CONTROL,
                                         lambda: self._exited(c, 255, 0, lost=True))
+
+
+def _keys(values: list[int]) -> bytes:
+    try:
+        return bytes(values)
+    except ValueError:
+        raise InvalidArgument("detachKeys: bytes from 0 to 255") from None
 
 
 class _ChildStdio:

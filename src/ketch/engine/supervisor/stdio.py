@@ -226,12 +226,45 @@ class Stdio:
             a.close()
 
 
+class DetachKeys:
+    """Docker's detach sequence (ctrl-p ctrl-q by default) in a client's stdin.
+
+    A byte that could start the sequence is held back until the next ones tell
+    whether it does; if not, it goes on to the process. The sequence itself
+    never reaches the process: it ends the attachment and leaves the container
+    running with its stdin open.
+    """
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """(the bytes to pass on, whether the sequence was typed)."""
+        if not self.keys:
+            return data, False
+        buf, self.held = self.held + data, b""
+        i = buf.find(self.keys)
+        if i >= 0:
+            return buf[:i], True
+        for n in range(min(len(self.keys) - 1, len(buf)), 0, -1):
+            if buf.endswith(self.keys[:n]):
+                self.held = buf[-n:]
+                return buf[:-n], False
+        return buf, False
+
+    def flush(self) -> bytes:
+        held, self.held = self.held, b""
+        return held
+
+
 class Attachment:
     """One attached client socket: output to it, its bytes to the process's stdin."""
 
     def __init__(self, stdio: Stdio, sock: socket.socket, *, stdin: bool, stdout: bool,
-                 stderr: bool) -> None:
+                 stderr: bool, detach_keys: bytes = b"") -> None:
         self.stdio = stdio
+        self.detach = DetachKeys(detach_keys)
         self.sock = sock
         self.streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
         self.stdin = stdin and stdio.has_stdin
@@ -287,14 +320,20 @@ class Attachment:
         except OSError:
             data = b""
         if data:
-            if self.stdin:
+            data, detached = self.detach.feed(data) if self.stdin else (data, False)
+            if self.stdin and data:
                 self.stdio.feed_stdin(data)
+            if detached:
+                self.close()
             return
         # EOF: the client half-closed (its stdin ended) or left. Output goes on
         # until a send fails or the process's output ends.
         self._reading = False
         self.watch.want(read=False)
         if self.stdin:
+            held = self.detach.flush()
+            if held:
+                self.stdio.feed_stdin(held)
             self.stdin = False
             self.stdio.end_stdin()
 
@@ -306,12 +345,15 @@ class Attachment:
     def snapshot(self, keep: Callable[[int], int]) -> dict[str, Any]:
         return {"fd": keep(self.sock.fileno()), "streams": sorted(self.streams),
                 "stdin": self.stdin, "reading": self._reading,
+                "detachKeys": list(self.detach.keys), "held": list(self.detach.held),
                 "pending": base64.b64encode(bytes(self._pending)).decode()}
 
     @classmethod
     def restore(cls, stdio: Stdio, data: dict[str, Any]) -> Attachment:
         a = cls(stdio, socket.socket(fileno=data["fd"]), stdin=data["stdin"],
-                stdout="stdout" in data["streams"], stderr="stderr" in data["streams"])
+                stdout="stdout" in data["streams"], stderr="stderr" in data["streams"],
+                detach_keys=bytes(data["detachKeys"]))
+        a.detach.held = bytes(data["held"])
         a._reading = data["reading"]
         a.watch.want(read=a._reading)
         a._pending = bytearray(base64.b64decode(data["pending"]))
