@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from ketch.engine.supervisor_client import SyncClient
-from ketch.errors import AlreadyExists, Conflict, NotFound, NotSupported
+from ketch.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+)
 from ketch.linux import syscalls as sc
 from ketch.runtime.container import CreateOptions, Started
 
@@ -301,6 +307,13 @@ def test_protocol_manners(h):
             h.create(c, "x", "sleep", "100")
             c.call("start", {"id": "x"})
             c.call("shutdown")
+        r, w = os.pipe()
+        with pytest.raises(InvalidArgument, match="not a socket"):
+            c.call("attach", {"id": "x"}, fds=[r])
+        os.close(r)
+        os.close(w)
+        with pytest.raises(InvalidArgument, match="exactly one socket"):
+            c.call("attach", {"id": "x"})
         with pytest.raises(NotSupported, match="compress"):
             c.call("create", {"id": "y", "bundle": h.bundle("true"),
                               "log": {"path": str(h.log("y")), "opts": {"compress": "true"}}})

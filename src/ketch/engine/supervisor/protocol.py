@@ -14,6 +14,25 @@ client that said hello. A request that carries file descriptors (``attach``,
 ``exec``) counts them in ``"fds"``; they travel as SCM_RIGHTS with the bytes
 of that line. A version mismatch is answered with a ``NotSupported`` error and
 the connection is closed: the two sides must be upgraded together.
+
+Requests (arguments in camelCase; results in ``result``):
+
+    hello     {version}                      -> {version, pid, containers: [ContainerInfo]}
+    create    CreateArgs                     -> {pid}    the init waits for start
+    start     {id}                           -> {pid}
+    kill      {id, signal, all?, execId?}    -> {}       through the pidfd
+    delete    {id, force?}                   -> {exit?}  removes runtime state and record
+    state     {id}                           -> ContainerInfo
+    list      {}                             -> {containers: [ContainerInfo]}
+    wait      {id, execId?}                  -> ExitRecord, once exited and logged
+    attach    AttachArgs + 1 socket fd       -> {}       output to it, stdin from it
+    resize    {id, execId?, rows, cols}      -> {}
+    exec      ExecArgs (+ 1 socket fd)       -> {pid}
+    shutdown  {force?}                       -> {containers}  refused while alive unless force
+    upgrade   {}                             -> {pid}    re-exec in place; reconnect
+
+Events: ``exit`` and ``exec-exit`` with an ExitRecord, to every client that
+said hello, once the process has exited and its output is drained.
 """
 
 from __future__ import annotations

@@ -485,7 +485,7 @@ class Supervisor:
         p = self._process(a.id, a.exec_id)
         if p.stdio is None or p.stdio.drained:
             raise Conflict("You cannot attach to a stopped container, start it first")
-        sock = socket.socket(fileno=fds.pop())
+        sock = _take_socket(fds)
         Attachment(p.stdio, sock, stdin=a.stdin, stdout=a.stdout, stderr=a.stderr,
                    detach_keys=_keys(a.detach_keys))
         return {}
@@ -519,19 +519,27 @@ class Supervisor:
             raise InvalidArgument("exec: at most one attach socket")
         process = parse_process(a.process, where="exec: process")
         process.terminal = a.tty
+        keys = _keys(a.detach_keys)
+        sock = _take_socket(fds) if fds else None       # checked before anything runs
         p = Process(a.id, a.exec_id)
         p.tty = a.tty
-        with _ChildStdio(self.console_dir, f"{a.id}.{a.exec_id}", a.tty, a.stdin_open) as cs:
-            started = self.rt.exec(a.id, process, ExecOptions(
-                stdio=cs.child_stdio(), console_socket=cs.console_path))
-            outputs, stdin = cs.parent_side(a.console_size)
+        try:
+            with _ChildStdio(self.console_dir, f"{a.id}.{a.exec_id}", a.tty,
+                             a.stdin_open) as cs:
+                started = self.rt.exec(a.id, process, ExecOptions(
+                    stdio=cs.child_stdio(), console_socket=cs.console_path))
+                outputs, stdin = cs.parent_side(a.console_size)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
         p.pid, p.pidfd, p.started_at = started.pid, started.pidfd, now_rfc3339()
         # An exec's output goes to its attachment only, never to the container's log.
         p.stdio = Stdio(self.loop, tty=a.tty, outputs=outputs, stdin=stdin, stdin_once=True,
                         log=None, on_drained=lambda: self._maybe_finish(p))
-        if fds:
-            Attachment(p.stdio, socket.socket(fileno=fds.pop()), stdin=a.stdin_open,
-                       stdout=True, stderr=True, detach_keys=_keys(a.detach_keys))
+        if sock is not None:
+            Attachment(p.stdio, sock, stdin=a.stdin_open, stdout=True, stderr=True,
+                       detach_keys=keys)
         c.execs[a.exec_id] = p
         self.by_pid[p.pid] = p
         return {"pid": p.pid}
@@ -722,6 +730,16 @@ class Supervisor:
         assert c.pidfd is not None
         c.pidfd_watch = self.loop.watch(c.pidfd, CONTROL,
                                         lambda: self._exited(c, 255, 0, lost=True))
+
+
+def _take_socket(fds: list[int]) -> socket.socket:
+    """The one fd a request passed, as a socket the caller owns from now on."""
+    try:
+        sock = socket.socket(fileno=fds[0])
+    except OSError:
+        raise InvalidArgument("the file descriptor passed is not a socket") from None
+    fds.clear()
+    return sock
 
 
 def _keys(values: list[int]) -> bytes:
