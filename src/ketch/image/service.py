@@ -534,7 +534,10 @@ class ImageService:
             except BaseException:
                 undo.rollback()
                 raise
-        return [self._summary(self.metadata.get_by_id(rec.id)) for rec, _ in records]
+        # The archive's own tags, not every name the image has here: docker load
+        # reports what it loaded.
+        return [self._summary(self.metadata.get_by_id(rec.id), [str(normalize(t)) for t in tags])
+                for rec, tags in records]
 
     def _blobs_of(self, manifest_digest: str) -> list[str]:
         manifest = oci.parse_manifest(self.content.read(manifest_digest))
