@@ -681,3 +681,226 @@ def test_volume_row() -> None:
     assert row["Status"] == row["Group"] == row["Availability"] == "N/A"
     bare = views.volume_row({"Name": "v", "Driver": "local", "Labels": None})
     assert bare["Links"] == "N/A" and bare["Size"] == "N/A" and bare["Labels"] == ""
+
+
+# Recorded: GET /containers/json?all=1&size=1 and /volumes (trimmed), docker ps / volume ls.
+NOW2 = 1796109188
+CONTAINERS = [{'Command': 'sh -c \'echo "tab\there"\'',
+  'Created': 1796109176,
+  'Id': '0a853b12118dcbce883cf5d29d022d684eddb93d212f48f9f02cf3a518dba62d',
+  'Image': 'bb2',
+  'ImageID': 'sha256:5ce69a71392484d2e0629cbd37352593d421f7fbf11cb8464f75f9dcba113fa9',
+  'Labels': {'a': '1', 'b': '2', 'com.example.x': 'y'},
+  'Mounts': [],
+  'Names': ['/labelled'],
+  'NetworkSettings': {'Networks': {'none': {}}},
+  'Ports': [],
+  'SizeRootFs': 1982280,
+  'State': 'created',
+  'Status': 'Created'},
+ {'Command': 'sleep 3000',
+  'Created': 1796108160,
+  'Id': '31ba57c7a87b47d93af0264f148a058f443ea3630a32b901ccce9ae082f1b0c3',
+  'Image': 'bb2',
+  'ImageID': 'sha256:5ce69a71392484d2e0629cbd37352593d421f7fbf11cb8464f75f9dcba113fa9',
+  'Labels': {},
+  'Mounts': [{'Driver': 'local',
+              'Name': 'vol2',
+              'Source': '/tmp/fmtref/root/volumes/vol2/_data',
+              'Type': 'volume'}],
+  'Names': ['/c4'],
+  'NetworkSettings': {'Networks': {'none': {}}},
+  'Ports': [],
+  'SizeRootFs': 1982280,
+  'State': 'running',
+  'Status': 'Up 17 minutes'},
+ {'Command': "sh -c 'echo abc > /data/f; dd if=/dev/zero of=/x bs=1k count=1500 2>/dev/null'",
+  'Created': 1796108160,
+  'Id': 'd54b140349672295848dcbbe4651127dba6c4ffd9b3ac38c937f32e81808f58d',
+  'Image': 'bb2',
+  'ImageID': 'sha256:5ce69a71392484d2e0629cbd37352593d421f7fbf11cb8464f75f9dcba113fa9',
+  'Labels': {},
+  'Mounts': [{'Driver': 'local',
+              'Name': 'vol1',
+              'Source': '/tmp/fmtref/root/volumes/vol1/_data',
+              'Type': 'volume'}],
+  'Names': ['/c5'],
+  'NetworkSettings': {'Networks': {'none': {}}},
+  'Ports': [],
+  'SizeRootFs': 3518280,
+  'SizeRw': 1536000,
+  'State': 'exited',
+  'Status': 'Exited (0) 17 minutes ago'},
+ {'Command': 'sleep 3000',
+  'Created': 1796108156,
+  'Id': '65707662ad12f7da81d92652da3a869b94b876554bc6b96f9b066622595ad207',
+  'Image': 'busybox',
+  'ImageID': 'sha256:47a3820c822d88f1d036ca00a1b07535975fe58204c62ceee157dc59df574fa1',
+  'Labels': {},
+  'Mounts': [],
+  'Names': ['/c3'],
+  'NetworkSettings': {'Networks': {'none': {}}},
+  'Ports': [],
+  'SizeRootFs': 1982259,
+  'State': 'created',
+  'Status': 'Created'},
+ {'Command': '/a',
+  'Created': 1796108156,
+  'Id': 'fb94e954cdd16c447b64493178693eeb3001837f749b4f77afd9a8ea192a1492',
+  'Image': 'small:one',
+  'ImageID': 'sha256:2ea181aa7a2afac1b5484d18f18fa28233f24eec0ae0808837443b3bbd2f4704',
+  'Labels': {},
+  'Mounts': [],
+  'Names': ['/c2'],
+  'NetworkSettings': {'Networks': {'none': {}}},
+  'Ports': [],
+  'SizeRootFs': 2,
+  'State': 'created',
+  'Status': 'Created'},
+ {'Command': "sh -c 'echo abc > /data/f; echo 123456 > /x'",
+  'Created': 1796108156,
+  'Id': '331b138a99cbc6658e97447c09f99094507d63f7c42e29d63cc2008b46957a26',
+  'Image': 'busybox',
+  'ImageID': 'sha256:47a3820c822d88f1d036ca00a1b07535975fe58204c62ceee157dc59df574fa1',
+  'Labels': {},
+  'Mounts': [{'Driver': 'local',
+              'Name': 'vol1',
+              'Source': '/tmp/fmtref/root/volumes/vol1/_data',
+              'Type': 'volume'}],
+  'Names': ['/c1'],
+  'NetworkSettings': {'Networks': {'none': {}}},
+  'Ports': [],
+  'SizeRootFs': 1982259,
+  'State': 'created',
+  'Status': 'Created'}]
+VOLUME_LIST = [{'Driver': 'local',
+  'Labels': None,
+  'Mountpoint': '/tmp/fmtref/root/volumes/vol1/_data',
+  'Name': 'vol1',
+  'Scope': 'local'},
+ {'Driver': 'local',
+  'Labels': None,
+  'Mountpoint': '/tmp/fmtref/root/volumes/vol2/_data',
+  'Name': 'vol2',
+  'Scope': 'local'},
+ {'Driver': 'local',
+  'Labels': None,
+  'Mountpoint': '/tmp/fmtref/root/volumes/vol10/_data',
+  'Name': 'vol10',
+  'Scope': 'local'},
+ {'Driver': 'local',
+  'Labels': None,
+  'Mountpoint': '/tmp/fmtref/root/volumes/vol01/_data',
+  'Name': 'vol01',
+  'Scope': 'local'},
+ {'Driver': 'local',
+  'Labels': None,
+  'Mountpoint': '/tmp/fmtref/root/volumes/Vol3/_data',
+  'Name': 'Vol3',
+  'Scope': 'local'}]
+PS = (
+    'CONTAINER ID   IMAGE       COMMAND                    CREATED          STATUS                      PORTS     NAMES\n'
+    '0a853b12118d   bb2         "sh -c \'echo \\"tab\\the…"   12 seconds ago   Created                               labelled\n'
+    '31ba57c7a87b   bb2         "sleep 3000"               17 minutes ago   Up 17 minutes                         c4\n'
+    'd54b14034967   bb2         "sh -c \'echo abc > /…"     17 minutes ago   Exited (0) 17 minutes ago             c5\n'
+    '65707662ad12   busybox     "sleep 3000"               17 minutes ago   Created                               c3\n'
+    'fb94e954cdd1   small:one   "/a"                       17 minutes ago   Created                               c2\n'
+    '331b138a99cb   busybox     "sh -c \'echo abc > /…"     17 minutes ago   Created                               c1\n'
+)
+PS_SIZE = (
+    'CONTAINER ID   IMAGE       COMMAND                    CREATED          STATUS                      PORTS     NAMES      SIZE\n'
+    '0a853b12118d   bb2         "sh -c \'echo \\"tab\\the…"   12 seconds ago   Created                               labelled   0B (virtual 1.98MB)\n'
+    '31ba57c7a87b   bb2         "sleep 3000"               17 minutes ago   Up 17 minutes                         c4         0B (virtual 1.98MB)\n'
+    'd54b14034967   bb2         "sh -c \'echo abc > /…"     17 minutes ago   Exited (0) 17 minutes ago             c5         1.54MB (virtual 3.52MB)\n'
+    '65707662ad12   busybox     "sleep 3000"               17 minutes ago   Created                               c3         0B (virtual 1.98MB)\n'
+    'fb94e954cdd1   small:one   "/a"                       17 minutes ago   Created                               c2         0B (virtual 2B)\n'
+    '331b138a99cb   busybox     "sh -c \'echo abc > /…"     17 minutes ago   Created                               c1         0B (virtual 1.98MB)\n'
+)
+PS_NOTRUNC = (
+    'CONTAINER ID                                                       IMAGE       COMMAND                                                                            CREATED          STATUS                      PORTS     NAMES\n'
+    '0a853b12118dcbce883cf5d29d022d684eddb93d212f48f9f02cf3a518dba62d   bb2         "sh -c \'echo \\"tab\\there\\"\'"                                                       12 seconds ago   Created                               labelled\n'
+    '31ba57c7a87b47d93af0264f148a058f443ea3630a32b901ccce9ae082f1b0c3   bb2         "sleep 3000"                                                                       17 minutes ago   Up 17 minutes                         c4\n'
+    'd54b140349672295848dcbbe4651127dba6c4ffd9b3ac38c937f32e81808f58d   bb2         "sh -c \'echo abc > /data/f; dd if=/dev/zero of=/x bs=1k count=1500 2>/dev/null\'"   17 minutes ago   Exited (0) 17 minutes ago             c5\n'
+    '65707662ad12f7da81d92652da3a869b94b876554bc6b96f9b066622595ad207   busybox     "sleep 3000"                                                                       17 minutes ago   Created                               c3\n'
+    'fb94e954cdd16c447b64493178693eeb3001837f749b4f77afd9a8ea192a1492   small:one   "/a"                                                                               17 minutes ago   Created                               c2\n'
+    '331b138a99cbc6658e97447c09f99094507d63f7c42e29d63cc2008b46957a26   busybox     "sh -c \'echo abc > /data/f; echo 123456 > /x\'"                                     17 minutes ago   Created                               c1\n'
+)
+PS_JSON = (
+    '{"Command":"\\"sh -c \'echo \\\\\\"tab\\\\the…\\"","CreatedAt":"2026-12-01 07:12:56 +0000 UTC","ID":"0a853b12118d","Image":"bb2","Labels":"a=1,b=2,com.example.x=y","LocalVolumes":"0","Mounts":"","Names":"labelled","Networks":"none","Platform":null,"Ports":"","RunningFor":"12 seconds ago","Size":"0B","State":"created","Status":"Created"}\n'
+    '{"Command":"\\"sleep 3000\\"","CreatedAt":"2026-12-01 06:56:00 +0000 UTC","ID":"31ba57c7a87b","Image":"bb2","Labels":"","LocalVolumes":"1","Mounts":"vol2","Names":"c4","Networks":"none","Platform":null,"Ports":"","RunningFor":"17 minutes ago","Size":"0B","State":"running","Status":"Up 17 minutes"}\n'
+    '{"Command":"\\"sh -c \'echo abc \\u003e /…\\"","CreatedAt":"2026-12-01 06:56:00 +0000 UTC","ID":"d54b14034967","Image":"bb2","Labels":"","LocalVolumes":"1","Mounts":"vol1","Names":"c5","Networks":"none","Platform":null,"Ports":"","RunningFor":"17 minutes ago","Size":"0B","State":"exited","Status":"Exited (0) 17 minutes ago"}\n'
+    '{"Command":"\\"sleep 3000\\"","CreatedAt":"2026-12-01 06:55:56 +0000 UTC","ID":"65707662ad12","Image":"busybox","Labels":"","LocalVolumes":"0","Mounts":"","Names":"c3","Networks":"none","Platform":null,"Ports":"","RunningFor":"17 minutes ago","Size":"0B","State":"created","Status":"Created"}\n'
+    '{"Command":"\\"/a\\"","CreatedAt":"2026-12-01 06:55:56 +0000 UTC","ID":"fb94e954cdd1","Image":"small:one","Labels":"","LocalVolumes":"0","Mounts":"","Names":"c2","Networks":"none","Platform":null,"Ports":"","RunningFor":"17 minutes ago","Size":"0B","State":"created","Status":"Created"}\n'
+    '{"Command":"\\"sh -c \'echo abc \\u003e /…\\"","CreatedAt":"2026-12-01 06:55:56 +0000 UTC","ID":"331b138a99cb","Image":"busybox","Labels":"","LocalVolumes":"1","Mounts":"vol1","Names":"c1","Networks":"none","Platform":null,"Ports":"","RunningFor":"17 minutes ago","Size":"0B","State":"created","Status":"Created"}\n'
+)
+PS_CUSTOM = (
+    'NAMES      LABELS                    x         STATE     MOUNTS    LOCAL VOLUMES   NETWORKS\n'
+    'labelled   a=1,b=2,com.example.x=y   y         created             0               none\n'
+    'c4                                             running   vol2      1               none\n'
+    'c5                                             exited    vol1      1               none\n'
+    'c3                                             created             0               none\n'
+    'c2                                             created             0               none\n'
+    'c1                                             created   vol1      1               none\n'
+)
+VOLUME_LS = (
+    'DRIVER    VOLUME NAME\n'
+    'local     Vol3\n'
+    'local     vol1\n'
+    'local     vol01\n'
+    'local     vol2\n'
+    'local     vol10\n'
+)
+VOLUMES_QUIET = (
+    'Vol3\n'
+    'vol1\n'
+    'vol01\n'
+    'vol2\n'
+    'vol10\n'
+)
+VOLUMES_JSON = (
+    '{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"","Links":"N/A","Mountpoint":"/tmp/fmtref/root/volumes/Vol3/_data","Name":"Vol3","Scope":"local","Size":"N/A","Status":"N/A"}\n'
+    '{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"","Links":"N/A","Mountpoint":"/tmp/fmtref/root/volumes/vol1/_data","Name":"vol1","Scope":"local","Size":"N/A","Status":"N/A"}\n'
+    '{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"","Links":"N/A","Mountpoint":"/tmp/fmtref/root/volumes/vol01/_data","Name":"vol01","Scope":"local","Size":"N/A","Status":"N/A"}\n'
+    '{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"","Links":"N/A","Mountpoint":"/tmp/fmtref/root/volumes/vol2/_data","Name":"vol2","Scope":"local","Size":"N/A","Status":"N/A"}\n'
+    '{"Availability":"N/A","Driver":"local","Group":"N/A","Labels":"","Links":"N/A","Mountpoint":"/tmp/fmtref/root/volumes/vol10/_data","Name":"vol10","Scope":"local","Size":"N/A","Status":"N/A"}\n'
+)
+
+PS_CUSTOM_FORMAT = ('table {{.Names}}\t{{.Labels}}\t{{.Label "com.example.x"}}\t{{.State}}\t'
+                    "{{.Mounts}}\t{{.LocalVolumes}}\t{{.Networks}}")
+
+
+def test_ps_tables_match_docker() -> None:
+    assert views.containers_output(CONTAINERS, now=NOW2) == PS
+    assert views.containers_output(CONTAINERS, size=True, now=NOW2) == PS_SIZE
+    assert views.containers_output(CONTAINERS, no_trunc=True, now=NOW2) == PS_NOTRUNC
+    # the header of {{.Label "com.example.x"}} is the key's last part, as docker's
+    assert views.containers_output(CONTAINERS, PS_CUSTOM_FORMAT, now=NOW2) == PS_CUSTOM
+
+
+def test_ps_json_matches_docker() -> None:
+    # docker ps --format json does not ask for sizes
+    unsized = [{k: v for k, v in c.items() if k not in ("SizeRw", "SizeRootFs")}
+               for c in CONTAINERS]
+    assert views.containers_output(unsized, "json", now=NOW2) == PS_JSON
+
+
+def test_ps_needs_size() -> None:
+    assert not views.ps_needs_size(None)
+    assert not views.ps_needs_size("json")  # the raw text "json" names no field
+    assert not views.ps_needs_size("table {{.ID}}\t{{.Names}}")
+    assert views.ps_needs_size("table {{.ID}}\t{{.Size}}")
+    assert views.ps_needs_size("{{if .Size}}x{{end}}")
+    assert views.ps_needs_size("{{json .}}")
+
+
+def test_volume_ls_matches_docker() -> None:
+    assert views.volumes_output(VOLUME_LIST) == VOLUME_LS
+    assert views.volumes_output(VOLUME_LIST, quiet=True) == VOLUMES_QUIET
+    assert views.volumes_output(VOLUME_LIST, "json") == VOLUMES_JSON
+
+
+def test_natural_sort_order() -> None:
+    names = ["vol10", "vol2", "vol01", "vol1", "Vol3", "a", "1", "vol001", "vol1x"]
+    # equal numbers: the one with fewer leading zeros wins at once, whatever follows
+    assert sorted(names, key=views.natural_key) == [
+        "1", "Vol3", "a", "vol1", "vol1x", "vol01", "vol001", "vol2", "vol10"]

@@ -1881,7 +1881,7 @@ class _Exec:
         if isinstance(recv, dict):
             if name in recv:
                 value = recv[name]
-                if callable(value) and isinstance(recv, Struct):
+                if callable(value):
                     return self.call_method(dot, value, name, args, final)
                 if has_args and isinstance(recv, Struct):
                     # docker's rows are Go methods without parameters
@@ -2214,8 +2214,15 @@ def render(fmt: str, rows: Iterable[Any], headers: Mapping[str, str]) -> str:
         body.append("\n")
     if not fmt.startswith("table"):
         return "".join(body)
-    header = tmpl.execute_partial(dict(headers), header=True)
+    header_data: dict[str, Any] = {"Label": _header_label}
+    header_data.update(headers)
+    header = tmpl.execute_partial(header_data, header=True)
     return tabwrite(header + "\n" + "".join(body))
+
+
+def _header_label(name: str) -> str:
+    """docker's SubHeaderContext.Label: {{.Label "com.example.some-key"}} titles "some key"."""
+    return name.split(".")[-1].replace("-", " ").replace("_", " ")
 
 
 def resolve_format(source: str | None, *, table: str, quiet: bool = False,

@@ -24,6 +24,7 @@ import time
 
 from ketch.cli.formatting import (
     Struct,
+    TemplateError,
     docker_size,
     ellipsis,
     go_quote,
@@ -310,6 +311,58 @@ def container_format(source: str | None, *, quiet: bool = False, size: bool = Fa
     return "{{.ID}}" if quiet else source
 
 
+def containers_output(containers: Iterable[Mapping[str, Any]], fmt: str | None = None, *,
+                      quiet: bool = False, size: bool = False, no_trunc: bool = False,
+                      now: float | None = None) -> str:
+    """What ``docker ps [-q] [-s] [--no-trunc] [--format F]`` prints for /containers/json.
+
+    ``size`` adds the SIZE column (the API must have been asked for sizes;
+    docker also asks when a custom format names ``.Size``).
+    """
+    final = container_format(fmt, quiet=quiet, size=size)
+    rows = [container_row(c, trunc=not no_trunc, now=now) for c in containers]
+    return render(final, rows, CONTAINER_HEADERS)
+
+
+class _SizeProbe(Struct):
+    """A ContainerContext that notes whether a template reads .Size (docker's FieldsUsed)."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        super().__init__("*formatter.ContainerContext",
+                         {k: "" for k in CONTAINER_HEADERS} | {"Label": lambda _name: ""})
+        self.used = False
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "Size":
+            self.used = True
+        return super().__getitem__(key)
+
+    def items(self) -> Any:  # {{json .}} reads every field, Size included
+        self.used = True
+        return super().items()
+
+
+def ps_needs_size(fmt: str | None) -> bool:
+    """Whether ``docker ps --format F`` asks the daemon for sizes: F reads ``.Size``.
+
+    Docker runs the raw --format text (so "table {{.Size}}" counts and "json"
+    does not) over an empty row and watches for the Size method; -q, an
+    explicit --size, or no --format skip this.
+    """
+    if not fmt:
+        return False
+    from ketch.cli.formatting import parse
+
+    probe = _SizeProbe()
+    try:
+        parse(fmt).execute_partial(probe)
+    except TemplateError:
+        return False
+    return probe.used
+
+
 def _port_group(key: str, first: int, last: int) -> str:
     ip, _, proto = key.rpartition("/")
     group = str(first) if first == last else f"{first}-{last}"
@@ -437,6 +490,47 @@ VOLUME_HEADERS = {
     "Size": "SIZE",
     "Status": "STATUS",
 }
+
+
+VOLUMES_TABLE = "table {{.Driver}}\t{{.Name}}"
+
+
+def volume_format(source: str | None, *, quiet: bool = False) -> str:
+    """docker's NewVolumeFormat (``docker volume ls``)."""
+    if not source or source == "table":
+        return "{{.Name}}" if quiet else VOLUMES_TABLE
+    if source == "raw":
+        return "name: {{.Name}}" if quiet else "name: {{.Name}}\\ndriver: {{.Driver}}\\n"
+    return source
+
+
+def natural_key(name: str) -> tuple[tuple[Any, ...], ...]:
+    """Sort key of docker's sortorder.NaturalLess: digit runs compare as numbers, first."""
+    b = name.encode()
+    out: list[tuple[Any, ...]] = []
+    i = 0
+    while i < len(b):
+        if 48 <= b[i] <= 57:
+            j = i
+            while j < len(b) and b[j] == 48:
+                j += 1
+            k = j
+            while k < len(b) and 48 <= b[k] <= 57:
+                k += 1
+            out.append((0, k - j, b[j:k], j - i))
+            i = k
+        else:
+            out.append((1, b[i]))
+            i += 1
+    return tuple(out)
+
+
+def volumes_output(volumes: Iterable[Mapping[str, Any]], fmt: str | None = None, *,
+                   quiet: bool = False) -> str:
+    """What ``docker volume ls [-q] [--format F]`` prints, sorted by name as docker does."""
+    final = volume_format(fmt, quiet=quiet)
+    ordered = sorted(volumes, key=lambda v: natural_key(v.get("Name") or ""))
+    return render(final, [volume_row(v) for v in ordered], VOLUME_HEADERS)
 
 
 def volume_row(v: Mapping[str, Any]) -> Struct:
@@ -701,7 +795,7 @@ def _df_verbose(df: Mapping[str, Any], final: str, now: float | None) -> str:
     cache = [build_cache_row(bc, trunc=trunc, now=now)
              for bc in _sort_build_cache(df.get("BuildCache") or [])]
     if final != "table":
-        from ketch.cli.formatting import TemplateError, compile_format
+        from ketch.cli.formatting import compile_format
 
         tmpl = compile_format(final)
         whole = Struct("formatter.diskUsageContext", {
@@ -732,6 +826,7 @@ __all__ = [
     "build_cache_row",
     "container_format",
     "container_row",
+    "containers_output",
     "displayable_ports",
     "history_format",
     "history_output",
@@ -743,5 +838,9 @@ __all__ = [
     "system_df_format",
     "system_df_output",
     "system_df_rows",
+    "natural_key",
+    "ps_needs_size",
+    "volume_format",
     "volume_row",
+    "volumes_output",
 ]
