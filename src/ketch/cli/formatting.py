@@ -1881,7 +1881,7 @@ class _Exec:
         if isinstance(recv, dict):
             if name in recv:
                 value = recv[name]
-                if callable(value):
+                if callable(value) and isinstance(recv, (Struct, _HeaderMap)):
                     return self.call_method(dot, value, name, args, final)
                 if has_args and isinstance(recv, Struct):
                     # docker's rows are Go methods without parameters
@@ -2214,10 +2214,17 @@ def render(fmt: str, rows: Iterable[Any], headers: Mapping[str, str]) -> str:
         body.append("\n")
     if not fmt.startswith("table"):
         return "".join(body)
-    header_data: dict[str, Any] = {"Label": _header_label}
-    header_data.update(headers)
+    header_data = _HeaderMap(headers)
+    header_data["Label"] = _header_label
     header = tmpl.execute_partial(header_data, header=True)
     return tabwrite(header + "\n" + "".join(body))
+
+
+class _HeaderMap(dict):  # type: ignore[type-arg]
+    """docker's SubHeaderContext: a map of titles (missing ones print "<no value>")
+    with a Label method."""
+
+    __slots__ = ()
 
 
 def _header_label(name: str) -> str:
