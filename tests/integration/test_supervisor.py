@@ -423,3 +423,39 @@ def test_upgrade_reexecs_in_place(sup, bundles):
     assert len(numbers) >= before + 10
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))    # nothing lost
     assert not (sup.exec_root / "supervisor.state").exists()
+
+
+def test_no_fd_is_left_behind(sup, bundles):
+    """Pipes, pty masters, pidfds, console sockets, attachments, log files: all closed."""
+    assert sup.proc is not None
+    fd_dir = Path(f"/proc/{sup.proc.pid}/fd")
+    plain = bundles.make(["sh", "-c", "cat; echo x"], container_id="fd1")
+    tty = bundles.make(["sleep", "100"], container_id="fd2", terminal=True)
+    with SyncClient(sup.sock) as c:
+        before = sorted(os.listdir(fd_dir))     # with this client's connection
+        for _ in range(2):
+            sup.pids.add(c.call("create", {"id": "fd1", "bundle": str(plain), "stdinOpen": True,
+                                           "stdinOnce": True,
+                                           "log": {"path": str(sup.log("fd1"))}})["pid"])
+            sup.pids.add(c.call("create", {"id": "fd2", "bundle": str(tty), "tty": True,
+                                           "stdinOpen": True})["pid"])
+            ours, theirs = socket.socketpair()
+            c.call("attach", {"id": "fd1", "stdin": True}, fds=[theirs.fileno()])
+            theirs.close()
+            c.call("start", {"id": "fd1"})
+            c.call("start", {"id": "fd2"})
+            eo, et = socket.socketpair()
+            c.call("exec", {"id": "fd2", "execId": "e", "tty": True,
+                            "process": {"args": ["true"], "env": ["PATH=/bin"], "cwd": "/"}},
+                   fds=[et.fileno()])
+            et.close()
+            read_until_eof(eo)
+            eo.close()
+            ours.shutdown(socket.SHUT_WR)
+            read_until_eof(ours)
+            ours.close()
+            assert c.call("wait", {"id": "fd1"})["exitCode"] == 0
+            c.call("delete", {"id": "fd1"})
+            c.call("delete", {"id": "fd2", "force": True})
+        after = sorted(os.listdir(fd_dir))
+        assert after == before, [os.readlink(fd_dir / fd) for fd in after[3:]]
