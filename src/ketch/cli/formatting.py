@@ -14,7 +14,8 @@ What lives here, each written to print byte for byte what docker 28 prints:
 - ``render``: docker's ``formatter.Context.Write``: ``table ...`` (header row
   plus Go's ``tabwriter`` with minwidth 10, padding 3), ``json``, or any
   template applied to each row.
-- ``inspect_json``/``inspect_format``: ``docker inspect`` output.
+- ``inspect_json``/``inspect_format``/``check_inspect_format``: ``docker
+  inspect`` output; ``format_object``: ``docker version``/``info --format``.
 - go-units (``human_size``, ``bytes_size``, ``human_duration``, ``since``,
   ``parse_size``), ``truncate_id`` and ``ellipsis``.
 

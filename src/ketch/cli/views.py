@@ -7,11 +7,14 @@ what the docker command prints:
     images_output(api_images, fmt=None, quiet=False, digests=False, no_trunc=False)
     history_output(api_history, fmt=None, human=True, quiet=False, no_trunc=False)
     system_df_output(api_df, fmt=None, verbose=False)
+    containers_output(api_containers, fmt=None, quiet=False, size=False, no_trunc=False)
+    volumes_output(api_volumes, fmt=None, quiet=False)
 
-The ``*_rows`` functions give the rows alone (``Struct`` dicts of strings,
+The ``*_row(s)`` functions give the rows alone (``Struct`` dicts of strings,
 computed the way docker's ``imageContext``/``historyContext``/... methods
-compute them) for callers that need them. ``now`` (unix seconds) fixes
-"... ago" for tests; it defaults to the current time.
+compute them) and the ``*_format`` functions the format docker picks from
+--format/-q/--digests; ``*_HEADERS`` are the column titles. ``now`` (unix
+seconds) fixes "... ago" for tests; it defaults to the current time.
 
 Like the docker CLI, the rows of one image follow the order of its
 ``RepoTags``, and a template error raises TemplateError before anything is
