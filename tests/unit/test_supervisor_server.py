@@ -8,6 +8,7 @@ needs the main thread for its signals, and pytest must not become a subreaper.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from ketch.engine.supervisor_client import SyncClient
+from ketch.engine.supervisor_client import LogConfig, SupervisorClient, SyncClient
 from ketch.errors import (
     AlreadyExists,
     Conflict,
     InvalidArgument,
     NotFound,
     NotSupported,
+    Unavailable,
 )
 from ketch.linux import syscalls as sc
 from ketch.runtime.container import CreateOptions, Started
@@ -116,6 +118,7 @@ class Harness:
         self.root = tmp / "root"
         self.sock = str(self.exec_root / "supervisor.sock")
         self.n = 0
+        self.stopped = False        # a test shut it down itself
 
     def start(self) -> None:
         r, w = os.pipe()
@@ -143,6 +146,9 @@ class Harness:
         self.pid = pid
 
     def stop(self) -> int:
+        if self.stopped:
+            _, status = os.waitpid(self.pid, 0)
+            return os.waitstatus_to_exitcode(status)
         try:
             with SyncClient(self.sock) as c:
                 for info in c.hello.containers:
@@ -374,3 +380,30 @@ def test_detach_keys_end_the_attachment_not_the_container(h):
         assert b"".join(d for _, d in unframe(read_all(second))) == b"two\n"
         assert c.call("wait", {"id": "d"})["exitCode"] == 0
     assert h.entries("d") == [("stdout", "one\n"), ("stdout", "two\n")]
+
+
+def test_the_asyncio_client(h):
+    async def body():
+        c = await SupervisorClient.connect(path=h.sock)
+        assert c.hello.pid == h.pid and c.hello.containers == []
+        pid = await c.create("a", h.bundle("sh", "-c", "echo hi; exit 4"),
+                             log=LogConfig(path=str(h.log("a"))))
+        waiting = asyncio.ensure_future(c.wait("a"))     # answered later
+        assert (await c.state("a")).status == "created"
+        assert await c.start("a") == pid
+        rec = await waiting
+        name, data = await c.events().__anext__()
+        assert (rec.exit_code, name, data["exitCode"]) == (4, "exit", 4)
+        assert [i.id for i in await c.containers()] == ["a"]
+        with pytest.raises(NotFound):
+            await c.kill("nope", signal.SIGTERM)
+        assert (await c.delete("a")).exit_code == 4
+        assert await c.shutdown() == []
+        h.stopped = True
+        assert [e async for e in c.events()] == []      # the stream ends with the connection
+        with pytest.raises(Unavailable):
+            await c.containers()
+        await c.close()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+    assert h.entries("a") == [("stdout", "hi\n")]
