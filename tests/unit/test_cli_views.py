@@ -904,3 +904,72 @@ def test_natural_sort_order() -> None:
     # equal numbers: the one with fewer leading zeros wins at once, whatever follows
     assert sorted(names, key=views.natural_key) == [
         "1", "Vol3", "a", "vol1", "vol1x", "vol01", "vol001", "vol2", "vol10"]
+
+
+# Recorded: GET /networks (trimmed) and docker network ls.
+NETWORK_LIST = [{'Created': '2026-12-01T06:55:44.214328424Z',
+  'Driver': 'null',
+  'EnableIPv6': False,
+  'Id': '741390598a978cff8baf57ae1d0e6b2f99816a91efe19c1354cc4fc9d811f317',
+  'Internal': False,
+  'Labels': {},
+  'Name': 'none',
+  'Scope': 'local'},
+ {'Created': '2026-12-01T06:55:44.215471723Z',
+  'Driver': 'host',
+  'EnableIPv6': False,
+  'Id': 'e07022e52cfc2276b65dcd28f69bfad9edf2d3ab01c01f5ff29cd65af4601592',
+  'Internal': False,
+  'Labels': {},
+  'Name': 'host',
+  'Scope': 'local'},
+ {'Created': '2026-12-01T07:15:09.036876809Z',
+  'Driver': 'bridge',
+  'EnableIPv6': False,
+  'Id': '7d1030451677357011a949b21839bab7451895cd44f13d9d3c4be3338198a222',
+  'Internal': False,
+  'Labels': {},
+  'Name': 'net2',
+  'Scope': 'local'}]
+NETWORK_LS = (
+    'NETWORK ID     NAME      DRIVER    SCOPE\n'
+    'e07022e52cfc   host      host      local\n'
+    '7d1030451677   net2      bridge    local\n'
+    '741390598a97   none      null      local\n'
+)
+NETWORK_LS_FULL = (
+    'NETWORK ID                                                         NAME      IPV4      IPV6      INTERNAL   LABELS    CREATED AT\n'
+    'e07022e52cfc2276b65dcd28f69bfad9edf2d3ab01c01f5ff29cd65af4601592   host      false     false     false                2026-12-01 06:55:44.215471723 +0000 UTC\n'
+    '7d1030451677357011a949b21839bab7451895cd44f13d9d3c4be3338198a222   net2      false     false     false                2026-12-01 07:15:09.036876809 +0000 UTC\n'
+    '741390598a978cff8baf57ae1d0e6b2f99816a91efe19c1354cc4fc9d811f317   none      false     false     false                2026-12-01 06:55:44.214328424 +0000 UTC\n'
+)
+NETWORK_LS_JSON = (
+    '{"CreatedAt":"2026-12-01 06:55:44.215471723 +0000 UTC","Driver":"host","ID":"e07022e52cfc","IPv4":"false","IPv6":"false","Internal":"false","Labels":"","Name":"host","Scope":"local"}\n'
+    '{"CreatedAt":"2026-12-01 07:15:09.036876809 +0000 UTC","Driver":"bridge","ID":"7d1030451677","IPv4":"false","IPv6":"false","Internal":"false","Labels":"","Name":"net2","Scope":"local"}\n'
+    '{"CreatedAt":"2026-12-01 06:55:44.214328424 +0000 UTC","Driver":"null","ID":"741390598a97","IPv4":"false","IPv6":"false","Internal":"false","Labels":"","Name":"none","Scope":"local"}\n'
+)
+NETWORK_LS_QUIET = (
+    'e07022e52cfc\n'
+    '7d1030451677\n'
+    '741390598a97\n'
+)
+
+NETWORK_FULL_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.IPv4}}\t{{.IPv6}}\t{{.Internal}}\t"
+                       "{{.Labels}}\t{{.CreatedAt}}")
+
+
+def test_network_ls_matches_docker() -> None:
+    assert views.networks_output(NETWORK_LIST) == NETWORK_LS
+    assert views.networks_output(NETWORK_LIST, quiet=True) == NETWORK_LS_QUIET
+    assert views.networks_output(NETWORK_LIST, "json") == NETWORK_LS_JSON
+    assert views.networks_output(NETWORK_LIST, NETWORK_FULL_FORMAT, no_trunc=True) == \
+        NETWORK_LS_FULL
+
+
+def test_network_row_labels() -> None:
+    row = views.network_row({"Id": "n" * 64, "Name": "x", "Labels": {"b": "1", "a": "2"},
+                             "Internal": True, "EnableIPv6": True})
+    assert row["ID"] == "n" * 12
+    assert row["Labels"] == "a=2,b=1" and row["Label"]("b") == "1"
+    assert (row["Internal"], row["IPv6"], row["IPv4"]) == ("true", "true", "false")
+    assert row["CreatedAt"] == "0001-01-01 00:00:00 +0000 UTC"
