@@ -50,9 +50,11 @@ import queue
 import secrets
 import shutil
 import stat
+import struct
 import subprocess
 import tarfile
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -498,12 +500,22 @@ _PLAIN_TYPES = frozenset(
 _REGULAR = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE))
 
 
+# name mode uid gid size mtime chksum type linkname magic version uname gname
+# devmajor devminor prefix: the ustar layout, which tarfile reads for every format.
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s")
+
+
 def _octal(field: bytes) -> int | None:
     """A numeric header field in its ordinary form (octal digits, NUL or space padded).
 
     None for anything else (base-256, signs, stray bytes): tarfile then parses
     the header itself, so every unusual form keeps tarfile's exact meaning.
     """
+    if field[-1] == 0 and field[:-1].isdigit():  # what Go, GNU and Python write
+        try:
+            return int(field[:-1], 8)
+        except ValueError:  # an 8 or a 9
+            return None
     p = field.find(0)
     if p >= 0:
         field = field[:p]
@@ -529,19 +541,45 @@ def _plain_header(buf: bytes, offset: int, encoding: str, errors: str) -> tarfil
     (ustar prefix joined, V7 directories, trailing slashes stripped); for
     anything else it returns None and the caller lets tarfile read the block.
     """
-    kind = buf[156:157]
+    (
+        raw_name,
+        raw_mode,
+        raw_uid,
+        raw_gid,
+        raw_size,
+        raw_mtime,
+        raw_chksum,
+        kind,
+        raw_link,
+        _magic,
+        _version,
+        raw_uname,
+        raw_gname,
+        raw_major,
+        raw_minor,
+        raw_prefix,
+    ) = _HEADER.unpack_from(buf)
     if kind not in _PLAIN_TYPES:
         return None
-    chksum = _octal(buf[148:156])
-    if chksum is None or chksum != 256 + sum(buf) - sum(buf[148:156]):
+    chksum = _octal(raw_chksum)
+    # The unsigned sum of the block with the checksum field counted as spaces.
+    # adler32 started at 0 keeps the plain byte sum in its low half while the
+    # sum is below its modulus 65521, which pieces of <= 257 bytes always are.
+    unsigned = (
+        256
+        + (zlib.adler32(buf[:148], 0) & 0xFFFF)
+        + (zlib.adler32(buf[156:400], 0) & 0xFFFF)
+        + (zlib.adler32(buf[400:], 0) & 0xFFFF)
+    )
+    if chksum is None or chksum != unsigned:
         return None
-    mode = _octal(buf[100:108])
-    uid = _octal(buf[108:116])
-    gid = _octal(buf[116:124])
-    size = _octal(buf[124:136])
-    mtime = _octal(buf[136:148])
-    devmajor = _octal(buf[329:337])
-    devminor = _octal(buf[337:345])
+    mode = _octal(raw_mode)
+    uid = _octal(raw_uid)
+    gid = _octal(raw_gid)
+    size = _octal(raw_size)
+    mtime = _octal(raw_mtime)
+    devmajor = _octal(raw_major)
+    devminor = _octal(raw_minor)
     if (
         mode is None
         or uid is None
@@ -552,13 +590,14 @@ def _plain_header(buf: bytes, offset: int, encoding: str, errors: str) -> tarfil
         or devminor is None
     ):
         return None
+    nts = tarfile.nts  # type: ignore[attr-defined]
     m = _LimitedTarInfo()
-    name = tarfile.nts(buf[0:100], encoding, errors)  # type: ignore[attr-defined]
+    name = nts(raw_name, encoding, errors)
     if kind == tarfile.AREGTYPE and name.endswith("/"):
         kind = tarfile.DIRTYPE  # V7 tar writes directories as files named "d/"
     if kind == tarfile.DIRTYPE:
         name = name.rstrip("/")
-    prefix = tarfile.nts(buf[345:500], encoding, errors)  # type: ignore[attr-defined]
+    prefix = nts(raw_prefix, encoding, errors)
     if prefix:
         name = prefix + "/" + name
         if kind == tarfile.DIRTYPE:
@@ -571,9 +610,9 @@ def _plain_header(buf: bytes, offset: int, encoding: str, errors: str) -> tarfil
     m.mtime = mtime
     m.chksum = chksum
     m.type = kind
-    m.linkname = tarfile.nts(buf[157:257], encoding, errors)  # type: ignore[attr-defined]
-    m.uname = tarfile.nts(buf[265:297], encoding, errors)  # type: ignore[attr-defined]
-    m.gname = tarfile.nts(buf[297:329], encoding, errors)  # type: ignore[attr-defined]
+    m.linkname = nts(raw_link, encoding, errors)
+    m.uname = nts(raw_uname, encoding, errors)
+    m.gname = nts(raw_gname, encoding, errors)
     m.devmajor = devmajor
     m.devminor = devminor
     m.offset = offset
