@@ -49,7 +49,7 @@ from .supervisor.protocol import (
 )
 
 __all__ = ["ContainerInfo", "ExitRecord", "Hello", "LogConfig", "SupervisorClient",
-           "SyncClient", "socket_path", "spawn"]
+           "SyncClient", "request_upgrade", "running_pid", "socket_path", "spawn"]
 
 
 def socket_path(exec_root: str) -> str:
@@ -105,6 +105,30 @@ def running_pid(exec_root: str) -> int | None:
             return int(f.read().strip() or 0) or None
     except (OSError, ValueError):
         return None
+
+
+def request_upgrade(exec_root: str, timeout: float = 30.0) -> int:
+    """Ask the running supervisor to re-exec itself with the code installed now.
+
+    Spoken without hello, so it works when the running supervisor is older
+    than this client (hello would fail with a version mismatch). Containers
+    keep running; connect again afterwards. Returns the supervisor's pid.
+    """
+    path = socket_path(exec_root)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except OSError as exc:
+            raise Unavailable(f"cannot connect to the supervisor at {path}: {exc}") from None
+        s.sendall(encode(request(1, "upgrade")))
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                raise Unavailable("the supervisor closed the connection")
+            data += chunk
+    return int(_result(json.loads(data))["pid"])
 
 
 @dataclass(slots=True)

@@ -29,7 +29,8 @@ Requests (arguments in camelCase; results in ``result``):
     resize    {id, execId?, rows, cols}      -> {}
     exec      ExecArgs (+ 1 socket fd)       -> {pid}
     shutdown  {force?}                       -> {containers}  refused while alive unless force
-    upgrade   {}                             -> {pid}    re-exec in place; reconnect
+    upgrade   {}                             -> {pid}    re-exec in place; reconnect.
+                                                         Needs no hello, and never changes
 
 Events: ``exit`` and ``exec-exit`` with an ExitRecord, to every client that
 said hello, once the process has exited and its output is drained.

@@ -306,7 +306,9 @@ class Supervisor:
             req = proto.parse_request(line)
             req_id = req.id
             fds = conn.take_fds(req.fds)
-            if not conn.hello and req.op != "hello":
+            # upgrade needs no hello: a newer client must be able to ask an older
+            # supervisor, whose version it does not speak, to become the new one.
+            if not conn.hello and req.op not in ("hello", "upgrade"):
                 raise Conflict("protocol: say hello first")
             handler = self.ops.get(req.op)
             if handler is None:
