@@ -6,8 +6,10 @@ Boundary types (the OCI runtime spec, image configs, API bodies) are frozen-free
     spec = from_json(Spec, json.load(f), where="config.json")
     json.dump(to_json(spec), f)
 
-Field names become camelCase (``no_new_privileges`` -> ``noNewPrivileges``);
-a field whose JSON name differs says so with ``field(metadata=json_name("hostID"))``.
+Field names become camelCase (``no_new_privileges`` -> ``noNewPrivileges``), or
+PascalCase (``cpu_shares`` -> ``CpuShares``, Docker's Engine API spelling) in a
+class that says ``__json_naming__: ClassVar[str] = "pascal"``; a field whose
+JSON name differs says so with ``field(metadata=json_name("hostID"))``.
 Unknown keys are ignored, as the specs allow extensions. A value of the wrong
 type raises ``InvalidArgument`` naming its path ("config.json: process.args:
 expected array, got string").
@@ -53,6 +55,13 @@ def _camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
+def _pascal(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in name.split("_"))
+
+
+_NAMINGS = {"camel": _camel, "pascal": _pascal}
+
+
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean",
                int: "number", float: "number", type(None): "null"}
 
@@ -69,8 +78,9 @@ def _fields(cls: type) -> list[tuple[str, str, Any, str]]:
     cached = _FIELDS.get(cls)
     if cached is None:
         hints = typing.get_type_hints(cls)
+        naming = _NAMINGS[getattr(cls, "__json_naming__", "camel")]
         cached = [
-            (f.name, str(f.metadata.get(_JSON_NAME) or _camel(f.name)), hints[f.name],
+            (f.name, str(f.metadata.get(_JSON_NAME) or naming(f.name)), hints[f.name],
              str(f.metadata.get(_OMIT, "unset")))
             for f in dataclasses.fields(cls)
         ]
