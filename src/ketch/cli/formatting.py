@@ -84,6 +84,8 @@ class TemplateError(InvalidArgument):
     errors, else 1).
     """
 
+    local = True  # found by the CLI itself: printed without "Error response from daemon"
+
     def __init__(self, go_message: str, *, prefix: str = "template parsing error: ",
                  exit_code: int = 1, parse_error: bool = True) -> None:
         super().__init__(prefix + go_message)

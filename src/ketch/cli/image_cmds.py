@@ -57,10 +57,9 @@ def ls(session: Session, args: tuple[str, ...], all_: bool, digests: bool,
 def _inspect(session: Session, names: tuple[str, ...], format_: str | None,
              kinds: tuple[str, ...], generic: bool) -> int:
     """docker's inspect: everything found is printed, then the misses, exit 1 if any."""
-    from ketch.cli.formatting import compile_format, inspect_format
+    from ketch.cli.formatting import check_inspect_format, inspect_format
 
-    if format_ and format_ != "json":
-        compile_format(format_)  # a bad template fails before the daemon is asked
+    check_inspect_format(format_)  # a bad template fails (exit 64) before the daemon is asked
     client = session.connect()
     found: list[dict[str, Any]] = []
     errors: list[str] = []

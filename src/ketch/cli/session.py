@@ -79,8 +79,7 @@ def error_text(exc: KetchError) -> str:
     """How docker prints a failure: daemon answers are prefixed, local ones are not."""
     from ketch.client import StreamError
 
-    if isinstance(exc, (Unavailable, StreamError)) or getattr(exc, "local", False) \
-            or type(exc).__name__ == "TemplateError":
+    if isinstance(exc, (Unavailable, StreamError)) or getattr(exc, "local", False):
         return str(exc)
     return f"Error response from daemon: {exc}"
 

@@ -91,13 +91,20 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _one(fmt: str, obj: dict[str, Any]) -> str:
-    """``version``/``info --format``: the template over one object, or its JSON."""
-    from ketch.cli.formatting import TemplateError, inspect_format
+def _one(fmt: str, obj: dict[str, Any], *, name: str = "", parse_exit_code: int = 1,
+         align: bool = False) -> str:
+    """``version``/``info --format``: the template over one object (or its JSON).
 
-    text, errors = inspect_format(fmt, [obj])
-    if errors:
-        raise TemplateError(errors[0], prefix="")
+    A failure part way prints what came before it, then Go's error as it is.
+    """
+    from ketch.cli.formatting import TemplateError, format_object, tabwrite
+
+    text, error = format_object(fmt, obj, name=name, parse_exit_code=parse_exit_code)
+    if align:
+        text = tabwrite(text, 20, 1, 1)
+    if error is not None:
+        sys.stdout.write(text)
+        raise TemplateError(error, prefix="")
     return text
 
 
@@ -126,7 +133,8 @@ def version(session: Session, args: tuple[str, ...], format_: str | None) -> int
     except KetchError as exc:
         server, err = None, exc
     if format_:
-        sys.stdout.write(_one(format_, {"Client": client, "Server": server}))
+        sys.stdout.write(_one(format_, {"Client": client, "Server": server}, name="version",
+                              align=True))
     else:
         sys.stdout.write(format_version(client, server))
     if err is not None:
@@ -138,7 +146,7 @@ def version(session: Session, args: tuple[str, ...], format_: str | None) -> int
 def _info(session: Session, format_: str | None) -> int:
     info = session.connect().info()
     if format_:
-        sys.stdout.write(_one(format_, info))
+        sys.stdout.write(_one(format_, info, parse_exit_code=64))
         return 0
     sys.stdout.write(f"Client:\n Version: {__version__}\n\n")
     sys.stdout.write(format_info(info))
