@@ -407,3 +407,31 @@ def test_the_asyncio_client(h):
 
     asyncio.run(asyncio.wait_for(body(), 30))
     assert h.entries("a") == [("stdout", "hi\n")]
+
+
+def test_an_upgrade_the_new_code_cannot_take_is_not_made(tmp_path):
+    """The installed code is asked first (a separate process); on "no" nothing is exec'd."""
+    from ketch.engine.supervisor.__main__ import _reexec
+
+    class Old:
+        def snapshot(self):
+            return {"version": 999, "containers": []}, []
+
+    lock = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # in a child: were the check wrong, execv must not replace pytest
+        try:
+            _reexec(Old(), str(tmp_path), str(tmp_path), lock)
+            os.write(w, b"exec returned")
+        except OSError as exc:
+            os.write(w, str(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    os.close(lock)
+    assert "cannot take over" in said
+    assert not (tmp_path / "supervisor.state").exists()

@@ -29,6 +29,7 @@ import signal
 import sys
 from typing import Any
 
+from ketch.errors import KetchError
 from ketch.linux import syscalls as sc
 
 from .protocol import PIDFILE_NAME
@@ -66,7 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cgroup", default="",
                    help="run in this cgroup (a cgroupsPath: absolute, or relative to ours)")
     p.add_argument("--restore", default="", help=argparse.SUPPRESS)   # after an upgrade
+    p.add_argument("--check-restore", default="", help=argparse.SUPPRESS)
     o = p.parse_args(argv)
+    if o.check_restore:
+        from .server import Supervisor
+
+        try:
+            with open(o.check_restore) as f:
+                Supervisor.check_state(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError, KetchError) as exc:
+            print(f"ketch supervisor: cannot restore {o.check_restore}: {exc!r}",
+                  file=sys.stderr)
+            return 1
+        return 0
     if not o.restore:
         # Whatever the starter had blocked is not ours to keep. After an upgrade
         # the mask stays: a signal that came during the execve waits, pending,
@@ -119,12 +132,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reexec(sup: Any, exec_root: str, root: str, lock: int) -> None:
+    """Become the code installed now, keeping pid, children and the fds in the state."""
     state, fds = sup.snapshot()
     state["pidfileFd"] = lock
     path = os.path.join(exec_root, "supervisor.state")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(state, f)
+    # There is no way back after execve: first let the new code, in a process of
+    # its own, say that it starts and can read this state.
+    status = _spawn_clean([sys.executable, "-I", "-m", "ketch.engine.supervisor",
+                           "--exec-root", exec_root, "--root", root, "--check-restore", path])
+    if status != 0:
+        os.unlink(path)
+        raise OSError(f"the installed supervisor cannot take over (check exited {status})")
     for keep in [*fds, lock]:
         os.set_inheritable(keep, True)
     sys.stdout.flush()
@@ -136,6 +157,19 @@ def _reexec(sup: Any, exec_root: str, root: str, lock: int) -> None:
         for keep in [*fds, lock]:
             os.set_inheritable(keep, False)
         raise
+
+
+def _spawn_clean(argv: list[str]) -> int:
+    """Run ``argv`` to completion, started as the supervisor starts anything.
+
+    posix_spawn resets, between fork and exec, every signal's disposition to
+    default and clears the mask (ours blocks the signals the loop reads);
+    every fd of ours is close-on-exec, so the child gets only 0, 1 and 2.
+    """
+    defaults = {s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)}
+    pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsigmask=(), setsigdef=defaults)
+    _, status = os.waitpid(pid, 0)      # ours alone: the reaping loop never sees it
+    return os.waitstatus_to_exitcode(status)
 
 
 if __name__ == "__main__":

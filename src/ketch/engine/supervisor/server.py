@@ -616,10 +616,20 @@ class Supervisor:
                      for c in self.containers.values()]}
         return state, fds
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Take over from the image that exec'd us (the inverse of ``snapshot``)."""
+    @staticmethod
+    def check_state(state: dict[str, Any]) -> None:
+        """Can this code restore ``state``? Asked, in a separate process, before an upgrade."""
         if state.get("version") != proto.VERSION:
             raise NotSupported(f"cannot restore supervisor state version {state.get('version')}")
+        for cd in state["containers"]:
+            for d in [cd["process"], *cd["execs"]]:
+                if d["exit"]:
+                    from ketch.jsonmodel import from_json
+                    from_json(ExitRecord, d["exit"])
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take over from the image that exec'd us (the inverse of ``snapshot``)."""
+        self.check_state(state)
         self.listener = socket.socket(fileno=state["listener"])
         self.listener.setblocking(False)
         self._listen_watch = self.loop.watch(self.listener.fileno(), CONTROL, self._accept)
