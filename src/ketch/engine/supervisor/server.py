@@ -16,7 +16,9 @@ What it holds, and why it is not ketchd:
 
 It spawns no process except through the runtime library, whose container
 init resets every signal disposition, clears the signal mask and the wakeup
-fd, and closes every fd it was not given before its final execve.
+fd, and closes every fd it was not given before its final execve (the one
+other child, the check before an upgrade, is posix_spawn'd with the same
+resets). Its own signals are blocked and read from a signalfd (see ``loop``).
 
 Clients (ketchd) connect to ``<exec-root>/supervisor.sock`` and speak the
 protocol in ``protocol``. A client that disconnects or dies changes nothing;
