@@ -97,10 +97,13 @@ class FakeImages:
             chunks.append(chunk)
         self.body = b"".join(chunks)
 
-    def load(self, stream: BinaryIO) -> Sequence[Summary]:
+    def load(self, stream: BinaryIO, moved: dict[str, str] | None = None
+             ) -> Sequence[Summary]:
         self._drain(stream)
         if not self.body.startswith(b"TAR"):
             raise InvalidArgument("invalid archive: not a tar archive")
+        if moved is not None:
+            moved["me/box:1"] = "sha256:" + "00" * 32
         return [Summary(ID, ["busybox:latest", "me/box:1"]), Summary("sha256:" + "ef" * 32)]
 
     def import_rootfs(self, tar_stream: BinaryIO, ref: str | None = None,
@@ -252,6 +255,8 @@ def test_load_reads_the_body_in_chunks_and_answers_a_message_stream(fake: FakeIm
         status, body, headers = call(fake, "POST", path, data=data)
         assert status == 200 and headers["Content-Type"].startswith("application/json")
         assert body == [{"stream": "Loaded image: busybox:latest\n"},
+                        {"stream": "The image me/box:1 already exists, renaming the old one "
+                                   "with ID sha256:" + "00" * 32 + " to empty string\n"},
                         {"stream": "Loaded image: me/box:1\n"},
                         {"stream": "Loaded image ID: sha256:" + "ef" * 32 + "\n"}]
         assert fake.body == data

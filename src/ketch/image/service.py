@@ -505,11 +505,13 @@ class ImageService:
 
     # --- load / save ---------------------------------------------------------------
 
-    def load(self, stream: BinaryIO) -> list[ImageSummary]:
+    def load(self, stream: BinaryIO, moved: dict[str, str] | None = None
+             ) -> list[ImageSummary]:
         """``docker load``: every image of the archive, unpacked and tagged, or nothing.
 
         A tag already naming another image moves; that image stays, dangling
-        if it was its last name.
+        if it was its last name, and ``moved`` (when given) gets the tag's
+        familiar name -> the id it named before, for docker's message.
         """
         with self._locked():
             undo = _Undo(self, {i.digest for i in self.content.walk()})
@@ -530,7 +532,9 @@ class ImageService:
                     for rec, tags in records:
                         self.metadata.add_image(rec)
                         for t in tags:
-                            self.metadata.tag(normalize(t), rec.id)
+                            old = self.metadata.tag(normalize(t), rec.id)
+                            if old is not None and moved is not None:
+                                moved[t] = old
             except BaseException:
                 undo.rollback()
                 raise

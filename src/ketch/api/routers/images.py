@@ -75,7 +75,8 @@ class ImageBackend(Protocol):
 
     def save(self, refs_or_ids: Sequence[str], out: BinaryIO) -> None: ...
 
-    def load(self, stream: BinaryIO) -> Sequence[Summary]: ...
+    def load(self, stream: BinaryIO, moved: dict[str, str] | None = None
+             ) -> Sequence[Summary]: ...
 
     def import_rootfs(self, tar_stream: BinaryIO, ref: str | None = None,
                       changes: Sequence[str] = (), message: str = "") -> Summary: ...
@@ -146,12 +147,19 @@ def inspect_json(doc: dict[str, Any], version: str) -> dict[str, Any]:
     return out
 
 
-def load_messages(loaded: Sequence[Summary]) -> list[dict[str, str]]:
-    """What ``docker load`` prints: one line per tag, or the id of an untagged image."""
+def load_messages(loaded: Sequence[Summary], moved: Mapping[str, str] | None = None
+                  ) -> list[dict[str, str]]:
+    """What ``docker load`` prints: one line per tag, or the id of an untagged image;
+    a tag taken from another image says so first, as moby's setLoadedTag."""
     out: list[dict[str, str]] = []
+    moved = moved or {}
     for s in loaded:
         if s.repo_tags:
-            out.extend({"stream": f"Loaded image: {t}\n"} for t in s.repo_tags)
+            for t in s.repo_tags:
+                if t in moved:
+                    out.append({"stream": f"The image {t} already exists, renaming the old "
+                                          f"one with ID {moved[t]} to empty string\n"})
+                out.append({"stream": f"Loaded image: {t}\n"})
         else:
             out.append({"stream": f"Loaded image ID: {s.id}\n"})
     return out
@@ -307,8 +315,9 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
         # The whole archive is read before anything is answered (a load is all or
         # nothing), so a failure keeps its status; ``quiet`` only silences
         # progress bars in dockerd, which ketch does not draw.
-        loaded = await asyncio.to_thread(backend.load, body_reader(request))
-        return await json_stream(request, load_messages(loaded))
+        moved: dict[str, str] = {}
+        loaded = await asyncio.to_thread(backend.load, body_reader(request), moved)
+        return await json_stream(request, load_messages(loaded, moved))
 
     async def create_image(request: web.Request) -> web.StreamResponse:
         q = request.query
