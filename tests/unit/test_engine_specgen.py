@@ -617,7 +617,7 @@ def test_sysctls(rootfs: str) -> None:
     assert spec.linux is not None
     assert spec.linux.sysctl["net.ipv4.ping_group_range"] == "1 1"     # the user's wins
     assert spec.linux.sysctl["kernel.shmmax"] == "1"
-    for sysctls, hc_kw, msg in [
+    cases: list[tuple[dict[str, str], dict[str, Any], str]] = [
         ({"net.ipv4.ip_forward": "1"}, {"network_mode": "host"},
          'sysctl "net.ipv4.ip_forward" is not allowed in the hosts network namespace'),
         ({"kernel.shmmax": "1"}, {"ipc_mode": "host"},
@@ -625,7 +625,8 @@ def test_sysctls(rootfs: str) -> None:
         ({"kernel.hostname": "x"}, {}, 'sysctl "kernel.hostname" is not allowed; the hostname'),
         ({"vm.swappiness": "1"}, {}, 'sysctl "vm.swappiness" is not in a separate kernel'),
         ({"kernel.domainname": "x"}, {"uts_mode": "host"}, "not in a separate kernel namespace"),
-    ]:
+    ]
+    for sysctls, hc_kw, msg in cases:
         with pytest.raises(InvalidArgument, match=msg):
             _spec(rootfs, hc=HostConfig(sysctls=sysctls, **hc_kw))
     quiet = _spec(rootfs, options=_opts(sysctl_exists=lambda n: False))

@@ -200,7 +200,8 @@ class UserDB:
         """runc's GetAdditionalGroups for ``--group-add``: names or ids, each once.
 
         The ids come in the order asked for (runc returns them from a Go map,
-        in no particular order).
+        in no particular order). A group asked for twice by name is not an
+        error here (runc's loop reports the second one as missing).
         """
         entries = [g for g in self.group or []
                    if any(g.name == a or str(g.gid) == a for a in names)]
@@ -208,8 +209,9 @@ class UserDB:
         for ask in names:
             found = False
             for g in entries:
-                if (g.name == ask or str(g.gid) == ask) and g.gid not in gids:
-                    gids.append(g.gid)
+                if g.name == ask or str(g.gid) == ask:
+                    if g.gid not in gids:
+                        gids.append(g.gid)
                     found = True
                     break
             if found:
