@@ -434,3 +434,33 @@ def test_create_reproduces_dockerd(name: str) -> None:
 
 def _id_of(name: str) -> str:
     return str(_load(name)["id"])
+
+
+def test_container_wide_mac_address_moves_to_the_endpoint() -> None:
+    mac = "02:42:ac:11:00:02"
+    req = parse_create_request(_body(MacAddress=mac))
+    assert req.config.mac_address == ""
+    ep = req.networking_config.endpoints_config["bridge"]
+    assert ep is not None and ep.mac_address == mac
+    assert req.warnings == ["The container-wide MacAddress field is now deprecated. It should be "
+                            "specified in EndpointsConfig instead."]
+    old = parse_create_request(_body(MacAddress=mac, HostConfig={"NetworkMode": "mynet"}),
+                               api_version="1.43")
+    ep = old.networking_config.endpoints_config["mynet"]
+    assert ep is not None and ep.mac_address == mac and old.warnings == []
+    assert old.config.mac_address == mac
+    with pytest.raises(InvalidArgument, match="^conflicting options: mac-address and the network"):
+        parse_create_request(_body(MacAddress=mac, HostConfig={"NetworkMode": "host"}),
+                             api_version="1.41")
+    with pytest.raises(InvalidArgument, match="must match the identity of a network"):
+        parse_create_request(_body(MacAddress=mac, NetworkingConfig={
+            "EndpointsConfig": {"other": {}}}))
+    with pytest.raises(InvalidArgument, match="must match the endpoint-specific MAC address"):
+        parse_create_request(_body(MacAddress=mac, NetworkingConfig={
+            "EndpointsConfig": {"bridge": {"MacAddress": "02:00:00:00:00:01"}}}))
+    ignored = parse_create_request(_body(NetworkingConfig={
+        "EndpointsConfig": {"bridge": {"MacAddress": "02:00:00:00:00:01"}}}), api_version="1.43")
+    ep = ignored.networking_config.endpoints_config["bridge"]
+    assert ep is not None and ep.mac_address == ""
+    host = parse_create_request(_body(MacAddress=mac, HostConfig={"NetworkMode": "host"}))
+    assert host.config.mac_address == "" and host.networking_config.endpoints_config == {}

@@ -708,3 +708,32 @@ def test_spec_is_valid_for_the_runtime(rootfs: str) -> None:
     text = json.dumps(to_json(spec))
     again = parse_spec(json.loads(text))
     assert to_json(again) == to_json(spec)
+
+
+@pytest.mark.parametrize("hc", [
+    HostConfig(),
+    HostConfig(privileged=True, readonly_rootfs=True, tmpfs={"/run": "size=1m"}),
+    HostConfig(network_mode="host", pid_mode="host", ipc_mode="host", uts_mode="host",
+               cgroupns_mode="private", init=True),
+    HostConfig(ipc_mode="none", cap_drop=["ALL"], ulimits=[Ulimit("nofile", 20, 10)],
+               sysctls={"kernel.domainname": "x", "fs.mqueue.msg_max": "10"}),
+])
+def test_specs_pass_the_runtimes_checks(rootfs: str, hc: HostConfig) -> None:
+    """ketch's runtime accepts what make_spec writes (specconv.convert: runc's checks)."""
+    from ketch.runtime.specconv import convert
+
+    domain = "" if hc.uts_mode == "host" else "example.org"
+    spec = _spec(rootfs, ContainerConfig(cmd=["x"], domainname=domain, tty=True), hc)
+    plan = convert(spec, rootfs)
+    assert plan.rootfs == os.path.realpath(rootfs)
+
+
+def test_device_requests_are_refused_as_dockerd_without_drivers(rootfs: str) -> None:
+    req = model.DeviceRequest(driver="", count=-1, capabilities=[["gpu"]])
+    with pytest.raises(InvalidArgument) as err:
+        _spec(rootfs, hc=HostConfig(device_requests=[req]))
+    assert str(err.value) == 'could not select device driver "" with capabilities: [[gpu]]'
+    req = model.DeviceRequest(driver="nvidia", capabilities=[["gpu", "utility"], ["compute"]])
+    with pytest.raises(InvalidArgument, match=r'"nvidia" with capabilities: \[\[gpu utility\] '
+                                              r'\[compute\]\]'):
+        _spec(rootfs, hc=HostConfig(device_requests=[req]))

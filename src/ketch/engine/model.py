@@ -335,6 +335,7 @@ class CreateRequest:
     config: ContainerConfig
     host_config: HostConfig
     networking_config: NetworkingConfig
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- the host, as validation needs it ------------------------------------------
@@ -464,11 +465,62 @@ def parse_create_request(body: bytes | str | dict[str, Any], name: str = "", *,
         host_config.network_mode = "bridge"
         if "default" in networking.endpoints_config:
             networking.endpoints_config["bridge"] = networking.endpoints_config.pop("default")
+    warnings = _mac_address_bc(config, host_config, networking, _version_tuple(api_version))
     # 0 and any negative value mean "unlimited", stored as no limit at all.
     if host_config.pids_limit is not None and host_config.pids_limit <= 0:
         host_config.pids_limit = None
     return CreateRequest(name=name, config=config, host_config=host_config,
-                         networking_config=networking)
+                         networking_config=networking, warnings=warnings)
+
+
+def _network_name(mode: str) -> str | None:
+    """The network a bridge or user-defined NetworkMode names; None for the others."""
+    if mode in ("host", "none", "default") or mode.startswith("container:"):
+        return None
+    return mode
+
+
+def _mac_address_bc(c: ContainerConfig, hc: HostConfig, nc: NetworkingConfig,
+                    v: tuple[int, ...]) -> list[str]:
+    """The container-wide MacAddress (deprecated in 1.44) moved to its endpoint."""
+    mac = c.mac_address
+    net = _network_name(hc.network_mode)
+    if v < (1, 44):
+        if not mac:
+            for ep in nc.endpoints_config.values():
+                if ep is not None:
+                    ep.mac_address = ""
+            return []
+        if net is None:
+            raise InvalidArgument("conflicting options: mac-address and the network mode")
+        if not nc.endpoints_config:
+            nc.endpoints_config[net] = EndpointSettings()
+        for key, ep in list(nc.endpoints_config.items()):
+            if ep is None:
+                ep = nc.endpoints_config[key] = EndpointSettings()
+            ep.mac_address = mac
+        return []
+    if not mac:
+        return []
+    if net is not None:
+        if not nc.endpoints_config:
+            nc.endpoints_config[net] = EndpointSettings(mac_address=mac)
+        else:
+            if net not in nc.endpoints_config:
+                raise InvalidArgument("if a container-wide MAC address is supplied, "
+                                      "HostConfig.NetworkMode must match the identity of a "
+                                      "network in NetworkSettings.Networks")
+            ep = nc.endpoints_config[net] or EndpointSettings()
+            nc.endpoints_config[net] = ep
+            if not ep.mac_address:
+                ep.mac_address = mac
+            elif ep.mac_address != mac:
+                raise InvalidArgument("the container-wide MAC address must match the "
+                                      "endpoint-specific MAC address for the main network, "
+                                      "or be left empty")
+    c.mac_address = ""
+    return ["The container-wide MacAddress field is now deprecated. It should be specified "
+            "in EndpointsConfig instead."]
 
 
 def _validate_net_mode(c: ContainerConfig, hc: HostConfig) -> None:

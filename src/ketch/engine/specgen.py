@@ -558,6 +558,15 @@ def _devices(hc: HostConfig, opts: SpecOptions) -> tuple[list[Device], list[Devi
     return devs, rules
 
 
+def _check_device_requests(hc: HostConfig) -> None:
+    """``--gpus`` and other driver requests: ketch has no device drivers, so every
+    request is refused as dockerd refuses one no driver can serve (HTTP 400)."""
+    for req in hc.device_requests or []:
+        caps = "[" + " ".join("[" + " ".join(c) + "]" for c in req.capabilities or []) + "]"
+        raise InvalidArgument(f'could not select device driver "{req.driver}" with '
+                              f"capabilities: {caps}")
+
+
 def _renamed(devs: list[Device], host_path: str, container_path: str) -> list[Device]:
     out = []
     for d in devs:
@@ -842,6 +851,7 @@ def make_spec(container_id: str, config: ContainerConfig, host_config: HostConfi
     linux.resources = _resources(hc, opts)
     linux.sysctl.update(hc.sysctls or {})
     linux.devices, linux.resources.devices = _devices(hc, opts)
+    _check_device_requests(hc)
     process.rlimits = rlimits(hc.ulimits, opts.default_ulimits)
 
     # WithNamespaces
