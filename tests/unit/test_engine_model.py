@@ -464,3 +464,17 @@ def test_container_wide_mac_address_moves_to_the_endpoint() -> None:
     assert ep is not None and ep.mac_address == ""
     host = parse_create_request(_body(MacAddress=mac, HostConfig={"NetworkMode": "host"}))
     assert host.config.mac_address == "" and host.networking_config.endpoints_config == {}
+
+
+def test_log_config_defaults_from_the_daemon() -> None:
+    d = DaemonDefaults(log_driver="local", log_opts={"max-size": "10m", "max-file": "3"})
+    hc = HostConfig()
+    adapt_host_config(hc, d)
+    assert (hc.log_config.type, hc.log_config.config) == ("local",
+                                                          {"max-size": "10m", "max-file": "3"})
+    mine = from_json(HostConfig, {"LogConfig": {"Type": "local", "Config": {"max-size": "1m"}}})
+    adapt_host_config(mine, d)
+    assert mine.log_config.config == {"max-size": "1m", "max-file": "3"}
+    other = from_json(HostConfig, {"LogConfig": {"Type": "json-file"}})
+    adapt_host_config(other, d)
+    assert (other.log_config.type, other.log_config.config) == ("json-file", {})

@@ -619,7 +619,7 @@ def test_sysctls(rootfs: str) -> None:
     assert spec.linux.sysctl["kernel.shmmax"] == "1"
     cases: list[tuple[dict[str, str], dict[str, Any], str]] = [
         ({"net.ipv4.ip_forward": "1"}, {"network_mode": "host"},
-         'sysctl "net.ipv4.ip_forward" is not allowed in the hosts network namespace'),
+         'sysctl "net.ipv4.ip_forward" not allowed in host network namespace'),
         ({"kernel.shmmax": "1"}, {"ipc_mode": "host"},
          'sysctl "kernel.shmmax" is not allowed in the hosts ipc namespace'),
         ({"kernel.hostname": "x"}, {}, 'sysctl "kernel.hostname" is not allowed; the hostname'),

@@ -383,6 +383,8 @@ class DaemonDefaults:
     cgroupns_mode: str = ""        # "" = host on cgroup v1/hybrid, private on v2
     cgroup2: bool = False
     runtime: str = "runc"
+    log_driver: str = "json-file"           # the daemon's log-driver and log-opts
+    log_opts: dict[str, str] = field(default_factory=dict)
 
 
 # --- parsing -----------------------------------------------------------------
@@ -986,10 +988,15 @@ def adapt_host_config(hc: HostConfig, defaults: DaemonDefaults) -> None:
         hc.oom_kill_disable = False
     if not hc.runtime:
         hc.runtime = defaults.runtime
+    # mergeAndVerifyLogConfig: the daemon's driver, and its options under the
+    # container's when the container uses that driver.
     if not hc.log_config.type:
-        hc.log_config.type = "json-file"
+        hc.log_config.type = defaults.log_driver
     if hc.log_config.config is None:
         hc.log_config.config = {}
+    if hc.log_config.type == defaults.log_driver:
+        for k, v in defaults.log_opts.items():
+            hc.log_config.config.setdefault(k, v)
     if not hc.restart_policy.name:
         hc.restart_policy.name = "no"
     if hc.masked_paths is None and not hc.privileged:

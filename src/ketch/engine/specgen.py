@@ -775,7 +775,7 @@ def check_sysctls(sysctls: dict[str, str], namespaces: list[Namespace]) -> None:
         if key.startswith("net."):
             if "network" in joined:
                 continue
-            raise InvalidArgument(f'sysctl "{key}" is not allowed in the hosts network namespace')
+            raise InvalidArgument(f'sysctl "{key}" not allowed in host network namespace')
         if "uts" in own or "uts" in joined:
             if key == "kernel.domainname":
                 continue
