@@ -251,29 +251,30 @@ def test_attach_stdin_half_close_keeps_output(sup, bundles):
 
 
 def test_tty_resize_and_exec(sup, bundles):
+    cid, eid = "7" * 64, "e" * 64      # Docker's ids are this long
     b = bundles.make(["sh", "-c", "stty size; read x; stty size; echo got $x"], terminal=True,
-                     container_id="tty")
+                     container_id=cid)
     ours, theirs = socket.socketpair()
     eo, et = socket.socketpair()
 
     async def body():
         c = await SupervisorClient.connect(str(sup.exec_root))
-        sup.pids.add(await c.create("tty", str(b), tty=True, stdin_open=True,
-                                    console_size=(24, 80), log=sup.log_config("tty")))
-        await c.attach("tty", theirs, stdin=True)
+        sup.pids.add(await c.create(cid, str(b), tty=True, stdin_open=True,
+                                    console_size=(24, 80), log=sup.log_config(cid)))
+        await c.attach(cid, theirs, stdin=True)
         theirs.close()
-        await c.start("tty")
+        await c.start(cid)
         # An exec beside it, its output to its own socket, never to the log.
-        pid = await c.exec("tty", "e1", {"args": ["echo", "from exec"], "env": ["PATH=/bin"],
+        pid = await c.exec(cid, eid, {"args": ["echo", "from exec"], "env": ["PATH=/bin"],
                                          "cwd": "/"}, sock=et)
         sup.pids.add(pid)
         et.close()
         exec_out = await asyncio.to_thread(read_until_eof, eo)
-        exec_rec = await c.wait("tty", "e1")
-        await c.resize("tty", 30, 100)
+        exec_rec = await c.wait(cid, eid)
+        await c.resize(cid, 30, 100)
         ours.sendall(b"hello\n")
         out = await asyncio.to_thread(read_until_eof, ours)
-        rec = await c.wait("tty")
+        rec = await c.wait(cid)
         await c.close()
         return exec_out, exec_rec, out, rec
 
@@ -284,9 +285,9 @@ def test_tty_resize_and_exec(sup, bundles):
     assert rec.exit_code == 0
     # Raw bytes, no frames, for a tty; the echo of the input comes from the pty.
     assert out.replace(b"hello\r\n", b"", 1) == b"24 80\r\n30 100\r\ngot hello\r\n"
-    logged = "".join(e["log"] for e in log_entries(sup.log("tty")))
+    logged = "".join(e["log"] for e in log_entries(sup.log(cid)))
     assert "24 80\r\n" in logged and "got hello\r\n" in logged and "from exec" not in logged
-    assert {e["stream"] for e in log_entries(sup.log("tty"))} == {"stdout"}
+    assert {e["stream"] for e in log_entries(sup.log(cid))} == {"stdout"}
 
 
 def test_oom_killed_recorded(sup, bundles):

@@ -389,7 +389,7 @@ class Supervisor:
         c.tty = a.tty
         try:
             self.exits.remove(a.id)     # a record of an earlier life of this id
-            with _ChildStdio(self.console_dir, a.id, a.tty, a.stdin_open) as cs:
+            with _ChildStdio(self.console_dir, a.tty, a.stdin_open) as cs:
                 started = self.rt.create(a.id, CreateOptions(
                     bundle=c.bundle, stdio=cs.child_stdio(), console_socket=cs.console_path))
                 try:
@@ -528,8 +528,7 @@ class Supervisor:
         p = Process(a.id, a.exec_id)
         p.tty = a.tty
         try:
-            with _ChildStdio(self.console_dir, f"{a.id}.{a.exec_id}", a.tty,
-                             a.stdin_open) as cs:
+            with _ChildStdio(self.console_dir, a.tty, a.stdin_open) as cs:
                 started = self.rt.exec(a.id, process, ExecOptions(
                     stdio=cs.child_stdio(), console_socket=cs.console_path))
                 outputs, stdin = cs.parent_side(a.console_size)
@@ -771,7 +770,9 @@ class _ChildStdio:
     its master over a console socket that lives only for this create.
     """
 
-    def __init__(self, console_dir: str, name: str, tty: bool, stdin_open: bool) -> None:
+    _serial = 0
+
+    def __init__(self, console_dir: str, tty: bool, stdin_open: bool) -> None:
         self.tty = tty
         self.stdin_open = stdin_open
         self.console_path: str | None = None
@@ -782,7 +783,10 @@ class _ChildStdio:
         self._outputs: list[tuple[int, str]] = []
         self._stdin: int | None = None
         if tty:
-            self.console_path = os.path.join(console_dir, f"{name}.sock")
+            # A short name: a unix socket path has 107 bytes, and a container id
+            # and an exec id are 64 each.
+            _ChildStdio._serial += 1
+            self.console_path = os.path.join(console_dir, f"{_ChildStdio._serial}.sock")
             try:
                 os.unlink(self.console_path)
             except FileNotFoundError:
