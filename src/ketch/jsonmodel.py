@@ -9,7 +9,9 @@ Boundary types (the OCI runtime spec, image configs, API bodies) are frozen-free
 Field names become camelCase (``no_new_privileges`` -> ``noNewPrivileges``), or
 PascalCase (``cpu_shares`` -> ``CpuShares``, Docker's Engine API spelling) in a
 class that says ``__json_naming__: ClassVar[str] = "pascal"``; a field whose
-JSON name differs says so with ``field(metadata=json_name("hostID"))``.
+JSON name differs says so with ``field(metadata=json_name("hostID"))``. A class
+with ``__json_fold_case__ = True`` also takes keys in another case
+(``"image"`` for ``"Image"``), as Go's decoder does.
 Unknown keys are ignored, as the specs allow extensions. A value of the wrong
 type raises ``InvalidArgument`` naming its path ("config.json: process.args:
 expected array, got string").
@@ -141,7 +143,11 @@ def from_json(cls: type[T], data: Any, where: str = "") -> T:
     if not isinstance(data, dict):
         raise InvalidArgument(f"{where or cls.__name__}: expected object, got {_kind(data)}")
     kwargs: dict[str, Any] = {}
+    folded = ({k.lower(): k for k in data} if getattr(cls, "__json_fold_case__", False)
+              else None)
     for name, key, tp, _ in _fields(cls):
+        if folded is not None and key not in data:
+            key = folded.get(key.lower(), key)
         if key in data and data[key] is not None:
             kwargs[name] = _convert(tp, data[key], f"{where}.{key}" if where else key)
     return cls(**kwargs)

@@ -478,3 +478,21 @@ def test_log_config_defaults_from_the_daemon() -> None:
     other = from_json(HostConfig, {"LogConfig": {"Type": "json-file"}})
     adapt_host_config(other, d)
     assert (other.log_config.type, other.log_config.config) == ("json-file", {})
+
+
+def test_keys_match_in_any_case_as_with_go() -> None:
+    req = parse_create_request(b'{"image": "busybox", "cmd": "true", "ENV": ["A=1"], '
+                               b'"hostconfig": {"memory": 67108864, "capadd": "NET_ADMIN", '
+                               b'"RestartPolicy": {"name": "always"}}, '
+                               b'"networkingconfig": {"endpointsconfig": {"n": {"aliases": ["a"]}}}}')
+    assert req.config.image == "busybox" and req.config.cmd == ["true"]
+    assert req.config.env == ["A=1"]
+    assert req.host_config.memory == 64 << 20 and req.host_config.cap_add == ["NET_ADMIN"]
+    assert req.host_config.restart_policy.name == "always"
+    ep = req.networking_config.endpoints_config["n"]
+    assert ep is not None and ep.aliases == ["a"]
+    # map keys are data, not field names: never folded
+    labels = parse_create_request(b'{"Image": "x", "Labels": {"Key": "1", "key": "2"}}')
+    assert labels.config.labels == {"Key": "1", "key": "2"}
+    with pytest.raises(InvalidArgument, match="config cannot be empty"):
+        parse_create_request(b'{"hostconfig": {}}')

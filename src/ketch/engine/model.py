@@ -63,18 +63,24 @@ def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING
     return field(default=default, metadata=meta)
 
 
+class _GoJSON:
+    """Docker's JSON: PascalCase names, matched in any case on input as Go does."""
+
+    __slots__ = ()
+    __json_naming__: ClassVar[str] = "pascal"
+    __json_fold_case__: ClassVar[bool] = True
+
+
 # --- small shapes ------------------------------------------------------------
 
 @dataclass(slots=True)
-class LogConfig:
-    __json_naming__: ClassVar[str] = "pascal"
+class LogConfig(_GoJSON):
     type: str = _f("")
     config: dict[str, str] | None = _f(None)
 
 
 @dataclass(slots=True)
-class RestartPolicy:
-    __json_naming__: ClassVar[str] = "pascal"
+class RestartPolicy(_GoJSON):
     name: str = _f("")
     maximum_retry_count: int = _f(0)
 
@@ -83,37 +89,32 @@ class RestartPolicy:
 
 
 @dataclass(slots=True)
-class PortBinding:
-    __json_naming__: ClassVar[str] = "pascal"
+class PortBinding(_GoJSON):
     host_ip: str = _f("")
     host_port: str = _f("")
 
 
 @dataclass(slots=True)
-class DeviceMapping:
-    __json_naming__: ClassVar[str] = "pascal"
+class DeviceMapping(_GoJSON):
     path_on_host: str = _f("")
     path_in_container: str = _f("")
     cgroup_permissions: str = _f("")
 
 
 @dataclass(slots=True)
-class WeightDevice:
-    __json_naming__: ClassVar[str] = "pascal"
+class WeightDevice(_GoJSON):
     path: str = _f("")
     weight: int = _f(0)
 
 
 @dataclass(slots=True)
-class ThrottleDevice:
-    __json_naming__: ClassVar[str] = "pascal"
+class ThrottleDevice(_GoJSON):
     path: str = _f("")
     rate: int = _f(0)
 
 
 @dataclass(slots=True)
-class DeviceRequest:
-    __json_naming__: ClassVar[str] = "pascal"
+class DeviceRequest(_GoJSON):
     driver: str = _f("")
     count: int = _f(0)
     device_ids: list[str] | None = _f(None, name="DeviceIDs")
@@ -122,16 +123,14 @@ class DeviceRequest:
 
 
 @dataclass(slots=True)
-class Ulimit:
-    __json_naming__: ClassVar[str] = "pascal"
+class Ulimit(_GoJSON):
     name: str = _f("")
     hard: int = _f(0)
     soft: int = _f(0)
 
 
 @dataclass(slots=True)
-class BindOptions:
-    __json_naming__: ClassVar[str] = "pascal"
+class BindOptions(_GoJSON):
     propagation: str = _f("", omit="empty")
     non_recursive: bool = _f(False, omit="empty")
     create_mountpoint: bool = _f(False, omit="empty")
@@ -140,15 +139,13 @@ class BindOptions:
 
 
 @dataclass(slots=True)
-class DriverConfig:
-    __json_naming__: ClassVar[str] = "pascal"
+class DriverConfig(_GoJSON):
     name: str = _f("", omit="empty")
     options: dict[str, str] | None = _f(None, omit="unset")
 
 
 @dataclass(slots=True)
-class VolumeOptions:
-    __json_naming__: ClassVar[str] = "pascal"
+class VolumeOptions(_GoJSON):
     no_copy: bool = _f(False, omit="empty")
     labels: dict[str, str] | None = _f(None, omit="unset")
     subpath: str = _f("", omit="empty")
@@ -156,18 +153,16 @@ class VolumeOptions:
 
 
 @dataclass(slots=True)
-class TmpfsOptions:
-    __json_naming__: ClassVar[str] = "pascal"
+class TmpfsOptions(_GoJSON):
     size_bytes: int = _f(0, omit="empty")
     mode: int = _f(0, omit="empty")
     options: list[list[str]] | None = _f(None, omit="unset")
 
 
 @dataclass(slots=True)
-class MountSpec:
+class MountSpec(_GoJSON):
     """One ``HostConfig.Mounts`` entry (``--mount``)."""
 
-    __json_naming__: ClassVar[str] = "pascal"
     type: str = _f("", omit="empty")
     source: str = _f("", omit="empty")
     target: str = _f("", omit="empty")
@@ -181,10 +176,9 @@ class MountSpec:
 # --- Config ------------------------------------------------------------------
 
 @dataclass(slots=True)
-class ContainerConfig:
+class ContainerConfig(_GoJSON):
     """``container.Config``: what runs and how its stdio is wired."""
 
-    __json_naming__: ClassVar[str] = "pascal"
     hostname: str = _f("")
     domainname: str = _f("")
     user: str = _f("")
@@ -215,10 +209,9 @@ class ContainerConfig:
 # --- HostConfig --------------------------------------------------------------
 
 @dataclass(slots=True)
-class HostConfig:
+class HostConfig(_GoJSON):
     """``container.HostConfig`` with its embedded ``Resources``, in Go's field order."""
 
-    __json_naming__: ClassVar[str] = "pascal"
     binds: list[str] | None = _f(None)
     container_id_file: str = _f("", name="ContainerIDFile")
     log_config: LogConfig = _f(factory=LogConfig)
@@ -297,16 +290,14 @@ class HostConfig:
 # --- NetworkingConfig --------------------------------------------------------
 
 @dataclass(slots=True)
-class EndpointIPAMConfig:
-    __json_naming__: ClassVar[str] = "pascal"
+class EndpointIPAMConfig(_GoJSON):
     ipv4_address: str = _f("", name="IPv4Address", omit="empty")
     ipv6_address: str = _f("", name="IPv6Address", omit="empty")
     link_local_ips: list[str] | None = _f(None, name="LinkLocalIPs", omit="unset")
 
 
 @dataclass(slots=True)
-class EndpointSettings:
-    __json_naming__: ClassVar[str] = "pascal"
+class EndpointSettings(_GoJSON):
     ipam_config: EndpointIPAMConfig | None = _f(None, name="IPAMConfig")
     links: list[str] | None = _f(None)
     aliases: list[str] | None = _f(None)
@@ -324,8 +315,7 @@ class EndpointSettings:
 
 
 @dataclass(slots=True)
-class NetworkingConfig:
-    __json_naming__: ClassVar[str] = "pascal"
+class NetworkingConfig(_GoJSON):
     endpoints_config: dict[str, EndpointSettings | None] = _f(factory=dict)
 
 
@@ -389,8 +379,9 @@ class DaemonDefaults:
 
 # --- parsing -----------------------------------------------------------------
 
-_CONFIG_KEYS = frozenset(f.metadata.get("json") or "".join(p[:1].upper() + p[1:] for p in f.name.split("_"))
-                         for f in dataclasses.fields(ContainerConfig))
+_CONFIG_KEYS = frozenset(
+    str(f.metadata.get("json") or "".join(p[:1].upper() + p[1:] for p in f.name.split("_"))).lower()
+    for f in dataclasses.fields(ContainerConfig))
 _STRSLICE_CONFIG = ("Cmd", "Entrypoint", "Shell")
 _STRSLICE_HOST = ("CapAdd", "CapDrop")
 
@@ -404,11 +395,16 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 def _strslices(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """Go's StrSlice takes a JSON string as a one-element list."""
-    out = dict(obj)
-    for k in keys:
-        if isinstance(out.get(k), str):
-            out[k] = [out[k]]
-    return out
+    wanted = {k.lower() for k in keys}
+    return {k: [v] if k.lower() in wanted and isinstance(v, str) else v for k, v in obj.items()}
+
+
+def _get_folded(data: dict[str, Any], key: str) -> Any:
+    """``data[key]``, the key matched in any case when not exact (Go's decoder)."""
+    if key in data:
+        return data[key]
+    lowered = key.lower()
+    return next((v for k, v in data.items() if k.lower() == lowered), None)
 
 
 def _decode(cls: type[Any], data: Any, where: str) -> Any:
@@ -438,14 +434,14 @@ def parse_create_request(body: bytes | str | dict[str, Any], name: str = "", *,
     if not isinstance(data, dict):
         raise InvalidArgument(f"invalid JSON: expected an object, got {type(data).__name__}")
     # Config is embedded in the body: a body naming none of its fields has none.
-    if not any(k in _CONFIG_KEYS and data[k] is not None for k in data):
+    if not any(k.lower() in _CONFIG_KEYS and data[k] is not None for k in data):
         raise InvalidArgument("config cannot be empty in order to create a container")
     config = _decode(ContainerConfig, _strslices(data, _STRSLICE_CONFIG), "")
-    hc_data = data.get("HostConfig")
+    hc_data = _get_folded(data, "HostConfig")
     host_config = (HostConfig() if hc_data is None else
                    _decode(HostConfig, _strslices(hc_data, _STRSLICE_HOST)
                            if isinstance(hc_data, dict) else hc_data, "HostConfig"))
-    nc_data = data.get("NetworkingConfig")
+    nc_data = _get_folded(data, "NetworkingConfig")
     networking = (NetworkingConfig() if nc_data is None
                   else _decode(NetworkingConfig, nc_data, "NetworkingConfig"))
 
