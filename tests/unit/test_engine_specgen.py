@@ -737,3 +737,20 @@ def test_device_requests_are_refused_as_dockerd_without_drivers(rootfs: str) -> 
     with pytest.raises(InvalidArgument, match=r'"nvidia" with capabilities: \[\[gpu utility\] '
                                               r'\[compute\]\]'):
         _spec(rootfs, hc=HostConfig(device_requests=[req]))
+
+
+def test_host_devices_walk_as_containerd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("b", "a", "console", "sub/c", "sub/0/z", "pts/0", "shm/x", "mqueue/q", "zz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    os.symlink("a", tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+
+    def fake(path: str) -> Device:
+        if not os.path.isfile(path):
+            raise InvalidArgument("not a device node")
+        return Device(type="c", path=path, major=1, minor=1)
+
+    monkeypatch.setattr(specgen, "device_from_path", fake)
+    got = [os.path.relpath(d.path, tmp_path) for d in specgen.host_devices(str(tmp_path))]
+    assert got == ["a", "b", "sub/0/z", "sub/c", "zz"]

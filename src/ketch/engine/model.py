@@ -341,7 +341,6 @@ class SysInfo:
     ncpu: int = field(default_factory=lambda: os.cpu_count() or 1)
     cpus: str = ""                 # cpuset.cpus available, "" = 0..ncpu-1
     mems: str = "0"                # cpuset.mems available
-    cgroup2: bool = False
     memory_limit: bool = True
     swap_limit: bool = True
     memory_reservation: bool = True

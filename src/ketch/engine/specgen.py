@@ -188,22 +188,29 @@ def devices_from_path(path_on_host: str) -> list[Device]:
     return found
 
 
-def host_devices() -> list[Device]:
-    """Every device node under the host's /dev, for ``--privileged`` (as
-    containerd's HostDevices: /dev/pts and the like are skipped)."""
+_SKIPPED_DEV_DIRS = {"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"}
+
+
+def host_devices(root: str = "/dev") -> list[Device]:
+    """Every device node under the host's /dev, for ``--privileged``, in containerd's
+    order and with its exceptions (no console, no pts/shm/mqueue trees, no FIFOs,
+    no symlinks)."""
     out: list[Device] = []
-    for dirpath, dirs, files in os.walk("/dev"):
-        dirs[:] = sorted(d for d in dirs if os.path.join(dirpath, d)
-                         not in ("/dev/pts", "/dev/shm", "/dev/fd", "/dev/mqueue", "/dev/.lxc",
-                                 "/dev/.udev"))
-        for name in sorted(files):
-            p = os.path.join(dirpath, name)
-            if p == "/dev/console" or os.path.islink(p):
-                continue
-            try:
-                out.append(device_from_path(p))
-            except InvalidArgument:
-                continue
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in _SKIPPED_DEV_DIRS:
+                out += host_devices(entry.path)
+            continue
+        if entry.name == "console" or entry.is_symlink():
+            continue
+        try:
+            out.append(device_from_path(entry.path))
+        except InvalidArgument:
+            continue
     return out
 
 
