@@ -114,12 +114,16 @@ def _from_fixture(name: str, rootfs: str) -> tuple[dict[str, Any], dict[str, Any
     hc = from_json(HostConfig, fx["inspect"]["HostConfig"])
     linux = want["linux"]
     devices = [from_json(Device, d) for d in linux.get("devices", [])]
-    # The binds the engine plans: /etc/resolv.conf, hostname, hosts (read-only with a
-    # read-only root, as dockerd's NetworkMounts), and /dev/shm for a shared IPC.
+    # The binds the engine plans (volumes, -v, /etc/resolv.conf, hostname, hosts:
+    # read-only with a read-only root, as dockerd's NetworkMounts), in dockerd's order.
     planned = [PlannedMount(destination=m["destination"], source=m["source"],
-                            writable=not hc.readonly_rootfs)
+                            writable="ro" not in m["options"],
+                            non_recursive="bind" in m["options"],
+                            propagation=next((o for o in m["options"]
+                                              if o in specgen.PROPAGATION), ""))
                for m in want["mounts"]
-               if m["destination"] in ("/etc/resolv.conf", "/etc/hostname", "/etc/hosts")]
+               if m["type"] == "bind" and m["destination"] not in ("/dev/shm",
+                                                                   "/sbin/docker-init")]
     shm = next((m["source"] for m in want["mounts"]
                 if m["destination"] == "/dev/shm" and m["type"] == "bind"), None)
     paths = {n["type"]: n.get("path") for n in linux["namespaces"]}
@@ -157,7 +161,7 @@ def test_matches_dockerd(name: str, rootfs: str) -> None:
 
 def test_fixtures_cover_the_interesting_cases() -> None:
     assert {"default", "tty_user", "resources", "memonly", "security", "privileged", "hostns",
-            "capsall", "joined", "ipcnone"} <= set(VARIANTS)
+            "capsall", "joined", "ipcnone", "binds", "misc"} <= set(VARIANTS)
 
 
 # --- process -------------------------------------------------------------------
