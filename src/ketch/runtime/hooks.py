@@ -28,15 +28,23 @@ def run(hooks: list[Hook], state: dict[str, Any], stage: str) -> None:
         _run_one(i, hook, payload, stage)
 
 
+def _unblock_all() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def _run_one(i: int, hook: Hook, payload: bytes, stage: str) -> None:
     import subprocess
 
     args = hook.args or [hook.path]
     env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+    # A caller that blocks signals (the supervisor reads them from a signalfd)
+    # must not hand its mask to the hook: a blocked SIGTERM would outlive exec.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     try:
         proc = subprocess.Popen(args, executable=hook.path, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=_unblock_all if blocked else None)
     except OSError as exc:
         raise System(f"error running {stage} hook #{i}: {exc.strerror}: {hook.path}") from None
     deadline = None if hook.timeout is None else time.monotonic() + hook.timeout

@@ -66,6 +66,7 @@ def child_main(cfg: InitConfig) -> None:
     code = 1
     try:
         _redirect_stdio(cfg.stdio)
+        _close_other_fds(cfg)
         _run(cfg)
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
         msg = _describe(exc)
@@ -97,6 +98,25 @@ def _redirect_stdio(stdio: tuple[int | None, int | None, int | None]) -> None:
     for target, fd in enumerate(stdio):
         if fd is not None and fd != target:
             os.dup2(fd, target)
+
+
+def _close_other_fds(cfg: InitConfig) -> None:
+    """Close every fd the caller had open that this container was not given.
+
+    The caller may be a supervisor holding other containers' pipes and ptys;
+    a copy kept here until exec would delay their EOFs (and leak them to the
+    container if CLOEXEC was missing).
+    """
+    keep = {0, 1, 2, cfg.sock.fileno(), cfg.fifo_fd}
+    keep.update(range(3, 3 + cfg.preserve_fds))
+    if cfg.console is not None:
+        keep.add(cfg.console.fileno())
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 2**31 - 1)
 
 
 def _run(cfg: InitConfig) -> None:
