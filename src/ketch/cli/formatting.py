@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 
 from ketch.errors import InvalidArgument
+from ketch.units import human_duration
 
 # typing and collections.abc cost milliseconds at start-up; annotations only need them
 # for the type checker.
@@ -2438,34 +2439,6 @@ def parse_size(text: str) -> int:
     if mult is None or (len(low) == 2 and low[1] != "b") or (len(low) == 3 and low[1:] != "ib"):
         raise InvalidArgument(f"invalid suffix: '{low}'")
     return int(size * mult)
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: "Less than a second", "About a minute", "3 weeks"."""
-    secs = int(seconds)
-    if secs < 1:
-        return "Less than a second"
-    if secs == 1:
-        return "1 second"
-    if secs < 60:
-        return f"{secs} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def since(ts: float, now: float | None = None) -> str:
