@@ -381,6 +381,22 @@ class _Pipeline:
         self._pos = 0
         return rest[: tarfile.BLOCKSIZE]
 
+    def advance(self, offset: int) -> bool:
+        """``TarFile.next``'s move to the header at ``offset``, in one call.
+
+        tarfile seeks to one byte before the header and reads that byte, so a
+        stream that ends right there is "unexpected end of data" (False here)
+        and one that ends earlier is truncated (``skip``'s error); both stay.
+        """
+        n = offset - self._offset
+        if 0 < n <= len(self._buf) - self._pos:  # within the current chunk
+            self.header_bytes += 1
+            self._pos += n
+            self._offset = offset
+            return True
+        self.seek(offset - 1)
+        return bool(self.read(1))
+
     def take_block(self) -> None:
         """Consume the block ``peek_block`` returned, as ``read(512)`` would have."""
         self.header_bytes += tarfile.BLOCKSIZE
@@ -635,8 +651,7 @@ def _next_member(tf: tarfile.TarFile, reader: _Pipeline) -> tarfile.TarInfo | No
     if tf.offset != reader.tell():  # type: ignore[attr-defined]
         if tf.offset == 0:  # type: ignore[attr-defined]
             return None
-        reader.seek(tf.offset - 1)  # type: ignore[attr-defined]
-        if not reader.read(1):
+        if not reader.advance(tf.offset):  # type: ignore[attr-defined]
             raise tarfile.ReadError("unexpected end of data")
     buf = reader.peek_block()
     m = None if buf is None else _plain_header(buf, tf.offset, tf.encoding, tf.errors)  # type: ignore[attr-defined,arg-type]
