@@ -106,7 +106,10 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
         d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-d", dir="/tmp"))
         dirs.append(d)
         k = Ketchd(d, None)  # type: ignore[arg-type]
-        k.config.write_text(json.dumps(config or {}))
+        # Containers' cgroups (and the supervisor's, "<parent>-supervisor") under the
+        # session prefix, where the leak check looks.
+        k.config.write_text(json.dumps({"cgroup-parent": f"/{PREFIX}/{d.name[-8:]}",
+                                        **(config or {})}))
         with open(d / "ketchd.log", "wb") as log:
             k.proc = subprocess.Popen(k.args(*extra, **over), stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
@@ -117,8 +120,58 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
     yield start
     for k in started:
         k.stop()
+        stop_supervisor(k)
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def stop_supervisor(k: Ketchd) -> None:
+    """The supervisor outlives ketchd by design: delete its containers, stop it by
+    its pid, unmount the rootfs mounts and remove the cgroups the daemon made."""
+    exec_root = k.dir / "exec"
+    runtime = exec_root / "runtime"
+    if runtime.is_dir():
+        from ketch.runtime.container import Runtime
+
+        rt = Runtime(str(runtime))
+        for st in rt.containers():
+            try:
+                rt.delete(st.id, force=True)
+            except Exception as exc:  # noqa: BLE001 - keep cleaning
+                print(f"cleanup of {st.id} failed: {exc}")
+    pidfile = exec_root / "supervisor.pid"
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = 0
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split(") ", 1)[1].startswith("Z"):
+                        break
+                time.sleep(0.05)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(str(k.dir) + "/")),
+                        key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    try:
+        parent = json.loads(k.config.read_text()).get("cgroup-parent", "")
+    except (OSError, ValueError):
+        parent = ""
+    if parent.startswith(f"/{PREFIX}/"):
+        from tests.conftest import remove_cgroup_tree
+
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            for name in (parent, parent + "-supervisor"):
+                p = hierarchy / name.lstrip("/")
+                if p.is_dir():
+                    remove_cgroup_tree(p)
 
 
 def docker(k: Ketchd, *args: str) -> subprocess.CompletedProcess[str]:

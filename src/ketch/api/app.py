@@ -7,11 +7,16 @@ unknown path under any prefix is a plain 404, as with dockerd.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from ketch.api import versions
 from ketch.api.errors import Handler, error_middleware
 from ketch.api.routers import images, system
+
+if TYPE_CHECKING:
+    from ketch.engine.containers import Engine
 
 
 @web.middleware
@@ -26,7 +31,8 @@ async def version_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def make_app(system_backend: system.SystemBackend,
-             image_backend: images.ImageBackend | None = None) -> web.Application:
+             image_backend: images.ImageBackend | None = None,
+             engine: Engine | None = None) -> web.Application:
     """The Engine API application over the given backends.
 
     Without an image backend the ``/images`` routes are absent (404), as for
@@ -36,4 +42,8 @@ def make_app(system_backend: system.SystemBackend,
     system.setup(app, system_backend)
     if image_backend is not None:
         images.setup(app, image_backend)
+    if engine is not None:
+        from ketch.api.routers import containers
+
+        containers.setup(app, engine)
     return app

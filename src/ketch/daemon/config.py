@@ -34,6 +34,11 @@ HONOURED: dict[str, type | tuple[type, ...]] = {
     "tlscert": str,
     "tlskey": str,
     "labels": list,
+    "cgroup-parent": str,
+    "log-driver": str,
+    "log-opts": dict,
+    "init-path": str,
+    "live-restore": bool,   # always on in ketch: containers outlive the daemon
 }
 
 # Keys reloaded on SIGHUP; the others need a restart (as with dockerd).

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ketch import __version__
 from ketch.daemon import config as cfgmod
@@ -70,13 +70,18 @@ class Settings:
     insecure_tcp: bool
     config_file: str
     labels: list[str] = field(default_factory=list)
+    cgroup_parent: str = "/ketch"
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
+    init_path: str | None = None
 
 
 # flag dest -> daemon.json key
 _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "pidfile": "pidfile", "log_level": "log-level", "debug": "debug",
               "group": "group", "tls": "tls", "tlsverify": "tlsverify",
-              "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey"}
+              "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
+              "cgroup_parent": "cgroup-parent"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -102,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscacert", dest="tlscacert")
     p.add_argument("--tlscert", dest="tlscert")
     p.add_argument("--tlskey", dest="tlskey")
+    p.add_argument("--cgroup-parent", dest="cgroup_parent",
+                   help="parent cgroup of all containers (default /ketch)")
     p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
                    help="allow tcp:// without TLS (anyone who reaches it is root)")
     p.add_argument("-v", "--version", action="store_true")
@@ -132,7 +139,15 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         insecure_tcp=bool(ns.insecure_tcp),
         config_file=path,
         labels=list(merged.get("labels") or []),
+        cgroup_parent=merged.get("cgroup-parent") or "/ketch",
+        log_driver=merged.get("log-driver") or "json-file",
+        log_opts={str(k): str(v) for k, v in (merged.get("log-opts") or {}).items()},
+        init_path=merged.get("init-path"),
     )
+    if s.log_driver not in ("json-file", "none"):
+        raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
+                              f"log-driver: {s.log_driver!r} is not supported "
+                              "(json-file or none)")
     if s.log_level not in LOG_LEVELS:
         raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
                               f"log-level: invalid value {s.log_level!r}")
@@ -210,16 +225,18 @@ def _engine_id(root: str) -> str:
 class HostSystem:
     """The system backend of the API: facts read from the host, nothing invented.
 
-    Containers are 0 because ketchd has no container store yet. Images are
-    counted per request by ``count_images`` (all of them, intermediate ones
-    included, as dockerd's CountImages); without it, 0.
+    Images are counted per request by ``count_images`` (all of them,
+    intermediate ones included, as dockerd's CountImages); containers by
+    ``count_containers`` (running, paused, stopped); without them, 0.
     """
 
     def __init__(self, settings: Settings, warnings: list[str],
-                 count_images: Callable[[], int] | None = None) -> None:
+                 count_images: Callable[[], int] | None = None,
+                 count_containers: Callable[[], tuple[int, int, int]] | None = None) -> None:
         from ketch.api.routers.system import HostFacts
 
         self._count_images = count_images
+        self.count_containers = count_containers
 
         uname = platform.uname()
         cgroup_version, controllers = _cgroups()
@@ -246,8 +263,12 @@ class HostSystem:
 
     def facts(self) -> HostFacts:
         images = self._count_images() if self._count_images is not None else 0
+        running, paused, stopped = (self.count_containers() if self.count_containers
+                                    else (0, 0, 0))
         return replace(self._facts, debug=self.settings.debug, labels=list(self.settings.labels),
-                       images=images)
+                       images=images, containers=running + paused + stopped,
+                       containers_running=running, containers_paused=paused,
+                       containers_stopped=stopped)
 
 
 # --- the root lock and the pidfile ---------------------------------------------------
@@ -394,7 +415,11 @@ class _LogfmtFormatter(logging.Formatter):
                                                                record.levelname.lower())
         msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
         micros = int((record.created % 1) * 1_000_000)
-        return f'time="{ts}.{micros:06d}Z" level={level} msg="{msg}"'
+        line = f'time="{ts}.{micros:06d}Z" level={level} msg="{msg}"'
+        if record.exc_info:
+            # The traceback goes under its line: a bug must be findable from the log.
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def set_log_level(s: Settings) -> None:
@@ -411,6 +436,7 @@ class Daemon:
         self.ignored = ignored
         self.stop = asyncio.Event()
         self.unix_paths: list[str] = []
+        self.supervisor_proc: Any = None
 
     def reload(self) -> None:
         """SIGHUP: re-read daemon.json; a bad file is logged and the old settings kept."""
@@ -433,6 +459,46 @@ class Daemon:
             log.warning("daemon.json keys not supported by ketch yet, ignored: %s",
                         ", ".join(ignored))
 
+    async def start_engine(self, images: Any, backend: HostSystem) -> Any:
+        """Connect to the supervisor (starting one if none answers), then reconcile.
+
+        The supervisor outlives ketchd (containers keep running across a
+        daemon restart); a new ketchd finds it by its socket.
+        """
+        from ketch.engine import supervisor_client as supc
+        from ketch.engine.containers import Engine, EngineOptions
+        from ketch.errors import NotSupported, Unavailable
+
+        s = self.settings
+        sup_root = os.path.join(s.root, "supervisor")
+        try:
+            sup = await supc.SupervisorClient.connect(s.exec_root)
+        except NotSupported:
+            log.info("upgrading the container supervisor in place")
+            await asyncio.to_thread(supc.request_upgrade, s.exec_root)
+            sup = await supc.SupervisorClient.connect(s.exec_root)
+        except Unavailable:
+            cgroup = s.cgroup_parent.rstrip("/") + "-supervisor"
+            self.supervisor_proc = await asyncio.to_thread(
+                supc.spawn, s.exec_root, sup_root, cgroup=cgroup)
+            log.info("started the container supervisor (pid %d)", self.supervisor_proc.pid)
+            sup = await supc.SupervisorClient.connect(s.exec_root)
+        cgroup_version, _ = _cgroups()
+        engine = Engine(EngineOptions(root=s.root, exec_root=s.exec_root,
+                                      cgroup_parent=s.cgroup_parent, log_driver=s.log_driver,
+                                      log_opts=dict(s.log_opts), init_path=s.init_path,
+                                      cgroup2=cgroup_version == "2"), images, sup)
+        await engine.reconcile()
+
+        def count() -> tuple[int, int, int]:
+            states = [c.state.status for c in engine.store.all()]
+            running = sum(1 for st in states if st == "running")
+            paused = sum(1 for st in states if st == "paused")
+            return running, paused, len(states) - running - paused
+
+        backend.count_containers = count
+        return engine
+
     async def serve(self) -> None:
         from aiohttp import web
 
@@ -445,8 +511,11 @@ class Daemon:
             log.warning("%s", w)
         images = ImageService(os.path.join(s.root, "image"))
         backend = HostSystem(s, warnings, count_images=lambda: len(images.list(all=True)))
-        app = make_app(backend, images)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        engine = await self.start_engine(images, backend)
+        app = make_app(backend, images, engine)
+        # Open streams (wait, logs -f, events, attach) are cut after a short grace
+        # period: containers outlive the daemon, their clients reconnect.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
@@ -473,6 +542,8 @@ class Daemon:
             log.info("Processing signal 'terminated'")
         finally:
             await runner.cleanup()
+            await engine.close()
+            await engine.sup.close()
             for path in self.unix_paths:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 
 from ketch.linux.syscalls import _check, raw_syscall
@@ -58,3 +59,10 @@ def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
                 fstype=b[0], source=_unescape(b[1]) if len(b) > 1 else "",
                 super_options=b[2] if len(b) > 2 else ""))
     return out
+
+
+def is_mountpoint(path: str) -> bool:
+    """Whether something is mounted exactly at ``path`` (stat across the boundary
+    misses bind mounts of the same filesystem; mountinfo does not)."""
+    real = os.path.realpath(path)
+    return any(m.mountpoint == real for m in read_mountinfo())

@@ -1,0 +1,167 @@
+"""``/containers/...``: create, start, stop, restart, kill, wait, remove, inspect, list,
+rename, pause, unpause, top, and the containers' part of ``/system/df`` and prune.
+
+Shapes and statuses follow moby's container router (api/server/router/
+container). The engine lives on the daemon's event loop, so handlers await
+it directly; it moves blocking work to threads itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ketch.api import versions
+from ketch.api.routers import add
+from ketch.api.routers.images import bool_value, parse_filters
+from ketch.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from ketch.api.routers.system import PruneOptions
+    from ketch.engine.containers import Engine
+
+
+def _int(query: Mapping[str, str], key: str) -> int | None:
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for {key}: {raw}") from None
+
+
+class ContainerUsage:
+    """The engine as ``/system/df`` and ``/containers/prune`` see it (called from threads)."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine = engine
+        self.loop = loop
+
+    def disk_usage(self) -> list[dict[str, Any]]:
+        return [self.engine.summary(c, size=True) for c in self.engine.store.all()]
+
+    def prune(self, filters: Mapping[str, Sequence[str]], options: PruneOptions
+              ) -> dict[str, Any]:
+        flt = {k: list(v) for k, v in filters.items()}
+        return asyncio.run_coroutine_threadsafe(self.engine.prune(flt), self.loop).result()
+
+
+def setup(app: web.Application, engine: Engine) -> None:
+    from ketch.api.routers import system
+
+    async def on_startup(app: web.Application) -> None:
+        system.stores(app).containers = ContainerUsage(engine, asyncio.get_running_loop())
+
+    app.on_startup.append(on_startup)
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.query.get("platform"):
+            from ketch.errors import NotSupported
+
+            raise NotSupported("choosing a platform for a container is not supported yet")
+        cid, warnings = await engine.create(body, request.query.get("name", ""),
+                                            api_version=versions.of(request.match_info))
+        return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
+
+    async def list_containers(request: web.Request) -> web.Response:
+        q = request.query
+        limit = _int(q, "limit")
+        rows = engine.ps(all=bool_value(q, "all"), limit=-1 if limit is None else limit,
+                         size=bool_value(q, "size"), filters=parse_filters(q.get("filters")))
+        return web.json_response(rows)
+
+    async def inspect(request: web.Request) -> web.Response:
+        doc = engine.inspect(request.match_info["id"], size=bool_value(request.query, "size"))
+        return web.json_response(doc)
+
+    async def start(request: web.Request) -> web.Response:
+        if request.query.get("checkpoint"):
+            from ketch.errors import NotSupported
+
+            raise NotSupported("checkpoints are not supported")
+        await engine.start(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def stop(request: web.Request) -> web.Response:
+        await engine.stop(request.match_info["id"], _int(request.query, "t"),
+                          request.query.get("signal") or None)
+        return web.Response(status=204)
+
+    async def restart(request: web.Request) -> web.Response:
+        await engine.restart(request.match_info["id"], _int(request.query, "t"),
+                             request.query.get("signal") or None)
+        return web.Response(status=204)
+
+    async def kill(request: web.Request) -> web.Response:
+        await engine.kill(request.match_info["id"], request.query.get("signal") or None)
+        return web.Response(status=204)
+
+    async def wait(request: web.Request) -> web.StreamResponse:
+        # As dockerd: check the container, send the headers at once (the docker CLI
+        # waits for them before it starts the container), the body when it exits.
+        cid = request.match_info["id"]
+        engine.store.get(cid)
+        condition = request.query.get("condition", "not-running")
+        waiter = asyncio.ensure_future(engine.wait(cid, condition))
+        try:
+            await asyncio.sleep(0)
+            if waiter.done():
+                return web.json_response(waiter.result())
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            result = await waiter
+            # A client that stopped waiting (it hung up) is no error of ours.
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(json.dumps(result).encode() + b"\n")
+                await response.write_eof()
+            return response
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    async def remove(request: web.Request) -> web.Response:
+        q = request.query
+        if bool_value(q, "link"):
+            from ketch.errors import NotSupported
+
+            raise NotSupported("links are not supported")
+        await engine.remove(request.match_info["id"], force=bool_value(q, "force"),
+                            volumes=bool_value(q, "v"))
+        return web.Response(status=204)
+
+    async def rename(request: web.Request) -> web.Response:
+        await engine.rename(request.match_info["id"], request.query.get("name", ""))
+        return web.Response(status=204)
+
+    async def pause(request: web.Request) -> web.Response:
+        await engine.pause(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def unpause(request: web.Request) -> web.Response:
+        await engine.unpause(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def top(request: web.Request) -> web.Response:
+        out = await engine.top(request.match_info["id"], request.query.get("ps_args", "-ef"))
+        return web.json_response(out)
+
+    add(app, "POST", "/containers/create", create)
+    add(app, "GET", "/containers/json", list_containers)
+    add(app, "GET", "/containers/{id}/json", inspect)
+    add(app, "POST", "/containers/{id}/start", start)
+    add(app, "POST", "/containers/{id}/stop", stop)
+    add(app, "POST", "/containers/{id}/restart", restart)
+    add(app, "POST", "/containers/{id}/kill", kill)
+    add(app, "POST", "/containers/{id}/wait", wait)
+    add(app, "DELETE", "/containers/{id}", remove)
+    add(app, "POST", "/containers/{id}/rename", rename)
+    add(app, "POST", "/containers/{id}/pause", pause)
+    add(app, "POST", "/containers/{id}/unpause", unpause)
+    add(app, "GET", "/containers/{id}/top", top)

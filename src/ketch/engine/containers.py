@@ -1,0 +1,890 @@
+"""The container engine: create, start, stop, kill, wait, remove, inspect, list.
+
+One ``Engine`` per daemon, on the daemon's event loop. A container's life:
+
+    create   parse and check the body (model), merge the image's defaults,
+             name it, make its rootfs snapshot, store it         -> "created"
+    start    mount the rootfs, write /etc/hostname, hosts, resolv.conf, make
+             the OCI spec (specgen) and bundle, then ask the supervisor to
+             create and start it                                 -> "running"
+    exit     the supervisor's exit event: record how it ended, let the
+             supervisor forget it, unmount, wake waiters, then auto-remove or
+             restart by policy                                   -> "exited"
+    remove   kill if forced, unmount, drop the snapshot and directories
+
+The supervisor (``ketch.engine.supervisor``) holds the processes, so
+containers outlive ketchd; on start ``reconcile`` takes its live set as the
+truth. Blocking work (mounts, files, SQLite) runs in worker threads.
+
+Layout: ``<root>/containers/<id>/`` holds hostname, hosts, resolv.conf, the
+json-file log and the rootfs mount point; ``<exec-root>/containers/<id>/``
+holds the OCI bundle (config.json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal as signal_mod
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ketch.engine import model, specgen
+from ketch.engine.names import random_name
+from ketch.engine.store import ZERO_TIME, Container, ContainerStore, State, check_name
+from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, NotModified, System
+from ketch.jsonmodel import from_json, to_json
+from ketch.units import human_duration
+
+if TYPE_CHECKING:
+    from ketch.engine.supervisor_client import SupervisorClient
+    from ketch.image.service import ImageService
+
+log = logging.getLogger("ketch.engine")
+
+DEFAULT_STOP_TIMEOUT = 10
+HOSTS_HEADER = ("127.0.0.1\tlocalhost\n"
+                "::1\tlocalhost ip6-localhost ip6-loopback\n"
+                "fe00::0\tip6-localnet\n"
+                "ff00::0\tip6-mcastprefix\n"
+                "ff02::1\tip6-allnodes\n"
+                "ff02::2\tip6-allrouters\n")
+
+
+def now_rfc3339() -> str:
+    """RFC 3339 with nanoseconds, trailing zeros trimmed, as Go's RFC3339Nano."""
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{base}.{digits}Z" if digits else f"{base}Z"
+
+
+def parse_rfc3339(s: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (0 for Go's zero time)."""
+    if not s or s.startswith("0001-"):
+        return 0.0
+    import calendar
+
+    main, _, frac = s.rstrip("Z").partition(".")
+    secs = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return secs + (float("0." + frac) if frac else 0.0)
+
+
+def parse_signal(value: str | int | None, default: int = signal_mod.SIGKILL) -> int:
+    """"KILL", "SIGKILL", "9" -> 9; dockerd's message for anything else."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, int):
+        return value
+    v = value.strip()
+    if v.isdigit():
+        n = int(v)
+        if 0 < n < signal_mod.NSIG:
+            return n
+        raise InvalidArgument(f"Invalid signal: {value}")
+    name = v.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal_mod.Signals[name])
+    except KeyError:
+        raise InvalidArgument(f"Invalid signal: {value}") from None
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    """The daemon's settings the engine needs."""
+
+    root: str
+    exec_root: str
+    cgroup_parent: str = specgen.DEFAULT_CGROUP_PARENT
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
+    default_ulimits: list[model.Ulimit] = field(default_factory=list)
+    init_path: str | None = None
+    cgroup2: bool = False
+
+
+def _init_binary() -> str | None:
+    """The static init ``--init`` binds at /sbin/docker-init: Debian's tini-static."""
+    for p in ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/libexec/docker/docker-init"):
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+class Engine:
+    def __init__(self, opts: EngineOptions, images: ImageService,
+                 supervisor: SupervisorClient, *,
+                 on_event: Callable[[str, Container, dict[str, str]], None] | None = None
+                 ) -> None:
+        self.opts = opts
+        self.images = images
+        self.sup = supervisor
+        self.store = ContainerStore(os.path.join(opts.root, "containers.db"))
+        self.on_event = on_event or (lambda action, c, attrs: None)
+        self._exited: dict[str, asyncio.Event] = {}       # id -> set at each exit
+        self._removed: dict[str, asyncio.Event] = {}
+        self._events_task: asyncio.Task[None] | None = None
+        self._restart_tasks: dict[str, asyncio.Task[None]] = {}
+        os.makedirs(self._dir(""), mode=0o710, exist_ok=True)
+        os.makedirs(os.path.join(opts.exec_root, "containers"), mode=0o700, exist_ok=True)
+        self.spec_options = specgen.SpecOptions(
+            cgroup_parent=opts.cgroup_parent, cgroup_version=2 if opts.cgroup2 else 1,
+            default_ulimits=list(opts.default_ulimits),
+            init_path=opts.init_path or _init_binary())
+        self.defaults = model.DaemonDefaults(cgroup2=opts.cgroup2, runtime="runc",
+                                             log_driver=opts.log_driver,
+                                             log_opts=dict(opts.log_opts))
+
+    # --- paths ----------------------------------------------------------------------------
+
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.opts.root, "containers", cid)
+
+    def _bundle(self, cid: str) -> str:
+        return os.path.join(self.opts.exec_root, "containers", cid)
+
+    def _rootfs(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), "rootfs")
+
+    def log_path(self, c: Container) -> str:
+        if self._host_config(c).log_config.type == "none":
+            return ""
+        return os.path.join(self._dir(c.id), f"{c.id}-json.log")
+
+    # --- typed views of the stored JSON ----------------------------------------------------
+
+    @staticmethod
+    def _config(c: Container) -> model.ContainerConfig:
+        return from_json(model.ContainerConfig, c.config, where="Config")
+
+    @staticmethod
+    def _host_config(c: Container) -> model.HostConfig:
+        return from_json(model.HostConfig, c.host_config, where="HostConfig")
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Make the store agree with the supervisor's live set, then follow its events.
+
+        Containers the supervisor still runs stay running; ones it saw exit
+        while ketchd was away get their exit recorded; ones it does not know
+        at all (the machine rebooted) are marked exited and their mounts
+        released. Then ``always``/``unless-stopped`` containers start again.
+        """
+        live = {info.id: info for info in await self.sup.containers()}
+        for c in self.store.all():
+            info = live.get(c.id)
+            if info is not None and info.status in ("running", "paused", "created") \
+                    and info.supervised:
+                if c.state.status not in ("running", "paused"):
+                    c.state.status = "running" if info.status != "paused" else "paused"
+                    c.state.pid = info.pid
+                    await asyncio.to_thread(self.store.save, c)
+                continue
+            if info is not None and info.exit is not None:
+                await self._record_exit(c, to_json(info.exit), restart=False)
+            elif c.state.running:
+                if info is not None:      # a process of a dead supervisor: not ours to keep
+                    with contextlib.suppress(KetchError):
+                        await self.sup.kill(c.id, signal_mod.SIGKILL)
+                    with contextlib.suppress(KetchError):
+                        await self.sup.delete(c.id, force=True)
+                c.state = State(status="exited", exit_code=255 if info else 128 + 9,
+                                started_at=c.state.started_at, finished_at=now_rfc3339(),
+                                error="" if info else "the host restarted")
+                await asyncio.to_thread(self._release, c)
+                await asyncio.to_thread(self.store.save, c)
+            else:
+                await asyncio.to_thread(self._release, c)
+        self._events_task = asyncio.create_task(self._follow_exits(), name="exits")
+        for c in self.store.all():
+            policy = self._host_config(c).restart_policy.name
+            if not c.state.running and (policy == "always" or (
+                    policy == "unless-stopped" and not c.has_been_manually_stopped)):
+                with contextlib.suppress(KetchError):
+                    await self.start(c.id)
+
+    async def close(self) -> None:
+        for t in [self._events_task, *self._restart_tasks.values()]:
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+        self.store.close()
+
+    async def _follow_exits(self) -> None:
+        async for kind, data in self.sup.events():
+            if kind != "exit":
+                continue
+            c = self.store.find(str(data.get("id", "")))
+            if c is None:
+                continue
+            try:
+                await self._record_exit(c, data, restart=True)
+            except Exception:  # noqa: BLE001 - one bad exit must not stop the others
+                log.exception("recording the exit of %s failed", c.id)
+
+    # --- create ---------------------------------------------------------------------------
+
+    def _sysinfo(self) -> model.SysInfo:
+        return model.SysInfo(memory_swappiness=not self.opts.cgroup2,
+                             oom_kill_disable=not self.opts.cgroup2,
+                             runtimes=("runc", "ketch"), default_runtime="runc")
+
+    async def create(self, body: bytes | dict[str, Any], name: str = "", *,
+                     api_version: str = model.API_VERSION) -> tuple[str, list[str]]:
+        """``POST /containers/create``: the new id and dockerd's warnings."""
+        if name:
+            name = check_name(name)
+            owner = self.store.name_owner(name)
+            if owner is not None:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{owner}". You have to remove (or rename) that container to be able '
+                    "to reuse that name.")
+        req = model.parse_create_request(body, name, api_version=api_version,
+                                         cgroup2=self.opts.cgroup2)
+        config, hc = req.config, req.host_config
+        if not config.image:
+            raise InvalidArgument("No image was specified in the container config")
+        try:
+            image = await asyncio.to_thread(self.images.get, config.image)
+        except NotFound:
+            raise NotFound(f"No such image: {_familiar(config.image)}") from None
+        image_config = await asyncio.to_thread(self._image_config, image.id)
+        warnings = model.validate_create(config, hc, self._sysinfo())
+        model.adapt_host_config(hc, self.defaults)
+        if hc.network_mode in ("", "default"):
+            hc.network_mode = "bridge"
+        self._check_network(hc)
+        specgen.merge_image_config(config, image_config)
+        cid = secrets.token_hex(32)
+        specgen.default_hostname(cid, config, hc)
+        path, args = specgen.entrypoint_and_args(config)
+        name = name or random_name(lambda n: self.store.name_owner(n) is not None)
+        c = Container(id=cid, name=name, created=now_rfc3339(), image=config.image,
+                      image_id=image.id, path=path, args=args,
+                      config=model.config_json(config), host_config=model.host_config_json(hc))
+        c.network_settings = self._network_settings(hc)
+        await asyncio.to_thread(self._prepare_dirs, c)
+        try:
+            self.store.add(c)
+        except BaseException:
+            await asyncio.to_thread(self._discard_dirs, c)
+            raise
+        self.on_event("create", c, {})
+        return cid, warnings
+
+    def _image_config(self, image_id: str) -> Any:
+        from ketch.image import oci
+
+        rec = self.images.get(image_id)
+        return oci.parse_config(self.images.content.read(rec.id)).config
+
+    @staticmethod
+    def _check_network(hc: model.HostConfig) -> None:
+        mode = hc.network_mode
+        if mode in ("none", "host") or mode.startswith("container:"):
+            return
+        from ketch.errors import NotSupported
+
+        raise NotSupported(f'network "{mode}" is not available yet in ketch: '
+                           "use --network none or --network host")
+
+    def _prepare_dirs(self, c: Container) -> None:
+        os.makedirs(self._rootfs(c.id), mode=0o700, exist_ok=True)
+        os.makedirs(self._bundle(c.id), mode=0o700, exist_ok=True)
+        try:
+            self.images.rootfs_mounts(c.image_id, c.id)
+        except BaseException:
+            self._discard_dirs(c)
+            raise
+
+    def _discard_dirs(self, c: Container) -> None:
+        with contextlib.suppress(KetchError, OSError):
+            self.images.snapshotter.remove(c.id)
+        shutil.rmtree(self._dir(c.id), ignore_errors=True)
+        shutil.rmtree(self._bundle(c.id), ignore_errors=True)
+
+    @staticmethod
+    def _network_settings(hc: model.HostConfig) -> dict[str, Any]:
+        mode = hc.network_mode
+        networks: dict[str, Any] = {}
+        if mode in ("none", "host"):
+            networks[mode] = {
+                "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "",
+                "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+                "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
+        return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+                "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0,
+                "IPv6Gateway": "", "MacAddress": "", "Networks": networks}
+
+    # --- start ----------------------------------------------------------------------------
+
+    async def start(self, ref: str) -> None:
+        c = self.store.get(ref)
+        if c.state.status in ("running", "paused"):
+            raise NotModified("container already started")
+        if c.state.status == "removing":
+            raise Conflict("container is marked for removal and cannot be started")
+        task = self._restart_tasks.get(c.id)
+        if task is not None and task is not asyncio.current_task():
+            self._cancel_restart(c.id)      # a user's start wins over a pending restart
+        config, hc = self._config(c), self._host_config(c)
+        try:
+            bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
+            from ketch.engine.supervisor_client import LogConfig
+
+            log_cfg = LogConfig(driver="none" if hc.log_config.type == "none" else "json-file",
+                                path=self.log_path(c), opts=dict(hc.log_config.config or {}))
+            await self.sup.create(c.id, bundle, tty=config.tty, stdin_open=config.open_stdin,
+                                  stdin_once=config.stdin_once, log=log_cfg)
+            self._exited.setdefault(c.id, asyncio.Event()).clear()
+            pid = await self.sup.start(c.id)
+        except KetchError as exc:
+            await self._failed_start(c, exc)
+            raise _start_error(exc) from None
+        c.state = State(status="running", pid=pid, started_at=now_rfc3339(),
+                        finished_at=c.state.finished_at)
+        c.has_been_started = True
+        c.has_been_manually_stopped = False
+        await asyncio.to_thread(self.store.save, c)
+        self.on_event("start", c, {})
+
+    async def _failed_start(self, c: Container, exc: KetchError) -> None:
+        with contextlib.suppress(KetchError):
+            await self.sup.delete(c.id, force=True)
+        await asyncio.to_thread(self._release, c)
+        text = str(exc)
+        c.state.error = text
+        c.state.exit_code = _exit_code_of_start_error(text)
+        c.state.status = "created" if not c.has_been_started else "exited"
+        await asyncio.to_thread(self.store.save, c)
+
+    def _make_bundle(self, c: Container, config: model.ContainerConfig,
+                     hc: model.HostConfig) -> str:
+        """Mount the rootfs, write the /etc files and config.json; the bundle's path."""
+        import json
+
+        rootfs = self._rootfs(c.id)
+        self._mount_rootfs(c)
+        mounts = self._etc_files(c, config, hc)
+        try:
+            spec = specgen.make_spec(c.id, config, hc, None, rootfs, options=self.spec_options,
+                                     mounts=mounts, resolve=self._resolve_namespace)
+        except BaseException:
+            self._release(c)
+            raise
+        bundle = self._bundle(c.id)
+        os.makedirs(bundle, mode=0o700, exist_ok=True)
+        tmp = os.path.join(bundle, "config.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(to_json(spec), f)
+        os.replace(tmp, os.path.join(bundle, "config.json"))
+        return bundle
+
+    def _mount_rootfs(self, c: Container) -> None:
+        from ketch.linux.mount import is_mountpoint
+
+        target = self._rootfs(c.id)
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        if is_mountpoint(target):
+            return
+        for m in self.images.snapshotter.mounts(c.id):
+            mount_layer(m.type, m.source, m.options, target, cwd=m.cwd)
+
+    def _etc_files(self, c: Container, config: model.ContainerConfig,
+                   hc: model.HostConfig) -> list[specgen.PlannedMount]:
+        d = self._dir(c.id)
+        host_net = hc.network_mode == "host"
+        files = {
+            "hostname": (config.hostname or c.short_id) + "\n",
+            "hosts": _read("/etc/hosts") if host_net else
+            HOSTS_HEADER + "".join(f"{h}\n" for h in _extra_hosts(hc)),
+            "resolv.conf": _resolv_conf(hc),
+        }
+        planned = []
+        for name, text in files.items():
+            path = os.path.join(d, name)
+            if not os.path.exists(path):      # keep what the user changed across restarts
+                with open(path, "w") as f:
+                    f.write(text)
+            planned.append(specgen.PlannedMount(destination=f"/etc/{name}", source=path,
+                                                writable=not hc.readonly_rootfs))
+        return planned
+
+    def _resolve_namespace(self, kind: str, ref: str) -> specgen.SharedNamespace:
+        other = self.store.get(ref)
+        if other.state.status not in ("running", "paused") or not other.state.pid:
+            raise Conflict(f"cannot join {kind} of a non running container: {other.id}")
+        ns = {"pid": "pid", "ipc": "ipc", "network": "net", "net": "net", "uts": "uts"}.get(
+            kind, kind)
+        return specgen.SharedNamespace(path=f"/proc/{other.state.pid}/ns/{ns}")
+
+    def _release(self, c: Container) -> None:
+        """Unmount the rootfs (if mounted) and drop the bundle; the snapshot stays."""
+        from ketch.linux.mount import is_mountpoint
+
+        target = self._rootfs(c.id)
+        while is_mountpoint(target):
+            _umount(target)
+        shutil.rmtree(self._bundle(c.id), ignore_errors=True)
+
+    # --- exits ----------------------------------------------------------------------------
+
+    async def _record_exit(self, c: Container, data: dict[str, Any], *, restart: bool) -> None:
+        code = int(data.get("exitCode", 0) or 0)
+        c.state = State(status="exited", exit_code=code, oom_killed=bool(data.get("oomKilled")),
+                        started_at=c.state.started_at,
+                        finished_at=str(data.get("finishedAt") or now_rfc3339()))
+        with contextlib.suppress(KetchError):
+            await self.sup.delete(c.id, force=True)
+        await asyncio.to_thread(self._release, c)
+        await asyncio.to_thread(self.store.save, c)
+        if c.state.oom_killed:
+            self.on_event("oom", c, {})
+        self.on_event("die", c, {"exitCode": str(code)})
+        ev = self._exited.setdefault(c.id, asyncio.Event())
+        ev.set()
+        hc = self._host_config(c)
+        if hc.auto_remove:
+            with contextlib.suppress(KetchError):
+                await self.remove(c.id, force=True)
+            return
+        if restart and self._should_restart(c, hc):
+            self._restart_tasks[c.id] = asyncio.create_task(self._restart_later(c.id))
+
+    def _should_restart(self, c: Container, hc: model.HostConfig) -> bool:
+        p = hc.restart_policy
+        if c.has_been_manually_stopped or p.name in ("", "no"):
+            return False
+        if p.name in ("always", "unless-stopped"):
+            return True
+        if p.name == "on-failure":
+            return c.state.exit_code != 0 and (
+                p.maximum_retry_count == 0 or c.restart_count < p.maximum_retry_count)
+        return False
+
+    async def _restart_later(self, cid: str) -> None:
+        """Docker's back-off: 100 ms doubling per quick exit, reset after 10 s of running."""
+        c = self.store.find(cid)
+        if c is None:
+            return
+        ran = parse_rfc3339(c.state.finished_at) - parse_rfc3339(c.state.started_at)
+        delay = 0.1 if ran >= 10 else min(0.1 * 2 ** min(c.restart_count, 16), 60.0)
+        c.state.restarting = True
+        await asyncio.to_thread(self.store.save, c)
+        try:
+            await asyncio.sleep(delay)
+            c = self.store.find(cid)
+            if c is None or c.has_been_manually_stopped:
+                return
+            c.restart_count += 1
+            c.state.restarting = False
+            await self.start(cid)
+        except KetchError as exc:
+            log.warning("restarting %s failed: %s", cid, exc)
+        finally:
+            if self._restart_tasks.get(cid) is asyncio.current_task():
+                del self._restart_tasks[cid]
+                c2 = self.store.find(cid)
+                if c2 is not None and c2.state.restarting:
+                    c2.state.restarting = False
+                    await asyncio.to_thread(self.store.save, c2)
+
+    # --- stop, kill, wait -----------------------------------------------------------------
+
+    async def kill(self, ref: str, sig: str | int | None = None) -> None:
+        c = self.store.get(ref)
+        n = parse_signal(sig)
+        if c.state.status not in ("running", "paused"):
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        if n in (signal_mod.SIGKILL, signal_mod.SIGTERM, signal_mod.SIGINT):
+            c.has_been_manually_stopped = True  # a kill is a stop for restart policies
+            self._cancel_restart(c.id)
+        await self.sup.kill(c.id, n)
+        self.on_event("kill", c, {"signal": str(n)})
+
+    def _cancel_restart(self, cid: str) -> None:
+        task = self._restart_tasks.pop(cid, None)
+        if task is not None:
+            task.cancel()
+
+    async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.store.get(ref)
+        self._cancel_restart(c.id)
+        if c.state.status not in ("running", "paused"):
+            if c.state.restarting:
+                c.has_been_manually_stopped = True
+                await asyncio.to_thread(self.store.save, c)
+                return
+            raise NotModified("container already stopped")
+        config = self._config(c)
+        c.has_been_manually_stopped = True
+        await asyncio.to_thread(self.store.save, c)
+        stop_signal = parse_signal(sig or config.stop_signal or None, signal_mod.SIGTERM)
+        if timeout is None:
+            timeout = config.stop_timeout if config.stop_timeout is not None \
+                else DEFAULT_STOP_TIMEOUT
+        done = self._exited.setdefault(c.id, asyncio.Event())
+        done.clear()
+        if c.state.status == "paused":
+            await self.unpause(c.id)
+        with contextlib.suppress(KetchError):
+            await self.sup.kill(c.id, stop_signal)
+        if timeout < 0:
+            await done.wait()
+            return
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(KetchError):
+                await self.sup.kill(c.id, signal_mod.SIGKILL)
+            await done.wait()
+        self.on_event("stop", c, {})
+
+    async def restart(self, ref: str, timeout: int | None = None,
+                      sig: str | None = None) -> None:
+        c = self.store.get(ref)
+        if c.state.status in ("running", "paused"):
+            await self.stop(c.id, timeout, sig)
+        await self.start(c.id)
+        self.on_event("restart", c, {})
+
+    async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
+        """``POST /containers/{id}/wait``: how it ended, once it has (per ``condition``)."""
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition}")
+        c = self.store.get(ref)
+        removed = self._removed.setdefault(c.id, asyncio.Event())
+        exited = self._exited.setdefault(c.id, asyncio.Event())
+        if condition == "removed":
+            await removed.wait()
+        elif condition == "next-exit" or c.state.status in ("running", "paused") \
+                or c.state.restarting:
+            exited.clear() if condition == "next-exit" else None
+            while True:
+                await exited.wait()
+                c2 = self.store.find(c.id)
+                if c2 is None or not c2.state.restarting:
+                    break
+                exited.clear()
+        c = self.store.find(c.id) or c
+        return {"StatusCode": c.state.exit_code,
+                "Error": {"Message": c.state.error} if c.state.error else None}
+
+    # --- remove, rename, pause --------------------------------------------------------------
+
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        c = self.store.get(ref)
+        if c.state.status == "removing":
+            raise Conflict(f"removal of container {c.id} is already in progress")
+        if c.state.status in ("running", "paused") or c.state.restarting:
+            if not force:
+                raise Conflict(f'cannot remove container "/{c.name}": container is running: '
+                               "stop the container before removing or force remove")
+            self._cancel_restart(c.id)
+            c.has_been_manually_stopped = True
+            done = self._exited.setdefault(c.id, asyncio.Event())
+            if c.state.status in ("running", "paused"):
+                done.clear()
+                with contextlib.suppress(KetchError):
+                    await self.sup.kill(c.id, signal_mod.SIGKILL)
+                try:
+                    await asyncio.wait_for(done.wait(), 30)
+                except TimeoutError:
+                    raise System(f"could not kill container {c.id}") from None
+            c = self.store.find(c.id) or c
+        c.state.status = "removing"
+        with contextlib.suppress(KetchError):
+            await self.sup.delete(c.id, force=True)
+        await asyncio.to_thread(self._release, c)
+        await asyncio.to_thread(self._discard_dirs, c)
+        await asyncio.to_thread(self.store.remove, c)
+        self._exited.pop(c.id, None)
+        self._removed.setdefault(c.id, asyncio.Event()).set()
+        self.on_event("destroy", c, {})
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        c = self.store.get(ref)
+        if not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        new = check_name(new_name)
+        if new == c.name:
+            raise InvalidArgument("Renaming a container with the same name as its current "
+                                  "name")
+        old = c.name
+        await asyncio.to_thread(self.store.rename, c, new)
+        self.on_event("rename", c, {"oldName": f"/{old}"})
+
+    def _runtime(self) -> Any:
+        from ketch.runtime.container import Runtime
+
+        return Runtime(os.path.join(self.opts.exec_root, "runtime"))
+
+    async def pause(self, ref: str) -> None:
+        c = self.store.get(ref)
+        if c.state.status == "paused":
+            raise Conflict(f"Container {c.id} is already paused")
+        if c.state.status != "running":
+            raise Conflict(f"Container {c.id} is not running")
+        await asyncio.to_thread(self._runtime().pause, c.id)
+        c.state.status = "paused"
+        await asyncio.to_thread(self.store.save, c)
+        self.on_event("pause", c, {})
+
+    async def unpause(self, ref: str) -> None:
+        c = self.store.get(ref)
+        if c.state.status != "paused":
+            raise Conflict(f"Container {c.id} is not paused")
+        await asyncio.to_thread(self._runtime().resume, c.id)
+        c.state.status = "running"
+        await asyncio.to_thread(self.store.save, c)
+        self.on_event("unpause", c, {})
+
+    async def top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
+        """``docker top``: the host's ``ps`` filtered to the container's processes."""
+        c = self.store.get(ref)
+        if c.state.status not in ("running", "paused"):
+            raise Conflict(f"Container {c.id} is not running")
+        pids = set(await asyncio.to_thread(self._runtime().pids, c.id))
+        out = await asyncio.to_thread(
+            subprocess.run, ["ps", *(ps_args.split() or ["-ef"])], capture_output=True,
+            text=True, check=False)
+        if out.returncode != 0:
+            raise InvalidArgument(f"ps: {out.stderr.strip()}")
+        lines = out.stdout.splitlines()
+        if not lines:
+            raise System("ps printed nothing")
+        titles = lines[0].split()
+        try:
+            pid_col = titles.index("PID")
+        except ValueError:
+            raise InvalidArgument("Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col].isdigit() \
+                    and int(fields[pid_col]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    # --- views ------------------------------------------------------------------------------
+
+    def inspect(self, ref: str, *, size: bool = False) -> dict[str, Any]:
+        c = self.store.get(ref)
+        out: dict[str, Any] = {
+            "Id": c.id, "Created": c.created, "Path": c.path, "Args": c.args,
+            "State": c.state.to_docker(), "Image": c.image_id,
+            "ResolvConfPath": os.path.join(self._dir(c.id), "resolv.conf"),
+            "HostnamePath": os.path.join(self._dir(c.id), "hostname"),
+            "HostsPath": os.path.join(self._dir(c.id), "hosts"),
+            "LogPath": self.log_path(c), "Name": f"/{c.name}",
+            "RestartCount": c.restart_count, "Driver": self.images.snapshotter_name,
+            "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
+            "ExecIDs": c.exec_ids or None, "HostConfig": c.host_config,
+            "GraphDriver": {"Data": {"MergedDir": self._rootfs(c.id)},
+                            "Name": self.images.snapshotter_name},
+            "Mounts": c.mounts, "Config": c.config, "NetworkSettings": c.network_settings,
+        }
+        if size:
+            out["SizeRw"], out["SizeRootFs"] = self._sizes(c)
+        return out
+
+    def _sizes(self, c: Container) -> tuple[int, int]:
+        rw = 0
+        try:
+            rw = int(self.images.snapshotter.usage(c.id).size)
+        except (KetchError, AttributeError, OSError):
+            rw = 0
+        image_size = 0
+        with contextlib.suppress(KetchError):
+            image_size = self.images.get(c.image_id).size
+        return rw, rw + image_size
+
+    def status_text(self, c: Container, now: float | None = None) -> str:
+        """docker ps's STATUS: "Up 3 minutes", "Exited (0) 2 hours ago", "Created"."""
+        now = time.time() if now is None else now
+        s = c.state
+        if s.restarting:
+            return (f"Restarting ({s.exit_code}) "
+                    f"{human_duration(now - parse_rfc3339(s.finished_at))} ago")
+        if s.status in ("running", "paused"):
+            text = f"Up {human_duration(now - parse_rfc3339(s.started_at))}"
+            if s.status == "paused":
+                text += " (Paused)"
+            if s.health:
+                status = s.health.get("Status", "")
+                text += f" (health: {status})" if status == "starting" else f" ({status})"
+            return text
+        if s.status == "removing":
+            return "Removal In Progress"
+        if s.status == "dead":
+            return "Dead"
+        if s.finished_at == ZERO_TIME:
+            return "Created"
+        return f"Exited ({s.exit_code}) {human_duration(now - parse_rfc3339(s.finished_at))} ago"
+
+    def summary(self, c: Container, *, size: bool = False) -> dict[str, Any]:
+        hc = c.host_config
+        out: dict[str, Any] = {
+            "Id": c.id, "Names": [f"/{c.name}"], "Image": c.image, "ImageID": c.image_id,
+            "Command": " ".join([c.path, *c.args]).strip(),
+            "Created": int(parse_rfc3339(c.created)), "Ports": [],
+            "Labels": (c.config.get("Labels") or {}), "State": c.state.status,
+            "Status": self.status_text(c),
+            "HostConfig": {"NetworkMode": hc.get("NetworkMode", "")},
+            "NetworkSettings": {"Networks": c.network_settings.get("Networks", {})},
+            "Mounts": c.mounts,
+        }
+        if size:
+            out["SizeRw"], out["SizeRootFs"] = self._sizes(c)
+        return out
+
+    def ps(self, *, all: bool = False, limit: int = -1, size: bool = False,
+             filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        from ketch.engine.filters import container_filter
+
+        match = container_filter(filters or {}, self.store)
+        rows = sorted(self.store.all(), key=lambda c: c.created, reverse=True)
+        if limit > 0:
+            all = True
+        out = []
+        for c in rows:
+            if not all and c.state.status not in ("running", "paused") \
+                    and not c.state.restarting and not (filters or {}).get("status"):
+                continue
+            if not match(c):
+                continue
+            out.append(self.summary(c, size=size))
+            if 0 < limit <= len(out):
+                break
+        return out
+
+    async def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        from ketch.engine.filters import prune_filter
+
+        match = prune_filter(filters or {})
+        deleted: list[str] = []
+        reclaimed = 0
+        for c in list(self.store.all()):
+            if c.state.status in ("running", "paused") or c.state.restarting or not match(c):
+                continue
+            rw, _ = self._sizes(c)
+            try:
+                await self.remove(c.id)
+            except KetchError as exc:
+                log.warning("prune: removing %s failed: %s", c.id, exc)
+                continue
+            deleted.append(c.id)
+            reclaimed += rw
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def in_use_by(self, image_id: str) -> list[str]:
+        return [c.id for c in self.store.all() if c.image_id == image_id]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _familiar(name: str) -> str:
+    from ketch.image.reference import normalize
+
+    try:
+        return normalize(name).familiar()
+    except KetchError:
+        return name
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _extra_hosts(hc: model.HostConfig) -> list[str]:
+    out = []
+    for entry in hc.extra_hosts or []:
+        host, sep, ip = entry.partition(":") if "=" not in entry else entry.partition("=")
+        if sep:
+            out.append(f"{ip}\t{host}")
+    return out
+
+
+def _resolv_conf(hc: model.HostConfig) -> str:
+    """The host's resolv.conf, with --dns/--dns-search/--dns-option replacing its parts."""
+    host = _read("/etc/resolv.conf")
+    lines = [ln for ln in host.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    ns = [ln for ln in lines if ln.split()[0] == "nameserver"]
+    search = [ln for ln in lines if ln.split()[0] in ("search", "domain")]
+    opts = [ln for ln in lines if ln.split()[0] == "options"]
+    if hc.dns:
+        ns = [f"nameserver {d}" for d in hc.dns]
+    if hc.dns_search:
+        search = [f"search {' '.join(hc.dns_search)}"]
+    if hc.dns_options:
+        opts = [f"options {' '.join(hc.dns_options)}"]
+    return "".join(f"{ln}\n" for ln in [*search, *ns, *opts])
+
+
+def _exit_code_of_start_error(text: str) -> int:
+    """The exit code dockerd records for a container that could not start."""
+    low = text.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return 127
+    if "permission denied" in low or "is a directory" in low:
+        return 126
+    return 128
+
+
+def _start_error(exc: KetchError) -> KetchError:
+    """The runtime's failure worded as dockerd's (the docker CLI reads 126/127 from it)."""
+    msg = (f"failed to create task for container: failed to create shim task: OCI runtime "
+           f"create failed: {exc}: unknown")
+    if isinstance(exc, (InvalidArgument, NotFound)):
+        return InvalidArgument(msg)
+    return System(msg)
+
+
+def _umount(target: str) -> None:
+    from ketch.linux.syscalls import LinuxSyscalls
+
+    LinuxSyscalls().umount2(target, 0)
+
+
+def mount_layer(fstype: str, source: str, options: list[str], target: str,
+                cwd: str | None = None) -> None:
+    """One snapshot mount. With ``cwd`` the options hold paths relative to it, and the
+    mount is done by mount(8) in that directory: a threaded daemon must not chdir."""
+    if cwd is None:
+        from ketch.linux.syscalls import LinuxSyscalls
+
+        flags = 0
+        opts = [o for o in options if o not in ("ro", "rw", "bind", "rbind")]
+        if "ro" in options:
+            flags |= 1  # MS_RDONLY
+        if "bind" in options or "rbind" in options:
+            flags |= 4096 | (16384 if "rbind" in options else 0)  # MS_BIND | MS_REC
+        LinuxSyscalls().mount(source, target, None if flags & 4096 else fstype, flags,
+                              ",".join(opts) or None)
+        return
+    out = subprocess.run(["mount", "-t", fstype, "-o", ",".join(options), source, target],
+                         cwd=cwd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise System(f"mounting the rootfs on {target}: {out.stderr.strip()}")
