@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -323,6 +323,15 @@ def echo_supervisor(fd: int, tty: bool) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+async def exec_start(request: web.Request) -> web.StreamResponse:
+    body = await request.json()         # read before the hijack
+    tty = bool(body.get("Tty"))
+    version = streams.versions.of(request.match_info)
+    sock = await streams.hijack(request, streams.stream_content_type(not tty, version))
+    threading.Thread(target=echo_supervisor, args=(sock.detach(), tty)).start()
+    return web.Response()
+
+
 def hijack_app(fail_after: bool = False) -> web.Application:
     app = make_app(SystemBackend())
 
@@ -336,14 +345,6 @@ def hijack_app(fail_after: bool = False) -> web.Application:
         # As the real route: hand the fd over (here to a thread), keep no copy.
         threading.Thread(target=echo_supervisor, args=(sock.detach(), False)).start()
         return web.Response(text="must not reach the client either")
-
-    async def exec_start(request: web.Request) -> web.StreamResponse:
-        body = await request.json()         # read before the hijack
-        tty = bool(body.get("Tty"))
-        version = streams.versions.of(request.match_info)
-        sock = await streams.hijack(request, streams.stream_content_type(not tty, version))
-        threading.Thread(target=echo_supervisor, args=(sock.detach(), tty)).start()
-        return web.Response()
 
     add(app, "POST", "/containers/{id}/attach", attach)
     add(app, "POST", "/exec/{id}/start", exec_start)
@@ -439,10 +440,15 @@ def test_the_server_still_serves_after_hijacks(tmp_path):
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
 
-def fake_exec_daemon(exit_code: int) -> web.Application:
-    """Just enough of the Engine API for ``docker exec -i``."""
-    app = hijack_app()
-    execs: dict[str, dict[str, object]] = {}
+def fake_daemon(exit_code: int, log_path: Path | None = None,
+                stopped: asyncio.Event | None = None) -> web.Application:
+    """Just enough of the Engine API for ``docker exec -i``, ``docker attach`` and
+    ``docker logs`` against one running container "box"."""
+    app = make_app(SystemBackend())
+    add(app, "POST", "/exec/{id}/start", exec_start)
+    if log_path is not None:
+        add(app, "GET", "/containers/{id}/logs", _logs_handler(log_path, stopped))
+    done = threading.Event()
 
     async def inspect_container(request: web.Request) -> web.Response:
         cid = request.match_info["id"]
@@ -450,41 +456,133 @@ def fake_exec_daemon(exit_code: int) -> web.Application:
             "Id": cid * 8, "Name": "/" + cid,
             "State": {"Status": "running", "Running": True, "Paused": False,
                       "Restarting": False},
-            "Config": {"Tty": False, "OpenStdin": True}})
+            "Config": {"Tty": False, "OpenStdin": True, "AttachStdin": True,
+                       "AttachStdout": True, "AttachStderr": True}})
 
     async def create_exec(request: web.Request) -> web.Response:
-        body = await request.json()
-        execs["e1"] = body
+        await request.json()
         return web.json_response({"Id": "e1"}, status=201)
 
     async def inspect_exec(request: web.Request) -> web.Response:
         return web.json_response({"ID": "e1", "Running": False, "ExitCode": exit_code,
                                   "ProcessConfig": {"tty": False}})
 
-    async def resize(request: web.Request) -> web.Response:
+    async def wait(request: web.Request) -> web.Response:
+        # The CLI waits for the exit while attached; "exit" once stdin has ended.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await asyncio.to_thread(done.wait, 30)
+        await response.write(json.dumps({"StatusCode": exit_code, "Error": None}).encode())
+        return response
+
+    async def attach(request: web.Request) -> web.StreamResponse:
+        version = streams.versions.of(request.match_info)
+        sock = await streams.hijack(request, streams.stream_content_type(True, version))
+
+        def run(fd: int) -> None:
+            try:
+                echo_supervisor(fd, False)
+            finally:
+                done.set()
+        threading.Thread(target=run, args=(sock.detach(),)).start()
+        return web.Response()
+
+    async def ok(request: web.Request) -> web.Response:
         return web.Response(status=200)
 
     add(app, "GET", "/containers/{id}/json", inspect_container)
     add(app, "POST", "/containers/{id}/exec", create_exec)
     add(app, "GET", "/exec/{id}/json", inspect_exec)
-    add(app, "POST", "/exec/{id}/resize", resize)
+    add(app, "POST", "/exec/{id}/resize", ok)
+    add(app, "POST", "/containers/{id}/wait", wait)
+    add(app, "POST", "/containers/{id}/attach", attach)
+    add(app, "POST", "/containers/{id}/resize", ok)
     return app
 
 
-@pytest.mark.skipif(not os.access(DOCKER, os.X_OK), reason="no docker CLI")
+def _logs_handler(log_path: Path, stopped: asyncio.Event | None
+                  ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def logs(request: web.Request) -> web.StreamResponse:
+        q = streams.logs_query(request.query)
+        batches = follow_batches(str(log_path), q.read_options(), follow=q.follow,
+                                 stopped=stopped, poll_interval=0.01)
+        return await streams.write_logs(request, batches, tty=False, timestamps=q.timestamps,
+                                        details=q.details)
+    return logs
+
+
+def docker(tmp_path: Path, sock: str, *args: str, stdin: bytes = b""
+           ) -> subprocess.CompletedProcess[bytes]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "DOCKER_CONFIG": str(tmp_path / "cfg")}
+    return subprocess.run([DOCKER, "-H", f"unix://{sock}", *args], input=stdin,
+                          capture_output=True, env=env, timeout=60)
+
+
+needs_docker = pytest.mark.skipif(not os.access(DOCKER, os.X_OK), reason="no docker CLI")
+
+
+@needs_docker
 def test_docker_exec_through_the_hijack(tmp_path):
     sock = str(tmp_path / "api.sock")
-
-    def client() -> subprocess.CompletedProcess[bytes]:
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
-               "DOCKER_CONFIG": str(tmp_path / "cfg")}
-        return subprocess.run([DOCKER, "-H", f"unix://{sock}", "exec", "-i", "box", "cat"],
-                              input=b"hello from stdin\n" * 1000, capture_output=True,
-                              env=env, timeout=60)
-
-    res = run_with_server(fake_exec_daemon(3), sock, client)
+    res = run_with_server(fake_daemon(3), sock, lambda: docker(
+        tmp_path, sock, "exec", "-i", "box", "cat", stdin=b"hello from stdin\n" * 1000))
     assert isinstance(res, subprocess.CompletedProcess)
     assert res.stdout == b"hello from stdin\n" * 1000, res.stderr
     assert res.stderr == b"stdin closed\n"
     assert res.returncode == 3
+
+
+@needs_docker
+def test_docker_attach_through_the_hijack(tmp_path):
+    sock = str(tmp_path / "api.sock")
+    res = run_with_server(fake_daemon(5), sock, lambda: docker(
+        tmp_path, sock, "attach", "box", stdin=b"typed\n"))
+    assert isinstance(res, subprocess.CompletedProcess)
+    assert (res.stdout, res.stderr, res.returncode) == (b"typed\n", b"stdin closed\n", 5)
+
+
+@needs_docker
+def test_docker_logs(tmp_path):
+    sock, log_path = str(tmp_path / "api.sock"), tmp_path / "c-json.log"
+    write_log(log_path, 6)
+    res = run_with_server(fake_daemon(0, log_path), sock, lambda: docker(
+        tmp_path, sock, "logs", "-t", "--tail", "3", "box"))
+    assert isinstance(res, subprocess.CompletedProcess)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"2025-12-01T06:55:01.123456789Z line 4\n"
+    assert res.stderr == (b"2025-12-01T06:55:00.123456789Z line 3\n"
+                          b"2025-12-01T06:55:02.123456789Z line 5\n")
+    res = run_with_server(fake_daemon(0, log_path), sock, lambda: docker(
+        tmp_path, sock, "logs", "--details", "--since", "1764572100", "--until",
+        "1764572101.123456789", "box"))
+    assert isinstance(res, subprocess.CompletedProcess)
+    assert (res.stdout, res.stderr) == (b"tag=web line 4\n", b"tag=web line 3\n")
+
+
+@needs_docker
+def test_docker_logs_follow(tmp_path):
+    sock, log_path = str(tmp_path / "api.sock"), tmp_path / "c-json.log"
+    write_log(log_path, 1)
+
+    async def main() -> subprocess.CompletedProcess[bytes]:
+        stopped = asyncio.Event()
+        runner = await serve(fake_daemon(0, log_path, stopped), sock)
+        try:
+            proc = asyncio.create_task(asyncio.to_thread(
+                docker, tmp_path, sock, "logs", "-f", "box"))
+            await asyncio.sleep(0.5)
+            # Rotations while the CLI follows; enough files kept that none is lost.
+            f = JsonFile(str(log_path), max_size=200, max_file=100)
+            for i in range(1, 30):
+                f.write(encode_entry(f"line {i}\n".encode(), "stdout", T0 + i * SEC))
+            f.close()
+            stopped.set()
+            return await asyncio.wait_for(proc, 30)
+        finally:
+            await runner.cleanup()
+
+    res = asyncio.run(main())
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"".join(f"line {i}\n".encode() for i in range(30))
 
