@@ -919,14 +919,7 @@ def _refused(k: Ketchd, data: bytes) -> str:
 
 
 # Refused by dockerd 20.10, accepted by ketchd: see each reason.
-BAD_ARCHIVE_XFAILS = {
-    "gzipped archive with a bad CRC": (
-        "a gzipped archive's CRC-32 is never checked: archive.py _Loader.spool reads the "
-        "outer stream with tarfile 'r|*' and stops at the tar's end-of-archive blocks, so the "
-        "gzip trailer is never read; dockerd refuses it ('Error processing tar file(gzip: "
-        "invalid checksum)'). Every blob is still digest-checked, so only a corrupt trailer "
-        "slips through"),
-}
+BAD_ARCHIVE_XFAILS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [

@@ -177,6 +177,62 @@ class _Member:
         return self.data
 
 
+class _GzipReader(io.RawIOBase):
+    """A gzipped archive, inflated with its trailer checked.
+
+    tarfile's own gzip reader neither checks the CRC-32 nor reads past the
+    tar's end-of-archive blocks, so a damaged trailer went unnoticed; dockerd
+    refuses it ("gzip: invalid checksum"). ``finish`` reads to the end of the
+    gzip stream after the tar's last member.
+    """
+
+    MAGIC = b"\x1f\x8b"
+
+    def __init__(self, src: BinaryIO, head: bytes) -> None:
+        super().__init__()
+        self._src = src
+        self._pending = head
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._out = b""
+
+    @classmethod
+    def wrap(cls, stream: BinaryIO) -> _GzipReader | None:
+        """A reader over ``stream`` if it starts as gzip does, else None (nothing consumed)."""
+        peek = getattr(stream, "peek", None)
+        if peek is not None:
+            return cls(stream, b"") if peek(2)[:2] == cls.MAGIC else None
+        if stream.seekable():
+            pos = stream.tell()
+            head = stream.read(2)
+            stream.seek(pos)
+            return cls(stream, b"") if head == cls.MAGIC else None
+        return None  # cannot look ahead: tarfile's own detection ("r|*") decides
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._out:
+            if self._z.eof:
+                return 0
+            raw = self._pending or self._src.read(CHUNK)
+            self._pending = b""
+            if not raw:
+                raise _bad("truncated or corrupt: unexpected end of the gzip stream")
+            try:
+                self._out = self._z.decompress(raw)
+            except zlib.error as exc:
+                raise _bad(f"gzip: invalid checksum or data ({exc})") from None
+        n = min(len(buf), len(self._out))
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def finish(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
 class _Loader:
     def __init__(self, store: ContentStore) -> None:
         self.store = store
@@ -191,8 +247,9 @@ class _Loader:
     # --- spooling -------------------------------------------------------------
 
     def spool(self, stream: BinaryIO) -> None:
+        gz = _GzipReader.wrap(stream)
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed below
+            tar = tarfile.open(fileobj=gz or stream, mode="r|" if gz else "r|*")  # noqa: SIM115
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise _bad(f"not a tar archive: {exc}") from None
         with tar:
@@ -215,6 +272,8 @@ class _Loader:
                 elif member.isreg():
                     n += 1
                     self._spool_file(tar, member, name, n)
+            if gz is not None:
+                gz.finish()
 
     def _spool_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
                     n: int) -> None:
