@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
+from ketch.client._containers import ContainersMixin
 from ketch.client._errors import from_status, message_of
 from ketch.client._transport import (
     DEFAULT_HOST,
@@ -98,7 +99,7 @@ def _message(line: bytes) -> Iterator[dict[str, Any]]:
         yield msg
 
 
-class Client:
+class Client(ContainersMixin):
     def __init__(self, host: str | None = None, *, transport: Transport | None = None,
                  version: str | None = None) -> None:
         self.host = resolve_host(host)

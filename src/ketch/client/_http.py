@@ -11,6 +11,7 @@ the connection.
 
 from __future__ import annotations
 
+import io
 import socket
 from typing import BinaryIO
 
@@ -23,7 +24,9 @@ class ProtocolError(OSError):
 
 def send_request(sock: socket.socket, method: str, path: str, headers: dict[str, str],
                  body: bytes | BinaryIO | None) -> None:
-    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
+    if not any(k.lower() == "connection" for k in headers):
+        lines.append("Connection: close")
     lines += [f"{k}: {v}" for k, v in headers.items()]
     streamed = body is not None and not isinstance(body, bytes)
     if isinstance(body, bytes):
@@ -133,3 +136,79 @@ def read_response(sock: socket.socket, method: str) -> tuple[int, dict[str, str]
     elif not chunked and "content-length" in low:
         length = int(low["content-length"])
     return status, headers, Body(rfile, length=length, chunked=chunked and not no_body), rfile
+
+
+# --- hijacking (attach, exec start) -------------------------------------------------------
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ProtocolError(f"not an HTTP answer: {lines[0][:60]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip():
+            headers[name.strip()] = value.strip()
+    return int(parts[1]), headers
+
+
+def hijack(sock: socket.socket, method: str, path: str, headers: dict[str, str],
+           body: bytes | None) -> tuple[int, dict[str, str], bytes]:
+    """Send an ``Upgrade: tcp`` request and read the answer's head straight off the socket.
+
+    Returns (status, headers, rest): on ``101``/``200`` the socket is now the raw
+    stream and ``rest`` is what already arrived after the head (the first bytes of
+    output); on another status ``rest`` is the error body, read to its end.
+    A buffered reader is not used on purpose: it could swallow stream bytes that
+    a later ``recv`` on the socket would then miss.
+    """
+    send_request(sock, method, path, {**headers, "Connection": "Upgrade", "Upgrade": "tcp"},
+                 body)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(CHUNK)
+        if not data:
+            raise ProtocolError("the daemon closed the connection without answering")
+        buf += data
+        if len(buf) > 1 << 20:
+            raise ProtocolError("the answer's header is too long")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status, hdrs = _parse_head(head)
+    if status in (101, 200):
+        return status, hdrs, rest
+    low = {k.lower(): v for k, v in hdrs.items()}
+    if "content-length" in low:
+        want = int(low["content-length"])
+        while len(rest) < want:
+            data = sock.recv(CHUNK)
+            if not data:
+                break
+            rest += data
+        return status, hdrs, rest[:want]
+    body_reader = Body(io.BufferedReader(_Prefixed(rest, sock)),  # type: ignore[arg-type,type-var]
+                       length=None, chunked="chunked" in low.get("transfer-encoding", ""))
+    return status, hdrs, body_reader.read()
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already received, then the socket: a raw file for reading an error body."""
+
+    def __init__(self, first: bytes, sock: socket.socket) -> None:
+        super().__init__()
+        self._first = first
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        if self._first:
+            n = min(len(b), len(self._first))
+            b[:n] = self._first[:n]
+            self._first = self._first[n:]
+            return n
+        data = self._sock.recv(len(b))
+        b[:len(data)] = data
+        return len(data)
