@@ -1,0 +1,1 @@
+"""Named and anonymous volumes (``store``) and the mount planning of a container (``planner``)."""
