@@ -142,7 +142,8 @@ def test_since_stops_filtering_after_the_first_match(tmp_path):
 
 def test_bad_lines_are_skipped_and_an_unfinished_one_is_not_read(tmp_path):
     p = tmp_path / "c-json.log"
-    p.write_bytes(entry(0) + b"garbage\n" + b"\n" + entry(1) + entry(2)[:-10])
+    p.write_bytes(entry(0) + b"garbage\n" + b"\n" + entry(5)[:-1] + b"{}\n" + b"[1]\n"
+                  + b"  " + entry(1) + entry(2)[:-10])
     assert numbers(list(read_logs(str(p)))) == [0, 1]
     assert numbers(list(read_logs(str(p), ReadOptions(tail=1)))) == [1]
 

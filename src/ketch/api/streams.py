@@ -153,10 +153,18 @@ def logs_query(query: Mapping[str, str]) -> LogsQuery:
         tail=parse_tail(query.get("tail", "")))
 
 
+_seconds: dict[int, str] = {}      # consecutive messages share their second
+
+
 def timestamp_fixed(time_ns: int) -> str:
     """Go's ``2006-01-02T15:04:05.000000000Z07:00`` in UTC: always nine digits."""
     secs, nanos = divmod(time_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+    base = _seconds.get(secs)
+    if base is None:
+        if len(_seconds) > 4096:
+            _seconds.clear()
+        base = _seconds[secs] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{base}.{nanos:09d}Z"
 
 
 def details_prefix(attrs: Mapping[str, str]) -> bytes:
@@ -300,7 +308,9 @@ async def hijack(request: web.BaseRequest, content_type: str,
     sock = socket.socket(fileno=os.dup(raw.fileno()))
     transport.abort()
     try:
-        sock.setblocking(True)
+        # The head is small and the connection's send buffer empty, so this does
+        # not wait; the timeout only bounds a client that never reads.
+        sock.settimeout(10)
         if wants_upgrade(request):
             head = (f"HTTP/1.1 101 UPGRADED\r\nContent-Type: {content_type}\r\n"
                     "Connection: Upgrade\r\nUpgrade: tcp\r\n")
@@ -309,6 +319,7 @@ async def hijack(request: web.BaseRequest, content_type: str,
         for k, v in (headers or {}).items():
             head += f"{k}: {v}\r\n"
         sock.sendall((head + "\r\n").encode("latin-1"))
+        sock.setblocking(True)
     except BaseException:
         sock.close()
         raise

@@ -105,19 +105,23 @@ def parse_tail(value: str) -> int:
     return int(value) if _INT.fullmatch(value) else -1
 
 
+_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2})"
+                   r"(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+_seconds: dict[tuple[str, str], int] = {}       # consecutive entries share their second
+
+
 def parse_time(value: str) -> int:
     """An entry's ``time`` (RFC 3339, any fraction length, any offset) in unix ns."""
-    base, frac, zone = value[:19], "", value[19:]
-    if zone.startswith("."):
-        end = 1
-        while end < len(zone) and zone[end].isdigit():
-            end += 1
-        frac, zone = zone[1:end], zone[end:]
-    if zone in ("Z", "z"):
-        zone = "+00:00"
-    if len(base) != 19 or base[10] not in "Tt":
+    m = _TIME.fullmatch(value)
+    if m is None:
         raise ValueError(f"bad time {value!r}")
-    secs = int(datetime.fromisoformat(base + zone).timestamp())
+    base, frac, zone = m.groups()
+    secs = _seconds.get((base, zone))
+    if secs is None:
+        if len(_seconds) > 4096:
+            _seconds.clear()
+        iso = base[:10] + "T" + base[11:] + ("+00:00" if zone in "Zz" else zone)
+        secs = _seconds[(base, zone)] = int(datetime.fromisoformat(iso).timestamp())
     return secs * 1_000_000_000 + (int(frac[:9].ljust(9, "0")) if frac else 0)
 
 
@@ -128,16 +132,23 @@ def _text(value: str) -> bytes:
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode()
 
 
+_decode = json.JSONDecoder().raw_decode
+_SPACE = re.compile(r"[ \t\r\n]*")
+
+
 def decode_entry(line: bytes) -> LogRecord:
     """One line of a json-file log. Raises ValueError when it is not an entry."""
-    doc = json.loads(line)
+    text = line.decode("utf-8", "replace")
+    doc, end = _decode(text, len(text) - len(text.lstrip(" \t\r\n")))
+    if end != len(text) and _SPACE.fullmatch(text, end) is None:
+        raise ValueError("extra data after the entry")
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
-    attrs = doc.get("attrs") or {}
+    attrs = doc.get("attrs")
     return LogRecord(stream=str(doc.get("stream", "")), time_ns=parse_time(doc.get("time", "")),
                      text=_text(doc.get("log", "")),
-                     attrs={str(k): str(v) for k, v in attrs.items()} if isinstance(attrs, dict)
-                     else {})
+                     attrs={str(k): str(v) for k, v in attrs.items()}
+                     if attrs and isinstance(attrs, dict) else {})
 
 
 # -- the files ---------------------------------------------------------------------------
