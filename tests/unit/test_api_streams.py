@@ -351,9 +351,11 @@ def hijack_app(fail_after: bool = False) -> web.Application:
     return app
 
 
-def raw_exchange(path: str, request: bytes, stdin: Sequence[bytes]) -> tuple[bytes, bytes]:
+def raw_exchange(path: str | tuple[str, int], request: bytes, stdin: Sequence[bytes]
+                 ) -> tuple[bytes, bytes]:
     """Send a request, read the answer's head, then send stdin, half-close, read to EOF."""
-    with socket.socket(socket.AF_UNIX) as s:
+    family = socket.AF_UNIX if isinstance(path, str) else socket.AF_INET
+    with socket.socket(family) as s:
         s.settimeout(10)
         s.connect(path)
         s.sendall(request)
@@ -389,6 +391,26 @@ def test_hijack_upgrade_echo_and_half_close(tmp_path):
     # Output after the client's half-close, then the end: nothing from aiohttp in between.
     assert frames[-1] == (STDERR, b"stdin closed\n")
     assert frame(STDERR, b"stdin closed\n") == body[-len(frame(STDERR, b"stdin closed\n")):]
+
+
+def test_hijack_over_tcp(tmp_path):
+    req = (b"POST /v1.45/containers/c/attach?stream=1&stdin=1&stdout=1 HTTP/1.1\r\n"
+           b"Host: api\r\n" + UPGRADE + b"\r\n")
+
+    async def main() -> tuple[bytes, bytes]:
+        runner = web.AppRunner(hijack_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            host, port = runner.addresses[0][:2]
+            return await asyncio.to_thread(raw_exchange, (host, port), req, [b"over tcp"])
+        finally:
+            await runner.cleanup()
+
+    head, body = asyncio.run(main())
+    assert head.startswith(b"HTTP/1.1 101 UPGRADED")
+    assert Demuxer().feed(body) == [(STDOUT, b"over tcp"), (STDERR, b"stdin closed\n")]
 
 
 def test_hijack_without_upgrade_answers_200_raw(tmp_path):
