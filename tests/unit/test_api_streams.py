@@ -608,3 +608,27 @@ def test_docker_logs_follow(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"".join(f"line {i}\n".encode() for i in range(30))
 
+
+
+def test_docker_py_exec_socket(tmp_path):
+    docker_py = pytest.importorskip("docker")
+    sock = str(tmp_path / "api.sock")
+
+    def client() -> list[tuple[int, bytes]]:
+        api = docker_py.APIClient(base_url=f"unix://{sock}", version="1.45")
+        try:
+            eid = api.exec_create("box", ["cat"], stdin=True)["Id"]
+            conn = api.exec_start(eid, socket=True)
+            raw = conn._sock
+            raw.sendall(b"from docker-py\n")
+            raw.shutdown(socket.SHUT_WR)        # stdin done; output must keep coming
+            data = b""
+            while chunk := raw.recv(65536):
+                data += chunk
+            conn.close()
+            return Demuxer().feed(data)
+        finally:
+            api.close()
+
+    frames = run_with_server(fake_daemon(0), sock, client)
+    assert frames == [(STDOUT, b"from docker-py\n"), (STDERR, b"stdin closed\n")]
