@@ -24,11 +24,13 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from tests.conftest import PREFIX
 from tests.integration.engines import mounts_under, unmount_all
+from tests.integration.refdockerd import ref_dockerd  # noqa: F401 - a fixture
 
 from ketch.api import make_app
 from ketch.api.routers import volumes
@@ -292,3 +294,79 @@ def test_ketch_cli_volume_commands(api: tuple[Server, dict[str, list[str]]],
     assert ketch("volume", "rm", "data") == (0, "data\n", "")
     assert ketch("volume", "ls", "-q") == (0, "", "")
 
+
+
+# --- the planner's refusals, side by side with dockerd 20.10 ------------------------------
+
+
+def _differential_cases(dockerd_base: Path) -> list[tuple[list[str], dict[str, Any]]]:
+    """``docker create`` flags, and the HostConfig the docker CLI makes of them."""
+    from ketch.engine.model import BindOptions, MountSpec
+
+    def mount(**kw: Any) -> MountSpec:
+        return MountSpec(**kw)
+
+    missing = f"/{PREFIX}-missing-source"
+    root_parent = str(dockerd_base)
+    return [
+        (["-v", "/tmp:/"], {"binds": ["/tmp:/"]}),
+        (["-v", "vol:rel"], {"binds": ["vol:rel"]}),
+        (["-v", "/tmp:x"], {"binds": ["/tmp:x"]}),
+        (["-v", "/tmp:/x:bogus"], {"binds": ["/tmp:/x:bogus"]}),
+        (["-v", "/x:rw"], {"binds": ["/x:rw"]}),
+        (["-v", "/tmp:/x:ro,rw"], {"binds": ["/tmp:/x:ro,rw"]}),
+        (["-v", "v3:/x:nocopy,copy"], {"binds": ["v3:/x:nocopy,copy"]}),
+        (["-v", "a:/x:Z,z"], {"binds": ["a:/x:Z,z"]}),
+        (["-v", "a:b:c:d"], {"binds": ["a:b:c:d"]}),
+        (["-v", "/tmp:/x:nocopy"], {"binds": ["/tmp:/x:nocopy"]}),
+        (["-v", "v:/x:rshared"], {"binds": ["v:/x:rshared"]}),
+        (["-v", "bad!:/x"], {"binds": ["bad!:/x"]}),
+        (["-v", "/tmp:/x", "-v", "/etc:/x/"], {"binds": ["/tmp:/x", "/etc:/x/"]}),
+        (["-v", "/tmp:/x", "--tmpfs", "/x"], {"binds": ["/tmp:/x"], "tmpfs": {"/x": ""}}),
+        (["-v", "/tmp:/x", "--mount", "type=bind,src=/etc,dst=/x"],
+         {"binds": ["/tmp:/x"], "mounts": [mount(type="bind", source="/etc", target="/x")]}),
+        (["--mount", "type=bind,src=/etc,dst=/x/", "-v", "/tmp:/x"],
+         {"binds": ["/tmp:/x"], "mounts": [mount(type="bind", source="/etc", target="/x/")]}),
+        (["--mount", "type=volume,dst=/x,readonly"],
+         {"mounts": [mount(type="volume", target="/x", read_only=True)]}),
+        (["--mount", f"type=bind,src={missing},dst=/x"],
+         {"mounts": [mount(type="bind", source=missing, target="/x")]}),
+        (["--mount", "type=bind,src=rel,dst=/x"],
+         {"mounts": [mount(type="bind", source="rel", target="/x")]}),
+        (["--mount", "type=tmpfs,src=foo,dst=/x"],
+         {"mounts": [mount(type="tmpfs", source="foo", target="/x")]}),
+        (["--mount", "type=bind,dst=/x"], {"mounts": [mount(type="bind", target="/x")]}),
+        (["--mount", "type=tmpfs,dst=/"], {"mounts": [mount(type="tmpfs", target="/")]}),
+        (["--mount", f"type=bind,src={root_parent},dst=/x,bind-propagation=shared"],
+         {"mounts": [mount(type="bind", source=root_parent, target="/x",
+                           bind_options=BindOptions(propagation="shared"))]}),
+        (["--volumes-from", ""], {"volumes_from": [""]}),
+        (["--volumes-from", "x:bogus"], {"volumes_from": ["x:bogus"]}),
+    ]
+
+
+def _daemon_message(stderr: str) -> str:
+    for line in stderr.splitlines():
+        _, sep, message = line.partition("Error response from daemon: ")
+        if sep:
+            return message
+    raise AssertionError(f"no daemon error in {stderr!r}")
+
+
+@pytest.mark.skipif(DOCKER is None or shutil.which("dockerd") is None,
+                    reason="dockerd (docker.io) or the docker CLI is not installed")
+def test_refusals_match_dockerd(ref_dockerd: Any, store: VolumeStore) -> None:  # noqa: F811
+    from ketch.engine.model import ContainerConfig, HostConfig
+    from ketch.errors import KetchError
+    from ketch.volume.planner import plan_mounts
+
+    for flags, hc in _differential_cases(ref_dockerd.base):
+        theirs = ref_dockerd.cli("create", "--network", "none", *flags, "busybox:latest",
+                                 "true")
+        assert theirs.returncode != 0, f"dockerd accepted {flags}"
+        with pytest.raises(KetchError) as exc:
+            plan_mounts(ContainerConfig(), HostConfig(**hc), store,
+                        daemon_root=str(ref_dockerd.data_root),
+                        volumes_from=lambda ref: [])
+        assert str(exc.value) == _daemon_message(theirs.stderr), flags
+    assert store.volumes() == []
