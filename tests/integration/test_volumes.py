@@ -370,3 +370,102 @@ def test_refusals_match_dockerd(ref_dockerd: Any, store: VolumeStore) -> None:  
                         volumes_from=lambda ref: [])
         assert str(exc.value) == _daemon_message(theirs.stderr), flags
     assert store.volumes() == []
+
+
+# --- plans and copy-up, side by side with dockerd 20.10 -----------------------------------
+
+VOLIMG_DOCKERFILE = """FROM busybox:latest
+RUN mkdir -p /data/sub && echo hi > /data/f && ln /data/f /data/hard && ln -s f /data/l \\
+ && chown -R 1000:1000 /data && chmod 750 /data && chmod 4751 /data/sub
+VOLUME /data /empty
+"""
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Every entry below ``root`` (and root itself as "."): mode, owner, group, and the
+    content (a symlink's target, a file's bytes)."""
+    out: dict[str, tuple[int, int, int, str]] = {}
+    for p in [root, *sorted(root.rglob("*"))]:
+        st = p.lstat()
+        if p.is_symlink():
+            what = "-> " + os.readlink(p)
+        elif p.is_file():
+            what = p.read_bytes().decode(errors="replace")
+        else:
+            what = ""
+        out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, what)
+    return out
+
+
+def _normalized(mounts: list[dict[str, Any]], volume_dir: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for m in mounts:
+        m = dict(m)
+        if m["Type"] == "volume":
+            anonymous = len(m["Name"]) == 64
+            assert m["Source"] == f"{volume_dir}/{m['Name']}/_data"
+            m["Name"] = "<anonymous>" if anonymous else m["Name"]
+            m["Source"] = "<volume>"
+        out[m["Destination"]] = m
+    return out
+
+
+@pytest.mark.skipif(DOCKER is None or shutil.which("dockerd") is None,
+                    reason="dockerd (docker.io) or the docker CLI is not installed")
+def test_plan_and_copy_up_match_dockerd(ref_dockerd: Any, store: VolumeStore,  # noqa: F811
+                                        base: Path) -> None:
+    from ketch.engine.model import BindOptions, ContainerConfig, HostConfig, MountSpec
+    from ketch.volume.planner import copy_up, mounts_json, plan_mounts
+
+    ctx = base / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(VOLIMG_DOCKERFILE)
+    ref_dockerd.build(ctx, "volimg:1")
+    src = base / "bind-src"
+    src.mkdir()
+    flags = ["-v", "named:/data", "-v", f"{src}:/b:ro,rslave", "-v", "ro:/r:ro,nocopy",
+             "-v", "/anon", "--tmpfs", "/t:size=1m",
+             "--mount", "type=tmpfs,dst=/t2,tmpfs-size=1048576",
+             "--mount", "type=volume,src=mv,dst=/m,volume-nocopy,readonly",
+             "--mount", f"type=bind,src={src},dst=/b2,bind-propagation=shared"]
+    cid = ref_dockerd.ok("create", "--network", "none", *flags, "volimg:1", "true"
+                         ).stdout.strip()
+    theirs = json.loads(ref_dockerd.ok("inspect", cid).stdout)[0]
+
+    # The same request as the docker CLI sends it (-v /anon goes to Config.Volumes).
+    from ketch.engine.model import TmpfsOptions, VolumeOptions
+
+    config = ContainerConfig(volumes={"/data": {}, "/empty": {}, "/anon": {}})
+    hc = HostConfig(binds=["named:/data", f"{src}:/b:ro,rslave", "ro:/r:ro,nocopy"],
+                    tmpfs={"/t": "size=1m"},
+                    mounts=[MountSpec(type="tmpfs", target="/t2",
+                                      tmpfs_options=TmpfsOptions(size_bytes=1048576)),
+                            MountSpec(type="volume", source="mv", target="/m", read_only=True,
+                                      volume_options=VolumeOptions(no_copy=True)),
+                            MountSpec(type="bind", source=str(src), target="/b2",
+                                      bind_options=BindOptions(propagation="shared"))])
+    assert theirs["HostConfig"]["Binds"] == hc.binds
+    rootfs = base / "rootfs"
+    rootfs.mkdir()
+    # The container's filesystem as dockerd has it, for the copy-up.
+    exported = subprocess.run([ref_dockerd.docker_bin, "export", cid], capture_output=True,
+                              env=ref_dockerd.env, timeout=120, check=True).stdout
+    subprocess.run(["tar", "-C", str(rootfs), "-x", "--same-owner", "-p"], input=exported,
+                   check=True, timeout=120)
+    plan = plan_mounts(config, hc, store, daemon_root=str(ref_dockerd.data_root),
+                       rootfs=str(rootfs))
+    assert _normalized(mounts_json(plan.mounts), store.dir) == \
+        _normalized(theirs["Mounts"], str(ref_dockerd.data_root / "volumes"))
+
+    # /empty and /anon are not in the image's layers (VOLUME makes no directory): no copy.
+    assert copy_up(plan.mounts, store, str(rootfs)) == ["named"]
+    assert set(_tree(Path(store.path_of("named")))) == {".", "f", "hard", "l", "sub"}
+    for name in ("named", "mv", "ro"):
+        assert _tree(Path(store.path_of(name))) == \
+            _tree(ref_dockerd.data_root / "volumes" / name / "_data"), name
+    anon = {m["Destination"]: m["Name"] for m in theirs["Mounts"] if m["Type"] == "volume"}
+    mine = {m.destination: m.name for m in plan.mounts if m.type == "volume"}
+    for dest in ("/empty", "/anon"):
+        assert _tree(Path(store.path_of(mine[dest]))) == \
+            _tree(ref_dockerd.data_root / "volumes" / anon[dest] / "_data"), dest
+    ref_dockerd.ok("rm", "-v", cid)
