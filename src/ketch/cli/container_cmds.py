@@ -396,18 +396,23 @@ def kill(session: Session, args: tuple[str, ...], signal_: str) -> int:
 @click.pass_obj
 def rm(session: Session, args: tuple[str, ...], force: bool, link: bool, volumes: bool) -> int:
     client = session.connect()
-
-    def remove(name: str) -> None:
-        if not name.strip("/"):
-            raise local(InvalidArgument("Container name cannot be empty"))
+    failed = False
+    for name in args:
         try:
-            client.container_remove(name, force=force, volumes=volumes, link=link)
-        except NotFound:
-            if not force:
-                raise
-            # docker rm -f of a missing container is quiet and succeeds.
-
-    return _each(session, args, remove)
+            if not name.strip("/"):
+                raise local(InvalidArgument("container name cannot be empty"))
+            client.container_remove(name.strip("/"), force=force, volumes=volumes, link=link)
+        except NotFound as exc:
+            sys.stderr.write(error_text(exc) + "\n")
+            # `rm -f` of a missing container says so, and is not a failure (docker 28).
+            failed = failed or not force
+            continue
+        except KetchError as exc:
+            sys.stderr.write(error_text(exc) + "\n")
+            failed = True
+            continue
+        sys.stdout.write(name + "\n")
+    return 1 if failed else 0
 
 
 @command("pause", "CONTAINER [CONTAINER...]", "Pause all processes within one or more containers",
@@ -511,12 +516,12 @@ def go_timestamp(value: str, now: float | None = None) -> str:
     if not value:
         return ""
     now = time.time() if now is None else now
-    try:
-        d = run_opts.parse_duration(value)
-        t = now - d / 1e9
-        return f"{int(t)}.{int(round((t - int(t)) * 1e9)):09d}"
-    except ValueError:
-        pass
+    if value != "0":
+        try:
+            # A duration: that long ago, in whole seconds as docker sends it.
+            return str(int(now - run_opts.parse_duration(value) / 1e9))
+        except ValueError:
+            pass
     if value.replace(".", "", 1).isdigit():
         return value
     text = value.replace("Z", "+00:00")
@@ -635,11 +640,12 @@ def exec_(session: Session, args: tuple[str, ...], detach: bool, detach_keys: st
         console = att.terminal_size(sys.stdout.fileno())
     body: dict[str, Any] = {
         "User": user, "Privileged": privileged, "Tty": tty,
-        "ConsoleSize": list(console) if console else None,
         "AttachStdin": interactive and not detach, "AttachStderr": not detach,
         "AttachStdout": not detach, "Detach": detach, "DetachKeys": detach_keys,
         "Env": lines or None, "WorkingDir": workdir, "Cmd": list(args[1:]),
     }
+    if console:
+        body["ConsoleSize"] = list(console)
     exec_id = str(client.exec_create(container, body)["Id"])
     if detach:
         client.exec_start(exec_id, detach=True, tty=tty, console_size=console)
@@ -1026,7 +1032,8 @@ def update(session: Session, args: tuple[str, ...], **params: Any) -> int:
             "DeviceCgroupRules", "DeviceRequests", "MemoryReservation", "MemorySwap",
             "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount",
             "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth")
-    body: dict[str, Any] = {k: hc[k] for k in keys}
+    # As docker's UpdateConfig: unset lists go as null, not [].
+    body: dict[str, Any] = {k: (hc[k] if hc[k] != [] else None) for k in keys}
     body["MemorySwappiness"] = None
     body["OomKillDisable"] = None
     body["PidsLimit"] = hc["PidsLimit"] if params.get("pids_limit") is not None else None
