@@ -76,6 +76,9 @@ def test_create_lays_out_dirs_and_json(store: VolumeStore, tmp_path: Path) -> No
     # Created again: the same volume, unchanged (labels are not merged), as dockerd.
     again = store.create("data", labels={"new": "1"})
     assert again == v
+    assert store.ensure("data") == (v, False)
+    made, created = store.ensure("other")
+    assert created and made.name == "other"
     assert store.get("data").to_json()["Labels"] == {"x": "1", "y": ""}
 
 

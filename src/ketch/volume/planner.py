@@ -532,9 +532,9 @@ def plan_mounts(config: ContainerConfigLike, host_config: HostConfigLike,
                 if os.path.exists(host) and not os.path.isdir(host):
                     raise InvalidArgument("cannot mount volume over existing file, "
                                           f"file exists {host}")
-            existed = bool(mp.name) and store.exists(mp.name)
-            v = store.create(mp.name, mp.driver, options=mp.driver_options, labels=mp.labels)
-            if not existed:
+            v, made = store.ensure(mp.name, mp.driver, options=mp.driver_options,
+                                   labels=mp.labels)
+            if made:
                 plan.created.append(v.name)
             mp.name, mp.source, mp.driver = v.name, v.mountpoint, v.driver
             mp.driver_options = mp.labels = None

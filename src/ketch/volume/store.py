@@ -276,6 +276,12 @@ class VolumeStore:
         Without a name the volume is anonymous: a random 64-hex name and moby's
         ``com.docker.volume.anonymous`` label, which is what prune looks for.
         """
+        return self.ensure(name, driver, options, labels)[0]
+
+    def ensure(self, name: str = "", driver: str = "", options: Mapping[str, str] | None = None,
+               labels: Mapping[str, str] | None = None) -> tuple[Volume, bool]:
+        """``create``, also saying whether this call made the volume (decided under the
+        store's lock, so two creates of one name cannot both think they made it)."""
         labels = dict(labels or {})
         if not name:
             name = secrets.token_hex(32)
@@ -287,7 +293,7 @@ class VolumeStore:
         with self._lock:
             row = self._row(name)
             if row is not None:
-                return self._volume(row)
+                return self._volume(row), False
             validate_options(name, options or {})
             vdir = os.path.join(self.dir, name)
             data = os.path.join(vdir, "_data")
@@ -303,7 +309,7 @@ class VolumeStore:
                            "VALUES (?, ?, ?, ?, ?)",
                            (name, LOCAL, created, json.dumps(labels) if labels else None,
                             json.dumps(dict(options)) if options else None))
-            return self.get(name)
+            return self.get(name), True
 
     # --- mount and unmount: the refcount ---------------------------------------------------
 
