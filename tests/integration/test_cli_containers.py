@@ -229,3 +229,52 @@ def test_cidfile_and_prune(engine: Engine, tmp_path: Path) -> None:
                       f"label={engine.label}"))
     assert pruned.startswith("Deleted Containers:\n") and cid in pruned
     assert pruned.endswith("Total reclaimed space: 0B\n") or "Total reclaimed space" in pruned
+
+
+def test_kill_restart_update(engine: Engine) -> None:
+    name = f"kt-{secrets.token_hex(3)}"
+    ok(run(engine, "-d", "--name", name, "busybox", "sh", "-c",
+           "trap 'exit 42' USR1; while true; do sleep 0.1; done"))
+    assert ok(ketch(engine, "kill", "-s", "USR1", name)) == name + "\n"
+    assert ok(ketch(engine, "wait", name)) == "42\n"
+    assert ok(ketch(engine, "restart", "-t", "1", name)) == name + "\n"
+    assert ok(ketch(engine, "inspect", "-f", "{{.State.Running}} {{.RestartCount}}",
+                    name)).split()[0] == "true"
+    assert ok(ketch(engine, "update", "--memory", "64m", "--memory-swap", "128m",
+                    "--restart", "on-failure:2", name)) == name + "\n"
+    assert ok(ketch(engine, "inspect", "-f",
+                    "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}",
+                    name)) == f"{64 << 20} on-failure\n"
+    none = ketch(engine, "update", name)
+    assert none.returncode == 1 and "one or more flags" in none.stderr
+    assert ok(ketch(engine, "port", name)) == ""
+    assert ok(ketch(engine, "kill", name)) == name + "\n"
+    missing = ketch(engine, "kill", "kt-no-such-container")
+    assert missing.returncode == 1 and "No such container" in missing.stderr
+    forced = ketch(engine, "rm", "-f", "kt-no-such-container")
+    assert (forced.returncode, forced.stdout) == (0, "")
+
+
+def test_cp_both_ways(engine: Engine, tmp_path: Path) -> None:
+    name = f"kt-{secrets.token_hex(3)}"
+    ok(run(engine, "-d", "--name", name, "busybox", "sleep", "300"))
+    src = tmp_path / "tree"
+    (src / "deep").mkdir(parents=True)
+    (src / "deep" / "f").write_text("payload\n")
+    ok(ketch(engine, "cp", str(src), f"{name}:/tmp/"))              # into a directory
+    ok(ketch(engine, "cp", str(src), f"{name}:/tmp/renamed"))       # to a new name
+    ok(ketch(engine, "cp", f"{src}/.", f"{name}:/tmp/contents"))    # the contents only
+    listing = ok(ketch(engine, "exec", name, "find", "/tmp", "-type", "f")).split()
+    assert sorted(listing) == ["/tmp/contents/deep/f", "/tmp/renamed/deep/f",
+                               "/tmp/tree/deep/f"]
+    back = tmp_path / "back"
+    ok(ketch(engine, "cp", f"{name}:/tmp/renamed", str(back)))
+    assert (back / "deep" / "f").read_text() == "payload\n"
+    ok(ketch(engine, "cp", f"{name}:/etc/hostname", str(tmp_path)))
+    assert (tmp_path / "hostname").exists()
+    missing = ketch(engine, "cp", f"{name}:/nosuch", str(tmp_path))
+    assert (missing.returncode, missing.stderr) == (
+        1, f"Error response from daemon: Could not find the file /nosuch in container "
+           f"{name}\n")
+    bad = ketch(engine, "cp", f"{name}:/etc/hostname", "/nonexistent-dir/x/")
+    assert bad.stderr == 'invalid output path: directory "/nonexistent-dir" does not exist\n'

@@ -1075,6 +1075,245 @@ def prune(session: Session, args: tuple[str, ...], filters: tuple[str, ...], for
     return 0
 
 
+# --- cp ---------------------------------------------------------------------------------------
+
+GO_MODE_DIR = 1 << 31
+GO_MODE_SYMLINK = 1 << 27
+
+
+def split_cp_arg(arg: str) -> tuple[str, str]:
+    """docker's splitCpArg: ``CONTAINER:PATH`` or a local path (absolute, or starting with
+    "." before any colon)."""
+    if arg.startswith("/"):
+        return "", arg
+    ctr, sep, path = arg.partition(":")
+    if not sep or ctr.startswith("."):
+        return "", arg
+    return ctr, path
+
+
+def _keep_trailing(abs_path: str, original: str) -> str:
+    """archive.PreserveTrailingDotOrSeparator: "dir/." and "dir/" keep their meaning."""
+    if original.endswith("/.") and not abs_path.endswith("/."):
+        return abs_path.rstrip("/") + "/."
+    if original.endswith("/") and not abs_path.endswith("/"):
+        return abs_path + "/"
+    return abs_path
+
+
+def _split_dir_entry(path: str) -> tuple[str, str]:
+    """archive.SplitPathDirEntry: ("/a/b/", ".") -> ("/a/b", "."), "/a/b" -> ("/a", "b")."""
+    cleaned = os.path.normpath(path)
+    if path.endswith("/."):
+        return cleaned, "."
+    return os.path.dirname(cleaned) or ".", os.path.basename(cleaned)
+
+
+def _rebase(name: str, old: str, new: str) -> str:
+    if not new or new == old:
+        return name
+    if name == old:
+        return new
+    if name.startswith(old + "/"):
+        return new + name[len(old):]
+    return name
+
+
+def _extract(tar_stream: Any, dest_dir: str, old: str, new: str) -> None:
+    """Unpack a container's tar into ``dest_dir``, renaming the top entry ``old`` -> ``new``,
+    owned by us (docker's NoLchown) and never outside ``dest_dir``."""
+    import tarfile
+
+    uid, gid = os.getuid(), os.getgid()
+
+    def safe(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+        m = member.replace(name=_rebase(member.name, old, new), deep=False)
+        if m.islnk():
+            m = m.replace(linkname=_rebase(m.linkname, old, new), deep=False)
+        checked = tarfile.tar_filter(m, path)  # refuses absolute names and escapes
+        return checked.replace(mode=m.mode, uid=uid, gid=gid, uname="", gname="", deep=False)
+
+    with tarfile.open(fileobj=tar_stream, mode="r|") as tf:
+        tf.extractall(dest_dir, filter=safe)
+
+
+class _Counting:
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.n = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.f.read(n)
+        self.n += len(data)
+        return data
+
+
+def _go_err(exc: OSError, op: str, path: str) -> str:
+    return f"{op} {path}: {(exc.strerror or str(exc)).lower()}"
+
+
+def _copy_from(client: Any, ctr: str, src: str, dst: str, follow: bool, quiet: bool) -> int:
+    from ketch.cli.formatting import human_size_precision
+
+    if dst != "-":
+        dst = _keep_trailing(os.path.abspath(dst), dst)
+        parent = os.path.dirname(os.path.normpath(dst))
+        if parent and not os.path.isdir(parent):
+            raise _status(local(InvalidArgument(
+                f'invalid output path: directory "{parent}" does not exist')), 1)
+    rebase = ""
+    if follow:
+        try:
+            st = client.container_stat_path(ctr, src)
+        except KetchError:
+            st = {}
+        if int(st.get("mode") or 0) & GO_MODE_SYMLINK:
+            target = str(st.get("linkTarget") or "")
+            if not target.startswith("/"):
+                target = os.path.join(_split_dir_entry(src)[0], target)
+            rebase = _split_dir_entry(src)[1]
+            src = target
+    resp, stat = client.container_archive_get(ctr, src)
+    with resp:
+        if dst == "-":
+            sys.stdout.flush()
+            while True:
+                chunk = resp.read(1 << 20)
+                if not chunk:
+                    return 0
+                sys.stdout.buffer.write(chunk)
+        src_is_dir = bool(int(stat.get("mode") or 0) & GO_MODE_DIR)
+        src_base = _split_dir_entry(src)[1]
+        src_base_name = rebase or src_base
+        counted = _Counting(resp)
+        exists = os.path.lexists(dst)
+        is_dir = os.path.isdir(dst)
+        if exists and is_dir:
+            dest_dir, new = os.path.normpath(dst), src_base_name
+        elif exists and src_is_dir:
+            raise _status(local(InvalidArgument("cannot copy directory")), 1)
+        elif not exists and not src_is_dir and dst.endswith("/"):
+            raise _status(local(InvalidArgument("no such directory")), 1)
+        else:
+            dest_dir, new = os.path.dirname(os.path.normpath(dst)), os.path.basename(
+                os.path.normpath(dst))
+        try:
+            _extract(counted, dest_dir, src_base, new if new != "." else "")
+        except OSError as exc:
+            raise _status(local(InvalidArgument(str(exc))), 1) from None
+    if not quiet:
+        size = counted.n if src_is_dir else int(stat.get("size") or 0)
+        sys.stderr.write(f"Successfully copied {human_size_precision(size, 3)} to {dst}\n")
+    return 0
+
+
+def _copy_to(client: Any, ctr: str, src: str, dst: str, follow: bool, archive: bool,
+             quiet: bool) -> int:
+    import tarfile
+    import tempfile
+
+    from ketch.cli.formatting import human_size_precision
+
+    dst_path = dst
+    dst_exists = dst_is_dir = False
+    try:
+        st = client.container_stat_path(ctr, dst)
+        if int(st.get("mode") or 0) & GO_MODE_SYMLINK:
+            target = str(st.get("linkTarget") or "")
+            if not target.startswith("/"):
+                target = os.path.join(_split_dir_entry(dst)[0], target)
+            dst_path = target
+            st = client.container_stat_path(ctr, target)
+        dst_exists, dst_is_dir = True, bool(int(st.get("mode") or 0) & GO_MODE_DIR)
+    except KetchError:
+        pass  # as docker: a destination that cannot be looked at is one to create
+    if src == "-":
+        if not dst_is_dir:
+            raise _status(local(InvalidArgument(
+                f'destination "{ctr}:{dst}" must be a directory')), 1)
+        client.container_archive_put(ctr, dst_path, sys.stdin.buffer, copy_uid_gid=archive)
+        return 0
+    src = _keep_trailing(os.path.abspath(src), src)
+    real = os.path.normpath(src)
+    try:
+        info = os.stat(real) if follow else os.lstat(real)
+    except OSError as exc:
+        raise _status(local(InvalidArgument(_go_err(exc, "lstat", real))), 1) from None
+    import stat as st_mod
+
+    src_is_dir = st_mod.S_ISDIR(info.st_mode)
+    src_dir, src_base = _split_dir_entry(src)
+    if dst_exists and dst_is_dir:
+        put_dir, name = dst_path, src_base
+    elif dst_exists and src_is_dir:
+        raise _status(local(InvalidArgument("cannot copy directory")), 1)
+    elif not dst_exists and not src_is_dir and dst.endswith("/"):
+        raise _status(local(InvalidArgument("no such directory")), 1)
+    else:
+        put_dir, name = _split_dir_entry(dst_path)
+    total = 0
+    with tempfile.TemporaryFile() as tmp:
+        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            def add(path: str, arc: str) -> None:
+                nonlocal total
+                ti = tf.gettarinfo(path, arc)
+                if follow and path == real and os.path.islink(path):
+                    ti = tf.gettarinfo(os.path.realpath(path), arc)
+                    path = os.path.realpath(path)
+                if not archive:
+                    ti.uid = ti.gid = 0
+                    ti.uname = ti.gname = ""
+                if ti.isreg():
+                    total += ti.size
+                    with open(path, "rb") as f:
+                        tf.addfile(ti, f)
+                else:
+                    tf.addfile(ti)
+                if ti.isdir():
+                    for entry in sorted(os.listdir(path)):
+                        add(os.path.join(path, entry), f"{arc}/{entry}" if arc != "." else
+                            f"./{entry}")
+
+            add(os.path.join(src_dir, src_base) if src_base != "." else src_dir,
+                name if name != "." else ".")
+        tmp.seek(0)
+        client.container_archive_put(ctr, put_dir, tmp, copy_uid_gid=archive)
+    if not quiet:
+        sys.stderr.write(f"Successfully copied {human_size_precision(total, 3)} to "
+                         f"{ctr}:{dst_path}\n")
+    return 0
+
+
+@command("cp", "[OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n\tketch cp [OPTIONS] SRC_PATH|- "
+               "CONTAINER:DEST_PATH",
+         "Copy files/folders between a container and the local filesystem", nargs=(2, 2),
+         aliases=("ketch container cp", "ketch cp"))
+@click.option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information)")
+@click.option("-L", "--follow-link", is_flag=True, help="Always follow symlinks in SRC_PATH")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Suppress progress output during copy. Progress output is automatically "
+                   "suppressed if no terminal is attached")
+@click.pass_obj
+def cp(session: Session, args: tuple[str, ...], archive: bool, follow_link: bool,
+       quiet: bool) -> int:
+    src, dst = args
+    if not src:
+        raise _status(local(InvalidArgument("source can not be empty")), 1)
+    if not dst:
+        raise _status(local(InvalidArgument("destination can not be empty")), 1)
+    src_ctr, src_path = split_cp_arg(src)
+    dst_ctr, dst_path = split_cp_arg(dst)
+    quiet = quiet or not sys.stdout.isatty() or dst_path == "-"
+    if src_ctr and dst_ctr:
+        raise _status(local(InvalidArgument("copying between containers is not supported")), 1)
+    if not src_ctr and not dst_ctr:
+        raise _status(local(InvalidArgument("must specify at least one container source")), 1)
+    client = session.connect()
+    if src_ctr:
+        return _copy_from(client, src_ctr, src_path, dst_path, follow_link, quiet)
+    return _copy_to(client, dst_ctr, src_path, dst_path, follow_link, archive, quiet)
+
+
 # --- the group ---------------------------------------------------------------------------------
 
 container = LazyGroup("container", help="Manage containers", usage="COMMAND", lazy={})
@@ -1084,11 +1323,11 @@ for _name, _cmd in (("run", run), ("create", create), ("start", start), ("stop",
                     ("attach", attach), ("wait", wait), ("inspect", inspect), ("top", top),
                     ("stats", stats), ("pause", pause), ("unpause", unpause),
                     ("rename", rename), ("update", update), ("port", port),
-                    ("prune", prune)):
+                    ("prune", prune), ("cp", cp)):
     container.add_command(_cmd, _name)
 container.hidden_names = {"remove", "list", "ps"}
 
-__all__ = ["attach", "container", "create", "exec_", "go_timestamp", "inspect",
+__all__ = ["attach", "container", "cp", "create", "exec_", "go_timestamp", "inspect",
            "inspect_any", "kill", "logs", "pause", "port", "prune", "ps", "rename", "restart",
            "rm", "run", "start", "stats", "stats_row", "stop", "top", "unpause", "update",
            "wait"]

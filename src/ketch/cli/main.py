@@ -28,6 +28,7 @@ COMMANDS = {
     "tag": "ketch.cli.image_cmds:tag",
     "container": "ketch.cli.container_cmds:container",
     "attach": "ketch.cli.container_cmds:attach",
+    "cp": "ketch.cli.container_cmds:cp",
     "create": "ketch.cli.container_cmds:create",
     "exec": "ketch.cli.container_cmds:exec_",
     "kill": "ketch.cli.container_cmds:kill",

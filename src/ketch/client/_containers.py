@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from ketch.client._errors import from_status
 from ketch.client._http import hijack
-from ketch.client._transport import HTTPTransport, StreamResponse
+from ketch.client._transport import HTTPTransport, Request, StreamResponse
 from ketch.errors import NotModified, NotSupported, System
 
 if TYPE_CHECKING:
@@ -34,6 +34,19 @@ def _q(params: Mapping[str, Any]) -> str:
     from ketch.client._client import _query
 
     return _query(params)
+
+
+def _path_stat(header: str | None) -> dict[str, Any]:
+    if not header:
+        return {}
+    import base64
+
+    try:
+        out: dict[str, Any] = json.loads(base64.b64decode(header))
+    except ValueError as exc:
+        raise System(f"the daemon sent a path stat that is not base64 JSON: {header[:80]!r}") \
+            from exc
+    return out
 
 
 @dataclass
@@ -177,6 +190,33 @@ class ContainersMixin:
         out: dict[str, Any] = self._json("POST", "/containers/prune" +
                                          _q({"filters": filters}))
         return out
+
+    # --- archives (cp) -----------------------------------------------------------------------
+
+    def container_stat_path(self, cid: str, path: str) -> dict[str, Any]:
+        """``HEAD /containers/{id}/archive?path=``: the path's stat (name, size, mode as Go's
+        FileMode bits, mtime, linkTarget) from the X-Docker-Container-Path-Stat header."""
+        resp = self.transport.request(Request(
+            "HEAD", self._versioned(f"/containers/{_id(cid)}/archive" + _q({"path": path})),
+            {"User-Agent": "ketch-cli"}))
+        if not 200 <= resp.status < 300:
+            raise from_status(resp.status, resp.body or
+                              f"Could not find the file {path} in container {cid}".encode())
+        return _path_stat(resp.header("X-Docker-Container-Path-Stat"))
+
+    def container_archive_get(self, cid: str, path: str) -> tuple[StreamResponse, dict[str, Any]]:
+        """``GET /containers/{id}/archive?path=``: a tar of the path, and its stat."""
+        resp = self._open("GET", f"/containers/{_id(cid)}/archive" + _q({"path": path}))
+        return resp, _path_stat(resp.header("X-Docker-Container-Path-Stat"))
+
+    def container_archive_put(self, cid: str, path: str, tar: Any, *,
+                              copy_uid_gid: bool = False) -> None:
+        """``PUT /containers/{id}/archive?path=``: unpack ``tar`` (a file) into the directory
+        ``path``; a directory is never replaced by a non-directory (docker's default)."""
+        q = _q({"path": path, "noOverwriteDirNonDir": True, "copyUIDGID": copy_uid_gid})
+        with self._open("PUT", f"/containers/{_id(cid)}/archive" + q, tar,
+                        "application/x-tar") as resp:
+            resp.read()
 
     # --- attach and exec --------------------------------------------------------------------
 
