@@ -953,10 +953,11 @@ def stats(session: Session, args: tuple[str, ...], all_: bool, format_: str | No
                 errors.append(error_text(exc))
                 continue
             rows.append(stats_row(doc, n, trunc=not no_trunc))
-        sys.stdout.write(render(fmt, rows, STATS_HEADERS))
         if errors:
+            # docker prints no table when a named container cannot be read.
             sys.stderr.write("\n".join(errors) + "\n")
             return 1
+        sys.stdout.write(render(fmt, rows, STATS_HEADERS))
         return 0
     # Streaming: one reader per container, the table redrawn every second.
     latest: dict[str, Any] = {}
