@@ -158,3 +158,65 @@ def test_hijack_error_answer_gives_the_body() -> None:
     t.join(5)
     assert (status, rest) == (404, body)
     client.close()
+
+
+class _FakeWait:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def read(self, n: int = -1) -> bytes:
+        data, self.body = self.body, b""
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeClient:
+    """Records the calls `ketch run` makes; the "daemon" side sends output and exit 3."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.daemon: socket.socket | None = None
+
+    def container_attach(self, cid: str, **kw: object):  # type: ignore[no-untyped-def]
+        from ketch.client._containers import Hijacked
+
+        self.calls.append(f"attach {cid} {sorted(k for k, v in kw.items() if v is True)}")
+        ours, self.daemon = socket.socketpair()
+        return Hijacked(ours, b"", 101, {})
+
+    def container_wait(self, cid: str, condition: str = "") -> _FakeWait:
+        self.calls.append(f"wait {cid} {condition}")
+        return _FakeWait(b'{"StatusCode":3,"Error":null}')
+
+    def wait_result(self, resp: _FakeWait) -> dict[str, object]:
+        import json
+
+        out: dict[str, object] = json.loads(resp.read())
+        return out
+
+    def container_start(self, cid: str) -> None:
+        self.calls.append(f"start {cid}")
+        assert self.daemon is not None
+        self.daemon.sendall(frame(1, b"out\n"))
+        self.daemon.close()
+
+
+def test_run_attaches_and_waits_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ketch.cli import container_cmds
+
+    out_r, out_w = os.pipe()
+    monkeypatch.setattr("ketch.cli.attach.stdio_streams",
+                        lambda *a: Streams(None, out_w, None))
+    client = _FakeClient()
+    config = {"AttachStdin": False, "AttachStdout": True, "AttachStderr": True, "Tty": False}
+    code = container_cmds._start_attached(client, "c1", config, auto_remove=True,
+                                          detach=False, detach_keys="", sig_proxy=False,
+                                          cmd="run", print_id=False)
+    os.close(out_w)
+    assert code == 3
+    assert client.calls == ["attach c1 ['stderr', 'stdout', 'stream']", "wait c1 removed",
+                            "start c1"]
+    assert os.read(out_r, 100) == b"out\n"
+    os.close(out_r)
