@@ -260,8 +260,10 @@ def _parse(argv: list[str]) -> tuple[dict[str, Any], str, list[str]]:
     def cmd(**kw: Any) -> None:
         pass
 
-    ctx = cmd.make_context("run", list(argv))
-    params = run_opts.gather(ctx.params)
+    words, explicit = run_opts.split_bool_values(argv, run_opts.CONTAINER_FLAGS +
+                                                 run_opts.RUN_FLAGS)
+    ctx = cmd.make_context("run", words)
+    params = {**run_opts.gather(ctx.params), **explicit}
     args = list(params.pop("args"))
     return params, args[0], args[1:]
 
@@ -327,9 +329,7 @@ def test_bad_flag_values(argv: list[str], message: str) -> None:
     (["--log-driver", "none", "--log-opt", "a=b"], "invalid logging opts for driver none"),
     (["--gpus", "all"], "--gpus is not supported: ketch has no GPU device drivers"),
     (["--mac-address", "zz"], "zz is not a valid mac address"),
-    (["-v", "rel/dir"], "invalid volume specification: 'rel/dir': invalid mount config for "
-                        "type \"volume\": invalid mount path: 'rel/dir' mount path must be "
-                        "absolute"),
+    (["-v", ""], "invalid empty volume spec"),
     (["-p", "80/xyz"], "invalid proto: xyz"),
 ])
 def test_config_errors(argv: list[str], message: str) -> None:
@@ -391,3 +391,35 @@ def test_entrypoint_reset_and_init_unset() -> None:
     assert body["Entrypoint"] == [""]
     assert "Init" not in body["HostConfig"]
     assert "StopTimeout" not in body
+
+
+def test_bool_flags_take_values_as_pflag() -> None:
+    body = build(["--init=false", "--rm=true", "-i=false", "--privileged", "busybox",
+                  "sh", "--init=true"]).body
+    assert body["HostConfig"]["Init"] is False          # explicit false is still sent
+    assert body["HostConfig"]["AutoRemove"] is True
+    assert body["OpenStdin"] is False and body["HostConfig"]["Privileged"] is True
+    assert body["Cmd"] == ["sh", "--init=true"]         # the container's words are its own
+    with pytest.raises(FlagValueError, match='parsing "maybe": invalid syntax'):
+        build(["--privileged=maybe", "busybox"])
+    req = build(["--sig-proxy=false", "busybox"])
+    assert req.sig_proxy is False and build(["busybox"]).sig_proxy is True
+
+
+def test_values_normalised_as_docker_sends_them() -> None:
+    hc = build(["--add-host", "h=1.2.3.4", "--add-host", "v6:[::1]", "--security-opt",
+                "systempaths=unconfined", "--cap-add", "sys_admin", "-v", "./rel:/rel",
+                "-v", "/anon", "busybox"]).host_config
+    assert hc["ExtraHosts"] == ["h:1.2.3.4", "v6:::1"]
+    assert (hc["SecurityOpt"], hc["MaskedPaths"], hc["ReadonlyPaths"]) == ([], [], [])
+    assert hc["CapAdd"] == ["CAP_SYS_ADMIN"]
+    assert hc["Binds"][0].endswith("/rel:/rel") and hc["Binds"][0].startswith("/")
+    with pytest.raises(ConfigError, match="empty section between colons"):
+        build(["-v", ":/x", "busybox"])
+
+
+def test_api_version_gates() -> None:
+    with pytest.raises(run_opts.VersionError, match='"--health-start-interval" requires API '
+                                                    "version 1.44"):
+        build(["--health-start-interval", "1s", "busybox"], api="1.41")
+    assert build(["--annotation", "a=b", "busybox"]).host_config["Annotations"] == {"a": "b"}

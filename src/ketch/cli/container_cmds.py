@@ -74,13 +74,29 @@ def _each(session: Session, names: Iterable[str], fn: Callable[[str], Any],
 # --- run, create ----------------------------------------------------------------------------
 
 
+class RunCommand(DockerCommand):
+    """run/create: pflag's ``--bool=false`` spelling is read before click sees the words."""
+
+    def __init__(self, *args: Any, flags: Sequence[run_opts.Flag] = (), **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.flags = tuple(flags)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            words, explicit = run_opts.split_bool_values(args, self.flags)
+        except run_opts.FlagValueError as exc:
+            raise UsageFailure(str(exc), ctx, 125) from None
+        ctx.meta["ketch.explicit_bools"] = explicit
+        return super().parse_args(ctx, words)
+
+
 def _run_command(name: str, usage: str, help: str, flags: Sequence[run_opts.Flag]
                  ) -> Callable[[Callable[..., Any]], DockerCommand]:
     def wrap(fn: Callable[..., Any]) -> DockerCommand:
         fn = click.argument("args", nargs=-1, metavar="", type=click.UNPROCESSED)(fn)
         fn = run_opts.click_options(tuple(flags))(fn)
-        cmd = click.command(name, cls=DockerCommand, help=help, usage=usage, nargs=(1, None),
-                            context_settings=RUN_CONTEXT)(fn)
+        cmd = click.command(name, cls=RunCommand, help=help, usage=usage, nargs=(1, None),
+                            context_settings=RUN_CONTEXT, flags=tuple(flags))(fn)
         assert isinstance(cmd, DockerCommand)
         return cmd
 
@@ -96,13 +112,16 @@ def _prepare(session: Session, cmd: str, params: dict[str, Any],
         from ketch.cli.attach import terminal_size
 
         console = terminal_size(sys.stdout.fileno()) or (0, 0)
+    params = {**run_opts.gather(params), **ctx.meta.get("ketch.explicit_bools", {})}
     try:
-        req = run_opts.build(run_opts.gather(params), args[0], args[1:],
+        req = run_opts.build(params, args[0], args[1:],
                              api_version=client.negotiate(), console_size=console)
     except run_opts.FlagValueError as exc:
         raise UsageFailure(str(exc), ctx, 125) from None
     except run_opts.ConfigError as exc:
         raise _cli_failure(cmd, str(exc)) from None
+    except run_opts.VersionError as exc:
+        raise _status(local(exc), 1) from None
     return client, req
 
 

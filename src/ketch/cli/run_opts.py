@@ -45,6 +45,10 @@ class ConfigError(InvalidArgument):
     """A create configuration docker's ``parse`` refuses (printed as "ketch: <msg>")."""
 
 
+class VersionError(InvalidArgument):
+    """A flag the daemon's API version cannot carry (docker prints it bare, exit 1)."""
+
+
 # --------------------------------------------------------------------------- flag table
 
 
@@ -186,7 +190,7 @@ CREATE_FLAGS: tuple[Flag, ...] = (
 RUN_FLAGS: tuple[Flag, ...] = CREATE_FLAGS + (
     Flag("detach", "d", "bool", "Run container in background and print container ID"),
     Flag("detach-keys", help="Override the key sequence for detaching a container"),
-    Flag("sig-proxy", kind="sigproxy", help="Proxy received signals to the process (default true)"),
+    Flag("sig-proxy", kind="bool", help="Proxy received signals to the process (default true)"),
 )
 
 FLAGS_BY_DEST: dict[str, Flag] = {f.dest: f for f in CONTAINER_FLAGS + RUN_FLAGS if not f.alias_of}
@@ -203,9 +207,6 @@ def click_options(flags: Sequence[Flag]) -> Callable[[Any], Any]:
             if f.kind == "bool":
                 opt = click.option(*decls, name, is_flag=True, default=None, flag_value=True,
                                    help=f.help, hidden=f.hidden)
-            elif f.kind == "sigproxy":
-                opt = click.option(*decls, name, type=click.BOOL, default=None, metavar="",
-                                   help=f.help, hidden=f.hidden)
             elif f.kind == "list":
                 opt = click.option(*decls, name, multiple=True, metavar="list", help=f.help,
                                    hidden=f.hidden)
@@ -216,6 +217,67 @@ def click_options(flags: Sequence[Flag]) -> Callable[[Any], Any]:
         return fn
 
     return wrap
+
+
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def split_bool_values(args: Sequence[str], flags: Sequence[Flag]
+                      ) -> tuple[list[str], dict[str, bool]]:
+    """pflag lets a boolean flag take a value (``--init=false``, ``--rm=true``); click does
+    not. Such words become the bare flag (true) or vanish (false), and the explicit values
+    are returned by dest, so ``--init=false`` still sends ``"Init": false``. Scanning stops
+    at the first word that is not a flag: the image, then the container's own arguments."""
+    longs = {f"--{f.long}": f for f in flags}
+    shorts = {f.short: f for f in flags if f.short}
+    out: list[str] = []
+    explicit: dict[str, bool] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--" or not a.startswith("-") or a == "-":
+            break
+        if a.startswith("--"):
+            name, sep, val = a.partition("=")
+            f = longs.get(name)
+            if f is not None and f.kind == "bool" and sep:
+                if val not in _TRUE + _FALSE:
+                    raise FlagValueError(f.label, val, f"strconv.ParseBool: parsing "
+                                                       f"{_go_quote(val)}: invalid syntax")
+                explicit[f.dest] = val in _TRUE
+                if val in _TRUE:
+                    out.append(name)
+                i += 1
+                continue
+            out.append(a)
+            if f is not None and f.kind != "bool" and not sep and i + 1 < len(args):
+                out.append(args[i + 1])
+                i += 1
+            i += 1
+            continue
+        f = shorts.get(a[1:2])
+        if len(a) > 2 and a[2] == "=" and f is not None and f.kind == "bool":
+            val = a[3:]
+            if val not in _TRUE + _FALSE:
+                raise FlagValueError(f.label, val, f"strconv.ParseBool: parsing "
+                                                   f"{_go_quote(val)}: invalid syntax")
+            explicit[f.dest] = val in _TRUE
+            if val in _TRUE:
+                out.append(a[:2])
+            i += 1
+            continue
+        out.append(a)
+        # A cluster of shorts ("-it", "-p80:80"): a value flag takes the rest, or the next word.
+        for j, ch in enumerate(a[1:], 1):
+            f = shorts.get(ch)
+            if f is not None and f.kind != "bool":
+                if j == len(a) - 1 and i + 1 < len(args):
+                    out.append(args[i + 1])
+                    i += 1
+                break
+        i += 1
+    return out + list(args[i:]), explicit
 
 
 def _metavar(kind: str) -> str:
@@ -273,8 +335,10 @@ def parse_size(text: str) -> int:
     try:
         return go_units(text)
     except InvalidArgument as exc:
-        # go-units words every failure of MemBytes the same way.
-        raise ValueError(f"invalid size: '{text}'") from exc
+        msg = str(exc)
+        # go-units: "invalid suffix: 'q'" as it is; a number it cannot read is a bad size.
+        raise ValueError(msg if msg.startswith("invalid") else f"invalid size: '{text}'") \
+            from exc
 
 
 def parse_cpus(text: str) -> int:
@@ -565,34 +629,22 @@ def parse_expose(spec: str) -> list[str]:
 # --------------------------------------------------------------------------- volumes, mounts
 
 
-def _split_volume(spec: str) -> list[str]:
-    return spec.split(":")
-
-
 def parse_volume(spec: str) -> tuple[str | None, str]:
-    """``-v``: (bind string, "") for host paths and named volumes, (None, target) for an
-    anonymous volume; the target must be absolute, as moby's linux parser insists."""
-    parts = _split_volume(spec)
-    bad = ConfigError(f"invalid spec: {spec}: too many colons" if len(parts) > 3
-                      else f"invalid volume specification: '{spec}'")
-    if len(parts) > 3 or not spec:
-        raise bad
+    """``-v``: (bind string, "") for host paths and named volumes, (None, path) for an
+    anonymous volume. Like the docker CLI, only the shape is looked at here: whether a
+    path is absolute is the daemon's to say."""
+    if not spec:
+        raise ConfigError("invalid empty volume spec")
+    parts = spec.split(":")
+    if len(parts) > 1 and "" in parts[:-1]:
+        raise ConfigError(f"invalid spec: {spec}: empty section between colons")
     if len(parts) == 1:
-        target = parts[0]
-        if not target.startswith("/"):
-            raise ConfigError(f"invalid volume specification: '{spec}': invalid mount config "
-                              f"for type \"volume\": invalid mount path: '{target}' mount path "
-                              "must be absolute")
-        return None, target
-    src, target = parts[0], parts[1]
-    if not target.startswith("/"):
-        raise ConfigError(f"invalid volume specification: '{spec}': invalid mount config for "
-                          f"type \"{'bind' if src.startswith(('/', '.')) else 'volume'}\": "
-                          f"invalid mount path: '{target}' mount path must be absolute")
+        return None, spec
+    src = parts[0]
     if not src:
-        raise bad
+        return None, spec
     if src.startswith(".") and not src.startswith("/"):
-        src = os.path.abspath(src)
+        src = os.path.abspath(src)  # a relative host path, made absolute as docker does
     return ":".join([src, *parts[1:]]), ""
 
 
@@ -732,13 +784,15 @@ def check_extra_host(val: str) -> str:
         name, sep, ip = val.partition(":")
     if not sep or not name:
         raise ValueError(f"bad format for add-host: {_go_quote(val)}")
-    ip = ip.strip("[]")
+    if ip.startswith("[") and ip.endswith("]"):
+        ip = ip[1:-1]
     if ip != "host-gateway":
         try:
             ipaddress.ip_address(ip)
         except ValueError:
             raise ValueError(f"invalid IP address in add-host: {_go_quote(ip)}") from None
-    return val
+    # The daemon takes "name:ip" whichever way it was written.
+    return f"{name}:{ip}"
 
 
 def check_label(val: str) -> str:
@@ -913,9 +967,8 @@ def _endpoint(att: Mapping[str, Any]) -> dict[str, Any] | None:
         ep["GwPriority"] = att["GwPriority"]
         changed = True
     if att.get("IPv4Address") or att.get("IPv6Address") or att.get("LinkLocalIPs"):
-        ep["IPAMConfig"] = {"IPv4Address": att.get("IPv4Address", ""),
-                            "IPv6Address": att.get("IPv6Address", ""),
-                            "LinkLocalIPs": att.get("LinkLocalIPs")}
+        ep["IPAMConfig"] = {k: att[k] for k in ("IPv4Address", "IPv6Address", "LinkLocalIPs")
+                            if att.get(k)}
         changed = True
     if att.get("MacAddress"):
         mac = str(att["MacAddress"]).strip()
@@ -999,7 +1052,7 @@ def _security_opts(opts: list[str]) -> tuple[list[str] | None, list[str] | None,
         if not sep and k != "no-new-privileges":
             k, sep, val = opt.partition(":")
         if (not sep or not val) and k != "no-new-privileges":
-            raise ConfigError(f"invalid --security-opt: {_go_quote(opt)}")
+            raise ConfigError(f"Invalid --security-opt: {_go_quote(opt)}")
         if opt == "systempaths=unconfined":
             masked, readonly = [], []
             continue
@@ -1015,7 +1068,8 @@ def _security_opts(opts: list[str]) -> tuple[list[str] | None, list[str] | None,
                                   f"{exc}") from exc
             opt = "seccomp=" + json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         out.append(opt)
-    return (out or None), masked, readonly
+    # docker filters its own list in place: given options leave [], never null.
+    return (out if opts else None), masked, readonly
 
 
 def _pid_ok(mode: str) -> bool:
@@ -1081,7 +1135,7 @@ def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
         raise ConfigError(f"error parsing specified platform: \"{platform}\": unknown "
                           "operating system or architecture: invalid argument")
     if v.changed("health_start_interval") and version_lt(api_version, "1.44"):
-        raise ConfigError(f'"--health-start-interval" requires API version 1.44, but the '
+        raise VersionError(f'"--health-start-interval" requires API version 1.44, but the '
                           f"daemon's API version is {api_version}")
 
     mac = v.text("mac_address")
@@ -1143,7 +1197,7 @@ def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
     if uts not in ("", "host"):
         raise ConfigError("--uts: invalid UTS mode")
     userns = v.text("userns")
-    if userns.split(":")[0] not in ("", "host", "private"):
+    if userns not in ("", "host"):
         raise ConfigError("--userns: invalid USER mode")
     cgroupns = v.text("cgroupns")
     if cgroupns not in ("", "host", "private"):
@@ -1205,11 +1259,11 @@ def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
     network_mode, endpoints = _networking(v)
     if version_lt(api_version, "1.44") and any(
             (ep or {}).get("MacAddress") for ep in endpoints.values()):
-        raise ConfigError(f'"specify mac-address per network" requires API version 1.44, but '
+        raise VersionError(f'"specify mac-address per network" requires API version 1.44, but '
                           f"the daemon's API version is {api_version}")
     annotations = kv_map(v.words("annotation"))
     if annotations and version_lt(api_version, "1.43"):
-        raise ConfigError(f'"--annotation" requires API version 1.43, but the daemon\'s API '
+        raise VersionError(f'"--annotation" requires API version 1.43, but the daemon\'s API '
                           f"version is {api_version}")
 
     tty = v.flag("tty")
@@ -1344,5 +1398,5 @@ def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
 
 
 __all__ = ["CONTAINER_FLAGS", "CREATE_FLAGS", "RUN_FLAGS", "ConfigError", "CreateRequest",
-           "Flag", "FlagValueError", "build", "click_options", "gather", "parse_cpus",
-           "parse_duration", "parse_size"]
+           "Flag", "FlagValueError", "VersionError", "build", "click_options", "gather",
+           "parse_cpus", "parse_duration", "parse_size", "split_bool_values"]
