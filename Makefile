@@ -31,6 +31,7 @@ test-unit: install
 
 bench: install
 	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/images.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

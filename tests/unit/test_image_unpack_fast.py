@@ -152,8 +152,8 @@ def _snapshot(root: str) -> list[tuple[str, int, int, int, int, int, int, bytes]
                 body = b""
             # Directories made for missing parents carry the time of the run.
             mtime = 0 if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns
-            out.append((os.path.relpath(p, root), st.st_mode, st.st_uid, st.st_gid, st.st_size, mtime,
-                        st.st_nlink, body))
+            out.append((os.path.relpath(p, root), st.st_mode, st.st_uid, st.st_gid,
+                        st.st_size, mtime, st.st_nlink, body))
     return out
 
 
