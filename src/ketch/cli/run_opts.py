@@ -19,13 +19,11 @@ millicores (``--cpus 250m``); docker's own spellings keep docker's meaning.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ketch.errors import InvalidArgument
@@ -343,6 +341,8 @@ def parse_size(text: str) -> int:
 
 def parse_cpus(text: str) -> int:
     """``--cpus`` as NanoCPUs: a rational number ("1.5"), or ketch's millicores ("250m")."""
+    from fractions import Fraction
+
     m = re.fullmatch(r"(\d+)m", text)
     if m:
         return int(m.group(1)) * 1_000_000
@@ -364,6 +364,8 @@ _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
 
 def parse_duration(text: str) -> int:
     """Go's time.ParseDuration, in nanoseconds ("1m30s", "500ms", "1.5h")."""
+    from fractions import Fraction
+
     bad = ValueError(f"time: invalid duration {_go_quote(text)}")
     s = text
     neg = False
@@ -559,6 +561,8 @@ def _port_range(text: str, what: str) -> tuple[int, int]:
 def parse_publish(spec: str) -> list[tuple[str, str, str]]:
     """nat.ParsePortSpec: ``[ip:][host[-host]:]port[-port][/proto]`` ->
     [(container "80/tcp", host ip, host port)]."""
+    import ipaddress
+
     if "=" in spec:  # the long syntax: published=8080,target=80,protocol=udp
         params = {"protocol": "tcp"}
         for part in spec.split(","):
@@ -761,6 +765,8 @@ def check_sysctl(val: str) -> str:
 
 
 def check_ip(val: str) -> str:
+    import ipaddress
+
     try:
         return str(ipaddress.ip_address(val.strip()))
     except ValueError:
@@ -779,6 +785,8 @@ def check_dns_search(val: str) -> str:
 
 
 def check_extra_host(val: str) -> str:
+    import ipaddress
+
     name, sep, ip = val.partition("=")
     if not sep:
         name, sep, ip = val.partition(":")
@@ -981,6 +989,8 @@ def _endpoint(att: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _networking(v: _Values) -> tuple[str, dict[str, Any]]:
     """HostConfig.NetworkMode and EndpointsConfig as docker's parseNetworkOpts."""
+    import ipaddress
+
     atts = [_network_attachment(s) for s in v.words("network")]
     aliases = v.words("network_alias")
     ip4, ip6, mac = v.text("ip"), v.text("ip6"), v.text("mac_address")
