@@ -78,6 +78,41 @@ def run(e: Engine, *args: str, input: bytes | None = None) -> subprocess.Complet
     return ketch(e, "run", "-l", e.label, *e.run_flags, *args, input=input)
 
 
+def converse(argv: list[str], env: dict[str, str], steps: list[tuple[bytes, bytes | None]],
+             timeout: float = 30) -> tuple[int, bytes]:
+    """Run ``argv`` on a terminal; type each input once the previous answer has appeared."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        time.sleep(1.0)  # the session is attached before the first keystroke
+        for data, expect in steps:
+            os.write(master, data)
+            while expect is not None and expect not in out:
+                assert time.monotonic() < deadline, out
+                r, _, _ = select.select([master], [], [], 0.1)
+                if r:
+                    out += os.read(master, 65536)
+        while proc.poll() is None and time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    break
+        if proc.poll() is None:
+            proc.kill()
+        return proc.wait(timeout=10), out
+    finally:
+        os.close(master)
+
+
 def test_run_output_and_exit_codes(engine: Engine) -> None:
     out = run(engine, "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
@@ -278,3 +313,20 @@ def test_cp_both_ways(engine: Engine, tmp_path: Path) -> None:
            f"{name}\n")
     bad = ketch(engine, "cp", f"{name}:/etc/hostname", "/nonexistent-dir/x/")
     assert bad.stderr == 'invalid output path: directory "/nonexistent-dir" does not exist\n'
+
+
+def test_attach_and_tty_logs(engine: Engine) -> None:
+    name = f"kt-{secrets.token_hex(3)}"
+    ok(run(engine, "-dit", "--name", name, "busybox", "sh"))
+    rc, out = converse([str(BIN / "ketch"), "attach", name], engine.env(),
+                       [(b"echo attached-$((2*3))\r", b"attached-6"), (b"\x10\x11", None)])
+    assert rc == 0, out
+    assert ok(ketch(engine, "inspect", "-f", "{{.State.Running}}", name)) == "true\n"
+    # A tty container's log is raw (no stream frames), with the terminal's CRLF.
+    assert "attached-6\r\n" in ok(ketch(engine, "logs", name))
+    stopped = f"kt-{secrets.token_hex(3)}"
+    ok(ketch(engine, "create", "-l", engine.label, *engine.run_flags, "--name", stopped,
+             "busybox", "true"))
+    refused = ketch(engine, "attach", stopped)
+    assert (refused.returncode, refused.stderr) == (
+        1, "You cannot attach to a stopped container, start it first\n")
