@@ -330,3 +330,47 @@ def test_attach_and_tty_logs(engine: Engine) -> None:
     refused = ketch(engine, "attach", stopped)
     assert (refused.returncode, refused.stderr) == (
         1, "You cannot attach to a stopped container, start it first\n")
+
+
+def test_tty_resize_follows_the_terminal(engine: Engine) -> None:
+    """SIGWINCH -> POST /containers/{id}/resize: the container sees the new size."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen([str(BIN / "ketch"), "run", "-l", engine.label,
+                             *engine.run_flags, "--rm", "-it", "busybox", "sh"],
+                            stdin=slave, stdout=slave, stderr=slave, env=engine.env(),
+                            start_new_session=True)
+    os.close(slave)
+    out = b""
+
+    def until(expect: bytes) -> None:
+        nonlocal out
+        deadline = time.monotonic() + 20
+        while expect not in out:
+            assert time.monotonic() < deadline, out
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                out += os.read(master, 65536)
+
+    try:
+        time.sleep(1.0)
+        os.write(master, b"stty size\r")
+        until(b"24 80")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 132, 0, 0))
+        proc.send_signal(signal.SIGWINCH)  # no controlling terminal here: we tell it
+        time.sleep(0.5)
+        os.write(master, b"stty size; exit\r")
+        until(b"40 132")
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
