@@ -135,18 +135,20 @@ def _familiar(image: str) -> str:
     return ref.familiar()
 
 
-def _create(client: Any, req: run_opts.CreateRequest, cmd: str) -> str:
-    """docker's createContainer: cidfile, the pull policy, Warnings on stderr; the ID."""
+def _create(client: Any, req: run_opts.CreateRequest) -> str:
+    """docker's createContainer: cidfile, the pull policy, Warnings on stderr; the ID.
+    Failures are plain errors: ``create`` prints them (exit 1), ``run`` wraps them (125)."""
     cid_file = None
     if req.cidfile:
         if os.path.exists(req.cidfile):
-            raise _cli_failure(cmd, f"container ID file found, make sure the other container "
-                                    f"isn't running or delete {req.cidfile}")
+            raise local(InvalidArgument(f"container ID file found, make sure the other "
+                                        f"container isn't running or delete {req.cidfile}"))
         try:
             cid_file = open(req.cidfile, "w")  # noqa: SIM115 - written below, removed on failure
         except OSError as exc:
-            raise _cli_failure(cmd, f"failed to create the container ID file: open "
-                                    f"{req.cidfile}: {(exc.strerror or '').lower()}") from exc
+            raise local(InvalidArgument(f"failed to create the container ID file: open "
+                                        f"{req.cidfile}: {(exc.strerror or '').lower()}")) \
+                from exc
     ok = False
     try:
         image = req.body["Image"]
@@ -154,18 +156,19 @@ def _create(client: Any, req: run_opts.CreateRequest, cmd: str) -> str:
             try:
                 client.image_inspect(image)
             except NotFound:
-                raise _cli_failure(cmd, f"pulling {_familiar(image)} is not supported yet: "
-                                        "ketch cannot pull images; load or import it, or "
-                                        "build it here") from None
+                raise local(NotSupported(f"pulling {_familiar(image)} is not supported yet: "
+                                         "ketch cannot pull images; load or import it, or "
+                                         "build it here")) from None
         try:
             resp = client.container_create(req.body, name=req.name, platform=req.platform)
-        except NotFound as exc:
-            if "No such image" not in str(exc) or req.pull == "never":
+        except NotFound:
+            # docker pulls on any "not found" (a missing image, or none for --platform).
+            if req.pull == "never":
                 raise
             sys.stderr.write(f"Unable to find image '{_familiar(image)}' locally\n")
-            raise _cli_failure(cmd, "pulling images is not supported yet: ketch cannot pull "
-                                    f"{_familiar(image)}; load or import it, or build it "
-                                    "here") from None
+            raise local(NotSupported("pulling images is not supported yet: ketch cannot pull "
+                                     f"{_familiar(image)}; load or import it, or build it "
+                                     "here")) from None
         for w in resp.get("Warnings") or []:
             sys.stderr.write(f"WARNING: {w}\n")
         cid = str(resp["Id"])
@@ -201,7 +204,7 @@ def _start_error(exc: KetchError, cmd: str = "run") -> KetchError:
 def create(session: Session, args: tuple[str, ...], **params: Any) -> int:
     client, req = _prepare(session, "create", params, args)
     try:
-        cid = _create(client, req, "create")
+        cid = _create(client, req)
     except KetchError as exc:
         if getattr(exc, "exit_code", None) == 125:
             raise
@@ -221,7 +224,7 @@ def run(session: Session, args: tuple[str, ...], **params: Any) -> int:
     if not req.detach and body["AttachStdin"] and tty and not sys.stdin.isatty():
         raise _status(local(InvalidArgument("the input device is not a TTY")), 1)
     try:
-        cid = _create(client, req, "run")
+        cid = _create(client, req)
     except KetchError as exc:
         if getattr(exc, "exit_code", None) in (125, 126, 127):
             raise

@@ -516,9 +516,10 @@ def read_kv_file(path: str, env: bool, environ: Mapping[str, str]) -> list[str]:
             continue
         key, sep, _ = line.partition("=")
         if sep and not key:
-            raise ConfigError(f"no variable name on line '{line}'")
+            raise ConfigError(f"invalid env file ({path}): no variable name on line '{line}'")
         if key != key.rstrip() or " " in key.strip() or "\t" in key:
-            raise ConfigError(f"variable '{key.strip()}' contains whitespaces")
+            raise ConfigError(f"invalid env file ({path}): variable '{key.strip()}' contains "
+                              "whitespaces")
         out.append(_env_lookup(line, environ) if env else line)
         del n
     return out
@@ -1187,17 +1188,11 @@ def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
 
     env: list[str] = []
     for path in v.words("env_file"):
-        try:
-            env += read_kv_file(path, True, env_os)
-        except ConfigError as exc:
-            raise ConfigError(f"--env-file: {exc}") from None
+        env += read_kv_file(path, True, env_os)
     env += env_flag
     label_lines: list[str] = []
     for path in v.words("label_file"):
-        try:
-            label_lines += read_kv_file(path, False, env_os)
-        except ConfigError as exc:
-            raise ConfigError(f"--label-file: {exc}") from None
+        label_lines += read_kv_file(path, False, env_os)
     label_lines += labels_flag
 
     pid = v.text("pid")
