@@ -161,9 +161,10 @@ def _create(client: Any, req: run_opts.CreateRequest) -> str:
                                          "build it here")) from None
         try:
             resp = client.container_create(req.body, name=req.name, platform=req.platform)
-        except NotFound:
-            # docker pulls on any "not found" (a missing image, or none for --platform).
-            if req.pull == "never":
+        except NotFound as exc:
+            # docker pulls on a missing image (or none for --platform); another "not found"
+            # (an endpoint an older daemon lacks) is passed on as it is.
+            if req.pull == "never" or "image" not in str(exc).lower():
                 raise
             sys.stderr.write(f"Unable to find image '{_familiar(image)}' locally\n")
             raise local(NotSupported("pulling images is not supported yet: ketch cannot pull "
