@@ -14,6 +14,7 @@ import pytest
 
 from ketch.cli import run_opts
 from ketch.cli.run_opts import ConfigError, FlagValueError
+from ketch.errors import InvalidArgument
 
 # docker create <FULL_FLAGS> busybox echo hi, as docker 28.2.2 sent it (API 1.45).
 FULL_BODY: dict[str, Any] = {'Hostname': 'myhost',
@@ -423,3 +424,25 @@ def test_api_version_gates() -> None:
                                                     "version 1.44"):
         build(["--health-start-interval", "1s", "busybox"], api="1.41")
     assert build(["--annotation", "a=b", "busybox"]).host_config["Annotations"] == {"a": "b"}
+
+
+def test_log_times_as_docker_sends_them() -> None:
+    from ketch.cli.container_cmds import go_timestamp
+
+    now = 1_700_000_000.25
+    assert go_timestamp("10m", now) == str(int(now - 600))      # whole seconds ago
+    assert go_timestamp("1700000000.5", now) == "1700000000.5"
+    assert go_timestamp("2023-11-14T22:13:20Z", now) == "1700000000.000000000"
+    assert go_timestamp("", now) == ""
+    with pytest.raises(InvalidArgument, match='failed to parse value as time or duration: '
+                                              '"yesterday"'):
+        go_timestamp("yesterday", now)
+
+
+def test_cp_argument_split() -> None:
+    from ketch.cli.container_cmds import split_cp_arg
+
+    assert split_cp_arg("web:/etc/hosts") == ("web", "/etc/hosts")
+    assert split_cp_arg("/abs:with:colons") == ("", "/abs:with:colons")
+    assert split_cp_arg("./rel:x") == ("", "./rel:x")
+    assert split_cp_arg("plain") == ("", "plain")
