@@ -393,11 +393,25 @@ def bench_load_save(k: Daemon, d: Daemon, archive: Path, tag: str, n: int,
             # Only the image's tag went with rmi on both; prune is belt and braces
             # (not timed here), so a failing prune must not stop the round.
             dm.cli("image", "prune", "-af", check=False)
+            layers = layers_size(dm)
+            if layers:
+                print(f"  warning: {dm.name} still holds {layers} bytes of layers: "
+                      "its next load may not unpack everything again")
     return [Row(f"load {archive.stat().st_size >> 20} MB archive",
                 times[("ketchd", "load")], times[("dockerd", "load")],
                 "dockerd", 1.0),
             Row("save", times[("ketchd", "save")], times[("dockerd", "save")],
                 "dockerd", 1.0)]
+
+
+def layers_size(dm: Daemon) -> int | None:
+    """``LayersSize`` of ``GET /system/df``: 0 when no layer is left to reuse."""
+    p = subprocess.run(["curl", "-sf", "--unix-socket", str(dm.sock),
+                        "http://localhost/v1.41/system/df"], capture_output=True)
+    try:
+        return int(json.loads(p.stdout).get("LayersSize", 0)) if p.returncode == 0 else None
+    except (ValueError, AttributeError):
+        return None
 
 
 def bench_rmi_prune(k: Daemon, d: Daemon, archive: Path, tags: list[str], n: int) -> list[Row]:
