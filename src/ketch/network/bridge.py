@@ -1,0 +1,412 @@
+"""The default ``bridge`` network: a Linux bridge, one veth pair per container, NAT
+and published ports in ketch's own nftables table.
+
+The engine's order of calls::
+
+    removed = cleanup_leftovers(state_dir, keep=live_container_ids)   # daemon start
+    net = BridgeNetwork(state_dir, BridgeConfig(...)); net.setup()
+    ep = net.attach(cid, f"/proc/{init_pid}/ns/net", ports=specs)     # before the user process
+    ... resolv_conf / hosts / hostname from ketch.network.etcfiles, bind-mounted
+    net.detach(cid)                                                   # container gone
+
+Kernel objects and who removes them:
+- the bridge (``ketch0``) with the gateway address, up, ``route_localnet=1``:
+  created by setup if missing (recorded), removed by teardown/cleanup only if
+  ketch created it;
+- per container: ``veth<7 hex>`` on the bridge and its peer ``eth0`` born in the
+  container's netns (with address, MAC, default route; ``lo`` set up there):
+  deleting the host end deletes both; the netns going away deletes both too;
+- ketch's nft table (see nat.py), rewritten whole by setup, one map element per
+  published port added/deleted by attach/detach, deleted by teardown/cleanup;
+- ``net.ipv4.ip_forward=1``: set by setup; the old value is recorded and put
+  back by teardown only if ketch changed it (dockerd never puts it back; a
+  daemon restart keeps it on, as containers are still running).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ketch.errors import Conflict, InvalidArgument, MultiError, NotFound
+from ketch.linux import sysctl
+from ketch.linux.netlink import Netlink, set_hairpin
+from ketch.linux.nftables import Nft, NftError
+from ketch.network import nat, state
+from ketch.network.ipam import (
+    DEFAULT_POOLS,
+    AddressPool,
+    Allocator,
+    choose_subnet,
+    mac_from_ip,
+    parse_bip,
+    validate_mac,
+)
+from ketch.network.ports import PortAllocator, PortMapping, PortSpec
+from ketch.network.state import EndpointRecord, NetworkState
+
+IFNAMSIZ = 15
+CONTAINER_IFNAME = "eth0"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Daemon options of the default network (daemon.json ``bridge``, ``bip``,
+    ``default-address-pools``, ``icc``, ``ip-forward``, ``mtu``)."""
+
+    name: str = "ketch0"
+    table: str = "ketch"
+    bip: str | None = None
+    address_pools: Sequence[AddressPool] = DEFAULT_POOLS
+    icc: bool = True
+    ip_forward: bool = True
+    mtu: int | None = None
+    ephemeral_ports: tuple[int, int] | None = None   # default: ip_local_port_range
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > IFNAMSIZ or "/" in self.name or " " in self.name:
+            raise InvalidArgument(f"invalid bridge name {self.name!r}: 1 to 15 characters, "
+                                  "no '/' or spaces")
+        if not self.table.replace("-", "").replace("_", "").isalnum():
+            raise InvalidArgument(f"invalid nftables table name {self.table!r}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    container_id: str
+    ip: ipaddress.IPv4Address
+    mac: str
+    gateway: ipaddress.IPv4Address
+    prefix: int
+    host_veth: str
+    ifname: str = CONTAINER_IFNAME
+    ports: tuple[PortMapping, ...] = field(default_factory=tuple)
+    bridge: str = ""
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Interface(f"{self.ip}/{self.prefix}").network
+
+
+def veth_name(bridge: str, container_id: str) -> str:
+    """Host end name, stable per (bridge, container) so a leftover can be found again."""
+    return "veth" + hashlib.sha256(f"{bridge}/{container_id}".encode()).hexdigest()[:7]
+
+
+def host_occupied_networks(nl: Netlink, ignore_ifindex: int = 0) -> list[ipaddress.IPv4Network]:
+    """Subnets a new network must not overlap: the host's routes (not the default
+    route) and the networks of its addresses, except those on ``ignore_ifindex``."""
+    out = []
+    for r in nl.routes():
+        if r.dst.prefixlen == 0 or r.oif == ignore_ifindex:
+            continue
+        if r.table not in (254, 255):       # main and local
+            continue
+        if r.table == 255 and r.dst.prefixlen == 32:
+            continue                          # local /32s duplicate the addresses below
+        out.append(r.dst)
+    for a in nl.addresses():
+        if a.index != ignore_ifindex:
+            out.append(a.address.network)
+    return out
+
+
+class BridgeNetwork:
+    """One bridge network; thread-safe (attach/detach may come from any thread)."""
+
+    def __init__(self, state_dir: str, config: BridgeConfig | None = None, *,
+                 nft: Nft | None = None, bind_ports: bool = True) -> None:
+        self.state_dir = state_dir
+        self.config = config or BridgeConfig()
+        self._nft = nft
+        self._lock = threading.RLock()
+        self._nl: Netlink | None = None
+        self._state: NetworkState | None = None
+        self._ipam: Allocator | None = None
+        self._ports = PortAllocator(self.config.ephemeral_ports, bind=bind_ports)
+        self._bridge_index = 0
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @property
+    def nft(self) -> Nft:
+        if self._nft is None:
+            self._nft = Nft()
+        return self._nft
+
+    @property
+    def nl(self) -> Netlink:
+        if self._nl is None:
+            self._nl = Netlink()
+        return self._nl
+
+    @property
+    def st(self) -> NetworkState:
+        if self._state is None:
+            raise InvalidArgument(f"bridge network {self.config.name} is not set up")
+        return self._state
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.st.subnet)
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return ipaddress.IPv4Address(self.st.gateway)
+
+    def _save(self) -> None:
+        state.save(self.state_dir, self.st)
+
+    def _bridges(self) -> list[nat.BridgeRules]:
+        return [nat.BridgeRules(self.config.name, self.st.subnet, self.config.icc)]
+
+    def _published(self) -> list[tuple[PortMapping, str]]:
+        return [(m, e.ip) for e in self.st.endpoints.values() for m in e.ports]
+
+    # -- network lifecycle -------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Make the bridge, its address, sysctls and the nft table exist; idempotent, and
+        keeps the endpoints recorded by a previous daemon (live restore)."""
+        with self._lock:
+            cfg = self.config
+            st = state.load(self.state_dir, cfg.name) or NetworkState(cfg.name, cfg.table)
+            st.table = cfg.table
+            self._state = st
+            link = self.nl.link(cfg.name)
+            if link is not None and link.kind != "bridge":
+                raise Conflict(f"interface {cfg.name} exists and is not a bridge")
+            if cfg.bip:
+                gw, subnet = parse_bip(cfg.bip)
+                if st.endpoints and st.subnet and str(subnet) != st.subnet:
+                    raise Conflict(f"bridge {cfg.name} has endpoints in {st.subnet}; "
+                                   f"cannot move it to {subnet}")
+                st.gateway, st.subnet = str(gw), str(subnet)
+            elif not st.subnet:
+                occupied = host_occupied_networks(self.nl, link.index if link else 0)
+                subnet = choose_subnet(cfg.address_pools, occupied)
+                st.subnet, st.gateway = str(subnet), str(subnet.network_address + 1)
+            if link is None:
+                st.created_bridge = True
+                self._save()                      # recorded before it exists
+                self.nl.create_bridge(cfg.name, mtu=cfg.mtu)
+                link = self.nl.link(cfg.name)
+                assert link is not None
+            self._bridge_index = link.index
+            want = ipaddress.IPv4Interface(f"{st.gateway}/{self.subnet.prefixlen}")
+            have = [a.address for a in self.nl.addresses() if a.index == link.index]
+            if want not in have:
+                self.nl.add_address(link.index, want)
+            # Loopback sources (127.0.0.1 -> published port, DNATed into the bridge) are
+            # martians unless the bridge allows them.
+            sysctl.write(f"net/ipv4/conf/{cfg.name}/route_localnet", "1")
+            if cfg.ip_forward:
+                old = sysctl.ensure("net/ipv4/ip_forward", "1")
+                if old is not None and "net/ipv4/ip_forward" not in st.sysctls_changed:
+                    st.sysctls_changed["net/ipv4/ip_forward"] = old
+            self.nl.set_up(link.index)
+            self._ipam = Allocator(self.subnet, self.gateway,
+                                   (ipaddress.IPv4Address(e.ip) for e in st.endpoints.values()))
+            self._ports.close()
+            for e in st.endpoints.values():
+                for m in e.ports:
+                    self._ports.claim(m)
+            self._save()
+            self.nft.run(nat.table_script(cfg.table, self._bridges(), self._published()))
+
+    def teardown(self) -> None:
+        """Remove every endpoint, the table, the bridge (if ketch made it); restore the
+        sysctls ketch changed; forget the state."""
+        with self._lock:
+            if self._state is None:
+                self._state = state.load(self.state_dir, self.config.name)
+                if self._state is None:
+                    return
+            errors: list[BaseException] = []
+            for cid in list(self.st.endpoints):
+                try:
+                    self.detach(cid)
+                except Exception as exc:  # noqa: BLE001 - remove the rest anyway
+                    errors.append(exc)
+            _remove_network(self.nl, self.nft, self.st, errors, restore_sysctls=True)
+            self._ports.close()
+            if not errors:
+                state.remove(self.state_dir, self.config.name)
+            self.close()
+            if errors:
+                raise MultiError(errors)
+
+    def close(self) -> None:
+        """Drop sockets and port reservations; kernel objects stay (daemon shutdown)."""
+        with self._lock:
+            self._ports.close()
+            if self._nl is not None:
+                self._nl.close()
+                self._nl = None
+            self._state = None
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def endpoint(self, container_id: str) -> Endpoint | None:
+        with self._lock:
+            rec = self.st.endpoints.get(container_id)
+            return None if rec is None else self._endpoint(rec)
+
+    def endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return [self._endpoint(r) for r in self.st.endpoints.values()]
+
+    def _endpoint(self, rec: EndpointRecord) -> Endpoint:
+        return Endpoint(rec.container_id, ipaddress.IPv4Address(rec.ip), rec.mac, self.gateway,
+                        self.subnet.prefixlen, rec.host_veth, CONTAINER_IFNAME,
+                        tuple(rec.ports), self.config.name)
+
+    def attach(self, container_id: str, netns_path: str, *, ip: str | None = None,
+               mac: str | None = None, ports: Iterable[PortSpec] = (), hostname: str = "",
+               aliases: Sequence[str] = ()) -> Endpoint:
+        """Connect the netns to the bridge. On any failure nothing is left behind."""
+        with self._lock:
+            st = self.st
+            assert self._ipam is not None
+            if container_id in st.endpoints:
+                raise Conflict(f"endpoint with name {container_id} already exists in network "
+                               "bridge")
+            addr = self._ipam.allocate(ipaddress.IPv4Address(ip) if ip else None)
+            mappings: list[PortMapping] = []
+            rec = EndpointRecord(container_id, str(addr),
+                                 validate_mac(mac) if mac else mac_from_ip(addr),
+                                 veth_name(self.config.name, container_id), mappings,
+                                 hostname, list(aliases))
+            try:
+                for spec in ports:
+                    mappings.append(self._ports.allocate(spec, str(addr)))
+                st.endpoints[container_id] = rec
+                self._save()                      # recorded before anything is created
+                self._plumb(rec, netns_path)
+                if mappings:
+                    self.nft.run(nat.add_elements_script(st.table,
+                                                         ((m, rec.ip) for m in mappings)))
+            except BaseException:
+                self.nl.delete_link(rec.host_veth)
+                for m in mappings:
+                    self._ports.release(m)
+                self._ipam.release(addr)
+                if st.endpoints.pop(container_id, None) is not None:
+                    self._save()
+                raise
+            return self._endpoint(rec)
+
+    def _plumb(self, rec: EndpointRecord, netns_path: str) -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"network namespace {netns_path} does not exist") from None
+        try:
+            try:
+                self.nl.create_veth(rec.host_veth, CONTAINER_IFNAME, master=self._bridge_index,
+                                    peer_netns_fd=fd, peer_mac=rec.mac, mtu=self.config.mtu)
+            except FileExistsError:
+                raise Conflict(f"{rec.host_veth} or {CONTAINER_IFNAME} in {netns_path} "
+                               "already exists") from None
+        finally:
+            os.close(fd)
+        set_hairpin(rec.host_veth)
+        self.nl.set_up(self.nl.index(rec.host_veth))
+        with Netlink(netns_path) as inner:
+            inner.set_up(1)                       # lo is ifindex 1 in every netns
+            eth0 = inner.index(CONTAINER_IFNAME)
+            inner.set_up(eth0)
+            inner.add_address(eth0, ipaddress.IPv4Interface(f"{rec.ip}/{self.subnet.prefixlen}"))
+            inner.add_default_route(self.gateway, eth0)
+
+    def detach(self, container_id: str) -> None:
+        """Remove the container's veth, port rules and address; no error if gone already."""
+        with self._lock:
+            st = self.st
+            rec = st.endpoints.get(container_id)
+            if rec is None:
+                return
+            self.nl.delete_link(rec.host_veth)
+            if rec.ports:
+                _delete_elements(self.nft, st.table, rec.ports)
+            for m in rec.ports:
+                self._ports.release(m)
+            if self._ipam is not None:
+                self._ipam.release(ipaddress.IPv4Address(rec.ip))
+            del st.endpoints[container_id]
+            self._save()
+
+
+def _delete_elements(nft: Nft, table: str, mappings: Sequence[PortMapping]) -> None:
+    """All at once; if that fails (one already gone) one by one, ignoring the missing."""
+    try:
+        nft.run(nat.delete_elements_script(table, mappings))
+    except NftError:
+        for m in mappings:
+            try:
+                nft.run(nat.delete_elements_script(table, [m]))
+            except NftError:
+                pass
+
+
+def _remove_network(nl: Netlink, nft: Nft, st: NetworkState, errors: list[BaseException], *,
+                    restore_sysctls: bool) -> None:
+    try:
+        nft.run(nat.delete_table_script(st.table))
+    except NftError as exc:
+        errors.append(exc)
+    if st.created_bridge:
+        try:
+            nl.delete_link(st.bridge)
+            st.created_bridge = False
+        except OSError as exc:
+            errors.append(exc)
+    if restore_sysctls:
+        for key, old in list(st.sysctls_changed.items()):
+            try:
+                sysctl.write(key, old)
+                del st.sysctls_changed[key]
+            except OSError as exc:
+                errors.append(exc)
+
+
+def cleanup_leftovers(state_dir: str, keep: Iterable[str] = (), *,
+                      nft: Nft | None = None) -> list[str]:
+    """At daemon start: remove what a previous run recorded for containers not in
+    ``keep`` (veths, port elements); with nothing kept, the table and the bridge
+    too. Only recorded objects are touched; returns what was removed. Idempotent."""
+    keep = set(keep)
+    removed: list[str] = []
+    records = state.load_all(state_dir)
+    if not records:
+        return removed
+    nft = nft or Nft()
+    errors: list[BaseException] = []
+    with Netlink() as nl:
+        for st in records:
+            for cid in [c for c in st.endpoints if c not in keep]:
+                rec = st.endpoints[cid]
+                try:
+                    if nl.delete_link(rec.host_veth):
+                        removed.append(f"link {rec.host_veth}")
+                except OSError as exc:
+                    errors.append(exc)
+                    continue
+                if rec.ports and nft.table_exists(nat.FAMILY, st.table):
+                    _delete_elements(nft, st.table, rec.ports)
+                    removed.extend(f"port {m.host_ip}:{m.host_port}/{m.proto}" for m in rec.ports)
+                del st.endpoints[cid]
+            if not st.endpoints:
+                if nft.table_exists(nat.FAMILY, st.table):
+                    removed.append(f"nft table {nat.FAMILY} {st.table}")
+                if st.created_bridge and nl.link(st.bridge) is not None:
+                    removed.append(f"link {st.bridge}")
+                _remove_network(nl, nft, st, errors, restore_sysctls=False)
+            state.save(state_dir, st)
+    if errors:
+        raise MultiError(errors)
+    return removed

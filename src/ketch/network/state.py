@@ -1,0 +1,108 @@
+"""What a bridge network created, persisted as one JSON file per bridge in the
+daemon's state dir, so a restarted daemon keeps its addresses and ports and can
+remove exactly what it made.
+
+Written to a temporary file and renamed: a crash leaves the old or the new
+version, never half of one. Not fsynced: after a power loss the kernel objects
+it describes are gone too (interfaces and rules do not survive a reboot).
+An endpoint is recorded BEFORE its interfaces and rules are created, so a crash
+in between leaves a record that cleanup can act on, never an unrecorded veth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from ketch.network.ports import PortMapping
+
+VERSION = 1
+
+
+@dataclass
+class EndpointRecord:
+    container_id: str
+    ip: str
+    mac: str
+    host_veth: str
+    ports: list[PortMapping] = field(default_factory=list)
+    hostname: str = ""
+    aliases: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"container_id": self.container_id, "ip": self.ip, "mac": self.mac,
+                "host_veth": self.host_veth, "ports": [p.to_json() for p in self.ports],
+                "hostname": self.hostname, "aliases": list(self.aliases)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> EndpointRecord:
+        return cls(d["container_id"], d["ip"], d["mac"], d["host_veth"],
+                   [PortMapping.from_json(p) for p in d.get("ports", [])],
+                   d.get("hostname", ""), list(d.get("aliases", [])))
+
+
+@dataclass
+class NetworkState:
+    bridge: str
+    table: str
+    subnet: str = ""
+    gateway: str = ""
+    created_bridge: bool = False
+    # sysctl key -> value before ketch changed it (only keys ketch did change)
+    sysctls_changed: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, EndpointRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"version": VERSION, "bridge": self.bridge, "table": self.table,
+                "subnet": self.subnet, "gateway": self.gateway,
+                "created_bridge": self.created_bridge,
+                "sysctls_changed": dict(self.sysctls_changed),
+                "endpoints": {k: e.to_json() for k, e in self.endpoints.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> NetworkState:
+        return cls(d["bridge"], d["table"], d.get("subnet", ""), d.get("gateway", ""),
+                   bool(d.get("created_bridge")), dict(d.get("sysctls_changed", {})),
+                   {k: EndpointRecord.from_json(e) for k, e in d.get("endpoints", {}).items()})
+
+
+def state_path(state_dir: str, bridge: str) -> str:
+    return os.path.join(state_dir, f"bridge-{bridge}.json")
+
+
+def load(state_dir: str, bridge: str) -> NetworkState | None:
+    try:
+        with open(state_path(state_dir, bridge)) as f:
+            return NetworkState.from_json(json.load(f))
+    except FileNotFoundError:
+        return None
+
+
+def load_all(state_dir: str) -> list[NetworkState]:
+    out: list[NetworkState] = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if name.startswith("bridge-") and name.endswith(".json"):
+            with open(os.path.join(state_dir, name)) as f:
+                out.append(NetworkState.from_json(json.load(f)))
+    return out
+
+
+def save(state_dir: str, st: NetworkState) -> None:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = state_path(state_dir, st.bridge)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(st.to_json(), f, indent=1)
+    os.replace(tmp, path)
+
+
+def remove(state_dir: str, bridge: str) -> None:
+    try:
+        os.unlink(state_path(state_dir, bridge))
+    except FileNotFoundError:
+        pass
