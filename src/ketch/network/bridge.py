@@ -30,6 +30,7 @@ import ipaddress
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ketch.errors import Conflict, InvalidArgument, MultiError, NotFound
@@ -129,6 +130,8 @@ class BridgeNetwork:
         self._ipam: Allocator | None = None
         self._ports = PortAllocator(self.config.ephemeral_ports, bind=bind_ports)
         self._bridge_index = 0
+        self._reaper: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future[None]] = {}
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -209,6 +212,10 @@ class BridgeNetwork:
                 if old is not None and "net/ipv4/ip_forward" not in st.sysctls_changed:
                     st.sysctls_changed["net/ipv4/ip_forward"] = old
             self.nl.set_up(link.index)
+            for rec in [r for r in st.endpoints.values() if r.removing]:
+                # a previous daemon died while deleting it: finish the job
+                self.nl.delete_link(rec.host_veth)
+                del st.endpoints[rec.container_id]
             self._ipam = Allocator(self.subnet, self.gateway,
                                    (ipaddress.IPv4Address(e.ip) for e in st.endpoints.values()))
             self._ports.close()
@@ -221,6 +228,7 @@ class BridgeNetwork:
     def teardown(self) -> None:
         """Remove every endpoint, the table, the bridge (if ketch made it); restore the
         sysctls ketch changed; forget the state."""
+        self.drain()
         with self._lock:
             if self._state is None:
                 self._state = state.load(self.state_dir, self.config.name)
@@ -241,7 +249,12 @@ class BridgeNetwork:
                 raise MultiError(errors)
 
     def close(self) -> None:
-        """Drop sockets and port reservations; kernel objects stay (daemon shutdown)."""
+        """Drop sockets and port reservations; kernel objects stay (daemon shutdown).
+        Pending background deletions are finished first."""
+        self.drain()
+        if self._reaper is not None:
+            self._reaper.shutdown()
+            self._reaper = None
         with self._lock:
             self._ports.close()
             if self._nl is not None:
@@ -254,11 +267,11 @@ class BridgeNetwork:
     def endpoint(self, container_id: str) -> Endpoint | None:
         with self._lock:
             rec = self.st.endpoints.get(container_id)
-            return None if rec is None else self._endpoint(rec)
+            return None if rec is None or rec.removing else self._endpoint(rec)
 
     def endpoints(self) -> list[Endpoint]:
         with self._lock:
-            return [self._endpoint(r) for r in self.st.endpoints.values()]
+            return [self._endpoint(r) for r in self.st.endpoints.values() if not r.removing]
 
     def _endpoint(self, rec: EndpointRecord) -> Endpoint:
         return Endpoint(rec.container_id, ipaddress.IPv4Address(rec.ip), rec.mac, self.gateway,
@@ -269,6 +282,10 @@ class BridgeNetwork:
                mac: str | None = None, ports: Iterable[PortSpec] = (), hostname: str = "",
                aliases: Sequence[str] = ()) -> Endpoint:
         """Connect the netns to the bridge. On any failure nothing is left behind."""
+        with self._lock:
+            pending = self._pending.get(container_id)
+        if pending is not None:
+            pending.result()                      # a restart: the old veth must go first
         with self._lock:
             st = self.st
             assert self._ipam is not None
@@ -323,22 +340,64 @@ class BridgeNetwork:
             inner.add_address(eth0, ipaddress.IPv4Interface(f"{rec.ip}/{self.subnet.prefixlen}"))
             inner.add_default_route(self.gateway, eth0)
 
-    def detach(self, container_id: str) -> None:
-        """Remove the container's veth, port rules and address; no error if gone already."""
+    def detach(self, container_id: str, *, background: bool = False) -> None:
+        """Remove the container's port rules, veth and address; no error if gone already.
+
+        Deleting a veth costs the kernel 10-20 ms (an RCU grace period). With
+        ``background=True`` the rules and host ports go now, the veth is deleted by
+        a worker thread, and the address is released only once the interface is
+        gone (so it is never on the bridge twice); attach of the same container
+        waits for it. ``drain()`` waits for every pending deletion.
+        """
         with self._lock:
             st = self.st
             rec = st.endpoints.get(container_id)
             if rec is None:
                 return
-            self.nl.delete_link(rec.host_veth)
-            if rec.ports:
-                _delete_elements(self.nft, st.table, rec.ports)
-            for m in rec.ports:
-                self._ports.release(m)
+            pending = self._pending.get(container_id)
+            if pending is None and not rec.removing:
+                if rec.ports:
+                    _delete_elements(self.nft, st.table, rec.ports)
+                for m in rec.ports:
+                    self._ports.release(m)
+                rec.ports = []
+                rec.removing = True
+                self._save()
+                if background:
+                    if self._reaper is None:
+                        self._reaper = ThreadPoolExecutor(1, thread_name_prefix="ketch-net-reaper")
+                    self._pending[container_id] = self._reaper.submit(self._finish_detach, rec)
+                    return
+        if pending is not None:
+            if not background:
+                pending.result()
+            return
+        # ours, or left "removing" by a daemon that died: finish it here
+        self._finish_detach(rec)
+
+    def _finish_detach(self, rec: EndpointRecord) -> None:
+        # Outside the lock: other attaches and detaches go on meanwhile. A socket of
+        # its own, as Netlink sockets are not shared between threads.
+        with Netlink() as nl:
+            nl.delete_link(rec.host_veth)
+        with self._lock:
+            self._pending.pop(rec.container_id, None)
+            if self._state is None or self._state.endpoints.get(rec.container_id) is not rec:
+                return
             if self._ipam is not None:
                 self._ipam.release(ipaddress.IPv4Address(rec.ip))
-            del st.endpoints[container_id]
+            del self._state.endpoints[rec.container_id]
             self._save()
+
+    def drain(self) -> None:
+        """Wait for the veth deletions that ``detach(background=True)`` started."""
+        while True:
+            with self._lock:
+                futures = list(self._pending.values())
+            if not futures:
+                return
+            for f in futures:
+                f.result()
 
 
 def _delete_elements(nft: Nft, table: str, mappings: Sequence[PortMapping]) -> None:
@@ -388,7 +447,7 @@ def cleanup_leftovers(state_dir: str, keep: Iterable[str] = (), *,
     errors: list[BaseException] = []
     with Netlink() as nl:
         for st in records:
-            for cid in [c for c in st.endpoints if c not in keep]:
+            for cid in [c for c, r in st.endpoints.items() if c not in keep or r.removing]:
                 rec = st.endpoints[cid]
                 try:
                     if nl.delete_link(rec.host_veth):

@@ -29,17 +29,22 @@ class EndpointRecord:
     ports: list[PortMapping] = field(default_factory=list)
     hostname: str = ""
     aliases: list[str] = field(default_factory=list)
+    # detached, its veth being deleted in the background: the address stays taken
+    # until the interface is gone
+    removing: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {"container_id": self.container_id, "ip": self.ip, "mac": self.mac,
                 "host_veth": self.host_veth, "ports": [p.to_json() for p in self.ports],
-                "hostname": self.hostname, "aliases": list(self.aliases)}
+                "hostname": self.hostname, "aliases": list(self.aliases),
+                "removing": self.removing}
 
     @classmethod
     def from_json(cls, d: dict) -> EndpointRecord:
         return cls(d["container_id"], d["ip"], d["mac"], d["host_veth"],
                    [PortMapping.from_json(p) for p in d.get("ports", [])],
-                   d.get("hostname", ""), list(d.get("aliases", [])))
+                   d.get("hostname", ""), list(d.get("aliases", [])),
+                   bool(d.get("removing", False)))
 
 
 @dataclass
