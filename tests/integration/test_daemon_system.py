@@ -221,7 +221,7 @@ def test_versions_ping_and_404_over_the_socket(start_ketchd: Callable[..., Ketch
     out = k.curl("-w", "\n%{http_code}", "http://ketch/v1.12/info")
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "400" and "too old. Minimum supported API version is 1.24" in body
-    out = k.curl("-w", "\n%{http_code}", "http://ketch/v1.45/containers/json")
+    out = k.curl("-w", "\n%{http_code}", "http://ketch/v1.45/no/such/page")
     assert out.stdout == '{"message": "page not found"}\n404'
     for method in (["-I"], []):
         out = k.curl("-i", *method, "http://ketch/_ping")

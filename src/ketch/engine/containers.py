@@ -135,6 +135,12 @@ class Engine:
         self._removed: dict[str, asyncio.Event] = {}
         self._events_task: asyncio.Task[None] | None = None
         self._restart_tasks: dict[str, asyncio.Task[None]] = {}
+        self._prepared: set[str] = set()    # created in the supervisor, not started yet
+        self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
+        self._background: set[asyncio.Future[None]] = set()
+        from ketch.engine.execs import Execs
+
+        self.execs = Execs(self)
         os.makedirs(self._dir(""), mode=0o710, exist_ok=True)
         os.makedirs(os.path.join(opts.exec_root, "containers"), mode=0o700, exist_ok=True)
         self.spec_options = specgen.SpecOptions(
@@ -344,26 +350,39 @@ class Engine:
         task = self._restart_tasks.get(c.id)
         if task is not None and task is not asyncio.current_task():
             self._cancel_restart(c.id)      # a user's start wins over a pending restart
-        config, hc = self._config(c), self._host_config(c)
-        try:
-            bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
-            from ketch.engine.supervisor_client import LogConfig
-
-            log_cfg = LogConfig(driver="none" if hc.log_config.type == "none" else "json-file",
-                                path=self.log_path(c), opts=dict(hc.log_config.config or {}))
-            await self.sup.create(c.id, bundle, tty=config.tty, stdin_open=config.open_stdin,
-                                  stdin_once=config.stdin_once, log=log_cfg)
-            self._exited.setdefault(c.id, asyncio.Event()).clear()
-            pid = await self.sup.start(c.id)
-        except KetchError as exc:
-            await self._failed_start(c, exc)
-            raise _start_error(exc) from None
+        async with self._lock(c.id):
+            if c.state.status in ("running", "paused"):
+                raise NotModified("container already started")
+            try:
+                if c.id not in self._prepared:
+                    await self._prepare(c)
+                self._prepared.discard(c.id)
+                pid = await self.sup.start(c.id)
+            except KetchError as exc:
+                self._prepared.discard(c.id)
+                await self._failed_start(c, exc)
+                raise _start_error(exc) from None
         c.state = State(status="running", pid=pid, started_at=now_rfc3339(),
                         finished_at=c.state.finished_at)
         c.has_been_started = True
         c.has_been_manually_stopped = False
         await asyncio.to_thread(self.store.save, c)
         self.on_event("start", c, {})
+
+    async def _prepare(self, c: Container) -> None:
+        """Rootfs, bundle and the supervisor's ``create``: the process exists, stopped
+        before the user's program, with its stdio held by the supervisor. An attach
+        before start needs this (docker run attaches, then starts)."""
+        config, hc = self._config(c), self._host_config(c)
+        bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
+        from ketch.engine.supervisor_client import LogConfig
+
+        log_cfg = LogConfig(driver="none" if hc.log_config.type == "none" else "json-file",
+                            path=self.log_path(c), opts=dict(hc.log_config.config or {}))
+        await self.sup.create(c.id, bundle, tty=config.tty, stdin_open=config.open_stdin,
+                              stdin_once=config.stdin_once, log=log_cfg)
+        self._exited.setdefault(c.id, asyncio.Event()).clear()
+        self._prepared.add(c.id)
 
     async def _failed_start(self, c: Container, exc: KetchError) -> None:
         with contextlib.suppress(KetchError):
@@ -374,6 +393,16 @@ class Engine:
         c.state.exit_code = _exit_code_of_start_error(text)
         c.state.status = "created" if not c.has_been_started else "exited"
         await asyncio.to_thread(self.store.save, c)
+        if self._host_config(c).auto_remove:
+            # dockerd removes an --rm container whose start failed (the client
+            # waits for "removed").
+            task = asyncio.ensure_future(self._remove_quietly(c.id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _remove_quietly(self, cid: str) -> None:
+        with contextlib.suppress(KetchError):
+            await self.remove(cid, force=True)
 
     def _make_bundle(self, c: Container, config: model.ContainerConfig,
                      hc: model.HostConfig) -> str:
@@ -584,8 +613,9 @@ class Engine:
                     break
                 exited.clear()
         c = self.store.find(c.id) or c
+        error = c.state.error if condition != "removed" else ""
         return {"StatusCode": c.state.exit_code,
-                "Error": {"Message": c.state.error} if c.state.error else None}
+                "Error": {"Message": error} if error else None}
 
     # --- remove, rename, pause --------------------------------------------------------------
 
@@ -610,12 +640,15 @@ class Engine:
                     raise System(f"could not kill container {c.id}") from None
             c = self.store.find(c.id) or c
         c.state.status = "removing"
+        self._prepared.discard(c.id)
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
         await asyncio.to_thread(self._release, c)
         await asyncio.to_thread(self._discard_dirs, c)
         await asyncio.to_thread(self.store.remove, c)
+        self.execs.forget_container(c.id)
         self._exited.pop(c.id, None)
+        self._locks.pop(c.id, None)
         self._removed.setdefault(c.id, asyncio.Event()).set()
         self.on_event("destroy", c, {})
 
@@ -794,6 +827,57 @@ class Engine:
             reclaimed += rw
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
+    # --- streams: attach, logs, resize ----------------------------------------------------
+
+    async def attach(self, ref: str, sock: Any, *, stdin: bool, stdout: bool, stderr: bool,
+                     detach_keys: str | None = None) -> None:
+        """Hand a hijacked connection to the supervisor (it owns a copy from then on).
+
+        Call ``ready_for_attach`` first, before the hijack: the client starts the
+        container as soon as it has the 101 answer.
+        """
+        c = self.attachable(ref)
+        if c.id not in self._prepared and c.state.status == "created":
+            return  # it could not be prepared: the stream just ends, start says why
+        await self.sup.attach(c.id, sock, stdin=stdin, stdout=stdout, stderr=stderr,
+                              detach_keys=parse_detach_keys(detach_keys))
+
+    async def ready_for_attach(self, ref: str) -> Container:
+        """A created container is made to exist in the supervisor (stopped before the
+        user's program) so its output can be attached before it starts."""
+        c = self.attachable(ref)
+        async with self._lock(c.id):
+            if c.state.status == "created" and c.id not in self._prepared:
+                try:
+                    await self._prepare(c)
+                except KetchError:
+                    # As with dockerd, the attach itself succeeds (the stream just
+                    # ends); the start that follows reports why it cannot run.
+                    with contextlib.suppress(KetchError):
+                        await self.sup.delete(c.id, force=True)
+                    await asyncio.to_thread(self._release, c)
+        return c
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def attachable(self, ref: str) -> Container:
+        """The container, if an attach can be set up (checked before the hijack)."""
+        c = self.store.get(ref)
+        if c.state.status not in ("created", "running", "paused"):
+            raise Conflict("You cannot attach to a stopped container, start it first")
+        return c
+
+    async def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.store.get(ref)
+        if c.state.status not in ("running", "paused"):
+            raise Conflict(f"Container {c.id} is not running")
+        await self.sup.resize(c.id, height, width)
+
+    def exit_event(self, cid: str) -> asyncio.Event:
+        """Set at the container's next exit (a logs -f follower stops there)."""
+        return self._exited.setdefault(cid, asyncio.Event())
+
     def in_use_by(self, image_id: str) -> list[str]:
         return [c.id for c in self.store.all() if c.image_id == image_id]
 
@@ -888,3 +972,28 @@ def mount_layer(fstype: str, source: str, options: list[str], target: str,
                          cwd=cwd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise System(f"mounting the rootfs on {target}: {out.stderr.strip()}")
+
+
+def parse_detach_keys(spec: str | None) -> bytes:
+    """Docker's ``--detach-keys`` ("ctrl-p,ctrl-q", "a,ctrl-@"), as bytes; the default
+    is ctrl-p ctrl-q. moby's term.ToBytes rules and message."""
+    if spec is None or spec == "":
+        return b"\x10\x11"
+    out = bytearray()
+    for key in spec.split(","):
+        k = key.strip()
+        if len(k) == 1:
+            out.append(ord(k))
+            continue
+        low = k.lower()
+        if low.startswith("ctrl-") and len(low) == 6:
+            ch = low[5]
+            if "a" <= ch <= "z":
+                out.append(ord(ch) - ord("a") + 1)
+                continue
+            special = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+            if ch in special:
+                out.append(special[ch])
+                continue
+        raise InvalidArgument(f"Invalid escape keys ({spec}) provided")
+    return bytes(out)

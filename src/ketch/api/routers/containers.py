@@ -36,6 +36,19 @@ def _int(query: Mapping[str, str], key: str) -> int | None:
         raise InvalidArgument(f"invalid value for {key}: {raw}") from None
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("invalid JSON: expected an object")
+    return doc
+
+
 class ContainerUsage:
     """The engine as ``/system/df`` and ``/containers/prune`` see it (called from threads)."""
 
@@ -152,7 +165,96 @@ def setup(app: web.Application, engine: Engine) -> None:
         out = await engine.top(request.match_info["id"], request.query.get("ps_args", "-ef"))
         return web.json_response(out)
 
+    async def attach(request: web.Request) -> web.StreamResponse:
+        from ketch.api import streams
+
+        q = request.query
+        if bool_value(q, "logs"):
+            from ketch.errors import NotSupported
+
+            raise NotSupported("attach with logs=1 is not supported yet: use docker logs")
+        c = await engine.ready_for_attach(request.match_info["id"])
+        tty = bool(c.config.get("Tty"))
+        content_type = streams.stream_content_type(not tty, versions.of(request.match_info))
+        sock = await streams.hijack(request, content_type)
+        try:
+            await engine.attach(c.id, sock, stdin=bool_value(q, "stdin"),
+                                stdout=bool_value(q, "stdout"), stderr=bool_value(q, "stderr"),
+                                detach_keys=q.get("detachKeys"))
+        except Exception as exc:  # noqa: BLE001 - after the hijack, errors go in band
+            with contextlib.suppress(OSError):
+                sock.sendall(f"{exc}\r\n".encode())
+        finally:
+            sock.close()
+        return web.Response()
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        from ketch.api import streams
+        from ketch.engine.logread import follow_batches
+
+        c = engine.store.get(request.match_info["id"])
+        lq = streams.logs_query(request.query)
+        path = engine.log_path(c)
+        if not path:
+            from ketch.errors import NotSupported
+
+            raise NotSupported('configured logging driver does not support reading')
+        running = c.state.status in ("running", "paused") or c.state.restarting
+        stopped = engine.exit_event(c.id) if running else None
+        batches = follow_batches(path, lq.read_options(), follow=lq.follow and running,
+                                 stopped=stopped)
+        return await streams.write_logs(request, batches, tty=bool(c.config.get("Tty")),
+                                        timestamps=lq.timestamps, details=lq.details)
+
+    async def resize(request: web.Request) -> web.Response:
+        h, w = _int(request.query, "h") or 0, _int(request.query, "w") or 0
+        await engine.resize(request.match_info["id"], h, w)
+        return web.Response(status=200)
+
+    async def exec_create(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        eid = engine.execs.create(request.match_info["id"], body)
+        return web.json_response({"Id": eid}, status=201)
+
+    async def exec_start(request: web.Request) -> web.StreamResponse:
+        from ketch.api import streams
+
+        body = await _json_body(request)
+        ex = engine.execs.get(request.match_info["id"])
+        detach = bool(body.get("Detach"))
+        tty = body.get("Tty")
+        if detach:
+            await engine.execs.start(ex.id, detach=True, tty=tty)
+            return web.Response(status=200)
+        multiplexed = not (tty if tty is not None else ex.tty)
+        sock = await streams.hijack(request,
+                                    streams.stream_content_type(multiplexed,
+                                                                versions.of(request.match_info)))
+        try:
+            await engine.execs.start(ex.id, detach=False, tty=tty, sock=sock)
+        except Exception as exc:  # noqa: BLE001 - in band after the hijack, as dockerd
+            with contextlib.suppress(OSError):
+                sock.sendall(f"{exc}\r\n".encode())
+        finally:
+            sock.close()
+        return web.Response()
+
+    async def exec_inspect(request: web.Request) -> web.Response:
+        return web.json_response(engine.execs.get(request.match_info["id"]).inspect())
+
+    async def exec_resize(request: web.Request) -> web.Response:
+        h, w = _int(request.query, "h") or 0, _int(request.query, "w") or 0
+        await engine.execs.resize(request.match_info["id"], h, w)
+        return web.Response(status=200)
+
     add(app, "POST", "/containers/create", create)
+    add(app, "POST", "/containers/{id}/attach", attach)
+    add(app, "GET", "/containers/{id}/logs", logs)
+    add(app, "POST", "/containers/{id}/resize", resize)
+    add(app, "POST", "/containers/{id}/exec", exec_create)
+    add(app, "POST", "/exec/{id}/start", exec_start)
+    add(app, "GET", "/exec/{id}/json", exec_inspect)
+    add(app, "POST", "/exec/{id}/resize", exec_resize)
     add(app, "GET", "/containers/json", list_containers)
     add(app, "GET", "/containers/{id}/json", inspect)
     add(app, "POST", "/containers/{id}/start", start)
