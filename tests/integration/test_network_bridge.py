@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ketch.errors import Conflict, NotFound
+from ketch.errors import Conflict, NotFound, NotSupported
 from ketch.linux.netlink import Netlink
 from ketch.linux.nftables import Nft
 from ketch.network.bridge import BridgeConfig, BridgeNetwork, cleanup_leftovers
@@ -83,12 +83,19 @@ def _leftovers(bridge: str, table: str, veths: list[str], state_dir: Path) -> li
     return found
 
 
+def _host_firewall_and_forwarding() -> tuple[str, str]:
+    return (Nft().run("list ruleset"), Path("/proc/sys/net/ipv4/ip_forward").read_text())
+
+
 @pytest.fixture
-def net(tmp_path: Path, names: tuple[str, str]) -> Iterator[BridgeNetwork]:
+def net(tmp_path: Path, names: tuple[str, str],
+        request: pytest.FixtureRequest) -> Iterator[BridgeNetwork]:
     bridge, table = names
     state_dir = tmp_path / "netstate"
+    before = _host_firewall_and_forwarding()
+    icc = getattr(request, "param", True)
     n = BridgeNetwork(str(state_dir), BridgeConfig(name=bridge, table=table,
-                                                     address_pools=POOLS))
+                                                     address_pools=POOLS, icc=icc))
     n.setup()
     veths: list[str] = []
     yield n
@@ -101,6 +108,9 @@ def net(tmp_path: Path, names: tuple[str, str]) -> Iterator[BridgeNetwork]:
     fresh.teardown()
     left = _leftovers(bridge, table, veths, state_dir)
     assert not left, f"left behind: {left}"
+    # Other tables and the forwarding sysctl are as they were (ketch puts ip_forward
+    # back only if it was the one that turned it on).
+    assert _host_firewall_and_forwarding() == before
 
 
 @pytest.fixture
@@ -160,6 +170,9 @@ def test_bridge_ping_publish_and_clean_detach(net: BridgeNetwork, netns: list[Ne
     assert eb.ip == net.subnet.network_address + 3
     assert ea.mac == "02:42:" + ":".join(f"{x:02x}" for x in ea.ip.packed)
     assert len(ea.host_veth) <= 15 and ea.host_veth.startswith("veth")
+    port_info = subprocess.run(["bridge", "-d", "link", "show", "dev", ea.host_veth],
+                               capture_output=True, text=True).stdout
+    assert f"master {bridge}" in port_info and "hairpin on" in port_info
 
     # Inside: eth0 with address and MAC, lo up, default route via the gateway.
     addr = a.run("ip", "-o", "addr", "show", "dev", "eth0").stdout
@@ -265,6 +278,16 @@ def test_restart_keeps_endpoints_and_cleanup_removes_leftovers(
     assert _leftovers(bridge, table, [ea.host_veth, eb.host_veth], Path("/nonexistent")) == []
 
 
+@pytest.mark.parametrize("net", [False], indirect=True, ids=["icc=false"])
+def test_icc_false_isolates_containers(net: BridgeNetwork, netns: list[Netns]) -> None:
+    a, b = Netns(), Netns()
+    netns += [a, b]
+    net.attach("i1", a.path)
+    eb = net.attach("i2", b.path)
+    assert a.run(BUSYBOX, "ping", "-c1", "-W1", str(eb.ip)).returncode != 0
+    assert a.run(BUSYBOX, "ping", "-c1", "-W1", str(net.gateway)).returncode == 0
+
+
 def test_background_detach(net: BridgeNetwork, netns: list[Netns]) -> None:
     a, b = Netns(), Netns()
     netns += [a, b]
@@ -309,3 +332,65 @@ def test_attach_detach_time(net: BridgeNetwork, netns: list[Netns]) -> None:
           f"detach {(t2 - t1) / half * 1000:.2f} ms, "
           f"background detach {(t3 - t2) / half * 1000:.2f} ms per container")
     assert net.endpoints() == []
+
+
+def _private_scenario() -> dict[str, object]:
+    """Run in a fresh netns (``unshare -n``) with br_netfilter's hook off there, as on
+    a host where it is not loaded: routed hairpin and loopback paths, and the
+    clear refusal of icc=false. The "uplink" is a veth pair with a documentation
+    address; everything dies with the netns."""
+    import json  # noqa: F401 - used by the caller's protocol
+    import tempfile
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    Path("/proc/sys/net/bridge/bridge-nf-call-iptables").write_text("0")
+    subprocess.run(["ip", "link", "add", "upl0", "type", "veth", "peer", "name", "upl1"],
+                   check=True)
+    subprocess.run(["ip", "addr", "add", "198.51.100.2/24", "dev", "upl0"], check=True)
+    for dev in ("upl0", "upl1"):
+        subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+    tmp = Path(tempfile.mkdtemp())
+    results: dict[str, object] = {}
+    try:
+        BridgeNetwork(str(tmp / "icc"), BridgeConfig(name="kticc", table="ketch_icc",
+                                                      icc=False)).setup()
+    except NotSupported as exc:
+        results["icc"] = str(exc)
+    net = BridgeNetwork(str(tmp / "state"), BridgeConfig(name="ktpriv", table="ketch_priv"))
+    net.setup()
+    a, b = Netns(), Netns()
+    try:
+        net.attach("a", a.path)
+        eb = net.attach("b", b.path, ports=parse_publish(["18080:80"]))
+        _serve(b, tmp, "hello\n", str(eb.ip))
+        results["loopback"] = _http_get("http://127.0.0.1:18080/")
+        results["host"] = _http_get("http://198.51.100.2:18080/")
+        for name, ns in (("from_a", a), ("from_b", b)):
+            out = ns.run(sys.executable, "-c", "import urllib.request as u; print(u.urlopen("
+                         "'http://198.51.100.2:18080/', timeout=5).read().decode(), end='')")
+            results[name] = out.stdout or out.stderr[-200:]
+        results["subnet"] = str(net.subnet)
+    finally:
+        a.kill()
+        b.kill()
+        net.teardown()
+    return results
+
+
+def test_publish_without_br_netfilter() -> None:
+    import json
+
+    out = subprocess.run(["unshare", "-n", sys.executable, __file__, "private-scenario"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["subnet"] == "172.17.0.0/16"      # nothing in this netns overlaps docker0's
+    for key in ("loopback", "host", "from_a", "from_b"):
+        assert got[key] == "hello\n", (key, got[key])
+    assert "br_netfilter" in str(got["icc"])
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["private-scenario"]:
+    import json
+
+    print(json.dumps(_private_scenario()))

@@ -54,7 +54,10 @@ IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
 IFLA_LINKINFO = 18
+IFLA_PROTINFO = 12
 IFLA_NET_NS_FD = 28
+IFLA_BRPORT_MODE = 4      # hairpin (linux/if_link.h, inside IFLA_PROTINFO)
+AF_BRIDGE = 7
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
@@ -303,6 +306,15 @@ class Netlink:
             raise
         return True
 
+    def set_hairpin(self, index: int, on: bool = True) -> None:
+        """Let a bridge port send frames back out the port they came in by (``bridge
+        link set dev X hairpin on``): with br_netfilter loaded, a container reaching its
+        own published port through a host address is DNATed and bridged straight back
+        to itself; dockerd sets it too when it runs without the userland proxy."""
+        protinfo = nested(IFLA_PROTINFO, attr(IFLA_BRPORT_MODE, bytes([1 if on else 0])))
+        self.request(RTM_SETLINK, 0, _IFINFOMSG.pack(AF_BRIDGE, 0, index, 0, 0) + protinfo,
+                     f"set hairpin on link {index}")
+
     # -- addresses -------------------------------------------------------------------
 
     def add_address(self, index: int, iface: ipaddress.IPv4Interface) -> None:
@@ -375,11 +387,3 @@ def _parse_link(body: bytes) -> Link:
     mac = ":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b""))
     return Link(index, _cstr(attrs.get(IFLA_IFNAME)), kind, master, bool(flags & IFF_UP), mac)
 
-
-def set_hairpin(port: str, on: bool = True) -> None:
-    """Let a bridge port send frames back out the port they came in by: with
-    br_netfilter loaded, a container reaching its own published port through a host
-    address is DNATed and bridged straight back to itself (dockerd sets this too
-    when it runs without the userland proxy). sysfs: the knob has no sysctl."""
-    with open(f"/sys/class/net/{port}/brport/hairpin_mode", "w") as f:
-        f.write("1" if on else "0")

@@ -33,9 +33,9 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ketch.errors import Conflict, InvalidArgument, MultiError, NotFound
+from ketch.errors import Conflict, InvalidArgument, MultiError, NotFound, NotSupported
 from ketch.linux import sysctl
-from ketch.linux.netlink import Netlink, set_hairpin
+from ketch.linux.netlink import Netlink
 from ketch.linux.nftables import Nft, NftError
 from ketch.network import nat, state
 from ketch.network.ipam import (
@@ -177,6 +177,12 @@ class BridgeNetwork:
         keeps the endpoints recorded by a previous daemon (live restore)."""
         with self._lock:
             cfg = self.config
+            if not cfg.icc and not _bridged_traffic_filtered():
+                # Frames between two ports of one bridge never reach the IP forward hook
+                # unless br_netfilter passes them there; ketch does not load it (it
+                # changes the whole host's bridging, as dockerd does).
+                raise NotSupported("icc=false needs the br_netfilter module with "
+                                   "net.bridge.bridge-nf-call-iptables=1 on this host")
             st = state.load(self.state_dir, cfg.name) or NetworkState(cfg.name, cfg.table)
             st.table = cfg.table
             self._state = st
@@ -331,8 +337,9 @@ class BridgeNetwork:
                                "already exists") from None
         finally:
             os.close(fd)
-        set_hairpin(rec.host_veth)
-        self.nl.set_up(self.nl.index(rec.host_veth))
+        host_end = self.nl.index(rec.host_veth)
+        self.nl.set_hairpin(host_end)
+        self.nl.set_up(host_end)
         with Netlink(netns_path) as inner:
             inner.set_up(1)                       # lo is ifindex 1 in every netns
             eth0 = inner.index(CONTAINER_IFNAME)
@@ -398,6 +405,13 @@ class BridgeNetwork:
                 return
             for f in futures:
                 f.result()
+
+
+def _bridged_traffic_filtered() -> bool:
+    try:
+        return sysctl.read("net/bridge/bridge-nf-call-iptables") == "1"
+    except OSError:
+        return False
 
 
 def _delete_elements(nft: Nft, table: str, mappings: Sequence[PortMapping]) -> None:
