@@ -43,7 +43,8 @@ def make_app(system_backend: system.SystemBackend,
     if image_backend is not None:
         images.setup(app, image_backend)
     if engine is not None:
-        from ketch.api.routers import containers
+        from ketch.api.routers import containers, volumes
 
         containers.setup(app, engine)
+        volumes.setup(app, engine.volumes, in_use=engine.volume_users)
     return app

@@ -15,6 +15,7 @@ from ketch import __version__
 
 COMMANDS = {
     "version": "ketch.cli.system_cmds:version",
+    "volume": "ketch.cli.volume_cmds:volume",
     "info": "ketch.cli.system_cmds:info",
     "system": "ketch.cli.system_cmds:system",
     "image": "ketch.cli.image_cmds:image",

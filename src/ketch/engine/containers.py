@@ -46,6 +46,7 @@ from ketch.units import human_duration
 if TYPE_CHECKING:
     from ketch.engine.supervisor_client import SupervisorClient
     from ketch.image.service import ImageService
+    from ketch.volume.store import VolumeStore
 
 log = logging.getLogger("ketch.engine")
 
@@ -123,12 +124,17 @@ def _init_binary() -> str | None:
 
 class Engine:
     def __init__(self, opts: EngineOptions, images: ImageService,
-                 supervisor: SupervisorClient, *,
+                 supervisor: SupervisorClient, volumes: VolumeStore | None = None, *,
                  on_event: Callable[[str, Container, dict[str, str]], None] | None = None
                  ) -> None:
         self.opts = opts
         self.images = images
         self.sup = supervisor
+        if volumes is None:
+            from ketch.volume.store import VolumeStore
+
+            volumes = VolumeStore(opts.root)
+        self.volumes = volumes
         self.store = ContainerStore(os.path.join(opts.root, "containers.db"))
         self.on_event = on_event or (lambda action, c, attrs: None)
         self._exited: dict[str, asyncio.Event] = {}       # id -> set at each exit
@@ -212,6 +218,8 @@ class Engine:
                 await asyncio.to_thread(self.store.save, c)
             else:
                 await asyncio.to_thread(self._release, c)
+        running = [c.id for c in self.store.all() if c.state.status in ("running", "paused")]
+        await asyncio.to_thread(self.volumes.reconcile, running)
         self._events_task = asyncio.create_task(self._follow_exits(), name="exits")
         for c in self.store.all():
             policy = self._host_config(c).restart_policy.name
@@ -282,11 +290,19 @@ class Engine:
                       image_id=image.id, path=path, args=args,
                       config=model.config_json(config), host_config=model.host_config_json(hc))
         c.network_settings = self._network_settings(hc)
-        await asyncio.to_thread(self._prepare_dirs, c)
+        plan = await asyncio.to_thread(self._plan_mounts, config, hc)
+        c.mount_points = [m.to_record() for m in plan.mounts]
+        from ketch.volume.planner import mounts_json
+
+        c.mounts = mounts_json(plan.mounts)
         try:
+            await asyncio.to_thread(self._prepare_dirs, c, plan.mounts)
             self.store.add(c)
         except BaseException:
             await asyncio.to_thread(self._discard_dirs, c)
+            for name in plan.created:
+                with contextlib.suppress(KetchError, OSError):
+                    self.volumes.remove(name, users=[])
             raise
         self.on_event("create", c, {})
         return cid, warnings
@@ -307,11 +323,42 @@ class Engine:
         raise NotSupported(f'network "{mode}" is not available yet in ketch: '
                            "use --network none or --network host")
 
-    def _prepare_dirs(self, c: Container) -> None:
+    def _plan_mounts(self, config: model.ContainerConfig, hc: model.HostConfig) -> Any:
+        from ketch.volume.planner import MountPoint, plan_mounts
+
+        def volumes_from(ref: str) -> list[MountPoint]:
+            other = self.store.get(ref)
+            return [MountPoint.from_record(r) for r in other.mount_points]
+
+        return plan_mounts(config, hc, self.volumes, volumes_from=volumes_from,
+                           daemon_root=self.opts.root)
+
+    def _mount_points(self, c: Container) -> list[Any]:
+        from ketch.volume.planner import MountPoint
+
+        return [MountPoint.from_record(r) for r in c.mount_points]
+
+    def volume_users(self, name: str) -> list[str]:
+        """The containers whose mounts use volume ``name`` (a volume in use is not removed)."""
+        return [c.id for c in self.store.all()
+                if any(r.get("type") == "volume" and r.get("name") == name
+                       for r in c.mount_points)]
+
+    def _prepare_dirs(self, c: Container, mounts: list[Any] | None = None) -> None:
         os.makedirs(self._rootfs(c.id), mode=0o700, exist_ok=True)
         os.makedirs(self._bundle(c.id), mode=0o700, exist_ok=True)
         try:
             self.images.rootfs_mounts(c.image_id, c.id)
+            if mounts and any(getattr(m, "type", "") == "volume" for m in mounts):
+                # Image content under a new volume's path is copied in at create, as
+                # dockerd does; the rootfs is mounted for that moment only.
+                from ketch.volume.planner import copy_up
+
+                self._mount_rootfs(c)
+                try:
+                    copy_up(mounts, self.volumes, self._rootfs(c.id))
+                finally:
+                    self._unmount_rootfs(c)
         except BaseException:
             self._discard_dirs(c)
             raise
@@ -413,6 +460,12 @@ class Engine:
         self._mount_rootfs(c)
         mounts = self._etc_files(c, config, hc)
         try:
+            import dataclasses
+
+            from ketch.volume.planner import start_mounts
+
+            for hm in start_mounts(self._mount_points(c), self.volumes, c.id):
+                mounts.append(specgen.PlannedMount(**dataclasses.asdict(hm)))
             spec = specgen.make_spec(c.id, config, hc, None, rootfs, options=self.spec_options,
                                      mounts=mounts, resolve=self._resolve_namespace)
         except BaseException:
@@ -465,13 +518,20 @@ class Engine:
         return specgen.SharedNamespace(path=f"/proc/{other.state.pid}/ns/{ns}")
 
     def _release(self, c: Container) -> None:
-        """Unmount the rootfs (if mounted) and drop the bundle; the snapshot stays."""
+        """Unmount the rootfs and the volumes, drop the bundle; the snapshot stays."""
+        from ketch.volume.planner import stop_mounts
+
+        self._unmount_rootfs(c)
+        with contextlib.suppress(KetchError, OSError):
+            stop_mounts(self._mount_points(c), self.volumes, c.id)
+        shutil.rmtree(self._bundle(c.id), ignore_errors=True)
+
+    def _unmount_rootfs(self, c: Container) -> None:
         from ketch.linux.mount import is_mountpoint
 
         target = self._rootfs(c.id)
         while is_mountpoint(target):
             _umount(target)
-        shutil.rmtree(self._bundle(c.id), ignore_errors=True)
 
     # --- exits ----------------------------------------------------------------------------
 
@@ -646,6 +706,14 @@ class Engine:
         await asyncio.to_thread(self._release, c)
         await asyncio.to_thread(self._discard_dirs, c)
         await asyncio.to_thread(self.store.remove, c)
+        auto = bool(c.host_config.get("AutoRemove"))
+        if c.mount_points:
+            from ketch.volume.planner import remove_mounts
+
+            for err in await asyncio.to_thread(
+                    remove_mounts, self._mount_points(c), self.volumes, self.volume_users,
+                    remove_volumes=volumes or auto, container_id=c.id):
+                log.warning("removing the volumes of %s: %s", c.id, err)
         self.execs.forget_container(c.id)
         self._exited.pop(c.id, None)
         self._locks.pop(c.id, None)

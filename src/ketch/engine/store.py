@@ -98,6 +98,9 @@ class Container:
     network_settings: dict[str, Any] = field(default_factory=dict,
                                              metadata=json_name("NetworkSettings"))
     mounts: list[dict[str, Any]] = field(default_factory=list, metadata=json_name("Mounts"))
+    # The volume planner's records (ketch.volume.planner.MountPoint.to_record()).
+    mount_points: list[dict[str, Any]] = field(default_factory=list,
+                                               metadata=json_name("MountPoints"))
     exec_ids: list[str] = field(default_factory=list, metadata=json_name("ExecIDs"))
 
     @property
