@@ -21,6 +21,8 @@ import pytest
 from tests.conftest import BIN
 from tests.integration.engines import run_in_pty
 from tests.integration.refdockerd import RefDockerd, ref_dockerd  # noqa: F401 - a fixture
+from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - a fixture
+from tests.integration.test_daemon_system import start_ketchd  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.root
 
@@ -42,13 +44,16 @@ class Engine:
         return env
 
 
-@pytest.fixture(params=["dockerd"])
+@pytest.fixture(params=["dockerd", "ketchd"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     if request.param == "dockerd":
         d: RefDockerd = request.getfixturevalue("ref_dockerd")
         e = Engine("dockerd", f"unix://{d.sock}", ["--network", "none"])
-    else:  # pragma: no cover - the lead adds ketchd here
-        raise AssertionError(request.param)
+    else:
+        k = request.getfixturevalue("start_ketchd")()
+        archive = request.getfixturevalue("busybox_archive")
+        e = Engine("ketchd", k.host, ["--network", "none"])
+        ok(ketch(e, "load", "-i", str(archive)))
     e.label = f"ketch-cli-test={secrets.token_hex(4)}"
     yield e
     # Every container of this test, whatever state it was left in.

@@ -1,8 +1,8 @@
 """ketchd's containers judged by the docker CLI (28.x): create, start, stop, kill, wait,
 rm, ps, inspect, top, pause, rename, restart policies, and live restore.
 
-Containers run with ``--network none`` or ``host`` (the default bridge is not
-there yet). Each test gets a private ketchd whose cgroup parent is under the
+Most containers run with ``--network none``; the bridge tests use the daemon's
+private default bridge (a prefixed interface and nft table). Each test gets a private ketchd whose cgroup parent is under the
 session prefix; the fixture deletes whatever containers are left, stops the
 supervisor by its pid and removes its cgroups and mounts.
 """
@@ -140,8 +140,8 @@ def test_errors_as_dockerd(ketchd: Ketchd) -> None:
     assert out.returncode == 1 and "Invalid container name (bad name)" in out.stderr
     out = docker(k, "start", "nosuch")
     assert out.returncode == 1 and "No such container: nosuch" in out.stderr
-    out = docker(k, "run", "-d", "busybox", "true")          # the default bridge
-    assert out.returncode == 125 and "not available yet" in out.stderr
+    out = docker(k, "run", "-d", "--network", "nosuchnet", "busybox", "true")
+    assert out.returncode == 125 and "network nosuchnet not found" in out.stderr
 
 
 def test_containers_survive_a_daemon_restart(ketchd: Ketchd,
@@ -158,7 +158,10 @@ def test_containers_survive_a_daemon_restart(ketchd: Ketchd,
     with open(k.dir / "ketchd.log", "ab") as log:
         k.proc = subprocess.Popen(k.args(), stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
-    wait_for(lambda: docker(k, "version").returncode == 0, 20)
+    try:
+        wait_for(lambda: docker(k, "version").returncode == 0, 20)
+    except AssertionError:
+        raise AssertionError(f"ketchd did not come back:\n{k.log()[-3000:]}") from None
     doc = inspect(k, "live")
     assert doc["State"]["Status"] == "running" and doc["State"]["Pid"] == pid
     short = inspect(k, "short")["State"]
@@ -178,3 +181,38 @@ def test_ketch_cli_sees_the_same(ketchd: Ketchd) -> None:
                          text=True, timeout=30)
     assert " Running: 1\n" in out.stdout
     ok(docker(k, "rm", "-f", "x1"))
+
+
+def test_default_bridge_publish_and_reach(ketchd: Ketchd) -> None:
+    import urllib.request
+
+    k = ketchd
+    ok(docker(k, "run", "-d", "--name", "web", "-p", "127.0.0.1::80", "busybox",
+              "httpd", "-f", "-p", "80", "-h", "/etc"))
+    doc = inspect(k, "web")
+    ip = doc["NetworkSettings"]["IPAddress"]
+    assert ip and doc["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == ip
+    port = doc["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+    assert ok(docker(k, "port", "web")).strip() == f"80/tcp -> 127.0.0.1:{port}"
+    body = b""
+    deadline = time.monotonic() + 10
+    while not body and time.monotonic() < deadline:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=2).read()
+        except OSError:
+            time.sleep(0.1)
+    assert body.decode().strip() == doc["Config"]["Hostname"]
+    # Another container reaches it by address; its /etc/hosts names itself.
+    out = ok(docker(k, "run", "--rm", "busybox", "sh", "-c",
+                    f"ping -c1 -W2 {ip} >/dev/null && echo reached; tail -1 /etc/hosts"))
+    assert out.splitlines()[0] == "reached"
+    assert out.splitlines()[1].split("\t")[0].startswith(ip.rsplit(".", 1)[0])
+    out = docker(k, "run", "-d", "--name", "clash", "-p", f"127.0.0.1:{port}:80", "busybox",
+                 "true")
+    assert out.returncode == 125 and "port is already allocated" in out.stderr
+    ok(docker(k, "rm", "-f", "web", "clash"))
+    assert inspect_gone(k, "web")
+
+
+def inspect_gone(k: Ketchd, name: str) -> bool:
+    return docker(k, "inspect", name).returncode == 1

@@ -108,7 +108,9 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
         k = Ketchd(d, None)  # type: ignore[arg-type]
         # Containers' cgroups (and the supervisor's, "<parent>-supervisor") under the
         # session prefix, where the leak check looks.
+        # A private default bridge (and nft table) per daemon, removed by the finalizer.
         k.config.write_text(json.dumps({"cgroup-parent": f"/{PREFIX}/{d.name[-8:]}",
+                                        "bridge": f"kt{d.name[-8:]}"[:15].replace("_", "x"),
                                         **(config or {})}))
         with open(d / "ketchd.log", "wb") as log:
             k.proc = subprocess.Popen(k.args(*extra, **over), stdout=log, stderr=subprocess.STDOUT,
@@ -139,6 +141,14 @@ def stop_supervisor(k: Ketchd) -> None:
                 rt.delete(st.id, force=True)
             except Exception as exc:  # noqa: BLE001 - keep cleaning
                 print(f"cleanup of {st.id} failed: {exc}")
+    network = k.root / "network"
+    if network.is_dir():
+        from ketch.network.bridge import cleanup_leftovers
+
+        try:
+            cleanup_leftovers(str(network), keep=())
+        except Exception as exc:  # noqa: BLE001 - keep cleaning
+            print(f"network cleanup failed: {exc}")
     pidfile = exec_root / "supervisor.pid"
     try:
         pid = int(pidfile.read_text().split()[0])

@@ -39,6 +39,10 @@ HONOURED: dict[str, type | tuple[type, ...]] = {
     "log-opts": dict,
     "init-path": str,
     "live-restore": bool,   # always on in ketch: containers outlive the daemon
+    "bridge": str,          # the default network's interface ("none": no default network)
+    "bip": str,
+    "default-address-pools": list,
+    "icc": bool,
 }
 
 # Keys reloaded on SIGHUP; the others need a restart (as with dockerd).

@@ -74,6 +74,10 @@ class Settings:
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     init_path: str | None = None
+    bridge: str = "ketch0"
+    bip: str | None = None
+    address_pools: list[dict[str, Any]] = field(default_factory=list)
+    icc: bool = True
 
 
 # flag dest -> daemon.json key
@@ -81,7 +85,7 @@ _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "pidfile": "pidfile", "log_level": "log-level", "debug": "debug",
               "group": "group", "tls": "tls", "tlsverify": "tlsverify",
               "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
-              "cgroup_parent": "cgroup-parent"}
+              "cgroup_parent": "cgroup-parent", "bridge": "bridge", "bip": "bip"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscacert", dest="tlscacert")
     p.add_argument("--tlscert", dest="tlscert")
     p.add_argument("--tlskey", dest="tlskey")
+    p.add_argument("-b", "--bridge", dest="bridge",
+                   help='the default network\'s bridge interface (default ketch0; "none": none)')
+    p.add_argument("--bip", dest="bip", help="the default bridge's address and subnet")
     p.add_argument("--cgroup-parent", dest="cgroup_parent",
                    help="parent cgroup of all containers (default /ketch)")
     p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
@@ -143,6 +150,10 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         log_driver=merged.get("log-driver") or "json-file",
         log_opts={str(k): str(v) for k, v in (merged.get("log-opts") or {}).items()},
         init_path=merged.get("init-path"),
+        bridge=merged.get("bridge") or "ketch0",
+        bip=merged.get("bip"),
+        address_pools=list(merged.get("default-address-pools") or []),
+        icc=bool(merged.get("icc", True)),
     )
     if s.log_driver not in ("json-file", "none"):
         raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
@@ -467,6 +478,7 @@ class Daemon:
         """
         from ketch.engine import supervisor_client as supc
         from ketch.engine.containers import Engine, EngineOptions
+        from ketch.engine.network import NetworkOptions
         from ketch.errors import NotSupported, Unavailable
 
         s = self.settings
@@ -487,7 +499,10 @@ class Daemon:
         engine = Engine(EngineOptions(root=s.root, exec_root=s.exec_root,
                                       cgroup_parent=s.cgroup_parent, log_driver=s.log_driver,
                                       log_opts=dict(s.log_opts), init_path=s.init_path,
-                                      cgroup2=cgroup_version == "2"), images, sup)
+                                      cgroup2=cgroup_version == "2",
+                                      network=NetworkOptions(bridge=s.bridge, bip=s.bip,
+                                                             address_pools=s.address_pools,
+                                                             icc=s.icc)), images, sup)
         await engine.reconcile()
 
         def count() -> tuple[int, int, int]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.engine import model, specgen
 from ketch.engine.names import random_name
+from ketch.engine.network import NetworkOptions, ps_ports
 from ketch.engine.store import ZERO_TIME, Container, ContainerStore, State, check_name
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, NotModified, System
 from ketch.jsonmodel import from_json, to_json
@@ -112,6 +113,7 @@ class EngineOptions:
     default_ulimits: list[model.Ulimit] = field(default_factory=list)
     init_path: str | None = None
     cgroup2: bool = False
+    network: NetworkOptions = field(default_factory=lambda: NetworkOptions())
 
 
 def _init_binary() -> str | None:
@@ -135,6 +137,9 @@ class Engine:
 
             volumes = VolumeStore(opts.root)
         self.volumes = volumes
+        from ketch.engine.network import make_bridge
+
+        self.bridge = make_bridge(opts.root, opts.network)
         self.store = ContainerStore(os.path.join(opts.root, "containers.db"))
         self.on_event = on_event or (lambda action, c, attrs: None)
         self._exited: dict[str, asyncio.Event] = {}       # id -> set at each exit
@@ -147,6 +152,9 @@ class Engine:
         from ketch.engine.execs import Execs
 
         self.execs = Execs(self)
+        from ketch.engine.health import HealthMonitor
+
+        self.health = HealthMonitor(self)
         os.makedirs(self._dir(""), mode=0o710, exist_ok=True)
         os.makedirs(os.path.join(opts.exec_root, "containers"), mode=0o700, exist_ok=True)
         self.spec_options = specgen.SpecOptions(
@@ -194,6 +202,16 @@ class Engine:
         released. Then ``always``/``unless-stopped`` containers start again.
         """
         live = {info.id: info for info in await self.sup.containers()}
+        alive = [i for i, info in live.items()
+                 if info.supervised and info.status in ("running", "paused", "created")]
+        await asyncio.to_thread(self.volumes.reconcile, alive)
+        if self.bridge is not None:
+            # Kernel leftovers of containers that are gone, then the default network
+            # (its endpoints of live containers kept).
+            from ketch.network.bridge import cleanup_leftovers
+
+            await asyncio.to_thread(cleanup_leftovers, self.bridge.state_dir, alive)
+            await asyncio.to_thread(self.bridge.setup)
         for c in self.store.all():
             info = live.get(c.id)
             if info is not None and info.status in ("running", "paused", "created") \
@@ -218,8 +236,6 @@ class Engine:
                 await asyncio.to_thread(self.store.save, c)
             else:
                 await asyncio.to_thread(self._release, c)
-        running = [c.id for c in self.store.all() if c.state.status in ("running", "paused")]
-        await asyncio.to_thread(self.volumes.reconcile, running)
         self._events_task = asyncio.create_task(self._follow_exits(), name="exits")
         for c in self.store.all():
             policy = self._host_config(c).restart_policy.name
@@ -242,6 +258,11 @@ class Engine:
                 continue
             c = self.store.find(str(data.get("id", "")))
             if c is None:
+                continue
+            if c.state.status not in ("running", "paused"):
+                # The init of a container that never ran (a failed start, or a
+                # prepared one deleted): nothing ended that the user started.
+                self._prepared.discard(c.id)
                 continue
             try:
                 await self._record_exit(c, data, restart=True)
@@ -289,7 +310,10 @@ class Engine:
         c = Container(id=cid, name=name, created=now_rfc3339(), image=config.image,
                       image_id=image.id, path=path, args=args,
                       config=model.config_json(config), host_config=model.host_config_json(hc))
-        c.network_settings = self._network_settings(hc)
+        from ketch.engine.network import port_specs, settings
+
+        port_specs(hc, config.exposed_ports)      # bad -p specs fail the create
+        c.network_settings = settings(hc.network_mode, None, config.exposed_ports)
         plan = await asyncio.to_thread(self._plan_mounts, config, hc)
         c.mount_points = [m.to_record() for m in plan.mounts]
         from ketch.volume.planner import mounts_json
@@ -313,15 +337,16 @@ class Engine:
         rec = self.images.get(image_id)
         return oci.parse_config(self.images.content.read(rec.id)).config
 
-    @staticmethod
-    def _check_network(hc: model.HostConfig) -> None:
+    def _check_network(self, hc: model.HostConfig) -> None:
         mode = hc.network_mode
         if mode in ("none", "host") or mode.startswith("container:"):
             return
         from ketch.errors import NotSupported
 
-        raise NotSupported(f'network "{mode}" is not available yet in ketch: '
-                           "use --network none or --network host")
+        if mode == "bridge" and self.bridge is None:
+            raise NotSupported('the default network is disabled ("bridge": "none"): '
+                               "use --network none or --network host")
+        # Other names are looked up at start, as dockerd does (user networks come later).
 
     def _plan_mounts(self, config: model.ContainerConfig, hc: model.HostConfig) -> Any:
         from ketch.volume.planner import MountPoint, plan_mounts
@@ -369,23 +394,6 @@ class Engine:
         shutil.rmtree(self._dir(c.id), ignore_errors=True)
         shutil.rmtree(self._bundle(c.id), ignore_errors=True)
 
-    @staticmethod
-    def _network_settings(hc: model.HostConfig) -> dict[str, Any]:
-        mode = hc.network_mode
-        networks: dict[str, Any] = {}
-        if mode in ("none", "host"):
-            networks[mode] = {
-                "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "",
-                "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-                "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
-        return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-                "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-                "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0,
-                "IPv6Gateway": "", "MacAddress": "", "Networks": networks}
-
     # --- start ----------------------------------------------------------------------------
 
     async def start(self, ref: str) -> None:
@@ -414,6 +422,7 @@ class Engine:
         c.has_been_started = True
         c.has_been_manually_stopped = False
         await asyncio.to_thread(self.store.save, c)
+        self.health.start(c.id)
         self.on_event("start", c, {})
 
     async def _prepare(self, c: Container) -> None:
@@ -426,10 +435,49 @@ class Engine:
 
         log_cfg = LogConfig(driver="none" if hc.log_config.type == "none" else "json-file",
                             path=self.log_path(c), opts=dict(hc.log_config.config or {}))
-        await self.sup.create(c.id, bundle, tty=config.tty, stdin_open=config.open_stdin,
-                              stdin_once=config.stdin_once, log=log_cfg)
+        pid = await self.sup.create(c.id, bundle, tty=config.tty,
+                                    stdin_open=config.open_stdin,
+                                    stdin_once=config.stdin_once, log=log_cfg)
+        try:
+            await self._connect(c, config, hc, pid)
+        except BaseException:
+            with contextlib.suppress(KetchError):
+                await self.sup.delete(c.id, force=True)
+            await asyncio.to_thread(self._release, c)
+            raise
         self._exited.setdefault(c.id, asyncio.Event()).clear()
         self._prepared.add(c.id)
+
+    async def _connect(self, c: Container, config: model.ContainerConfig,
+                       hc: model.HostConfig, pid: int) -> None:
+        """Plug the created container into its network (its netns exists, its program
+        has not started), then complete /etc/hosts with its address."""
+        from ketch.engine.network import port_specs, settings
+
+        ep = None
+        mode = hc.network_mode
+        if mode not in ("none", "host", "bridge") and not mode.startswith("container:"):
+            missing = NotFound(f"network {mode} not found")
+            missing.not_runtime = True  # type: ignore[attr-defined]
+            raise missing
+        if mode == "bridge" and self.bridge is not None:
+            specs = port_specs(hc, config.exposed_ports)
+            try:
+                ep = await asyncio.to_thread(
+                    self.bridge.attach, c.id, f"/proc/{pid}/ns/net", ports=specs,
+                    hostname=config.hostname)
+            except KetchError as exc:
+                err = exc
+                if "already allocated" in str(exc) or "address already in use" in str(exc):
+                    err = type(exc)(f"driver failed programming external connectivity on "
+                                    f"endpoint {c.name} ({c.id}): {exc}")
+                err.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
+                raise err from None
+        c.network_settings = settings(hc.network_mode, ep, config.exposed_ports,
+                                      sandbox_key=f"/proc/{pid}/ns/net" if ep else "")
+        if ep is not None:
+            await asyncio.to_thread(self._write_hosts, c, config, hc, str(ep.ip),
+                                    str(ep.gateway))
 
     async def _failed_start(self, c: Container, exc: KetchError) -> None:
         with contextlib.suppress(KetchError):
@@ -446,6 +494,13 @@ class Engine:
             task = asyncio.ensure_future(self._remove_quietly(c.id))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _clear_network(self, c: Container) -> None:
+        """A stopped container keeps no address (dockerd empties NetworkSettings)."""
+        from ketch.engine.network import settings
+
+        c.network_settings = settings(c.host_config.get("NetworkMode", "none"), None,
+                                      c.config.get("ExposedPorts"))
 
     async def _remove_quietly(self, cid: str) -> None:
         with contextlib.suppress(KetchError):
@@ -491,23 +546,44 @@ class Engine:
 
     def _etc_files(self, c: Container, config: model.ContainerConfig,
                    hc: model.HostConfig) -> list[specgen.PlannedMount]:
+        """/etc/hostname, hosts and resolv.conf of the container, bind-mounted from its
+        directory (dockerd's algorithm: ``ketch.network.etcfiles``)."""
+        from ketch.network import etcfiles
+
         d = self._dir(c.id)
         host_net = hc.network_mode == "host"
+        resolv = etcfiles.resolv_conf(etcfiles.read_host_resolv_conf(), dns=hc.dns or (),
+                                      dns_search=hc.dns_search or (),
+                                      dns_options=hc.dns_options or ())
         files = {
-            "hostname": (config.hostname or c.short_id) + "\n",
-            "hosts": _read("/etc/hosts") if host_net else
-            HOSTS_HEADER + "".join(f"{h}\n" for h in _extra_hosts(hc)),
-            "resolv.conf": _resolv_conf(hc),
+            "hostname": etcfiles.hostname_file(config.hostname or c.short_id),
+            "hosts": _read("/etc/hosts") if host_net else self._hosts_text(config, hc, None,
+                                                                           None),
+            "resolv.conf": resolv,
         }
         planned = []
         for name, text in files.items():
             path = os.path.join(d, name)
-            if not os.path.exists(path):      # keep what the user changed across restarts
-                with open(path, "w") as f:
-                    f.write(text)
+            with open(path, "w") as f:
+                f.write(text)
             planned.append(specgen.PlannedMount(destination=f"/etc/{name}", source=path,
                                                 writable=not hc.readonly_rootfs))
         return planned
+
+    @staticmethod
+    def _hosts_text(config: model.ContainerConfig, hc: model.HostConfig, ip: str | None,
+                    gateway: str | None) -> str:
+        from ketch.network import etcfiles
+
+        extra = [etcfiles.parse_add_host(h) for h in hc.extra_hosts or []]
+        return etcfiles.hosts(config.hostname, ip, domainname=config.domainname or "",
+                              extra_hosts=extra, host_gateway=gateway)
+
+    def _write_hosts(self, c: Container, config: model.ContainerConfig, hc: model.HostConfig,
+                     ip: str, gateway: str) -> None:
+        # Rewritten in place: the file is bind-mounted already, a rename would not show.
+        with open(os.path.join(self._dir(c.id), "hosts"), "w") as f:
+            f.write(self._hosts_text(config, hc, ip, gateway))
 
     def _resolve_namespace(self, kind: str, ref: str) -> specgen.SharedNamespace:
         other = self.store.get(ref)
@@ -521,6 +597,9 @@ class Engine:
         """Unmount the rootfs and the volumes, drop the bundle; the snapshot stays."""
         from ketch.volume.planner import stop_mounts
 
+        if self.bridge is not None and self.bridge.endpoint(c.id) is not None:
+            with contextlib.suppress(KetchError, OSError):
+                self.bridge.detach(c.id, background=True)
         self._unmount_rootfs(c)
         with contextlib.suppress(KetchError, OSError):
             stop_mounts(self._mount_points(c), self.volumes, c.id)
@@ -536,6 +615,7 @@ class Engine:
     # --- exits ----------------------------------------------------------------------------
 
     async def _record_exit(self, c: Container, data: dict[str, Any], *, restart: bool) -> None:
+        self.health.stop(c.id)
         code = int(data.get("exitCode", 0) or 0)
         c.state = State(status="exited", exit_code=code, oom_killed=bool(data.get("oomKilled")),
                         started_at=c.state.started_at,
@@ -543,6 +623,7 @@ class Engine:
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
         await asyncio.to_thread(self._release, c)
+        self._clear_network(c)
         await asyncio.to_thread(self.store.save, c)
         if c.state.oom_killed:
             self.on_event("oom", c, {})
@@ -681,6 +762,7 @@ class Engine:
 
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
         c = self.store.get(ref)
+        self.health.stop(c.id)
         if c.state.status == "removing":
             raise Conflict(f"removal of container {c.id} is already in progress")
         if c.state.status in ("running", "paused") or c.state.restarting:
@@ -845,7 +927,8 @@ class Engine:
         out: dict[str, Any] = {
             "Id": c.id, "Names": [f"/{c.name}"], "Image": c.image, "ImageID": c.image_id,
             "Command": " ".join([c.path, *c.args]).strip(),
-            "Created": int(parse_rfc3339(c.created)), "Ports": [],
+            "Created": int(parse_rfc3339(c.created)),
+            "Ports": ps_ports(c.network_settings),
             "Labels": (c.config.get("Labels") or {}), "State": c.state.status,
             "Status": self.status_text(c),
             "HostConfig": {"NetworkMode": hc.get("NetworkMode", "")},
@@ -1007,6 +1090,8 @@ def _exit_code_of_start_error(text: str) -> int:
 
 def _start_error(exc: KetchError) -> KetchError:
     """The runtime's failure worded as dockerd's (the docker CLI reads 126/127 from it)."""
+    if getattr(exc, "not_runtime", False):
+        return exc
     msg = (f"failed to create task for container: failed to create shim task: OCI runtime "
            f"create failed: {exc}: unknown")
     if isinstance(exc, (InvalidArgument, NotFound)):
