@@ -17,6 +17,7 @@ from ketch.api.routers import images, system
 
 if TYPE_CHECKING:
     from ketch.engine.containers import Engine
+    from ketch.engine.events import EventBus
 
 
 @web.middleware
@@ -32,7 +33,8 @@ async def version_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def make_app(system_backend: system.SystemBackend,
              image_backend: images.ImageBackend | None = None,
-             engine: Engine | None = None) -> web.Application:
+             engine: Engine | None = None,
+             events: EventBus | None = None) -> web.Application:
     """The Engine API application over the given backends.
 
     Without an image backend the ``/images`` routes are absent (404), as for
@@ -43,8 +45,14 @@ def make_app(system_backend: system.SystemBackend,
     if image_backend is not None:
         images.setup(app, image_backend)
     if engine is not None:
-        from ketch.api.routers import containers, volumes
+        from ketch.api.routers import container_stats, containers, volumes
 
         containers.setup(app, engine)
+        __import__("ketch.api.routers.container_files", fromlist=["setup"]).setup(app, engine)
+        container_stats.setup(app, engine)
         volumes.setup(app, engine.volumes, in_use=engine.volume_users)
+    if events is not None:
+        from ketch.api.routers import events as events_router
+
+        events_router.setup(app, events)
     return app

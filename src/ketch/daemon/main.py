@@ -470,7 +470,8 @@ class Daemon:
             log.warning("daemon.json keys not supported by ketch yet, ignored: %s",
                         ", ".join(ignored))
 
-    async def start_engine(self, images: Any, backend: HostSystem) -> Any:
+    async def start_engine(self, images: Any, backend: HostSystem,
+                           events: Any = None) -> Any:
         """Connect to the supervisor (starting one if none answers), then reconcile.
 
         The supervisor outlives ketchd (containers keep running across a
@@ -502,7 +503,8 @@ class Daemon:
                                       cgroup2=cgroup_version == "2",
                                       network=NetworkOptions(bridge=s.bridge, bip=s.bip,
                                                              address_pools=s.address_pools,
-                                                             icc=s.icc)), images, sup)
+                                                             icc=s.icc)), images, sup,
+                        on_event=events.container_event if events is not None else None)
         await engine.reconcile()
 
         def count() -> tuple[int, int, int]:
@@ -526,8 +528,11 @@ class Daemon:
             log.warning("%s", w)
         images = ImageService(os.path.join(s.root, "image"))
         backend = HostSystem(s, warnings, count_images=lambda: len(images.list(all=True)))
-        engine = await self.start_engine(images, backend)
-        app = make_app(backend, images, engine)
+        from ketch.engine.events import EventBus, EventingImages
+
+        events = EventBus()
+        engine = await self.start_engine(images, backend, events)
+        app = make_app(backend, EventingImages(images, events), engine, events)
         # Open streams (wait, logs -f, events, attach) are cut after a short grace
         # period: containers outlive the daemon, their clients reconnect.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
@@ -556,6 +561,7 @@ class Daemon:
             await self.stop.wait()
             log.info("Processing signal 'terminated'")
         finally:
+            events.close()
             await runner.cleanup()
             await engine.close()
             await engine.sup.close()
