@@ -48,7 +48,6 @@ def make_app(system_backend: system.SystemBackend,
         from ketch.api.routers import container_stats, containers, volumes
 
         containers.setup(app, engine)
-        __import__("ketch.api.routers.container_files", fromlist=["setup"]).setup(app, engine)
         container_stats.setup(app, engine)
         volumes.setup(app, engine.volumes, in_use=engine.volume_users)
     if events is not None:
