@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import socket
 import struct
 import time
@@ -17,6 +18,7 @@ import pytest
 from ketch.engine.containers import now_rfc3339
 from ketch.engine.health import (
     DEFAULT_SHELL,
+    ExecProbe,
     HealthMonitor,
     HealthSettings,
     OutputBuffer,
@@ -24,6 +26,7 @@ from ketch.engine.health import (
     go_duration,
 )
 from ketch.engine.store import Container, State
+from ketch.engine.supervisor_client import ExitRecord
 from ketch.errors import Conflict
 
 MS = 1_000_000
@@ -54,10 +57,10 @@ class FakeStore:
 class FakeEngine:
     def __init__(self) -> None:
         self.store = FakeStore()
-        self.events: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str, dict[str, str]]] = []
 
     def on_event(self, action: str, c: Container, attrs: dict[str, str]) -> None:
-        self.events.append((action, c.id))
+        self.events.append((action, c.id, attrs))
 
 
 class Step:
@@ -270,9 +273,10 @@ async def test_monitor_unhealthy_then_healthy() -> None:
     mon.stop(c.id)
     assert c.state.health["Status"] == "unhealthy"         # type: ignore[index]
     assert statuses == ["unhealthy", "healthy"]            # no event for that
-    n = len(runner.calls)
+    await until(lambda: runner.running == 0 and not mon.monitoring(c.id))
+    n = len(runner.calls)       # a probe in flight at the stop was killed, none since
     await asyncio.sleep(0.1)
-    assert len(runner.calls) == n and not mon.monitoring(c.id)
+    assert len(runner.calls) == n
 
 
 @aio
@@ -283,7 +287,7 @@ async def test_default_on_status_is_an_engine_event() -> None:
     mon = HealthMonitor(eng, runner=FakeRunner(lambda i: Step(0)))  # type: ignore[arg-type]
     mon.start(c.id)
     await until(lambda: bool(eng.events))
-    assert eng.events == [("health_status: healthy", c.id)]
+    assert eng.events == [("health_status: healthy", c.id, {})]
     await mon.close()
 
 
@@ -411,3 +415,102 @@ async def test_read_frames() -> None:
     await asyncio.wait_for(task, 5)
     a.close()
     assert out.text() == "out\nerr\n" + "x" * (4096 - 8) + "..."
+
+
+# --- the exec probe, against a fake supervisor --------------------------------------------
+class FakeSupervisor:
+    """Runs a "process" per exec: writes ``frames`` to the socket it was handed, then
+    exits with ``code``, or hangs (``code`` None) until killed (137)."""
+
+    def __init__(self, frames: list[tuple[int, bytes]], code: int | None,
+                 error: Exception | None = None) -> None:
+        self.frames, self.code, self.error = frames, code, error
+        self.kills: list[tuple[str, int, str]] = []
+        self.procs: dict[str, tuple[socket.socket, asyncio.Event, list[int]]] = {}
+
+    async def exec(self, container_id: str, exec_id: str, process: dict[str, Any], *,
+                   tty: bool, stdin_open: bool, sock: socket.socket) -> int:
+        assert process["args"] and not tty and not stdin_open
+        if self.error is not None:
+            raise self.error
+        s = socket.socket(fileno=os.dup(sock.fileno()))
+        for stream, data in self.frames:
+            s.sendall(struct.pack(">BxxxL", stream, len(data)) + data)
+        done, code = asyncio.Event(), [0]
+        self.procs[exec_id] = (s, done, code)
+        if self.code is not None:
+            self._exit(exec_id, self.code)
+        return 42
+
+    def _exit(self, exec_id: str, code: int) -> None:
+        s, done, box = self.procs[exec_id]
+        box[0] = code
+        s.close()               # the supervisor closes the socket at the output's end
+        done.set()
+
+    async def wait(self, container_id: str, exec_id: str) -> ExitRecord:
+        _, done, box = self.procs[exec_id]
+        await done.wait()
+        return ExitRecord(id=container_id, exec_id=exec_id, exit_code=box[0])
+
+    async def kill(self, container_id: str, sig: int, *, exec_id: str = "") -> None:
+        self.kills.append((container_id, sig, exec_id))
+        self._exit(exec_id, 128 + sig)
+
+
+class FakeExecs:
+    def process(self, ex: Any) -> dict[str, Any]:
+        return {"args": list(ex.cmd), "env": [], "cwd": "/"}
+
+
+def exec_engine(c: Container, sup: FakeSupervisor) -> FakeEngine:
+    eng = FakeEngine()
+    eng.store.by_id[c.id] = c
+    eng.sup = sup           # type: ignore[attr-defined]
+    eng.execs = FakeExecs()  # type: ignore[attr-defined]
+    return eng
+
+
+@aio
+async def test_exec_probe_output_code_and_events() -> None:
+    c = container({"Test": ["CMD-SHELL", "x"]})
+    sup = FakeSupervisor([(1, b"hi\n"), (2, b"oops\n")], 3)
+    eng = exec_engine(c, sup)
+    probe = ExecProbe(eng)  # type: ignore[arg-type]
+    out, started = OutputBuffer(), asyncio.Event()
+    assert await probe(c.id, ["/bin/sh", "-c", "x"], out, started) == 3
+    assert started.is_set() and out.text() == "hi\noops\n"
+    assert [a for a, _, _ in eng.events] == [
+        "exec_create: /bin/sh -c x", "exec_start: /bin/sh -c x", "exec_die"]
+    assert eng.events[2][2] == {"execID": eng.events[0][2]["execID"], "exitCode": "3"}
+    eng.events.clear()
+    assert await probe(c.id, ["true"], OutputBuffer(), asyncio.Event()) == 3
+    assert eng.events[0][0] == "exec_create: true "     # dockerd's trailing space
+
+
+@aio
+async def test_exec_probe_killed_at_timeout() -> None:
+    c = container({"Test": ["CMD", "sleep"], "Timeout": 50 * MS})
+    s = HealthSettings.of(c.config)
+    assert s is not None
+    sup = FakeSupervisor([(1, b"partial")], None)
+    eng = exec_engine(c, sup)
+    mon = HealthMonitor(eng)  # type: ignore[arg-type]
+    r = await mon.probe(c.id, s)
+    assert r["ExitCode"] == -1
+    assert r["Output"] == "Health check exceeded timeout (50ms): partial"
+    ((cid, sig, eid),) = sup.kills
+    assert cid == c.id and sig == 9 and eid in sup.procs
+    assert [e for e in eng.events if e[0] == "exec_die"] == \
+        [("exec_die", c.id, {"execID": eid, "exitCode": "137"})]
+
+
+@aio
+async def test_exec_probe_that_cannot_start() -> None:
+    c = container({"Test": ["CMD", "x"]})
+    sup = FakeSupervisor([], 0, error=Conflict(f"container {c.id} is not running"))
+    mon = HealthMonitor(exec_engine(c, sup))  # type: ignore[arg-type]
+    s = HealthSettings.of(c.config)
+    assert s is not None
+    r = await mon.probe(c.id, s)
+    assert r["ExitCode"] == -1 and r["Output"] == f"container {c.id} is not running"

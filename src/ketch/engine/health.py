@@ -48,6 +48,7 @@ from ketch.errors import KetchError, System
 if TYPE_CHECKING:
     from ketch.engine.containers import Engine
     from ketch.engine.store import Container
+    from ketch.engine.supervisor_client import ExitRecord
 
 log = logging.getLogger("ketch.engine.health")
 
@@ -183,10 +184,14 @@ class ExecProbe:
         # every interval would pile up there.
         ex = Exec(id=secrets.token_hex(32), container_id=container_id, cmd=cmd,
                   attach_stdout=True, attach_stderr=True)
+        # dockerd's events for a probe, down to the space after an argument-less command.
+        label = f"{cmd[0]} {' '.join(cmd[1:])}"
+        self._event(container_id, f"exec_create: {label}", {"execID": ex.id})
         process = await asyncio.to_thread(self.engine.execs.process, ex)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         try:
+            self._event(container_id, f"exec_start: {label}", {"execID": ex.id})
             try:
                 await self.engine.sup.exec(container_id, ex.id, process, tty=False,
                                            stdin_open=False, sock=theirs)
@@ -201,11 +206,26 @@ class ExecProbe:
                     await self.engine.sup.kill(container_id, signal.SIGKILL, exec_id=ex.id)
                 # Wait for it to die, so that killed probes never pile up.
                 with contextlib.suppress(KetchError, TimeoutError):
-                    await asyncio.wait_for(self.engine.sup.wait(container_id, ex.id), 10)
+                    rec = await asyncio.wait_for(self.engine.sup.wait(container_id, ex.id), 10)
+                    self._died(container_id, ex.id, rec)
                 raise
-            return 255 if rec.lost else rec.exit_code
+            self._died(container_id, ex.id, rec)
+            return _exit_code(rec)
         finally:
             ours.close()
+
+    def _event(self, container_id: str, action: str, attrs: dict[str, str]) -> None:
+        c = self.engine.store.find(container_id)
+        if c is not None:
+            self.engine.on_event(action, c, attrs)
+
+    def _died(self, container_id: str, exec_id: str, rec: ExitRecord) -> None:
+        self._event(container_id, "exec_die",
+                    {"execID": exec_id, "exitCode": str(_exit_code(rec))})
+
+
+def _exit_code(rec: ExitRecord) -> int:
+    return 255 if rec.lost else rec.exit_code
 
 
 async def _read_frames(sock: socket.socket, out: OutputBuffer) -> None:
