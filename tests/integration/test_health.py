@@ -4,7 +4,9 @@ output in the log, a probe killed at its timeout, and --no-healthcheck."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,19 @@ def ketchd(start_ketchd: Callable[..., Ketchd],  # noqa: F811
     k = start_ketchd()
     ok(docker(k, "load", "-i", str(busybox_archive)))
     yield k
+
+
+def api(k: Ketchd, method: str, path: str, body: Any = None) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("localhost", timeout=60)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(str(k.sock))
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
 
 
 def health(k: Ketchd, name: str) -> Any:
@@ -121,3 +136,32 @@ def test_stop_ends_probing(ketchd: Ketchd) -> None:
     assert health(k, "h4")["Status"] == "starting"
     wait_for(lambda: health(k, "h4")["Status"] == "healthy", timeout=20)
     ok(docker(k, "rm", "-f", "h4"))
+
+
+def test_image_healthcheck_merged_and_disabled(ketchd: Ketchd) -> None:
+    k = ketchd
+    ok(docker(k, "run", "-d", *NONE, "--name", "base", "busybox", "sleep", "1000"))
+    # The healthcheck in POST /commit's config (the API's way; the CLI's
+    # --change 'HEALTHCHECK ...' is the image service's business).
+    body = {"Cmd": ["sleep", "1000"], "Healthcheck": {
+        "Test": ["CMD-SHELL", "test -e /tmp/gone || exit 9"], "Interval": 1_000_000_000,
+        "Retries": 1}}
+    status_, reply = api(k, "POST", "/v1.45/commit?container=base&repo=hcimg", body)
+    assert status_ == 201, reply
+    ok(docker(k, "rm", "-f", "base"))
+    img = json.loads(ok(docker(k, "image", "inspect", "-f", "{{json .Config.Healthcheck}}",
+                               "hcimg")))
+    assert img["Test"] == ["CMD-SHELL", "test -e /tmp/gone || exit 9"]
+    ok(docker(k, "run", "-d", *NONE, "--name", "h6", "hcimg", "sleep", "1000"))
+    wait_for(lambda: health(k, "h6")["Status"] == "unhealthy", timeout=20)
+    assert health(k, "h6")["Log"][0]["ExitCode"] == 9
+    # A flag changes one field, the image's others stay (moby's merge).
+    ok(docker(k, "run", "-d", *NONE, "--name", "h7", "--health-retries", "5", "hcimg",
+              "sleep", "1000"))
+    cfg = json.loads(ok(docker(k, "inspect", "-f", "{{json .Config.Healthcheck}}", "h7")))
+    assert cfg == {**img, "Retries": 5}
+    ok(docker(k, "run", "-d", *NONE, "--name", "h8", "--no-healthcheck", "hcimg",
+              "sleep", "1000"))
+    doc = json.loads(ok(docker(k, "inspect", "h8")))[0]
+    assert doc["Config"]["Healthcheck"]["Test"] == ["NONE"] and "Health" not in doc["State"]
+    ok(docker(k, "rm", "-f", "h6", "h7", "h8"))
