@@ -150,10 +150,23 @@ class ImageMetadata:
         create_schema(self.path, _SCHEMA, "image metadata")
 
     def _connect(self) -> sqlite3.Connection:
+        """This thread's connection, opened once: opening one per transaction cost
+        more than the work (and closing the last one checkpoints the WAL)."""
+        db: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if db is not None:
+            return db
         if self.readonly:
             uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
-            return sqlite3.connect(uri, timeout=30, isolation_level=None, uri=True)
-        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(uri, timeout=30, isolation_level=None, uri=True,
+                                 check_same_thread=False)
+        else:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+        db.execute("PRAGMA foreign_keys=ON")
+        if not self.readonly:
+            db.execute("PRAGMA synchronous=NORMAL")
+        self._local.conn = db
+        return db
 
     # --- transactions ---------------------------------------------------------
 
@@ -173,9 +186,6 @@ class ImageMetadata:
         except sqlite3.Error as exc:
             raise System(f"opening image metadata {self.path}: {exc}") from exc
         try:
-            db.execute("PRAGMA foreign_keys=ON")
-            if not self.readonly:
-                db.execute("PRAGMA synchronous=NORMAL")
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             self._local.tx = db
             try:
@@ -186,12 +196,12 @@ class ImageMetadata:
             finally:
                 self._local.tx = None
             db.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(f"image metadata: {exc}") from exc
         except sqlite3.Error as exc:
+            if db.in_transaction:  # the connection is kept: leave it clean
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise Conflict(f"image metadata: {exc}") from exc
             raise System(f"image metadata {self.path}: {exc}") from exc
-        finally:
-            db.close()
 
     # --- images -----------------------------------------------------------------
 

@@ -392,6 +392,7 @@ class ImageService:
         self._lock_path = os.path.join(self.root, "lock")
         self._thread_lock = threading.RLock()
         self._depth = 0
+        self._layers_of_manifest: dict[str, frozenset[str]] = {}
 
     @property
     def snapshotter_name(self) -> str:
@@ -898,7 +899,12 @@ class ImageService:
         return True
 
     def _delete(self, rec: ImageRecord, records: DeleteRecords, *, force: bool,
-                prune: bool, quiet: bool = False) -> None:
+                prune: bool, quiet: bool = False, collect: bool = True) -> None:
+        """Delete ``rec`` (and, with ``prune``, its parents that no name holds any more).
+
+        ``collect``: remove the snapshots and blobs it leaves unused now; a caller
+        deleting many images (``prune``) collects once at the end instead.
+        """
         if not self._check_delete(rec, force=force, quiet=quiet):
             return
         if quiet and self.metadata.references_of(rec.id):
@@ -909,13 +915,15 @@ class ImageService:
                 records.append({"Untagged": normalize(r).familiar()})
             self.metadata.delete_image(rec.id)
         records.append({"Deleted": rec.id})
-        removed, _ = self._collect_snapshots()
-        records.extend({"Deleted": c} for c in removed)
-        self._collect_blobs()
+        if collect:
+            removed, _ = self._collect_snapshots()
+            records.extend({"Deleted": c} for c in removed)
+            self._collect_blobs(self._blobs_of_record(rec))
         if prune and rec.parent:
             with contextlib.suppress(NotFound):
                 parent = self.metadata.get_by_id(rec.parent)
-                self._delete(parent, records, force=False, prune=True, quiet=True)
+                self._delete(parent, records, force=False, prune=True, quiet=True,
+                             collect=collect)
 
     def prune(self, filters: Mapping[str, Sequence[str]] | None = None, *,
               all: bool = False) -> dict[str, Any]:
@@ -961,8 +969,12 @@ class ImageService:
                         continue
                     done.add(rec.id)
                     with contextlib.suppress(NotFound, Conflict):
-                        self._delete(rec, deleted, force=True, prune=True)
+                        self._delete(rec, deleted, force=True, prune=True, collect=False)
                         progress = True
+            if deleted:
+                removed, _ = self._collect_snapshots()
+                deleted.extend({"Deleted": c} for c in removed)
+                self._collect_blobs()
             space = sum(sizes.get(r.get("Deleted", ""), 0) for r in deleted)
             return {"ImagesDeleted": deleted or None, "SpaceReclaimed": space}
 
@@ -1067,23 +1079,43 @@ class ImageService:
                 progress = True
         return removed, freed
 
-    def _collect_blobs(self) -> tuple[Names, int]:
+    def _manifest_layers(self, manifest_digest: str) -> frozenset[str]:
+        """The layer digests a manifest names; manifests never change, so kept."""
+        cached = self._layers_of_manifest.get(manifest_digest)
+        if cached is None:
+            cached = frozenset()
+            with contextlib.suppress(NotFound, InvalidArgument):
+                manifest = oci.parse_manifest(self.content.read(manifest_digest))
+                cached = frozenset(la.digest for la in manifest.layers)
+            self._layers_of_manifest[manifest_digest] = cached
+        return cached
+
+    def _blobs_of_record(self, rec: ImageRecord) -> set[str]:
+        return {rec.id, rec.manifest_digest, *self._manifest_layers(rec.manifest_digest)}
+
+    def _collect_blobs(self, candidates: set[str] | None = None) -> tuple[Names, int]:
+        """Delete blobs no image needs: all of the store, or only ``candidates``
+        (what one removed image held: the common ``rmi`` case needs no walk)."""
         keep: set[str] = set()
         for rec in self.metadata.list_images():
-            keep.add(rec.id)
-            keep.add(rec.manifest_digest)
-            with contextlib.suppress(NotFound, InvalidArgument):
-                manifest = oci.parse_manifest(self.content.read(rec.manifest_digest))
-                keep.update(la.digest for la in manifest.layers)
+            keep |= self._blobs_of_record(rec)
         removed: Names = []
         freed = 0
-        for info in list(self.content.walk()):
-            if info.digest in keep:
+        if candidates is None:
+            pairs = [(info.digest, info.size) for info in self.content.walk()]
+        else:
+            pairs = []
+            for digest in candidates - keep:
+                with contextlib.suppress(NotFound):
+                    pairs.append((digest, self.content.info(digest).size))
+        for digest, size in pairs:
+            if digest in keep:
                 continue
             with contextlib.suppress(NotFound):
-                self.content.delete(info.digest)
-                removed.append(info.digest)
-                freed += info.size
+                self.content.delete(digest)
+                removed.append(digest)
+                freed += size
+
         return removed, freed
 
     def check(self, quick: bool = False) -> Problems:

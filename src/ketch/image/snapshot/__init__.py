@@ -52,6 +52,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -351,6 +352,7 @@ class MetaStore:
         os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
         self.db_path = os.path.join(self.root, "metadata.db")
         create_schema(self.db_path, _SCHEMA, "snapshot metadata")
+        self._local = threading.local()
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -360,12 +362,19 @@ class MetaStore:
         creators cannot both pass the "key is free" check; readers do not
         block each other (WAL).
         """
+        db: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if db is None:
+            # One connection per thread, kept: opening one per operation (and the WAL
+            # checkpoint at each last close) cost more than the operations.
+            try:
+                db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise System(f"opening snapshot metadata {self.db_path}: {exc}") from exc
+            self._local.conn = db
         try:
-            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise System(f"opening snapshot metadata {self.db_path}: {exc}") from exc
-        try:
-            db.execute("PRAGMA foreign_keys=ON")
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
@@ -373,12 +382,12 @@ class MetaStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(f"snapshot metadata: {exc}") from exc
         except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise Conflict(f"snapshot metadata: {exc}") from exc
             raise System(f"snapshot metadata {self.db_path}: {exc}") from exc
-        finally:
-            db.close()
 
     def get(self, db: sqlite3.Connection, name: str) -> Record:
         row = db.execute(_SELECT + " WHERE s.name = ?", (name,)).fetchone()
