@@ -216,3 +216,16 @@ def test_default_bridge_publish_and_reach(ketchd: Ketchd) -> None:
 
 def inspect_gone(k: Ketchd, name: str) -> bool:
     return docker(k, "inspect", name).returncode == 1
+
+
+def test_init_and_oom_kill(ketchd: Ketchd) -> None:
+    k = ketchd
+    out = ok(docker(k, "run", "--rm", "--init", *NONE, "busybox", "ps", "-o", "pid,args"))
+    assert "1 /sbin/docker-init -- ps" in out
+    for _ in range(2):  # every time, not once
+        ok(docker(k, "run", "-d", *NONE, "--name", "oom", "-m", "32m", "--memory-swap", "32m",
+                  "busybox", "sh", "-c", "x=a; while true; do x=$x$x; done"))
+        assert ok(docker(k, "wait", "oom")).strip() == "137"
+        state = inspect(k, "oom")["State"]
+        assert state["OOMKilled"] is True and state["ExitCode"] == 137
+        ok(docker(k, "rm", "oom"))
