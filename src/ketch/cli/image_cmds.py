@@ -23,7 +23,7 @@ from ketch.cli.command import (
     prune_filter_option,
 )
 from ketch.cli.session import Session, local, parse_filters
-from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported
+from ketch.errors import InvalidArgument, KetchError, NotSupported
 
 # --- images ---------------------------------------------------------------------------------
 
@@ -54,60 +54,15 @@ def ls(session: Session, args: tuple[str, ...], all_: bool, digests: bool,
 # --- inspect --------------------------------------------------------------------------------
 
 
-def _inspect(session: Session, names: tuple[str, ...], format_: str | None,
-             kinds: tuple[str, ...], generic: bool) -> int:
-    """docker's inspect: everything found is printed, then the misses, exit 1 if any."""
-    from ketch.cli.formatting import check_inspect_format, inspect_format
-
-    check_inspect_format(format_)  # a bad template fails (exit 64) before the daemon is asked
-    client = session.connect()
-    found: list[dict[str, Any]] = []
-    errors: list[str] = []
-    for name in names:
-        try:
-            if "image" not in kinds:
-                raise NotSupported(f"inspecting {'/'.join(kinds)} objects is not supported yet")
-            found.append(client.image_inspect(name))
-        except NotFound as exc:
-            # `image inspect` passes the daemon's words on; plain `inspect` looked
-            # through every kind of object and found none.
-            errors.append(f"Error response from daemon: {exc}" if not generic
-                          else f"Error: No such object: {name}")
-        except KetchError as exc:
-            errors.append(f"Error response from daemon: {exc}")
-    text, failed = inspect_format(format_, found)
-    sys.stdout.write(text)
-    errors = failed + errors
-    if errors:
-        sys.stderr.write("\n".join(errors) + "\n")
-        return 1
-    return 0
-
-
 @command("inspect", "[OPTIONS] IMAGE [IMAGE...]",
          "Display detailed information on one or more images", nargs=(1, None))
 @click.option("-f", "--format", "format_", metavar="string",
               help="Format output using a custom template: 'json', or a Go template")
 @click.pass_obj
 def inspect(session: Session, args: tuple[str, ...], format_: str | None) -> int:
-    return _inspect(session, args, format_, ("image",), generic=False)
+    from ketch.cli.container_cmds import _inspect
 
-
-@command("inspect", "[OPTIONS] NAME|ID [NAME|ID...]",
-         "Return low-level information on ketch objects", nargs=(1, None))
-@click.option("-f", "--format", "format_", metavar="string",
-              help="Format output using a custom template: 'json', or a Go template")
-@click.option("--type", "type_", metavar="string", default="",
-              help="Only inspect objects of the given type")
-@click.pass_obj
-def inspect_any(session: Session, args: tuple[str, ...], format_: str | None,
-                type_: str) -> int:
-    if type_ and type_ not in ("image", "container", "network", "volume", "node", "service",
-                               "task", "secret", "config", "plugin"):
-        raise local(InvalidArgument(f'"{type_}" is not a valid value for --type'))
-    # Only images exist in ketch so far: the other kinds come with their issues.
-    return _inspect(session, args, format_, (type_,) if type_ else ("image",),
-                    generic=type_ != "image")
+    return _inspect(session, args, format_, False, ("image",), generic=False)
 
 
 # --- history ------------------------------------------------------------------------------
