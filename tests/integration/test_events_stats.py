@@ -172,6 +172,11 @@ def test_stats_no_stream_stream_and_stopped(ketchd: Ketchd) -> None:
         assert "networks" not in one and one["num_procs"] == 0
         assert one["memory_stats"]["limit"] == 64 * 1024 * 1024
         assert one["cpu_stats"]["online_cpus"] >= 1 and one["cpu_stats"]["system_cpu_usage"] > 0
+        if Path("/sys/fs/cgroup/memory").is_dir():       # v1 (hybrid): dockerd's statsV1
+            assert one["blkio_stats"]["io_queue_recursive"] == []
+            assert len(one["cpu_stats"]["cpu_usage"]["percpu_usage"]) >= 1
+            assert "total_inactive_file" in one["memory_stats"]["stats"]
+            assert one["memory_stats"]["max_usage"] >= one["memory_stats"]["usage"]
         two = client.stats("s1", stream=False)
         assert two["precpu_stats"]["cpu_usage"]["total_usage"] > 0
         assert two["preread"] != "0001-01-01T00:00:00Z"

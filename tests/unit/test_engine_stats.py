@@ -101,7 +101,8 @@ def test_v1_frame_as_dockerd(tmp_path: Path) -> None:
         {"major": 8, "minor": 0, "op": "Read", "value": 4096},
         {"major": 8, "minor": 0, "op": "Write", "value": 0}]
     assert f["blkio_stats"]["io_serviced_recursive"][0]["value"] == 2
-    assert f["blkio_stats"]["io_queue_recursive"] is None
+    assert f["blkio_stats"]["io_queue_recursive"] == []     # [] while running, as dockerd
+    assert list(mem["stats"]) == sorted(st.V1_MEMORY_KEYS)
     assert list(f) == ["read", "preread", "pids_stats", "blkio_stats", "num_procs",
                        "storage_stats", "cpu_stats", "precpu_stats", "memory_stats", "name",
                        "id"]

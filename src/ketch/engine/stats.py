@@ -149,9 +149,7 @@ def empty_stats(name: str, cid: str) -> dict[str, Any]:
             "name": name, "id": cid}
 
 
-def _blkio(entries: list[Any], lower: bool = False) -> list[dict[str, Any]] | None:
-    if not entries:
-        return None
+def _blkio(entries: list[Any], lower: bool = False) -> list[dict[str, Any]]:
     return [{"major": e.major, "minor": e.minor, "op": e.op.lower() if lower else e.op,
              "value": e.value} for e in entries]
 
@@ -163,10 +161,11 @@ def docker_stats(raw: Stats, *, cgroup2: bool, name: str, cid: str, read_ns: int
     out["read"] = rfc3339_nano(read_ns)
     blkio = raw.blkio
     if cgroup2:
-        # statsV2: only the bytes read and written, with lower-case ops.
+        # statsV2: only the bytes read and written, with lower-case ops (null when none).
         out["blkio_stats"]["io_service_bytes_recursive"] = _blkio(
-            blkio.io_service_bytes_recursive, lower=True)
+            blkio.io_service_bytes_recursive, lower=True) or None
     else:
+        # statsV1 copies every list, empty ones as [] (a stopped container has nulls).
         for key, attr in _BLKIO_ATTRS.items():
             out["blkio_stats"][key] = _blkio(getattr(blkio, attr))
     u = raw.cpu.usage
@@ -181,7 +180,8 @@ def docker_stats(raw: Stats, *, cgroup2: bool, name: str, cid: str, read_ns: int
         mem["usage"] = m.usage.usage
     if m.usage.max and not cgroup2:          # v2 has no max usage in dockerd's view
         mem["max_usage"] = m.usage.max
-    stats = {k: m.raw.get(k, 0) for k in keys} if m.raw else {}
+    # Go writes a map's keys sorted.
+    stats = {k: m.raw.get(k, 0) for k in sorted(keys)} if m.raw else {}
     if stats:
         mem["stats"] = stats
     if m.usage.failcnt and not cgroup2:
