@@ -308,3 +308,24 @@ async def test_route_past_window_live_stream_and_errors() -> None:
     status, body = await _get(bus, "/events?since=abc")
     assert status == 400
 
+
+
+@aio
+async def test_route_unsubscribes_a_client_that_hung_up() -> None:
+    bus = EventBus()
+    app = web.Application(middlewares=[error_middleware])
+    events_router.setup(app, bus)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/events")
+        assert resp.status == 200
+        for _ in range(100):
+            if bus._subs:
+                break
+            await asyncio.sleep(0.01)
+        assert len(bus._subs) == 1
+        resp.close()                  # no event will come to fail a write
+        for _ in range(300):
+            if not bus._subs:
+                break
+            await asyncio.sleep(0.01)
+        assert bus._subs == []

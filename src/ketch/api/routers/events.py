@@ -63,14 +63,19 @@ def setup(app: web.Application, bus: EventBus) -> None:
                     return response
                 deadline = until / 1e9 if until else None
                 while True:
-                    timeout = None if deadline is None else deadline - time.time()
-                    if timeout is not None and timeout <= 0:
+                    left = None if deadline is None else deadline - time.time()
+                    if left is not None and left <= 0:
+                        break
+                    # A client that hung up is noticed within a second even when no
+                    # event comes (aiohttp does not cancel the handler for it).
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
                         break
                     nxt: Message | None
                     try:
-                        nxt = await asyncio.wait_for(sub.get(), timeout)
+                        nxt = await asyncio.wait_for(sub.get(), min(left or 1.0, 1.0))
                     except TimeoutError:
-                        break
+                        continue
                     if nxt is None:
                         break
                     await send(nxt.to_json())
