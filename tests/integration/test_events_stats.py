@@ -199,6 +199,25 @@ def test_stats_no_stream_stream_and_stopped(ketchd: Ketchd) -> None:
     ok(docker(k, "rm", "-f", "s1", "s2"))
 
 
+def test_stats_networks_on_the_default_bridge(ketchd: Ketchd) -> None:
+    import docker as docker_py
+
+    k = ketchd
+    ok(docker(k, "run", "-d", "--name", "n1", "busybox", "sleep", "1000"))
+    client = docker_py.APIClient(base_url=k.host, version="1.45")
+    try:
+        one = client.stats("n1", stream=False, one_shot=True)
+    finally:
+        client.close()
+    assert set(one["networks"]) == {"eth0"}
+    assert set(one["networks"]["eth0"]) == {"rx_bytes", "rx_packets", "rx_errors",
+                                            "rx_dropped", "tx_bytes", "tx_packets",
+                                            "tx_errors", "tx_dropped"}
+    row = json.loads(ok(docker(k, "stats", "--no-stream", "--format", "{{json .}}", "n1")))
+    assert row["NetIO"].count(" / ") == 1
+    ok(docker(k, "rm", "-f", "n1"))
+
+
 # --- update -------------------------------------------------------------------------------
 
 

@@ -51,6 +51,19 @@ def test_system_cpu_usage_and_machine_memory() -> None:
     assert st.machine_memory("") == 0
 
 
+def test_network_stats_from_net_dev() -> None:
+    text = ("Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes    "
+            "packets errs drop fifo colls carrier compressed\n"
+            "    lo:     100       1    0    0    0     0          0         0      100       "
+            "1    0    0    0     0       0          0\n"
+            "  eth0:    1500      10    1    2    0     0          0         0      700       "
+            "7    3    4    0     0       0          0\n")
+    assert st.network_stats(text) == {"eth0": {
+        "rx_bytes": 1500, "rx_packets": 10, "rx_errors": 1, "rx_dropped": 2,
+        "tx_bytes": 700, "tx_packets": 7, "tx_errors": 3, "tx_dropped": 4}}
+
+
 # --- frames ------------------------------------------------------------------------------------
 
 

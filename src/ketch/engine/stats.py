@@ -112,6 +112,23 @@ def machine_memory(meminfo: str | None = None) -> int:
     return 0
 
 
+def network_stats(net_dev: str) -> dict[str, dict[str, int]]:
+    """``networks`` of a frame from the container's /proc/<pid>/net/dev (its netns):
+    every interface but lo, in dockerd's NetworkStats names."""
+    out: dict[str, dict[str, int]] = {}
+    for line in net_dev.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        name = name.strip()
+        f = rest.split()
+        if not sep or name == "lo" or len(f) < 12:
+            continue
+        n = [int(x) for x in f[:12]]
+        out[name] = {"rx_bytes": n[0], "rx_packets": n[1], "rx_errors": n[2],
+                     "rx_dropped": n[3], "tx_bytes": n[8], "tx_packets": n[9],
+                     "tx_errors": n[10], "tx_dropped": n[11]}
+    return out
+
+
 def rfc3339_nano(ns: int) -> str:
     """Go's RFC3339Nano in UTC (trailing zeros of the fraction trimmed)."""
     secs, frac = divmod(ns, 1_000_000_000)
@@ -230,9 +247,21 @@ class StatsReader:
         except (Conflict, NotFound):
             return empty_stats(name, c.id)      # it just exited, or was removed
         system, online = system_cpu_usage()
-        return docker_stats(raw, cgroup2=self.engine.opts.cgroup2, name=name, cid=c.id,
-                            read_ns=self.clock(), system_usage=system, online_cpus=online,
-                            mem_total=self._mem_total)
+        frame = docker_stats(raw, cgroup2=self.engine.opts.cgroup2, name=name, cid=c.id,
+                             read_ns=self.clock(), system_usage=system, online_cpus=online,
+                             mem_total=self._mem_total)
+        mode = str((c.host_config or {}).get("NetworkMode") or "")
+        # Only a network of its own has interfaces to count: none, host and container:
+        # modes have none (dockerd leaves "networks" out for them).
+        if c.state.pid and mode not in ("none", "host") and not mode.startswith("container:"):
+            try:
+                with open(f"/proc/{c.state.pid}/net/dev") as f:
+                    nets = network_stats(f.read())
+            except OSError:
+                nets = {}
+            if nets:
+                frame["networks"] = nets
+        return frame
 
     async def frames(self, ref: str, *, stream: bool, one_shot: bool
                      ) -> AsyncGenerator[dict[str, Any], None]:
