@@ -220,6 +220,8 @@ class Engine:
                     c.state.status = "running" if info.status != "paused" else "paused"
                     c.state.pid = info.pid
                     await asyncio.to_thread(self.store.save, c)
+                if c.state.status == "running":
+                    self.health.start(c.id)     # as dockerd's restore
                 continue
             if info is not None and info.exit is not None:
                 await self._record_exit(c, to_json(info.exit), restart=False)
@@ -231,6 +233,7 @@ class Engine:
                         await self.sup.delete(c.id, force=True)
                 c.state = State(status="exited", exit_code=255 if info else 128 + 9,
                                 started_at=c.state.started_at, finished_at=now_rfc3339(),
+                                health=_stopped_health(c.state.health),
                                 error="" if info else "the host restarted")
                 await asyncio.to_thread(self._release, c)
                 await asyncio.to_thread(self.store.save, c)
@@ -250,6 +253,7 @@ class Engine:
                 t.cancel()
                 with contextlib.suppress(BaseException):
                     await t
+        await self.health.close()
         self.store.close()
 
     async def _follow_exits(self) -> None:
@@ -418,6 +422,7 @@ class Engine:
                 await self._failed_start(c, exc)
                 raise _start_error(exc) from None
         c.state = State(status="running", pid=pid, started_at=now_rfc3339(),
+                        health=c.state.health,
                         finished_at=c.state.finished_at)
         c.has_been_started = True
         c.has_been_manually_stopped = False
@@ -618,6 +623,7 @@ class Engine:
         self.health.stop(c.id)
         code = int(data.get("exitCode", 0) or 0)
         c.state = State(status="exited", exit_code=code, oom_killed=bool(data.get("oomKilled")),
+                        health=c.state.health,
                         started_at=c.state.started_at,
                         finished_at=str(data.get("finishedAt") or now_rfc3339()))
         with contextlib.suppress(KetchError):
@@ -826,6 +832,7 @@ class Engine:
         if c.state.status != "running":
             raise Conflict(f"Container {c.id} is not running")
         await asyncio.to_thread(self._runtime().pause, c.id)
+        self.health.pause(c.id)
         c.state.status = "paused"
         await asyncio.to_thread(self.store.save, c)
         self.on_event("pause", c, {})
@@ -835,6 +842,7 @@ class Engine:
         if c.state.status != "paused":
             raise Conflict(f"Container {c.id} is not paused")
         await asyncio.to_thread(self._runtime().resume, c.id)
+        self.health.resume(c.id)
         c.state.status = "running"
         await asyncio.to_thread(self.store.save, c)
         self.on_event("unpause", c, {})
@@ -909,7 +917,7 @@ class Engine:
         if s.status in ("running", "paused"):
             text = f"Up {human_duration(now - parse_rfc3339(s.started_at))}"
             if s.status == "paused":
-                text += " (Paused)"
+                return text + " (Paused)"       # dockerd shows no health when paused
             if s.health:
                 status = s.health.get("Status", "")
                 text += f" (health: {status})" if status == "starting" else f" ({status})"
@@ -1034,6 +1042,13 @@ class Engine:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _stopped_health(health: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A container that is not running is unhealthy (dockerd), its probe log kept."""
+    if health is None:
+        return None
+    return {**health, "Status": "unhealthy"}
 
 
 def _familiar(name: str) -> str:
