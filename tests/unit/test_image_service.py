@@ -505,3 +505,22 @@ def test_check_reports_missing_pieces(svc: ImageService) -> None:
     assert (ProblemKind.BLOB_MISSING, rec.manifest_digest) in [(p.kind, p.object) for p in problems]
     assert (ProblemKind.SNAPSHOT_MISSING, rec.layers[0].chain_id) in [
         (p.kind, p.object) for p in problems]
+
+
+def test_healthcheck_change() -> None:
+    from ketch.image import oci
+    from ketch.image.service import apply_changes
+
+    c = oci.ContainerConfig()
+    apply_changes(c, ["HEALTHCHECK --interval=5s --retries=2 CMD test -f /x"])
+    assert c.healthcheck is not None
+    assert (c.healthcheck.test, c.healthcheck.interval, c.healthcheck.retries) == \
+        (["CMD-SHELL", "test -f /x"], 5_000_000_000, 2)
+    apply_changes(c, ['HEALTHCHECK CMD ["true"]'])
+    assert c.healthcheck.test == ["CMD", "true"]
+    apply_changes(c, ["HEALTHCHECK NONE"])
+    assert c.healthcheck.test == ["NONE"]
+    with pytest.raises(InvalidArgument, match="Unknown flag: bogus"):
+        apply_changes(c, ["HEALTHCHECK --bogus=1 CMD true"])
+    with pytest.raises(InvalidArgument, match="Missing command"):
+        apply_changes(c, ["HEALTHCHECK --interval=1s"])

@@ -86,8 +86,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 # moby's validCommitCommands (builder/dockerfile): what --change accepts.
-CHANGE_COMMANDS = frozenset({"cmd", "entrypoint", "env", "expose", "label", "onbuild",
-                             "stopsignal", "user", "volume", "workdir"})
+CHANGE_COMMANDS = frozenset({"cmd", "entrypoint", "env", "expose", "healthcheck", "label",
+                             "onbuild", "stopsignal", "user", "volume", "workdir"})
+HEALTHCHECK_FLAGS = {"interval": "interval", "timeout": "timeout",
+                     "start-period": "start_period", "start-interval": "start_interval"}
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -357,6 +359,53 @@ def apply_changes(config: oci.ContainerConfig, changes: Iterable[str]) -> None:
             config.stop_signal = rest
         elif instr == "onbuild":
             config.on_build = [*(config.on_build or []), rest]
+        elif instr == "healthcheck":
+            config.healthcheck = parse_healthcheck(rest)
+
+
+def parse_healthcheck(rest: str) -> oci.HealthConfig:
+    """``HEALTHCHECK [--interval=D] [--timeout=D] [--start-period=D] [--start-interval=D]
+    [--retries=N] CMD ...`` or ``HEALTHCHECK NONE``, with the Dockerfile's messages."""
+    from ketch.filters import parse_duration
+
+    hc = oci.HealthConfig()
+    words = rest.split()
+    while words and words[0].startswith("--"):
+        flag, eq, value = words.pop(0)[2:].partition("=")
+        if not eq:
+            raise InvalidArgument(f"flag --{flag} needs a value (--{flag}=VALUE)")
+        if flag == "retries":
+            if not value.isdigit() or int(value) < 1:
+                raise InvalidArgument("--retries must be at least 1")
+            hc.retries = int(value)
+        elif flag in HEALTHCHECK_FLAGS:
+            try:
+                secs = parse_duration(value)
+            except (InvalidArgument, ValueError):
+                raise InvalidArgument(f"time: invalid duration \"{value}\"") from None
+            if 0 < secs < 0.001:
+                raise InvalidArgument(f"Interval \"{flag}\" cannot be less than 1ms")
+            setattr(hc, HEALTHCHECK_FLAGS[flag], int(secs * 1_000_000_000))
+        else:
+            raise InvalidArgument(f"Unknown flag: {flag}")
+    if not words:
+        raise InvalidArgument("Missing command after HEALTHCHECK")
+    kind = words[0].upper()
+    cmd_text = rest[rest.index(words[0]) + len(words[0]):].strip()
+    if kind == "NONE":
+        if cmd_text:
+            raise InvalidArgument("HEALTHCHECK NONE takes no arguments")
+        hc.test = ["NONE"]
+    elif kind == "CMD":
+        if not cmd_text:
+            raise InvalidArgument("Missing command after HEALTHCHECK CMD")
+        if cmd_text.startswith("["):
+            hc.test = ["CMD", *_json_or_shell(cmd_text)]
+        else:
+            hc.test = ["CMD-SHELL", cmd_text]
+    else:
+        raise InvalidArgument(f"Unknown type {kind!r} in HEALTHCHECK (try CMD)")
+    return hc
 
 
 # --- the service -----------------------------------------------------------------
