@@ -117,6 +117,18 @@ def test_events_history_live_and_filters(ketchd: Ketchd) -> None:
         in out.stderr or "cannot be after `until` time" in out.stderr
 
 
+def test_event_stream_ends_when_ketchd_stops(ketchd: Ketchd) -> None:
+    live = docker_bg(ketchd, "events")
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        ketchd.stop()
+        live.wait(timeout=15)
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop_bg(live)
+
+
 def test_image_events_and_docker_py(ketchd: Ketchd) -> None:
     import docker as docker_py
 
