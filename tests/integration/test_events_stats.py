@@ -113,8 +113,7 @@ def test_events_history_live_and_filters(ketchd: Ketchd) -> None:
     # since after until: dockerd's message.
     out = docker(k, "events", "--since", "100", "--until", "50")
     assert out.returncode != 0
-    assert "`since` time (100.000000000) cannot be after `until` time (50.000000000)" \
-        in out.stderr or "cannot be after `until` time" in out.stderr
+    assert "`since` time (100) cannot be after `until` time (50)" in out.stderr
 
 
 def test_event_stream_ends_when_ketchd_stops(ketchd: Ketchd) -> None:
