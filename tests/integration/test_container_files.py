@@ -270,3 +270,61 @@ def test_diff_of_fresh_container_is_empty(kd: Ketchd) -> None:
     doc = json.loads(ok(docker(k, "image", "inspect", image_id)))[0]
     base = json.loads(ok(docker(k, "image", "inspect", "busybox")))[0]
     assert doc["RootFS"]["Layers"] == base["RootFS"]["Layers"]
+
+
+def test_cp_archive_mode_paused_and_volume_refs(kd: Ketchd, tmp_path: Path) -> None:
+    k = kd
+    (tmp_path / "f").write_text("owned\n")
+    os.chown(tmp_path / "f", 1234, 1234)
+    run_d(k, "cu", "--user", "daemon", "-v", "v2:/data")
+    # -a: the container user's uid/gid (busybox's passwd: daemon is 1:1); else the archive's
+    ok(docker(k, "cp", "-a", str(tmp_path / "f"), "cu:/data/a"))
+    ok(docker(k, "cp", str(tmp_path / "f"), "cu:/data/b"))
+    assert sh(k, "cu", "stat -c '%u:%g' /data/a /data/b") == "1:1\n1234:1234\n"
+    ok(docker(k, "pause", "cu"))
+    ok(docker(k, "cp", "cu:/data/a", str(tmp_path / "back")))
+    ok(docker(k, "unpause", "cu"))
+    assert (tmp_path / "back").read_text() == "owned\n"
+    # the copies took no lasting reference on the volume
+    ok(docker(k, "rm", "-f", "cu"))
+    ok(docker(k, "volume", "rm", "v2"))
+
+
+def test_commit_api_config_and_stopped_container(kd: Ketchd) -> None:
+    import docker as dockerpy
+
+    k = kd
+    ok(docker(k, "run", *NONE, "--name", "cs", "busybox", "sh", "-c", "echo data > /f"))
+    client = dockerpy.DockerClient(base_url=k.host, version="1.45")
+    try:
+        c = client.containers.get("cs")
+        img = c.commit(repository="me/s", tag="t", conf={"Cmd": ["cat", "/f"],
+                                                         "Labels": {"a": "b"}},
+                       changes=["ENV Y=2"])
+        assert img.tags == ["me/s:t"]
+        assert img.attrs["Config"]["Cmd"] == ["cat", "/f"]
+        assert img.attrs["Config"]["Labels"] == {"a": "b"}
+        assert "Y=2" in img.attrs["Config"]["Env"]
+        assert client.containers.run("me/s:t", network_mode="none", remove=True) == b"data\n"
+        assert c.diff() == [{"Path": "/f", "Kind": 1}]
+        with pytest.raises(dockerpy.errors.APIError) as err:
+            c.commit(repository="x", changes=["RUN true"])
+        assert "run is not a valid change command" in str(err.value)
+        with pytest.raises(dockerpy.errors.NotFound):
+            client.api.commit("ghost")
+        with pytest.raises(dockerpy.errors.APIError) as err:
+            client.api.get_archive("cs", "")
+        assert "pathcannot be empty" in str(err.value)
+    finally:
+        client.close()
+
+
+def test_diff_of_a_recreated_directory_on_a_committed_image(kd: Ketchd) -> None:
+    k = kd
+    ok(docker(k, "run", *NONE, "--name", "c0", "busybox", "mkdir", "-p", "/w/a", "/w/b"))
+    ok(docker(k, "commit", "c0", "img0"))
+    ok(docker(k, "run", *NONE, "--name", "c1", "img0", "sh", "-c",
+              "rm -rf /w && mkdir /w && touch /w/n"))
+    assert ok(docker(k, "diff", "c1")).splitlines() == ["C /w", "A /w/n", "D /w/a", "D /w/b"]
+    ok(docker(k, "commit", "c1", "img1"))
+    assert ok(docker(k, "run", "--rm", *NONE, "img1", "ls", "/w")) == "n\n"

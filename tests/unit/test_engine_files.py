@@ -350,3 +350,18 @@ def test_frames_and_errors() -> None:
     assert files.error_frame(PermissionError(13, "Permission denied", "/x")) == \
         {"kind": "System", "message": "Permission denied: /x"}
     assert isinstance(files.frame_error({"kind": "Weird", "message": "m"}), System)
+
+
+def test_overlay_changes_opaque_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "bin").mkdir(parents=True)
+    for n in ("sh", "ls", "gone"):
+        (lower / "bin" / n).write_text(n)
+    (upper / "bin").mkdir(parents=True)
+    (upper / "bin" / "ls").write_text("new ls")
+    (upper / "bin" / "n").write_text("n")
+    opaque = str(upper / "bin")
+    monkeypatch.setattr(files, "_is_opaque", lambda p: p == opaque)
+    got = files.overlay_changes(str(upper), [str(lower)])
+    assert got == [("/bin", 0), ("/bin/ls", 0), ("/bin/n", 1), ("/bin/gone", 2),
+                   ("/bin/sh", 2)]

@@ -962,6 +962,30 @@ def _lower_stat(lowers: list[str], rel: str) -> os.stat_result | None:
     return None
 
 
+def _lower_names(lowers: list[str], rel: str) -> set[str]:
+    """The names the lower layers show in directory ``rel`` (top first, as merged)."""
+    names: set[str] = set()
+    hidden: set[str] = set()      # whited out by a higher lower
+    for low in lowers:
+        d = low + rel
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        for name in entries:
+            try:
+                if _is_whiteout(os.lstat(f"{d}/{name}")):
+                    hidden.add(name)
+                    continue
+            except OSError:
+                continue
+            if name not in hidden:
+                names.add(name)
+        if _is_opaque(d):
+            break
+    return names
+
+
 def runtime_stub(upper: str, rel: str, st: os.stat_result) -> bool:
     """A mount target or file the runtime made, not a change of the user's (dockerd
     keeps these in its init layer): empty files, empty dirs, /dev nodes, the mtab link,
@@ -988,7 +1012,8 @@ def overlay_changes(upper: str, lowers: list[str]) -> list[tuple[str, int]]:
 
     def walk(rel: str) -> None:
         base = upper + rel
-        for name in sorted(os.listdir(base or "/"), key=os.fsencode):
+        names = sorted(os.listdir(base or "/"), key=os.fsencode)
+        for name in names:
             path_rel = f"{rel}/{name}"
             st = os.lstat(upper + path_rel)
             if runtime_stub(upper, path_rel, st):
@@ -996,6 +1021,11 @@ def overlay_changes(upper: str, lowers: list[str]) -> list[tuple[str, int]]:
             visit(path_rel, st)
             if stat.S_ISDIR(st.st_mode):
                 walk(path_rel)
+        if rel and _is_opaque(base):
+            # A directory removed and made again hides everything below it: what it
+            # hid is deleted, as dockerd reports it.
+            for name in sorted(_lower_names(lowers, rel) - set(names), key=os.fsencode):
+                out.append((f"{rel}/{name}", CHANGE_DELETE))
 
     def visit(rel: str, st: os.stat_result) -> None:
         deleted = _is_whiteout(st)
