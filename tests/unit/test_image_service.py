@@ -397,8 +397,8 @@ def test_failed_import_leaves_everything_as_before(svc: ImageService) -> None:
 
 def test_apply_changes_errors() -> None:
     cfg = oci.ContainerConfig()
-    with pytest.raises(InvalidArgument, match="healthcheck is not a valid change command"):
-        apply_changes(cfg, ["HEALTHCHECK NONE"])
+    with pytest.raises(InvalidArgument, match="run is not a valid change command"):
+        apply_changes(cfg, ["RUN true"])
     with pytest.raises(InvalidArgument, match="invalid containerPort"):
         apply_changes(cfg, ["EXPOSE eighty"])
     with pytest.raises(InvalidArgument):
