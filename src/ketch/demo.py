@@ -1,10 +1,12 @@
-"""``make demo``: run a busybox container with ketch-runc and show its isolation.
+"""``make demo``: a container with ketch-runc, then images through ketchd.
 
-Until the daemon exists this is the main job: build a busybox rootfs from the
-host's busybox-static, write an OCI bundle, and run a container that prints
-what it sees of itself (pid 1, hostname, interfaces, mounts, capabilities,
-seccomp, cgroup limits), next to the host's view. Everything it makes lives
-under a private --root and cgroup prefix and is removed at the end.
+Part one builds a busybox rootfs from the host's busybox-static, writes an
+OCI bundle, and runs a container that prints what it sees of itself (pid 1,
+hostname, interfaces, mounts, capabilities, seccomp, cgroup limits), next to
+the host's view. Part two starts a private ketchd and drives its image store
+with the ketch CLI and the docker CLI side by side (bootstrap, images,
+history, tag, save | load, rmi). Everything lives under private directories,
+a private socket and a cgroup prefix, and is removed at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +36,65 @@ echo "pids limit:    $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/
 echo "/proc/keys:    $(wc -c < /proc/keys) bytes (masked)"
 touch /etc/x 2>/dev/null && echo "root is writable" || echo "root is read-only"
 """
+
+
+def images_demo(tag: str) -> int:
+    """A private ketchd, driven by both CLIs; stopped by its pid, its dirs removed."""
+    import signal
+    import time
+
+    base = Path(tempfile.mkdtemp(prefix=f"{tag}-d", dir="/tmp"))
+    sock = base / "k.sock"
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "KETCH_HOST")}
+    env.update(KETCH_HOST=f"unix://{sock}", DOCKER_HOST=f"unix://{sock}",
+               DOCKER_CONFIG=str(base / "docker-config"))
+    (base / "daemon.json").write_text("{}")
+    log = open(base / "ketchd.log", "wb")  # noqa: SIM115 - closed in finally
+    daemon = subprocess.Popen(
+        [str(bindir / "ketchd"), "--root", str(base / "root"), "--exec-root", str(base / "exec"),
+         "--host", f"unix://{sock}", "--pidfile", str(base / "pid"),
+         "--config-file", str(base / "daemon.json")],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                print((base / "ketchd.log").read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        docker = shutil.which("docker")
+        # `ketch` on PATH is this checkout's, so the commands read as a user types them.
+        env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
+
+        def show(cmdline: str) -> int:
+            print(f"$ {cmdline}", flush=True)
+            return subprocess.call(cmdline, shell=True, env=env)
+
+        print(f"\n--- images: a private ketchd on {sock} ---")
+        rc = show("ketch image bootstrap busybox")
+        if rc != 0:
+            return rc
+        show("ketch tag busybox demo/box:1")
+        show("ketch images")
+        show("ketch history busybox")
+        if docker:
+            show("docker images --format 'table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}'")
+            show("docker save demo/box:1 | ketch load")
+            show("docker image inspect --format '{{.Id}} {{.Config.Cmd}}' demo/box:1")
+        show("ketch rmi demo/box:1")
+        show("ketch system df")
+        return 0
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> int:
@@ -80,7 +141,9 @@ def main() -> int:
         print(f"--- container exited with status {rc}; its cgroup and state are gone ---")
         print("$ ketch-runc list")
         subprocess.call([runc, "--root", str(root), "list"])
-        return rc
+        if rc != 0:
+            return rc
+        return images_demo(tag)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
