@@ -128,61 +128,19 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
 
 
 def stop_supervisor(k: Ketchd) -> None:
-    """The supervisor outlives ketchd by design: delete its containers, stop it by
-    its pid, unmount the rootfs mounts and remove the cgroups the daemon made."""
-    exec_root = k.dir / "exec"
-    runtime = exec_root / "runtime"
-    if runtime.is_dir():
-        from ketch.runtime.container import Runtime
+    """The supervisor outlives ketchd by design: ``ketch system reset``'s library
+    removes its containers, network, mounts and cgroups (the fixture the dirs)."""
+    from ketch.daemon.reset import reset
 
-        rt = Runtime(str(runtime))
-        for st in rt.containers():
-            try:
-                rt.delete(st.id, force=True)
-            except Exception as exc:  # noqa: BLE001 - keep cleaning
-                print(f"cleanup of {st.id} failed: {exc}")
-    network = k.root / "network"
-    if network.is_dir():
-        from ketch.network.bridge import cleanup_leftovers
-
-        try:
-            cleanup_leftovers(str(network), keep=())
-        except Exception as exc:  # noqa: BLE001 - keep cleaning
-            print(f"network cleanup failed: {exc}")
-    pidfile = exec_root / "supervisor.pid"
-    try:
-        pid = int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pid = 0
-    if pid:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().split(") ", 1)[1].startswith("Z"):
-                        break
-                time.sleep(0.05)
-        except (ProcessLookupError, FileNotFoundError):
-            pass
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    for point in sorted((p for p in points if p.startswith(str(k.dir) + "/")),
-                        key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
     try:
         parent = json.loads(k.config.read_text()).get("cgroup-parent", "")
     except (OSError, ValueError):
         parent = ""
-    if parent.startswith(f"/{PREFIX}/"):
-        from tests.conftest import remove_cgroup_tree
-
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            for name in (parent, parent + "-supervisor"):
-                p = hierarchy / name.lstrip("/")
-                if p.is_dir():
-                    remove_cgroup_tree(p)
-
+    assert parent.startswith(f"/{PREFIX}/"), parent
+    rep = reset(str(k.root), str(k.dir / "exec"), pidfile=str(k.pidfile),
+                cgroup_parent=parent, remove_dirs=False)
+    if rep.errors:
+        print(f"reset of {k.dir}: {rep.errors}")
 
 def docker(k: Ketchd, *args: str) -> subprocess.CompletedProcess[str]:
     assert DOCKER is not None

@@ -281,7 +281,38 @@ def check(args: tuple[str, ...], root: str | None, quick: bool) -> int:
     return 0
 
 
+@command("reset", "[OPTIONS]",
+         "Stop a ketchd and remove everything it made: containers, mounts, network, "
+         "cgroups, its data (works without the daemon)")
+@click.option("--root", metavar="string", default=None,
+              help="The daemon's data root (default $KETCH_ROOT, else /var/lib/ketch)")
+@click.option("--exec-root", metavar="string", default=None,
+              help="The daemon's exec root (default $KETCH_EXEC_ROOT, else /run/ketch)")
+@click.option("--cgroup-parent", metavar="string", default="/ketch",
+              help="The containers' cgroup parent the daemon used (default /ketch)")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
+          cgroup_parent: str, force: bool) -> int:
+    from ketch.cli.autostart import Place
+    from ketch.daemon.reset import reset as do_reset
+
+    place = Place.from_env()
+    root, exec_root = root or place.root, exec_root or place.exec_root
+    if not force and not confirm(
+            f"WARNING! This stops the ketchd of {root} and removes all its containers, "
+            f"images, volumes and data.\nAre you sure you want to continue? [y/N] "):
+        return 0
+    rep = do_reset(root, exec_root, cgroup_parent=cgroup_parent)
+    for what, items in (("stopped", rep.stopped), ("removed container", rep.containers),
+                        ("removed", rep.network), ("unmounted", rep.mounts)):
+        for item in items:
+            sys.stdout.write(f"{what} {item}\n")
+    for err in rep.errors:
+        sys.stderr.write(f"{err}\n")
+    return 1 if rep.errors else 0
+
+
 system = LazyGroup("system", help="Manage ketch", usage="COMMAND", lazy={})
-for _cmd in (df, prune, check):
+for _cmd in (df, prune, check, reset):
     system.add_command(_cmd)
 system.add_command(system_info, "info")
