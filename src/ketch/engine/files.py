@@ -670,10 +670,13 @@ def helper_main(argv: list[str]) -> int:
         job = Job.decode(argv[0])
         os.umask(0)
         # Everything the job needs is imported before the chroot hides the host's files.
-        import base64  # noqa: F401
-        import shutil  # noqa: F401
-
-        import ketch.engine.userdb  # noqa: F401
+        if job.op == "put":
+            import bz2  # noqa: F401 - tarfile's "r|*" decompresses with these
+            import lzma  # noqa: F401
+            import shutil  # noqa: F401
+            import zlib  # noqa: F401
+            if job.chown_user:
+                import ketch.engine.userdb  # noqa: F401
         _enter(job)
     except BaseException as exc:  # noqa: BLE001 - reported to the daemon
         write_frame(out, error_frame(exc))
