@@ -49,7 +49,10 @@ def images_demo(tag: str) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "KETCH_HOST")}
     env.update(KETCH_HOST=f"unix://{sock}", DOCKER_HOST=f"unix://{sock}",
                DOCKER_CONFIG=str(base / "docker-config"))
-    (base / "daemon.json").write_text("{}")
+    # Private names for what the daemon adds to the kernel, removed by reset() below.
+    cgroup_parent = f"/{tag}"
+    (base / "daemon.json").write_text(json.dumps({"cgroup-parent": cgroup_parent,
+                                                  "bridge": f"kd{tag[-6:]}"}))
     log = open(base / "ketchd.log", "wb")  # noqa: SIM115 - closed in finally
     daemon = subprocess.Popen(
         [str(bindir / "ketchd"), "--root", str(base / "root"), "--exec-root", str(base / "exec"),
@@ -83,6 +86,19 @@ def images_demo(tag: str) -> int:
             show("docker save demo/box:1 | ketch load")
             show("docker image inspect --format '{{.Id}} {{.Config.Cmd}}' demo/box:1")
         show("ketch rmi demo/box:1")
+        print("\n--- containers: the same ketchd runs them (supervised, logged) ---")
+        show("ketch run --rm busybox sh -c 'echo hello from $(hostname); ip -4 addr show eth0 "
+             "| grep inet'")
+        show("echo piped | ketch run -i --rm --network none busybox tr a-z A-Z")
+        show("ketch run -d --name web -p 127.0.0.1:18089:80 busybox httpd -f -p 80 -h /etc")
+        show("sleep 0.5; wget -q -O - http://127.0.0.1:18089/hostname || "
+             "python3 -c \"import urllib.request; print(urllib.request.urlopen("
+             "'http://127.0.0.1:18089/hostname').read().decode().strip())\"")
+        show("ketch exec web ps")
+        show("ketch ps")
+        if docker:
+            show("docker ps --format 'table {{.Names}}\\t{{.Status}}\\t{{.Ports}}'")
+        show("ketch rm -f web")
         show("ketch system df")
         return 0
     finally:
@@ -94,6 +110,10 @@ def images_demo(tag: str) -> int:
                 daemon.kill()
                 daemon.wait()
         log.close()
+        from ketch.daemon.reset import reset
+
+        reset(str(base / "root"), str(base / "exec"), pidfile=str(base / "pid"),
+              cgroup_parent=cgroup_parent)
         shutil.rmtree(base, ignore_errors=True)
 
 
