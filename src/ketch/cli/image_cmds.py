@@ -139,9 +139,8 @@ def rm(session: Session, args: tuple[str, ...], force: bool, no_prune: bool) -> 
     return 1 if failed else 0
 
 
-def _print_deleted(report: dict[str, Any]) -> None:
-    from ketch.cli.formatting import human_size
-
+def print_deleted_images(report: dict[str, Any]) -> None:
+    """The "Deleted Images:" block of ``image prune`` and ``system prune``."""
     deleted = report.get("ImagesDeleted") or []
     if deleted:
         sys.stdout.write("Deleted Images:\n")
@@ -150,6 +149,12 @@ def _print_deleted(report: dict[str, Any]) -> None:
                 if d.get(k):
                     sys.stdout.write(f"{k.lower()}: {d[k]}\n")
         sys.stdout.write("\n")
+
+
+def _print_deleted(report: dict[str, Any]) -> None:
+    from ketch.cli.formatting import human_size
+
+    print_deleted_images(report)
     sys.stdout.write(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}\n")
 
 

@@ -234,14 +234,9 @@ def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[st
     img_filters = dict(flt)
     img_filters["dangling"] = ["false" if all_ else "true"]
     report = client.images_prune(img_filters)
-    deleted = report.get("ImagesDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Images:\n")
-        for d in deleted:
-            for k in ("Untagged", "Deleted"):
-                if d.get(k):
-                    sys.stdout.write(f"{k.lower()}: {d[k]}\n")
-        sys.stdout.write("\n")
+    from ketch.cli.image_cmds import print_deleted_images
+
+    print_deleted_images(report)
     reclaimed += int(report.get("SpaceReclaimed") or 0)
     build = client.prune("build", flt)
     cache = build.get("CachesDeleted") or []

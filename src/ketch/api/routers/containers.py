@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ketch.api import versions
-from ketch.api.routers import add
+from ketch.api.routers import add, json_object
 from ketch.api.routers.images import bool_value, parse_filters
 from ketch.errors import InvalidArgument
 
@@ -37,16 +37,7 @@ def _int(query: Mapping[str, str], key: str) -> int | None:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument("invalid JSON: expected an object")
-    return doc
+    return json_object(await request.read())
 
 
 class ContainerUsage:

@@ -19,14 +19,13 @@ The lead wires it in ``make_app``::
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ketch.api.routers import add
+from ketch.api.routers import add, json_object
 from ketch.api.routers.images import bool_value, parse_filters
 from ketch.errors import InvalidArgument, NotFound, Unavailable
 from ketch.volume.store import VolumeStore
@@ -61,19 +60,6 @@ class VolumeObjects:
         return self.store.prune(filters, users=self.in_use, all_volumes=old)
 
 
-def create_body(raw: bytes) -> dict[str, Any]:
-    """``volume.CreateOptions``; an empty body is an empty request, as in moby."""
-    if not raw.strip():
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument("invalid JSON: the body must be an object")
-    return doc
-
-
 def _str_map(doc: dict[str, Any], key: str) -> dict[str, str] | None:
     value = doc.get(key)
     if value is None:
@@ -93,7 +79,7 @@ def setup(app: web.Application, store: VolumeStore, in_use: InUse | None = None)
         return web.json_response({"Volumes": [v.to_json() for v in vols], "Warnings": None})
 
     async def create_volume(request: web.Request) -> web.Response:
-        doc = create_body(await request.read())
+        doc = json_object(await request.read())
         if doc.get("ClusterVolumeSpec") is not None:
             raise Unavailable(SWARM_ONLY)
         name = doc.get("Name") or ""
