@@ -8,10 +8,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.test_daemon_containers import (  # noqa: F401 - fixtures
+    NONE,
+    inspect,
+    ketchd,
+    ok,
+)
 from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - fixture
 from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd is a fixture
     DOCKER,
@@ -22,26 +27,6 @@ from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd 
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")]
-
-NONE = ("--network", "none")
-
-
-@pytest.fixture
-def ketchd(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-           busybox_archive: Path) -> Iterator[Ketchd]:  # noqa: F811
-    k = start_ketchd()
-    out = docker(k, "load", "-i", str(busybox_archive))
-    assert out.returncode == 0, out.stderr
-    yield k
-
-
-def ok(out: subprocess.CompletedProcess[str]) -> str:
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def inspect(k: Ketchd, name: str) -> dict:
-    return json.loads(ok(docker(k, "inspect", name)))[0]
 
 
 def docker_bg(k: Ketchd, *args: str) -> subprocess.Popen[str]:
@@ -66,7 +51,7 @@ def stop_bg(p: subprocess.Popen[str]) -> tuple[str, str]:
 # --- events -------------------------------------------------------------------------------
 
 
-def test_events_history_live_and_filters(ketchd: Ketchd) -> None:
+def test_events_history_live_and_filters(ketchd: Ketchd) -> None:  # noqa: F811
     k = ketchd
     t0 = time.time()
     live = docker_bg(k, "events", "--filter", "event=die", "--format", "{{json .}}")
@@ -116,7 +101,7 @@ def test_events_history_live_and_filters(ketchd: Ketchd) -> None:
     assert "`since` time (100) cannot be after `until` time (50)" in out.stderr
 
 
-def test_event_stream_ends_when_ketchd_stops(ketchd: Ketchd) -> None:
+def test_event_stream_ends_when_ketchd_stops(ketchd: Ketchd) -> None:  # noqa: F811
     live = docker_bg(ketchd, "events")
     try:
         time.sleep(1)
@@ -128,7 +113,7 @@ def test_event_stream_ends_when_ketchd_stops(ketchd: Ketchd) -> None:
         stop_bg(live)
 
 
-def test_image_events_and_docker_py(ketchd: Ketchd) -> None:
+def test_image_events_and_docker_py(ketchd: Ketchd) -> None:  # noqa: F811
     import docker as docker_py
 
     k = ketchd
@@ -158,7 +143,7 @@ def test_image_events_and_docker_py(ketchd: Ketchd) -> None:
 # --- stats --------------------------------------------------------------------------------
 
 
-def test_stats_no_stream_stream_and_stopped(ketchd: Ketchd) -> None:
+def test_stats_no_stream_stream_and_stopped(ketchd: Ketchd) -> None:  # noqa: F811
     k = ketchd
     ok(docker(k, "run", "-d", *NONE, "--name", "s1", "--memory", "64m", "busybox",
               "sh", "-c", "while true; do :; done"))
@@ -210,7 +195,7 @@ def test_stats_no_stream_stream_and_stopped(ketchd: Ketchd) -> None:
     ok(docker(k, "rm", "-f", "s1", "s2"))
 
 
-def test_stats_networks_on_the_default_bridge(ketchd: Ketchd) -> None:
+def test_stats_networks_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: F811
     import docker as docker_py
 
     k = ketchd
@@ -240,7 +225,7 @@ def _cgroup_dir(pid: int, controller: str) -> Path:
     raise AssertionError(f"no {controller} cgroup for {pid}")
 
 
-def test_update_running_and_stopped(ketchd: Ketchd) -> None:
+def test_update_running_and_stopped(ketchd: Ketchd) -> None:  # noqa: F811
     k = ketchd
     ok(docker(k, "run", "-d", *NONE, "--name", "u1", "--memory", "32m", "busybox",
               "sleep", "1000"))
