@@ -32,6 +32,7 @@ test-unit: install
 bench: install
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/images.py
+	$(BIN)/python bench/containers.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

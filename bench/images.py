@@ -32,32 +32,33 @@ both daemons are stopped by their pids and any mount left under it is undone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
 import random
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-BIN = Path(sys.executable).parent
-DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
-TAG = f"ketch-bench-{secrets.token_hex(3)}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemons import (  # noqa: E402 - bench/ is not a package
+    BIN,
+    TAG,
+    Daemon,
+    dockerd,
+    end_on_signals,
+    ketchd,
+    workspace,
+)
+
 MTIME = 1_700_000_000
 SEED = 20261201
 
@@ -203,146 +204,6 @@ def tiny_layers(work: Path, prefix: str, n: int) -> list[Layer]:
         data = p.read_bytes()
         out.append(Layer(p, "sha256:" + hashlib.sha256(data).hexdigest(), 0, 2))
     return out
-
-
-# --------------------------------------------------------------------------
-# Daemons.
-
-
-@dataclass
-class Daemon:
-    name: str
-    dir: Path
-    argv: list[str]
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def sock(self) -> Path:
-        return self.dir / "d.sock"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": f"unix://{self.sock}",
-                "DOCKER_CONFIG": str(self.dir / "cli")}
-
-    def start(self, timeout: float = 60) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "daemon.log", "wb") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
-            if self.sock.exists():
-                s = socket.socket(socket.AF_UNIX)
-                try:
-                    s.connect(str(self.sock))
-                    if self.cli("version", check=False).returncode == 0:
-                        return
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not come up on {self.sock}:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return (self.dir / "daemon.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True,
-                           timeout=600)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"{self.name}: docker {' '.join(args)}: {p.stderr.strip()}")
-        return p
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.name == "ketchd":
-            stop_supervisor(self.dir / "exec")
-            remove_cgroups(CGROUP_PARENT)
-
-
-# ketchd's containers and its supervisor go under this cgroup (and
-# "<parent>-supervisor"), not under the default /ketch other daemons may share.
-CGROUP_PARENT = f"/{TAG}"
-
-
-def stop_supervisor(exec_root: Path) -> None:
-    """ketchd's supervisor outlives ketchd by design (live restore): stop it by its pid."""
-    try:
-        pid = int((exec_root / "supervisor.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(") ", 1)[1].startswith("Z"):
-                    return  # exited; its parent (init) reaps it
-        except (OSError, IndexError):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def remove_cgroups(parent: str) -> None:
-    """The (empty) cgroups ketchd made under our private parent, in every hierarchy."""
-    root = Path("/sys/fs/cgroup")
-    if not root.is_dir():
-        return
-    for hierarchy in root.iterdir():
-        for name in (parent, parent + "-supervisor"):
-            top = hierarchy / name.lstrip("/")
-            if not top.is_dir():
-                continue
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()),
-                            key=lambda p: len(p.parts), reverse=True) + [top]:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-
-
-def ketchd(base: Path) -> Daemon:
-    d = base / "ketchd"
-    d.mkdir(parents=True)
-    (d / "daemon.json").write_text(json.dumps({"cgroup-parent": CGROUP_PARENT}))
-    return Daemon("ketchd", d, [str(BIN / "ketchd"), "--root", str(d / "root"),
-                                "--exec-root", str(d / "exec"), "--host", f"unix://{d}/d.sock",
-                                "--pidfile", str(d / "pid"),
-                                "--config-file", str(d / "daemon.json")])
-
-
-def dockerd(base: Path) -> Daemon:
-    d = base / "dockerd"
-    d.mkdir(parents=True)
-    (d / "daemon.json").write_text("{}")
-    return Daemon("dockerd", d, ["dockerd", "--data-root", str(d / "root"),
-                                 "--exec-root", str(d / "exec"), "--pidfile", str(d / "pid"),
-                                 "-H", f"unix://{d}/d.sock", "--bridge", "none",
-                                 "--iptables=false", "--config-file", str(d / "daemon.json")])
-
-
-def unmount_under(base: Path) -> None:
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    prefix = str(base) + "/"
-    for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], capture_output=True)
 
 
 # --------------------------------------------------------------------------
@@ -583,17 +444,6 @@ def prepare(work: Path, quick: bool) -> Setup:
     return Setup(big, big_archive, tag, rm_archive, rm_tags, list_archive, n_list)
 
 
-@contextlib.contextmanager
-def workspace() -> Iterator[Path]:
-    """One private directory; on any exit daemons are gone, mounts undone, files removed."""
-    base = Path(tempfile.mkdtemp(prefix=f"{TAG}-", dir="/tmp"))
-    try:
-        yield base
-    finally:
-        unmount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=3, help="rounds per measurement (the best is compared)")
@@ -607,10 +457,7 @@ def main() -> int:
         return 2
     n = 1 if args.quick and args.n == 3 else args.n
     only = set(args.only.split(","))
-    # SIGTERM and SIGHUP end the run as Ctrl-C does, through the finally blocks
-    # (SIGINT too when the shell started us with it ignored, as for `cmd &`).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
+    end_on_signals()
     rows: list[Row] = []
     with workspace() as base:
         data = base / "data"
