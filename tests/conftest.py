@@ -8,10 +8,12 @@ ends with a leak check that fails the run if anything with the prefix is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -136,6 +138,11 @@ def _leak_check() -> Iterator[None]:
     if not is_root():
         return
     leftovers = []
+    stray = _processes_mentioning(PREFIX)
+    for pid, args in stray:
+        leftovers.append(f"process {pid} ({args[:120]})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for p in _cgroup_dirs(PREFIX):
         for dirpath, _, _ in os.walk(p):
             if dirpath != str(p):
@@ -148,6 +155,26 @@ def _leak_check() -> Iterator[None]:
     if leftovers or mounts:
         pytest.fail(f"kernel state left behind: cgroups {leftovers} mounts {mounts}",
                     pytrace=False)
+
+
+def _processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Daemons and supervisors of this session still alive (their args name the prefix)."""
+    out = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    continue
+        except OSError:
+            continue
+        if text in args and ("ketchd" in args or "ketch.engine.supervisor" in args):
+            out.append((int(entry), args))
+    return out
 
 
 def ketch_runc(*args: str, root: Path, input: bytes | None = None, timeout: float = 60,

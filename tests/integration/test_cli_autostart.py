@@ -9,13 +9,12 @@ pidfile, waits for it to go, and removes its cgroups and directories.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,18 +39,15 @@ def place() -> Iterator[Place]:
     base = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-as", dir="/tmp"))
     p = Place(root=str(base / "root"), exec_root=str(base / "exec"),
               cgroup=f"{PREFIX}/ketchd-{base.name[-6:]}")
+    # The auto-started daemon reads this daemon.json (KETCH_CONFIG_FILE): its
+    # containers' and supervisor's cgroups under the prefix, no default bridge.
+    (base / "daemon.json").write_text(json.dumps(
+        {"cgroup-parent": f"/{PREFIX}/as-{base.name[-6:]}", "bridge": "none"}))
     yield p
-    try:
-        pid = int(Path(p.pidfile).read_text().strip())
-    except (OSError, ValueError):
-        pid = 0
-    if pid and _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    from ketch.daemon.reset import reset
+
+    reset(p.root, p.exec_root, pidfile=p.pidfile,
+          cgroup_parent=f"/{PREFIX}/as-{base.name[-6:]}")
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         d = hierarchy / p.cgroup
         if d.is_dir():
@@ -61,7 +57,8 @@ def place() -> Iterator[Place]:
 
 def _env(p: Place) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KETCH_HOST", "DOCKER_HOST")}
-    env.update(KETCH_ROOT=p.root, KETCH_EXEC_ROOT=p.exec_root, KETCH_DAEMON_CGROUP=p.cgroup)
+    env.update(KETCH_ROOT=p.root, KETCH_EXEC_ROOT=p.exec_root, KETCH_DAEMON_CGROUP=p.cgroup,
+               KETCH_CONFIG_FILE=str(Path(p.root).parent / "daemon.json"))
     return env
 
 

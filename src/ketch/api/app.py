@@ -45,9 +45,10 @@ def make_app(system_backend: system.SystemBackend,
     if image_backend is not None:
         images.setup(app, image_backend)
     if engine is not None:
-        from ketch.api.routers import container_stats, containers, volumes
+        from ketch.api.routers import container_files, container_stats, containers, volumes
 
         containers.setup(app, engine)
+        container_files.setup(app, engine)
         container_stats.setup(app, engine)
         volumes.setup(app, engine.volumes, in_use=engine.volume_users)
     if events is not None:
