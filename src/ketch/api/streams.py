@@ -296,6 +296,18 @@ async def hijack(request: web.BaseRequest, content_type: str,
     at its next await. TLS connections cannot be handed over (the session
     state is in this process): NotSupported.
     """
+    sock = take_socket(request)
+    try:
+        answer_upgrade(request, sock, content_type, headers)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def take_socket(request: web.BaseRequest) -> socket.socket:
+    """The first half of ``hijack``: the connection's socket, taken from aiohttp,
+    nothing written yet (see ``hijack``)."""
     transport = request.transport
     if transport is None or transport.is_closing():
         raise Unavailable("the client closed the connection")
@@ -307,20 +319,22 @@ async def hijack(request: web.BaseRequest, content_type: str,
     transport.pause_reading()
     sock = socket.socket(fileno=os.dup(raw.fileno()))
     transport.abort()
-    try:
-        # The head is small and the connection's send buffer empty, so this does
-        # not wait; the timeout only bounds a client that never reads.
-        sock.settimeout(10)
-        if wants_upgrade(request):
-            head = (f"HTTP/1.1 101 UPGRADED\r\nContent-Type: {content_type}\r\n"
-                    "Connection: Upgrade\r\nUpgrade: tcp\r\n")
-        else:
-            head = f"HTTP/1.1 200 OK\r\nContent-Type: {RAW_STREAM}\r\n"
-        for k, v in (headers or {}).items():
-            head += f"{k}: {v}\r\n"
-        sock.sendall((head + "\r\n").encode("latin-1"))
-        sock.setblocking(True)
-    except BaseException:
-        sock.close()
-        raise
+    sock.setblocking(True)
     return sock
+
+
+def answer_upgrade(request: web.BaseRequest, sock: socket.socket, content_type: str,
+                   headers: Mapping[str, str] | None = None) -> None:
+    """The second half of ``hijack``: the 101 (or 200) answer on the taken socket.
+
+    Attaching to a container that has not started yet sends it only once the
+    supervisor holds the connection: the client starts the container as soon
+    as it reads the answer, and output before the attach would be lost."""
+    if wants_upgrade(request):
+        head = (f"HTTP/1.1 101 UPGRADED\r\nContent-Type: {content_type}\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\n")
+    else:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {RAW_STREAM}\r\n"
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    sock.sendall((head + "\r\n").encode("latin-1"))

@@ -167,13 +167,22 @@ def setup(app: web.Application, engine: Engine) -> None:
         c = await engine.ready_for_attach(request.match_info["id"])
         tty = bool(c.config.get("Tty"))
         content_type = streams.stream_content_type(not tty, versions.of(request.match_info))
-        sock = await streams.hijack(request, content_type)
+        # Not started yet (docker run): the supervisor gets the connection before the
+        # client reads the answer, since the client starts the container right then.
+        early = c.state.status == "created"
+        sock = streams.take_socket(request)
         try:
+            if not early:
+                streams.answer_upgrade(request, sock, content_type)
             await engine.attach(c.id, sock, stdin=bool_value(q, "stdin"),
                                 stdout=bool_value(q, "stdout"), stderr=bool_value(q, "stderr"),
                                 detach_keys=q.get("detachKeys"))
+            if early:
+                streams.answer_upgrade(request, sock, content_type)
         except Exception as exc:  # noqa: BLE001 - after the hijack, errors go in band
             with contextlib.suppress(OSError):
+                if early:
+                    streams.answer_upgrade(request, sock, content_type)
                 sock.sendall(f"{exc}\r\n".encode())
         finally:
             sock.close()
