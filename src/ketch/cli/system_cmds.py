@@ -285,9 +285,11 @@ def check(args: tuple[str, ...], root: str | None, quick: bool) -> int:
               help="The daemon's exec root (default $KETCH_EXEC_ROOT, else /run/ketch)")
 @click.option("--cgroup-parent", metavar="string", default="/ketch",
               help="The containers' cgroup parent the daemon used (default /ketch)")
+@click.option("-p", "--pidfile", metavar="string", default=None,
+              help="The daemon's pidfile (default <exec-root>/ketchd.pid)")
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
 def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
-          cgroup_parent: str, force: bool) -> int:
+          cgroup_parent: str, pidfile: str | None, force: bool) -> int:
     from ketch.cli.autostart import Place
     from ketch.daemon.reset import reset as do_reset
 
@@ -297,7 +299,7 @@ def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
             f"WARNING! This stops the ketchd of {root} and removes all its containers, "
             f"images, volumes and data.\nAre you sure you want to continue? [y/N] "):
         return 0
-    rep = do_reset(root, exec_root, cgroup_parent=cgroup_parent)
+    rep = do_reset(root, exec_root, pidfile=pidfile, cgroup_parent=cgroup_parent)
     for what, items in (("stopped", rep.stopped), ("removed container", rep.containers),
                         ("removed", rep.network), ("unmounted", rep.mounts)):
         for item in items:
