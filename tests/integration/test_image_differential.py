@@ -558,11 +558,6 @@ def _layer_sizes(history: str) -> list[int]:
     return [int(r["Size"]) for r in history_rows(history, sizes=True)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ketch's layer size leaves out symlinks: unpack.py counts only regular files "
-    "(_Extractor.apply: self.size += m.size if m.type in _FILE_TYPES), while dockerd 20.10 "
-    "(pkg/directory.Size over the layer's diff) also counts each symlink's lstat size, "
-    "the length of its target"))
 def test_sizes_match_dockerd(ref_dockerd: RefDockerd, multi_archive: Path,  # noqa: F811
                              ketchd: Ketchd) -> None:
     d, k = ref_dockerd, ketchd

@@ -861,7 +861,12 @@ class _Extractor:
         if m.type not in _KNOWN_TYPES:
             raise InvalidArgument(f"layer entry {m.name!r} has unsupported type {m.type!r}")
         parts = _clean(m.name, "name", m.name)
-        self.size += m.size if m.type in _FILE_TYPES else 0
+        # As dockerd's layer size (the lstat sizes of the diff): file data, and for a
+        # symlink the length of its target.
+        if m.type in _FILE_TYPES:
+            self.size += m.size
+        elif m.type == tarfile.SYMTYPE:
+            self.size += len(m.linkname.encode())
         base = parts[-1] if parts else ""
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(m, parts)
