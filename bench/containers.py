@@ -300,9 +300,12 @@ def profile_run(k: Daemon, out: Path, rounds: int) -> None:
     procs = []
     for name, pid in (("ketchd", k.pid), ("supervisor", supervisor_pid(k))):
         for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
+            # --subprocesses: the supervisor's forked container inits run
+            # Python (namespaces, mounts, seccomp) until their exec.
+            extra = ["--subprocesses"] if name == "supervisor" else []
             procs.append(subprocess.Popen(
                 [str(pyspy), "record", "-r", "1000", "-f", fmt, "-o",
-                 str(out / f"{name}.{ext}"), "--pid", str(pid), "--nonblocking"],
+                 str(out / f"{name}.{ext}"), "--pid", str(pid), "--nonblocking", *extra],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)
     kc = Client(KETCH_L, KETCH, k)
@@ -449,4 +452,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # The finally blocks have run: containers, daemons, bridge, cgroups are gone.
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
