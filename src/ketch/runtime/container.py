@@ -273,6 +273,12 @@ class Runtime:
         from ketch.runtime import process as proc_mod
         proc_mod.preload(terminal=spec.process.terminal, seccomp=spec.linux.seccomp is not None,
                          hooks=spec.hooks is not None)
+        seccomp_filter = None
+        if spec.linux.seccomp is not None:
+            # Compiled here, once per distinct profile for a long-lived caller,
+            # rather than in every forked init.
+            from ketch.linux import seccomp as seccomp_mod
+            seccomp_filter = seccomp_mod.compile_cached(spec.linux.seccomp)
         parent_sock, child_sock = sync.pair()
         cleanup.push(parent_sock.close)
         intermediate = plan.has_ns("user") and plan.has_new("pid")
@@ -285,7 +291,8 @@ class Runtime:
             no_new_keyring=opts.no_new_keyring, preserve_fds=opts.preserve_fds,
             intermediate=intermediate, cgroup_paths=mgr.paths(),
             cgroup_v1_mounts=self._v1_mounts(),
-            cgroup_v2=mode is cgroups.Mode.V2, create_container_state=state_base)
+            cgroup_v2=mode is cgroups.Mode.V2, create_container_state=state_base,
+            seccomp=seccomp_filter)
 
         pid = self._fork_into_pidns(plan, intermediate, lambda: child_main(cfg),
                                     close_in_child=[parent_sock])

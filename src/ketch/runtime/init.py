@@ -37,6 +37,8 @@ from ketch.runtime.specconv import NAMESPACES, Plan
 if TYPE_CHECKING:
     import socket
 
+    from ketch.linux.seccomp import Filter
+
 
 @dataclass
 class InitConfig:
@@ -59,6 +61,7 @@ class InitConfig:
     cgroup_v2: bool = False
     create_container_state: dict[str, object] = field(default_factory=dict)
     ready: bool = False                 # READY sent: errors now go to stderr
+    seccomp: Filter | None = None       # the profile compiled by the parent, if it did
 
 
 def child_main(cfg: InitConfig) -> None:
@@ -193,8 +196,10 @@ def _run(cfg: InitConfig) -> None:
 
     seccomp_filter = None
     if spec.linux.seccomp is not None:
-        from ketch.linux import seccomp
-        seccomp_filter = seccomp.compile(spec.linux.seccomp)
+        seccomp_filter = cfg.seccomp
+        if seccomp_filter is None:
+            from ketch.linux import seccomp
+            seccomp_filter = seccomp.compile(spec.linux.seccomp)
         if not process.no_new_privileges:
             seccomp_filter.load()
     proc_mod.set_user(process, proc_mod.cap_sets_of(process))
