@@ -147,6 +147,8 @@ class Engine:
         self._events_task: asyncio.Task[None] | None = None
         self._restart_tasks: dict[str, asyncio.Task[None]] = {}
         self._prepared: set[str] = set()    # created in the supervisor, not started yet
+        self._starting: set[str] = set()    # sup.start sent, "running" not recorded yet
+        self._early_exits: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
         self._background: set[asyncio.Future[None]] = set()
         from ketch.engine.execs import Execs
@@ -262,6 +264,9 @@ class Engine:
                 continue
             c = self.store.find(str(data.get("id", "")))
             if c is None:
+                continue
+            if c.id in self._starting:
+                self._early_exits[c.id] = data   # start() records it when it is done
                 continue
             if c.state.status not in ("running", "paused"):
                 # The init of a container that never ran (a failed start, or a
@@ -416,8 +421,10 @@ class Engine:
                 if c.id not in self._prepared:
                     await self._prepare(c)
                 self._prepared.discard(c.id)
+                self._starting.add(c.id)
                 pid = await self.sup.start(c.id)
             except KetchError as exc:
+                self._starting.discard(c.id)
                 self._prepared.discard(c.id)
                 await self._failed_start(c, exc)
                 raise _start_error(exc) from None
@@ -427,8 +434,13 @@ class Engine:
         c.has_been_started = True
         c.has_been_manually_stopped = False
         await asyncio.to_thread(self.store.save, c)
+        self._starting.discard(c.id)
         self.health.start(c.id)
         self.on_event("start", c, {})
+        early = self._early_exits.pop(c.id, None)
+        if early is not None:
+            # It ended before its start was recorded (echo is quick): record it now.
+            await self._record_exit(c, early, restart=True)
 
     async def _prepare(self, c: Container) -> None:
         """Rootfs, bundle and the supervisor's ``create``: the process exists, stopped
