@@ -109,7 +109,7 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
         # Containers' cgroups (and the supervisor's, "<parent>-supervisor") under the
         # session prefix, where the leak check looks.
         # A private default bridge (and nft table) per daemon, removed by the finalizer.
-        k.config.write_text(json.dumps({"cgroup-parent": f"/{PREFIX}/{d.name[-8:]}",
+        k.config.write_text(json.dumps({"cgroup-parent": cgroup_parent_of(k),
                                         "bridge": f"kt{d.name[-8:]}"[:15].replace("_", "x"),
                                         **(config or {})}))
         with open(d / "ketchd.log", "wb") as log:
@@ -127,16 +127,17 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def cgroup_parent_of(k: Ketchd) -> str:
+    """The private cgroup parent a test daemon gets (tests may rewrite its daemon.json)."""
+    return f"/{PREFIX}/{k.dir.name[-8:]}"
+
+
 def stop_supervisor(k: Ketchd) -> None:
     """The supervisor outlives ketchd by design: ``ketch system reset``'s library
     removes its containers, network, mounts and cgroups (the fixture the dirs)."""
     from ketch.daemon.reset import reset
 
-    try:
-        parent = json.loads(k.config.read_text()).get("cgroup-parent", "")
-    except (OSError, ValueError):
-        parent = ""
-    assert parent.startswith(f"/{PREFIX}/"), parent
+    parent = cgroup_parent_of(k)
     rep = reset(str(k.root), str(k.dir / "exec"), pidfile=str(k.pidfile),
                 cgroup_parent=parent, remove_dirs=False)
     if rep.errors:
