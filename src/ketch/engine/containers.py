@@ -623,11 +623,18 @@ class Engine:
         shutil.rmtree(self._bundle(c.id), ignore_errors=True)
 
     def _unmount_rootfs(self, c: Container) -> None:
+        import errno
+
         from ketch.linux.mount import is_mountpoint
 
         target = self._rootfs(c.id)
         while is_mountpoint(target):
-            _umount(target)
+            try:
+                _umount(target)
+            except OSError as exc:
+                # Another thread released it first (an exit and a remove at once).
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise
 
     # --- exits ----------------------------------------------------------------------------
 
@@ -638,6 +645,10 @@ class Engine:
                         health=c.state.health,
                         started_at=c.state.started_at,
                         finished_at=str(data.get("finishedAt") or now_rfc3339()))
+        # Waiters (wait, stop, logs -f) are woken now, before any await: a client
+        # told "exited" may remove the container while the rest runs, and must not
+        # find a new, never-set event in its place. Its output is logged already.
+        self._exited.setdefault(c.id, asyncio.Event()).set()
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
         await asyncio.to_thread(self._release, c)
@@ -646,8 +657,6 @@ class Engine:
         if c.state.oom_killed:
             self.on_event("oom", c, {})
         self.on_event("die", c, {"exitCode": str(code)})
-        ev = self._exited.setdefault(c.id, asyncio.Event())
-        ev.set()
         hc = self._host_config(c)
         if hc.auto_remove:
             with contextlib.suppress(KetchError):

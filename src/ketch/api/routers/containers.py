@@ -36,6 +36,21 @@ def _int(query: Mapping[str, str], key: str) -> int | None:
         raise InvalidArgument(f"invalid value for {key}: {raw}") from None
 
 
+_RUNNING: set[asyncio.Task[None]] = set()
+EXEC_EXIT_GRACE = 0.5   # seconds an inspect of a running exec waits for its exit
+
+
+async def _outside_the_request(coro: Any) -> None:
+    """Run ``coro`` as its own task: after a hijack aiohttp may cancel the handler
+    (the connection it knew is gone), and the hand-over to the supervisor must not
+    stop half-way."""
+    task = asyncio.ensure_future(coro)
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     return json_object(await request.read())
 
@@ -171,21 +186,26 @@ def setup(app: web.Application, engine: Engine) -> None:
         # client reads the answer, since the client starts the container right then.
         early = c.state.status == "created"
         sock = streams.take_socket(request)
-        try:
-            if not early:
-                streams.answer_upgrade(request, sock, content_type)
-            await engine.attach(c.id, sock, stdin=bool_value(q, "stdin"),
-                                stdout=bool_value(q, "stdout"), stderr=bool_value(q, "stderr"),
-                                detach_keys=q.get("detachKeys"))
-            if early:
-                streams.answer_upgrade(request, sock, content_type)
-        except Exception as exc:  # noqa: BLE001 - after the hijack, errors go in band
-            with contextlib.suppress(OSError):
+
+        async def run() -> None:
+            try:
+                if not early:
+                    streams.answer_upgrade(request, sock, content_type)
+                await engine.attach(c.id, sock, stdin=bool_value(q, "stdin"),
+                                    stdout=bool_value(q, "stdout"),
+                                    stderr=bool_value(q, "stderr"),
+                                    detach_keys=q.get("detachKeys"))
                 if early:
                     streams.answer_upgrade(request, sock, content_type)
-                sock.sendall(f"{exc}\r\n".encode())
-        finally:
-            sock.close()
+            except Exception as exc:  # noqa: BLE001 - after the hijack, errors go in band
+                with contextlib.suppress(OSError):
+                    if early:
+                        streams.answer_upgrade(request, sock, content_type)
+                    sock.sendall(f"{exc}\r\n".encode())
+            finally:
+                sock.close()
+
+        await _outside_the_request(run())
         return web.Response()
 
     async def logs(request: web.Request) -> web.StreamResponse:
@@ -230,17 +250,35 @@ def setup(app: web.Application, engine: Engine) -> None:
         sock = await streams.hijack(request,
                                     streams.stream_content_type(multiplexed,
                                                                 versions.of(request.match_info)))
-        try:
-            await engine.execs.start(ex.id, detach=False, tty=tty, sock=sock)
-        except Exception as exc:  # noqa: BLE001 - in band after the hijack, as dockerd
-            with contextlib.suppress(OSError):
-                sock.sendall(f"{exc}\r\n".encode())
-        finally:
-            sock.close()
+
+        async def run() -> None:
+            try:
+                await engine.execs.start(ex.id, detach=False, tty=tty, sock=sock)
+                # Our copy of the connection is held until the exit code is recorded:
+                # the client sees the end of the stream only then, and the exec
+                # inspect that follows (docker-py's exec_run, the docker CLI) finds
+                # the code, as with dockerd, whose handler returns when the process
+                # has ended.
+                await ex.done.wait()
+            except Exception as exc:  # noqa: BLE001 - in band after the hijack, as dockerd
+                with contextlib.suppress(OSError):
+                    sock.sendall(f"{exc}\r\n".encode())
+            finally:
+                sock.close()
+
+        await _outside_the_request(run())
         return web.Response()
 
     async def exec_inspect(request: web.Request) -> web.Response:
-        return web.json_response(engine.execs.get(request.match_info["id"]).inspect())
+        ex = engine.execs.get(request.match_info["id"])
+        if ex.running:
+            # The supervisor ends an exec's stream when its output ends, a moment
+            # before the exit is reaped and recorded; clients inspect right after
+            # the end of the stream (docker-py's exec_run, the docker CLI) and
+            # expect the exit code, as dockerd ends the stream after the exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ex.done.wait(), EXEC_EXIT_GRACE)
+        return web.json_response(ex.inspect())
 
     async def exec_resize(request: web.Request) -> web.Response:
         h, w = _int(request.query, "h") or 0, _int(request.query, "w") or 0
