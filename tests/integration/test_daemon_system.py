@@ -108,10 +108,7 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
         k = Ketchd(d, None)  # type: ignore[arg-type]
         # Containers' cgroups (and the supervisor's, "<parent>-supervisor") under the
         # session prefix, where the leak check looks.
-        # A private default bridge (and nft table) per daemon, removed by the finalizer.
-        k.config.write_text(json.dumps({"cgroup-parent": cgroup_parent_of(k),
-                                        "bridge": f"kt{d.name[-8:]}"[:15].replace("_", "x"),
-                                        **(config or {})}))
+        write_private_config(k, config)
         with open(d / "ketchd.log", "wb") as log:
             k.proc = subprocess.Popen(k.args(*extra, **over), stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
@@ -125,6 +122,15 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
         stop_supervisor(k)
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def write_private_config(k: Ketchd, config: dict[str, object] | None = None) -> None:
+    """daemon.json with the daemon's kernel names private: containers' and the
+    supervisor's cgroups under the session prefix, its own default bridge and nft
+    table (all removed by ``stop_supervisor``), then ``config``."""
+    k.config.write_text(json.dumps({"cgroup-parent": cgroup_parent_of(k),
+                                    "bridge": f"kt{k.dir.name[-8:]}"[:15].replace("_", "x"),
+                                    **(config or {})}))
 
 
 def cgroup_parent_of(k: Ketchd) -> str:

@@ -63,6 +63,8 @@ from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd 
     _wait_ready,
     docker,
     start_ketchd,
+    stop_supervisor,
+    write_private_config,
 )
 from tests.layers import Mounter, make_tar
 from tests.unit.test_image_unpack import MALICIOUS, _bytes_for
@@ -879,7 +881,7 @@ def loaded(busybox_archive: Path) -> Iterator[Ketchd]:  # noqa: F811
     """
     d = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-d", dir="/tmp"))
     k = Ketchd(d, None)  # type: ignore[arg-type]
-    k.config.write_text("{}")
+    write_private_config(k)
     with open(d / "ketchd.log", "wb") as log:
         k.proc = subprocess.Popen(k.args(), stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
@@ -889,6 +891,7 @@ def loaded(busybox_archive: Path) -> Iterator[Ketchd]:  # noqa: F811
         yield k
     finally:
         k.stop()
+        stop_supervisor(k)
         _unmount_under(d)
         shutil.rmtree(d, ignore_errors=True)
 
