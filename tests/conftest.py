@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def _leak_check() -> Iterator[None]:
         leftovers.append(f"process {pid} ({args[:120]})")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # A killed process leaves its cgroup only once it is gone.
+    deadline = time.monotonic() + 5
+    while stray and _processes_mentioning(PREFIX) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for p in _cgroup_dirs(PREFIX):
         for dirpath, _, _ in os.walk(p):
             if dirpath != str(p):
