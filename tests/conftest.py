@@ -24,7 +24,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("KETCH_TEST_CACHE", REPO / ".cache"))
-PREFIX = f"ketch-test-{os.getpid()}-{secrets.token_hex(3)}"
+# One prefix per test session. pytest imports this file as ``conftest`` and the
+# test modules import it again as ``tests.conftest``: two module objects, so
+# the value lives in the environment, where both (and any subprocess) find it.
+PREFIX = os.environ.setdefault("KETCH_TEST_PREFIX",
+                               f"ketch-test-{os.getpid()}-{secrets.token_hex(3)}")
 BIN = Path(sys.executable).parent
 
 
@@ -108,12 +112,23 @@ def _cgroup_dirs(prefix: str) -> list[Path]:
 
 
 def remove_cgroup_tree(path: Path) -> None:
-    """rmdir leaf-first; cgroup dirs cannot be removed with their control files."""
+    """rmdir leaf-first; cgroup dirs cannot be removed with their control files.
+
+    A cgroup whose child or last task just went may refuse rmdir (EBUSY) for a
+    moment while the kernel releases it: retried for up to two seconds.
+    """
+    import errno
+
     for dirpath, _dirnames, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
-        try:
-            os.rmdir(dirpath)
-        except OSError:
-            pass
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                os.rmdir(dirpath)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
 
 
 @pytest.fixture

@@ -81,14 +81,23 @@ def _mounts_under(dirs: list[str]) -> list[str]:
 
 
 def _remove_cgroup_tree(path: str) -> list[str]:
+    """Leaf first; a cgroup whose child or last task just went may answer EBUSY
+    for a moment while the kernel releases it, so that is retried briefly."""
+    import errno
+
     removed = []
     for dirpath, _dirs, _files in sorted(os.walk(path, topdown=False),
                                          key=lambda t: -len(t[0])):
-        try:
-            os.rmdir(dirpath)
-            removed.append(dirpath)
-        except OSError:
-            pass
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                os.rmdir(dirpath)
+                removed.append(dirpath)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
     return removed
 
 
