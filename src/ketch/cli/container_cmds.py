@@ -988,18 +988,12 @@ def stats(session: Session, args: tuple[str, ...], all_: bool, format_: str | No
 
     def follow(n: str) -> None:
         try:
+            from ketch.client import json_messages
+
             with client.container_stats(n, stream=True) as resp:
-                buf = b""
-                while True:
-                    chunk = resp.read(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            with lock:
-                                latest[n] = stats_row(json.loads(line), n, not no_trunc)
+                for frame in json_messages(resp):
+                    with lock:
+                        latest[n] = stats_row(frame, n, not no_trunc)
         except (KetchError, OSError, ValueError):
             pass
         with lock:

@@ -52,12 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ketch.engine")
 
 DEFAULT_STOP_TIMEOUT = 10
-HOSTS_HEADER = ("127.0.0.1\tlocalhost\n"
-                "::1\tlocalhost ip6-localhost ip6-loopback\n"
-                "fe00::0\tip6-localnet\n"
-                "ff00::0\tip6-mcastprefix\n"
-                "ff02::1\tip6-allnodes\n"
-                "ff02::2\tip6-allrouters\n")
 
 
 def now_rfc3339() -> str:
@@ -1087,31 +1081,6 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
-
-
-def _extra_hosts(hc: model.HostConfig) -> list[str]:
-    out = []
-    for entry in hc.extra_hosts or []:
-        host, sep, ip = entry.partition(":") if "=" not in entry else entry.partition("=")
-        if sep:
-            out.append(f"{ip}\t{host}")
-    return out
-
-
-def _resolv_conf(hc: model.HostConfig) -> str:
-    """The host's resolv.conf, with --dns/--dns-search/--dns-option replacing its parts."""
-    host = _read("/etc/resolv.conf")
-    lines = [ln for ln in host.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    ns = [ln for ln in lines if ln.split()[0] == "nameserver"]
-    search = [ln for ln in lines if ln.split()[0] in ("search", "domain")]
-    opts = [ln for ln in lines if ln.split()[0] == "options"]
-    if hc.dns:
-        ns = [f"nameserver {d}" for d in hc.dns]
-    if hc.dns_search:
-        search = [f"search {' '.join(hc.dns_search)}"]
-    if hc.dns_options:
-        opts = [f"options {' '.join(hc.dns_options)}"]
-    return "".join(f"{ln}\n" for ln in [*search, *ns, *opts])
 
 
 def _exit_code_of_start_error(text: str) -> int:
