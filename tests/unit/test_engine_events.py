@@ -80,6 +80,23 @@ def test_own_attributes_win_over_labels_and_image_events_have_no_from() -> None:
     assert "status" not in net and "id" not in net and net["Type"] == "network"
 
 
+def test_network_events_through_the_engine_hook_as_dockerd() -> None:
+    bus = EventBus(clock=lambda: 1700000000_000000001)
+    nid = ev.bridge_network_id("ketch0")
+    assert len(nid) == 64 and nid == ev.bridge_network_id("ketch0") != \
+        ev.bridge_network_id("kt1")
+    m = bus.container_event("network connect", container(labels={"team": "a"}),
+                            ev.network_attrs(nid, "bridge", "bridge"))
+    # dockerd 20.10's shape: no status/id/from, no labels, the network as the actor.
+    assert m.to_json() == {
+        "Type": "network", "Action": "connect",
+        "Actor": {"ID": nid, "Attributes": {"container": CID, "name": "bridge",
+                                            "type": "bridge"}},
+        "scope": "local", "time": 1700000000, "timeNano": 1700000000_000000001}
+    assert bus.container_event("network disconnect", container(),
+                               ev.network_attrs(nid, "bridge", "bridge")).action == "disconnect"
+
+
 # --- buffer and subscriptions ------------------------------------------------------------------
 
 
@@ -160,7 +177,18 @@ def _msg(action: str = "start", type_: str = "container", actor: str = CID,
     ({"container": ["we"]}, _msg(name="web"), True),                # a prefix of the name
     ({"container": [CID[:12]]}, _msg(name="web"), True),            # or of the ID
     ({"container": ["db"]}, _msg(name="web"), False),
-    ({"container": ["web"]}, _msg(type_="image", actor=IMG, name="web"), False),
+    # dockerd matches the actor's ID or name whatever the type (seen with 20.10:
+    # --filter container=web shows the tag event of web:1, container=bridge the
+    # bridge's network events).
+    ({"container": ["web"]}, _msg("tag", type_="image", actor=IMG, name="web:1"), True),
+    ({"container": ["bridge"]}, _msg("connect", "network", "n1id", name="bridge"), True),
+    ({"container": [CID[:12]]}, _msg("connect", "network", "n1id", name="bridge"), False),
+    ({"network": ["web"]}, _msg(name="web"), True),
+    ({"type": ["network"]}, _msg(), False),
+    ({"type": ["network"]}, _msg("disconnect", "network", "n1id", name="bridge"), True),
+    ({"event": ["exec_die"]}, _msg("exec_die"), True),
+    ({"event": ["exec_die"]}, _msg("exec_start: true "), False),
+    ({"event": ["exec_create"]}, _msg("exec_create: true "), True),
     ({"type": ["image"]}, _msg(), False),
     ({"type": ["container", "image"]}, _msg(), True),
     ({"image": ["busybox"]}, _msg(image="busybox:latest"), True),   # the tag stripped

@@ -12,10 +12,19 @@ loop; image operations run in worker threads and log through
 the loop that subscribed, and messages from other threads reach it with
 ``call_soon_threadsafe``.
 
+Network events: the engine has one hook, ``on_event(action, container, attrs)``;
+it reports a container joining or leaving a network as the actions ``network
+connect`` / ``network disconnect`` (how ``docker events`` prints them) with
+``network_attrs(...)``, and ``container_event`` logs those as dockerd's
+LogNetworkEventWithAttributes does: Type ``network``, the network's ID as the
+actor, attributes ``container``, ``name`` and ``type`` (the driver).
+
 Filters follow moby's daemon/events/filter.go: ``container`` and the other
-object kinds match the actor's ID or name by prefix, ``image`` matches ids and
-names with and without the tag, ``event`` is exact (a prefix for
-``health_status``/``exec_create``/``exec_start``), ``label`` needs every
+object kinds match the actor's ID or its ``name`` attribute by prefix, whatever
+the event's type (dockerd's ``--filter container=bridge`` shows the bridge's
+network events, ``--filter network=web`` a container named web), ``image``
+matches ids and names with and without the tag, ``event`` is exact (a prefix
+for ``health_status``/``exec_create``/``exec_start``), ``label`` needs every
 ``key`` / ``key=value``, ``type`` and ``scope`` are exact.
 """
 
@@ -24,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +50,10 @@ QUEUE_LIMIT = 1024          # moby's bufferSize per subscriber; beyond it the st
 
 CONTAINER = "container"
 IMAGE = "image"
+NETWORK = "network"
+
+# The engine's actions for network events, and the network actions they stand for.
+NETWORK_ACTIONS = {"network connect": "connect", "network disconnect": "disconnect"}
 
 _FUZZY_EVENTS = frozenset({"health_status", "exec_create", "exec_start"})
 
@@ -68,6 +82,23 @@ class Message:
                     "scope": self.scope, "time": self.time_nano // 1_000_000_000,
                     "timeNano": self.time_nano})
         return out
+
+
+def network_attrs(network_id: str, name: str, driver: str) -> dict[str, str]:
+    """The ``attrs`` of a ``network connect``/``network disconnect`` the engine reports."""
+    return {"network": network_id, "name": name, "type": driver}
+
+
+def bridge_network_id(interface: str) -> str:
+    """The ID of the default ``bridge`` network whose interface is ``interface``.
+
+    dockerd draws a random ID when it first creates the network and keeps it in
+    its store; ketch's default network has no record of its own, so its ID is
+    derived from the interface name: the same across restarts of the daemon,
+    different for daemons with different bridges. Whatever shows the network's
+    ID (NetworkSettings' NetworkID, ``network inspect``) must use this too.
+    """
+    return hashlib.sha256(f"ketch network bridge {interface}".encode()).hexdigest()
 
 
 # --- filters -----------------------------------------------------------------------------
@@ -122,7 +153,7 @@ class EventFilter:
         name = m.attributes.get("name", "")
         for kind in ("container", "plugin", "volume", "network", "node", "service",
                      "secret", "config", "daemon"):
-            if f.get(kind) and (m.type != kind or not _fuzzy(f, kind, m.actor_id, name)):
+            if f.get(kind) and not _fuzzy(f, kind, m.actor_id, name):
                 return False
         if f.get("image"):
             image_name = m.attributes.get("name" if m.type == IMAGE else "image", "")
@@ -198,7 +229,11 @@ class EventBus:
 
     def container_event(self, action: str, c: Container, attrs: Mapping[str, str]) -> Message:
         """The engine's ``on_event``: moby's LogContainerEventWithAttributes (the
-        container's labels, then image and name, added to the event's own attributes)."""
+        container's labels, then image and name, added to the event's own attributes),
+        or a network event for the ``NETWORK_ACTIONS``."""
+        if action in NETWORK_ACTIONS:
+            return self.network_event(NETWORK_ACTIONS[action], attrs["network"],
+                                      attrs["name"], attrs["type"], c.id)
         attributes = dict(attrs)
         for k, v in ((c.config or {}).get("Labels") or {}).items():
             attributes.setdefault(str(k), str(v))
@@ -207,6 +242,12 @@ class EventBus:
             attributes["image"] = image
         attributes["name"] = c.name.lstrip("/")
         return self.log(action, CONTAINER, c.id, attributes)
+
+    def network_event(self, action: str, network_id: str, name: str, driver: str,
+                      container_id: str) -> Message:
+        """moby's LogNetworkEventWithAttributes for a container (dis)connecting."""
+        return self.log(action, NETWORK, network_id,
+                        {"container": container_id, "name": name, "type": driver})
 
     def image_event(self, action: str, image_id: str, ref_name: str = "",
                     labels: Mapping[str, str] | None = None) -> Message:
