@@ -19,6 +19,10 @@ shippers and ketch's own ``logs`` all read the same files:
 - ``max-size`` rotates the file before a write once it has reached the size
   (so a file may exceed it by one entry); ``max-file`` keeps that many files:
   ``container-json.log``, ``.1``, ``.2``... With one file it is truncated.
+
+The ``local`` driver's files (``LocalFile``) hold the same entries in
+dockerd's binary format (``ketch.engine.locallog``), with its defaults:
+rotation at 20 MB, 5 files, rotated files gzipped.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from __future__ import annotations
 import base64
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
+from ketch.engine import locallog
 from ketch.errors import InvalidArgument, NotSupported
 
 BUF_SIZE = 16 * 1024        # dockerd's line buffer: longer lines are split here
@@ -76,6 +82,8 @@ _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 JSON_FILE_OPTS = {"max-size", "max-file", "compress", "labels", "labels-regex", "env",
                   "env-regex", "tag"}
+# Options of every driver, handled (and checked) by the daemon, not the driver.
+COMMON_OPTS = {"mode", "max-buffer-size"}
 
 
 def parse_size(value: str) -> int:
@@ -93,7 +101,7 @@ def parse_log_opts(opts: dict[str, str]) -> tuple[int, int]:
     are accepted here so a daemon can validate every option in one place.
     """
     for key in opts:
-        if key not in JSON_FILE_OPTS:
+        if key not in JSON_FILE_OPTS and key not in COMMON_OPTS:
             raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
     max_size = -1
     if opts.get("max-size"):
@@ -155,18 +163,134 @@ class JsonFile:
             self.fd = -1
 
 
+Defer = Callable[[Callable[[], None]], None]    # runs a function later, in the loop
+
+
+class LocalFile:
+    """The ``local`` driver's file: framed protobuf entries, rotated as dockerd does.
+
+    Before a write, a file at or over ``max_size`` is rotated: ``.N-1`` becomes
+    ``.N`` (the oldest is removed), the file becomes ``.1`` and a new one is
+    created. With ``compress`` the new ``.1`` is then gzipped into ``.1.gz``
+    a piece per loop turn through ``defer`` (all at once without it), so a
+    rotation does not stall the other containers' output. With fewer than
+    two files the old one is simply unlinked (readers holding it keep it).
+    """
+
+    def __init__(self, path: str, opts: locallog.Options | None = None,
+                 defer: Defer | None = None) -> None:
+        self.path = path
+        self.opts = opts or locallog.Options()
+        self.defer = defer
+        self.fd = self._open(os.O_APPEND)
+        self.size = os.fstat(self.fd).st_size
+        self.last_ns = 0
+        self.gz: locallog.GzipWriter | None = None
+
+    def _open(self, extra: int) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | extra, FILE_MODE)
+
+    def write(self, entry: locallog.Entry) -> None:
+        if self.size >= self.opts.max_size >= 0:
+            self.rotate()
+        view = memoryview(locallog.frame(entry))
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.size += n
+        self.last_ns = entry.time_nano
+
+    def _name(self, i: int) -> str:
+        return f"{self.path}.{i}" + (".gz" if self.opts.compress else "")
+
+    def rotate(self) -> None:
+        self.finish_compression()       # one at a time, as dockerd's rotateMu
+        os.close(self.fd)
+        self.fd = -1
+        n = self.opts.max_file
+        st: os.stat_result | None = None
+        if n < 2:
+            _unlink(self.path)
+        else:
+            _unlink(self._name(n - 1))
+            for i in range(n - 1, 1, -1):
+                try:
+                    os.replace(self._name(i - 1), self._name(i))
+                except FileNotFoundError:
+                    pass
+            try:
+                st = os.stat(self.path)
+                os.replace(self.path, f"{self.path}.1")
+            except FileNotFoundError:
+                st = None       # removed behind our back: nothing to keep
+        self.fd = self._open(os.O_TRUNC)
+        self.size = 0
+        if st is not None and self.opts.compress:
+            # Go's zero time when nothing was written since the start: "no information".
+            last = rfc3339nano(self.last_ns) if self.last_ns else "0001-01-01T00:00:00Z"
+            meta = {"lastTime": last, "ketchSource": f"{st.st_dev}:{st.st_ino}"}
+            self.gz = locallog.GzipWriter(f"{self.path}.1", f"{self.path}.1.gz", meta, FILE_MODE)
+            if self.defer is None:
+                self.finish_compression()
+            else:
+                self.defer(self._compress_step)
+
+    def _compress_step(self) -> None:
+        gz = self.gz
+        if gz is None:
+            return
+        try:
+            done = gz.step()
+        except OSError:
+            gz.abort()          # the uncompressed file stays, readable
+            done = True
+        if done:
+            self.gz = None
+        elif self.defer is not None:
+            self.defer(self._compress_step)
+
+    def finish_compression(self) -> None:
+        gz, self.gz = self.gz, None
+        if gz is not None:
+            try:
+                gz.finish()
+            except OSError:
+                gz.abort()
+
+    def close(self) -> None:
+        self.finish_compression()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 # -- lines ------------------------------------------------------------------------------
 Emit = Callable[[bytes, int], None]     # (the "log" value, time in ns)
 
 
 class LineSplitter:
-    """Cuts one stream's bytes into log entries the way dockerd's copier does."""
+    """Cuts one stream's bytes into log entries the way dockerd's copier does.
+
+    While ``emit`` runs, ``piece`` is the entry's partial metadata (None for
+    a whole line): an id per cut line, ordinals from 1, ``last`` on the piece
+    that ended with its newline. json-file has no place for it; local keeps it.
+    """
 
     def __init__(self, emit: Emit, clock: Callable[[], int] = time.time_ns) -> None:
         self.emit = emit
         self.clock = clock
         self._buf = bytearray()
         self._partial_ts: int | None = None     # time of the first piece of a long line
+        self._partial_id = ""
+        self._ordinal = 0
+        self.piece: locallog.Partial | None = None
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -182,11 +306,14 @@ class LineSplitter:
                 return
 
     def snapshot(self) -> list[Any]:
-        return [base64.b64encode(bytes(self._buf)).decode(), self._partial_ts]
+        return [base64.b64encode(bytes(self._buf)).decode(), self._partial_ts,
+                self._partial_id, self._ordinal]
 
     def restore(self, data: list[Any]) -> None:
         self._buf = bytearray(base64.b64decode(data[0]))
         self._partial_ts = data[1]
+        if len(data) >= 4:              # a snapshot from before partial metadata has none
+            self._partial_id, self._ordinal = str(data[2]), int(data[3])
 
     def close(self) -> None:
         """End of the stream: what is left is a partial entry (it had no newline)."""
@@ -197,29 +324,44 @@ class LineSplitter:
     def _put(self, line: bytes, last: bool) -> None:
         if self._partial_ts is None:
             ts = self.clock()
-            if not last:
+            if last:
+                self.piece = None
+            else:
                 self._partial_ts = ts
+                self._partial_id, self._ordinal = secrets.token_hex(32), 1
+                self.piece = locallog.Partial(self._partial_id, 1, False)
         else:
             ts = self._partial_ts
+            self._ordinal += 1
+            self.piece = locallog.Partial(self._partial_id, self._ordinal, last)
             if last:
                 self._partial_ts = None
-        self.emit(line, ts)
+        try:
+            self.emit(line, ts)
+        finally:
+            self.piece = None
 
 
 class StreamLog:
-    """stdout and stderr of one container into one json-file (or nowhere, driver "none")."""
+    """stdout and stderr of one container into one json-file or local file
+    (or nowhere, driver "none")."""
 
-    def __init__(self, file: JsonFile | None, attrs: dict[str, str] | None = None,
+    def __init__(self, file: JsonFile | LocalFile | None, attrs: dict[str, str] | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.file = file
         self.attrs = attrs or None
-        self.splitters = {
-            name: LineSplitter(self._emitter(name), clock) for name in ("stdout", "stderr")}
+        self.splitters: dict[str, LineSplitter] = {}
+        for name in ("stdout", "stderr"):
+            self.splitters[name] = LineSplitter(self._emitter(name), clock)
 
     def _emitter(self, stream: str) -> Emit:
         def emit(line: bytes, ts: int) -> None:
-            if self.file is not None:
-                self.file.write(encode_entry(line, stream, ts, self.attrs))
+            f = self.file
+            if isinstance(f, JsonFile):
+                f.write(encode_entry(line, stream, ts, self.attrs))
+            elif f is not None:
+                piece = self.splitters[stream].piece
+                f.write(locallog.Entry(stream, ts, line.removesuffix(b"\n"), piece))
         return emit
 
     def feed(self, stream: str, data: bytes) -> None:
@@ -237,13 +379,26 @@ class StreamLog:
     # -- carried across a re-exec of the supervisor -----------------------------------------
     def snapshot(self) -> dict[str, Any]:
         f = self.file
-        return {"path": f.path if f else None, "maxSize": f.max_size if f else -1,
-                "maxFile": f.max_file if f else 1, "attrs": self.attrs or {},
-                "pending": {name: sp.snapshot() for name, sp in self.splitters.items()}}
+        out: dict[str, Any] = {
+            "path": f.path if f else None, "attrs": self.attrs or {},
+            "pending": {name: sp.snapshot() for name, sp in self.splitters.items()}}
+        if isinstance(f, LocalFile):
+            f.finish_compression()      # the new process has no callback pending
+            out.update(driver=locallog.NAME, maxSize=f.opts.max_size, maxFile=f.opts.max_file,
+                       compress=f.opts.compress, lastNs=f.last_ns)
+        else:
+            out.update(maxSize=f.max_size if f else -1, maxFile=f.max_file if f else 1)
+        return out
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> StreamLog:
-        f = JsonFile(data["path"], data["maxSize"], data["maxFile"]) if data["path"] else None
+        f: JsonFile | LocalFile | None = None
+        if data["path"] and data.get("driver") == locallog.NAME:
+            f = LocalFile(data["path"], locallog.Options(
+                data["maxSize"], data["maxFile"], bool(data["compress"])))
+            f.last_ns = int(data.get("lastNs", 0))
+        elif data["path"]:
+            f = JsonFile(data["path"], data["maxSize"], data["maxFile"])
         log = cls(f, data["attrs"])
         for name, pending in data["pending"].items():
             log.splitters[name].restore(pending)
