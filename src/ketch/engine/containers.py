@@ -454,7 +454,10 @@ class Engine:
         except BaseException:
             with contextlib.suppress(KetchError):
                 await self.sup.delete(c.id, force=True)
+            connected = self._on_bridge(c)
             await asyncio.to_thread(self._release, c)
+            if connected:
+                self._network_event("network disconnect", c)
             raise
         self._exited.setdefault(c.id, asyncio.Event()).clear()
         self._prepared.add(c.id)
@@ -484,16 +487,31 @@ class Engine:
                                     f"endpoint {c.name} ({c.id}): {exc}")
                 err.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
                 raise err from None
+            self._network_event("network connect", c)
         c.network_settings = settings(hc.network_mode, ep, config.exposed_ports,
                                       sandbox_key=f"/proc/{pid}/ns/net" if ep else "")
         if ep is not None:
             await asyncio.to_thread(self._write_hosts, c, config, hc, str(ep.ip),
                                     str(ep.gateway))
 
+    def _on_bridge(self, c: Container) -> bool:
+        return self.bridge is not None and self.bridge.endpoint(c.id) is not None
+
+    def _network_event(self, action: str, c: Container) -> None:
+        """dockerd's ``network connect``/``disconnect`` of the default bridge network."""
+        from ketch.engine.events import bridge_network_id, network_attrs
+
+        if self.bridge is not None:
+            self.on_event(action, c, network_attrs(bridge_network_id(self.bridge.config.name),
+                                                   "bridge", "bridge"))
+
     async def _failed_start(self, c: Container, exc: KetchError) -> None:
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
+        connected = self._on_bridge(c)
         await asyncio.to_thread(self._release, c)
+        if connected:       # dockerd: connect, disconnect, and no die
+            self._network_event("network disconnect", c)
         text = str(exc)
         c.state.error = text
         c.state.exit_code = _exit_code_of_start_error(text)
@@ -645,12 +663,15 @@ class Engine:
         self._exited.setdefault(c.id, asyncio.Event()).set()
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
+        connected = self._on_bridge(c)
         await asyncio.to_thread(self._release, c)
         self._clear_network(c)
         await asyncio.to_thread(self.store.save, c)
         if c.state.oom_killed:
             self.on_event("oom", c, {})
         self.on_event("die", c, {"exitCode": str(code)})
+        if connected:       # after the die, as dockerd's Cleanup releases the network
+            self._network_event("network disconnect", c)
         hc = self._host_config(c)
         if hc.auto_remove:
             with contextlib.suppress(KetchError):
@@ -806,7 +827,10 @@ class Engine:
         self._prepared.discard(c.id)
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
+        connected = self._on_bridge(c)     # prepared for an attach, never started
         await asyncio.to_thread(self._release, c)
+        if connected:
+            self._network_event("network disconnect", c)
         await asyncio.to_thread(self._discard_dirs, c)
         await asyncio.to_thread(self.store.remove, c)
         auto = bool(c.host_config.get("AutoRemove"))
