@@ -46,6 +46,7 @@ non-parent can know.
 from __future__ import annotations
 
 import array
+import functools
 import os
 import signal
 import socket
@@ -82,6 +83,11 @@ from .records import ExitStore, exit_code_of, now_rfc3339
 from .stdio import Attachment, Stdio
 
 DRAIN_GRACE = 2.0       # after an exit, how long output may still arrive (dockerd: 2 s)
+# An exec's record goes once a ``wait`` has been answered with its exit (ketchd
+# waits for each exec it starts, once); one nobody waited for (its ketchd went
+# away meanwhile) goes after this long. A probe a second would otherwise leave
+# ~86k records a day in its container.
+UNCLAIMED_EXEC_GRACE = 60.0
 CONNECT_TIMEOUT = 10.0  # for the container init to hand over its pty master
 MAX_QUEUED = 16 << 20   # bytes queued for a client that does not read: then it is dropped
 DEFERRED: dict[str, Any] = {}   # a handler's "the reply comes later" (wait)
@@ -477,9 +483,16 @@ class Supervisor:
     def op_wait(self, conn: Connection, req: Request, _fds: list[int]) -> dict[str, Any]:
         p = self._process(str(req.args.get("id", "")), str(req.args.get("execId", "")))
         if p.notified and p.exit is not None:
+            self._forget_exec(p)
             return proto.dump(p.exit)
         p.waiters.append((conn, req.id))
         return DEFERRED
+
+    def _forget_exec(self, p: Process) -> None:
+        """Drop a finished exec's record (its exit has been read, or nobody came)."""
+        c = self.containers.get(p.container_id)
+        if p.exec_id and c is not None and c.execs.get(p.exec_id) is p:
+            del c.execs[p.exec_id]
 
     # -- attach, resize, exec -------------------------------------------------------------
     def op_attach(self, _conn: Connection, req: Request, fds: list[int]) -> dict[str, Any]:
@@ -643,6 +656,9 @@ class Supervisor:
                 e = Process(c.container_id, ed["execId"])
                 self._restore_process(e, ed)
                 c.execs[e.exec_id] = e
+                if e.notified:      # its timer did not survive the execve
+                    self.loop.call_later(UNCLAIMED_EXEC_GRACE, functools.partial(
+                        self._forget_exec, e))
             self.containers[c.container_id] = c
             if not c.supervised and c.exit is None and c.pidfd is not None:
                 self._watch_pidfd(c)
@@ -702,9 +718,15 @@ class Supervisor:
             return
         p.notified = True
         data = proto.dump(p.exit)
+        claimed = bool(p.waiters)
         for conn, req_id in p.waiters:
             conn.send(proto.reply(req_id, data))
         p.waiters.clear()
+        if p.exec_id:
+            if claimed:
+                self._forget_exec(p)
+            else:
+                self.loop.call_later(UNCLAIMED_EXEC_GRACE, lambda: self._forget_exec(p))
         ev = proto.event("exec-exit" if p.exec_id else "exit", data)
         for conn in list(self.connections):
             if conn.hello:
