@@ -198,16 +198,24 @@ class ExecProbe:
             finally:
                 theirs.close()
             started.set()
+            # One wait, asked now and kept through a cancellation: the supervisor
+            # answers it once and then forgets the exec, so a second one could
+            # find nothing.
+            exited = asyncio.ensure_future(self.engine.sup.wait(container_id, ex.id))
             try:
                 await _read_frames(ours, out)
-                rec = await self.engine.sup.wait(container_id, ex.id)
+                rec = await asyncio.shield(exited)
             except asyncio.CancelledError:
                 with contextlib.suppress(KetchError):
                     await self.engine.sup.kill(container_id, signal.SIGKILL, exec_id=ex.id)
                 # Wait for it to die, so that killed probes never pile up.
                 with contextlib.suppress(KetchError, TimeoutError):
-                    rec = await asyncio.wait_for(self.engine.sup.wait(container_id, ex.id), 10)
+                    rec = await asyncio.wait_for(exited, 10)
                     self._died(container_id, ex.id, rec)
+                if not exited.done():
+                    exited.cancel()
+                elif not exited.cancelled():
+                    exited.exception()      # retrieved: a lost wait is only logged less
                 raise
             self._died(container_id, ex.id, rec)
             return _exit_code(rec)
