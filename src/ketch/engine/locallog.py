@@ -25,9 +25,10 @@ the two engines:
   gzip header's extra field holds ``{"lastTime": <time of its last entry>}``,
   which lets a reader with ``--since`` skip whole files unopened.
 
-ketch adds one key to that JSON, ``ketchSource`` ("<st_dev>:<st_ino>" of the
-file before it was compressed), so a follower that held the uncompressed
-file can tell which compressed file it became; dockerd ignores unknown keys.
+ketch adds one key to that JSON, ``ketchSource`` ("<st_dev>:<st_ino>:<st_mtime_ns>"
+of the file before it was compressed), so a follower that held the
+uncompressed file can tell which compressed file it became; dockerd ignores
+unknown keys.
 """
 
 from __future__ import annotations

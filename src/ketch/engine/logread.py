@@ -1,4 +1,8 @@
-"""Reading a container's json-file log the way ``docker logs`` does.
+"""Reading a container's json-file or local log the way ``docker logs`` does.
+
+The ``local`` driver's files (``local-logs/container.log``, found by that
+name) are read by ``LocalLogCursor``, the same reader over binary frames
+and gzipped rotated files; what follows holds for both formats.
 
 The supervisor writes the files (``supervisor/logs.py``): ``<path>``, and when
 ``max-file`` > 1 the rotated ``<path>.1`` (newest) ... ``<path>.N`` (oldest).
@@ -38,11 +42,13 @@ import json
 import logging
 import os
 import re
+import zlib
 from collections.abc import AsyncGenerator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ketch.engine import locallog
 from ketch.errors import InvalidArgument
 
 log = logging.getLogger("ketch.engine.logs")
@@ -152,7 +158,11 @@ def decode_entry(line: bytes) -> LogRecord:
 
 
 # -- the files ---------------------------------------------------------------------------
-FileId = tuple[int, int]        # (st_dev, st_ino): a file's identity across renames
+# (st_dev, st_ino): a file's identity across renames. A compressed rotated
+# file of the local driver is known by the file it was made from: (st_dev,
+# st_ino, st_mtime_ns), the mtime telling it apart from a later file that got
+# the same inode number once the uncompressed one was removed.
+FileId = tuple[int, ...]
 
 
 def _ident(st: os.stat_result) -> FileId:
@@ -261,17 +271,18 @@ class LogCursor:
         current = _open(self.path)
         cur_end = 0
         if current is not None:
-            cur_end = _line_end(current[0], os.fstat(current[0]).st_size)
+            cur_end = self._complete_end(current[0], os.fstat(current[0]).st_size)
         rotated: list[_Segment] = []
-        for p in rotated_paths(self.path):
-            opened = _open(p)
+        for p in self._rotated_paths():
+            opened = self._open_rotated(p, self.opts.since_ns)
             if opened is None:
                 continue
             fd, ident = opened
             if current is not None and ident == current[1]:
                 os.close(fd)
                 continue
-            rotated.append(_Segment(fd, ident, 0, _line_end(fd, os.fstat(fd).st_size), p))
+            rotated.append(_Segment(fd, ident, 0, self._complete_end(fd, os.fstat(fd).st_size),
+                                    p))
         segments = rotated
         if current is not None:
             segments.append(_Segment(current[0], current[1], 0, cur_end, self.path))
@@ -304,7 +315,7 @@ class LogCursor:
         for i in range(len(self._segments) - 1, -1, -1):
             s = self._segments[i]
             assert s.end is not None
-            start, count = _tail_start(s.fd, s.end, need)
+            start, count = self._tail_start(s.fd, s.end, need)
             need -= count
             if need == 0 or i == 0:
                 s.offset = start
@@ -343,6 +354,28 @@ class LogCursor:
                 self._finish(seg)
         return out
 
+    # -- the format: json-file here, overridden by LocalLogCursor ----------------------------
+    def _rotated_paths(self) -> list[str]:
+        return rotated_paths(self.path)
+
+    def _open_rotated(self, path: str, since_ns: int | None = None) -> tuple[int, FileId] | None:
+        """A rotated file to read with pread; None when gone (or, given
+        ``since_ns``, known to hold nothing as new)."""
+        return _open(path)
+
+    def _ident_of(self, path: str) -> FileId:
+        return _ident(os.stat(path))
+
+    def _complete_end(self, fd: int, size: int) -> int:
+        return _line_end(fd, size)
+
+    def _is_file(self, ident: FileId, seg: _Segment) -> bool:
+        """Whether a rotated file's identity is the file ``seg`` holds."""
+        return ident == seg.ident
+
+    def _tail_start(self, fd: int, end: int, n: int) -> tuple[int, int]:
+        return _tail_start(fd, end, n)
+
     def _read(self, seg: _Segment, limit: int, budget: int, out: list[LogRecord]) -> int:
         """Decode the complete lines in [offset, limit) (up to about ``budget`` bytes)."""
         if limit < seg.offset:                      # truncated in place (max-file 1)
@@ -379,6 +412,9 @@ class LogCursor:
         except (ValueError, TypeError, AttributeError) as exc:
             log.warning("%s: skipping a log line that is not an entry: %s", seg.path, exc)
             return
+        self._filter(rec, out)
+
+    def _filter(self, rec: LogRecord, out: list[LogRecord]) -> None:
         if self._since is not None:
             if rec.time_ns < self._since:
                 return
@@ -425,20 +461,21 @@ class LogCursor:
             return False
         seg.end = os.fstat(seg.fd).st_size
         idents: list[tuple[str, FileId]] = []
-        for p in rotated_paths(self.path):                # oldest first
+        for p in self._rotated_paths():                   # oldest first
             try:
-                idents.append((p, _ident(os.stat(p))))
+                idents.append((p, self._ident_of(p)))
             except FileNotFoundError:
                 pass
         ids = [ident for _, ident in idents]
         # Ours gone (a later rotation deleted it): every rotated file is newer.
-        first = ids.index(seg.ident) + 1 if seg.ident in ids else 0
+        ours = [i for i, ident in enumerate(ids) if self._is_file(ident, seg)]
+        first = ours[-1] + 1 if ours else 0
         last = ids.index(live.ident) if live.ident in ids else len(ids)
         queue: list[_Segment] = []
         for p, ident in idents[first:last]:
             if ident in self._seen:
                 continue
-            opened = _open(p)
+            opened = self._open_rotated(p)
             if opened is None:
                 continue
             if opened[1] in self._seen:
@@ -456,10 +493,183 @@ class LogCursor:
         self._segments = []
 
 
+class LocalLogCursor(LogCursor):
+    """``LogCursor`` over the ``local`` driver's files (``ketch.engine.locallog``).
+
+    Frames instead of lines: ``tail`` walks back through each frame's
+    trailing length; a snapshot ends after the last whole frame. Rotated
+    files may be gzipped (``.N.gz``): one is decompressed into memory when
+    it is read, unless its header says its last entry is older than
+    ``since`` (then it is skipped, as dockerd does). A compressed file is
+    recognised as the file a follower was reading through the identity the
+    writer records in its header.
+    """
+
+    def _rotated_paths(self) -> list[str]:
+        directory, base = os.path.split(self.path)
+        pattern = re.compile(re.escape(base) + r"\.([0-9]+)(\.gz)?")
+        try:
+            names = os.listdir(directory or ".")
+        except FileNotFoundError:
+            return []
+        found: dict[int, str] = {}
+        for name in names:
+            m = pattern.fullmatch(name)
+            # Both while a file is being compressed: the plain one is complete.
+            if m and (int(m.group(1)) not in found or not m.group(2)):
+                found[int(m.group(1))] = name
+        return [os.path.join(directory, found[n]) for n in sorted(found, reverse=True)]
+
+    def _open_rotated(self, path: str, since_ns: int | None = None) -> tuple[int, FileId] | None:
+        opened = _open(path)
+        if opened is None or not path.endswith(".gz"):
+            return opened
+        fd, ident = opened
+        try:
+            meta = locallog.gzip_meta(fd)
+            if since_ns is not None:
+                last = _meta_time(meta.get("lastTime", ""))
+                if last is not None and last < since_ns:
+                    return None
+            return locallog.decompress_to_fd(fd), _source_ident(meta) or ident
+        except (OSError, zlib.error, EOFError) as exc:
+            log.warning("%s: cannot read a compressed log file: %s", path, exc)
+            return None
+        finally:
+            os.close(fd)
+
+    def _ident_of(self, path: str) -> FileId:
+        if not path.endswith(".gz"):
+            return _ident(os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _source_ident(locallog.gzip_meta(fd)) or _ident(os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    def _is_file(self, ident: FileId, seg: _Segment) -> bool:
+        if len(ident) == 3 and ident[:2] == seg.ident:
+            return os.fstat(seg.fd).st_mtime_ns == ident[2]
+        return ident == seg.ident
+
+    def _complete_end(self, fd: int, size: int) -> int:
+        try:
+            locallog.frame_before(fd, size)
+            return size
+        except ValueError:
+            if size == 0:
+                return 0
+            return _frames_scan(fd, size)[-1]      # a frame being written: stop before it
+
+    def _tail_start(self, fd: int, end: int, n: int) -> tuple[int, int]:
+        if end == 0 or n <= 0:
+            return end, 0
+        pos, found = end, 0
+        try:
+            while pos > 0 and found < n:
+                pos = locallog.frame_before(fd, pos)
+                found += 1
+            return pos, found
+        except ValueError:
+            # Not walkable backwards (damaged): count forwards instead.
+            starts = _frames_scan(fd, end)
+            found = min(n, len(starts) - 1)
+            return starts[len(starts) - 1 - found], found
+
+    def _read(self, seg: _Segment, limit: int, budget: int, out: list[LogRecord]) -> int:
+        """Decode the whole frames in [offset, limit) (up to about ``budget`` bytes)."""
+        if limit < seg.offset:
+            seg.offset = 0
+        want = min(limit - seg.offset, max(budget, BLOCK))
+        if want <= 0:
+            return 0
+        data = os.pread(seg.fd, want, seg.offset)
+        try:
+            entries, used = locallog.split(data)
+            if not entries and len(data) >= locallog.LEN_SIZE:
+                # One frame larger than what was read: read just that frame.
+                size = 2 * locallog.LEN_SIZE + int.from_bytes(data[:locallog.LEN_SIZE], "big")
+                if seg.offset + size <= limit and size > len(data):
+                    data = os.pread(seg.fd, size, seg.offset)
+                    entries, used = locallog.split(data)
+        except ValueError as exc:
+            log.warning("%s: skipping the rest of a log file that is damaged at offset %d: %s",
+                        seg.path, seg.offset, exc)
+            seg.offset = limit
+            return max(want, 1)
+        for body in entries:
+            try:
+                e = locallog.decode(body)
+            except ValueError as exc:
+                log.warning("%s: skipping a log entry that does not decode: %s", seg.path, exc)
+                continue
+            self._filter(LogRecord(e.source, e.time_nano, e.text, dict(e.attrs)), out)
+            if self.done:
+                break
+        seg.offset += used
+        return used
+
+
+def _frames_scan(fd: int, end: int) -> list[int]:
+    """The offsets where the whole frames before ``end`` start, and where the last ends."""
+    starts = [0]
+    pos = 0
+    while pos < end:
+        data = os.pread(fd, min(end - pos, BATCH_BYTES), pos)
+        try:
+            entries, used = locallog.split(data)
+        except ValueError:
+            break
+        if not entries:
+            if len(data) < locallog.LEN_SIZE:
+                break
+            size = 2 * locallog.LEN_SIZE + int.from_bytes(data[:locallog.LEN_SIZE], "big")
+            if pos + size > end or size <= len(data):
+                break
+            try:
+                entries, used = locallog.split(os.pread(fd, size, pos))
+            except ValueError:
+                break
+            if not entries:
+                break
+        for body in entries:
+            pos += len(body) + 2 * locallog.LEN_SIZE
+            starts.append(pos)
+    return starts
+
+
+def _meta_time(value: str) -> int | None:
+    """A compressed file's ``lastTime``; None when absent, unreadable or Go's zero time."""
+    try:
+        ns = parse_time(value)
+    except ValueError:
+        return None
+    return None if value.startswith("0001-01-01T") else ns
+
+
+def _source_ident(meta: dict[str, str]) -> FileId | None:
+    parts = meta.get("ketchSource", "").split(":")
+    return tuple(int(p) for p in parts) if len(parts) == 3 and all(
+        p.isdigit() for p in parts) else None
+
+
+def is_local(path: str) -> bool:
+    """Whether ``path`` is a ``local`` driver's file (by its fixed place, ``local-logs/container.log``)."""
+    directory, base = os.path.split(path)
+    return base == locallog.LOG_FILE and os.path.basename(directory) == locallog.LOG_DIR
+
+
+def open_cursor(path: str, opts: ReadOptions = ReadOptions(), *,
+                follow: bool = False) -> LogCursor:
+    """The reader for the log at ``path``, in its driver's format."""
+    cls = LocalLogCursor if is_local(path) else LogCursor
+    return cls(path, opts, follow=follow)
+
+
 # -- the public readers --------------------------------------------------------------------
 def read_logs(path: str, opts: ReadOptions = ReadOptions()) -> Iterator[LogRecord]:
     """The log as it is now (no follow), blocking. For tools and tests."""
-    cursor = LogCursor(path, opts)
+    cursor = open_cursor(path, opts)
     try:
         while not cursor.done:
             yield from cursor.next_batch()
@@ -483,7 +693,7 @@ async def follow_batches(path: str, opts: ReadOptions = ReadOptions(), *, follow
     then it ends. It also ends at the first entry after ``until``. Close it
     (``aclose``, or ``contextlib.aclosing``) when the consumer leaves early.
     """
-    cursor = await asyncio.to_thread(LogCursor, path, opts, follow=follow)
+    cursor = await asyncio.to_thread(open_cursor, path, opts, follow=follow)
     stop_task: asyncio.Future[Any] | None = None
     owned = False
     stopping = False

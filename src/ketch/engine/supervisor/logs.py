@@ -228,7 +228,8 @@ class LocalFile:
         if st is not None and self.opts.compress:
             # Go's zero time when nothing was written since the start: "no information".
             last = rfc3339nano(self.last_ns) if self.last_ns else "0001-01-01T00:00:00Z"
-            meta = {"lastTime": last, "ketchSource": f"{st.st_dev}:{st.st_ino}"}
+            meta = {"lastTime": last,
+                    "ketchSource": f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"}
             self.gz = locallog.GzipWriter(f"{self.path}.1", f"{self.path}.1.gz", meta, FILE_MODE)
             if self.defer is None:
                 self.finish_compression()
