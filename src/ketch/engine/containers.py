@@ -173,8 +173,12 @@ class Engine:
         return os.path.join(self._dir(cid), "rootfs")
 
     def log_path(self, c: Container) -> str:
-        if self._host_config(c).log_config.type == "none":
+        """The file ``docker logs`` reads ("" for driver none)."""
+        driver = self._host_config(c).log_config.type
+        if driver == "none":
             return ""
+        if driver == "local":
+            return os.path.join(self._dir(c.id), "local-logs", "container.log")
         return os.path.join(self._dir(c.id), f"{c.id}-json.log")
 
     # --- typed views of the stored JSON ----------------------------------------------------
@@ -444,8 +448,16 @@ class Engine:
         bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
         from ketch.engine.supervisor_client import LogConfig
 
-        log_cfg = LogConfig(driver="none" if hc.log_config.type == "none" else "json-file",
+        log_cfg = LogConfig(driver=hc.log_config.type or "json-file",
                             path=self.log_path(c), opts=dict(hc.log_config.config or {}))
+        if log_cfg.driver == "local":
+            from ketch.engine import locallog
+
+            try:        # the values, as dockerd when it starts the logger (exit code 128)
+                locallog.parse_options(log_cfg.opts)
+            except InvalidArgument as exc:
+                exc.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
+                raise
         pid = await self.sup.create(c.id, bundle, tty=config.tty,
                                     stdin_open=config.open_stdin,
                                     stdin_once=config.stdin_once, log=log_cfg)
@@ -923,7 +935,9 @@ class Engine:
             "ResolvConfPath": os.path.join(self._dir(c.id), "resolv.conf"),
             "HostnamePath": os.path.join(self._dir(c.id), "hostname"),
             "HostsPath": os.path.join(self._dir(c.id), "hosts"),
-            "LogPath": self.log_path(c), "Name": f"/{c.name}",
+            # dockerd keeps the local driver's file private: no LogPath.
+            "LogPath": "" if self._host_config(c).log_config.type == "local"
+            else self.log_path(c), "Name": f"/{c.name}",
             "RestartCount": c.restart_count, "Driver": self.images.snapshotter_name,
             "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
             "ExecIDs": c.exec_ids or None, "HostConfig": c.host_config,

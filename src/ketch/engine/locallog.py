@@ -50,6 +50,8 @@ MAX_ENTRY = 1_000_000           # dockerd refuses to decode an entry larger than
 DEFAULT_MAX_SIZE = 20 * 1024 * 1024
 DEFAULT_MAX_FILE = 5
 OPTS = frozenset({"max-size", "max-file", "compress"})
+# Options of every driver, handled (and checked) by the daemon, not by the driver.
+COMMON_OPTS = frozenset({"mode", "max-buffer-size"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +281,7 @@ def from_human_size(value: str) -> int:
 def check_keys(opts: dict[str, str]) -> None:
     """The create-time check (dockerd's ValidateLogOpt for this driver)."""
     for key in opts:
-        if key not in OPTS:
+        if key not in OPTS and key not in COMMON_OPTS:
             raise InvalidArgument(f"unknown log opt '{key}' for log driver {NAME}")
 
 

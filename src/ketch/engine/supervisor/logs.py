@@ -82,8 +82,7 @@ _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 JSON_FILE_OPTS = {"max-size", "max-file", "compress", "labels", "labels-regex", "env",
                   "env-regex", "tag"}
-# Options of every driver, handled (and checked) by the daemon, not the driver.
-COMMON_OPTS = {"mode", "max-buffer-size"}
+COMMON_OPTS = locallog.COMMON_OPTS
 
 
 def parse_size(value: str) -> int:
@@ -404,3 +403,25 @@ class StreamLog:
         for name, pending in data["pending"].items():
             log.splitters[name].restore(pending)
         return log
+
+
+def open_log(driver: str, path: str, opts: dict[str, str], attrs: dict[str, str] | None = None,
+             defer: Defer | None = None) -> StreamLog:
+    """The supervisor's ``create``: a container's log for its driver and options.
+
+    Option values are checked here, when the container starts, as dockerd
+    does when it starts the logger (keys were checked at create).
+    """
+    if driver == "none":
+        return StreamLog(None)
+    if driver not in ("json-file", locallog.NAME):
+        raise NotSupported(f"log driver {driver} is not supported by the supervisor")
+    if not path:
+        raise InvalidArgument(f"create: log.path is required for {driver}")
+    if driver == locallog.NAME:
+        local_opts = locallog.parse_options(opts)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        return StreamLog(LocalFile(path, local_opts, defer))
+    max_size, max_file = parse_log_opts(opts)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    return StreamLog(JsonFile(path, max_size, max_file), attrs)

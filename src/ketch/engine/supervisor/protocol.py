@@ -58,9 +58,9 @@ MAX_FDS = 4                 # per request
 class LogConfig:
     """Where and how a container's output is logged (Docker's --log-driver/--log-opt)."""
 
-    driver: str = "json-file"                   # "json-file" or "none"
+    driver: str = "json-file"                   # "json-file", "local" or "none"
     path: str = ""                              # the current file; rotated ones get .1, .2, ...
-    opts: dict[str, str] = field(default_factory=dict)   # max-size, max-file
+    opts: dict[str, str] = field(default_factory=dict)   # max-size, max-file, compress
     attrs: dict[str, str] = field(default_factory=dict)  # "attrs" of every entry (labels, env)
 
 

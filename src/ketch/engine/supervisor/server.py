@@ -67,7 +67,7 @@ from ketch.errors import (
 from ketch.linux import syscalls as sc
 
 from . import protocol as proto
-from .logs import JsonFile, StreamLog, parse_log_opts
+from .logs import StreamLog, open_log
 from .loop import CONTROL, Loop, Watch
 from .protocol import (
     AttachArgs,
@@ -420,15 +420,11 @@ class Supervisor:
         return {"pid": c.pid}
 
     def _open_log(self, cfg: LogConfig | None) -> StreamLog:
-        if cfg is None or cfg.driver == "none":
+        if cfg is None:
             return StreamLog(None)
-        if cfg.driver != "json-file":
-            raise NotSupported(f"log driver {cfg.driver} is not supported by the supervisor")
-        if not cfg.path:
-            raise InvalidArgument("create: log.path is required for json-file")
-        max_size, max_file = parse_log_opts(cfg.opts)
-        os.makedirs(os.path.dirname(cfg.path) or ".", mode=0o700, exist_ok=True)
-        return StreamLog(JsonFile(cfg.path, max_size, max_file), cfg.attrs)
+        # A local log's rotated file is compressed a piece per loop turn.
+        return open_log(cfg.driver, cfg.path, cfg.opts, cfg.attrs,
+                        defer=lambda fn: self.loop.call_later(0, fn))
 
     def op_start(self, _conn: Connection, req: Request, _fds: list[int]) -> dict[str, Any]:
         c = self._container(str(req.args.get("id", "")))
