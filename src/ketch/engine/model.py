@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotSupported
 from ketch.image.oci import HealthConfig
 from ketch.jsonmodel import from_json, to_json
 from ketch.linux import caps as capslib
@@ -990,12 +990,54 @@ def adapt_host_config(hc: HostConfig, defaults: DaemonDefaults) -> None:
     if hc.log_config.type == defaults.log_driver:
         for k, v in defaults.log_opts.items():
             hc.log_config.config.setdefault(k, v)
+    verify_log_config(hc.log_config)
     if not hc.restart_policy.name:
         hc.restart_policy.name = "no"
     if hc.masked_paths is None and not hc.privileged:
         hc.masked_paths = list(DEFAULT_MASKED_PATHS)
     if hc.readonly_paths is None and not hc.privileged:
         hc.readonly_paths = list(DEFAULT_READONLY_PATHS)
+
+
+# dockerd's built-in logging drivers that ketch does not have.
+UNSUPPORTED_LOG_DRIVERS = frozenset({"syslog", "journald", "gelf", "fluentd", "awslogs",
+                                     "splunk", "etwlogs", "gcplogs", "logentries"})
+
+
+def verify_log_config(lc: LogConfig) -> None:
+    """dockerd's ValidateLogOpts at create: the mode, the driver, its option names.
+
+    The values are the driver's to check when it starts (the container's start).
+    """
+    from ketch.engine import locallog
+    from ketch.engine.supervisor.logs import JSON_FILE_OPTS, parse_size
+
+    if lc.type == "none":
+        return
+    cfg = lc.config or {}
+    mode = cfg.get("mode", "")
+    if mode not in ("", "blocking", "non-blocking"):
+        raise InvalidArgument(f"logger: logging mode not supported: {mode}")
+    if "max-buffer-size" in cfg:
+        if mode != "non-blocking":
+            raise InvalidArgument("logger: max-buffer-size option is only supported with "
+                                  "'mode=non-blocking'")
+        try:
+            parse_size(cfg["max-buffer-size"])
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"error parsing option max-buffer-size: {exc}") from None
+    if lc.type == locallog.NAME:
+        locallog.check_keys(cfg)
+    elif lc.type == "json-file":
+        for key in cfg:
+            if key not in JSON_FILE_OPTS and key not in locallog.COMMON_OPTS:
+                raise InvalidArgument(f"unknown log opt '{key}' for json-file log driver")
+    elif lc.type in UNSUPPORTED_LOG_DRIVERS:
+        raise NotSupported(f"logging driver {lc.type} is not supported by ketch "
+                           "(json-file, local or none)")
+    else:
+        raise InvalidArgument(
+            f'error looking up logging plugin {lc.type}: plugin "{lc.type}" not found')
 
 
 # --- inspect shapes ------------------------------------------------------------
