@@ -251,6 +251,13 @@ class Runtime:
             raise Conflict(f"cgroup {cgroup_path} is not empty: another container uses it")
         mgr.create()
         cleanup.push(mgr.destroy)
+        intermediate = plan.has_ns("user") and plan.has_new("pid")
+        self_join, parent_join = _cgroup_joins(mode, mgr)
+        # The init waits for GO before anything else where the order matters: the
+        # parent must have written the uid maps' and the intermediate's pid, and a
+        # new cgroup namespace is rooted where the init is when it unshares.
+        go_early = (not self_join or intermediate or plan.has_new("user")
+                    or plan.has_new("cgroup"))
         if spec.linux.resources is not None:
             resources = copy.copy(spec.linux.resources)
             resources.devices = device_rules(spec)
@@ -281,7 +288,6 @@ class Runtime:
             seccomp_filter = seccomp_mod.compile_cached(spec.linux.seccomp)
         parent_sock, child_sock = sync.pair()
         cleanup.push(parent_sock.close)
-        intermediate = plan.has_ns("user") and plan.has_new("pid")
         state_base: dict[str, object] = {
             "ociVersion": OCI_VERSION, "id": container_id, "status": "creating",
             "bundle": bundle, "annotations": dict(spec.annotations)}
@@ -292,15 +298,20 @@ class Runtime:
             intermediate=intermediate, cgroup_paths=mgr.paths(),
             cgroup_v1_mounts=self._v1_mounts(),
             cgroup_v2=mode is cgroups.Mode.V2, create_container_state=state_base,
-            seccomp=seccomp_filter)
+            seccomp=seccomp_filter, cgroup_join=tuple(self_join), go_early=go_early)
 
         pid = self._fork_into_pidns(plan, intermediate, lambda: child_main(cfg),
                                     close_in_child=[parent_sock])
         child_sock.close()
         init_pid = pid
         cleanup.push(lambda: _kill_and_reap(pid))
-        mgr.apply(pid)
-        sync.send(parent_sock, sync.Kind.GO)
+        if self_join:
+            sync.expect(parent_sock, sync.Kind.JOINED)
+        _join_parent_side(mgr, parent_join, pid, parent_sock)
+        try:
+            sync.send(parent_sock, sync.Kind.GO)
+        except OSError:
+            pass    # the init ended already: its ERROR (or the EOF) is read below
         while True:
             msg = sync.recv(parent_sock)
             if msg.kind is sync.Kind.MAP_IDS:
@@ -576,6 +587,45 @@ class Runtime:
         st = self._load(container_id)
         check_transition(self.status(st), "exec", container_id)
         return exec_in(self, st, self._spec_of(st), process, opts)
+
+
+def _cgroup_joins(mode: Any, mgr: Any) -> tuple[list[str], list[str]]:
+    """(the cgroup dirs the init joins itself, the ones the parent moves it into).
+
+    Any write of a pid to ``cgroup.procs`` takes the kernel's threadgroup lock,
+    whose write side waits for an RCU grace period (12-15 ms here, paid for
+    nearly every container). A single-threaded process that writes 0 to a v1
+    hierarchy's ``tasks`` moves itself without that lock (Linux 6.x), and the
+    forked init is single-threaded: it joins its v1 hierarchies that way, first
+    thing. What is left for the parent, a hybrid host's cgroup2 directory (no
+    controllers there; cgroup2 moves whole processes only), is written while
+    the init sets up. cgroup v2 alone: the parent moves it, as before.
+    """
+    from ketch.linux import cgroups
+
+    if mode is cgroups.Mode.V2:
+        return [], mgr.dirs()
+    paths = mgr.paths()
+    own = list(dict.fromkeys(d for key, d in paths.items() if key))
+    parent = [paths[""]] if "" in paths else []
+    return own, parent
+
+
+def _join_parent_side(mgr: Any, dirs: list[str], pid: int, sock: Any) -> None:
+    """Move ``pid`` into ``dirs``; if it died meanwhile, raise the init's own error."""
+    from ketch.linux.cgroups._fs import write_pid
+    from ketch.runtime import sync
+
+    try:
+        for d in dirs:
+            write_pid(mgr.fs, d, pid)
+    except KetchError:
+        import select
+        if select.select([sock], [], [], 1.0)[0]:
+            msg = sync.recv(sock)
+            if msg.kind is sync.Kind.ERROR:
+                sync.raise_error(msg)
+        raise
 
 
 def _merge_resources(old: Any, new: Any) -> Any:

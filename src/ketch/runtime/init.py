@@ -3,7 +3,10 @@
 The parent (``container.create``) forked us after putting us in the new pid
 namespace; from here on, in order (runc's standard_init, same reasons):
 
-    wait GO (the parent has put us in our cgroup)
+    join the v1 cgroups (writing 0 to each hierarchy's ``tasks``); wait GO (the
+    parent has put us in the rest: a hybrid host's cgroup2) here when the order
+    matters (new user or cgroup namespace, intermediate, v2), else before the
+    first message we send
     user namespace: join by path, or unshare and let the parent write the maps
     join namespaces by path, unshare the new ones
     (user namespace + new pid namespace: fork once more; the child is pid 1)
@@ -62,6 +65,9 @@ class InitConfig:
     create_container_state: dict[str, object] = field(default_factory=dict)
     ready: bool = False                 # READY sent: errors now go to stderr
     seccomp: Filter | None = None       # the profile compiled by the parent, if it did
+    cgroup_join: tuple[str, ...] = ()   # cgroup v1 dirs we move ourselves into
+    go_early: bool = True               # wait for GO before anything else
+    go_seen: bool = False
 
 
 def child_main(cfg: InitConfig) -> None:
@@ -126,7 +132,13 @@ def _run(cfg: InitConfig) -> None:
     spec, plan, s = cfg.spec, cfg.plan, cfg.sys
     assert spec.process is not None and spec.linux is not None
     process = spec.process
-    sync.expect(cfg.sock, sync.Kind.GO)
+    if cfg.cgroup_join:
+        _join_cgroups(cfg.cgroup_join)
+        # Only now may the parent write the rest: its write holds the cgroup
+        # mutex through an RCU grace period, which ours would wait behind.
+        sync.send(cfg.sock, sync.Kind.JOINED)
+    if cfg.go_early:
+        _await_go(cfg)
 
     joins = dict(plan.join_namespaces)
     if "user" in joins:
@@ -160,6 +172,8 @@ def _run(cfg: InitConfig) -> None:
     os.umask(0)
     rootfs.prepare()
     hooks = spec.hooks
+    if hooks:
+        _await_go(cfg)      # hooks see the container in all of its cgroups
     if hooks and (hooks.prestart or hooks.create_runtime):
         sync.send(cfg.sock, sync.Kind.HOOKS)
         sync.expect(cfg.sock, sync.Kind.HOOKS_DONE)
@@ -208,6 +222,7 @@ def _run(cfg: InitConfig) -> None:
     os.umask(process.user.umask if process.user.umask is not None else proc_mod.DEFAULT_UMASK)
     _chdir(process.cwd)
 
+    _await_go(cfg)
     sync.send(cfg.sock, sync.Kind.READY)
     cfg.ready = True
     cfg.sock.close()
@@ -225,6 +240,25 @@ def _run(cfg: InitConfig) -> None:
     if seccomp_filter is not None and process.no_new_privileges:
         seccomp_filter.load()
     proc_mod.exec_now(prepared, cfg.preserve_fds)
+
+
+def _join_cgroups(dirs: tuple[str, ...]) -> None:
+    """Move ourselves (one thread: a fresh fork) into each v1 cgroup: 0 written to
+    ``tasks`` is the calling thread, moved without the threadgroup lock."""
+    for d in dirs:
+        fd = os.open(os.path.join(d, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        except OSError as exc:
+            raise OSError(exc.errno, f"joining cgroup {d}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def _await_go(cfg: InitConfig) -> None:
+    if not cfg.go_seen:
+        sync.expect(cfg.sock, sync.Kind.GO)
+        cfg.go_seen = True
 
 
 def _setns(s: Syscalls, path: str, nstype: int) -> None:

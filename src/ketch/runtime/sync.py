@@ -4,6 +4,7 @@ They travel over a SOCK_SEQPACKET socketpair, one JSON object per packet, so
 message boundaries come for free. The conversation for ``create``:
 
     parent                         init
+      <--- JOINED -------------------       (v1 cgroups joined by the init itself)
       ---- GO ----------------------->      (cgroup joined: namespaces may follow)
       <--- MAP_IDS ------------------       (new user namespace made; write uid/gid maps)
       ---- IDS_MAPPED --------------->
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 
 class Kind(enum.Enum):
+    JOINED = "joined"
     GO = "go"
     MAP_IDS = "map-ids"
     IDS_MAPPED = "ids-mapped"

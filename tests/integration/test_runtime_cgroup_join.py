@@ -1,0 +1,80 @@
+"""The init joins its cgroups itself where it can (v1 ``tasks``), the parent does the
+rest (a hybrid host's cgroup2): every hierarchy still holds the container's process,
+and an init that fails meanwhile still reports its own error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from tests.conftest import PREFIX
+
+from ketch.errors import KetchError
+from ketch.runtime.container import CreateOptions, Runtime
+
+pytestmark = pytest.mark.root
+
+
+def _own_cgroups(pid: int) -> dict[str, str]:
+    out = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            out[ctrls] = path
+    return out
+
+
+def test_init_is_in_every_hierarchy_before_start(bundles, runc_root):
+    cid = "cgjoin"
+    b = bundles.make(["true"], container_id=cid)
+    rt = Runtime(str(runc_root))
+    started = rt.create(cid, CreateOptions(bundle=str(b)))
+    try:
+        cgroups = _own_cgroups(started.pid)
+        want = f"/{PREFIX}/{cid}"
+        # Every v1 hierarchy and (hybrid) the cgroup2 one: all the container's.
+        assert cgroups and all(path == want for path in cgroups.values()), cgroups
+        mgr = rt._cgroup(want)
+        assert started.pid in mgr.pids()
+    finally:
+        rt.delete(cid, force=True)
+        os.waitpid(started.pid, 0)
+
+
+def test_user_namespace_init_joins_too(bundles, runc_root):
+    cid = "cgjoinuser"
+
+    def userns(spec):
+        spec["linux"]["namespaces"].append({"type": "user"})
+        spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+    # The mapped root must be able to reach the rootfs: not under pytest's 0700 tmp.
+    base = runc_root.parent / f"{runc_root.name}-bundles"
+    base.mkdir(mode=0o755)
+    try:
+        b = bundles.make(["true"], container_id=cid, edit=userns, base=base)
+        os.chown(b / "rootfs", 100000, 100000)
+        rt = Runtime(str(runc_root))
+        started = rt.create(cid, CreateOptions(bundle=str(b)))
+        try:
+            cgroups = _own_cgroups(started.pid)
+            assert all(path == f"/{PREFIX}/{cid}" for path in cgroups.values()), cgroups
+        finally:
+            rt.delete(cid, force=True)
+            try:
+                os.waitpid(started.pid, 0)
+            except ChildProcessError:
+                pass        # an intermediate's child: reaped by whoever adopted it
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_failing_init_reports_its_own_error(bundles, runc_root):
+    cid = "cgjoinfail"
+    b = bundles.make(["/no/such/program"], container_id=cid)
+    rt = Runtime(str(runc_root))
+    with pytest.raises(KetchError, match="no such file or directory|not found"):
+        rt.create(cid, CreateOptions(bundle=str(b)))
+    assert not rt._cgroup(f"/{PREFIX}/{cid}").exists()
