@@ -235,7 +235,14 @@ def spec_user(rootfs: str, user: str, group_add: list[str] | None = None,
     """The OCI ``process.user`` dockerd gives runc: the primary gid first among the
     additional gids (moby's fix for CVE-2022-36109), then the user's groups,
     then ``--group-add``'s."""
-    userdb = db(rootfs)
-    eu = userdb.exec_user(user)
-    extra = userdb.additional_groups(group_add) if group_add else []
+    try:
+        userdb = db(rootfs)
+        eu = userdb.exec_user(user)
+        extra = userdb.additional_groups(group_add) if group_add else []
+    except InvalidArgument as exc:
+        # dockerd looks the user up itself while it builds the spec, so its error
+        # reaches the client as it is, not wrapped in the runtime's "OCI runtime
+        # create failed: ...: unknown" (the engine leaves errors so marked alone).
+        exc.not_runtime = True  # type: ignore[attr-defined]
+        raise
     return User(uid=eu.uid, gid=eu.gid, additional_gids=[eu.gid, *eu.sgids, *extra])
