@@ -57,9 +57,27 @@ def test_flag_without_value(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # docker 28's words, with the group's usage line under a group.
     code, _, err = run(capsys, "frobnicate")
     assert code == 1
-    assert "'frobnicate' is not a ketch command" in err
+    assert err == ("ketch: unknown command: ketch frobnicate\n\n"
+                   "Run 'ketch --help' for more information\n")
+    code, _, err = run(capsys, "container", "frobnicate")
+    assert code == 1
+    assert err == ("ketch: unknown command: ketch container frobnicate\n\n"
+                   "Usage:  ketch container\n\n"
+                   "Run 'ketch container --help' for more information\n")
+
+
+def test_global_flags_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--bogus", "ps")
+    assert code == 125
+    assert err == ("unknown flag: --bogus\n\nUsage:  ketch [OPTIONS] COMMAND\n\n"
+                   "Run 'ketch --help' for more information\n")
+    code, _, err = run(capsys, "-H")
+    assert code == 125 and err.startswith("flag needs an argument: 'H' in -H\n")
+    assert run(capsys, "-v")[1].startswith("ketch version ")
+    assert run(capsys, "-D", "--version")[1].startswith("ketch version ")
 
 
 def test_help_layouts(capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,3 +215,35 @@ def test_cgroup_dirs_hybrid_and_v2() -> None:
         "/sys/fs/cgroup/unified/ketchd"]
     v2 = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
     assert cgroup_dirs("ketchd", v2, "0::/init.scope\n") == ["/sys/fs/cgroup/ketchd"]
+
+
+def test_stop_and_rm_run_at_once_and_report_in_order(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker's parallelOperation: all requests in flight together (the first one here
+    # waits until the last has arrived), names printed in the order given, errors after.
+    import threading
+
+    from ketch.cli import session as session_mod
+
+    last_arrived = threading.Event()
+
+    def handle(req: Request) -> Response:
+        if req.path == "/_ping":
+            return Response(200, {"Api-Version": "1.45"}, b"OK")
+        if "/c1/" in req.path or req.path.endswith("/c1?force=1"):
+            assert last_arrived.wait(5), "the requests were sent one after the other"
+        if "/c3" in req.path:
+            last_arrived.set()
+        if "/gone" in req.path:
+            return Response(404, {}, b'{"message": "No such container: gone"}')
+        return Response(204, {}, b"")
+
+    client = Client("unix:///x", transport=FakeTransport(handle))
+    monkeypatch.setattr(session_mod, "_connect", lambda flag: client)
+    code, out, err = run(capsys, "stop", "c1", "gone", "c3")
+    assert (code, out) == (1, "c1\nc3\n")
+    assert err == "Error response from daemon: No such container: gone\n"
+    last_arrived.clear()
+    code, out, err = run(capsys, "rm", "-f", "c1", "gone", "c3")
+    assert (code, out) == (0, "c1\nc3\n")     # rm -f of a missing one is not a failure
+    assert err == "Error response from daemon: No such container: gone\n"

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 
 from ketch.cli import run_opts
+from ketch.cli.flags import FlagError, FlagSet
 from ketch.cli.run_opts import ConfigError, FlagValueError
 from ketch.errors import InvalidArgument
 
@@ -254,19 +254,10 @@ FULL_FLAGS = [
 
 def _parse(argv: list[str]) -> tuple[dict[str, Any], str, list[str]]:
     """The words as `ketch run` reads them: flags until the image, the rest is the command."""
-    @click.command(context_settings={"allow_interspersed_args": False,
-                                     "help_option_names": ["--help"]})
-    @run_opts.click_options(run_opts.CONTAINER_FLAGS + run_opts.RUN_FLAGS)
-    @click.argument("args", nargs=-1)
-    def cmd(**kw: Any) -> None:
-        pass
-
-    words, explicit = run_opts.split_bool_values(argv, run_opts.CONTAINER_FLAGS +
-                                                 run_opts.RUN_FLAGS)
-    ctx = cmd.make_context("run", words)
-    params = {**run_opts.gather(ctx.params), **explicit}
-    args = list(params.pop("args"))
-    return params, args[0], args[1:]
+    flags = FlagSet(run_opts.options(run_opts.CONTAINER_FLAGS + run_opts.RUN_FLAGS),
+                    interspersed=False, help_short=False)
+    parsed = flags.parse(argv)
+    return parsed.values, parsed.args[0], parsed.args[1:]
 
 
 def build(argv: list[str], api: str = "1.45", environ: dict[str, str] | None = None
@@ -401,7 +392,8 @@ def test_bool_flags_take_values_as_pflag() -> None:
     assert body["HostConfig"]["AutoRemove"] is True
     assert body["OpenStdin"] is False and body["HostConfig"]["Privileged"] is True
     assert body["Cmd"] == ["sh", "--init=true"]         # the container's words are its own
-    with pytest.raises(FlagValueError, match='parsing "maybe": invalid syntax'):
+    with pytest.raises(FlagError, match='^invalid argument "maybe" for "--privileged" flag: '
+                                        'strconv.ParseBool: parsing "maybe": invalid syntax$'):
         build(["--privileged=maybe", "busybox"])
     req = build(["--sig-proxy=false", "busybox"])
     assert req.sig_proxy is False and build(["busybox"]).sig_proxy is True

@@ -218,3 +218,20 @@ def test_http_chunked_upload() -> None:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head and b"Host: localhost" in head
     assert body == b"a\r\n0123456789\r\n0\r\n\r\n"
+
+
+def test_quoting_is_urllib_parses() -> None:
+    # The client quotes by itself (urllib.parse costs the CLI's start-up); same results.
+    import random
+    import urllib.parse
+
+    from ketch.client._http import form_encode, quote
+
+    rnd = random.Random(5)
+    alphabet = "abc /:@?&=+%~._-\u00ff\u00e9\u4e2d\n\"'{}[],"
+    for _ in range(3000):
+        s = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12)))
+        for safe in ("", "/", "/:@"):
+            assert quote(s, safe) == urllib.parse.quote(s, safe=safe)
+        pairs = [(s, s[::-1]), ("filters", '{"label": ["a b"]}')]
+        assert form_encode(pairs) == urllib.parse.urlencode(pairs)

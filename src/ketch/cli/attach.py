@@ -24,9 +24,9 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from ketch.errors import InvalidArgument
+from ketch.record import Record
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 HEADER = struct.Struct(">BxxxI")
@@ -126,27 +126,32 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-@dataclass
-class Streams:
+class Streams(Record):
     """Where the session's bytes come from and go: fds, or None when not attached."""
 
-    stdin: int | None = None
-    stdout: int | None = 1
-    stderr: int | None = 2
+    __slots__ = ("stderr", "stdin", "stdout")
+
+    def __init__(self, stdin: int | None = None, stdout: int | None = 1,
+                 stderr: int | None = 2) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
 
 
-@dataclass
 class Session:
     """One attach/exec session over a hijacked connection."""
 
-    sock: socket.socket
-    first: bytes
-    tty: bool
-    streams: Streams
-    detach_keys: bytes = DEFAULT_DETACH_KEYS
-    resize: Callable[[int, int], None] | None = None
-    detached: bool = field(default=False, init=False)
-    _done: threading.Event = field(default_factory=threading.Event, init=False)
+    def __init__(self, sock: socket.socket, first: bytes, tty: bool, streams: Streams,
+                 detach_keys: bytes = DEFAULT_DETACH_KEYS,
+                 resize: Callable[[int, int], None] | None = None) -> None:
+        self.sock = sock
+        self.first = first
+        self.tty = tty
+        self.streams = streams
+        self.detach_keys = detach_keys
+        self.resize = resize
+        self.detached = False
+        self._done = threading.Event()
 
     def run(self) -> bool:
         """Copies until the daemon closes the stream (True) or the user detaches (False)."""

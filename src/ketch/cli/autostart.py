@@ -28,9 +28,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from ketch.errors import Unavailable
+from ketch.record import Record
 
 DEFAULT_ROOT = "/var/lib/ketch"
 DEFAULT_EXEC_ROOT = "/run/ketch"
@@ -52,13 +52,16 @@ LIMITS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(Record):
     """Where an auto-started daemon keeps its state, socket, log and cgroup."""
 
-    root: str = DEFAULT_ROOT
-    exec_root: str = DEFAULT_EXEC_ROOT
-    cgroup: str = DEFAULT_CGROUP
+    __slots__ = ("cgroup", "exec_root", "root")
+
+    def __init__(self, root: str = DEFAULT_ROOT, exec_root: str = DEFAULT_EXEC_ROOT,
+                 cgroup: str = DEFAULT_CGROUP) -> None:
+        self.root = root
+        self.exec_root = exec_root
+        self.cgroup = cgroup
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Place:

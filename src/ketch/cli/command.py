@@ -1,51 +1,112 @@
-"""click, made to look and fail like the docker CLI.
+"""Commands and groups that look and fail like the docker CLI's.
 
 Users know docker's help layout, its usage errors and their exit codes
 (unknown flag: 125; wrong number of arguments: 1), and scripts depend on
 them, so commands are declared with docker's usage line and argument counts,
-and the help is laid out as docker lays it out. Subcommands are imported only
-when they are run: the CLI's start-up pays for the one command it runs.
+flags are read by ``ketch.cli.flags`` with pflag's rules, and the help is laid
+out as docker lays it out. Subcommands are imported only when they are run:
+the CLI's start-up pays for the one command it runs, and nothing else.
+
+A command is a function with decorators::
+
+    @command("tag", "SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", "Create a tag ...", nargs=(2, 2))
+    @option("-f", "--force", is_flag=True, help="...")
+    @pass_obj
+    def tag(session, args, force): ...
+
+``args`` are the positional words; every flag arrives under its name.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+import sys
 
-import click
+from ketch.cli.flags import BOOL, LIST, VALUE, FlagError, FlagSet, HelpRequested, Option
 
-# Global options are spelled as docker spells them.
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+TYPE_CHECKING = False     # typing costs the CLI's start-up; see ketch.cli.flags
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+_UNSET: Any = object()
 
 
-class UsageFailure(click.UsageError):
-    """A usage error worded and numbered as docker's (``exit_code`` 1 or 125)."""
+class UsageFailure(Exception):
+    """A usage error worded and numbered as docker's: printed with the command's usage
+    line and a ``--help`` hint, exit ``exit_code`` (125 for flags, 1 for arguments)."""
 
-    def __init__(self, message: str, ctx: click.Context | None, exit_code: int) -> None:
-        super().__init__(message, ctx)
+    def __init__(self, message: str, exit_code: int = 125) -> None:
+        super().__init__(message)
+        self.message = message
         self.status = exit_code
+
+
+class Exit(Exception):  # noqa: N818 - a way out, not an error
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _plural(n: int) -> str:
     return f"{n} argument" + ("" if n == 1 else "s")
 
 
-class DockerCommand(click.Command):
+def option(*decls: str, is_flag: bool = False, multiple: bool = False, default: Any = _UNSET,
+           metavar: str | None = None, help: str = "", hidden: bool = False
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``@option("-a", "--all", "all_", is_flag=True)``: dashes mark the flag's spellings;
+    a bare word names the value (else the long name with ``_`` for ``-``)."""
+    short = long = dest = ""
+    for d in decls:
+        if d.startswith("--"):
+            long = d[2:]
+        elif d.startswith("-"):
+            short = d[1:]
+        else:
+            dest = d
+    kind = BOOL if is_flag else LIST if multiple else VALUE
+    if default is _UNSET:
+        default = False if is_flag else None
+    opt = Option(dest or long.replace("-", "_"), long, short, kind, default,
+                 metavar if metavar is not None else ("list" if multiple else "string"),
+                 help, hidden)
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__dict__.setdefault("__ketch_options__", []).append(opt)
+        return fn
+
+    return wrap
+
+
+def pass_obj(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The callback takes the invocation's Session as its first argument."""
+    fn.__dict__["__ketch_session__"] = True
+    return fn
+
+
+class Command:
     """A command with docker's usage line, argument count check and help layout."""
 
-    def __init__(self, *args: Any, usage: str = "", nargs: tuple[int, int | None] = (0, 0),
-                 aliases: tuple[str, ...] = (), **kw: Any) -> None:
-        kw.setdefault("context_settings", CONTEXT)
-        super().__init__(*args, **kw)
+    def __init__(self, name: str, callback: Callable[..., Any], *, usage: str, help: str,
+                 nargs: tuple[int, int | None] = (0, 0), aliases: tuple[str, ...] = (),
+                 options: Sequence[Option] = (), interspersed: bool = True,
+                 help_short: bool = True, hidden: bool = False) -> None:
+        self.name = name
+        self.callback = callback
         self.usage_line = usage
+        self.help = help
         self.nargs = nargs
         self.aliases = aliases
+        self.options = tuple(options)
+        self.hidden = hidden
+        self.flags = FlagSet(self.options, help_short=help_short, interspersed=interspersed)
+        self.pass_session = bool(callback.__dict__.get("__ketch_session__"))
 
-    def usage_text(self, ctx: click.Context) -> str:
-        return f"Usage:  {ctx.command_path} {self.usage_line}".rstrip()
+    def usage_text(self, path: str) -> str:
+        return f"Usage:  {path} {self.usage_line}".rstrip()
 
-    def check_args(self, ctx: click.Context, args: tuple[str, ...]) -> None:
+    def check_args(self, path: str, args: Sequence[str]) -> None:
         lo, hi = self.nargs
         n = len(args)
         if lo <= n and (hi is None or n <= hi):
@@ -58,121 +119,174 @@ class DockerCommand(click.Command):
             want = f"at most {_plural(hi)}"
         else:
             want = f"at least {_plural(lo)}"
-        raise UsageFailure(f"ketch: '{ctx.command_path}' requires {want}", ctx, 1)
+        raise UsageFailure(f"ketch: '{path}' requires {want}", 1)
 
-    def invoke(self, ctx: click.Context) -> Any:
-        self.check_args(ctx, tuple(ctx.params.get("args", ())))
-        return super().invoke(ctx)
+    def invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
+        try:
+            parsed = self.flags.parse(words)
+        except HelpRequested:
+            sys.stdout.write(self.help_text(path))
+            return 0
+        except FlagError as exc:
+            raise UsageFailure(str(exc), 125) from None
+        self.check_args(path, parsed.args)
+        if self.pass_session:
+            return self.callback(session, args=tuple(parsed.args), **parsed.values)
+        return self.callback(args=tuple(parsed.args), **parsed.values)
 
-    def get_help(self, ctx: click.Context) -> str:
-        lines = [self.usage_text(ctx), "", self.help or ""]
+    def help_text(self, path: str) -> str:
+        lines = [self.usage_text(path), "", self.help]
         if self.aliases:
             lines += ["", "Aliases:", "  " + ", ".join(self.aliases)]
-        opts = [p for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        opts = [o for o in self.options if not o.hidden]
         if opts:
             lines += ["", "Options:"]
             rows = []
-            for p in opts:
-                shorts = [o for o in p.opts if not o.startswith("--")]
-                longs = [o for o in p.opts if o.startswith("--")]
-                name = (shorts[0] + ", " if shorts else "    ") + (longs[0] if longs else "")
-                if not p.is_flag:
-                    name += f" {p.metavar or p.type.name}"
-                rows.append((name, p.help or ""))
+            for o in opts:
+                name = (f"-{o.short}, " if o.short else "    ") + (f"--{o.long}" if o.long else "")
+                if o.kind != BOOL and o.metavar:
+                    name += f" {o.metavar}"
+                rows.append((name, o.help))
             width = max(len(n) for n, _ in rows) + 3
             lines += [f"  {n.ljust(width)}{h}".rstrip() for n, h in rows]
         return "\n".join(lines) + "\n"
 
 
-class LazyGroup(click.Group):
-    """A group whose commands live in modules imported on first use.
+class Group:
+    """Commands under one name (``ketch image ...``), some imported on first use.
 
     ``lazy`` maps a command name to ``"module:attribute"``; several names may
     point at one command (docker's aliases: ``images`` and ``image ls``).
     """
 
-    def __init__(self, *args: Any, lazy: dict[str, str] | None = None,
-                 usage: str = "", hidden_names: tuple[str, ...] = (), **kw: Any) -> None:
-        kw.setdefault("context_settings", CONTEXT)
-        super().__init__(*args, **kw)
-        self.lazy = dict(lazy or {})
+    def __init__(self, name: str, *, help: str, usage: str = "COMMAND",
+                 lazy: dict[str, str] | None = None, options: Sequence[Option] = (),
+                 hidden_names: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help
         self.usage_line = usage
+        self.lazy = dict(lazy or {})
+        self.commands: dict[str, Command | Group] = {}
+        self.options = tuple(options)
         self.hidden_names = set(hidden_names)
+        self.hidden = False
+        self.flags = FlagSet(self.options, interspersed=False)
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def add_command(self, cmd: Command | Group, name: str | None = None) -> None:
+        self.commands[name or cmd.name] = cmd
+
+    def names(self) -> list[str]:
         return sorted(set(self.lazy) | set(self.commands))
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.commands:
-            return self.commands[cmd_name]
-        target = self.lazy.get(cmd_name)
+    def get(self, name: str) -> Command | Group | None:
+        if name in self.commands:
+            return self.commands[name]
+        target = self.lazy.get(name)
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        cmd: click.Command = getattr(importlib.import_module(module), attr)
+        cmd: Command | Group = getattr(importlib.import_module(module), attr)
         return cmd
 
-    def resolve_command(self, ctx: click.Context, args: list[str]
-                        ) -> tuple[str | None, click.Command | None, list[str]]:
-        name = args[0]
-        cmd = self.get_command(ctx, name)
-        if cmd is None and not ctx.resilient_parsing:
-            if name.startswith("-"):
-                raise UsageFailure(f"unknown flag: {name}", ctx, 125)
-            raise UsageFailure(f"ketch: '{name}' is not a ketch command.", ctx, 1)
-        return name, cmd, args[1:]
+    def usage_text(self, path: str) -> str:
+        return f"Usage:  {path} {self.usage_line}".rstrip()
 
-    def get_help(self, ctx: click.Context) -> str:
-        lines = [f"Usage:  {ctx.command_path} {self.usage_line or '[OPTIONS] COMMAND'}", "",
-                 self.help or ""]
+    def help_text(self, path: str) -> str:
+        lines = [self.usage_text(path), "", self.help]
         rows = []
-        for name in self.list_commands(ctx):
+        for name in self.names():
             if name in self.hidden_names:
                 continue
-            cmd = self.get_command(ctx, name)
+            cmd = self.get(name)
             if cmd is not None and not cmd.hidden:
-                rows.append((name, (cmd.help or "").splitlines()[0] if cmd.help else ""))
+                rows.append((name, cmd.help.splitlines()[0] if cmd.help else ""))
         if rows:
             lines += ["", "Commands:"]
             width = max(len(n) for n, _ in rows) + 3
             lines += [f"  {n.ljust(width)}{h}".rstrip() for n, h in rows]
-        opts = [p for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        opts = [o for o in self.options if not o.hidden]
         if opts:
             lines += ["", "Options:"]
-            for p in opts:
-                lines.append(f"  {', '.join(p.opts)}".ljust(28) + (p.help or ""))
-        lines += ["", f"Run '{ctx.command_path} COMMAND --help' for more information on a command."]
+            for o in opts:
+                spell = ", ".join(x for x in (f"-{o.short}" if o.short else "",
+                                             f"--{o.long}" if o.long else "") if x)
+                lines.append(f"  {spell}".ljust(28) + o.help)
+        lines += ["", f"Run '{path} COMMAND --help' for more information on a command."]
         return "\n".join(lines) + "\n"
+
+    def invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
+        try:
+            parsed = self.flags.parse(words)
+        except HelpRequested:
+            sys.stdout.write(self.help_text(path))
+            return 0
+        except FlagError as exc:
+            raise UsageFailure(str(exc), 125) from None
+        return self.dispatch(path, parsed.args, session)
+
+    def dispatch(self, path: str, args: Sequence[str], session: Any) -> Any:
+        """Run the command named by ``args[0]``; the group's help without one."""
+        if not args:
+            sys.stdout.write(self.help_text(path))
+            return 0
+        cmd = self.get(args[0])
+        if cmd is None:
+            raise UnknownCommand(f"{path} {args[0]}")
+        return Invocation.run(cmd, f"{path} {args[0]}", args[1:], session)
+
+
+class UnknownCommand(Exception):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+class Invocation:
+    """Which command is running, so a usage error is printed with its usage line."""
+
+    current: tuple[Command | Group, str] | None = None
+
+    @classmethod
+    def run(cls, cmd: Command | Group, path: str, words: Sequence[str], session: Any) -> Any:
+        cls.current = (cmd, path)
+        return cmd.invoke(path, words, session)
 
 
 def command(name: str, usage: str, help: str, *, nargs: tuple[int, int | None] = (0, 0),
-            aliases: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], DockerCommand]:
+            aliases: tuple[str, ...] = (), options: Sequence[Option] = (),
+            interspersed: bool = True, help_short: bool = True
+            ) -> Callable[[Callable[..., Any]], Command]:
     """``@command("tag", "SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", "Create a tag ...",
-    nargs=(2, 2))``; the callback receives the positional words as ``args``."""
+    nargs=(2, 2))``; the callback receives the positional words as ``args``. Options come
+    from ``options`` and then the ``@option`` decorators, in the order they are written."""
 
-    def wrap(fn: Callable[..., Any]) -> DockerCommand:
-        fn = click.argument("args", nargs=-1, metavar="")(fn)
-        cmd = click.command(name, cls=DockerCommand, help=help, usage=usage, nargs=nargs,
-                            aliases=aliases, add_help_option=True)(fn)
-        assert isinstance(cmd, DockerCommand)
-        return cmd
+    def wrap(fn: Callable[..., Any]) -> Command:
+        decorated = list(reversed(fn.__dict__.get("__ketch_options__", [])))
+        return Command(name, fn, usage=usage, help=help, nargs=nargs, aliases=aliases,
+                       options=(*options, *decorated), interspersed=interspersed,
+                       help_short=help_short)
 
     return wrap
 
 
 def format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--format", "format_", metavar="string", default=None,
-                        help="Format output using a custom template: 'table', "
-                             "'table TEMPLATE', 'json', or a Go template")(fn)
+    return option("--format", "format_", metavar="string",
+                  help="Format output using a custom template: 'table', "
+                       "'table TEMPLATE', 'json', or a Go template")(fn)
 
 
 def filter_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``-f, --filter`` of the listing commands."""
-    return click.option("-f", "--filter", "filters", metavar="filter", multiple=True,
-                        help="Filter output based on conditions provided")(fn)
+    return option("-f", "--filter", "filters", metavar="filter", multiple=True,
+                  help="Filter output based on conditions provided")(fn)
 
 
 def prune_filter_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--filter`` of the prune commands, whose ``-f`` is ``--force``."""
-    return click.option("--filter", "filters", metavar="filter", multiple=True,
-                        help='Provide filter values (e.g. "until=<timestamp>")')(fn)
+    return option("--filter", "filters", metavar="filter", multiple=True,
+                  help='Provide filter values (e.g. "until=<timestamp>")')(fn)
+
+
+__all__ = ["Command", "Exit", "Group", "Invocation", "UnknownCommand", "UsageFailure",
+           "command", "filter_option", "format_option", "option", "pass_obj",
+           "prune_filter_option"]

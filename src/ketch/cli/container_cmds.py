@@ -14,20 +14,18 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-
-import click
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ketch.cli import run_opts
 from ketch.cli.command import (
-    CONTEXT,
-    DockerCommand,
-    LazyGroup,
+    Command,
+    Group,
     UsageFailure,
     command,
     filter_option,
     format_option,
+    option,
+    pass_obj,
     prune_filter_option,
 )
 from ketch.cli.session import Session, error_text, local, parse_filters
@@ -38,8 +36,9 @@ from ketch.errors import (
     NotSupported,
 )
 
-# run/create: `-h` is --hostname, and words after the image belong to the container.
-RUN_CONTEXT = {**CONTEXT, "help_option_names": ["--help"], "allow_interspersed_args": False}
+TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _status(exc: KetchError, code: int) -> KetchError:
@@ -53,71 +52,98 @@ def _cli_failure(cmd: str, message: str, code: int = 125) -> KetchError:
         f"ketch: {message}\n\nRun 'ketch {cmd} --help' for more information")), code)
 
 
-def _each(session: Session, names: Iterable[str], fn: Callable[[str], Any],
-          echo: bool = True) -> int:
-    """Act on every name; print it on success, the daemon's error otherwise; exit 1 if any
-    failed (docker's stop/kill/rm/pause/... loops)."""
-    failed = False
-    for name in names:
+PARALLEL = 50   # docker's parallelOperation runs at most 50 requests at once
+
+
+def _in_parallel(names: Sequence[str], fn: Callable[[str], Any]
+                 ) -> Iterator[tuple[str, KetchError | None]]:
+    """docker's parallelOperation (stop, kill, rm, pause, unpause): the requests run at
+    once, up to PARALLEL, and the results come back in the order the names were given."""
+    if len(names) == 1:
         try:
-            fn(name)
+            fn(names[0])
         except KetchError as exc:
-            sys.stderr.write(error_text(exc) + "\n")
-            failed = True
-            continue
-        if echo:
+            yield names[0], exc
+        else:
+            yield names[0], None
+        return
+    results: list[BaseException | None] = [None] * len(names)
+    done = [threading.Event() for _ in names]
+    slots = threading.BoundedSemaphore(PARALLEL)
+
+    def work(i: int) -> None:
+        try:
+            fn(names[i])
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+            results[i] = exc
+        finally:
+            slots.release()
+            done[i].set()
+
+    def feed() -> None:
+        for i in range(len(names)):
+            slots.acquire()
+            threading.Thread(target=work, args=(i,), daemon=True).start()
+
+    threading.Thread(target=feed, daemon=True).start()
+    for i, name in enumerate(names):
+        done[i].wait()
+        failure = results[i]
+        if failure is not None and not isinstance(failure, KetchError):
+            raise failure
+        yield name, failure
+
+
+def _each(session: Session, names: Sequence[str], fn: Callable[[str], Any],
+          echo: bool = True, parallel: bool = True) -> int:
+    """Act on every name; print it on success, and the daemon's errors after all of them;
+    exit 1 if any failed (docker's stop/kill/pause/... loops; restart and update go one
+    at a time, as docker's do)."""
+    errors: list[str] = []
+    results: Iterable[tuple[str, KetchError | None]] = (
+        _in_parallel(names, fn) if parallel else ((n, _attempt(fn, n)) for n in names))
+    for name, exc in results:
+        if exc is not None:
+            errors.append(error_text(exc))
+        elif echo:
             sys.stdout.write(name + "\n")
             sys.stdout.flush()
-    return 1 if failed else 0
+    for text in errors:
+        sys.stderr.write(text + "\n")
+    return 1 if errors else 0
+
+
+def _attempt(fn: Callable[[str], Any], name: str) -> KetchError | None:
+    try:
+        fn(name)
+    except KetchError as exc:
+        return exc
+    return None
 
 
 # --- run, create ----------------------------------------------------------------------------
 
 
-class RunCommand(DockerCommand):
-    """run/create: pflag's ``--bool=false`` spelling is read before click sees the words."""
-
-    def __init__(self, *args: Any, flags: Sequence[run_opts.Flag] = (), **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.flags = tuple(flags)
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            words, explicit = run_opts.split_bool_values(args, self.flags)
-        except run_opts.FlagValueError as exc:
-            raise UsageFailure(str(exc), ctx, 125) from None
-        ctx.meta["ketch.explicit_bools"] = explicit
-        return super().parse_args(ctx, words)
-
-
 def _run_command(name: str, usage: str, help: str, flags: Sequence[run_opts.Flag]
-                 ) -> Callable[[Callable[..., Any]], DockerCommand]:
-    def wrap(fn: Callable[..., Any]) -> DockerCommand:
-        fn = click.argument("args", nargs=-1, metavar="", type=click.UNPROCESSED)(fn)
-        fn = run_opts.click_options(tuple(flags))(fn)
-        cmd = click.command(name, cls=RunCommand, help=help, usage=usage, nargs=(1, None),
-                            context_settings=RUN_CONTEXT, flags=tuple(flags))(fn)
-        assert isinstance(cmd, DockerCommand)
-        return cmd
-
-    return wrap
+                 ) -> Callable[[Callable[..., Any]], Command]:
+    # `-h` is --hostname, and the words after the image belong to the container.
+    return command(name, usage, help, nargs=(1, None), options=run_opts.options(flags),
+                   interspersed=False, help_short=False)
 
 
 def _prepare(session: Session, cmd: str, params: dict[str, Any],
              args: tuple[str, ...]) -> tuple[Any, run_opts.CreateRequest]:
-    ctx = click.get_current_context()
     client = session.connect()
     console = (0, 0)
     if params.get("tty") and sys.stdout.isatty():
         from ketch.cli.attach import terminal_size
 
         console = terminal_size(sys.stdout.fileno()) or (0, 0)
-    params = {**run_opts.gather(params), **ctx.meta.get("ketch.explicit_bools", {})}
     try:
         req = run_opts.build(params, args[0], args[1:],
                              api_version=client.negotiate(), console_size=console)
     except run_opts.FlagValueError as exc:
-        raise UsageFailure(str(exc), ctx, 125) from None
+        raise UsageFailure(str(exc), 125) from None
     except run_opts.ConfigError as exc:
         raise _cli_failure(cmd, str(exc)) from None
     except run_opts.VersionError as exc:
@@ -201,7 +227,7 @@ def _start_error(exc: KetchError, cmd: str = "run") -> KetchError:
 
 @_run_command("create", "[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container",
               run_opts.CONTAINER_FLAGS + run_opts.CREATE_FLAGS)
-@click.pass_obj
+@pass_obj
 def create(session: Session, args: tuple[str, ...], **params: Any) -> int:
     client, req = _prepare(session, "create", params, args)
     try:
@@ -217,7 +243,7 @@ def create(session: Session, args: tuple[str, ...], **params: Any) -> int:
 @_run_command("run", "[OPTIONS] IMAGE [COMMAND] [ARG...]",
               "Create and run a new container from an image",
               run_opts.CONTAINER_FLAGS + run_opts.RUN_FLAGS)
-@click.pass_obj
+@pass_obj
 def run(session: Session, args: tuple[str, ...], **params: Any) -> int:
     client, req = _prepare(session, "run", params, args)
     body = req.body
@@ -314,12 +340,12 @@ def _wait_code(client: Any, waiter: Any) -> int:
 
 @command("start", "[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more stopped containers",
          nargs=(1, None), aliases=("ketch container start", "ketch start"))
-@click.option("-a", "--attach", "attach_", is_flag=True,
-              help="Attach STDOUT/STDERR and forward signals")
-@click.option("--detach-keys", metavar="string", default="",
-              help="Override the key sequence for detaching a container")
-@click.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN")
-@click.pass_obj
+@option("-a", "--attach", "attach_", is_flag=True,
+        help="Attach STDOUT/STDERR and forward signals")
+@option("--detach-keys", metavar="string", default="",
+        help="Override the key sequence for detaching a container")
+@option("-i", "--interactive", is_flag=True, help="Attach container's STDIN")
+@pass_obj
 def start(session: Session, args: tuple[str, ...], attach_: bool, detach_keys: str,
           interactive: bool) -> int:
     client = session.connect()
@@ -362,9 +388,9 @@ def start(session: Session, args: tuple[str, ...], attach_: bool, detach_keys: s
 
 
 def _timeout_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("-t", "--timeout", "timeout", metavar="int", default=None,
-                      help="Seconds to wait before killing the container")(fn)
-    return click.option("-s", "--signal", "signal_", metavar="string", default="",
+    fn = option("-t", "--timeout", "timeout", metavar="int", default=None,
+                help="Seconds to wait before killing the container")(fn)
+    return option("-s", "--signal", "signal_", metavar="string", default="",
                         help="Signal to send to the container")(fn)
 
 
@@ -374,14 +400,13 @@ def _timeout(value: str | None, flag: str = "-t, --timeout") -> int | None:
     try:
         return run_opts.parse_int(value)
     except ValueError as exc:
-        raise UsageFailure(str(run_opts.FlagValueError(flag, value, str(exc))),
-                           click.get_current_context(), 125) from None
+        raise UsageFailure(str(run_opts.FlagValueError(flag, value, str(exc)))) from None
 
 
 @command("stop", "[OPTIONS] CONTAINER [CONTAINER...]", "Stop one or more running containers",
          nargs=(1, None), aliases=("ketch container stop", "ketch stop"))
 @_timeout_option
-@click.pass_obj
+@pass_obj
 def stop(session: Session, args: tuple[str, ...], timeout: str | None, signal_: str) -> int:
     t = _timeout(timeout)
     client = session.connect()
@@ -391,19 +416,20 @@ def stop(session: Session, args: tuple[str, ...], timeout: str | None, signal_: 
 @command("restart", "[OPTIONS] CONTAINER [CONTAINER...]", "Restart one or more containers",
          nargs=(1, None), aliases=("ketch container restart", "ketch restart"))
 @_timeout_option
-@click.pass_obj
+@pass_obj
 def restart(session: Session, args: tuple[str, ...], timeout: str | None, signal_: str) -> int:
     t = _timeout(timeout)
     client = session.connect()
     return _each(session, args,
-                 lambda n: client.container_restart(n, timeout=t, signal=signal_))
+                 lambda n: client.container_restart(n, timeout=t, signal=signal_),
+                 parallel=False)
 
 
 @command("kill", "[OPTIONS] CONTAINER [CONTAINER...]", "Kill one or more running containers",
          nargs=(1, None), aliases=("ketch container kill", "ketch kill"))
-@click.option("-s", "--signal", "signal_", metavar="string", default="",
-              help="Signal to send to the container")
-@click.pass_obj
+@option("-s", "--signal", "signal_", metavar="string", default="",
+        help="Signal to send to the container")
+@pass_obj
 def kill(session: Session, args: tuple[str, ...], signal_: str) -> int:
     client = session.connect()
     return _each(session, args, lambda n: client.container_kill(n, signal=signal_))
@@ -411,36 +437,37 @@ def kill(session: Session, args: tuple[str, ...], signal_: str) -> int:
 
 @command("rm", "[OPTIONS] CONTAINER [CONTAINER...]", "Remove one or more containers",
          nargs=(1, None), aliases=("ketch container rm", "ketch container remove", "ketch rm"))
-@click.option("-f", "--force", is_flag=True,
-              help="Force the removal of a running container (uses SIGKILL)")
-@click.option("-l", "--link", is_flag=True, help="Remove the specified link")
-@click.option("-v", "--volumes", is_flag=True,
-              help="Remove anonymous volumes associated with the container")
-@click.pass_obj
+@option("-f", "--force", is_flag=True,
+        help="Force the removal of a running container (uses SIGKILL)")
+@option("-l", "--link", is_flag=True, help="Remove the specified link")
+@option("-v", "--volumes", is_flag=True,
+        help="Remove anonymous volumes associated with the container")
+@pass_obj
 def rm(session: Session, args: tuple[str, ...], force: bool, link: bool, volumes: bool) -> int:
     client = session.connect()
-    failed = False
-    for name in args:
-        try:
-            if not name.strip("/"):
-                raise local(InvalidArgument("container name cannot be empty"))
-            client.container_remove(name.strip("/"), force=force, volumes=volumes, link=link)
-        except NotFound as exc:
+
+    def one(name: str) -> None:
+        if not name.strip("/"):
+            raise local(InvalidArgument("container name cannot be empty"))
+        client.container_remove(name.strip("/"), force=force, volumes=volumes, link=link)
+
+    errors: list[str] = []
+    for name, exc in _in_parallel(args, one):
+        if isinstance(exc, NotFound) and force:
+            # `rm -f` of a missing container says so at once, and is not a failure.
             sys.stderr.write(error_text(exc) + "\n")
-            # `rm -f` of a missing container says so, and is not a failure (docker 28).
-            failed = failed or not force
-            continue
-        except KetchError as exc:
-            sys.stderr.write(error_text(exc) + "\n")
-            failed = True
-            continue
-        sys.stdout.write(name + "\n")
-    return 1 if failed else 0
+        elif exc is not None:
+            errors.append(error_text(exc))
+        else:
+            sys.stdout.write(name + "\n")
+    for text in errors:
+        sys.stderr.write(text + "\n")
+    return 1 if errors else 0
 
 
 @command("pause", "CONTAINER [CONTAINER...]", "Pause all processes within one or more containers",
          nargs=(1, None), aliases=("ketch container pause", "ketch pause"))
-@click.pass_obj
+@pass_obj
 def pause(session: Session, args: tuple[str, ...]) -> int:
     client = session.connect()
     return _each(session, args, client.container_pause)
@@ -449,7 +476,7 @@ def pause(session: Session, args: tuple[str, ...]) -> int:
 @command("unpause", "CONTAINER [CONTAINER...]",
          "Unpause all processes within one or more containers",
          nargs=(1, None), aliases=("ketch container unpause", "ketch unpause"))
-@click.pass_obj
+@pass_obj
 def unpause(session: Session, args: tuple[str, ...]) -> int:
     client = session.connect()
     return _each(session, args, client.container_unpause)
@@ -457,7 +484,7 @@ def unpause(session: Session, args: tuple[str, ...]) -> int:
 
 @command("rename", "CONTAINER NEW_NAME", "Rename a container", nargs=(2, 2),
          aliases=("ketch container rename", "ketch rename"))
-@click.pass_obj
+@pass_obj
 def rename(session: Session, args: tuple[str, ...]) -> int:
     old, new = args[0].strip(), args[1].strip()
     if not old or not new:
@@ -469,7 +496,7 @@ def rename(session: Session, args: tuple[str, ...]) -> int:
 @command("wait", "CONTAINER [CONTAINER...]",
          "Block until one or more containers stop, then print their exit codes",
          nargs=(1, None), aliases=("ketch container wait", "ketch wait"))
-@click.pass_obj
+@pass_obj
 def wait(session: Session, args: tuple[str, ...]) -> int:
     client = session.connect()
     failed = False
@@ -495,18 +522,18 @@ def wait(session: Session, args: tuple[str, ...]) -> int:
 @command("ps", "[OPTIONS]", "List containers",
          aliases=("ketch container ls", "ketch container list", "ketch container ps",
                   "ketch ps"))
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Show all containers (default shows just running)")
+@option("-a", "--all", "all_", is_flag=True,
+        help="Show all containers (default shows just running)")
 @filter_option
 @format_option
-@click.option("-n", "--last", metavar="int", default="-1",
-              help="Show n last created containers (includes all states) (default -1)")
-@click.option("-l", "--latest", is_flag=True,
-              help="Show the latest created container (includes all states)")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
-@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs")
-@click.option("-s", "--size", is_flag=True, help="Display total file sizes")
-@click.pass_obj
+@option("-n", "--last", metavar="int", default="-1",
+        help="Show n last created containers (includes all states) (default -1)")
+@option("-l", "--latest", is_flag=True,
+        help="Show the latest created container (includes all states)")
+@option("--no-trunc", is_flag=True, help="Don't truncate output")
+@option("-q", "--quiet", is_flag=True, help="Only display container IDs")
+@option("-s", "--size", is_flag=True, help="Display total file sizes")
+@pass_obj
 def ps(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
        format_: str | None, last: str, latest: bool, no_trunc: bool, quiet: bool,
        size: bool) -> int:
@@ -515,8 +542,8 @@ def ps(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, 
     try:
         n = run_opts.parse_int(last)
     except ValueError as exc:
-        raise UsageFailure(str(run_opts.FlagValueError("-n, --last", last, str(exc))),
-                           click.get_current_context(), 125) from None
+        raise UsageFailure(str(run_opts.FlagValueError("-n, --last", last, str(exc)))) \
+            from None
     if latest and n == -1:
         n = 1
     want_size = size or (not quiet and views.ps_needs_size(format_))
@@ -584,18 +611,18 @@ def _copy_stream(resp: Any, tty: bool) -> None:
 
 @command("logs", "[OPTIONS] CONTAINER", "Fetch the logs of a container", nargs=(1, 1),
          aliases=("ketch container logs", "ketch logs"))
-@click.option("--details", is_flag=True, help="Show extra details provided to logs")
-@click.option("-f", "--follow", is_flag=True, help="Follow log output")
-@click.option("--since", metavar="string", default="",
-              help='Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative '
-                   '(e.g. "42m" for 42 minutes)')
-@click.option("-n", "--tail", metavar="string", default="all",
-              help='Number of lines to show from the end of the logs (default "all")')
-@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps")
-@click.option("--until", metavar="string", default="",
-              help='Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative '
-                   '(e.g. "42m" for 42 minutes)')
-@click.pass_obj
+@option("--details", is_flag=True, help="Show extra details provided to logs")
+@option("-f", "--follow", is_flag=True, help="Follow log output")
+@option("--since", metavar="string", default="",
+        help='Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative '
+             '(e.g. "42m" for 42 minutes)')
+@option("-n", "--tail", metavar="string", default="all",
+        help='Number of lines to show from the end of the logs (default "all")')
+@option("-t", "--timestamps", is_flag=True, help="Show timestamps")
+@option("--until", metavar="string", default="",
+        help='Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative '
+             '(e.g. "42m" for 42 minutes)')
+@pass_obj
 def logs(session: Session, args: tuple[str, ...], details: bool, follow: bool, since: str,
          tail: str, timestamps: bool, until: str) -> int:
     client = session.connect()
@@ -614,26 +641,24 @@ def logs(session: Session, args: tuple[str, ...], details: bool, follow: bool, s
 # --- exec, attach -------------------------------------------------------------------------------
 
 
-@click.command("exec", cls=DockerCommand, usage="[OPTIONS] CONTAINER COMMAND [ARG...]",
-               help="Execute a command in a running container", nargs=(2, None),
-               aliases=("ketch container exec", "ketch exec"),
-               context_settings={**CONTEXT, "allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Detached mode: run command in the background")
-@click.option("--detach-keys", metavar="string", default="",
-              help="Override the key sequence for detaching a container")
-@click.option("-e", "--env", "env", metavar="list", multiple=True,
-              help="Set environment variables")
-@click.option("--env-file", metavar="list", multiple=True,
-              help="Read in a file of environment variables")
-@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached")
-@click.option("--privileged", is_flag=True, help="Give extended privileges to the command")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY")
-@click.option("-u", "--user", metavar="string", default="",
-              help="Username or UID (format: \"<name|uid>[:<group|gid>]\")")
-@click.option("-w", "--workdir", metavar="string", default="",
-              help="Working directory inside the container")
-@click.argument("args", nargs=-1, metavar="", type=click.UNPROCESSED)
-@click.pass_obj
+@command("exec", "[OPTIONS] CONTAINER COMMAND [ARG...]",
+         "Execute a command in a running container", nargs=(2, None),
+         aliases=("ketch container exec", "ketch exec"), interspersed=False)
+@option("-d", "--detach", is_flag=True, help="Detached mode: run command in the background")
+@option("--detach-keys", metavar="string", default="",
+        help="Override the key sequence for detaching a container")
+@option("-e", "--env", "env", metavar="list", multiple=True,
+        help="Set environment variables")
+@option("--env-file", metavar="list", multiple=True,
+        help="Read in a file of environment variables")
+@option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached")
+@option("--privileged", is_flag=True, help="Give extended privileges to the command")
+@option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY")
+@option("-u", "--user", metavar="string", default="",
+        help="Username or UID (format: \"<name|uid>[:<group|gid>]\")")
+@option("-w", "--workdir", metavar="string", default="",
+        help="Working directory inside the container")
+@pass_obj
 def exec_(session: Session, args: tuple[str, ...], detach: bool, detach_keys: str,
           env: tuple[str, ...], env_file: tuple[str, ...], interactive: bool, privileged: bool,
           tty: bool, user: str, workdir: str) -> int:
@@ -699,12 +724,12 @@ def exec_(session: Session, args: tuple[str, ...], detach: bool, detach_keys: st
 @command("attach", "[OPTIONS] CONTAINER",
          "Attach local standard input, output, and error streams to a running container",
          nargs=(1, 1), aliases=("ketch container attach", "ketch attach"))
-@click.option("--detach-keys", metavar="string", default="",
-              help="Override the key sequence for detaching a container")
-@click.option("--no-stdin", is_flag=True, help="Do not attach STDIN")
-@click.option("--sig-proxy", type=click.BOOL, default=True, metavar="",
-              help="Proxy all received signals to the process (default true)")
-@click.pass_obj
+@option("--detach-keys", metavar="string", default="",
+        help="Override the key sequence for detaching a container")
+@option("--no-stdin", is_flag=True, help="Do not attach STDIN")
+@option("--sig-proxy", is_flag=True, default=True, metavar="",
+        help="Proxy all received signals to the process (default true)")
+@pass_obj
 def attach(session: Session, args: tuple[str, ...], detach_keys: str, no_stdin: bool,
            sig_proxy: bool) -> int:
     from ketch.cli import attach as att
@@ -804,23 +829,23 @@ def _inspect(session: Session, names: Sequence[str], format_: str | None, size: 
 
 @command("inspect", "[OPTIONS] CONTAINER [CONTAINER...]",
          "Display detailed information on one or more containers", nargs=(1, None))
-@click.option("-f", "--format", "format_", metavar="string",
-              help="Format output using a custom template: 'json', or a Go template")
-@click.option("-s", "--size", is_flag=True, help="Display total file sizes")
-@click.pass_obj
+@option("-f", "--format", "format_", metavar="string",
+        help="Format output using a custom template: 'json', or a Go template")
+@option("-s", "--size", is_flag=True, help="Display total file sizes")
+@pass_obj
 def inspect(session: Session, args: tuple[str, ...], format_: str | None, size: bool) -> int:
     return _inspect(session, args, format_, size, ("container",), generic=False)
 
 
 @command("inspect", "[OPTIONS] NAME|ID [NAME|ID...]",
          "Return low-level information on ketch objects", nargs=(1, None))
-@click.option("-f", "--format", "format_", metavar="string",
-              help="Format output using a custom template: 'json', or a Go template")
-@click.option("-s", "--size", is_flag=True, help="Display total file sizes if the type is "
-                                                 "container")
-@click.option("--type", "type_", metavar="string", default="",
-              help="Only inspect objects of the given type")
-@click.pass_obj
+@option("-f", "--format", "format_", metavar="string",
+        help="Format output using a custom template: 'json', or a Go template")
+@option("-s", "--size", is_flag=True, help="Display total file sizes if the type is "
+                                           "container")
+@option("--type", "type_", metavar="string", default="",
+        help="Only inspect objects of the given type")
+@pass_obj
 def inspect_any(session: Session, args: tuple[str, ...], format_: str | None, size: bool,
                 type_: str) -> int:
     """docker inspect: a container first, then an image, of that name."""
@@ -834,13 +859,9 @@ def inspect_any(session: Session, args: tuple[str, ...], format_: str | None, si
 # --- top, port -----------------------------------------------------------------------------
 
 
-@click.command("top", cls=DockerCommand, usage="CONTAINER [ps OPTIONS]",
-               help="Display the running processes of a container", nargs=(1, None),
-               aliases=("ketch container top", "ketch top"),
-               context_settings={**CONTEXT, "allow_interspersed_args": False,
-                                 "ignore_unknown_options": True})
-@click.argument("args", nargs=-1, metavar="", type=click.UNPROCESSED)
-@click.pass_obj
+@command("top", "CONTAINER [ps OPTIONS]", "Display the running processes of a container",
+         nargs=(1, None), aliases=("ketch container top", "ketch top"), interspersed=False)
+@pass_obj
 def top(session: Session, args: tuple[str, ...]) -> int:
     from ketch.cli.formatting import tabwrite
 
@@ -854,7 +875,7 @@ def top(session: Session, args: tuple[str, ...]) -> int:
 @command("port", "CONTAINER [PRIVATE_PORT[/PROTO]]",
          "List port mappings or a specific mapping for the container", nargs=(1, 2),
          aliases=("ketch container port", "ketch port"))
-@click.pass_obj
+@pass_obj
 def port(session: Session, args: tuple[str, ...]) -> int:
     info = session.connect().container_inspect(args[0])
     ports: dict[str, Any] = ((info.get("NetworkSettings") or {}).get("Ports") or {})
@@ -949,13 +970,13 @@ def _stats_format(fmt: str | None) -> str:
 @command("stats", "[OPTIONS] [CONTAINER...]",
          "Display a live stream of container(s) resource usage statistics", nargs=(0, None),
          aliases=("ketch container stats", "ketch stats"))
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Show all containers (default shows just running)")
+@option("-a", "--all", "all_", is_flag=True,
+        help="Show all containers (default shows just running)")
 @format_option
-@click.option("--no-stream", is_flag=True,
-              help="Disable streaming stats and only pull the first result")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate output")
-@click.pass_obj
+@option("--no-stream", is_flag=True,
+        help="Disable streaming stats and only pull the first result")
+@option("--no-trunc", is_flag=True, help="Do not truncate output")
+@pass_obj
 def stats(session: Session, args: tuple[str, ...], all_: bool, format_: str | None,
           no_stream: bool, no_trunc: bool) -> int:
     import json
@@ -1024,13 +1045,11 @@ UPDATE_FLAGS = tuple(f for f in run_opts.CONTAINER_FLAGS if f.long in (
     "pids-limit", "restart"))
 
 
-@click.command("update", cls=DockerCommand, usage="[OPTIONS] CONTAINER [CONTAINER...]",
-               help="Update configuration of one or more containers", nargs=(1, None),
-               aliases=("ketch container update", "ketch update"),
-               context_settings=CONTEXT)
-@run_opts.click_options(UPDATE_FLAGS)
-@click.argument("args", nargs=-1, metavar="")
-@click.pass_obj
+@command("update", "[OPTIONS] CONTAINER [CONTAINER...]",
+         "Update configuration of one or more containers", nargs=(1, None),
+         aliases=("ketch container update", "ketch update"),
+         options=run_opts.options(UPDATE_FLAGS))
+@pass_obj
 def update(session: Session, args: tuple[str, ...], **params: Any) -> int:
     given = {k: v for k, v in params.items() if v is not None and v != ()}
     if not given:
@@ -1039,7 +1058,7 @@ def update(session: Session, args: tuple[str, ...], **params: Any) -> int:
     try:
         req = run_opts.build(params, "", ())
     except run_opts.FlagValueError as exc:
-        raise UsageFailure(str(exc), click.get_current_context(), 125) from None
+        raise UsageFailure(str(exc), 125) from None
     except run_opts.ConfigError as exc:
         raise _status(local(exc), 1) from None
     hc = req.host_config
@@ -1064,7 +1083,7 @@ def update(session: Session, args: tuple[str, ...], **params: Any) -> int:
         resp = client.container_update(name, body)
         warnings.extend(resp.get("Warnings") or [])
 
-    rc = _each(session, args, one)
+    rc = _each(session, args, one, parallel=False)
     for w in warnings:
         sys.stderr.write(w + "\n")
     return rc
@@ -1075,8 +1094,8 @@ def update(session: Session, args: tuple[str, ...], **params: Any) -> int:
 
 @command("prune", "[OPTIONS]", "Remove all stopped containers")
 @prune_filter_option
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
-@click.pass_obj
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@pass_obj
 def prune(session: Session, args: tuple[str, ...], filters: tuple[str, ...], force: bool) -> int:
     from ketch.cli.formatting import human_size
     from ketch.cli.system_cmds import confirm
@@ -1306,12 +1325,12 @@ def _copy_to(client: Any, ctr: str, src: str, dst: str, follow: bool, archive: b
                "CONTAINER:DEST_PATH",
          "Copy files/folders between a container and the local filesystem", nargs=(2, 2),
          aliases=("ketch container cp", "ketch cp"))
-@click.option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information)")
-@click.option("-L", "--follow-link", is_flag=True, help="Always follow symlinks in SRC_PATH")
-@click.option("-q", "--quiet", is_flag=True,
-              help="Suppress progress output during copy. Progress output is automatically "
-                   "suppressed if no terminal is attached")
-@click.pass_obj
+@option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information)")
+@option("-L", "--follow-link", is_flag=True, help="Always follow symlinks in SRC_PATH")
+@option("-q", "--quiet", is_flag=True,
+        help="Suppress progress output during copy. Progress output is automatically "
+             "suppressed if no terminal is attached")
+@pass_obj
 def cp(session: Session, args: tuple[str, ...], archive: bool, follow_link: bool,
        quiet: bool) -> int:
     src, dst = args
@@ -1334,7 +1353,7 @@ def cp(session: Session, args: tuple[str, ...], archive: bool, follow_link: bool
 
 # --- the group ---------------------------------------------------------------------------------
 
-container = LazyGroup("container", help="Manage containers", usage="COMMAND", lazy={})
+container = Group("container", help="Manage containers", usage="COMMAND", lazy={})
 for _name, _cmd in (("run", run), ("create", create), ("start", start), ("stop", stop),
                     ("restart", restart), ("kill", kill), ("rm", rm), ("remove", rm),
                     ("ls", ps), ("list", ps), ("ps", ps), ("logs", logs), ("exec", exec_),

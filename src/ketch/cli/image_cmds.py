@@ -13,13 +13,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-import click
-
 from ketch.cli.command import (
-    LazyGroup,
+    Group,
     command,
     filter_option,
     format_option,
+    option,
+    pass_obj,
     prune_filter_option,
 )
 from ketch.cli.session import Session, local, parse_filters
@@ -30,14 +30,14 @@ from ketch.errors import InvalidArgument, KetchError, NotSupported
 
 @command("ls", "[OPTIONS] [REPOSITORY[:TAG]]", "List images", nargs=(0, 1),
          aliases=("ketch image ls", "ketch image list", "ketch images"))
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Show all images (default hides intermediate images)")
-@click.option("--digests", is_flag=True, help="Show digests")
+@option("-a", "--all", "all_", is_flag=True,
+        help="Show all images (default hides intermediate images)")
+@option("--digests", is_flag=True, help="Show digests")
 @filter_option
 @format_option
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
-@click.pass_obj
+@option("--no-trunc", is_flag=True, help="Don't truncate output")
+@option("-q", "--quiet", is_flag=True, help="Only show image IDs")
+@pass_obj
 def ls(session: Session, args: tuple[str, ...], all_: bool, digests: bool,
        filters: tuple[str, ...], format_: str | None, no_trunc: bool, quiet: bool) -> int:
     flt = parse_filters(filters)
@@ -56,9 +56,9 @@ def ls(session: Session, args: tuple[str, ...], all_: bool, digests: bool,
 
 @command("inspect", "[OPTIONS] IMAGE [IMAGE...]",
          "Display detailed information on one or more images", nargs=(1, None))
-@click.option("-f", "--format", "format_", metavar="string",
-              help="Format output using a custom template: 'json', or a Go template")
-@click.pass_obj
+@option("-f", "--format", "format_", metavar="string",
+        help="Format output using a custom template: 'json', or a Go template")
+@pass_obj
 def inspect(session: Session, args: tuple[str, ...], format_: str | None) -> int:
     from ketch.cli.container_cmds import _inspect
 
@@ -71,11 +71,11 @@ def inspect(session: Session, args: tuple[str, ...], format_: str | None) -> int
 @command("history", "[OPTIONS] IMAGE", "Show the history of an image", nargs=(1, 1),
          aliases=("ketch image history", "ketch history"))
 @format_option
-@click.option("-H", "--human", type=click.BOOL, default=True, metavar="",
-              help="Print sizes and dates in human readable format (default true)")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
-@click.pass_obj
+@option("-H", "--human", is_flag=True, default=True, metavar="",
+        help="Print sizes and dates in human readable format (default true)")
+@option("--no-trunc", is_flag=True, help="Don't truncate output")
+@option("-q", "--quiet", is_flag=True, help="Only show image IDs")
+@pass_obj
 def history(session: Session, args: tuple[str, ...], format_: str | None, human: bool,
             no_trunc: bool, quiet: bool) -> int:
     from ketch.cli import views
@@ -108,7 +108,7 @@ def split_reference(ref: str) -> tuple[str, str]:
 @command("tag", "SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]",
          "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", nargs=(2, 2),
          aliases=("ketch image tag", "ketch tag"))
-@click.pass_obj
+@pass_obj
 def tag(session: Session, args: tuple[str, ...]) -> int:
     repo, tg = split_reference(args[1])
     session.connect().image_tag(args[0], repo, tg)
@@ -117,9 +117,9 @@ def tag(session: Session, args: tuple[str, ...]) -> int:
 
 @command("rm", "[OPTIONS] IMAGE [IMAGE...]", "Remove one or more images", nargs=(1, None),
          aliases=("ketch image rm", "ketch image remove", "ketch rmi"))
-@click.option("-f", "--force", is_flag=True, help="Force removal of the image")
-@click.option("--no-prune", is_flag=True, help="Do not delete untagged parents")
-@click.pass_obj
+@option("-f", "--force", is_flag=True, help="Force removal of the image")
+@option("--no-prune", is_flag=True, help="Do not delete untagged parents")
+@pass_obj
 def rm(session: Session, args: tuple[str, ...], force: bool, no_prune: bool) -> int:
     from ketch.cli.session import error_text
 
@@ -159,11 +159,11 @@ def _print_deleted(report: dict[str, Any]) -> None:
 
 
 @command("prune", "[OPTIONS]", "Remove unused images")
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Remove all unused images, not just dangling ones")
+@option("-a", "--all", "all_", is_flag=True,
+        help="Remove all unused images, not just dangling ones")
 @prune_filter_option
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
-@click.pass_obj
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@pass_obj
 def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
           force: bool) -> int:
     from ketch.cli.system_cmds import confirm
@@ -195,9 +195,9 @@ def _copy(src: Any, dst: BinaryIO) -> None:
 @command("save", "[OPTIONS] IMAGE [IMAGE...]",
          "Save one or more images to a tar archive (streamed to STDOUT by default)",
          nargs=(1, None), aliases=("ketch image save", "ketch save"))
-@click.option("-o", "--output", metavar="string", default="",
-              help="Write to a file, instead of STDOUT")
-@click.pass_obj
+@option("-o", "--output", metavar="string", default="",
+        help="Write to a file, instead of STDOUT")
+@pass_obj
 def save(session: Session, args: tuple[str, ...], output: str) -> int:
     if not output and sys.stdout.isatty():
         raise local(InvalidArgument("cowardly refusing to save to a terminal. "
@@ -283,10 +283,10 @@ def _print_stream(messages: Iterator[dict[str, Any]]) -> None:
 
 @command("load", "[OPTIONS]", "Load an image from a tar archive or STDIN",
          aliases=("ketch image load", "ketch load"))
-@click.option("-i", "--input", "input_", metavar="string", default="",
-              help="Read from tar archive file, instead of STDIN")
-@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output")
-@click.pass_obj
+@option("-i", "--input", "input_", metavar="string", default="",
+        help="Read from tar archive file, instead of STDIN")
+@option("-q", "--quiet", is_flag=True, help="Suppress the load output")
+@pass_obj
 def load(session: Session, args: tuple[str, ...], input_: str, quiet: bool) -> int:
     if input_:
         try:
@@ -311,13 +311,13 @@ def load(session: Session, args: tuple[str, ...], input_: str, quiet: bool) -> i
 @command("import", "[OPTIONS] file|URL|- [REPOSITORY[:TAG]]",
          "Import the contents from a tarball to create a filesystem image", nargs=(1, 2),
          aliases=("ketch image import", "ketch import"))
-@click.option("-c", "--change", "changes", metavar="list", multiple=True,
-              help="Apply Dockerfile instruction to the created image")
-@click.option("-m", "--message", metavar="string", default="",
-              help="Set commit message for imported image")
-@click.option("--platform", metavar="string", default="",
-              help="Set platform if server is multi-platform capable")
-@click.pass_obj
+@option("-c", "--change", "changes", metavar="list", multiple=True,
+        help="Apply Dockerfile instruction to the created image")
+@option("-m", "--message", metavar="string", default="",
+        help="Set commit message for imported image")
+@option("--platform", metavar="string", default="",
+        help="Set platform if server is multi-platform capable")
+@pass_obj
 def import_(session: Session, args: tuple[str, ...], changes: tuple[str, ...], message: str,
             platform: str) -> int:
     src = args[0]
@@ -351,18 +351,18 @@ def import_(session: Session, args: tuple[str, ...], changes: tuple[str, ...], m
 
 @command("bootstrap", "[OPTIONS] busybox[:TAG] | debian:SUITE",
          "Create a base image on this machine, without a registry", nargs=(1, 1))
-@click.option("--mirror", metavar="string", default=None,
-              help="Debian mirror for debian:SUITE (default: the host's apt sources)")
-@click.option("-t", "--tag", "target", metavar="string", default="",
-              help="Name the image differently (default: the argument)")
-@click.pass_obj
+@option("--mirror", metavar="string", default=None,
+        help="Debian mirror for debian:SUITE (default: the host's apt sources)")
+@option("-t", "--tag", "target", metavar="string", default="",
+        help="Name the image differently (default: the argument)")
+@pass_obj
 def bootstrap(session: Session, args: tuple[str, ...], mirror: str | None, target: str) -> int:
     from ketch.cli.bootstrap_cmd import run_bootstrap
 
     return run_bootstrap(session, args[0], mirror=mirror, target=target)
 
 
-image = LazyGroup("image", help="Manage images", usage="COMMAND", lazy={})
+image = Group("image", help="Manage images", usage="COMMAND", lazy={})
 for _name, _cmd in (("ls", ls), ("list", ls), ("inspect", inspect), ("history", history),
                     ("tag", tag), ("rm", rm), ("remove", rm), ("prune", prune),
                     ("save", save), ("load", load), ("import", import_),

@@ -1,7 +1,7 @@
 """``ketch``: the Docker-style CLI.
 
-Commands are click commands in ``image_cmds`` and ``system_cmds``, loaded
-only when run (``python -X importtime -m ketch.cli.main images``); they talk
+Commands are declared in ``image_cmds``, ``container_cmds``, ``system_cmds`` and
+``volume_cmds`` (``ketch.cli.command``), loaded only when run (``python -X importtime -m ketch.cli.main images``); they talk
 to ketchd through ``ketch.client``. Errors and usage mistakes are printed
 and numbered as the docker CLI does: daemon errors exit 1 with "Error
 response from daemon: ...", unknown flags exit 125.
@@ -12,6 +12,10 @@ from __future__ import annotations
 import sys
 
 from ketch import __version__
+
+TYPE_CHECKING = False     # typing costs the CLI's start-up; see ketch.cli.flags
+if TYPE_CHECKING:
+    from ketch.cli.command import Group
 
 COMMANDS = {
     "version": "ketch.cli.system_cmds:version",
@@ -51,69 +55,53 @@ COMMANDS = {
 }
 
 
-def _root():  # type: ignore[no-untyped-def]  # click's decorators are untyped at runtime
-    import click
+def _root() -> Group:
+    from ketch.cli.command import Group
+    from ketch.cli.flags import BOOL, Option
 
-    from ketch.cli.command import LazyGroup
-    from ketch.cli.session import Session
-
-    @click.group("ketch", cls=LazyGroup, lazy=COMMANDS, usage="[OPTIONS] COMMAND",
-                 help="A self-sufficient runtime for containers",
-                 invoke_without_command=True)
-    @click.option("-H", "--host", "host", metavar="list",
-                  help="Daemon socket to connect to (default: $KETCH_HOST, $DOCKER_HOST, "
-                       "else unix:///run/ketch/ketch.sock)")
-    @click.option("-D", "--debug", is_flag=True, help="Enable debug mode")
-    @click.option("-v", "--version", "show_version", is_flag=True,
-                  help="Print version information and quit")
-    @click.pass_context
-    def root(ctx: click.Context, host: str | None, debug: bool, show_version: bool) -> int:
-        if show_version:
-            click.echo(f"ketch version {__version__}")
-            ctx.exit(0)
-        if ctx.invoked_subcommand is None:
-            click.echo(ctx.get_help(), nl=False)
-            ctx.exit(0)
-        ctx.obj = Session(host, debug)
-        return 0
-
-    return root
+    return Group("ketch", help="A self-sufficient runtime for containers",
+                 usage="[OPTIONS] COMMAND", lazy=COMMANDS, options=(
+                     Option("host", "host", "H", metavar="list",
+                            help="Daemon socket to connect to (default: $KETCH_HOST, "
+                                 "$DOCKER_HOST, else unix:///run/ketch/ketch.sock)"),
+                     Option("debug", "debug", "D", BOOL, False, help="Enable debug mode"),
+                     Option("show_version", "version", "v", BOOL, False,
+                            help="Print version information and quit")))
 
 
-def _usage_tail(ctx: object) -> str:
-    from ketch.cli.command import DockerCommand
+def _usage_tail() -> str:
+    from ketch.cli.command import Group, Invocation
 
-    cmd = getattr(ctx, "command", None)
-    path = getattr(ctx, "command_path", "ketch")
-    if isinstance(cmd, DockerCommand):
-        usage = cmd.usage_text(ctx)  # type: ignore[arg-type]
-    else:
+    cmd, path = Invocation.current or (None, "ketch")
+    if cmd is None:
         usage = f"Usage:  {path} [OPTIONS] COMMAND"
+    elif isinstance(cmd, Group) and path != "ketch":
+        usage = f"Usage:  {path}"       # docker names a group bare in its errors
+    else:
+        usage = cmd.usage_text(path)
     return f"\n\n{usage}\n\nRun '{path} --help' for more information"
 
 
-def _usage_error(exc: Exception) -> tuple[str, int]:
-    """click's usage errors in docker's words, with docker's exit codes."""
-    import click
+def _dispatch(args: list[str]) -> int:
+    from ketch.cli.command import Invocation, UsageFailure
+    from ketch.cli.flags import FlagError, HelpRequested
+    from ketch.cli.session import Session
 
-    from ketch.cli.command import UsageFailure
-
-    ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, UsageFailure):
-        return exc.message + _usage_tail(ctx), exc.status
-    if isinstance(exc, click.NoSuchOption):
-        name = exc.option_name
-        if name.startswith("--") or len(name) == 2:
-            what = f"unknown flag: {name}" if name.startswith("--") else \
-                f"unknown shorthand flag: '{name[1:]}' in {name}"
-        else:
-            what = f"unknown flag: {name}"
-        return what + _usage_tail(ctx), 125
-    if isinstance(exc, click.BadOptionUsage) and "requires an argument" in exc.message:
-        return f"flag needs an argument: {exc.option_name}" + _usage_tail(ctx), 125
-    if isinstance(exc, click.UsageError):
-        return exc.format_message() + _usage_tail(ctx), 125
-    return str(exc), 125
+    root = _root()
+    Invocation.current = (root, "ketch")
+    try:
+        parsed = root.flags.parse(args)
+    except HelpRequested:
+        sys.stdout.write(root.help_text("ketch"))
+        return 0
+    except FlagError as exc:
+        raise UsageFailure(str(exc), 125) from None
+    if parsed.values["show_version"]:
+        sys.stdout.write(f"ketch version {__version__}\n")
+        return 0
+    session = Session(parsed.values["host"], parsed.values["debug"])
+    rv = root.dispatch("ketch", parsed.args, session)
+    return rv if isinstance(rv, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,21 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     if args in (["--version"], ["-v"]):
         sys.stdout.write(f"ketch version {__version__}\n")
         return 0
-    import click
-
+    from ketch.cli.command import Exit, Invocation, UnknownCommand, UsageFailure
     from ketch.cli.session import error_text
     from ketch.errors import KetchError
 
     try:
-        rv = _root().main(args, prog_name="ketch", standalone_mode=False)
-    except click.UsageError as exc:
-        text, code = _usage_error(exc)
-        sys.stderr.write(text + "\n")
-        return code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        return 130
+        return _dispatch(args)
+    except UsageFailure as exc:
+        sys.stderr.write(exc.message + _usage_tail() + "\n")
+        return exc.status
+    except UnknownCommand as exc:
+        # docker 28's words; a group's own usage line when the unknown name is under one.
+        cur = Invocation.current
+        usage = ""
+        if cur is not None and cur[1] != "ketch":
+            usage = f"\n\nUsage:  {cur[1]}"
+        sys.stderr.write(f"ketch: unknown command: {exc.path}{usage}\n\n"
+                         f"Run '{exc.path.rsplit(' ', 1)[0]} --help' for more information\n")
+        return 1
+    except Exit as exc:
+        return exc.code
     except KetchError as exc:
         sys.stderr.write(error_text(exc) + "\n")
         return int(getattr(exc, "exit_code", 1))
@@ -148,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 141
-    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

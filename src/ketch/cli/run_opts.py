@@ -23,10 +23,14 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
+from ketch.cli.flags import BOOL, LIST, VALUE, Option, go_quote
 from ketch.errors import InvalidArgument
+from ketch.record import Record
+
+TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
+if TYPE_CHECKING:
+    from typing import Any
 
 # --------------------------------------------------------------------------- errors
 
@@ -50,16 +54,21 @@ class VersionError(InvalidArgument):
 # --------------------------------------------------------------------------- flag table
 
 
-@dataclass(frozen=True, slots=True)
-class Flag:
-    """One docker flag: ``kind`` says how its words are read (and how pflag would fail)."""
+class Flag(Record):
+    """One docker flag: ``kind`` says how its words are read (and how pflag would fail):
+    str bool list int int64 uint16 size swap cpus duration. ``alias_of`` names the flag an
+    old spelling stands for (--net -> --network, --dns-opt -> --dns-option)."""
 
-    long: str
-    short: str = ""
-    kind: str = "str"       # str bool list int int64 uint16 size swap cpus duration
-    help: str = ""
-    hidden: bool = False
-    alias_of: str = ""      # --net -> --network, --dns-opt -> --dns-option
+    __slots__ = ("alias_of", "help", "hidden", "kind", "long", "short")
+
+    def __init__(self, long: str, short: str = "", kind: str = "str", help: str = "",
+                 hidden: bool = False, alias_of: str = "") -> None:
+        self.long = long
+        self.short = short
+        self.kind = kind
+        self.help = help
+        self.hidden = hidden
+        self.alias_of = alias_of
 
     @property
     def dest(self) -> str:
@@ -194,115 +203,19 @@ RUN_FLAGS: tuple[Flag, ...] = CREATE_FLAGS + (
 FLAGS_BY_DEST: dict[str, Flag] = {f.dest: f for f in CONTAINER_FLAGS + RUN_FLAGS if not f.alias_of}
 
 
-def click_options(flags: Sequence[Flag]) -> Callable[[Any], Any]:
-    """The flags as click options; values stay words (None when not given), parsed here."""
-    import click
-
-    def wrap(fn: Any) -> Any:
-        for f in reversed(flags):
-            decls = [f"-{f.short}", f"--{f.long}"] if f.short else [f"--{f.long}"]
-            name = f.long.replace("-", "_") + ("__alias" if f.alias_of else "")
-            if f.kind == "bool":
-                opt = click.option(*decls, name, is_flag=True, default=None, flag_value=True,
-                                   help=f.help, hidden=f.hidden)
-            elif f.kind == "list":
-                opt = click.option(*decls, name, multiple=True, metavar="list", help=f.help,
-                                   hidden=f.hidden)
-            else:
-                opt = click.option(*decls, name, default=None, metavar=_metavar(f.kind),
-                                   help=f.help, hidden=f.hidden)
-            fn = opt(fn)
-        return fn
-
-    return wrap
-
-
-_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
-def split_bool_values(args: Sequence[str], flags: Sequence[Flag]
-                      ) -> tuple[list[str], dict[str, bool]]:
-    """pflag lets a boolean flag take a value (``--init=false``, ``--rm=true``); click does
-    not. Such words become the bare flag (true) or vanish (false), and the explicit values
-    are returned by dest, so ``--init=false`` still sends ``"Init": false``. Scanning stops
-    at the first word that is not a flag: the image, then the container's own arguments."""
-    longs = {f"--{f.long}": f for f in flags}
-    shorts = {f.short: f for f in flags if f.short}
-    out: list[str] = []
-    explicit: dict[str, bool] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--" or not a.startswith("-") or a == "-":
-            break
-        if a.startswith("--"):
-            name, sep, val = a.partition("=")
-            f = longs.get(name)
-            if f is not None and f.kind == "bool" and sep:
-                if val not in _TRUE + _FALSE:
-                    raise FlagValueError(f.label, val, f"strconv.ParseBool: parsing "
-                                                       f"{_go_quote(val)}: invalid syntax")
-                explicit[f.dest] = val in _TRUE
-                if val in _TRUE:
-                    out.append(name)
-                i += 1
-                continue
-            out.append(a)
-            if f is not None and f.kind != "bool" and not sep and i + 1 < len(args):
-                out.append(args[i + 1])
-                i += 1
-            i += 1
-            continue
-        f = shorts.get(a[1:2])
-        if len(a) > 2 and a[2] == "=" and f is not None and f.kind == "bool":
-            val = a[3:]
-            if val not in _TRUE + _FALSE:
-                raise FlagValueError(f.label, val, f"strconv.ParseBool: parsing "
-                                                   f"{_go_quote(val)}: invalid syntax")
-            explicit[f.dest] = val in _TRUE
-            if val in _TRUE:
-                out.append(a[:2])
-            i += 1
-            continue
-        out.append(a)
-        # A cluster of shorts ("-it", "-p80:80"): a value flag takes the rest, or the next word.
-        for j, ch in enumerate(a[1:], 1):
-            f = shorts.get(ch)
-            if f is not None and f.kind != "bool":
-                if j == len(a) - 1 and i + 1 < len(args):
-                    out.append(args[i + 1])
-                    i += 1
-                break
-        i += 1
-    return out + list(args[i:]), explicit
+def options(flags: Sequence[Flag]) -> tuple[Option, ...]:
+    """The flags for ``ketch.cli.flags``: values stay words (None when not given, so an
+    explicit ``--init=false`` is told from no ``--init``), read by ``build``; an alias
+    (``--net``) fills its flag's value."""
+    kinds = {"bool": BOOL, "list": LIST}
+    return tuple(Option(f.dest, f.long, f.short, kinds.get(f.kind, VALUE), None,
+                        "list" if f.kind == "list" else _metavar(f.kind), f.help, f.hidden)
+                 for f in flags)
 
 
 def _metavar(kind: str) -> str:
     return {"int": "int", "int64": "int", "uint16": "uint16", "size": "bytes",
             "swap": "bytes", "cpus": "decimal", "duration": "duration"}.get(kind, "string")
-
-
-def gather(params: Mapping[str, Any]) -> dict[str, Any]:
-    """click's params with aliases folded into their flag (``--net`` into ``--network``)."""
-    out: dict[str, Any] = {}
-    for k, v in params.items():
-        if k.endswith("__alias"):
-            base = k[:-7]
-            target = next(f.dest for f in CONTAINER_FLAGS if f.long.replace("-", "_") == base)
-            out[target] = tuple(out.get(target, ())) + tuple(v or ())
-        elif isinstance(v, tuple) and k in out:
-            out[k] = tuple(v) + tuple(out[k])
-        else:
-            out[k] = v
-    return out
-
-
-# --------------------------------------------------------------------------- value parsers
-
-
-def _go_quote(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
 
 
 def parse_int(text: str, bits: int = 64, signed: bool = True) -> int:
@@ -312,11 +225,11 @@ def parse_int(text: str, bits: int = 64, signed: bool = True) -> int:
     if signed and t[:1] in "+-":
         t = t[1:]
     if not t or not t.isascii() or not t.isdigit():
-        raise ValueError(f"strconv.{fn}: parsing {_go_quote(text)}: invalid syntax")
+        raise ValueError(f"strconv.{fn}: parsing {go_quote(text)}: invalid syntax")
     v = int(text)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= v <= hi:
-        raise ValueError(f"strconv.{fn}: parsing {_go_quote(text)}: value out of range")
+        raise ValueError(f"strconv.{fn}: parsing {go_quote(text)}: value out of range")
     return v
 
 
@@ -366,7 +279,7 @@ def parse_duration(text: str) -> int:
     """Go's time.ParseDuration, in nanoseconds ("1m30s", "500ms", "1.5h")."""
     from fractions import Fraction
 
-    bad = ValueError(f"time: invalid duration {_go_quote(text)}")
+    bad = ValueError(f"time: invalid duration {go_quote(text)}")
     s = text
     neg = False
     if s[:1] in "+-":
@@ -386,11 +299,11 @@ def parse_duration(text: str) -> int:
         s = s[m.end():]
         u = re.match(r"[^\d.]+", s)
         if u is None:
-            raise ValueError(f"time: missing unit in duration {_go_quote(text)}")
+            raise ValueError(f"time: missing unit in duration {go_quote(text)}")
         unit = u.group(0)
         if unit not in _UNITS:
-            raise ValueError(f"time: unknown unit {_go_quote(unit)} in duration "
-                             f"{_go_quote(text)}")
+            raise ValueError(f"time: unknown unit {go_quote(unit)} in duration "
+                             f"{go_quote(text)}")
         s = s[u.end():]
         total += Fraction((whole or "0") + (frac if len(frac) > 1 else "")) * _UNITS[unit]
     v = int(total)
@@ -792,14 +705,14 @@ def check_extra_host(val: str) -> str:
     if not sep:
         name, sep, ip = val.partition(":")
     if not sep or not name:
-        raise ValueError(f"bad format for add-host: {_go_quote(val)}")
+        raise ValueError(f"bad format for add-host: {go_quote(val)}")
     if ip.startswith("[") and ip.endswith("]"):
         ip = ip[1:-1]
     if ip != "host-gateway":
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise ValueError(f"invalid IP address in add-host: {_go_quote(ip)}") from None
+            raise ValueError(f"invalid IP address in add-host: {go_quote(ip)}") from None
     # The daemon takes "name:ip" whichever way it was written.
     return f"{name}:{ip}"
 
@@ -847,21 +760,27 @@ def version_lt(a: str, b: str) -> bool:
 # --------------------------------------------------------------------------- the body
 
 
-@dataclass
-class CreateRequest:
-    """What ``POST /containers/create`` gets: the body and the query."""
+class CreateRequest(Record):
+    """What ``POST /containers/create`` gets: the body and the query (and, for ``run``
+    only, how to attach)."""
 
-    body: dict[str, Any]
-    name: str = ""
-    platform: str = ""
-    pull: str = "missing"
-    cidfile: str = ""
-    # run-only
-    detach: bool = False
-    detach_keys: str = ""
-    sig_proxy: bool = True
-    auto_remove: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("auto_remove", "body", "cidfile", "detach", "detach_keys", "extra", "name",
+                 "platform", "pull", "sig_proxy")
+
+    def __init__(self, body: dict[str, Any], name: str = "", platform: str = "",
+                 pull: str = "missing", cidfile: str = "", detach: bool = False,
+                 detach_keys: str = "", sig_proxy: bool = True, auto_remove: bool = False,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.body = body
+        self.name = name
+        self.platform = platform
+        self.pull = pull
+        self.cidfile = cidfile
+        self.detach = detach
+        self.detach_keys = detach_keys
+        self.sig_proxy = sig_proxy
+        self.auto_remove = auto_remove
+        self.extra: dict[str, Any] = {} if extra is None else extra
 
     @property
     def config(self) -> dict[str, Any]:
@@ -990,11 +909,11 @@ def _endpoint(att: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _networking(v: _Values) -> tuple[str, dict[str, Any]]:
     """HostConfig.NetworkMode and EndpointsConfig as docker's parseNetworkOpts."""
-    import ipaddress
-
     atts = [_network_attachment(s) for s in v.words("network")]
     aliases = v.words("network_alias")
     ip4, ip6, mac = v.text("ip"), v.text("ip6"), v.text("mac_address")
+    if ip4 or ip6:
+        import ipaddress  # only then: it costs every run's start-up ~1 ms
     if ip4:
         try:
             ipaddress.IPv4Address(ip4)
@@ -1043,7 +962,7 @@ def _networking(v: _Values) -> tuple[str, dict[str, Any]]:
             apply(att)
         ep = _endpoint(att)
         if att["Target"] in endpoints:
-            raise ConfigError(f"network {_go_quote(att['Target'])} is specified multiple times")
+            raise ConfigError(f"network {go_quote(att['Target'])} is specified multiple times")
         if i == 0 and len(atts) == 1 and ep is None:
             continue
         endpoints[att["Target"]] = ep or dict(_EMPTY_ENDPOINT)
@@ -1063,7 +982,7 @@ def _security_opts(opts: list[str]) -> tuple[list[str] | None, list[str] | None,
         if not sep and k != "no-new-privileges":
             k, sep, val = opt.partition(":")
         if (not sep or not val) and k != "no-new-privileges":
-            raise ConfigError(f"Invalid --security-opt: {_go_quote(opt)}")
+            raise ConfigError(f"Invalid --security-opt: {go_quote(opt)}")
         if opt == "systempaths=unconfined":
             masked, readonly = [], []
             continue
@@ -1091,7 +1010,7 @@ def _pid_ok(mode: str) -> bool:
 def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
           api_version: str = "1.45", environ: Mapping[str, str] | None = None,
           console_size: tuple[int, int] = (0, 0)) -> CreateRequest:
-    """The create request docker 28 would send for these flags (click params by dest)."""
+    """The create request docker 28 would send for these flags (flag values by dest)."""
     env_os = os.environ if environ is None else environ
     v = _Values(params)
 
@@ -1403,5 +1322,5 @@ def build(params: Mapping[str, Any], image: str, cmd: Sequence[str], *,
 
 
 __all__ = ["CONTAINER_FLAGS", "CREATE_FLAGS", "RUN_FLAGS", "ConfigError", "CreateRequest",
-           "Flag", "FlagValueError", "VersionError", "build", "click_options", "gather",
-           "parse_cpus", "parse_duration", "parse_size", "split_bool_values"]
+           "Flag", "FlagValueError", "VersionError", "build", "options",
+           "parse_cpus", "parse_duration", "parse_size"]

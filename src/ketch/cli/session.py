@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ketch.errors import InvalidArgument, KetchError, Unavailable
 
+TYPE_CHECKING = False     # typing costs the CLI start-up (ketch.record says why)
 if TYPE_CHECKING:
     from ketch.client import Client
 
@@ -33,7 +33,6 @@ class Session:
 
 
 def _connect(flag: str | None) -> Client:
-    from ketch.cli.autostart import Place, start
     from ketch.client import Client, resolve_host
 
     explicit = flag or os.environ.get("KETCH_HOST") or os.environ.get("DOCKER_HOST")
@@ -41,6 +40,8 @@ def _connect(flag: str | None) -> Client:
         client = Client(resolve_host(explicit))
         client.negotiate()
         return client
+    from ketch.cli.autostart import Place, start
+
     place = Place.from_env()
     client = Client(place.host)
     try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import click
-
 from ketch import __version__
 from ketch.cli.command import (
-    LazyGroup,
+    Group,
     command,
     format_option,
+    option,
+    pass_obj,
     prune_filter_option,
 )
 from ketch.cli.session import Session, local, parse_filters
@@ -121,7 +121,7 @@ def client_version() -> dict[str, Any]:
 
 @command("version", "[OPTIONS]", "Show the ketch version information")
 @format_option
-@click.pass_obj
+@pass_obj
 def version(session: Session, args: tuple[str, ...], format_: str | None) -> int:
     from ketch.cli.session import error_text
     from ketch.errors import KetchError
@@ -157,22 +157,22 @@ def _info(session: Session, format_: str | None) -> int:
 
 @command("info", "[OPTIONS]", "Display system-wide information")
 @format_option
-@click.pass_obj
+@pass_obj
 def info(session: Session, args: tuple[str, ...], format_: str | None) -> int:
     return _info(session, format_)
 
 
 @command("info", "[OPTIONS]", "Display system-wide information")
 @format_option
-@click.pass_obj
+@pass_obj
 def system_info(session: Session, args: tuple[str, ...], format_: str | None) -> int:
     return _info(session, format_)
 
 
 @command("df", "[OPTIONS]", "Show docker disk usage")
 @format_option
-@click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage")
-@click.pass_obj
+@option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage")
+@pass_obj
 def df(session: Session, args: tuple[str, ...], format_: str | None, verbose: bool) -> int:
     from ketch.cli import views
 
@@ -199,12 +199,12 @@ def confirm(prompt: str) -> bool:
 
 
 @command("prune", "[OPTIONS]", "Remove unused data")
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Remove all unused images not just dangling ones")
+@option("-a", "--all", "all_", is_flag=True,
+        help="Remove all unused images not just dangling ones")
 @prune_filter_option
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
-@click.option("--volumes", is_flag=True, help="Prune anonymous volumes")
-@click.pass_obj
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@option("--volumes", is_flag=True, help="Prune anonymous volumes")
+@pass_obj
 def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
           force: bool, volumes: bool) -> int:
     from ketch.cli.formatting import human_size
@@ -250,9 +250,9 @@ def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[st
 
 @command("check", "[OPTIONS]",
          "Check the image store for damage (a store fsck; works without the daemon)")
-@click.option("--root", metavar="string", default=None,
-              help="The daemon's data root (default $KETCH_ROOT, else /var/lib/ketch)")
-@click.option("--quick", is_flag=True, help="Do not re-hash every blob")
+@option("--root", metavar="string", default=None,
+        help="The daemon's data root (default $KETCH_ROOT, else /var/lib/ketch)")
+@option("--quick", is_flag=True, help="Do not re-hash every blob")
 def check(args: tuple[str, ...], root: str | None, quick: bool) -> int:
     from ketch.cli.autostart import Place
     from ketch.errors import InvalidArgument
@@ -279,15 +279,15 @@ def check(args: tuple[str, ...], root: str | None, quick: bool) -> int:
 @command("reset", "[OPTIONS]",
          "Stop a ketchd and remove everything it made: containers, mounts, network, "
          "cgroups, its data (works without the daemon)")
-@click.option("--root", metavar="string", default=None,
-              help="The daemon's data root (default $KETCH_ROOT, else /var/lib/ketch)")
-@click.option("--exec-root", metavar="string", default=None,
-              help="The daemon's exec root (default $KETCH_EXEC_ROOT, else /run/ketch)")
-@click.option("--cgroup-parent", metavar="string", default="/ketch",
-              help="The containers' cgroup parent the daemon used (default /ketch)")
-@click.option("-p", "--pidfile", metavar="string", default=None,
-              help="The daemon's pidfile (default <exec-root>/ketchd.pid)")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@option("--root", metavar="string", default=None,
+        help="The daemon's data root (default $KETCH_ROOT, else /var/lib/ketch)")
+@option("--exec-root", metavar="string", default=None,
+        help="The daemon's exec root (default $KETCH_EXEC_ROOT, else /run/ketch)")
+@option("--cgroup-parent", metavar="string", default="/ketch",
+        help="The containers' cgroup parent the daemon used (default /ketch)")
+@option("-p", "--pidfile", metavar="string", default=None,
+        help="The daemon's pidfile (default <exec-root>/ketchd.pid)")
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
 def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
           cgroup_parent: str, pidfile: str | None, force: bool) -> int:
     from ketch.cli.autostart import Place
@@ -299,7 +299,10 @@ def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
             f"WARNING! This stops the ketchd of {root} and removes all its containers, "
             f"images, volumes and data.\nAre you sure you want to continue? [y/N] "):
         return 0
-    rep = do_reset(root, exec_root, pidfile=pidfile, cgroup_parent=cgroup_parent)
+    # The cgroup auto-start put the daemon in, when this is the auto-started daemon's place.
+    daemon_cgroup = place.cgroup if (root, exec_root) == (place.root, place.exec_root) else None
+    rep = do_reset(root, exec_root, pidfile=pidfile, cgroup_parent=cgroup_parent,
+                   daemon_cgroup=daemon_cgroup)
     for what, items in (("stopped", rep.stopped), ("removed container", rep.containers),
                         ("removed", rep.network), ("unmounted", rep.mounts)):
         for item in items:
@@ -309,7 +312,7 @@ def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
     return 1 if rep.errors else 0
 
 
-system = LazyGroup("system", help="Manage ketch", usage="COMMAND", lazy={})
+system = Group("system", help="Manage ketch", usage="COMMAND", lazy={})
 for _cmd in (df, prune, check, reset):
     system.add_command(_cmd)
 system.add_command(system_info, "info")

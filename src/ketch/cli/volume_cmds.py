@@ -12,9 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import click
-
-from ketch.cli.command import LazyGroup, command, filter_option, format_option
+from ketch.cli.command import Group, command, filter_option, format_option, option, pass_obj
 from ketch.cli.session import Session, local, parse_filters
 from ketch.errors import InvalidArgument, KetchError
 
@@ -57,15 +55,15 @@ def _kv(words: tuple[str, ...]) -> dict[str, str]:
 
 
 @command("create", "[OPTIONS] [VOLUME]", "Create a volume", nargs=(0, 1))
-@click.option("-d", "--driver", metavar="string", default="local",
-              help='Specify volume driver name (default "local")')
-@click.option("--label", "labels", metavar="list", multiple=True,
-              help="Set metadata for a volume")
-@click.option("-o", "--opt", "opts", metavar="map", multiple=True,
-              help="Set driver specific options (default map[])")
-@click.option("--name", metavar="string", default="", hidden=True,
-              help="Specify volume name")
-@click.pass_obj
+@option("-d", "--driver", metavar="string", default="local",
+        help='Specify volume driver name (default "local")')
+@option("--label", "labels", metavar="list", multiple=True,
+        help="Set metadata for a volume")
+@option("-o", "--opt", "opts", metavar="map", multiple=True,
+        help="Set driver specific options (default map[])")
+@option("--name", metavar="string", default="", hidden=True,
+        help="Specify volume name")
+@pass_obj
 def create(session: Session, args: tuple[str, ...], driver: str, labels: tuple[str, ...],
            opts: tuple[str, ...], name: str) -> int:
     if args:
@@ -85,8 +83,8 @@ def create(session: Session, args: tuple[str, ...], driver: str, labels: tuple[s
 @command("ls", "[OPTIONS]", "List volumes", aliases=("ketch volume ls", "ketch volume list"))
 @filter_option
 @format_option
-@click.option("-q", "--quiet", is_flag=True, help="Only display volume names")
-@click.pass_obj
+@option("-q", "--quiet", is_flag=True, help="Only display volume names")
+@pass_obj
 def ls(session: Session, args: tuple[str, ...], filters: tuple[str, ...],
        format_: str | None, quiet: bool) -> int:
     from ketch.cli import views
@@ -104,9 +102,9 @@ def ls(session: Session, args: tuple[str, ...], filters: tuple[str, ...],
 
 @command("inspect", "[OPTIONS] VOLUME [VOLUME...]",
          "Display detailed information on one or more volumes", nargs=(1, None))
-@click.option("-f", "--format", "format_", metavar="string",
-              help="Format output using a custom template: 'json', or a Go template")
-@click.pass_obj
+@option("-f", "--format", "format_", metavar="string",
+        help="Format output using a custom template: 'json', or a Go template")
+@pass_obj
 def inspect(session: Session, args: tuple[str, ...], format_: str | None) -> int:
     from ketch.cli.formatting import check_inspect_format, inspect_format
 
@@ -133,8 +131,8 @@ def inspect(session: Session, args: tuple[str, ...], format_: str | None) -> int
 
 @command("rm", "[OPTIONS] VOLUME [VOLUME...]", "Remove one or more volumes", nargs=(1, None),
          aliases=("ketch volume rm", "ketch volume remove"))
-@click.option("-f", "--force", is_flag=True, help="Force the removal of one or more volumes")
-@click.pass_obj
+@option("-f", "--force", is_flag=True, help="Force the removal of one or more volumes")
+@pass_obj
 def rm(session: Session, args: tuple[str, ...], force: bool) -> int:
     from ketch.cli.session import error_text
 
@@ -167,12 +165,12 @@ def prune_report_text(report: dict[str, Any]) -> str:
 
 
 @command("prune", "[OPTIONS]", "Remove unused local volumes")
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Remove all unused volumes, not just anonymous ones")
-@click.option("--filter", "filters", metavar="filter", multiple=True,
-              help='Provide filter values (e.g. "label=<label>")')
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
-@click.pass_obj
+@option("-a", "--all", "all_", is_flag=True,
+        help="Remove all unused volumes, not just anonymous ones")
+@option("--filter", "filters", metavar="filter", multiple=True,
+        help='Provide filter values (e.g. "label=<label>")')
+@option("-f", "--force", is_flag=True, help="Do not prompt for confirmation")
+@pass_obj
 def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
           force: bool) -> int:
     from ketch.cli.system_cmds import confirm
@@ -197,7 +195,7 @@ def prune(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[st
     return 0
 
 
-volume = LazyGroup("volume", help="Manage volumes", usage="COMMAND", lazy={})
+volume = Group("volume", help="Manage volumes", usage="COMMAND", lazy={})
 for _name, _cmd in (("create", create), ("ls", ls), ("list", ls), ("inspect", inspect),
                     ("rm", rm), ("remove", rm), ("prune", prune)):
     volume.add_command(_cmd, _name)

@@ -17,8 +17,11 @@ from ketch.client._transport import (
     Request,
     Response,
     StreamResponse,
-    Transport,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.client._transport import Transport
 
 __all__ = [
     "CLIENT_API_VERSION",
@@ -30,7 +33,7 @@ __all__ = [
     "Response",
     "StreamError",
     "StreamResponse",
-    "Transport",
+    "Transport",  # for type checkers only: a Protocol, and typing stays out of the CLI
     "from_status",
     "json_messages",
     "resolve_host",

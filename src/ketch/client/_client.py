@@ -14,19 +14,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode
 
 from ketch.client._containers import ContainersMixin
 from ketch.client._errors import from_status, message_of
+from ketch.client._http import form_encode, quote
 from ketch.client._transport import (
     DEFAULT_HOST,
     HTTPTransport,
     Request,
     StreamResponse,
-    Transport,
 )
 from ketch.errors import System
+
+TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
+    from ketch.client._transport import Transport
 
 CLIENT_API_VERSION = "1.45"
 
@@ -57,7 +61,7 @@ def _query(params: Mapping[str, Any]) -> str:
             pairs.extend((k, str(x)) for x in v)
         else:
             pairs.append((k, str(v)))
-    return "?" + urlencode(pairs) if pairs else ""
+    return "?" + form_encode(pairs) if pairs else ""
 
 
 def _name(name: str) -> str:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ketch.client._errors import from_status
-from ketch.client._http import hijack
+from ketch.client._http import hijack, quote
 from ketch.client._transport import HTTPTransport, Request, StreamResponse
 from ketch.errors import NotModified, NotSupported, System
+from ketch.record import Record
 
+TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.client._client import Filters
 
 
@@ -49,14 +50,17 @@ def _path_stat(header: str | None) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class Hijacked:
+class Hijacked(Record):
     """The raw connection after an upgrade; ``first`` arrived with the answer's head."""
 
-    sock: socket.socket
-    first: bytes
-    status: int
-    headers: dict[str, str]
+    __slots__ = ("first", "headers", "sock", "status")
+
+    def __init__(self, sock: socket.socket, first: bytes, status: int,
+                 headers: dict[str, str]) -> None:
+        self.sock = sock
+        self.first = first
+        self.status = status
+        self.headers = headers
 
     def close(self) -> None:
         try:

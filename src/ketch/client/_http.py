@@ -13,9 +13,31 @@ from __future__ import annotations
 
 import io
 import socket
-from typing import BinaryIO
+
+TYPE_CHECKING = False     # typing costs the CLI start-up (ketch.record says why)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 CHUNK = 1 << 16
+
+# RFC 3986's unreserved characters; urllib.parse would do, but it imports ipaddress and
+# costs the CLI 2-3 ms at every start for two small functions.
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str, safe: str = "/") -> str:
+    """Percent-encoding as ``urllib.parse.quote``: UTF-8, unreserved and ``safe`` kept."""
+    keep = _UNRESERVED | frozenset(safe.encode())
+    raw = text.encode()
+    if all(b in keep for b in raw):
+        return text
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in raw)
+
+
+def form_encode(pairs: list[tuple[str, str]]) -> str:
+    """``urllib.parse.urlencode``'s query string: spaces as ``+``, everything else quoted."""
+    return "&".join(quote(k, " ").replace(" ", "+") + "=" + quote(v, " ").replace(" ", "+")
+                    for k, v in pairs)
 
 
 class ProtocolError(OSError):

@@ -15,23 +15,33 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
-from urllib.parse import urlsplit
 
 from ketch.client._http import Body, read_response, send_request
 from ketch.errors import InvalidArgument, Unavailable
+from ketch.record import Record
+
+TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, BinaryIO, Protocol
+
+    class Transport(Protocol):
+        def request(self, req: Request) -> Response: ...
+
+        def open(self, req: Request) -> StreamResponse: ...
 
 DEFAULT_HOST = "unix:///run/ketch/ketch.sock"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | BinaryIO | None = None
+class Request(Record):
+    __slots__ = ("body", "headers", "method", "path")
+
+    def __init__(self, method: str, path: str, headers: dict[str, str] | None = None,
+                 body: bytes | BinaryIO | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.headers: dict[str, str] = {} if headers is None else headers
+        self.body = body
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -43,11 +53,13 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
+class Response(Record):
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
 
     def header(self, name: str) -> str | None:
         return _header(self.headers, name)
@@ -81,16 +93,14 @@ class StreamResponse:
         self.close()
 
 
-class Transport(Protocol):
-    def request(self, req: Request) -> Response: ...
-
-    def open(self, req: Request) -> StreamResponse: ...
-
-
 def parse_host(host: str) -> tuple[str, str, int]:
     """``unix:///p`` -> ("unix", "/p", 0); ``tcp://h:2375`` -> ("tcp", "h", 2375)."""
     if host.startswith("/"):
         return "unix", host, 0
+    if host.startswith("unix://") and len(host) > 7:
+        return "unix", host[7:], 0
+    from urllib.parse import urlsplit
+
     u = urlsplit(host)
     if u.scheme == "unix" and u.path:
         return "unix", u.path, 0

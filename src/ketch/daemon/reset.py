@@ -102,8 +102,10 @@ def _remove_cgroup_tree(path: str) -> list[str]:
 
 
 def reset(root: str, exec_root: str, *, pidfile: str | None = None,
-          cgroup_parent: str | None = None, remove_dirs: bool = True) -> ResetReport:
-    """Remove what the daemon with ``root``/``exec_root`` made (see the module doc)."""
+          cgroup_parent: str | None = None, daemon_cgroup: str | None = None,
+          remove_dirs: bool = True) -> ResetReport:
+    """Remove what the daemon with ``root``/``exec_root`` made (see the module doc).
+    ``daemon_cgroup`` is the cgroup an auto-started ketchd ran in (removed once empty)."""
     rep = ResetReport()
     pidfile = pidfile or os.path.join(exec_root, "ketchd.pid")
     if _stop(_pid_of(pidfile)):
@@ -136,13 +138,17 @@ def reset(root: str, exec_root: str, *, pidfile: str | None = None,
             rep.mounts.append(point)
         else:
             rep.errors.append(f"umount {point}: {out.stderr.strip()}")
+    names = []
     if cgroup_parent and cgroup_parent.strip("/"):
+        names += [cgroup_parent.strip("/"), cgroup_parent.strip("/") + "-supervisor"]
+    if daemon_cgroup and daemon_cgroup.strip("/"):
+        names.append(daemon_cgroup.strip("/"))
+    if names:
         base = "/sys/fs/cgroup"
-        rel = cgroup_parent.strip("/")
         tops = [base] + [os.path.join(base, h) for h in sorted(os.listdir(base))
                          if os.path.isdir(os.path.join(base, h))]
         for top in tops:
-            for name in (rel, rel + "-supervisor"):
+            for name in names:
                 path = os.path.join(top, name)
                 if os.path.isdir(path) and os.path.exists(os.path.join(path, "cgroup.procs")):
                     rep.cgroups += _remove_cgroup_tree(path)
