@@ -673,9 +673,9 @@ class Engine:
         # told "exited" may remove the container while the rest runs, and must not
         # find a new, never-set event in its place. Its output is logged already.
         self._exited.setdefault(c.id, asyncio.Event()).set()
+        connected = self._on_bridge(c)      # before a woken remove can release it
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
-        connected = self._on_bridge(c)
         await asyncio.to_thread(self._release, c)
         self._clear_network(c)
         await asyncio.to_thread(self.store.save, c)
@@ -836,10 +836,11 @@ class Engine:
                     raise System(f"could not kill container {c.id}") from None
             c = self.store.find(c.id) or c
         c.state.status = "removing"
+        # Prepared for an attach, never started: connected, and no exit to say so.
+        connected = c.id in self._prepared and self._on_bridge(c)
         self._prepared.discard(c.id)
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
-        connected = self._on_bridge(c)     # prepared for an attach, never started
         await asyncio.to_thread(self._release, c)
         if connected:
             self._network_event("network disconnect", c)
