@@ -155,10 +155,12 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         address_pools=list(merged.get("default-address-pools") or []),
         icc=bool(merged.get("icc", True)),
     )
-    if s.log_driver not in ("json-file", "none"):
-        raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
-                              f"log-driver: {s.log_driver!r} is not supported "
-                              "(json-file or none)")
+    from ketch.engine.model import LogConfig, verify_log_config
+
+    try:        # names only: the values are checked when a container's log starts
+        verify_log_config(LogConfig(type=s.log_driver, config=dict(s.log_opts)))
+    except KetchError as exc:
+        raise InvalidArgument(f"failed to set log opts: {exc}") from None
     if s.log_level not in LOG_LEVELS:
         raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
                               f"log-level: invalid value {s.log_level!r}")

@@ -214,8 +214,9 @@ def decode(buf: bytes | memoryview) -> Entry:
 def split(data: bytes | memoryview) -> tuple[list[memoryview], int]:
     """The entries of the whole frames at the start of ``data``, and the bytes they take.
 
-    Raises ValueError at a frame whose two lengths differ or that is too large:
-    the file is not in this format (or is damaged) from there on.
+    Stops before a frame whose two lengths differ or that is too large, and
+    raises ValueError when ``data`` starts with one: the file is not in this
+    format (or is damaged) from there on.
     """
     view = memoryview(data)
     out: list[memoryview] = []
@@ -223,12 +224,16 @@ def split(data: bytes | memoryview) -> tuple[list[memoryview], int]:
     while end - i >= 2 * LEN_SIZE:
         (n,) = struct.unpack_from(">I", view, i)
         if n > MAX_ENTRY:
+            if out:
+                break
             raise ValueError(f"log message is too large ({n} > {MAX_ENTRY})")
         stop = i + 2 * LEN_SIZE + n
         if stop > end:
             break
         (m,) = struct.unpack_from(">I", view, stop - LEN_SIZE)
         if m != n:
+            if out:
+                break
             raise ValueError("log message header and footer indicate different message sizes")
         out.append(view[i + LEN_SIZE:stop - LEN_SIZE])
         i = stop
