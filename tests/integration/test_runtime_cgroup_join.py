@@ -78,3 +78,48 @@ def test_failing_init_reports_its_own_error(bundles, runc_root):
     with pytest.raises(KetchError, match="no such file or directory|not found"):
         rt.create(cid, CreateOptions(bundle=str(b)))
     assert not rt._cgroup(f"/{PREFIX}/{cid}").exists()
+
+
+def test_without_clone3_the_parent_moves_the_init(bundles, runc_root, monkeypatch):
+    from ketch.runtime import clone
+
+    monkeypatch.setattr(clone, "_unavailable", True)    # as where seccomp refuses clone3
+    cid = "cgjoinfork"
+    b = bundles.make(["true"], container_id=cid)
+    rt = Runtime(str(runc_root))
+    started = rt.create(cid, CreateOptions(bundle=str(b)))
+    try:
+        cgroups = _own_cgroups(started.pid)
+        assert cgroups and all(path == f"/{PREFIX}/{cid}" for path in cgroups.values()), cgroups
+    finally:
+        rt.delete(cid, force=True)
+        os.waitpid(started.pid, 0)
+
+
+def test_fork_into_cgroup_child_is_born_there(tmp_path):
+    from ketch.runtime.clone import fork_into_cgroup
+
+    unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") \
+        else "/sys/fs/cgroup"
+    d = os.path.join(unified, f"{PREFIX}-clone3")
+    os.makedirs(d, exist_ok=True)
+    try:
+        r, w = os.pipe()
+        pid = fork_into_cgroup(d)
+        if pid == 0:
+            try:
+                with open("/proc/self/cgroup") as f:
+                    os.write(w, f.read().encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        assert pid is not None, "clone3 with CLONE_INTO_CGROUP is not available here"
+        out = b""
+        while chunk := os.read(r, 4096):
+            out += chunk
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert f"0::/{PREFIX}-clone3" in out.decode().splitlines()
+    finally:
+        os.rmdir(d)

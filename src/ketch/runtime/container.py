@@ -298,16 +298,24 @@ class Runtime:
             intermediate=intermediate, cgroup_paths=mgr.paths(),
             cgroup_v1_mounts=self._v1_mounts(),
             cgroup_v2=mode is cgroups.Mode.V2, create_container_state=state_base,
-            seccomp=seccomp_filter, cgroup_join=tuple(self_join), go_early=go_early)
+            seccomp=seccomp_filter, cgroup_join=tuple(self_join), go_early=go_early,
+            report_join=bool(self_join and parent_join))
 
-        pid = self._fork_into_pidns(plan, intermediate, lambda: child_main(cfg),
-                                    close_in_child=[parent_sock])
+        def in_child(born_in_cgroup: bool) -> None:
+            if born_in_cgroup:
+                cfg.report_join = False     # (the child's copy) nothing left to write
+            child_main(cfg)
+
+        pid, born = self._fork_into_pidns(
+            plan, intermediate, in_child, close_in_child=[parent_sock],
+            cgroup_dir=parent_join[0] if len(parent_join) == 1 else None)
         child_sock.close()
         init_pid = pid
         cleanup.push(lambda: _kill_and_reap(pid))
-        if self_join:
-            sync.expect(parent_sock, sync.Kind.JOINED)
-        _join_parent_side(mgr, parent_join, pid, parent_sock)
+        if not born:
+            if cfg.report_join:
+                sync.expect(parent_sock, sync.Kind.JOINED)
+            _join_parent_side(mgr, parent_join, pid, parent_sock)
         try:
             sync.send(parent_sock, sync.Kind.GO)
         except OSError:
@@ -358,8 +366,10 @@ class Runtime:
         return Started(pid=init_pid, pidfd=pidfd, direct_child=not intermediate)
 
     def _fork_into_pidns(self, plan: Plan, intermediate: bool, child: Any,
-                         close_in_child: list[Any]) -> int:
-        """fork() with the child in the container's pid namespace.
+                         close_in_child: list[Any], cgroup_dir: str | None = None
+                         ) -> tuple[int, bool]:
+        """fork() with the child in the container's pid namespace: (pid, whether it
+        was born in the cgroup2 directory ``cgroup_dir``, see ``clone``).
 
         unshare(CLONE_NEWPID) and setns(pid) only change where the caller's next
         child goes, so the caller does it around fork and then goes back; the
@@ -382,20 +392,26 @@ class Runtime:
                 os.close(saved)
                 raise
         try:
-            pid = os.fork()
+            pid = None
+            if cgroup_dir is not None:
+                from ketch.runtime.clone import fork_into_cgroup
+                pid = fork_into_cgroup(cgroup_dir)
+            born = pid is not None
+            if pid is None:
+                pid = os.fork()
             if pid == 0:
                 for obj in close_in_child:
                     try:
                         obj.close()
                     except OSError:
                         pass
-                child()
+                child(born)
                 os._exit(1)
         finally:
             if saved is not None and os.getpid() != 1:
                 self.sys.setns(saved, sc.CLONE_NEWPID)
                 os.close(saved)
-        return pid
+        return pid, born
 
     # -- start ------------------------------------------------------------------
     def start(self, container_id: str) -> None:
@@ -597,9 +613,10 @@ def _cgroup_joins(mode: Any, mgr: Any) -> tuple[list[str], list[str]]:
     nearly every container). A single-threaded process that writes 0 to a v1
     hierarchy's ``tasks`` moves itself without that lock (Linux 6.x), and the
     forked init is single-threaded: it joins its v1 hierarchies that way, first
-    thing. What is left for the parent, a hybrid host's cgroup2 directory (no
-    controllers there; cgroup2 moves whole processes only), is written while
-    the init sets up. cgroup v2 alone: the parent moves it, as before.
+    thing. What is left, a hybrid host's cgroup2 directory (no controllers
+    there; cgroup2 moves whole processes only) or a v2 host's one cgroup, the
+    init is born in (``clone``); where clone3 is refused the parent writes it,
+    on a hybrid host while the init sets up.
     """
     from ketch.linux import cgroups
 

@@ -3,10 +3,10 @@
 The parent (``container.create``) forked us after putting us in the new pid
 namespace; from here on, in order (runc's standard_init, same reasons):
 
-    join the v1 cgroups (writing 0 to each hierarchy's ``tasks``); wait GO (the
-    parent has put us in the rest: a hybrid host's cgroup2) here when the order
-    matters (new user or cgroup namespace, intermediate, v2), else before the
-    first message we send
+    join the v1 cgroups (writing 0 to each hierarchy's ``tasks``); the cgroup2
+    one (hybrid, v2) we were born in (clone3), or the parent moves us there; wait
+    GO here when the order matters (new user or cgroup namespace, intermediate,
+    v2), else before the first message we send
     user namespace: join by path, or unshare and let the parent write the maps
     join namespaces by path, unshare the new ones
     (user namespace + new pid namespace: fork once more; the child is pid 1)
@@ -66,6 +66,7 @@ class InitConfig:
     ready: bool = False                 # READY sent: errors now go to stderr
     seccomp: Filter | None = None       # the profile compiled by the parent, if it did
     cgroup_join: tuple[str, ...] = ()   # cgroup v1 dirs we move ourselves into
+    report_join: bool = False           # the parent waits for JOINED to write the rest
     go_early: bool = True               # wait for GO before anything else
     go_seen: bool = False
 
@@ -132,8 +133,8 @@ def _run(cfg: InitConfig) -> None:
     spec, plan, s = cfg.spec, cfg.plan, cfg.sys
     assert spec.process is not None and spec.linux is not None
     process = spec.process
-    if cfg.cgroup_join:
-        _join_cgroups(cfg.cgroup_join)
+    _join_cgroups(cfg.cgroup_join)
+    if cfg.report_join:
         # Only now may the parent write the rest: its write holds the cgroup
         # mutex through an RCU grace period, which ours would wait behind.
         sync.send(cfg.sock, sync.Kind.JOINED)
