@@ -184,14 +184,13 @@ class ExecProbe:
         # every interval would pile up there.
         ex = Exec(id=secrets.token_hex(32), container_id=container_id, cmd=cmd,
                   attach_stdout=True, attach_stderr=True)
-        # dockerd's events for a probe, down to the space after an argument-less command.
-        label = f"{cmd[0]} {' '.join(cmd[1:])}"
-        self._event(container_id, f"exec_create: {label}", {"execID": ex.id})
+        # dockerd's events for a probe, as for any exec.
+        self._event(container_id, f"exec_create: {ex.label}", {"execID": ex.id})
         process = await asyncio.to_thread(self.engine.execs.process, ex)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         try:
-            self._event(container_id, f"exec_start: {label}", {"execID": ex.id})
+            self._event(container_id, f"exec_start: {ex.label}", {"execID": ex.id})
             try:
                 await self.engine.sup.exec(container_id, ex.id, process, tty=False,
                                            stdin_open=False, sock=theirs)
