@@ -32,6 +32,7 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,7 @@ class Exec:
 
 
 class Execs:
-    def __init__(self, engine: Engine, clock: Any = time.monotonic) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self._execs: dict[str, Exec] = {}
         self._finished: deque[tuple[float, str]] = deque()    # (when, exec id), in order
