@@ -379,3 +379,70 @@ def test_tty_resize_follows_the_terminal(engine: Engine) -> None:
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_diff_export_commit(engine: Engine, tmp_path: Path) -> None:
+    import tarfile
+
+    name = f"fs-{secrets.token_hex(3)}"
+    ok(run(engine, "--name", name, "busybox", "sh", "-c",
+           "echo x > /new; rm /bin/true; mkdir -p /etc/zz"))
+    lines = ok(ketch(engine, "diff", name)).splitlines()
+    for want in ("A /new", "D /bin/true", "C /etc", "A /etc/zz", "C /bin"):
+        assert want in lines, lines
+    out = tmp_path / "fs.tar"
+    ok(ketch(engine, "export", "-o", str(out), name))
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
+    assert "new" in names and "bin/sh" in names and "bin/true" not in names
+    assert not list(tmp_path.glob("fs.tar.*"))      # no temporary file left beside it
+    piped = subprocess.run([str(BIN / "ketch"), "container", "export", name],
+                           capture_output=True, env=engine.env(), timeout=60)
+    assert piped.returncode == 0 and len(piped.stdout) == out.stat().st_size
+    gone = ketch(engine, "export", "-o", str(tmp_path / "no" / "x.tar"), name)
+    assert gone.returncode == 1 and "invalid output path" in gone.stderr
+
+    repo = f"ketch-cli-commit-{secrets.token_hex(3)}"
+    image = ok(ketch(engine, "commit", "-m", "hello", "-a", "me", "-c", "ENV A=1", name,
+                     f"{repo}:v1")).strip()
+    try:
+        assert image.startswith("sha256:") and len(image) == 71
+        got = ok(ketch(engine, "image", "inspect", f"{repo}:v1", "--format",
+                       "{{.Id}} {{.Comment}} {{.Author}} {{index .Config.Env 1}}")).split()
+        assert got == [image, "hello", "me", "A=1"]
+        bad = ketch(engine, "commit", name, "Bad:x")
+        assert (bad.returncode, bad.stderr) == (1, "invalid reference format: repository name "
+                                                   "(library/Bad) must be lowercase\n")
+        digest = ketch(engine, "commit", name, "x@sha256:" + "a" * 64)
+        assert (digest.returncode, digest.stderr) == (
+            1, "refusing to create a tag with a digest reference\n")
+    finally:
+        ketch(engine, "rmi", f"{repo}:v1")
+
+
+def test_events_since_until_and_formats(engine: Engine) -> None:
+    import re
+
+    name = f"ev-{secrets.token_hex(3)}"
+    t0 = int(time.time())
+    ok(run(engine, "--name", name, "busybox", "true"))
+    t1 = str(int(time.time()) + 1)
+    window = ["--since", str(t0), "--until", t1, "--filter", f"container={name}"]
+    lines = ok(ketch(engine, "events", *window)).splitlines()
+    actions = [line.split()[2] for line in lines]
+    assert actions[0] == "create" and actions[-2:] == ["start", "die"], lines
+    pattern = (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) container die "
+               r"[0-9a-f]{64} \(exitCode=0, image=busybox, (.*, )?name=" + name + r"\)")
+    assert re.fullmatch(pattern, lines[-1]), lines[-1]
+    docs = [json.loads(x) for x in
+            ok(ketch(engine, "system", "events", *window, "--format", "json")).splitlines()]
+    assert [d["Action"] for d in docs] == actions
+    assert all(d["Type"] == "container" and d["Actor"]["Attributes"]["name"] == name
+               for d in docs)
+    templ = ok(ketch(engine, "events", *window, "--format",
+                     "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}")).splitlines()
+    assert templ[-1] == f"container die {name}"
+    bad = ketch(engine, "events", "--format", "{{.Foo}}")
+    assert bad.returncode == 64
+    assert bad.stderr == ('Error parsing format: template: :1:2: executing "" at <.Foo>: '
+                          "can't evaluate field Foo in type *events.Message\n")

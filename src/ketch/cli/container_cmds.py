@@ -1362,6 +1362,9 @@ for _name, _cmd in (("run", run), ("create", create), ("start", start), ("stop",
                     ("rename", rename), ("update", update), ("port", port),
                     ("prune", prune), ("cp", cp)):
     container.add_command(_cmd, _name)
+container.lazy.update({"commit": "ketch.cli.filesystem_cmds:commit",
+                      "diff": "ketch.cli.filesystem_cmds:diff",
+                      "export": "ketch.cli.filesystem_cmds:export"})
 container.hidden_names = {"remove", "list", "ps"}
 
 __all__ = ["attach", "container", "cp", "create", "exec_", "go_timestamp", "inspect",

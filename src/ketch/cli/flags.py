@@ -87,20 +87,25 @@ class Parsed:
 
 
 def go_quote(s: str) -> str:
-    """Go's %q for the common cases (pflag quotes the value it could not parse)."""
-    out = []
+    """strconv.Quote: Go-syntax double-quoted string."""
+    out = ['"']
     for ch in s:
-        if ch in ('"', "\\"):
+        o = ord(ch)
+        if ch == '"' or ch == "\\":
             out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
+        elif ch in "\a\b\f\n\r\t\v":
+            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                        "\t": "\\t", "\v": "\\v"}[ch])
+        elif ch.isprintable() or ch == " ":
             out.append(ch)
-    return '"' + "".join(out) + '"'
+        elif o < 0x80 or (0xD800 <= o <= 0xDFFF):
+            out.append(f"\\x{o & 0xFF:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    out.append('"')
+    return "".join(out)
 
 
 def parse_bool(opt: Option, word: str) -> bool:

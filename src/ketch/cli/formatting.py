@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 
+from ketch.cli.flags import go_quote
 from ketch.errors import InvalidArgument
 from ketch.units import human_duration
 
@@ -635,28 +636,6 @@ def _scan_number(text: str, pos: int) -> int:
     if pos < n and _is_alnum(text[pos]):
         return -(pos + 2)
     return pos
-
-
-def go_quote(s: str) -> str:
-    """strconv.Quote: Go-syntax double-quoted string."""
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif ch in "\a\b\f\n\r\t\v":
-            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-                        "\t": "\\t", "\v": "\\v"}[ch])
-        elif ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif o < 0x80 or (0xD800 <= o <= 0xDFFF):
-            out.append(f"\\x{o & 0xFF:02x}")
-        elif o < 0x10000:
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(f"\\U{o:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def _unquote(tok: str) -> str:

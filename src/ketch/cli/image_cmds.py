@@ -209,25 +209,30 @@ def save(session: Session, args: tuple[str, ...], output: str) -> int:
                 f'failed to save image: invalid output path: directory "{d}" does not exist'))
     client = session.connect()
     with client.images_save(list(args)) as resp:
-        if not output:
-            sys.stdout.flush()
-            _copy(resp, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-            return 0
-        # As docker: a temporary file beside the target, renamed when complete, so a
-        # failed save never leaves a truncated archive under the asked-for name.
-        tmp = f"{output}.ketch-save-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                _copy(resp, f)
-            os.replace(tmp, output)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_stream(resp, output, "ketch-save")
     return 0
+
+
+def write_stream(resp: Any, output: str, what: str) -> None:
+    """An archive from the daemon to ``output``, or to stdout when that is empty (save,
+    export). As docker: a temporary file beside the target, renamed when complete, so a
+    failure never leaves a truncated archive under the asked-for name."""
+    if not output:
+        sys.stdout.flush()
+        _copy(resp, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    tmp = f"{output}.{what}-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            _copy(resp, f)
+        os.replace(tmp, output)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class _Progress:

@@ -15,6 +15,7 @@ from ketch.cli.command import (
     prune_filter_option,
 )
 from ketch.cli.session import Session, local, parse_filters
+from ketch.errors import InvalidArgument
 
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
@@ -190,6 +191,97 @@ PRUNE_WARNING = """WARNING! This will remove:
 Are you sure you want to continue? [y/N] """
 
 
+@command("events", "[OPTIONS]", "Get real time events from the server",
+         aliases=("ketch system events", "ketch events"))
+@option("-f", "--filter", "filters", metavar="filter", multiple=True,
+        help="Filter output based on conditions provided")
+@option("--format", "format_", metavar="string",
+        help="Format output using a custom template: 'json', or a Go template")
+@option("--since", metavar="string", default="", help="Show all events created since timestamp")
+@option("--until", metavar="string", default="", help="Stream events until this timestamp")
+@pass_obj
+def events(session: Session, args: tuple[str, ...], filters: tuple[str, ...],
+           format_: str | None, since: str, until: str) -> int:
+    from ketch.cli.container_cmds import go_timestamp
+    from ketch.cli.formatting import TemplateError, go_json, parse
+
+    raw_json = format_ in ("json", "{{json .}}")
+    tmpl = None
+    if format_ and not raw_json:
+        try:
+            tmpl = parse(format_)
+            tmpl.execute(event_struct({}))   # docker checks it on an empty message first
+        except TemplateError as exc:
+            raise _exit(local(InvalidArgument(f"Error parsing format: {exc.go_message}")), 64) \
+                from None
+    flt = parse_filters(filters)
+    stream = session.connect().events(since=go_timestamp(since), until=go_timestamp(until),
+                                      filters=flt)
+    try:
+        for msg in stream:
+            if raw_json:
+                line = go_json(msg)           # the daemon's own JSON, key order and all
+            elif tmpl is not None:
+                try:
+                    line = tmpl.execute(event_struct(msg))
+                except TemplateError as exc:
+                    raise local(InvalidArgument(exc.go_message)) from None
+            else:
+                line = pretty_event(msg)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _exit(exc: Any, code: int) -> Any:
+    exc.exit_code = code
+    return exc
+
+
+def rfc3339_nano_fixed(time_nano: int) -> str:
+    """Go's time.Unix(0, n).Format("2006-01-02T15:04:05.000000000Z07:00"), local time."""
+    import time
+
+    secs, nanos = divmod(time_nano, 1_000_000_000)
+    t = time.localtime(secs)
+    off = t.tm_gmtoff or 0
+    zone = "Z" if off == 0 else (f"{'+' if off > 0 else '-'}{abs(off) // 3600:02d}:"
+                                 f"{abs(off) % 3600 // 60:02d}")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{nanos:09d}" + zone
+
+
+def pretty_event(msg: dict[str, Any]) -> str:
+    """The docker CLI's event line: time, type, action, actor id, sorted attributes."""
+    parts = []
+    if msg.get("timeNano"):
+        parts.append(rfc3339_nano_fixed(int(msg["timeNano"])) + " ")
+    elif msg.get("time"):
+        parts.append(rfc3339_nano_fixed(int(msg["time"]) * 1_000_000_000) + " ")
+    actor = msg.get("Actor") or {}
+    parts.append(f"{msg.get('Type', '')} {msg.get('Action', '')} {actor.get('ID', '')}")
+    attrs = actor.get("Attributes") or {}
+    if attrs:
+        parts.append(" (" + ", ".join(f"{k}={attrs[k]}" for k in sorted(attrs)) + ")")
+    return "".join(parts)
+
+
+def event_struct(msg: dict[str, Any]) -> Any:
+    """An events.Message as templates see it: Go's field names (``{{.Actor.ID}}``)."""
+    from ketch.cli.formatting import Struct
+
+    actor = msg.get("Actor") or {}
+    return Struct("*events.Message", {
+        "Status": msg.get("status", ""), "ID": msg.get("id", ""), "From": msg.get("from", ""),
+        "Type": msg.get("Type", ""), "Action": msg.get("Action", ""),
+        "Actor": Struct("events.Actor", {"ID": actor.get("ID", ""),
+                                         "Attributes": dict(actor.get("Attributes") or {})},
+                        marshal=False),
+        "Scope": msg.get("scope", ""), "Time": int(msg.get("time") or 0),
+        "TimeNano": int(msg.get("timeNano") or 0)}, marshal=False)
+
+
 def confirm(prompt: str) -> bool:
     """docker's prompt: only "y"/"Y" (after trimming) says yes; no terminal input says no."""
     sys.stdout.write(prompt)
@@ -313,6 +405,6 @@ def reset(args: tuple[str, ...], root: str | None, exec_root: str | None,
 
 
 system = Group("system", help="Manage ketch", usage="COMMAND", lazy={})
-for _cmd in (df, prune, check, reset):
+for _cmd in (df, prune, check, reset, events):
     system.add_command(_cmd)
 system.add_command(system_info, "info")

@@ -187,6 +187,12 @@ class Client(ContainersMixin):
         out: dict[str, Any] = self._json("GET", "/info")
         return out
 
+    def events(self, *, since: str = "", until: str = "",
+               filters: Filters | None = None) -> Iterator[dict[str, Any]]:
+        """``GET /events``: one message per event, until ``until`` (or for ever)."""
+        return self._stream("GET", "/events" + _query({"since": since, "until": until,
+                                                       "filters": filters or {}}))
+
     def df(self, types: Sequence[str] = ()) -> dict[str, Any]:
         out: dict[str, Any] = self._json("GET", "/system/df" + _query({"type": list(types)}))
         return out

@@ -190,6 +190,26 @@ class ContainersMixin:
         q = f"?stream={'1' if stream else '0'}" + ("&one-shot=1" if one_shot else "")
         return self._open("GET", f"/containers/{_id(cid)}/stats" + q)
 
+    def container_changes(self, cid: str) -> list[dict[str, Any]]:
+        """``GET /containers/{id}/changes``: [{"Path": ..., "Kind": 0|1|2}] or null."""
+        out: list[dict[str, Any]] = self._json("GET", f"/containers/{_id(cid)}/changes") or []
+        return out
+
+    def container_export(self, cid: str) -> StreamResponse:
+        """``GET /containers/{id}/export``: the container's filesystem as a tar stream."""
+        return self._open("GET", f"/containers/{_id(cid)}/export")
+
+    def container_commit(self, cid: str, *, repo: str = "", tag: str = "", comment: str = "",
+                         author: str = "", changes: list[str] | None = None,
+                         pause: bool = True) -> dict[str, Any]:
+        """``POST /commit``; as the docker CLI, ``pause`` is sent only to turn it off."""
+        q: dict[str, Any] = {"container": cid, "repo": repo, "tag": tag, "comment": comment,
+                             "author": author, "changes": list(changes or [])}
+        if not pause:
+            q["pause"] = "0"
+        out: dict[str, Any] = self._json("POST", "/commit" + _q(q))
+        return out
+
     def containers_prune(self, filters: Filters | None = None) -> dict[str, Any]:
         out: dict[str, Any] = self._json("POST", "/containers/prune" +
                                          _q({"filters": filters}))
