@@ -159,30 +159,44 @@ class SupervisorClient:
     """The asyncio client ketchd keeps open for its whole life."""
 
     def __init__(self, path: str, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, sock: socket.socket | None = None,
+                 *, events: bool = True) -> None:
         self.path = path
         self.hello = Hello()
         self._reader = reader
         self._writer = writer
+        self._sock = sock               # ours, for sendmsg with SCM_RIGHTS
+        self._want_events = events
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._lost: KetchError | None = None
+        self._side: SupervisorClient | None = None
+        self._side_lock: asyncio.Lock | None = None
 
     @classmethod
     async def connect(cls, exec_root: str | None = None, *, path: str | None = None,
-                      timeout: float = 10.0) -> SupervisorClient:
+                      timeout: float = 10.0, events: bool = True) -> SupervisorClient:
+        """``events=False``: a connection for requests only (no exit events, no live
+        set in the hello), as the side connection that passes fds."""
         path = path or socket_path(exec_root or "/run/ketch")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(path, limit=1 << 22), timeout)
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, path),
+                                   timeout)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 22)
         except (TimeoutError, OSError) as exc:
+            sock.close()
             raise Unavailable(f"cannot connect to the supervisor at {path}: {exc}") from None
-        client = cls(path, reader, writer)
+        client = cls(path, reader, writer, sock, events=events)
         client._task = asyncio.get_running_loop().create_task(client._read_loop())
+        hello: dict[str, Any] = {"version": VERSION}
+        if not events:
+            hello.update(events=False, list=False)
         try:
-            res = await asyncio.wait_for(client.call("hello", {"version": VERSION}), timeout)
+            res = await asyncio.wait_for(client.call("hello", hello), timeout)
         except BaseException:
             await client.close()
             raise
@@ -197,7 +211,8 @@ class SupervisorClient:
                     break
                 msg = json.loads(line)
                 if "event" in msg:
-                    self._events.put_nowait((str(msg["event"]), msg.get("data") or {}))
+                    if self._want_events:   # (an older supervisor sends them anyway)
+                        self._events.put_nowait((str(msg["event"]), msg.get("data") or {}))
                     continue
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
@@ -224,10 +239,60 @@ class SupervisorClient:
         return _result(await fut)
 
     async def _call_with_fd(self, op: str, args: dict[str, Any], fd: int) -> dict[str, Any]:
-        def side() -> dict[str, Any]:
-            with SyncClient(self.path) as c:
-                return c.call(op, args, fds=[fd])
-        return await asyncio.to_thread(side)
+        """A request that passes ``fd``: over a side connection kept for that (asyncio's
+        streams cannot send SCM_RIGHTS, so it is sent with sendmsg on our own socket,
+        whose transport is only ever read). Opened once, not per request: a connect and
+        a hello per attach cost a thread hop and a state read per live container."""
+        if self._lost is not None:
+            raise self._lost
+        if self._side_lock is None:
+            self._side_lock = asyncio.Lock()
+        async with self._side_lock:
+            if self._side is None or self._side._lost is not None:
+                if self._side is not None:
+                    await self._side.close()
+                self._side = await SupervisorClient.connect(path=self.path, events=False)
+            side = self._side
+        return await side._send_with_fd(op, args, fd)
+
+    async def _send_with_fd(self, op: str, args: dict[str, Any], fd: int) -> dict[str, Any]:
+        assert self._sock is not None
+        if self._lost is not None:
+            raise self._lost
+        req_id = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        data = encode(request(req_id, op, args, fds=1))
+        self._pending[req_id] = fut
+        try:
+            sent = self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                               array.array("i", [fd]))])
+        except BlockingIOError:
+            await self._until_writable()
+            sent = self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                               array.array("i", [fd]))])
+        except OSError as exc:
+            self._pending.pop(req_id, None)
+            raise Unavailable(f"the connection to the supervisor was lost: {exc}") from None
+        if sent < len(data):        # the fd went with the first byte
+            await asyncio.get_running_loop().sock_sendall(self._sock, data[sent:])
+        return _result(await fut)
+
+    async def _until_writable(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = self._sock.fileno()
+
+        def writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(fd, writable)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(fd)
 
     async def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """("exit", ExitRecord JSON) and ("exec-exit", ...) until the connection ends."""
@@ -305,6 +370,9 @@ class SupervisorClient:
         return list((await self.call("shutdown", {"force": force})).get("containers", []))
 
     async def close(self) -> None:
+        if self._side is not None:
+            await self._side.close()
+            self._side = None
         self._writer.close()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()

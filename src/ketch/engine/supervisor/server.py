@@ -149,6 +149,7 @@ class Connection:
         self.fds: list[int] = []
         self.out = bytearray()
         self.hello = False
+        self.events = True      # exit events wanted (a side connection for fds says no)
         self.closing = False
         self.closed = False
         sock.setblocking(False)
@@ -358,8 +359,11 @@ class Supervisor:
             raise NotSupported(f"supervisor protocol version mismatch: the supervisor speaks "
                                f"{proto.VERSION}, the client {version}; restart them together")
         conn.hello = True
-        return {"version": proto.VERSION, "pid": os.getpid(),
-                "containers": [proto.dump(self.info(c)) for c in self.containers.values()]}
+        conn.events = req.args.get("events") is not False
+        out: dict[str, Any] = {"version": proto.VERSION, "pid": os.getpid()}
+        if req.args.get("list") is not False:     # the live set costs a state read each
+            out["containers"] = [proto.dump(self.info(c)) for c in self.containers.values()]
+        return out
 
     def op_list(self, _conn: Connection, _req: Request, _fds: list[int]) -> dict[str, Any]:
         return {"containers": [proto.dump(self.info(c)) for c in self.containers.values()]}
@@ -725,7 +729,7 @@ class Supervisor:
                 self.loop.call_later(UNCLAIMED_EXEC_GRACE, lambda: self._forget_exec(p))
         ev = proto.event("exec-exit" if p.exec_id else "exit", data)
         for conn in list(self.connections):
-            if conn.hello:
+            if conn.hello and conn.events:
                 conn.send(ev)
 
     # -- containers a previous supervisor started -----------------------------------------
