@@ -265,15 +265,15 @@ def _start_attached(client: Any, cid: str, config: dict[str, Any], *, auto_remov
                     detach: bool, detach_keys: str, sig_proxy: bool, cmd: str,
                     print_id: bool) -> int:
     """Attach (unless detached), register the wait, start, stream; the exit code."""
-    from ketch.cli import attach as att
-
     stdin, stdout, stderr = (bool(config.get("AttachStdin")), bool(config.get("AttachStdout")),
                              bool(config.get("AttachStderr")))
     attached = not detach and (stdin or stdout or stderr)
     tty = bool(config.get("Tty"))
-    keys = att.detach_key_bytes(detach_keys) if detach_keys else att.DEFAULT_DETACH_KEYS
     conn = None
     if attached:
+        from ketch.cli import attach as att  # not for `run -d`: it costs start-up
+
+        keys = att.detach_key_bytes(detach_keys) if detach_keys else att.DEFAULT_DETACH_KEYS
         conn = client.container_attach(cid, stdin=stdin, stdout=stdout, stderr=stderr,
                                        stream=True, detach_keys=detach_keys)
     waiter = None
