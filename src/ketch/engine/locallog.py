@@ -84,6 +84,8 @@ _U64 = (1 << 64) - 1
 
 
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return bytes((n,))
     n &= _U64               # negative int64/int32: ten bytes of two's complement, as Go does
     out = bytearray()
     while n >= 0x80:
@@ -101,11 +103,14 @@ def _bytes_field(field: int, data: bytes) -> bytes:
     return _key(field, 2) + _varint(len(data)) + data
 
 
+_SOURCES = {name: b"\x0a" + _varint(len(name)) + name.encode() for name in ("stdout", "stderr")}
+
+
 def encode(e: Entry) -> bytes:
     """The protobuf bytes of one ``LogEntry``."""
     out = bytearray()
     if e.source:
-        out += _bytes_field(1, e.source.encode())
+        out += _SOURCES.get(e.source) or _bytes_field(1, e.source.encode())
     if e.time_nano:
         out += _key(2, 0) + _varint(e.time_nano)
     if e.line:
