@@ -167,6 +167,8 @@ def test_option_errors_as_dockerd(ketchd: Ketchd) -> None:
     assert msg in started.stderr
     state = inspect(k, "v1")["State"]
     assert (state["Status"], state["ExitCode"], state["Error"]) == ("created", 128, msg)
+    never = docker(k, "logs", "v1")        # no file yet: nothing, as dockerd
+    assert (never.returncode, never.stdout, never.stderr) == (0, "", "")
     one = docker(k, "run", "--rm", *NONE, "--log-driver", "local", "--log-opt", "max-file=1",
                  "busybox", "true")
     assert "compression cannot be enabled when max file count is 1" in one.stderr
@@ -189,6 +191,8 @@ def test_daemon_default_from_daemon_json(start_ketchd: Callable[..., Ketchd],  #
     d = log_dir(k.root, cid)
     assert sorted(p.name for p in d.iterdir()) == ["container.log", "container.log.1.gz"]
     assert ok(docker(k, "logs", "--tail", "2", "d1")) == "line-149\nline-150\n"
+    ok(docker(k, "rm", "d1"))
+    assert not d.exists()
     # A container's own driver keeps none of the daemon's options.
     ok(docker(k, "run", "-d", *NONE, "--name", "j1", "--log-driver", "json-file",
               "busybox", "echo", "json"))
