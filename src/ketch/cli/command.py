@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ketch.cli.flags import BOOL, LIST, VALUE, FlagError, FlagSet, HelpRequested, Option
+from ketch.cli.flags import BOOL, LIST, VALUE, FlagError, FlagSet, HelpRequested, Option, Parsed
 
 TYPE_CHECKING = False     # typing costs the CLI's start-up; see ketch.cli.flags
 if TYPE_CHECKING:
@@ -85,6 +85,17 @@ def pass_obj(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _parse(flags: FlagSet, words: Sequence[str], help_text: Callable[[], str]) -> Parsed | None:
+    """The words read by ``flags``; None once the help asked for was printed."""
+    try:
+        return flags.parse(words)
+    except HelpRequested:
+        sys.stdout.write(help_text())
+        return None
+    except FlagError as exc:
+        raise UsageFailure(str(exc), 125) from None
+
+
 class Command:
     """A command with docker's usage line, argument count check and help layout."""
 
@@ -122,13 +133,9 @@ class Command:
         raise UsageFailure(f"ketch: '{path}' requires {want}", 1)
 
     def invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
-        try:
-            parsed = self.flags.parse(words)
-        except HelpRequested:
-            sys.stdout.write(self.help_text(path))
+        parsed = _parse(self.flags, words, lambda: self.help_text(path))
+        if parsed is None:
             return 0
-        except FlagError as exc:
-            raise UsageFailure(str(exc), 125) from None
         self.check_args(path, parsed.args)
         if self.pass_session:
             return self.callback(session, args=tuple(parsed.args), **parsed.values)
@@ -215,13 +222,9 @@ class Group:
         return "\n".join(lines) + "\n"
 
     def invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
-        try:
-            parsed = self.flags.parse(words)
-        except HelpRequested:
-            sys.stdout.write(self.help_text(path))
+        parsed = _parse(self.flags, words, lambda: self.help_text(path))
+        if parsed is None:
             return 0
-        except FlagError as exc:
-            raise UsageFailure(str(exc), 125) from None
         return self.dispatch(path, parsed.args, session)
 
     def dispatch(self, path: str, args: Sequence[str], session: Any) -> Any:

@@ -7,7 +7,6 @@ work (``/containers/{id}/changes``, ``/containers/{id}/export``, ``/commit``).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ketch.cli.command import command, option, pass_obj
@@ -34,17 +33,9 @@ def diff(session: Session, args: tuple[str, ...]) -> int:
         help="Write to a file, instead of STDOUT")
 @pass_obj
 def export(session: Session, args: tuple[str, ...], output: str) -> int:
-    from ketch.cli.image_cmds import write_stream
+    from ketch.cli.image_cmds import check_output, write_stream
 
-    if not output and sys.stdout.isatty():
-        raise local(InvalidArgument("cowardly refusing to save to a terminal. "
-                                    "Use the -o flag or redirect"))
-    if output:
-        d = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(d):
-            raise local(InvalidArgument(
-                f'failed to export container: invalid output path: directory "{d}" '
-                f"does not exist"))
+    check_output(output, "failed to export container")
     with session.connect().container_export(args[0]) as resp:
         write_stream(resp, output, "ketch-export")
     return 0

@@ -199,6 +199,16 @@ def _copy(src: Any, dst: BinaryIO) -> None:
         help="Write to a file, instead of STDOUT")
 @pass_obj
 def save(session: Session, args: tuple[str, ...], output: str) -> int:
+    check_output(output, "failed to save image")
+    client = session.connect()
+    with client.images_save(list(args)) as resp:
+        write_stream(resp, output, "ketch-save")
+    return 0
+
+
+def check_output(output: str, failure: str) -> None:
+    """Where an archive may go (save, export): a file in an existing directory, or stdout
+    when that is not a terminal."""
     if not output and sys.stdout.isatty():
         raise local(InvalidArgument("cowardly refusing to save to a terminal. "
                                     "Use the -o flag or redirect"))
@@ -206,11 +216,7 @@ def save(session: Session, args: tuple[str, ...], output: str) -> int:
         d = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(d):
             raise local(InvalidArgument(
-                f'failed to save image: invalid output path: directory "{d}" does not exist'))
-    client = session.connect()
-    with client.images_save(list(args)) as resp:
-        write_stream(resp, output, "ketch-save")
-    return 0
+                f'{failure}: invalid output path: directory "{d}" does not exist'))
 
 
 def write_stream(resp: Any, output: str, what: str) -> None:
