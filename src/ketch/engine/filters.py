@@ -6,17 +6,17 @@ name are alternatives (any may match), different names must all match.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ketch import filters as f
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from ketch.engine.store import Container, ContainerStore
 
-LIST = frozenset({"id", "name", "label", "label!", "status", "exited", "ancestor", "before",
-                  "since", "health", "isolation", "is-task", "network", "publish", "expose",
+LIST = frozenset({"id", "name", "label", "status", "exited", "ancestor", "before", "since",
+                  "health", "isolation", "is-task", "network", "publish", "expose",
                   "volume"})
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 HEALTH = ("starting", "healthy", "unhealthy", "none")
@@ -43,18 +43,19 @@ def container_filter(filters: f.Filters, store: ContainerStore) -> Match:
             exited.append(int(e))
         except ValueError:
             raise InvalidArgument(f"invalid filter 'exited={e}'") from None
-    before = [store.get(r).created for r in filters.get("before", ())]
-    since = [store.get(r).created for r in filters.get("since", ())]
+    is_task = _is_task(filters)
+    publish = _ports("publish", filters.get("publish", ()))
+    expose = _ports("expose", filters.get("expose", ()))
+    before = [_created(store, r) for r in filters.get("before", ())]
+    since = [_created(store, r) for r in filters.get("since", ())]
     ancestors = _ancestor_ids(filters.get("ancestor", ()), store)
 
     def match(c: Container) -> bool:
         if (ids := filters.get("id")) and not any(c.id.startswith(i) for i in ids):
             return False
-        if names := filters.get("name"):
-            import re
-
-            if not any(re.search(n.lstrip("/"), c.name) for n in names):
-                return False
+        if (names := filters.get("name")) and not any(
+                _go_match(n, f"/{c.name}") or _go_match(n, c.name) for n in names):
+            return False
         labels = c.config.get("Labels") or {}
         if not f.match_each_label(filters, labels):
             return False
@@ -73,9 +74,116 @@ def container_filter(filters: f.Filters, store: ContainerStore) -> Match:
             status = (c.state.health or {}).get("Status", "none")
             if status not in hs:
                 return False
-        return True
+        # No container of ketch is a swarm task.
+        if is_task:
+            return False
+        if (vols := filters.get("volume")) and not _has_volume(c, vols):
+            return False
+        if (nets := filters.get("network")) and not _on_network(c, nets):
+            return False
+        # "isolation" is accepted and matches everything, as dockerd on Linux.
+        return not (publish or expose) or _has_port(c, publish, expose)
 
     return match
+
+
+def _created(store: ContainerStore, ref: str) -> str:
+    """The creation time of ``before=``/``since=``'s container, refused in the words of
+    dockerd's view (NoSuchContainerError), not of the API's lookup."""
+    try:
+        return store.get(ref).created
+    except NotFound:
+        raise NotFound(f"no such container {ref}") from None
+
+
+def _go_match(pattern: str, text: str) -> bool:
+    """filters.Args.Match: equal, or the pattern (a regexp) found in the text; a
+    pattern that does not compile matches nothing."""
+    import re
+
+    if pattern == text:
+        return True
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def _is_task(filters: f.Filters) -> bool:
+    """``is-task=true`` or ``false``; anything else is refused as dockerd does."""
+    values = list(filters.get("is-task", ()))
+    if not values:
+        return False
+    if "true" in values:
+        return True
+    if "false" in values:
+        return False
+    raise f.invalid_filter("is-task", values)
+
+
+def _ports(key: str, values: Sequence[str]) -> set[tuple[int, str]]:
+    """moby's portOp: ``80``, ``80/udp``, ``8000-8010/tcp`` as (port, proto) pairs."""
+    from ketch.network.ports import parse_port_range
+
+    out: set[tuple[int, str]] = set()
+    for value in values:
+        if ":" in value:
+            raise InvalidArgument(f"filter for '{key}' should not contain ':': {value}")
+        port, _, proto = value.partition("/")
+        proto = proto.split("/")[0] or "tcp"
+        try:
+            start, end = parse_port_range(port)
+        except ValueError:
+            raise InvalidArgument(f"error while looking up for {key} {value}: "
+                                  f"{_port_range_error(port)}") from None
+        out.update((p, proto) for p in range(start, end + 1))
+    return out
+
+
+def _port_range_error(port: str) -> str:
+    """The words of Go's nat.ParsePortRange for a range it refuses."""
+    if not port:
+        return "empty string specified for ports"
+    for part in port.split("-")[:2]:
+        if not part.isdigit():
+            return f'strconv.ParseUint: parsing "{part}": invalid syntax'
+        if int(part) > 65535:
+            return f'strconv.ParseUint: parsing "{part}": value out of range'
+    return f"Invalid range specified for the Port: {port}"
+
+
+def _has_volume(c: Container, values: Sequence[str]) -> bool:
+    """A mount's destination, or its volume name (its source for a bind)."""
+    wanted = set(values)
+    for m in c.mounts:
+        if m.get("Destination") in wanted or (m.get("Name") or m.get("Source")) in wanted:
+            return True
+    return False
+
+
+def _on_network(c: Container, values: Sequence[str]) -> bool:
+    """A network the container is attached to, by name or by a prefix of its id."""
+    networks = c.network_settings.get("Networks") or {}
+    for value in values:
+        if value in networks:
+            return True
+        if any((nw or {}).get("NetworkID", "").startswith(value) for nw in networks.values()):
+            return True
+    return False
+
+
+def _has_port(c: Container, publish: set[tuple[int, str]],
+              expose: set[tuple[int, str]]) -> bool:
+    """Any of the ports ``ps`` lists for the container: by host port or container port."""
+    from ketch.engine.network import ps_ports
+
+    for p in ps_ports(c.network_settings):
+        proto = str(p.get("Type", "tcp"))
+        if (int(p.get("PublicPort", 0)), proto) in publish:
+            return True
+        if (int(p["PrivatePort"]), proto) in expose:
+            return True
+    return False
 
 
 def _ancestor_ids(refs: object, store: ContainerStore) -> set[str] | None:
