@@ -43,6 +43,7 @@ HONOURED: dict[str, type | tuple[type, ...]] = {
     "bip": str,
     "default-address-pools": list,
     "icc": bool,
+    "default-ulimits": dict,  # {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}
 }
 
 # Keys reloaded on SIGHUP; the others need a restart (as with dockerd).
@@ -123,6 +124,57 @@ def merge(flags: dict[str, Any], data: dict[str, Any], path: str) -> dict[str, A
             f"directives are specified both as a flag and in the configuration file: {desc}")
     out = dict(data)
     out.update(flags)
+    return out
+
+
+# The names go-units' ParseUlimit knows (RLIMIT_*), as dockerd takes them.
+ULIMIT_NAMES = frozenset({"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
+                          "nice", "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending",
+                          "stack", "as"})
+
+
+def parse_ulimit(text: str) -> dict[str, Any]:
+    """``nofile=1024[:2048]`` (dockerd's --default-ulimit) as daemon.json writes it:
+    {"Name": "nofile", "Soft": 1024, "Hard": 2048}, with go-units' messages."""
+    name, eq, limits = text.partition("=")
+    if not eq:
+        raise InvalidArgument(f"invalid ulimit argument: {text}")
+    if name not in ULIMIT_NAMES:
+        raise InvalidArgument(f"invalid ulimit type: {name}")
+    parts = limits.split(":")
+    if len(parts) > 2:
+        raise InvalidArgument(f"too many limit value arguments - {limits}, can only have up "
+                              f"to two, `soft[:hard]`")
+    values = []
+    for p in parts:
+        try:
+            values.append(int(p))
+        except ValueError:
+            raise InvalidArgument(f'strconv.ParseInt: parsing "{p}": invalid syntax') from None
+    soft, hard = values[0], values[-1]
+    if soft > hard:
+        raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: "
+                              f"{soft} > {hard}")
+    return {"Name": name, "Soft": soft, "Hard": hard}
+
+
+def default_ulimits(value: Any, path: str) -> list[tuple[str, int, int]]:
+    """daemon.json's "default-ulimits" checked: (name, soft, hard) for each entry."""
+    out = []
+    for key, u in (value or {}).items():
+        if not isinstance(u, dict) or not all(isinstance(u.get(f), int) and
+                                              not isinstance(u.get(f), bool)
+                                              for f in ("Soft", "Hard")):
+            raise InvalidArgument(f"unable to configure the ketch daemon with file {path}: "
+                                  f"default-ulimits: {key}: want "
+                                  '{"Name": ..., "Soft": <int>, "Hard": <int>}')
+        name = str(u.get("Name") or key)
+        if name not in ULIMIT_NAMES:
+            raise InvalidArgument(f"invalid ulimit type: {name}")
+        if u["Soft"] > u["Hard"]:
+            raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard "
+                                  f"limit: {u['Soft']} > {u['Hard']}")
+        out.append((name, int(u["Soft"]), int(u["Hard"])))
     return out
 
 

@@ -78,6 +78,7 @@ class Settings:
     bip: str | None = None
     address_pools: list[dict[str, Any]] = field(default_factory=list)
     icc: bool = True
+    default_ulimits: list[tuple[str, int, int]] = field(default_factory=list)  # name soft hard
 
 
 # flag dest -> daemon.json key
@@ -85,7 +86,8 @@ _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "pidfile": "pidfile", "log_level": "log-level", "debug": "debug",
               "group": "group", "tls": "tls", "tlsverify": "tlsverify",
               "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
-              "cgroup_parent": "cgroup-parent", "bridge": "bridge", "bip": "bip"}
+              "cgroup_parent": "cgroup-parent", "bridge": "bridge", "bip": "bip",
+              "default_ulimits": "default-ulimits"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -114,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bridge", dest="bridge",
                    help='the default network\'s bridge interface (default ketch0; "none": none)')
     p.add_argument("--bip", dest="bip", help="the default bridge's address and subnet")
+    p.add_argument("--default-ulimit", dest="default_ulimits", action="append",
+                   metavar="NAME=SOFT[:HARD]",
+                   help="default ulimits for containers (default: the daemon's own)")
     p.add_argument("--cgroup-parent", dest="cgroup_parent",
                    help="parent cgroup of all containers (default /ketch)")
     p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
@@ -127,6 +132,9 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
     path = ns.config_file or cfgmod.default_path()
     data = cfgmod.load(path, required=ns.config_file is not None)
     flags = {_FLAG_KEYS[k]: v for k, v in vars(ns).items() if k in _FLAG_KEYS and v is not None}
+    if "default-ulimits" in flags:     # the flag's words in daemon.json's shape
+        flags["default-ulimits"] = {u["Name"]: u for u in
+                                    map(cfgmod.parse_ulimit, flags["default-ulimits"])}
     merged = cfgmod.merge(flags, data, path)
     exec_root = merged.get("exec-root", DEFAULT_EXEC_ROOT)
     s = Settings(
@@ -154,6 +162,7 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         bip=merged.get("bip"),
         address_pools=list(merged.get("default-address-pools") or []),
         icc=bool(merged.get("icc", True)),
+        default_ulimits=cfgmod.default_ulimits(merged.get("default-ulimits"), path),
     )
     from ketch.engine.model import LogConfig, verify_log_config
 
@@ -481,6 +490,7 @@ class Daemon:
         """
         from ketch.engine import supervisor_client as supc
         from ketch.engine.containers import Engine, EngineOptions
+        from ketch.engine.model import Ulimit
         from ketch.engine.network import NetworkOptions
         from ketch.errors import NotSupported, Unavailable
 
@@ -503,6 +513,8 @@ class Daemon:
                                       cgroup_parent=s.cgroup_parent, log_driver=s.log_driver,
                                       log_opts=dict(s.log_opts), init_path=s.init_path,
                                       cgroup2=cgroup_version == "2",
+                                      default_ulimits=[Ulimit(name=n, soft=soft, hard=hard)
+                                                       for n, soft, hard in s.default_ulimits],
                                       network=NetworkOptions(bridge=s.bridge, bip=s.bip,
                                                              address_pools=s.address_pools,
                                                              icc=s.icc)), images, sup,

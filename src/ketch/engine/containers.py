@@ -159,7 +159,8 @@ class Engine:
             init_path=opts.init_path or _init_binary())
         self.defaults = model.DaemonDefaults(cgroup2=opts.cgroup2, runtime="runc",
                                              log_driver=opts.log_driver,
-                                             log_opts=dict(opts.log_opts))
+                                             log_opts=dict(opts.log_opts),
+                                             ulimits=list(opts.default_ulimits))
 
     # --- paths ----------------------------------------------------------------------------
 

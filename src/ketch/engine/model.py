@@ -374,6 +374,7 @@ class DaemonDefaults:
     runtime: str = "runc"
     log_driver: str = "json-file"           # the daemon's log-driver and log-opts
     log_opts: dict[str, str] = field(default_factory=dict)
+    ulimits: list[Ulimit] = field(default_factory=list)   # the daemon's default-ulimits
 
 
 # --- parsing -----------------------------------------------------------------
@@ -979,6 +980,12 @@ def adapt_host_config(hc: HostConfig, defaults: DaemonDefaults) -> None:
         hc.security_opt = [*(hc.security_opt or []), "label=disable"]
     if hc.oom_kill_disable is None:
         hc.oom_kill_disable = False
+    # mergeUlimits: the daemon's default-ulimits join the container's own, kept in its
+    # HostConfig (inspect shows them, as dockerd's does).
+    if defaults.ulimits:
+        own = {u.name for u in hc.ulimits or []}
+        hc.ulimits = [*(hc.ulimits or []), *(Ulimit(name=u.name, hard=u.hard, soft=u.soft)
+                                             for u in defaults.ulimits if u.name not in own)]
     if not hc.runtime:
         hc.runtime = defaults.runtime
     # mergeAndVerifyLogConfig: the daemon's driver, and its options under the
