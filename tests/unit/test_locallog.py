@@ -424,3 +424,69 @@ def test_follow_with_tail_zero_sees_only_new(tmp_path: Path) -> None:
     assert asyncio.run(scenario()) == [b"new-1\n", b"new-2\n", b"new-3\n", b"new-4\n"]
     log.close()
 
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_follow_many_rotations_between_looks(tmp_path: Path, seed: int) -> None:
+    """Bursts of rotations (compressed at once) between the reader's looks,
+    the new live file itself rotated and compressed before it is listed, and
+    inode numbers reused: every entry once, in order."""
+    import random
+
+    rnd = random.Random(seed)
+    p = logfile(tmp_path)
+    log = StreamLog(LocalFile(str(p), L.Options(120, 60, True)), clock=Clock())
+
+    async def scenario() -> tuple[list[bytes], int]:
+        stopped = asyncio.Event()
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            async for rec in follow_logs(str(p), follow=True, stopped=stopped,
+                                         poll_interval=0.003):
+                got.append(rec.text)
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.01)
+        i = 0
+        while i < 500:
+            for _ in range(rnd.randrange(1, 25)):
+                log.feed("stdout", b"line-%03d\n" % i)
+                i += 1
+            await asyncio.sleep(rnd.random() * 0.01)
+        await asyncio.sleep(0.05)
+        stopped.set()
+        await asyncio.wait_for(task, 10)
+        return got, i
+
+    got, n = asyncio.run(scenario())
+    log.close()
+    assert got == [b"line-%03d\n" % i for i in range(n)]
+
+
+def test_follow_when_the_new_file_is_rotated_before_it_is_listed(tmp_path: Path) -> None:
+    """The race a follower meets under fast rotation, made to happen: right after
+    it opened the new current file, that file is rotated and compressed too."""
+    p = logfile(tmp_path)
+    log = StreamLog(LocalFile(str(p), L.Options(60, 10, True)), clock=Clock())
+    log.feed("stdout", b"line-0\n")                     # 34-byte frames: 2 a file
+    cursor = LocalLogCursor(str(p), follow=True)
+    got = [r.text for r in cursor.next_batch()]
+    log.feed("stdout", b"line-1\nline-2\n")             # rotated: line-2 in a new file
+    real = cursor._reopen
+    raced: list[bool] = []
+
+    def reopen_then_rotate(seg: object) -> bool:
+        opened = real(seg)  # type: ignore[arg-type]
+        if opened and not raced:
+            raced.append(True)
+            log.feed("stdout", b"line-3\nline-4\n")     # and that one rotated at once
+        return opened
+
+    cursor._reopen = reopen_then_rotate  # type: ignore[method-assign]
+    for _ in range(10):
+        got += [r.text for r in cursor.next_batch()]
+    cursor.close()
+    log.close()
+    assert raced
+    assert got == [b"line-%d\n" % i for i in range(5)]

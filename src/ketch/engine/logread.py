@@ -165,8 +165,17 @@ def decode_entry(line: bytes) -> LogRecord:
 FileId = tuple[int, ...]
 
 
+_ROTATION_RETRIES = 5
+
+
 def _ident(st: os.stat_result) -> FileId:
     return st.st_dev, st.st_ino
+
+
+def _same_file(listed: FileId, opened: FileId) -> bool:
+    """The file found at a name is still the one listed there (or it was
+    compressed meanwhile: then it is known by the identity of its source)."""
+    return listed == opened or (len(listed) == 2 and opened[:2] == listed)
 
 
 def rotated_paths(path: str) -> list[str]:
@@ -257,7 +266,6 @@ class LogCursor:
         self.idle = False
         self._since = opts.since_ns
         self._segments: list[_Segment] = []
-        self._seen: set[FileId] = set()
         try:
             self._snapshot()
         except BaseException:
@@ -278,7 +286,7 @@ class LogCursor:
             if opened is None:
                 continue
             fd, ident = opened
-            if current is not None and ident == current[1]:
+            if current is not None and self._is_file(ident, *current):
                 os.close(fd)
                 continue
             rotated.append(_Segment(fd, ident, 0, self._complete_end(fd, os.fstat(fd).st_size),
@@ -286,8 +294,6 @@ class LogCursor:
         segments = rotated
         if current is not None:
             segments.append(_Segment(current[0], current[1], 0, cur_end, self.path))
-        for s in segments:
-            self._seen.add(s.ident)
         self._segments = segments
         self._apply_tail(cur_end, current is not None)
         if self.follow:
@@ -369,9 +375,9 @@ class LogCursor:
     def _complete_end(self, fd: int, size: int) -> int:
         return _line_end(fd, size)
 
-    def _is_file(self, ident: FileId, seg: _Segment) -> bool:
-        """Whether a rotated file's identity is the file ``seg`` holds."""
-        return ident == seg.ident
+    def _is_file(self, ident: FileId, fd: int, held: FileId) -> bool:
+        """Whether a rotated file's identity is the file held open as ``fd`` (``held``)."""
+        return ident == held
 
     def _tail_start(self, fd: int, end: int, n: int) -> tuple[int, int]:
         return _tail_start(fd, end, n)
@@ -439,7 +445,6 @@ class LogCursor:
             return False
         seg.fd, seg.ident = opened
         seg.offset = 0
-        self._seen.add(seg.ident)
         return True
 
     def _rotated(self, seg: _Segment) -> bool:
@@ -460,6 +465,23 @@ class LogCursor:
         if not self._reopen(live):
             return False
         seg.end = os.fstat(seg.fd).st_size
+        # A rotation between the listing and the opens shifts the names: then
+        # look again (the files already held stay as they are).
+        for attempt in range(_ROTATION_RETRIES + 1):
+            queue = self._newer_than(seg, live, strict=attempt < _ROTATION_RETRIES)
+            if queue is not None:
+                break
+        self._segments[1:1] = [*(queue or []), live]
+        return True
+
+    def _newer_than(self, seg: _Segment, live: _Segment,
+                    strict: bool) -> list[_Segment] | None:
+        """The rotated files between ``seg`` (finished) and ``live``, opened,
+        oldest first; None (when ``strict``) if one of them moved meanwhile.
+
+        Known by position, not by a record of the files read: an inode
+        number is reused once its file is gone, but not while we hold it.
+        """
         idents: list[tuple[str, FileId]] = []
         for p in self._rotated_paths():                   # oldest first
             try:
@@ -468,24 +490,26 @@ class LogCursor:
                 pass
         ids = [ident for _, ident in idents]
         # Ours gone (a later rotation deleted it): every rotated file is newer.
-        ours = [i for i, ident in enumerate(ids) if self._is_file(ident, seg)]
+        ours = [i for i, ident in enumerate(ids) if self._is_file(ident, seg.fd, seg.ident)]
         first = ours[-1] + 1 if ours else 0
-        last = ids.index(live.ident) if live.ident in ids else len(ids)
+        # The new live file may be rotated (and compressed) already: it ends the list.
+        lives = [i for i, ident in enumerate(ids) if self._is_file(ident, live.fd, live.ident)]
+        last = lives[0] if lives else len(ids)
         queue: list[_Segment] = []
         for p, ident in idents[first:last]:
-            if ident in self._seen:
-                continue
             opened = self._open_rotated(p)
-            if opened is None:
+            if opened is not None and _same_file(ident, opened[1]):
+                queue.append(_Segment(opened[0], opened[1], 0, os.fstat(opened[0]).st_size, p))
                 continue
-            if opened[1] in self._seen:
+            if opened is not None:
                 os.close(opened[0])
-                continue
-            fd, ident = opened
-            self._seen.add(ident)
-            queue.append(_Segment(fd, ident, 0, os.fstat(fd).st_size, p))
-        self._segments[1:1] = [*queue, live]
-        return True
+            if strict:
+                for q in queue:
+                    q.close()
+                return None
+            log.warning("%s: a rotated log file moved while it was being followed; "
+                        "entries may be missing", p)
+        return queue
 
     def close(self) -> None:
         for s in self._segments:
@@ -547,10 +571,10 @@ class LocalLogCursor(LogCursor):
         finally:
             os.close(fd)
 
-    def _is_file(self, ident: FileId, seg: _Segment) -> bool:
-        if len(ident) == 3 and ident[:2] == seg.ident:
-            return os.fstat(seg.fd).st_mtime_ns == ident[2]
-        return ident == seg.ident
+    def _is_file(self, ident: FileId, fd: int, held: FileId) -> bool:
+        if len(ident) == 3 and ident[:2] == held:
+            return os.fstat(fd).st_mtime_ns == ident[2]
+        return ident == held
 
     def _complete_end(self, fd: int, size: int) -> int:
         try:
