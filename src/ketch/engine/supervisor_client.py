@@ -201,6 +201,14 @@ class SupervisorClient:
             await client.close()
             raise
         client.hello = from_json(Hello, res, where="hello")
+        if events:
+            # The side connection for requests that pass fds, opened now: the first
+            # attach does not wait for it, and the supervisor's fds stay constant.
+            try:
+                client._side = await cls.connect(path=path, timeout=timeout, events=False)
+            except BaseException:
+                await client.close()
+                raise
         return client
 
     async def _read_loop(self) -> None:
