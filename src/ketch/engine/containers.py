@@ -564,7 +564,8 @@ class Engine:
             for hm in start_mounts(self._mount_points(c), self.volumes, c.id):
                 mounts.append(specgen.PlannedMount(**dataclasses.asdict(hm)))
             spec = specgen.make_spec(c.id, config, hc, None, rootfs, options=self.spec_options,
-                                     mounts=mounts, resolve=self._resolve_namespace)
+                                     mounts=mounts, resolve=self._resolve_namespace,
+                                     shm_path=self._mount_shm(c, hc))
         except BaseException:
             self._release(c)
             raise
@@ -627,13 +628,33 @@ class Engine:
         with open(os.path.join(self._dir(c.id), "hosts"), "w") as f:
             f.write(self._hosts_text(config, hc, ip, gateway))
 
+    def _shm_dir(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), "mounts", "shm")
+
+    def _mount_shm(self, c: Container, hc: model.HostConfig) -> str | None:
+        """A shareable IPC namespace's /dev/shm: a tmpfs on the host (dockerd's
+        ``mounts/shm``), so that ``--ipc container:<this>`` can mount the same one."""
+        if hc.ipc_mode != "shareable":
+            return None
+        path = self._shm_dir(c.id)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not _is_mounted(path):
+            size = hc.shm_size or self.spec_options.default_shm_size
+            from ketch.linux.syscalls import LinuxSyscalls
+
+            # MS_NOSUID | MS_NODEV | MS_NOEXEC, as dockerd mounts it
+            LinuxSyscalls().mount("shm", path, "tmpfs", 2 | 4 | 8, f"mode=1777,size={size}")
+        return path
+
     def _resolve_namespace(self, kind: str, ref: str) -> specgen.SharedNamespace:
         other = self.store.get(ref)
         if other.state.status not in ("running", "paused") or not other.state.pid:
             raise Conflict(f"cannot join {kind} of a non running container: {other.id}")
         ns = {"pid": "pid", "ipc": "ipc", "network": "net", "net": "net", "uts": "uts"}.get(
             kind, kind)
-        return specgen.SharedNamespace(path=f"/proc/{other.state.pid}/ns/{ns}")
+        shm = self._shm_dir(other.id) if ns == "ipc" else None
+        return specgen.SharedNamespace(path=f"/proc/{other.state.pid}/ns/{ns}",
+                                       shm_path=shm if shm and _is_mounted(shm) else None)
 
     def _release(self, c: Container) -> None:
         """Unmount the rootfs and the volumes, drop the bundle; the snapshot stays."""
@@ -643,6 +664,10 @@ class Engine:
             with contextlib.suppress(KetchError, OSError):
                 self.bridge.detach(c.id, background=True)
         self._unmount_rootfs(c)
+        shm = self._shm_dir(c.id)
+        with contextlib.suppress(OSError):
+            while _is_mounted(shm):
+                _umount(shm)
         with contextlib.suppress(KetchError, OSError):
             stop_mounts(self._mount_points(c), self.volumes, c.id)
         shutil.rmtree(self._bundle(c.id), ignore_errors=True)

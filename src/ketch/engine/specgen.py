@@ -878,8 +878,8 @@ def make_spec(container_id: str, config: ContainerConfig, host_config: HostConfi
         shared = _join(resolve, "ipc", ref)
         _set_ns(nss, Namespace("ipc", shared.path))
         if shared.shm_path is None:
-            raise InvalidArgument(f"container {ref} is not running with a shareable IPC "
-                                  "namespace: it has no /dev/shm to share")
+            raise InvalidArgument(f"can't join IPC of container {ref}: non-shareable IPC "
+                                  "(hint: use IpcMode:shareable for the donor container)")
         ipc_shm = shared.shm_path
     elif ipc == "host":
         _drop_ns(nss, "ipc")
