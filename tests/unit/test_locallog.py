@@ -490,3 +490,25 @@ def test_follow_when_the_new_file_is_rotated_before_it_is_listed(tmp_path: Path)
     log.close()
     assert raced
     assert got == [b"line-%d\n" % i for i in range(5)]
+
+
+def test_a_read_that_meets_a_rotation_opens_the_files_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = logfile(tmp_path)
+    log = write_lines(p, 9, L.Options(100, 10, True))         # 3 entries a file
+    real = LocalLogCursor._open_rotated
+    raced: list[bool] = []
+
+    def open_then_rotate(self: LocalLogCursor, path: str,
+                         since_ns: int | None = None) -> tuple[int, tuple[int, ...]] | None:
+        opened = real(self, path, since_ns)
+        if not raced:               # after the oldest file: every name shifts by one
+            raced.append(True)
+            log.feed("stdout", b"line-009\n")
+        return opened
+
+    monkeypatch.setattr(LocalLogCursor, "_open_rotated", open_then_rotate)
+    got = [r.text for r in read_logs(str(p))]
+    log.close()
+    assert raced
+    assert got == [b"line-%03d\n" % i for i in range(len(got))] and len(got) >= 9

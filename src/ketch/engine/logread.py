@@ -274,23 +274,19 @@ class LogCursor:
 
     # -- setup -----------------------------------------------------------------------------
     def _snapshot(self) -> None:
-        # The current file first: a rotation after this shows up below as a
-        # rotated file with its identity, and is then left to the follow.
-        current = _open(self.path)
+        # A rotation while the files are opened one by one shifts their names:
+        # then open them again (rare: rotations are far apart next to this).
+        for attempt in range(_ROTATION_RETRIES + 1):
+            current, rotated = self._open_all()
+            if attempt == _ROTATION_RETRIES or self._unmoved(current, rotated):
+                break
+            for seg in rotated:
+                seg.close()
+            if current is not None:
+                os.close(current[0])
         cur_end = 0
         if current is not None:
             cur_end = self._complete_end(current[0], os.fstat(current[0]).st_size)
-        rotated: list[_Segment] = []
-        for p in self._rotated_paths():
-            opened = self._open_rotated(p, self.opts.since_ns)
-            if opened is None:
-                continue
-            fd, ident = opened
-            if current is not None and self._is_file(ident, *current):
-                os.close(fd)
-                continue
-            rotated.append(_Segment(fd, ident, 0, self._complete_end(fd, os.fstat(fd).st_size),
-                                    p))
         segments = rotated
         if current is not None:
             segments.append(_Segment(current[0], current[1], 0, cur_end, self.path))
@@ -302,6 +298,43 @@ class LogCursor:
                 live.end = None         # keeps growing; everything up to cur_end is history
             elif current is None:
                 self._segments.append(_Segment(-1, (0, 0), 0, None, self.path))
+
+    def _open_all(self) -> tuple[tuple[int, FileId] | None, list[_Segment]]:
+        # The current file first: a rotation after this shows up below as a
+        # rotated file with its identity, and is then left to the follow.
+        current = _open(self.path)
+        rotated: list[_Segment] = []
+        for p in self._rotated_paths():
+            opened = self._open_rotated(p, self.opts.since_ns)
+            if opened is None:
+                continue
+            fd, ident = opened
+            if current is not None and self._is_file(ident, *current):
+                os.close(fd)
+                continue
+            rotated.append(_Segment(fd, ident, 0, self._complete_end(fd, os.fstat(fd).st_size),
+                                    p))
+        return current, rotated
+
+    def _unmoved(self, current: tuple[int, FileId] | None, rotated: list[_Segment]) -> bool:
+        """Whether every file opened is still under the name it was opened by."""
+        try:
+            now = _ident(os.stat(self.path))
+        except FileNotFoundError:
+            now = None
+        if now != (current[1] if current is not None else None):
+            return False
+        for seg in rotated:
+            try:
+                ident = self._ident_of(seg.path)
+            except FileNotFoundError:
+                try:                        # compressed since: the same file
+                    ident = self._ident_of(seg.path + ".gz")
+                except FileNotFoundError:
+                    return False
+            if not _same_file(seg.ident, ident) and not _same_file(ident, seg.ident):
+                return False
+        return True
 
     def _apply_tail(self, cur_end: int, has_current: bool) -> None:
         tail = self.opts.tail
