@@ -232,10 +232,9 @@ class Engine:
                         await self.sup.kill(c.id, signal_mod.SIGKILL)
                     with contextlib.suppress(KetchError):
                         await self.sup.delete(c.id, force=True)
-                c.state = State(status="exited", exit_code=255 if info else 128 + 9,
+                c.state = State(status="exited", exit_code=255, error="",  # as dockerd's restore
                                 started_at=c.state.started_at, finished_at=now_rfc3339(),
-                                health=_stopped_health(c.state.health),
-                                error="" if info else "the host restarted")
+                                health=_stopped_health(c.state.health))
                 await asyncio.to_thread(self._release, c)
                 await asyncio.to_thread(self.store.save, c)
             else:
