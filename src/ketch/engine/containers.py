@@ -143,6 +143,8 @@ class Engine:
         self._prepared: set[str] = set()    # created in the supervisor, not started yet
         self._starting: set[str] = set()    # sup.start sent, "running" not recorded yet
         self._early_exits: dict[str, dict[str, Any]] = {}
+        self._released: set[str] = set()    # exited: supervisor delete and _release done
+        self._recording: dict[str, asyncio.Future[None]] = {}   # an exit's cleanup under way
         self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
         self._background: set[asyncio.Future[None]] = set()
         from ketch.engine.execs import Execs
@@ -395,6 +397,14 @@ class Engine:
             self._discard_dirs(c)
             raise
 
+    def _remove_files(self, c: Container, *, release: bool) -> None:
+        """What remove does off the event loop, in one go: unmount, snapshot and
+        directories, then the record."""
+        if release:
+            self._release(c)
+        self._discard_dirs(c)
+        self.store.remove(c)
+
     def _discard_dirs(self, c: Container) -> None:
         with contextlib.suppress(KetchError, OSError):
             self.images.snapshotter.remove(c.id)
@@ -445,6 +455,7 @@ class Engine:
         before the user's program, with its stdio held by the supervisor. An attach
         before start needs this (docker run attaches, then starts)."""
         config, hc = self._config(c), self._host_config(c)
+        self._released.discard(c.id)
         bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
         from ketch.engine.supervisor_client import LogConfig
 
@@ -577,11 +588,9 @@ class Engine:
         return bundle
 
     def _mount_rootfs(self, c: Container) -> None:
-        from ketch.linux.mount import is_mountpoint
-
         target = self._rootfs(c.id)
         os.makedirs(target, mode=0o700, exist_ok=True)
-        if is_mountpoint(target):
+        if _is_mounted(target):
             return
         for m in self.images.snapshotter.mounts(c.id):
             mount_layer(m.type, m.source, m.options, target, cwd=m.cwd)
@@ -674,10 +683,8 @@ class Engine:
     def _unmount_rootfs(self, c: Container) -> None:
         import errno
 
-        from ketch.linux.mount import is_mountpoint
-
         target = self._rootfs(c.id)
-        while is_mountpoint(target):
+        while _is_mounted(target):
             try:
                 _umount(target)
             except OSError as exc:
@@ -698,12 +705,15 @@ class Engine:
         # told "exited" may remove the container while the rest runs, and must not
         # find a new, never-set event in its place. Its output is logged already.
         self._exited.setdefault(c.id, asyncio.Event()).set()
-        connected = self._on_bridge(c)      # before a woken remove can release it
-        with contextlib.suppress(KetchError):
-            await self.sup.delete(c.id, force=True)
-        await asyncio.to_thread(self._release, c)
-        self._clear_network(c)
-        await asyncio.to_thread(self.store.save, c)
+        # A remove woken by that waits for this cleanup, and then does not repeat it.
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._recording[c.id] = recorded
+        try:
+            connected = await self._clean_after_exit(c)
+        finally:
+            if self._recording.get(c.id) is recorded:
+                del self._recording[c.id]
+            recorded.set_result(None)
         if c.state.oom_killed:
             self.on_event("oom", c, {})
         self.on_event("die", c, {"exitCode": str(code)})
@@ -716,6 +726,29 @@ class Engine:
             return
         if restart and self._should_restart(c, hc):
             self._restart_tasks[c.id] = asyncio.create_task(self._restart_later(c.id))
+
+    async def _clean_after_exit(self, c: Container) -> bool:
+        """The supervisor forgets it, the rootfs is released, the exit is stored;
+        whether it was on the bridge."""
+        connected = self._on_bridge(c)      # before a woken remove can release it
+        # The supervisor's delete (cgroup, runtime state) and the unmount touch
+        # nothing of each other's: at once. (The container's mount namespace has
+        # its own copy of the rootfs mount, so what is still dying is unaffected.)
+        release = asyncio.ensure_future(asyncio.to_thread(self._release, c))
+        deleted = True
+        try:
+            await self.sup.delete(c.id, force=True)
+        except NotFound:
+            pass
+        except KetchError:
+            deleted = False
+        finally:
+            await release
+        if deleted:
+            self._released.add(c.id)
+        self._clear_network(c)
+        await asyncio.to_thread(self.store.save, c)
+        return connected
 
     def _should_restart(self, c: Container, hc: model.HostConfig) -> bool:
         p = hc.restart_policy
@@ -860,17 +893,21 @@ class Engine:
                 except TimeoutError:
                     raise System(f"could not kill container {c.id}") from None
             c = self.store.find(c.id) or c
+        recording = self._recording.get(c.id)
+        if recording is not None:
+            await asyncio.shield(recording)
         c.state.status = "removing"
         # Prepared for an attach, never started: connected, and no exit to say so.
         connected = c.id in self._prepared and self._on_bridge(c)
         self._prepared.discard(c.id)
-        with contextlib.suppress(KetchError):
-            await self.sup.delete(c.id, force=True)
-        await asyncio.to_thread(self._release, c)
+        released = c.id in self._released   # its exit did both already
+        self._released.discard(c.id)
+        if not released:
+            with contextlib.suppress(KetchError):
+                await self.sup.delete(c.id, force=True)
+        await asyncio.to_thread(self._remove_files, c, release=not released)
         if connected:
             self._network_event("network disconnect", c)
-        await asyncio.to_thread(self._discard_dirs, c)
-        await asyncio.to_thread(self.store.remove, c)
         auto = bool(c.host_config.get("AutoRemove"))
         if c.mount_points:
             from ketch.volume.planner import remove_mounts
@@ -1166,6 +1203,30 @@ def _start_error(exc: KetchError) -> KetchError:
     if isinstance(exc, (InvalidArgument, NotFound)):
         return InvalidArgument(msg)
     return System(msg)
+
+
+def _mount_id(path: str) -> int | None:
+    """The id of the mount ``path`` is on (its root, if something is mounted there)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    return None
+
+
+def _is_mounted(path: str) -> bool:
+    """Whether something is mounted at ``path``: its mount differs from its parent
+    directory's. As exact as mountinfo (bind mounts of the same filesystem too, which
+    st_dev misses), without reading mountinfo, which grows with every container."""
+    mine = _mount_id(path)
+    return mine is not None and mine != _mount_id(os.path.dirname(path.rstrip("/")))
 
 
 def _umount(target: str) -> None:
