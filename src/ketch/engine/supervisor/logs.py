@@ -391,11 +391,12 @@ class StreamLog:
         return out
 
     @classmethod
-    def restore(cls, data: dict[str, Any]) -> StreamLog:
+    def restore(cls, data: dict[str, Any], defer: Defer | None = None) -> StreamLog:
+        """``defer``: as for ``open_log`` (without it, a local log compresses at once)."""
         f: JsonFile | LocalFile | None = None
         if data["path"] and data.get("driver") == locallog.NAME:
             f = LocalFile(data["path"], locallog.Options(
-                data["maxSize"], data["maxFile"], bool(data["compress"])))
+                data["maxSize"], data["maxFile"], bool(data["compress"])), defer)
             f.last_ns = int(data.get("lastNs", 0))
         elif data["path"]:
             f = JsonFile(data["path"], data["maxSize"], data["maxFile"])
