@@ -190,8 +190,9 @@ def _create(client: Any, req: run_opts.CreateRequest) -> str:
         except NotFound as exc:
             # docker pulls on a missing image (or none for --platform); another "not found"
             # (an endpoint an older daemon lacks) is passed on as it is.
-            if req.pull == "never" or "image" not in str(exc).lower():
-                raise
+            if req.pull == "never" or "image" not in str(exc).lower() or \
+                    "does not match the specified platform" in str(exc):
+                raise       # the daemon's own words say it better than a pull would
             sys.stderr.write(f"Unable to find image '{_familiar(image)}' locally\n")
             raise local(NotSupported("pulling images is not supported yet: ketch cannot pull "
                                      f"{_familiar(image)}; load or import it, or build it "

@@ -19,7 +19,7 @@ from aiohttp import web
 from ketch.api import versions
 from ketch.api.routers import add, json_object
 from ketch.api.routers.images import bool_value, parse_filters
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, KetchError, NotFound
 
 if TYPE_CHECKING:
     from ketch.api.routers.system import PruneOptions
@@ -71,6 +71,40 @@ class ContainerUsage:
         return asyncio.run_coroutine_threadsafe(self.engine.prune(flt), self.loop).result()
 
 
+# Architecture names as the OCI image spec (and docker's platforms package) spell them.
+_ARCH = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
+         "armel": "arm", "i386": "386"}
+
+
+def _check_platform(engine: Engine, body: bytes, platform: str) -> None:
+    """``create?platform=os/arch[/variant]``: ketch has one image per name, for this
+    machine, and pulls nothing; an image of another platform is dockerd's "not found"
+    (the docker CLI then tries to pull it, and says why that fails)."""
+    try:
+        ref = str(json.loads(body or b"{}").get("Image") or "")
+    except (ValueError, AttributeError):
+        return          # the create itself reports the malformed body
+    parts = platform.lower().split("/")
+    if len(parts) > 3 or not all(parts):
+        raise InvalidArgument(f'"{platform}": unknown operating system or architecture: '
+                              "invalid argument")
+    try:
+        img = engine.images.inspect(ref)
+    except KetchError:
+        return          # no such image: the create says so
+    want = [parts[0], _ARCH.get(parts[1], parts[1]) if len(parts) > 1 else ""]
+    have = [str(img.get("Os") or "linux"), str(img.get("Architecture") or "")]
+    if len(parts) > 2:
+        want.append(parts[2])
+        have.append(str(img.get("Variant") or ""))
+    if want[1] == "":
+        want[1] = have[1]
+    if want != have:
+        raise NotFound(f"image with reference {ref} was found but does not match the "
+                       f"specified platform: wanted {'/'.join(want)}, "
+                       f"actual: {'/'.join(h for h in have if h)}")
+
+
 def setup(app: web.Application, engine: Engine) -> None:
     from ketch.api.routers import system
 
@@ -82,9 +116,7 @@ def setup(app: web.Application, engine: Engine) -> None:
     async def create(request: web.Request) -> web.Response:
         body = await request.read()
         if request.query.get("platform"):
-            from ketch.errors import NotSupported
-
-            raise NotSupported("choosing a platform for a container is not supported yet")
+            await asyncio.to_thread(_check_platform, engine, body, request.query["platform"])
         cid, warnings = await engine.create(body, request.query.get("name", ""),
                                             api_version=versions.of(request.match_info))
         return web.json_response({"Id": cid, "Warnings": warnings}, status=201)
