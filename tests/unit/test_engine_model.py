@@ -119,7 +119,7 @@ def test_strslice_fields_take_a_string() -> None:
     ({"Hostname": "h"}, {"UTSMode": "host"}, "conflicting options: hostname and the UTS mode"),
     ({}, {"NetworkMode": "host", "Links": ["a:b"]},
      "conflicting options: host type networking can't be used with links."),
-    ({}, {"Isolation": "hyperv"}, "Invalid isolation: 'hyperv' - linux only supports 'default'"),
+    ({}, {"Isolation": "hyperv"}, "Invalid isolation: \"hyperv\" - linux only supports 'default'"),
     ({}, {"IOMaximumBandwidth": 1},
      "Invalid QoS settings: linux does not support configuration of maximum bandwidth"),
     ({}, {"IOMaximumIOps": 1},

@@ -447,8 +447,9 @@ def parse_create_request(body: bytes | str | dict[str, Any], name: str = "", *,
 
     _validate_net_mode(config, host_config)
     if host_config.isolation not in ("", "default"):
-        raise InvalidArgument(
-            f"Invalid isolation: {host_config.isolation!r} - linux only supports 'default'")
+        # Go's %q: double quotes (Python's repr gave single ones).
+        raise InvalidArgument(f"Invalid isolation: {json.dumps(host_config.isolation)} - "
+                              "linux only supports 'default'")
     if host_config.io_maximum_bandwidth:
         raise InvalidArgument(
             "Invalid QoS settings: linux does not support configuration of maximum bandwidth")
