@@ -81,6 +81,27 @@ def test_negative_time_and_unknown_fields() -> None:
     assert (got.time_nano, got.line, got.attrs) == (-1, b"x", (("k", "v"),))
 
 
+def test_the_fast_decoder_agrees_with_the_general_one() -> None:
+    import random
+
+    rnd = random.Random(7)
+    times = [0, 1, 127, 128, 2**56 - 1, 2**56, 2**63 - 1, -1, -(2**63),
+             *(rnd.randrange(2**60, 2**61) for _ in range(300))]
+    for t in times:
+        for line in (b"", b"x", b"y" * 127, b"z" * 128, b"w" * 20000):
+            for source in ("stdout", "stderr", "other"):
+                e = L.Entry(source, t, line)
+                body = L.encode(e)
+                assert L.decode(body) == e
+                assert L._decode_any(body) == e
+                plain = L.decode_plain(body)
+                assert plain is None or plain == (source, t, line)
+    for t, line in ((2**60, b"x"), (2**60, b""), (200, b"z" * 300)):     # the fast way taken
+        assert L.decode_plain(L.encode(L.Entry("stderr", t, line))) == ("stderr", t, line)
+    pe = L.Entry("stdout", 5, b"p", L.Partial("id", 1))
+    assert L.decode_plain(L.encode(pe)) is None and L.decode(L.encode(pe)) == pe
+
+
 def test_split_stops_before_an_unfinished_frame_and_refuses_a_damaged_one() -> None:
     a, b = L.frame(L.Entry("stdout", 1, b"a")), L.frame(L.Entry("stderr", 2, b"bb"))
     entries, used = L.split(a + b[:-1])

@@ -655,12 +655,19 @@ class LocalLogCursor(LogCursor):
             seg.offset = limit
             return max(want, 1)
         for body in entries:
-            try:
-                e = locallog.decode(body)
-            except ValueError as exc:
-                log.warning("%s: skipping a log entry that does not decode: %s", seg.path, exc)
-                continue
-            self._filter(LogRecord(e.source, e.time_nano, e.text, dict(e.attrs)), out)
+            data = bytes(body)
+            plain = locallog.decode_plain(data)
+            if plain is not None:
+                rec = LogRecord(plain[0], plain[1], plain[2] + b"\n")
+            else:
+                try:
+                    e = locallog.decode(data)
+                except ValueError as exc:
+                    log.warning("%s: skipping a log entry that does not decode: %s",
+                                seg.path, exc)
+                    continue
+                rec = LogRecord(e.source, e.time_nano, e.text, dict(e.attrs))
+            self._filter(rec, out)
             if self.done:
                 break
         seg.offset += used
