@@ -461,14 +461,13 @@ class Engine:
 
         log_cfg = LogConfig(driver=hc.log_config.type or "json-file",
                             path=self.log_path(c), opts=dict(hc.log_config.config or {}))
-        if log_cfg.driver == "local":
-            from ketch.engine import locallog
+        from ketch.engine.supervisor.logs import check_values
 
-            try:        # the values, as dockerd when it starts the logger (exit code 128)
-                locallog.parse_options(log_cfg.opts)
-            except InvalidArgument as exc:
-                exc.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
-                raise
+        try:        # the values, as dockerd when it starts the logger (exit code 128)
+            check_values(log_cfg.driver, log_cfg.opts)
+        except KetchError as exc:
+            exc.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
+            raise
         pid = await self.sup.create(c.id, bundle, tty=config.tty,
                                     stdin_open=config.open_stdin,
                                     stdin_once=config.stdin_once, log=log_cfg)

@@ -406,6 +406,18 @@ class StreamLog:
         return log
 
 
+def check_values(driver: str, opts: dict[str, str]) -> None:
+    """dockerd's start-time check of a driver's option values, in its words
+    ("failed to initialize logging driver: ...")."""
+    if driver == locallog.NAME:
+        locallog.parse_options(opts)
+    elif driver == "json-file":
+        try:
+            parse_log_opts(opts)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"failed to initialize logging driver: {exc}") from None
+
+
 def open_log(driver: str, path: str, opts: dict[str, str], attrs: dict[str, str] | None = None,
              defer: Defer | None = None) -> StreamLog:
     """The supervisor's ``create``: a container's log for its driver and options.
@@ -423,6 +435,7 @@ def open_log(driver: str, path: str, opts: dict[str, str], attrs: dict[str, str]
         local_opts = locallog.parse_options(opts)
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         return StreamLog(LocalFile(path, local_opts, defer))
+    check_values(driver, opts)
     max_size, max_file = parse_log_opts(opts)
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     return StreamLog(JsonFile(path, max_size, max_file), attrs)
