@@ -175,6 +175,10 @@ def test_option_errors_as_dockerd(ketchd: Ketchd) -> None:
     assert ok(docker(k, "run", "--rm", *NONE, "--log-driver", "local",
                      "--log-opt", "max-file=1", "--log-opt", "compress=false",
                      "busybox", "echo", "fine")) == "fine\n"
+    # json-file's values in the same words (dockerd 20.10's).
+    js = docker(k, "run", "--rm", *NONE, "--log-opt", "max-size=abc", "busybox", "true")
+    assert "failed to initialize logging driver: invalid size: 'abc'" in js.stderr
+    assert "OCI runtime" not in js.stderr
     plugin = docker(k, "run", "--rm", *NONE, "--log-driver", "foo", "busybox", "true")
     assert 'error looking up logging plugin foo: plugin "foo" not found' in plugin.stderr
 
