@@ -284,8 +284,7 @@ class Runtime:
         if spec.linux.seccomp is not None:
             # Compiled here, once per distinct profile for a long-lived caller,
             # rather than in every forked init.
-            from ketch.linux import seccomp as seccomp_mod
-            seccomp_filter = seccomp_mod.compile_cached(spec.linux.seccomp)
+            seccomp_filter = _compiled(spec.linux.seccomp)
         parent_sock, child_sock = sync.pair()
         cleanup.push(parent_sock.close)
         state_base: dict[str, object] = {
@@ -603,6 +602,29 @@ class Runtime:
         st = self._load(container_id)
         check_transition(self.status(st), "exec", container_id)
         return exec_in(self, st, self._spec_of(st), process, opts)
+
+
+_FILTERS: dict[str, Any] = {}      # compiled seccomp programs by the profile's JSON
+_FILTERS_MAX = 8
+
+
+def _compiled(profile: Any) -> Any:
+    """The profile's compiled program, by the JSON the spec cache already has for it
+    (``compile_cached`` would serialize the parsed profile again to find it). Ours to
+    release: the parent only needs it until the fork, the child has its copy."""
+    from ketch.linux import seccomp as seccomp_mod
+    from ketch.runtime.spec import seccomp_key
+
+    key = seccomp_key(profile)
+    if key is None:
+        return seccomp_mod.compile_cached(profile)
+    flt = _FILTERS.get(key)
+    if flt is None:
+        flt = seccomp_mod.compile(profile)
+        if len(_FILTERS) >= _FILTERS_MAX:
+            _FILTERS.pop(next(iter(_FILTERS))).release()
+        _FILTERS[key] = flt
+    return flt
 
 
 def _cgroup_joins(mode: Any, mgr: Any) -> tuple[list[str], list[str]]:

@@ -193,7 +193,45 @@ def read_spec(bundle: str) -> tuple[str, Spec]:
         data = json.loads(text)
     except ValueError as exc:
         raise InvalidArgument(f"failed to parse config.json: {exc}") from None
-    return text, parse_spec(data)
+    return text, _parse_spec_cached(data)
+
+
+# Parsed seccomp profiles by their canonical JSON. Docker's default profile is
+# most of a config.json (about 700 of its values) and the same for nearly every
+# container: a long-lived caller (ketchd's supervisor) parses it once. Shared:
+# never mutated (the runtime only reads it, to compile it).
+_SECCOMP: dict[str, Seccomp] = {}
+_SECCOMP_MAX = 8
+
+
+def _parse_spec_cached(data: Any) -> Spec:
+    linux = data.get("linux") if isinstance(data, dict) else None
+    profile = linux.get("seccomp") if isinstance(linux, dict) else None
+    if not isinstance(profile, dict):
+        return parse_spec(data)
+    key = json.dumps(profile, sort_keys=True)
+    cached = _SECCOMP.get(key)
+    if cached is None:
+        spec = parse_spec(data)
+        if spec.linux is not None and spec.linux.seccomp is not None:
+            if len(_SECCOMP) >= _SECCOMP_MAX:
+                _SECCOMP.pop(next(iter(_SECCOMP)))
+            _SECCOMP[key] = spec.linux.seccomp
+        return spec
+    rest = dict(data)
+    rest["linux"] = {k: v for k, v in linux.items() if k != "seccomp"}  # type: ignore[union-attr]
+    spec = parse_spec(rest)
+    assert spec.linux is not None
+    spec.linux.seccomp = cached
+    return spec
+
+
+def seccomp_key(profile: Seccomp) -> str | None:
+    """The canonical JSON ``profile`` was parsed from, if it came through the cache."""
+    for key, cached in _SECCOMP.items():
+        if cached is profile:
+            return key
+    return None
 
 
 def parse_process(data: Any, where: str = "process.json") -> Process:
