@@ -421,8 +421,12 @@ class GzipWriter:
         self.src, self.dest = src, dest
         self.tmp = dest + ".tmp"
         self.in_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-        self.out_fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                              mode)
+        try:
+            self.out_fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                  mode)
+        except OSError:
+            os.close(self.in_fd)
+            raise
         self.z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         self.crc = 0
         self.size = 0

@@ -229,7 +229,11 @@ class LocalFile:
             last = rfc3339nano(self.last_ns) if self.last_ns else "0001-01-01T00:00:00Z"
             meta = {"lastTime": last,
                     "ketchSource": f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"}
-            self.gz = locallog.GzipWriter(f"{self.path}.1", f"{self.path}.1.gz", meta, FILE_MODE)
+            try:
+                self.gz = locallog.GzipWriter(f"{self.path}.1", f"{self.path}.1.gz", meta,
+                                              FILE_MODE)
+            except OSError:
+                return          # .1 stays uncompressed, and readable
             if self.defer is None:
                 self.finish_compression()
             else:
