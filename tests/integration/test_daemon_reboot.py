@@ -219,16 +219,16 @@ def test_running_ones_are_started_again_by_policy(rebooted: Rebooted) -> None:
             assert st["FinishedAt"] == old["FinishedAt"], (name, st, old)
 
 
+def test_restarted_before_the_api_answers(rebooted: Rebooted) -> None:
+    """dockerd loads and restarts containers, then listens: the first ps sees them."""
+    assert rebooted.first_ps - {"onfail", "created"} == RESTARTED - {"onfail"}
+
+
 # Engine.reconcile's restart loop starts only always / unless-stopped (and the
 # never-started too); dockerd's restore asks the restart manager, as for an exit
 # (on-failure: exit code != 0 and retries left), of containers started before.
 POLICY_LOOP = pytest.mark.xfail(strict=True, reason="Engine.reconcile's restart loop is not "
                                 "dockerd's restore rule yet (see the comment above)")
-
-
-def test_restarted_before_the_api_answers(rebooted: Rebooted) -> None:
-    """dockerd loads and restarts containers, then listens: the first ps sees them."""
-    assert rebooted.first_ps - {"onfail", "created"} == RESTARTED - {"onfail"}
 
 
 @POLICY_LOOP
