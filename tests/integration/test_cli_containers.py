@@ -430,7 +430,7 @@ def test_events_since_until_and_formats(engine: Engine) -> None:
     window = ["--since", str(t0), "--until", t1, "--filter", f"container={name}"]
     lines = ok(ketch(engine, "events", *window)).splitlines()
     actions = [line.split()[2] for line in lines]
-    assert actions[0] == "create" and actions[-2:] == ["start", "die"], lines
+    assert actions == ["create", "attach", "start", "die"], lines
     pattern = (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) container die "
                r"[0-9a-f]{64} \(exitCode=0, image=busybox, (.*, )?name=" + name + r"\)")
     assert re.fullmatch(pattern, lines[-1]), lines[-1]

@@ -120,3 +120,38 @@ def test_bridge_network_settings(client: docker.DockerClient) -> None:
     binding = ns["Ports"]["80/tcp"][0]
     assert binding["HostIp"] == "127.0.0.1" and int(binding["HostPort"]) > 0
     assert c.ports["80/tcp"][0]["HostPort"] == binding["HostPort"]
+
+
+def test_attach_with_logs(client: docker.DockerClient) -> None:
+    # dockerd's attach with logs=1: the log so far, then (stream=1) what comes live;
+    # a stopped container gives its log. Each attach is an "attach" event.
+    since = int(time.time())
+    done = client.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"],
+                                 network_mode="none", detach=True)
+    done.wait(timeout=30)
+    assert done.attach(stdout=True, stderr=True, logs=True, stream=False) == b"out\nerr\n"
+    assert done.attach(stdout=False, stderr=True, logs=True, stream=False) == b"err\n"
+    live = client.containers.run("busybox", ["sh", "-c", "echo before; read x; echo after"],
+                                 network_mode="none", detach=True, stdin_open=True)
+    deadline = time.monotonic() + 10
+    while b"before" not in live.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sock = live.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1, "logs": 1})
+    raw = sock._sock  # noqa: SLF001 - docker-py hands back its socket wrapper
+    raw.sendall(b"go\n")
+    got = b""
+    while b"after" not in got and time.monotonic() < deadline:
+        chunk = raw.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    raw.close()
+    # stdcopy frames: the replayed line, then the live one.
+    assert got.index(b"before") < got.index(b"after"), got
+    live.wait(timeout=30)
+    actions = [e["Action"] for e in client.events(since=since, until=int(time.time()) + 1,
+                                                  decode=True,
+                                                  filters={"container": live.id})]
+    assert actions[:2] == ["create", "start"] and "attach" in actions
+    done.remove()
+    live.remove()

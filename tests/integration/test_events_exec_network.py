@@ -250,9 +250,9 @@ def test_network_events_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: 
     assert b[:3] == ["container create", "network connect", "container start"]
     assert b.index("container die") + 1 == b.index("network disconnect")
     assert b[-1] == "container destroy" and b.count("network disconnect") == 1
-    assert [a for a, who in seq if who == rid] == [
-        "container create", "network connect", "container start", "container die",
-        "network disconnect", "container destroy"]
+    assert [a for a, who in seq if who == rid] == [     # attached: dockerd's attach first
+        "container create", "container attach", "network connect", "container start",
+        "container die", "network disconnect", "container destroy"]
     net = {_network_event(e, e["Action"], e["Actor"]["Attributes"]["container"])
            for e in evs if e["Type"] == "network"}
     assert len(net) == 1        # one network, one ID

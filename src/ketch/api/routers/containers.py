@@ -207,10 +207,17 @@ def setup(app: web.Application, engine: Engine) -> None:
         from ketch.api import streams
 
         q = request.query
-        if bool_value(q, "logs"):
-            from ketch.errors import NotSupported
-
-            raise NotSupported("attach with logs=1 is not supported yet: use docker logs")
+        with_logs = bool_value(q, "logs")
+        if with_logs:
+            # dockerd's containerAttach: the log so far first, then (stream=1) the live
+            # output; a container that is not running has only its log to give.
+            c = engine.store.get(request.match_info["id"])
+            if not bool_value(q, "stream") or c.state.status not in ("created", "running",
+                                                                     "paused"):
+                return await _attach_log_only(request, c)
+        # dockerd's attach event comes before the stream (and, for `docker run`, before
+        # the start's network connect, which ketch does while preparing the attach).
+        engine.on_event("attach", engine.attachable(request.match_info["id"]), {})
         c = await engine.ready_for_attach(request.match_info["id"])
         tty = bool(c.config.get("Tty"))
         content_type = streams.stream_content_type(not tty, versions.of(request.match_info))
@@ -223,6 +230,8 @@ def setup(app: web.Application, engine: Engine) -> None:
             try:
                 if not early:
                     streams.answer_upgrade(request, sock, content_type)
+                    if with_logs:
+                        await _send_log(sock, c, q)
                 await engine.attach(c.id, sock, stdin=bool_value(q, "stdin"),
                                     stdout=bool_value(q, "stdout"),
                                     stderr=bool_value(q, "stderr"),
@@ -233,6 +242,42 @@ def setup(app: web.Application, engine: Engine) -> None:
                 with contextlib.suppress(OSError):
                     if early:
                         streams.answer_upgrade(request, sock, content_type)
+                    sock.sendall(f"{exc}\r\n".encode())
+            finally:
+                sock.close()
+
+        await _outside_the_request(run())
+        return web.Response()
+
+    async def _send_log(sock: Any, c: Any, q: Mapping[str, str]) -> None:
+        """The container's whole log, as the attach stream carries it (framed unless tty)."""
+        from ketch.api import streams
+        from ketch.engine.logread import ReadOptions, follow_batches
+
+        path = engine.log_path(c)
+        if not path:
+            return      # a driver without a reader (none): nothing to replay, as dockerd
+        opts = ReadOptions(stdout=bool_value(q, "stdout"), stderr=bool_value(q, "stderr"))
+        multiplexed = not c.config.get("Tty")
+        async for batch in follow_batches(path, opts):
+            data = streams.encode_logs(batch, multiplexed=multiplexed)
+            if data:
+                await asyncio.to_thread(sock.sendall, data)
+
+    async def _attach_log_only(request: web.Request, c: Any) -> web.StreamResponse:
+        from ketch.api import streams
+
+        content_type = streams.stream_content_type(not c.config.get("Tty"),
+                                                   versions.of(request.match_info))
+        sock = streams.take_socket(request)
+
+        async def run() -> None:
+            try:
+                streams.answer_upgrade(request, sock, content_type)
+                await _send_log(sock, c, request.query)
+                engine.on_event("attach", c, {})
+            except Exception as exc:  # noqa: BLE001 - after the hijack, errors go in band
+                with contextlib.suppress(OSError):
                     sock.sendall(f"{exc}\r\n".encode())
             finally:
                 sock.close()
