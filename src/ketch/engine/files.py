@@ -53,7 +53,7 @@ import tarfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from ketch.errors import (
     Conflict,
@@ -290,6 +290,33 @@ def stat_path(abs_path: str) -> tuple[PathStat, str]:
                      mtime=go_time(st.st_mtime_ns), link_target=link), resolved)
 
 
+# Go's file type bits (moby's fillGo18FileTypeBits) by tar entry type.
+_GO_TYPE_BITS = {tarfile.REGTYPE: 0o100000, tarfile.LNKTYPE: 0o100000,
+                 tarfile.DIRTYPE: 0o040000, tarfile.SYMTYPE: 0o120000,
+                 tarfile.CHRTYPE: 0o020000, tarfile.BLKTYPE: 0o060000,
+                 tarfile.FIFOTYPE: 0o010000}
+
+
+class _GoTarInfo(tarfile.TarInfo):
+    """An entry whose header's mode field carries the file type bits, as moby writes it
+    (``0100644`` for a file, ``040755`` for a directory): Python's tarfile keeps only
+    the permission bits there."""
+
+    def tobuf(self, format: Literal[0, 1, 2] | None = tarfile.PAX_FORMAT,
+              encoding: str | None = tarfile.ENCODING,
+              errors: str = "surrogateescape") -> bytes:
+        buf = super().tobuf(format, encoding, errors)
+        bits = _GO_TYPE_BITS.get(self.type, 0)
+        if not bits:
+            return buf
+        # The entry's own header block comes last, after any pax extended header.
+        head = bytearray(buf[-tarfile.BLOCKSIZE:])
+        head[100:108] = b"%07o\0" % ((self.mode & 0o7777) | bits)
+        head[148:156] = b" " * 8
+        head[148:156] = b"%06o\0 " % sum(head)
+        return buf[:-tarfile.BLOCKSIZE] + bytes(head)
+
+
 class TarWriter:
     """pkg/archive's TarWithOptions: lexical walk, dirs with a trailing slash, hardlinks
     within the archive, numeric owners, whole-second times, security.capability kept,
@@ -318,8 +345,8 @@ class TarWriter:
         mode = st.st_mode
         if stat.S_ISSOCK(mode):
             return
-        info = tarfile.TarInfo(name + "/" if stat.S_ISDIR(mode) and not name.endswith("/")
-                               else name)
+        info = _GoTarInfo(name + "/" if stat.S_ISDIR(mode) and not name.endswith("/")
+                          else name)
         info.mode = stat.S_IMODE(mode)
         info.uid, info.gid = st.st_uid, st.st_gid
         info.uname = info.gname = ""
