@@ -187,6 +187,8 @@ def test_daemon_default_from_daemon_json(start_ketchd: Callable[..., Ketchd],  #
                                          busybox_archive: Path) -> None:  # noqa: F811
     k = start_ketchd({"log-driver": "local", "log-opts": {"max-size": "2k", "max-file": "2"}})
     ok(docker(k, "load", "-i", str(busybox_archive)))
+    assert ok(docker(k, "info", "--format", "{{.LoggingDriver}} {{.Plugins.Log}}")) == \
+        "local [json-file local]\n"
     cid = ok(docker(k, "run", "-d", *NONE, "--name", "d1", "busybox", "sh", "-c",
                     SEQ.format(n=150))).strip()
     wait_exited(k, "d1")

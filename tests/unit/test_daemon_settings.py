@@ -53,3 +53,15 @@ def test_default_ulimits_join_the_containers_own() -> None:
     model.adapt_host_config(hc, defaults)
     assert [(u.name, u.soft, u.hard) for u in hc.ulimits or []] == [("nofile", 5, 6),
                                                                      ("nproc", 3, 4)]
+
+
+def test_log_driver_flags(tmp_path: Path) -> None:
+    s = settings(tmp_path, {}, "--log-driver", "local", "--log-opt", "max-size=1m",
+                 "--log-opt", "max-file=2")
+    assert (s.log_driver, s.log_opts) == ("local", {"max-size": "1m", "max-file": "2"})
+    with pytest.raises(InvalidArgument, match="invalid key value pair format"):
+        settings(tmp_path, {}, "--log-opt", "max-size")
+    with pytest.raises(InvalidArgument, match="specified both as a flag"):
+        settings(tmp_path, {"log-driver": "local"}, "--log-driver", "json-file")
+    with pytest.raises(InvalidArgument, match="failed to set log opts"):
+        settings(tmp_path, {}, "--log-driver", "local", "--log-opt", "bogus=1")

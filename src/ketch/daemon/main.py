@@ -87,7 +87,8 @@ _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "group": "group", "tls": "tls", "tlsverify": "tlsverify",
               "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
               "cgroup_parent": "cgroup-parent", "bridge": "bridge", "bip": "bip",
-              "default_ulimits": "default-ulimits"}
+              "default_ulimits": "default-ulimits", "log_driver": "log-driver",
+              "log_opts": "log-opts"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,6 +117,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bridge", dest="bridge",
                    help='the default network\'s bridge interface (default ketch0; "none": none)')
     p.add_argument("--bip", dest="bip", help="the default bridge's address and subnet")
+    p.add_argument("--log-driver", dest="log_driver",
+                   help="default driver for container logs (json-file, local, none)")
+    p.add_argument("--log-opt", dest="log_opts", action="append", metavar="KEY=VALUE",
+                   help="default options of the log driver (max-size, max-file, ...)")
     p.add_argument("--default-ulimit", dest="default_ulimits", action="append",
                    metavar="NAME=SOFT[:HARD]",
                    help="default ulimits for containers (default: the daemon's own)")
@@ -132,6 +137,15 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
     path = ns.config_file or cfgmod.default_path()
     data = cfgmod.load(path, required=ns.config_file is not None)
     flags = {_FLAG_KEYS[k]: v for k, v in vars(ns).items() if k in _FLAG_KEYS and v is not None}
+    if "log-opts" in flags:
+        opts = {}
+        for word in flags["log-opts"]:
+            key, eq, value = word.partition("=")
+            if not eq:
+                raise InvalidArgument(f"invalid key value pair format in driver options: "
+                                      f"{word}")     # dockerd's opts.ValidateLogOpt words
+            opts[key] = value
+        flags["log-opts"] = opts
     if "default-ulimits" in flags:     # the flag's words in daemon.json's shape
         flags["default-ulimits"] = {u["Name"]: u for u in
                                     map(cfgmod.parse_ulimit, flags["default-ulimits"])}
@@ -280,6 +294,7 @@ class HostSystem:
             root_dir=settings.root,
             cgroup_version=cgroup_version,
             cgroup_controllers=controllers,
+            log_driver=settings.log_driver,
             warnings=warnings,
         )
 

@@ -20,6 +20,9 @@ first error) works today and keeps working when the real stores plug in.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,6 +61,7 @@ class HostFacts:
     cgroup_driver: str = "cgroupfs"
     storage_driver: str = "overlay2"
     default_runtime: str = "ketch"
+    log_driver: str = "json-file"        # the daemon's default (daemon.json "log-driver")
     containers: int = 0
     containers_running: int = 0
     containers_paused: int = 0
@@ -112,6 +116,33 @@ def version_json(f: HostFacts) -> dict[str, Any]:
     }
 
 
+def _ip_forward() -> bool:
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as fh:
+            return fh.read().strip() == "1"
+    except OSError:
+        return False
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def _now_rfc3339_nano() -> str:
+    """Go's time.Now().Format(time.RFC3339Nano) in local time (trailing zeros dropped)."""
+    ns = time.time_ns()
+    secs, nanos = divmod(ns, 1_000_000_000)
+    t = time.localtime(secs)
+    off = t.tm_gmtoff or 0
+    zone = "Z" if off == 0 else (f"{'+' if off > 0 else '-'}{abs(off) // 3600:02d}:"
+                                 f"{abs(off) % 3600 // 60:02d}")
+    frac = f".{nanos:09d}".rstrip("0").rstrip(".")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + frac + zone
+
+
 def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
     """GET /info in system.Info's shape, with the fields docker CLI 28 prints."""
     c = f.cgroup_controllers
@@ -124,7 +155,9 @@ def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
         "Images": f.images,
         "Driver": f.storage_driver,
         "DriverStatus": [],
-        "Plugins": {"Volume": [], "Network": [], "Authorization": None, "Log": []},
+        # The drivers ketch has (dockerd lists its built-in ones the same way).
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
+                    "Authorization": None, "Log": ["json-file", "local"]},
         # What the host's cgroups offer (dockerd reads the same from sysinfo).
         "MemoryLimit": "memory" in c,
         "SwapLimit": "memory" in c,
@@ -134,12 +167,12 @@ def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
         "CPUSet": "cpuset" in c,
         "PidsLimit": "pids" in c,
         "OomKillDisable": f.cgroup_version == "1" and "memory" in c,
-        "IPv4Forwarding": False,
+        "IPv4Forwarding": _ip_forward(),
         "Debug": f.debug,
-        "NFd": 0,
-        "NGoroutines": 0,
-        "SystemTime": "",
-        "LoggingDriver": "",
+        "NFd": _open_fds(),
+        "NGoroutines": threading.active_count(),    # the daemon's threads, honestly
+        "SystemTime": _now_rfc3339_nano(),
+        "LoggingDriver": f.log_driver,
         "CgroupDriver": f.cgroup_driver,
         "NEventsListener": 0,
         "KernelVersion": f.kernel_version,
