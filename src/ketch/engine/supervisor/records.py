@@ -44,17 +44,27 @@ class ExitStore:
         return os.path.join(self.dir, f"{container_id}.json")
 
     def write(self, rec: ExitRecord) -> None:
+        self.write_many([rec])
+
+    def write_many(self, recs: list[ExitRecord]) -> None:
+        """Each record as ``write`` does, the directory synced once for all of them:
+        a reap that collects many exits at once (an ``rm -f`` of many) pays one
+        fsync per record, not two."""
+        if not recs:
+            return
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        path = self.path(rec.id)
-        tmp = os.path.join(self.dir, f".{rec.id}.json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(to_json(rec)).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        # The rename itself must reach the disk, or a crash could bring back no record.
+        for rec in recs:
+            path = self.path(rec.id)
+            tmp = os.path.join(self.dir, f".{rec.id}.json.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, json.dumps(to_json(rec)).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        # The renames themselves must reach the disk, or a crash could bring back no
+        # record.
         dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dfd)

@@ -678,28 +678,50 @@ class Supervisor:
 
     # -- reaping --------------------------------------------------------------------------
     def reap(self) -> None:
-        """Collect every exited child; the only place the supervisor waits for one."""
+        """Collect every exited child; the only place the supervisor waits for one.
+
+        All the exits of one pass are recorded together (their records on disk
+        with one directory sync), then told."""
+        done: list[tuple[Process, ExitRecord]] = []
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if info is None or info.si_pid == 0:
-                return
+                break
             p = self.by_pid.pop(info.si_pid, None)
             if p is None:
                 continue    # an orphan reparented to us (subreaper), or a runtime helper
             code, sig = exit_code_of(info.si_code, info.si_status)
-            self._exited(p, code, sig)
+            done.append((p, self._exit_record(p, code, sig)))
+        if done:
+            self._record_exits(done)
 
     def _exited(self, p: Process, code: int, sig: int, lost: bool = False) -> None:
+        self._record_exits([(p, self._exit_record(p, code, sig, lost))])
+
+    def _exit_record(self, p: Process, code: int, sig: int, lost: bool = False) -> ExitRecord:
         p.close_pidfd()
         rec = ExitRecord(id=p.container_id, exec_id=p.exec_id, pid=p.pid, exit_code=code,
                          signal=sig, started_at=p.started_at, finished_at=now_rfc3339(),
                          lost=lost)
         if isinstance(p, Container):
             rec.oom_killed = self._oom_killed(p)
-            self.exits.write(rec)           # on disk before anyone is told
+        return rec
+
+    def _record_exits(self, done: list[tuple[Process, ExitRecord]]) -> None:
+        # Containers' records on disk before anyone is told. A record that cannot be
+        # written (a full disk) must not leave its processes unreaped forever: they
+        # are told anyway, the failure goes to the log.
+        try:
+            self.exits.write_many([rec for p, rec in done if isinstance(p, Container)])
+        except (OSError, KetchError):
+            traceback.print_exc(file=sys.stderr)
+        for p, rec in done:
+            self._set_exit(p, rec)
+
+    def _set_exit(self, p: Process, rec: ExitRecord) -> None:
         p.exit = rec
         if p.stdio is not None and not p.stdio.drained:
             stdio = p.stdio
