@@ -1025,3 +1025,19 @@ def test_network_settings_of_a_none_container(pair: Pair) -> None:
     for doc in pair.inspect("ns"):
         ns = doc["NetworkSettings"]
         assert ns["SandboxID"] and ns["SandboxKey"] and ns["Networks"]["none"]["NetworkID"]
+
+
+def test_negative_cpu_shares_pass_create(pair: Pair) -> None:
+    pair.same("create", *NONE, "--name", "neg", "--cpu-shares", "-1", "busybox", "true")
+    assert_inspect_same(pair, "neg")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "an error dockerd finds while it builds the spec (here --cpu-shares -1: 'shares: "
+    "invalid argument') reaches the client as it is; ketchd wraps it as the runtime's: "
+    "'failed to create task for container: failed to create shim task: OCI runtime create "
+    "failed: shares: invalid argument: unknown' (engine/containers.py _start_error wraps "
+    "every specgen error)"))
+def test_spec_errors_are_not_the_runtimes(pair: Pair) -> None:
+    pair.ok("create", *NONE, "--name", "neg", "--cpu-shares", "-1", "busybox", "true")
+    pair.same("start", "neg")

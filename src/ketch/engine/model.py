@@ -896,8 +896,8 @@ def _verify_resources(r: HostConfig, si: SysInfo, update: bool) -> list[str]:
     if r.nano_cpus < 0 or r.nano_cpus > si.ncpu * 10**9:
         raise InvalidArgument(f"Range of CPUs is from 0.01 to {si.ncpu}.00, as there are only "
                               f"{si.ncpu} CPUs available")
-    if r.cpu_shares < 0:
-        raise InvalidArgument("shares: invalid argument")
+    # A negative --cpu-shares passes create: dockerd refuses it only at start, when it
+    # builds the spec ("shares: invalid argument", specgen).
     if r.cpu_shares > 0 and not si.cpu_shares:
         w.append("Your kernel does not support CPU shares or the cgroup is not mounted. "
                  "Shares discarded.")
