@@ -124,7 +124,7 @@ class Execs:
     def create(self, ref: str, body: dict[str, Any]) -> str:
         c = self.engine.store.get(ref)
         if c.state.status == "paused":
-            raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+            raise Conflict(f"Container {ref} is paused, unpause the container before exec")
         if c.state.status != "running":
             raise Conflict(f"Container {c.id} is not running")
         cmd = body.get("Cmd") or []
@@ -198,9 +198,13 @@ class Execs:
             ex.pid = await self.engine.sup.exec(c.id, ex.id, process, tty=ex.tty,
                                                 stdin_open=ex.attach_stdin and not detach,
                                                 sock=None if detach else sock)
-        except (KetchError, OSError):
+        except (KetchError, OSError) as exc:
             self._finish(ex, 126)
             ex.done.set()
+            if isinstance(exc, KetchError) and not getattr(exc, "not_runtime", False):
+                # dockerd's words (runc through containerd), for the CLI and scripts.
+                raise type(exc)(f"OCI runtime exec failed: exec failed: {exc}: "
+                                "unknown") from exc
             raise
         task = asyncio.create_task(self._reap(ex))
         self._reaping.add(task)

@@ -338,8 +338,11 @@ def setup(app: web.Application, engine: Engine) -> None:
                 # has ended.
                 await ex.done.wait()
             except Exception as exc:  # noqa: BLE001 - in band after the hijack, as dockerd
+                # dockerd writes it on the exec's stdout (a frame when multiplexed); the
+                # docker CLI prints it and exits with the exec's code (126, 127).
+                msg = f"{exc}\r\n".encode()
                 with contextlib.suppress(OSError):
-                    sock.sendall(f"{exc}\r\n".encode())
+                    sock.sendall(streams.frame(streams.STDOUT, msg) if multiplexed else msg)
             finally:
                 sock.close()
 
