@@ -302,10 +302,9 @@ class Engine:
         if not config.image:
             raise InvalidArgument("No image was specified in the container config")
         try:
-            image = await asyncio.to_thread(self.images.get, config.image)
+            image, image_config = await asyncio.to_thread(self._image_and_config, config.image)
         except NotFound:
             raise NotFound(f"No such image: {_familiar(config.image)}") from None
-        image_config = await asyncio.to_thread(self._image_config, image.id)
         warnings = model.validate_create(config, hc, self._sysinfo())
         model.adapt_host_config(hc, self.defaults)
         if hc.network_mode in ("", "default"):
@@ -323,28 +322,39 @@ class Engine:
 
         port_specs(hc, config.exposed_ports)      # bad -p specs fail the create
         c.network_settings = settings(hc.network_mode, None, config.exposed_ports)
-        plan = await asyncio.to_thread(self._plan_mounts, config, hc)
-        c.mount_points = [m.to_record() for m in plan.mounts]
-        from ketch.volume.planner import mounts_json
-
-        c.mounts = mounts_json(plan.mounts)
-        try:
-            await asyncio.to_thread(self._prepare_dirs, c, plan.mounts)
-            self.store.add(c)
-        except BaseException:
-            await asyncio.to_thread(self._discard_dirs, c)
-            for name in plan.created:
-                with contextlib.suppress(KetchError, OSError):
-                    self.volumes.remove(name, users=[])
-            raise
+        await asyncio.to_thread(self._store_new, c, config, hc)
         self.on_event("create", c, {})
         return cid, warnings
+
+    def _image_and_config(self, ref: str) -> tuple[Any, Any]:
+        """The image record and its config (one trip to a worker thread for both)."""
+        image = self.images.get(ref)
+        return image, self._image_config(image.id)
 
     def _image_config(self, image_id: str) -> Any:
         from ketch.image import oci
 
         rec = self.images.get(image_id)
         return oci.parse_config(self.images.content.read(rec.id)).config
+
+    def _store_new(self, c: Container, config: model.ContainerConfig,
+                   hc: model.HostConfig) -> None:
+        """Plan the mounts, make the rootfs snapshot and directories, store the record;
+        on failure nothing is left (in one worker thread: each trip costs a wake-up)."""
+        from ketch.volume.planner import mounts_json
+
+        plan = self._plan_mounts(config, hc)
+        c.mount_points = [m.to_record() for m in plan.mounts]
+        c.mounts = mounts_json(plan.mounts)
+        try:
+            self._prepare_dirs(c, plan.mounts)
+            self.store.add(c)
+        except BaseException:
+            self._discard_dirs(c)
+            for name in plan.created:
+                with contextlib.suppress(KetchError, OSError):
+                    self.volumes.remove(name, users=[])
+            raise
 
     def _check_network(self, hc: model.HostConfig) -> None:
         mode = hc.network_mode
@@ -582,7 +592,7 @@ class Engine:
         os.makedirs(bundle, mode=0o700, exist_ok=True)
         tmp = os.path.join(bundle, "config.json.tmp")
         with open(tmp, "w") as f:
-            json.dump(to_json(spec), f)
+            f.write(json.dumps(to_json(spec)))     # one write, not json.dump's hundreds
         os.replace(tmp, os.path.join(bundle, "config.json"))
         return bundle
 
