@@ -154,6 +154,10 @@ class Command:
                 if o.kind != BOOL and o.metavar:
                     name += f" {o.metavar}"
                 rows.append((name, o.help))
+            if not self.flags.help_short:
+                # docker lists --help where -h means something else (run, create)
+                rows.append(("    --help", "Print usage"))
+                rows.sort(key=lambda r: r[0].split("--", 1)[-1])
             width = max(len(n) for n, _ in rows) + 3
             lines += [f"  {n.ljust(width)}{h}".rstrip() for n, h in rows]
         return "\n".join(lines) + "\n"
