@@ -142,6 +142,10 @@ class Runtime:
         self._managers: dict[str, Any] = {}
         self._mode: Any = None
         self._v1: dict[str, str] | None = None
+        # Loaded states, by id: (the file's identity, the state, its hooks once parsed).
+        # A long-lived caller (the supervisor) asks about the same container at start,
+        # kill, reap and delete; a stat tells whether the file is still the one read.
+        self._states: dict[str, list[Any]] = {}
 
     # -- helpers --------------------------------------------------------------
     def _cgroup(self, path: str) -> Any:
@@ -169,7 +173,28 @@ class Runtime:
 
     def _load(self, container_id: str) -> ContainerState:
         validate_id(container_id)
-        return self.store.load(container_id)
+        try:
+            ident = _identity(self._state_file(container_id))
+        except FileNotFoundError:
+            self._states.pop(container_id, None)
+            raise NotFound("container does not exist") from None
+        hit = self._states.get(container_id)
+        if hit is not None and hit[0] == ident:
+            return hit[1]
+        st = self.store.load(container_id)
+        self._states[container_id] = [ident, st, _UNPARSED]
+        return st
+
+    def _state_file(self, container_id: str) -> str:
+        from ketch.runtime.state import STATE_FILE
+        return os.path.join(self.store.dir(container_id), STATE_FILE)
+
+    def _remember(self, st: ContainerState, hooks: Hooks | None) -> None:
+        """A state just saved, and its hooks: the next ``_load`` needs no read."""
+        try:
+            self._states[st.id] = [_identity(self._state_file(st.id)), st, hooks]
+        except OSError:
+            self._states.pop(st.id, None)
 
     def _spec_of(self, st: ContainerState) -> Spec:
         from ketch.runtime.spec import parse_spec
@@ -177,12 +202,18 @@ class Runtime:
 
     def _hooks_of(self, st: ContainerState) -> Hooks | None:
         """Only the hooks: start and delete need nothing else of the config."""
+        hit = self._states.get(st.id)
+        if hit is not None and hit[1] is st and hit[2] is not _UNPARSED:
+            return hit[2]     
         data = json.loads(st.config_json).get("hooks")
-        if not data:
-            return None
-        from ketch.jsonmodel import from_json
-        from ketch.runtime.spec import Hooks
-        return from_json(Hooks, data, where="config.json: hooks")
+        hooks = None
+        if data:
+            from ketch.jsonmodel import from_json
+            from ketch.runtime.spec import Hooks
+            hooks = from_json(Hooks, data, where="config.json: hooks")
+        if hit is not None and hit[1] is st:
+            hit[2] = hooks
+        return hooks
 
     def status(self, st: ContainerState) -> Status:
         status = self.store.status(st)
@@ -351,6 +382,7 @@ class Runtime:
             annotations=dict(spec.annotations), intermediate=intermediate,
             config_json=config_text)
         self.store.save(st_rec)
+        self._remember(st_rec, spec.hooks)
         if opts.pid_file:
             write_pid_file(opts.pid_file, init_pid)
         os.close(fifo_fd)
@@ -533,9 +565,8 @@ class Runtime:
 
     # -- delete -----------------------------------------------------------------
     def delete(self, container_id: str, force: bool = False) -> None:
-        validate_id(container_id)
         try:
-            st = self.store.load(container_id)
+            st = self._load(container_id)
         except NotFound:
             if force:
                 return
@@ -586,6 +617,7 @@ class Runtime:
             errors.append(exc)
         hooks_cfg = self._hooks_of(st)
         _rmtree(self.store.dir(st.id))
+        self._states.pop(st.id, None)
         if hooks_cfg and hooks_cfg.poststop:
             from ketch.runtime import hooks
             try:
@@ -665,6 +697,15 @@ def _join_parent_side(mgr: Any, dirs: list[str], pid: int, sock: Any) -> None:
             if msg.kind is sync.Kind.ERROR:
                 sync.raise_error(msg)
         raise
+
+
+_UNPARSED = object()     # hooks not parsed yet
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    """Which file is at ``path`` now: a save renames a new one over it (a new inode)."""
+    s = os.stat(path)
+    return s.st_ino, s.st_mtime_ns, s.st_size
 
 
 def _merge_resources(old: Any, new: Any) -> Any:
