@@ -957,13 +957,17 @@ def test_cp_errors_and_copies(pair: Pair, host_files: Path) -> None:
 
 def _cp_tar(side: Side, src: str) -> list[tuple[Any, ...]]:
     """``docker cp SRC -``: every entry's header fields and content digest."""
+    return _tar_entries(side, "cp", src, "-")
+
+
+def _tar_entries(side: Side, *args: str) -> list[tuple[Any, ...]]:
+    """The tar a docker command writes to stdout, entry by entry."""
     import hashlib
     import io
     import tarfile
 
     assert DOCKER is not None
-    out = subprocess.run([DOCKER, "cp", src, "-"], env=side.env, capture_output=True,
-                         timeout=60)
+    out = subprocess.run([DOCKER, *args], env=side.env, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     entries = []
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tf:
@@ -975,6 +979,60 @@ def _cp_tar(side: Side, src: str) -> list[tuple[Any, ...]]:
             entries.append((m.name, m.type, oct(m.mode), m.uid, m.gid, m.size, m.mtime,
                             m.linkname, hashlib.sha256(f.read()).hexdigest() if f else ""))
     return entries
+
+
+# --------------------------------------------------------------------- export, commit
+
+# What dockerd's init layer adds or rewrites (test_init_layer_files), and the files
+# each engine writes per container (their contents hold its id and addresses).
+INIT_LAYER = {".dockerenv", "etc/mtab", "etc", "etc/hostname", "etc/hosts", "etc/resolv.conf",
+              "dev", "dev/console", "dev/pts", "dev/shm"}
+
+
+def test_export(pair: Pair, host_files: Path) -> None:
+    (host_files / "bind" / "host-file").write_text("from the host\n")
+    # Volumes and binds are not the container's filesystem: their mount points are
+    # exported, empty.
+    pair.ok("run", "-d", *NONE, "--name", "ex", "-v", "ex-vol:/vdata",
+            "-v", f"{host_files}/bind:/bdata", "busybox", "sh", "-c",
+            "echo v > /vdata/in-volume; mkdir -p /data/sub; echo x > /data/sub/f; "
+            "ln -s sub/f /data/l; "
+            "ln /data/sub/f /data/hard; chmod 4750 /data/sub/f; chown 7:8 /data/sub; "
+            "rm /bin/vi; sleep 100")
+    pair.ok("exec", "ex", "sh", "-c", "while ! test -e /data/hard; do sleep 0.05; done")
+    d, k = (tuple(e for e in _tar_entries(side, "export", "ex") if e[0] not in INIT_LAYER
+                  and e[0].rstrip("/") not in INIT_LAYER) for side in pair.sides)
+    assert k == d
+    pair.same("export", "nosuch")
+    pair.same("export", "-o", "/nonexistent/dir/x.tar", "ex")
+
+
+def test_commit(pair: Pair) -> None:
+    pair.ok("run", "-d", *NONE, "--name", "cm", "-e", "RUN_ENV=1", "-l", "run=1",
+            "busybox", "sh", "-c", "echo new > /new; sleep 100")
+    pair.ok("exec", "cm", "sh", "-c", "while ! test -e /new; do sleep 0.05; done")
+    changes = ["-c", "EXPOSE 80", "-c", "WORKDIR /w", "-c", "USER 1", "-c", "LABEL a=b",
+               "-c", 'ENTRYPOINT ["a"]', "-c", "VOLUME /v", "-c", "ONBUILD RUN x",
+               "-c", "ENV A=1 B=2", "-c", "CMD echo hi"]
+    # (The start below gives its own --workdir: test_workdir_is_created.)
+    pair.same("commit", *changes, "-m", "msg", "-a", "me", "cm", "committed:1")
+    pair.same("image", "inspect", "--format",
+              "{{json .Config}} {{.Comment}} {{.Author}} {{.Architecture}} {{.Os}} "
+              "{{len .RootFS.Layers}}", "committed:1")
+    d, k = pair.ok("history", "--no-trunc", "--format",
+                   "{{.CreatedBy}}|{{.Comment}}|{{.Size}}", "committed:1")
+    assert k.stdout == d.stdout, explain(d, k)
+    # The layer holds what the container changed (not its /etc files).
+    pair.ok("create", "--name", "from-commit", *NONE, "-w", "/", "--entrypoint", "cat",
+            "committed:1", "/new")
+    pair.same("start", "-a", "from-commit")
+    # Refusals.
+    pair.same("commit", "nosuch", "x:1")
+    pair.same("commit", "-c", "BOGUS x", "cm", "x:2")
+    pair.same("commit", "-c", "FROM busybox", "cm", "x:3")
+    pair.same("commit", "cm", "Bad:Tag:x")
+    pair.same("commit", "cm", "bad tag")
+    pair.both("rmi", "-f", "committed:1")
 
 
 # --------------------------------------------------------------------- inspect beyond Config

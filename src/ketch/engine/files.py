@@ -789,7 +789,10 @@ class ContainerFiles:
         return binds, used
 
     @contextlib.asynccontextmanager
-    async def _session(self, ref: str, job: Job) -> AsyncIterator[_Helper]:
+    async def _session(self, ref: str, job: Job, *, mounts: bool = True
+                       ) -> AsyncIterator[_Helper]:
+        """A helper for ``job`` in the container's filesystem; with ``mounts``, its
+        volumes, binds and /etc files mounted where the container has them."""
         import asyncio
         import secrets
 
@@ -803,7 +806,8 @@ class ContainerFiles:
         lock = self.engine._lock(c.id) if not running else contextlib.nullcontext()
         usage_ref = f"archive-{secrets.token_hex(6)}"
         async with lock:
-            binds, used = await asyncio.to_thread(self._binds, c, usage_ref)
+            binds, used = (await asyncio.to_thread(self._binds, c, usage_ref) if mounts
+                           else ([], []))
             try:
                 job.rootfs = self.engine._rootfs(c.id)
                 job.container = ref
@@ -889,9 +893,10 @@ class ContainerFiles:
     @contextlib.asynccontextmanager
     async def export(self, ref: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """``GET /containers/{id}/export``: the container's filesystem as one tar."""
-        async with self._session(ref, Job(op="export", rootfs="")) as h:
+        # dockerd exports the container's own filesystem: not its volumes, binds or
+        # /etc files (their mount points are there, empty), so none is mounted.
+        async with self._session(ref, Job(op="export", rootfs=""), mounts=False) as h:
             await h.answer()
-            # dockerd exports the container's own filesystem, not its volumes.
             c = self.engine.store.get(ref)
             self.engine.on_event("export", c, {})
             yield h.chunks()
