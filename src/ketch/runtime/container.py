@@ -204,7 +204,7 @@ class Runtime:
         """Only the hooks: start and delete need nothing else of the config."""
         hit = self._states.get(st.id)
         if hit is not None and hit[1] is st and hit[2] is not _UNPARSED:
-            return hit[2]     
+            return hit[2]
         data = json.loads(st.config_json).get("hooks")
         hooks = None
         if data:
@@ -350,6 +350,24 @@ class Runtime:
             sync.send(parent_sock, sync.Kind.GO)
         except OSError:
             pass    # the init ended already: its ERROR (or the EOF) is read below
+
+        def save_state(init_pid: int) -> bool:
+            start_time = pid_start_time(init_pid)
+            if start_time is None:
+                return False
+            st_rec = ContainerState(
+                id=container_id, init_pid=init_pid, init_start_time=start_time,
+                bundle=bundle, rootfs=plan.rootfs, created=_now_rfc3339(),
+                cgroup_path=cgroup_path, annotations=dict(spec.annotations),
+                intermediate=intermediate, config_json=config_text)
+            self.store.save(st_rec)
+            self._remember(st_rec, spec.hooks)
+            return True
+
+        # The init's pid is final unless an intermediate forks it: the state is
+        # written now, while the init sets up, not after READY (a failure still
+        # removes the whole state directory).
+        saved = not intermediate and save_state(init_pid)
         while True:
             msg = sync.recv(parent_sock)
             if msg.kind is sync.Kind.MAP_IDS:
@@ -373,16 +391,8 @@ class Runtime:
             else:
                 raise System(f"unexpected message from init: {msg.kind.value}")
 
-        start_time = pid_start_time(init_pid)
-        if start_time is None:
+        if not saved and not save_state(init_pid):
             raise System("container init exited before it was ready")
-        st_rec = ContainerState(
-            id=container_id, init_pid=init_pid, init_start_time=start_time, bundle=bundle,
-            rootfs=plan.rootfs, created=_now_rfc3339(), cgroup_path=cgroup_path,
-            annotations=dict(spec.annotations), intermediate=intermediate,
-            config_json=config_text)
-        self.store.save(st_rec)
-        self._remember(st_rec, spec.hooks)
         if opts.pid_file:
             write_pid_file(opts.pid_file, init_pid)
         os.close(fifo_fd)
