@@ -1167,3 +1167,38 @@ def test_blkio_weight_device_without_support(pair: Pair, loop_device: str) -> No
         pytest.skip("this host's blkio cgroup supports weight_device")
     pair.same("run", "--rm", *NONE, "--blkio-weight-device", f"{loop_device}:300", "busybox",
               "true")
+
+
+# --------------------------------------------------------------------- stats
+
+def _api_get(side: Side, path: str) -> Any:
+    """GET on the engine's socket at API 1.41 (dockerd 20.10's), as JSON."""
+    sock = side.env["DOCKER_HOST"].removeprefix("unix://")
+    out = subprocess.run(["curl", "-s", "--unix-socket", sock, f"http://engine/v1.41{path}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _shape(doc: Any) -> Any:
+    """Keys and value kinds, not values (counters differ between any two containers)."""
+    if isinstance(doc, dict):
+        return {k: _shape(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_shape(doc[0])] if doc else []
+    return type(doc).__name__
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_stats(pair: Pair) -> None:
+    pair.ok("run", "-d", *NONE, "--name", "sr", "busybox", "sleep", "100")
+    pair.ok("create", *NONE, "--name", "sc", "busybox", "true")
+    pair.same("stats", "--no-stream", "--format", "{{.Name}} {{.Container}} {{.PIDs}}",
+              "sr", "sc")
+    pair.same("stats", "--no-stream", "nosuch")
+    running = [_api_get(s, "/containers/sr/stats?stream=false") for s in pair.sides]
+    assert _shape(running[1]) == _shape(running[0])
+    created = [_api_get(s, "/containers/sc/stats?stream=false") for s in pair.sides]
+    for doc in created:
+        doc["id"] = "<id>"      # each engine's own
+    assert created[1] == created[0]
