@@ -1202,3 +1202,37 @@ def test_stats(pair: Pair) -> None:
     for doc in created:
         doc["id"] = "<id>"      # each engine's own
     assert created[1] == created[0]
+
+
+# --------------------------------------------------------------------- restarts and health
+
+def _until(pair: Pair, name: str, fmt: str, want: str, timeout: float = 15) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    for side in pair.sides:
+        while True:
+            got = side.cli("inspect", "-f", fmt, name).stdout.strip()
+            if got == want:
+                break
+            assert time.monotonic() < deadline, f"{side.name}: {name} {fmt} is {got!r}"
+            time.sleep(0.1)
+
+
+def test_restart_policy_and_health(pair: Pair) -> None:
+    pair.ok("run", "-d", *NONE, "--name", "rp", "--restart", "on-failure:2", "busybox",
+            "sh", "-c", "echo run; exit 3")
+    pair.ok("run", "-d", *NONE, "--name", "hc", "--health-cmd", "echo probe; exit 1",
+            "--health-interval", "200ms", "--health-retries", "2", "--health-timeout", "1s",
+            "busybox", "sleep", "100")
+    _until(pair, "rp", "{{.RestartCount}} {{.State.Status}}", "2 exited")
+    pair.same("inspect", "-f", "{{.RestartCount}} {{.State.ExitCode}} {{.State.Restarting}} "
+              "{{.State.Error}}", "rp")
+    pair.same("logs", "rp")
+    pair.same("ps", "-a", "--filter", "name=rp", "--format", "{{.State}}")
+    _until(pair, "hc", "{{.State.Health.Status}}", "unhealthy")
+    pair.same("inspect", "-f", "{{.State.Health.Status}} {{(index .State.Health.Log 0).ExitCode}} "
+              "{{json (index .State.Health.Log 0).Output}}", "hc")
+    d, k = pair.ok("ps", "--filter", "name=hc", "--format", "{{.Status}}")
+    assert AGE.sub("<age>", k.stdout) == AGE.sub("<age>", d.stdout), explain(d, k)
+    pair.same("ps", "--filter", "health=unhealthy", "--format", "{{.Names}}")
