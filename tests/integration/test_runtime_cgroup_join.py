@@ -123,3 +123,43 @@ def test_fork_into_cgroup_child_is_born_there(tmp_path):
         assert f"0::/{PREFIX}-clone3" in out.decode().splitlines()
     finally:
         os.rmdir(d)
+
+
+@pytest.mark.parametrize("clone3", [True, False])
+def test_exec_joins_every_hierarchy(bundles, runc_root, monkeypatch, clone3):
+    from ketch.runtime import clone
+    from ketch.runtime.container import ExecOptions
+    from ketch.runtime.spec import Process
+
+    if not clone3:
+        monkeypatch.setattr(clone, "_unavailable", True)
+    from ketch.jsonmodel import to_json
+    from ketch.runtime.seccomp_default import default_profile
+
+    def with_profile(spec):
+        spec["linux"]["seccomp"] = to_json(default_profile())
+
+    cid = f"cgjoinexec{int(clone3)}"
+    b = bundles.make(["sleep", "100"], container_id=cid, edit=with_profile)
+    rt = Runtime(str(runc_root))
+    started = rt.create(cid, CreateOptions(bundle=str(b)))
+    try:
+        rt.start(cid)
+        r, w = os.pipe()
+        ex = rt.exec(cid, Process(args=["cat", "/proc/self/cgroup", "/proc/self/status"],
+                                  env=["PATH=/bin"]), ExecOptions(stdio=(None, w, w)))
+        os.close(w)
+        out = b""
+        while chunk := os.read(r, 65536):
+            out += chunk
+        os.close(r)
+        _, status = os.waitpid(ex.pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        lines = out.decode().splitlines()
+        cgroups = {ln.split(":", 2)[1]: ln.split(":", 2)[2] for ln in lines
+                   if ln[:1].isdigit() and ln.count(":") >= 2}
+        assert cgroups == _own_cgroups(started.pid)
+        assert "Seccomp:\t2" in lines           # the container's profile, loaded
+    finally:
+        rt.delete(cid, force=True)
+        os.waitpid(started.pid, 0)

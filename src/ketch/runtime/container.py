@@ -197,8 +197,8 @@ class Runtime:
             self._states.pop(st.id, None)
 
     def _spec_of(self, st: ContainerState) -> Spec:
-        from ketch.runtime.spec import parse_spec
-        return parse_spec(json.loads(st.config_json))
+        from ketch.runtime.spec import _parse_spec_cached
+        return _parse_spec_cached(json.loads(st.config_json))
 
     def _hooks_of(self, st: ContainerState) -> Hooks | None:
         """Only the hooks: start and delete need nothing else of the config."""
