@@ -743,7 +743,11 @@ class Engine:
         # The supervisor's delete (cgroup, runtime state) and the unmount touch
         # nothing of each other's: at once. (The container's mount namespace has
         # its own copy of the rootfs mount, so what is still dying is unaffected.)
-        release = asyncio.ensure_future(asyncio.to_thread(self._release, c))
+        # The exit is stored by the same worker after the unmount: what it stores
+        # (the state, no address) is known already, and a crash before the
+        # supervisor's delete is answered is repaired by reconcile, which finds
+        # the exit there.
+        release = asyncio.ensure_future(asyncio.to_thread(self._release_and_store, c))
         deleted = True
         try:
             await self.sup.delete(c.id, force=True)
@@ -755,9 +759,12 @@ class Engine:
             await release
         if deleted:
             self._released.add(c.id)
-        self._clear_network(c)
-        await asyncio.to_thread(self.store.save, c)
         return connected
+
+    def _release_and_store(self, c: Container) -> None:
+        self._release(c)
+        self._clear_network(c)
+        self.store.save(c)
 
     def _should_restart(self, c: Container, hc: model.HostConfig) -> bool:
         p = hc.restart_policy
