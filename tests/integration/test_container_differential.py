@@ -501,13 +501,17 @@ def test_ports_of_a_created_container(pair: Pair) -> None:
     "--blkio-weight on a host whose blkio cgroup has no weight file (blkio.weight, "
     "blkio.bfq.weight: the scheduler is none/mq-deadline): dockerd warns 'Your kernel does "
     "not support Block I/O weight or the cgroup is not mounted. Weight discarded.' and "
-    "records BlkioWeight 0; ketchd's SysInfo claims weight support (engine/containers.py "
-    "_sysinfo probes nothing), keeps 300 and refuses --blkio-weight 5 with 'Range of blkio "
-    "weight is from 10 to 1000' where dockerd discards it"))
+    "records BlkioWeight 0 (the container's blkio.bfq.weight stays 100); ketchd's SysInfo "
+    "claims weight support (engine/containers.py _sysinfo probes nothing), keeps 300 without "
+    "a warning and writes 300 to the container's own blkio.bfq.weight (which exists in child "
+    "cgroups only), and refuses --blkio-weight 5 with 'Range of blkio weight is from 10 to "
+    "1000' where dockerd discards it"))
 def test_blkio_weight_without_scheduler_support(pair: Pair) -> None:
     if any(Path("/sys/fs/cgroup/blkio", f).exists()
            for f in ("blkio.weight", "blkio.bfq.weight")):
         pytest.skip("this host's blkio cgroup supports weights")
+    pair.same("run", "--rm", *NONE, "--blkio-weight", "300", "busybox", "sh", "-c",
+              "cat /sys/fs/cgroup/blkio/blkio.bfq.weight 2>/dev/null || true")
     pair.same("create", *NONE, "--name", "bw", "--blkio-weight", "300", "busybox", "true")
     assert_inspect_same(pair, "bw")
     pair.same("create", *NONE, "--blkio-weight", "5", "busybox", "true")
