@@ -566,7 +566,7 @@ def test_ps_format_columns(pair: Pair, host_files: Path) -> None:
     "quotes (\"sh -c 'echo a b'\"), ketchd joins them bare (\"sh -c echo a b\") "
     "(engine/containers.py list, 'Command')"))
 def test_ps_command_quotes_arguments_with_spaces(pair: Pair) -> None:
-    pair.ok("create", *NONE, "--name", "q", "busybox", "sh", "-c", "echo a b")
+    pair.ok("create", *NONE, "--name", "qq", "busybox", "sh", "-c", "echo a b")
     pair.same("ps", "-a", "--no-trunc", "--format", "{{.Command}}")
 
 
