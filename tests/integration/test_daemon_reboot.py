@@ -221,17 +221,11 @@ def test_running_ones_are_started_again_by_policy(rebooted: Rebooted) -> None:
 
 def test_restarted_before_the_api_answers(rebooted: Rebooted) -> None:
     """dockerd loads and restarts containers, then listens: the first ps sees them."""
-    assert rebooted.first_ps - {"onfail", "created"} == RESTARTED - {"onfail"}
+    assert rebooted.first_ps == RESTARTED
 
 
-# Engine.reconcile's restart loop starts only always / unless-stopped (and the
-# never-started too); dockerd's restore asks the restart manager, as for an exit
-# (on-failure: exit code != 0 and retries left), of containers started before.
-POLICY_LOOP = pytest.mark.xfail(strict=True, reason="Engine.reconcile's restart loop is not "
-                                "dockerd's restore rule yet (see the comment above)")
-
-
-@POLICY_LOOP
+# dockerd's restore asks the restart manager, as for an exit (on-failure: exit code
+# != 0 and retries left), of containers started before; never-started ones stay.
 def test_on_failure_is_started_again(rebooted: Rebooted) -> None:
     """255 (the host went down) is a failure: dockerd restarts on-failure ones on boot."""
     r = rebooted
@@ -243,7 +237,6 @@ def test_on_failure_is_started_again(rebooted: Rebooted) -> None:
     assert docker(r.k, "logs", "onfail").stdout == "before-onfail\n" * 2
 
 
-@POLICY_LOOP
 def test_never_started_stays_created(rebooted: Rebooted) -> None:
     """dockerd restarts only containers that were started before, whatever the policy."""
     r = rebooted

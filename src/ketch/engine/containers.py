@@ -243,9 +243,15 @@ class Engine:
                 await asyncio.to_thread(self._release, c)
         self._events_task = asyncio.create_task(self._follow_exits(), name="exits")
         for c in self.store.all():
-            policy = self._host_config(c).restart_policy.name
-            if not c.state.running and (policy == "always" or (
-                    policy == "unless-stopped" and not c.has_been_manually_stopped)):
+            if c.state.running or not c.has_been_started:
+                continue        # dockerd's restore starts only what has run before
+            p = self._host_config(c).restart_policy
+            # on-failure ignores a manual stop here, as dockerd's restore does (moby #35166).
+            if p.name == "always" or (
+                    p.name == "unless-stopped" and not c.has_been_manually_stopped) or (
+                    p.name == "on-failure" and c.state.exit_code != 0 and (
+                        p.maximum_retry_count == 0
+                        or c.restart_count < p.maximum_retry_count)):
                 with contextlib.suppress(KetchError):
                     await self.start(c.id)
 
