@@ -94,6 +94,9 @@ VERSION_WORDING: list[tuple[re.Pattern[str], str]] = [
      "invalid restart policy: maximum retry count cannot be negative"),
     (re.compile(r"maximum retry count cannot be used with restart policy '[^']*'"),
      "invalid restart policy: maximum retry count can only be used with 'on-failure'"),
+    # moby 24's chrootarchive unpacks in a goroutine in the chroot: no re-exec'd
+    # docker-untar whose exit status prefixed its error.
+    (re.compile(r"Error processing tar file\(exit status 1\): "), ""),
     # moby 23 (api/types/filters): "invalid filter", lower case.
     (re.compile(r"Invalid filter '"), "invalid filter '"),
     # moby 24 (daemon/runtime_unix.go): the runtime lookup's error.
@@ -946,6 +949,9 @@ def test_cp_errors_and_copies(pair: Pair, host_files: Path) -> None:
     pair.same("cp", str(src), "cp:/proc/x")
     pair.same("cp", str(host_files), "cp:/etc/passwd")
     pair.same("cp", str(src), "cp:/tmp/")
+    pair.ok("exec", "cp", "mkdir", "-p", "/x/cp-src.txt")
+    pair.same("cp", str(src), "cp:/x/")
+    pair.same("cp", str(host_files / "bind"), "cp:/etc/passwd")
     pair.same("cp", "-a", str(src), "cp:/tmp/copied")
     pair.same("exec", "cp", "sh", "-c", "ls -ln /tmp; cat /tmp/copied")
     # To stdout: the tar itself, entry by entry.
