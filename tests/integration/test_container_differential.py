@@ -77,7 +77,7 @@ class Side:
 # (the CLI it serves is 28.x): dockerd's 20.10 text is rewritten into the newer
 # form before comparing, so everything around it is still compared word for word.
 VERSION_WORDING: list[tuple[re.Pattern[str], str]] = [
-    # moby 25 (daemon/delete.go): the name, quoted, and "container is running".
+    # Later moby (daemon/delete.go): the name, quoted, and "container is running".
     (re.compile(r"You cannot remove a running container <id>\. Stop the container before "
                 r"attempting removal or force remove"),
      'cannot remove container "/<name>": container is running: stop the container before '
@@ -86,7 +86,7 @@ VERSION_WORDING: list[tuple[re.Pattern[str], str]] = [
                 r"container before attempting removal or force remove"),
      'cannot remove container "/<name>": container is paused: unpause the container before '
      "removing or force remove"),
-    # moby 24 (api/types/container.ValidateRestartPolicy): one message shape for all.
+    # Later moby (api/types/container.ValidateRestartPolicy): one message shape for all.
     (re.compile(r"invalid restart policy '([^']*)'"),
      r"invalid restart policy: unknown policy '\1'; use one of 'no', 'always', "
      r"'on-failure', or 'unless-stopped'"),
@@ -94,12 +94,12 @@ VERSION_WORDING: list[tuple[re.Pattern[str], str]] = [
      "invalid restart policy: maximum retry count cannot be negative"),
     (re.compile(r"maximum retry count cannot be used with restart policy '[^']*'"),
      "invalid restart policy: maximum retry count can only be used with 'on-failure'"),
-    # moby 24's chrootarchive unpacks in a goroutine in the chroot: no re-exec'd
+    # Later moby's chrootarchive unpacks in a goroutine in the chroot: no re-exec'd
     # docker-untar whose exit status prefixed its error.
     (re.compile(r"Error processing tar file\(exit status 1\): "), ""),
-    # moby 23 (api/types/filters): "invalid filter", lower case.
+    # Later moby (daemon/errors.go): "invalid filter", lower case.
     (re.compile(r"Invalid filter '"), "invalid filter '"),
-    # moby 24 (daemon/runtime_unix.go): the runtime lookup's error.
+    # Later moby (daemon/runtime_unix.go): the runtime lookup's error.
     (re.compile(r"Unknown runtime specified (\S+)"), r"unknown or invalid runtime name: \1"),
 ]
 
@@ -833,7 +833,7 @@ def test_conflicts_and_state_errors(pair: Pair) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "docker rm of a paused container: dockerd (20.10, in moby 25's words) 'cannot remove "
+    "docker rm of a paused container: dockerd (20.10, in later moby's words) 'cannot remove "
     "container \"/c1\": container is paused: unpause the container before removing or "
     "force remove', ketchd '... container is running: stop the container before removing "
     "or force remove' (engine/containers.py rm)"))
