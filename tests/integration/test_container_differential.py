@@ -470,8 +470,8 @@ def test_state_after_exit(pair: Pair) -> None:
     assert_inspect_same(pair, "st")
     # One that never started: the code dockerd records for it (its State.Error:
     # test_state_error_of_a_failed_start).
-    for name, cmd in (("f127", "nosuchcommand"), ("f126", "/etc")):
-        pair.ok("create", *NONE, "--name", name, "busybox", cmd)
+    for name, program in (("f127", "nosuchcommand"), ("f126", "/etc")):
+        pair.ok("create", *NONE, "--name", name, "busybox", program)
         pair.same("start", name)
         assert_inspect_same(pair, name, skip=("State.Error",))
 
@@ -937,8 +937,8 @@ def test_cp_errors_and_copies(pair: Pair, host_files: Path) -> None:
     src = host_files / "cp-src.txt"
     src.write_text("hello\n")
     out = {s.name: host_files / f"cp-out-{s.name}" for s in pair.sides}
-    for d in out.values():
-        d.mkdir(exist_ok=True)
+    for directory in out.values():
+        directory.mkdir(exist_ok=True)
     pair.same("cp", "cp:/nonexistent", str(host_files))
     pair.same("cp", "nosuch:/etc", str(host_files))
     pair.same("cp", str(host_files / "nonexistent"), "cp:/tmp")
