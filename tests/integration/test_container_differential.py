@@ -1252,11 +1252,6 @@ def test_restart_policy_and_health(pair: Pair) -> None:
     pair.same("ps", "--filter", "health=unhealthy", "--format", "{{.Names}}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker start -a of an exited container: dockerd attaches, starts it and prints its "
-    "output (exit code 0); ketchd refuses the attach with 409 'You cannot attach to a "
-    "stopped container, start it first' (the CLI: 'unable to upgrade to tcp, received "
-    "409', exit 1) (engine/containers.py attachable allows only created, running, paused)"))
 def test_start_attached_of_an_exited_container(pair: Pair) -> None:
     pair.ok("run", *NONE, "--name", "again", "busybox", "echo", "out")
     pair.same("start", "-a", "again")

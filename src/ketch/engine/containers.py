@@ -1134,7 +1134,7 @@ class Engine:
         container as soon as it has the 101 answer.
         """
         c = self.attachable(ref)
-        if c.id not in self._prepared and c.state.status == "created":
+        if c.id not in self._prepared and c.state.status in ("created", "exited"):
             return  # it could not be prepared: the stream just ends, start says why
         await self.sup.attach(c.id, sock, stdin=stdin, stdout=stdout, stderr=stderr,
                               detach_keys=parse_detach_keys(detach_keys))
@@ -1144,7 +1144,7 @@ class Engine:
         user's program) so its output can be attached before it starts."""
         c = self.attachable(ref)
         async with self._lock(c.id):
-            if c.state.status == "created" and c.id not in self._prepared:
+            if c.state.status in ("created", "exited") and c.id not in self._prepared:
                 try:
                     await self._prepare(c)
                 except KetchError:
@@ -1159,10 +1159,14 @@ class Engine:
         return self._locks.setdefault(cid, asyncio.Lock())
 
     def attachable(self, ref: str) -> Container:
-        """The container, if an attach can be set up (checked before the hijack)."""
+        """The container, if an attach can be set up (checked before the hijack). An
+        exited one is attached as a created one (``docker start -a``: attach, then start)."""
         c = self.store.get(ref)
-        if c.state.status not in ("created", "running", "paused"):
-            raise Conflict("You cannot attach to a stopped container, start it first")
+        if c.state.restarting:
+            raise Conflict(f"container {ref} is restarting, wait until the container is "
+                           "running")          # dockerd's words
+        if c.state.status not in ("created", "running", "paused", "exited"):
+            raise Conflict(f"container {ref} is {c.state.status}: cannot attach to it")
         return c
 
     async def resize(self, ref: str, height: int, width: int) -> None:

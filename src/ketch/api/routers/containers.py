@@ -223,7 +223,7 @@ def setup(app: web.Application, engine: Engine) -> None:
         content_type = streams.stream_content_type(not tty, versions.of(request.match_info))
         # Not started yet (docker run): the supervisor gets the connection before the
         # client reads the answer, since the client starts the container right then.
-        early = c.state.status == "created"
+        early = c.state.status in ("created", "exited")
         sock = streams.take_socket(request)
 
         async def run() -> None:
