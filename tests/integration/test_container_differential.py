@@ -1314,3 +1314,21 @@ def test_privileged_without_all_capabilities(pair: Pair) -> None:
     if d.returncode == 0:
         pytest.skip("this host grants every capability: --privileged runs")
     pair.same("run", "--rm", *NONE, "--privileged", "busybox", "true")
+
+
+def test_update(pair: Pair) -> None:
+    pair.ok("run", "-d", *NONE, "--name", "up", "busybox", "sleep", "100")
+    pair.same("update", "--memory", "64m", "--memory-swap", "128m", "--cpu-shares", "256",
+              "--cpus", "0.5", "--pids-limit", "20", "--restart", "on-failure:2",
+              "--memory-reservation", "32m", "up")
+    pair.same("update", "--memory", "10m", "up")
+    assert_inspect_same(pair, "up")
+    pair.same("exec", "up", "sh", "-c",
+              "cd /sys/fs/cgroup && cat memory/memory.limit_in_bytes "
+              "memory/memory.memsw.limit_in_bytes memory/memory.soft_limit_in_bytes "
+              "cpu/cpu.shares cpu/cpu.cfs_quota_us pids/pids.max 2>/dev/null || "
+              "cat memory.max memory.swap.max memory.low cpu.weight cpu.max pids.max")
+    pair.same("update", "--cpuset-cpus", "99", "up")
+    pair.same("update", "--memory", "100m", "up")
+    pair.same("update", "--restart", "bogus", "up")
+    pair.same("update", "--cpus", "1", "nosuch")
