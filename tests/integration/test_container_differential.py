@@ -263,12 +263,23 @@ RUN_CASES: dict[str, list[str]] = {
     "127 not found by path": ["busybox", "/no/such/file"],
     "unknown user": ["-u", "nosuchuser", "busybox", "true"],
     "unknown group": ["-u", "0:nosuchgroup", "busybox", "true"],
+    "exit code of a signal": ["busybox", "sh", "-c", "kill -TERM $$; sleep 1; exit 3"],
+    "out of range group-add": ["--group-add", "nosuchgroup", "busybox", "true"],
 }
 
 
 @pytest.mark.parametrize("case", RUN_CASES)
 def test_run_exit_code_and_output(pair: Pair, case: str) -> None:
     pair.same("run", "--rm", *NONE, *RUN_CASES[case])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "an image without CMD run without a command: dockerd 20.10 'No command specified', "
+    "ketchd 'no command specified' (engine/specgen.py merge_image_config; if a later moby "
+    "lowercased it, this belongs in VERSION_WORDING instead)"))
+@pytest.mark.parametrize("entrypoint", [[], ["--entrypoint", ""]])
+def test_run_without_a_command(pair: Pair, entrypoint: list[str]) -> None:
+    pair.same("run", "--rm", *NONE, *entrypoint, "busybox")
 
 
 def test_run_attached_streams(pair: Pair) -> None:
