@@ -870,7 +870,7 @@ def test_rename_to_a_name_in_use(pair: Pair) -> None:
 @pytest.mark.xfail(strict=True, reason=(
     "docker create --name <taken> of an image without CMD and no command: dockerd 'No "
     "command specified' (checked before the name), ketchd the name conflict "
-    "(engine/containers.py create)"))
+    "(engine/containers.py create; the capital: test_run_without_a_command)"))
 def test_no_command_is_checked_before_the_name(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "c1", "busybox", "true")
     pair.same("create", *NONE, "--name", "c1", "busybox")
