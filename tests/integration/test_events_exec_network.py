@@ -230,6 +230,9 @@ def test_network_events_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: 
     try:
         time.sleep(1)   # subscribed before the containers run
         cid = ok(docker(k, "run", "-d", "--name", "br1", "busybox", "sleep", "100")).strip()
+        running_net_id = json.loads(ok(docker(
+            k, "inspect", "--format", "{{json .NetworkSettings.Networks.bridge.NetworkID}}",
+            "br1")))
         ok(docker(k, "exec", "br1", "true"))
         ok(docker(k, "stop", "-t", "1", "br1"))
         ok(docker(k, "rm", "br1"))
@@ -255,7 +258,7 @@ def test_network_events_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: 
         "container die", "network disconnect", "container destroy"]
     net = {_network_event(e, e["Action"], e["Actor"]["Attributes"]["container"])
            for e in evs if e["Type"] == "network"}
-    assert len(net) == 1        # one network, one ID
+    assert net == {running_net_id}      # one network, one ID, the one inspect shows
     assert len([e for e in evs if e["Type"] == "network"]) == 4
 
     # The live stream with type=network saw exactly those.

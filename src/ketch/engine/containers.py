@@ -526,8 +526,12 @@ class Engine:
                 err.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
                 raise err from None
             self._network_event("network connect", c)
-        c.network_settings = settings(hc.network_mode, ep, config.exposed_ports,
-                                      sandbox_key=f"/proc/{pid}/ns/net" if ep else "")
+        from ketch.engine.events import bridge_network_id
+
+        c.network_settings = settings(
+            hc.network_mode, ep, config.exposed_ports,
+            sandbox_key=f"/proc/{pid}/ns/net" if ep else "",
+            network_id=bridge_network_id(self.bridge.config.name) if ep and self.bridge else "")
         if ep is not None:
             await asyncio.to_thread(self._write_hosts, c, config, hc, str(ep.ip),
                                     str(ep.gateway))

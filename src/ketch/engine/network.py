@@ -87,14 +87,16 @@ def _endpoint_json(ep: Endpoint | None, network_id: str = "") -> dict[str, Any]:
 
 
 def settings(mode: str, ep: Endpoint | None, exposed: dict[str, Any] | None,
-             sandbox_key: str = "") -> dict[str, Any]:
-    """Docker's ``NetworkSettings`` for a container on ``mode``."""
+             sandbox_key: str = "", network_id: str = "") -> dict[str, Any]:
+    """Docker's ``NetworkSettings`` for a container on ``mode``; ``network_id`` is the
+    default network's (``events.bridge_network_id``) while the container is on it."""
     from ketch.network.ports import ports_json
 
     name = {"default": "bridge"}.get(mode, mode)
     networks: dict[str, Any] = {}
     if not mode.startswith("container:"):
-        networks[name] = _endpoint_json(ep if name == "bridge" else None)
+        networks[name] = _endpoint_json(ep if name == "bridge" else None,
+                                        network_id if name == "bridge" and ep else "")
     top = _endpoint_json(ep if name == "bridge" else None)
     return {
         "Bridge": "", "SandboxID": "", "SandboxKey": sandbox_key,
