@@ -252,6 +252,13 @@ def test_network_events_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: 
     b = [a for a, who in seq if who == cid]
     assert b[:3] == ["container create", "network connect", "container start"]
     assert b.index("container die") + 1 == b.index("network disconnect")
+    # docker stop -t 1 of a sleep (pid 1 ignores TERM): dockerd's kill 15, kill 9, die,
+    # disconnect, stop.
+    stop_seq = [(e["Action"], e["Actor"]["Attributes"].get("signal")) for e in evs
+                if (e["Actor"]["Attributes"].get("container") or e["Actor"]["ID"]) == cid
+                and e["Action"] in ("kill", "die", "disconnect", "stop")]
+    assert stop_seq == [("kill", "15"), ("kill", "9"), ("die", None), ("disconnect", None),
+                        ("stop", None)], stop_seq
     assert b[-1] == "container destroy" and b.count("network disconnect") == 1
     assert [a for a, who in seq if who == rid] == [     # attached: dockerd's attach first
         "container create", "container attach", "network connect", "container start",

@@ -852,18 +852,25 @@ class Engine:
         done.clear()
         if c.state.status == "paused":
             await self.unpause(c.id)
-        with contextlib.suppress(KetchError):
-            await self.sup.kill(c.id, stop_signal)
-        if timeout < 0:
-            await done.wait()
-            return
-        try:
-            await asyncio.wait_for(done.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(KetchError):
-                await self.sup.kill(c.id, signal_mod.SIGKILL)
-            await done.wait()
+        await self._signal(c, stop_signal)
+        if timeout >= 0:
+            try:
+                await asyncio.wait_for(done.wait(), timeout)
+            except TimeoutError:
+                await self._signal(c, signal_mod.SIGKILL)
+        await done.wait()
+        # dockerd's order: kill, (kill), die, network disconnect, then stop; the die is
+        # reported by the exit's bookkeeping, which may still be under way.
+        recording = self._recording.get(c.id)
+        if recording is not None:
+            await asyncio.shield(recording)
         self.on_event("stop", c, {})
+
+    async def _signal(self, c: Container, sig: int) -> None:
+        """A signal of stop or rm -f, with dockerd's kill event (sent or not)."""
+        self.on_event("kill", c, {"signal": str(int(sig))})
+        with contextlib.suppress(KetchError):
+            await self.sup.kill(c.id, sig)
 
     async def restart(self, ref: str, timeout: int | None = None,
                       sig: str | None = None) -> None:
@@ -912,8 +919,7 @@ class Engine:
             done = self._exited.setdefault(c.id, asyncio.Event())
             if c.state.status in ("running", "paused"):
                 done.clear()
-                with contextlib.suppress(KetchError):
-                    await self.sup.kill(c.id, signal_mod.SIGKILL)
+                await self._signal(c, signal_mod.SIGKILL)
                 try:
                     await asyncio.wait_for(done.wait(), 30)
                 except TimeoutError:
