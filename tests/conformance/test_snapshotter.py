@@ -284,6 +284,7 @@ def test_usage_counts_own_changes(sn: Snapshotter, mounter: Mounter) -> None:
     assert u.inodes == 4  # root, big (once, despite the hard link), d, small
     assert u.size >= 100_000 + u0.size
     assert u.size < 2 * 100_000  # the hard link is counted once
+    assert u.content == 100_001   # apparent sizes, no directories, the link once
     sn.commit("E", "empty")
     assert sn.usage("E") == u
 

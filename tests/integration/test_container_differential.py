@@ -584,11 +584,6 @@ def test_ps_command_quotes_arguments_with_spaces(pair: Pair) -> None:
     pair.same("ps", "-a", "--no-trunc", "--format", "{{.Command}}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker ps -s of a container that wrote nothing: dockerd '0B (virtual 1.99MB)', ketchd "
-    "'4.1kB (virtual 1.99MB)': the snapshotter's usage counts the empty upper directory "
-    "(4096 bytes); dockerd's directory.Size counts only non-directory entries "
-    "(image/snapshot usage)"))
 def test_ps_size_of_an_untouched_container(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "sz", "busybox", "true")
     pair.same("ps", "-a", "-s", "--format", "{{.Size}}")
@@ -635,10 +630,6 @@ def test_stop_kill_wait_exit_codes(pair: Pair) -> None:
     pair.ok("kill", "k137")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker kill of an unknown container: dockerd 'Cannot kill container: nosuch: No such "
-    "container: nosuch' (the API router wraps every kill error), ketchd 'No such container: "
-    "nosuch' (api/routers/containers.py kill)"))
 def test_kill_of_an_unknown_container(pair: Pair) -> None:
     pair.same("kill", "nosuch")
 

@@ -1047,7 +1047,7 @@ class Engine:
     def _sizes(self, c: Container) -> tuple[int, int]:
         rw = 0
         try:
-            rw = int(self.images.snapshotter.usage(c.id).size)
+            rw = int(self.images.snapshotter.usage(c.id).content)    # dockerd's SizeRw
         except (KetchError, AttributeError, OSError):
             rw = 0
         image_size = 0

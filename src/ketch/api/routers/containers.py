@@ -151,7 +151,15 @@ def setup(app: web.Application, engine: Engine) -> None:
         return web.Response(status=204)
 
     async def kill(request: web.Request) -> web.Response:
-        await engine.kill(request.match_info["id"], request.query.get("signal") or None)
+        name = request.match_info["id"]
+        try:
+            await engine.kill(name, request.query.get("signal") or None)
+        except KetchError as exc:
+            # dockerd's router wraps every kill error in its name for the container
+            text = str(exc)
+            if not text.startswith("Cannot kill container"):
+                raise type(exc)(f"Cannot kill container: {name}: {text}") from exc
+            raise
         return web.Response(status=204)
 
     async def wait(request: web.Request) -> web.StreamResponse:

@@ -52,6 +52,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -150,11 +151,14 @@ class Usage:
 
     ``size`` counts allocated bytes (``st_blocks * 512``), hard links once,
     as containerd's ``fs.DiskUsage`` and ``du`` do; ``inodes`` counts
-    distinct inodes, the directory itself included.
+    distinct inodes, the directory itself included. ``content`` is what dockerd
+    calls a container's ``SizeRw`` (moby's ``directory.Size``): the apparent
+    sizes of everything but directories, hard links once.
     """
 
     size: int
     inodes: int
+    content: int = 0
 
 
 class Snapshotter(Protocol):
@@ -273,7 +277,7 @@ def apply_layer(mounts: list[Mount], stream: BinaryIO, *,
 def dir_usage(path: str) -> Usage:
     """``du``-like disk use of a tree, without following symlinks or other mounts."""
     seen: set[tuple[int, int]] = set()
-    size = 0
+    size = content = 0
     dev = os.lstat(path).st_dev
     stack = [path]
     while stack:
@@ -283,10 +287,13 @@ def dir_usage(path: str) -> Usage:
             continue
         seen.add((st.st_dev, st.st_ino))
         size += st.st_blocks * 512
-        if os.path.isdir(p) and not os.path.islink(p) and st.st_dev == dev:
-            with os.scandir(p) as it:
-                stack.extend(e.path for e in it)
-    return Usage(size=size, inodes=len(seen))
+        if stat.S_ISDIR(st.st_mode):
+            if st.st_dev == dev:
+                with os.scandir(p) as it:
+                    stack.extend(e.path for e in it)
+        else:
+            content += st.st_size
+    return Usage(size=size, inodes=len(seen), content=content)
 
 
 # --------------------------------------------------------------------------
