@@ -273,10 +273,6 @@ def test_run_exit_code_and_output(pair: Pair, case: str) -> None:
     pair.same("run", "--rm", *NONE, *RUN_CASES[case])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an image without CMD run without a command: dockerd 20.10 'No command specified', "
-    "ketchd 'no command specified' (engine/specgen.py merge_image_config; if a later moby "
-    "lowercased it, this belongs in VERSION_WORDING instead)"))
 @pytest.mark.parametrize("entrypoint", [[], ["--entrypoint", ""]])
 def test_run_without_a_command(pair: Pair, entrypoint: list[str]) -> None:
     pair.same("run", "--rm", *NONE, *entrypoint, "busybox")
@@ -575,10 +571,6 @@ def test_ps_format_columns(pair: Pair, host_files: Path) -> None:
     pair.ok("unpause", "paused")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker ps COMMAND of args with spaces: dockerd quotes each such argument in single "
-    "quotes (\"sh -c 'echo a b'\"), ketchd joins them bare (\"sh -c echo a b\") "
-    "(engine/containers.py list, 'Command')"))
 def test_ps_command_quotes_arguments_with_spaces(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "qq", "busybox", "sh", "-c", "echo a b")
     pair.same("ps", "-a", "--no-trunc", "--format", "{{.Command}}")
@@ -834,11 +826,6 @@ def test_conflicts_and_state_errors(pair: Pair) -> None:
     pair.ok("unpause", "c1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker rm of a paused container: dockerd (20.10, in later moby's words) 'cannot remove "
-    "container \"/c1\": container is paused: unpause the container before removing or "
-    "force remove', ketchd '... container is running: stop the container before removing "
-    "or force remove' (engine/containers.py rm)"))
 def test_rm_of_a_paused_container(pair: Pair) -> None:
     pair.ok("run", "-d", *NONE, "--name", "c1", "busybox", "sleep", "100")
     pair.ok("pause", "c1")
@@ -848,20 +835,12 @@ def test_rm_of_a_paused_container(pair: Pair) -> None:
         pair.both("unpause", "c1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker rename to a name in use: dockerd 'Error when allocating new name: Conflict. "
-    "The container name \"/c2\" is already in use by container ...', ketchd without the "
-    "'Error when allocating new name: ' prefix (engine/containers.py rename)"))
 def test_rename_to_a_name_in_use(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "c1", "busybox", "true")
     pair.ok("create", *NONE, "--name", "c2", "busybox", "true")
     pair.same("rename", "c1", "c2")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker create --name <taken> of an image without CMD and no command: dockerd 'No "
-    "command specified' (checked before the name), ketchd the name conflict "
-    "(engine/containers.py create; the capital: test_run_without_a_command)"))
 def test_no_command_is_checked_before_the_name(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "c1", "busybox", "true")
     pair.same("create", *NONE, "--name", "c1", "busybox")

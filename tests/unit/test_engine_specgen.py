@@ -230,9 +230,9 @@ def test_entrypoint_and_cmd_override_rules(rootfs: str, user: ContainerConfig,
 
 
 def test_no_command_is_refused(rootfs: str) -> None:
-    with pytest.raises(InvalidArgument, match="^no command specified$"):
+    with pytest.raises(InvalidArgument, match="^No command specified$"):
         make_spec(CID, ContainerConfig(), HostConfig(), ImageConfig(), rootfs, options=_opts())
-    with pytest.raises(InvalidArgument, match="^no command specified$"):
+    with pytest.raises(InvalidArgument, match="^No command specified$"):
         specgen.merge_image_config(ContainerConfig(entrypoint=[""]), None)
 
 

@@ -294,14 +294,6 @@ class Engine:
     async def create(self, body: bytes | dict[str, Any], name: str = "", *,
                      api_version: str = model.API_VERSION) -> tuple[str, list[str]]:
         """``POST /containers/create``: the new id and dockerd's warnings."""
-        if name:
-            name = check_name(name)
-            owner = self.store.name_owner(name)
-            if owner is not None:
-                raise Conflict(
-                    f'Conflict. The container name "/{name}" is already in use by container '
-                    f'"{owner}". You have to remove (or rename) that container to be able '
-                    "to reuse that name.")
         req = model.parse_create_request(body, name, api_version=api_version,
                                          cgroup2=self.opts.cgroup2)
         config, hc = req.config, req.host_config
@@ -317,6 +309,14 @@ class Engine:
             hc.network_mode = "bridge"
         self._check_network(hc)
         specgen.merge_image_config(config, image_config)
+        if name:    # dockerd reserves the name last (newContainer), after the checks above
+            name = check_name(name)
+            owner = self.store.name_owner(name)
+            if owner is not None:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{owner}". You have to remove (or rename) that container to be able '
+                    "to reuse that name.")
         cid = secrets.token_hex(32)
         specgen.default_hostname(cid, config, hc)
         path, args = specgen.entrypoint_and_args(config)
@@ -912,6 +912,10 @@ class Engine:
             raise Conflict(f"removal of container {c.id} is already in progress")
         if c.state.status in ("running", "paused") or c.state.restarting:
             if not force:
+                if c.state.status == "paused":
+                    raise Conflict(f'cannot remove container "/{c.name}": container is '
+                                   "paused: unpause the container before removing or force "
+                                   "remove")
                 raise Conflict(f'cannot remove container "/{c.name}": container is running: '
                                "stop the container before removing or force remove")
             self._cancel_restart(c.id)
@@ -963,7 +967,10 @@ class Engine:
             raise InvalidArgument("Renaming a container with the same name as its current "
                                   "name")
         old = c.name
-        await asyncio.to_thread(self.store.rename, c, new)
+        try:
+            await asyncio.to_thread(self.store.rename, c, new)
+        except Conflict as exc:
+            raise Conflict(f"Error when allocating new name: {exc}") from None
         self.on_event("rename", c, {"oldName": f"/{old}"})
 
     def _runtime(self) -> Any:
@@ -1082,7 +1089,7 @@ class Engine:
         hc = c.host_config
         out: dict[str, Any] = {
             "Id": c.id, "Names": [f"/{c.name}"], "Image": c.image, "ImageID": c.image_id,
-            "Command": " ".join([c.path, *c.args]).strip(),
+            "Command": _ps_command(c.path, c.args),
             "Created": int(parse_rfc3339(c.created)),
             "Ports": ps_ports(c.network_settings),
             "Labels": (c.config.get("Labels") or {}), "State": c.state.status,
@@ -1218,6 +1225,13 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def _ps_command(path: str, args: list[str]) -> str:
+    """``ps``' COMMAND as dockerd 20.10 builds it: the path, then the arguments, each
+    one with a space in single quotes as it is (checked: ``sh -c 'echo a b'``)."""
+    joined = " ".join(f"'{a}'" if " " in a else a for a in args)
+    return f"{path} {joined}" if joined else path
 
 
 def _exit_code_of_start_error(text: str) -> int:

@@ -294,7 +294,7 @@ def merge_image_config(config: ContainerConfig, image: ImageConfig | None) -> No
     if config.entrypoint == [""]:
         config.entrypoint = None
     if not config.entrypoint and not config.cmd:
-        raise InvalidArgument("no command specified")
+        raise InvalidArgument("No command specified")
 
 
 def entrypoint_and_args(config: ContainerConfig) -> tuple[str, list[str]]:
@@ -302,7 +302,7 @@ def entrypoint_and_args(config: ContainerConfig) -> tuple[str, list[str]]:
     if config.entrypoint:
         return config.entrypoint[0], [*config.entrypoint[1:], *(config.cmd or [])]
     if not config.cmd:
-        raise InvalidArgument("no command specified")
+        raise InvalidArgument("No command specified")
     return config.cmd[0], list(config.cmd[1:])
 
 
