@@ -899,13 +899,6 @@ def test_port_diff(pair: Pair) -> None:
     assert sorted(k.stdout.splitlines()) == sorted(d.stdout.splitlines()), explain(d, k)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "-w of a directory the image lacks: dockerd creates it at create (in the container's "
-    "layer: docker diff shows 'A /newdir'; it exists with --read-only too, owned by root, "
-    "0755); ketchd never creates it, and the start fails with 'OCI runtime create failed: "
-    "[Errno 2] chdir to cwd (\"/newdir\") set in config.json failed: no such file or "
-    "directory' (exit 127) (engine/containers.py create; the runtime's message also leaks "
-    "Python's '[Errno 2] ')"))
 def test_workdir_is_created(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "wd", "-w", "/newdir", "busybox", "true")
     pair.same("diff", "wd")
@@ -914,10 +907,6 @@ def test_workdir_is_created(pair: Pair) -> None:
     pair.same("run", "--rm", *NONE, "--read-only", "-w", "/newdir", "busybox", "pwd")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dockerd's init layer gives every container /.dockerenv (empty, 0755) and "
-    "/etc/mtab -> /proc/mounts; ketchd's containers have neither (tools test /.dockerenv "
-    "to know they run in a container) (engine/containers.py rootfs preparation)"))
 def test_init_layer_files(pair: Pair) -> None:
     pair.ok("run", "-d", *NONE, "--name", "il", "busybox", "sleep", "100")
     pair.same("exec", "il", "sh", "-c", "ls -l /.dockerenv /etc/mtab | cut -c1-10,43-")

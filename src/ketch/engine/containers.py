@@ -399,14 +399,20 @@ class Engine:
         os.makedirs(self._bundle(c.id), mode=0o700, exist_ok=True)
         try:
             self.images.rootfs_mounts(c.image_id, c.id)
-            if mounts and any(getattr(m, "type", "") == "volume" for m in mounts):
-                # Image content under a new volume's path is copied in at create, as
-                # dockerd does; the rootfs is mounted for that moment only.
-                from ketch.volume.planner import copy_up
-
+            copy = bool(mounts and any(getattr(m, "type", "") == "volume" for m in mounts))
+            workdir = str((c.config or {}).get("WorkingDir") or "").strip("/")
+            if copy or workdir:
+                # Image content under a new volume's path is copied in at create, and a
+                # working directory the image lacks made, as dockerd does; the rootfs is
+                # mounted for that moment only.
                 self._mount_rootfs(c)
                 try:
-                    copy_up(mounts, self.volumes, self._rootfs(c.id))
+                    if copy:
+                        from ketch.volume.planner import copy_up
+
+                        copy_up(mounts or [], self.volumes, self._rootfs(c.id))
+                    if workdir:
+                        _make_workdir(self._rootfs(c.id), workdir)
                 finally:
                     self._unmount_rootfs(c)
         except BaseException:
@@ -472,7 +478,19 @@ class Engine:
         before start needs this (docker run attaches, then starts)."""
         config, hc = self._config(c), self._host_config(c)
         self._released.discard(c.id)
-        bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
+        # The supervisor makes the cgroups (a mkdir in every hierarchy, ~1.5 ms of
+        # its create) while a worker writes the bundle; a failure before its create
+        # has them removed by the delete that every failed start or attach sends.
+        cgroups = asyncio.ensure_future(self._prepare_cgroup(c, hc))
+        await asyncio.sleep(0)      # its request is sent before the worker holds the GIL
+        try:
+            bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
+        except BaseException:
+            await cgroups
+            with contextlib.suppress(KetchError):
+                await self.sup.delete(c.id, force=True)
+            raise
+        await cgroups
         from ketch.engine.supervisor_client import LogConfig
 
         log_cfg = LogConfig(driver=hc.log_config.type or "json-file",
@@ -499,6 +517,11 @@ class Engine:
             raise
         self._exited.setdefault(c.id, asyncio.Event()).clear()
         self._prepared.add(c.id)
+
+    async def _prepare_cgroup(self, c: Container, hc: model.HostConfig) -> None:
+        path = specgen.cgroups_path(c.id, hc, self.spec_options)
+        with contextlib.suppress(KetchError):   # an older supervisor: its create does it
+            await self.sup.prepare_cgroup(c.id, path)
 
     async def _connect(self, c: Container, config: model.ContainerConfig,
                        hc: model.HostConfig, pid: int) -> None:
@@ -584,6 +607,7 @@ class Engine:
 
         rootfs = self._rootfs(c.id)
         self._mount_rootfs(c)
+        _init_layer_files(rootfs, config.working_dir or "")
         mounts = self._etc_files(c, config, hc)
         try:
             import dataclasses
@@ -1225,6 +1249,37 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def _make_workdir(rootfs: str, workdir: str) -> None:
+    """dockerd's SetupWorkingDirectory: the missing part of the path, root's, 0755, with
+    the image's symlinks followed inside the container's filesystem."""
+    from ketch.runtime.rootfs import secure_join
+
+    path = secure_join(rootfs, workdir)
+    if not os.path.isdir(path):
+        old = os.umask(0o022)
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        finally:
+            os.umask(old)
+
+
+def _init_layer_files(rootfs: str, workdir: str) -> None:
+    """What dockerd's init layer adds to every container: an empty /.dockerenv (tools
+    look for it) and /etc/mtab -> /proc/mounts; and the working directory, for a
+    container created before it was asked for (a start after a restore). They are
+    left out of diff and commit (engine.files.RUNTIME_PATHS), as that layer is."""
+    env = os.path.join(rootfs, ".dockerenv")
+    if not os.path.lexists(env):
+        os.close(os.open(env, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755))
+        os.chmod(env, 0o755)
+    etc = os.path.join(rootfs, "etc")
+    if os.path.isdir(etc) and not os.path.islink(etc) and \
+            not os.path.lexists(os.path.join(etc, "mtab")):
+        os.symlink("/proc/mounts", os.path.join(etc, "mtab"))
+    if workdir.strip("/"):
+        _make_workdir(rootfs, workdir)
 
 
 def _ps_command(path: str, args: list[str]) -> str:
