@@ -146,6 +146,7 @@ class Engine:
         self._released: set[str] = set()    # exited: supervisor delete and _release done
         self._recording: dict[str, asyncio.Future[None]] = {}   # an exit's cleanup under way
         self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
+        self._host_sysinfo: model.SysInfo | None = None
         self._background: set[asyncio.Future[None]] = set()
         from ketch.engine.execs import Execs
 
@@ -287,9 +288,13 @@ class Engine:
     # --- create ---------------------------------------------------------------------------
 
     def _sysinfo(self) -> model.SysInfo:
-        return model.SysInfo(memory_swappiness=not self.opts.cgroup2,
-                             oom_kill_disable=not self.opts.cgroup2,
-                             runtimes=("runc", "ketch"), default_runtime="runc")
+        """The host's cgroup features (``engine.sysinfo``), probed at the first create."""
+        if self._host_sysinfo is None:
+            from ketch.engine.sysinfo import probe
+
+            self._host_sysinfo = probe(cgroup2=self.opts.cgroup2, runtimes=("runc", "ketch"),
+                                       default_runtime="runc")
+        return self._host_sysinfo
 
     async def create(self, body: bytes | dict[str, Any], name: str = "", *,
                      api_version: str = model.API_VERSION) -> tuple[str, list[str]]:
@@ -478,19 +483,7 @@ class Engine:
         before start needs this (docker run attaches, then starts)."""
         config, hc = self._config(c), self._host_config(c)
         self._released.discard(c.id)
-        # The supervisor makes the cgroups (a mkdir in every hierarchy, ~1.5 ms of
-        # its create) while a worker writes the bundle; a failure before its create
-        # has them removed by the delete that every failed start or attach sends.
-        cgroups = asyncio.ensure_future(self._prepare_cgroup(c, hc))
-        await asyncio.sleep(0)      # its request is sent before the worker holds the GIL
-        try:
-            bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
-        except BaseException:
-            await cgroups
-            with contextlib.suppress(KetchError):
-                await self.sup.delete(c.id, force=True)
-            raise
-        await cgroups
+        bundle = await asyncio.to_thread(self._make_bundle, c, config, hc)
         from ketch.engine.supervisor_client import LogConfig
 
         log_cfg = LogConfig(driver=hc.log_config.type or "json-file",
@@ -517,11 +510,6 @@ class Engine:
             raise
         self._exited.setdefault(c.id, asyncio.Event()).clear()
         self._prepared.add(c.id)
-
-    async def _prepare_cgroup(self, c: Container, hc: model.HostConfig) -> None:
-        path = specgen.cgroups_path(c.id, hc, self.spec_options)
-        with contextlib.suppress(KetchError):   # an older supervisor: its create does it
-            await self.sup.prepare_cgroup(c.id, path)
 
     async def _connect(self, c: Container, config: model.ContainerConfig,
                        hc: model.HostConfig, pid: int) -> None:
