@@ -146,7 +146,6 @@ class Engine:
         self._released: set[str] = set()    # exited: supervisor delete and _release done
         self._recording: dict[str, asyncio.Future[None]] = {}   # an exit's cleanup under way
         self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
-        self._host_sysinfo: model.SysInfo | None = None
         self._background: set[asyncio.Future[None]] = set()
         from ketch.engine.execs import Execs
 
@@ -288,13 +287,9 @@ class Engine:
     # --- create ---------------------------------------------------------------------------
 
     def _sysinfo(self) -> model.SysInfo:
-        """The host's cgroup features (``engine.sysinfo``), probed at the first create."""
-        if self._host_sysinfo is None:
-            from ketch.engine.sysinfo import probe
-
-            self._host_sysinfo = probe(cgroup2=self.opts.cgroup2, runtimes=("runc", "ketch"),
-                                       default_runtime="runc")
-        return self._host_sysinfo
+        return model.SysInfo(memory_swappiness=not self.opts.cgroup2,
+                             oom_kill_disable=not self.opts.cgroup2,
+                             runtimes=("runc", "ketch"), default_runtime="runc")
 
     async def create(self, body: bytes | dict[str, Any], name: str = "", *,
                      api_version: str = model.API_VERSION) -> tuple[str, list[str]]:
