@@ -507,15 +507,6 @@ def test_ports_of_a_created_container(pair: Pair) -> None:
     pair.same("ps", "-a", "--format", "{{.Names}}|{{.Ports}}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--blkio-weight on a host whose blkio cgroup has no weight file (blkio.weight, "
-    "blkio.bfq.weight: the scheduler is none/mq-deadline): dockerd warns 'Your kernel does "
-    "not support Block I/O weight or the cgroup is not mounted. Weight discarded.' and "
-    "records BlkioWeight 0 (the container's blkio.bfq.weight stays 100); ketchd's SysInfo "
-    "claims weight support (engine/containers.py _sysinfo probes nothing), keeps 300 without "
-    "a warning and writes 300 to the container's own blkio.bfq.weight (which exists in child "
-    "cgroups only), and refuses --blkio-weight 5 with 'Range of blkio weight is from 10 to "
-    "1000' where dockerd discards it"))
 def test_blkio_weight_without_scheduler_support(pair: Pair) -> None:
     if any(Path("/sys/fs/cgroup/blkio", f).exists()
            for f in ("blkio.weight", "blkio.bfq.weight")):
@@ -619,11 +610,6 @@ def test_stop_kill_wait_exit_codes(pair: Pair) -> None:
     pair.ok("kill", "k137")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker kill -s BOGUS: dockerd 'Invalid signal: BOGUS' (the router parses the signal "
-    "before it calls the backend, so no 'Cannot kill container: ' prefix), ketchd since "
-    "9336995 'Cannot kill container: k9: Invalid signal: BOGUS' (api/routers/containers.py "
-    "kill wraps every error)"))
 def test_kill_with_an_invalid_signal(pair: Pair) -> None:
     pair.ok("run", "-d", *NONE, "--name", "k9", "busybox", "sleep", "100")
     pair.same("kill", "-s", "BOGUS", "k9")
@@ -767,34 +753,7 @@ CREATE_REFUSALS: dict[str, list[str]] = {
     "platform": ["--platform", "linux/arm64", "--pull", "never"],
 }
 
-CREATE_REFUSAL_XFAILS: dict[str, str] = {
-    "name characters": (
-        "dockerd: 'Invalid container name (a/b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'; "
-        "ketchd adds a '+' after the pattern (engine/store.py check_name)"),
-    "name too short": (
-        "as 'name characters': the pattern in the message ends in '+' (engine/store.py)"),
-    "storage opt": (
-        "dockerd: \"--storage-opt is supported only for overlay over xfs with 'pquota' mount "
-        "option\"; ketchd accepts and ignores --storage-opt size=1G (engine/containers.py)"),
-    "cpu realtime": (
-        "dockerd accepts --cpu-rt-runtime 100 (its SysInfo finds cpu.rt_runtime_us in the "
-        "cpu cgroup); ketchd: 'Your kernel does not support CPU real-time scheduler' "
-        "(engine/containers.py _sysinfo probes nothing, model.SysInfo.cpu_realtime=False)"),
-    "link": (
-        "dockerd: 'could not get container for nosuch: No such container: nosuch'; ketchd "
-        "creates the container (links are not checked)"),
-    "blkio weight device": (
-        "--blkio-weight-device on a host whose blkio cgroup has no weight_device file: "
-        "dockerd warns 'Your kernel does not support Block I/O weight_device or the cgroup "
-        "is not mounted. Weight-device discarded.', ketchd says nothing (engine/containers.py "
-        "_sysinfo probes nothing)"),
-    "ipc container": (
-        "--ipc container:nosuch: dockerd refuses at create ('No such container: nosuch'), "
-        "ketchd creates the container (engine/containers.py create)"),
-    "two network modes": (
-        "--network none --network host: dockerd 'Container cannot be connected to network "
-        "endpoints: host, none'; ketchd creates the container"),
-}
+CREATE_REFUSAL_XFAILS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [
@@ -1147,15 +1106,6 @@ def test_block_io_throttles_on_a_loop_device(pair: Pair, loop_device: str) -> No
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--blkio-weight-device on a loop device (scheduler none) where the blkio root has no "
-    "blkio.weight_device: dockerd warns 'Your kernel does not support Block I/O "
-    "weight_device or the cgroup is not mounted. Weight-device discarded.' and runs the "
-    "container; ketchd keeps the weight and its start fails with exit 125, 'OCI runtime "
-    "create failed: cannot set block I/O device weight to 7:N 300: write "
-    ".../blkio.bfq.weight_device: Operation not supported' (engine/containers.py _sysinfo "
-    "probes nothing; the cgroup writer finds blkio.bfq.weight in the container's own "
-    "cgroup, which dockerd never looks at)"))
 def test_blkio_weight_device_without_support(pair: Pair, loop_device: str) -> None:
     if Path("/sys/fs/cgroup/blkio/blkio.weight_device").exists():
         pytest.skip("this host's blkio cgroup supports weight_device")

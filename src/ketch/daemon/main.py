@@ -277,6 +277,10 @@ class HostSystem:
         uname = platform.uname()
         cgroup_version, controllers = _cgroups()
         self.settings = settings
+        from ketch.engine.sysinfo import probe
+        from ketch.engine.sysinfo import warnings as host_warnings
+
+        host = probe(cgroup2=cgroup_version == "2")
         self._facts = HostFacts(
             id=_engine_id(settings.root),
             name=socket.gethostname(),
@@ -295,7 +299,8 @@ class HostSystem:
             cgroup_version=cgroup_version,
             cgroup_controllers=controllers,
             log_driver=settings.log_driver,
-            warnings=warnings,
+            blkio_weight=host.blkio_weight,
+            warnings=[*warnings, *host_warnings(host)],
         )
 
     def facts(self) -> HostFacts:

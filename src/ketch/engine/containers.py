@@ -40,7 +40,15 @@ from ketch.engine import model, specgen
 from ketch.engine.names import random_name
 from ketch.engine.network import NetworkOptions, ps_ports
 from ketch.engine.store import ZERO_TIME, Container, ContainerStore, State, check_name
-from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, NotModified, System
+from ketch.errors import (
+    Conflict,
+    InvalidArgument,
+    KetchError,
+    NotFound,
+    NotModified,
+    NotSupported,
+    System,
+)
 from ketch.jsonmodel import from_json, to_json
 from ketch.units import human_duration
 
@@ -146,6 +154,7 @@ class Engine:
         self._released: set[str] = set()    # exited: supervisor delete and _release done
         self._recording: dict[str, asyncio.Future[None]] = {}   # an exit's cleanup under way
         self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
+        self._host_sysinfo: model.SysInfo | None = None
         self._background: set[asyncio.Future[None]] = set()
         from ketch.engine.execs import Execs
 
@@ -287,9 +296,13 @@ class Engine:
     # --- create ---------------------------------------------------------------------------
 
     def _sysinfo(self) -> model.SysInfo:
-        return model.SysInfo(memory_swappiness=not self.opts.cgroup2,
-                             oom_kill_disable=not self.opts.cgroup2,
-                             runtimes=("runc", "ketch"), default_runtime="runc")
+        """The host's cgroup features (``engine.sysinfo``), probed at the first create."""
+        if self._host_sysinfo is None:
+            from ketch.engine.sysinfo import probe
+
+            self._host_sysinfo = probe(cgroup2=self.opts.cgroup2, runtimes=("runc", "ketch"),
+                                       default_runtime="runc")
+        return self._host_sysinfo
 
     async def create(self, body: bytes | dict[str, Any], name: str = "", *,
                      api_version: str = model.API_VERSION) -> tuple[str, list[str]]:
@@ -304,6 +317,7 @@ class Engine:
         except NotFound:
             raise NotFound(f"No such image: {_familiar(config.image)}") from None
         warnings = model.validate_create(config, hc, self._sysinfo())
+        self._check_references(hc, req.networking_config, api_version)
         model.adapt_host_config(hc, self.defaults)
         if hc.network_mode in ("", "default"):
             hc.network_mode = "bridge"
@@ -361,6 +375,32 @@ class Engine:
                 with contextlib.suppress(KetchError, OSError):
                     self.volumes.remove(name, users=[])
             raise
+
+    def _check_references(self, hc: model.HostConfig, networking: Any, api: str) -> None:
+        """What dockerd refuses at create about other things a container names: the
+        IPC donor, legacy links, several network endpoints, a storage size."""
+        if hc.storage_opt:
+            # overlay's size quota needs xfs with pquota, which ketch's snapshots lack
+            raise InvalidArgument("--storage-opt is supported only for overlay over xfs "
+                                  "with 'pquota' mount option")
+        # Not a 404 for either: the docker CLI would take it for a missing image and pull.
+        if hc.ipc_mode.startswith("container:"):
+            try:
+                self.store.get(hc.ipc_mode.partition(":")[2])
+            except NotFound as exc:
+                raise InvalidArgument(str(exc)) from None
+        for link in hc.links or []:
+            name = link.partition(":")[0].lstrip("/")
+            try:
+                self.store.get(name)
+            except NotFound as exc:
+                raise InvalidArgument(f"could not get container for {name}: {exc}") from None
+            raise NotSupported("legacy container links (--link) are not supported yet")
+        names = sorted(getattr(networking, "endpoints_config", None) or {})
+        if len(names) > 1 and (model.version_tuple(api) < (1, 44) or any(
+                n in ("none", "host") or n.startswith("container:") for n in names)):
+            raise InvalidArgument("Container cannot be connected to network endpoints: "
+                                  + ", ".join(names))
 
     def _check_network(self, hc: model.HostConfig) -> None:
         mode = hc.network_mode

@@ -386,7 +386,7 @@ _STRSLICE_CONFIG = ("Cmd", "Entrypoint", "Shell")
 _STRSLICE_HOST = ("CapAdd", "CapDrop")
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
+def version_tuple(v: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in v.split("."))
     except ValueError:
@@ -459,12 +459,12 @@ def parse_create_request(body: bytes | str | dict[str, Any], name: str = "", *,
     if config.volumes is None:
         config.volumes = {}
 
-    _api_gates(config, host_config, networking, _version_tuple(api_version), cgroup2)
+    _api_gates(config, host_config, networking, version_tuple(api_version), cgroup2)
     if host_config.network_mode in ("", "default"):
         host_config.network_mode = "bridge"
         if "default" in networking.endpoints_config:
             networking.endpoints_config["bridge"] = networking.endpoints_config.pop("default")
-    warnings = _mac_address_bc(config, host_config, networking, _version_tuple(api_version))
+    warnings = _mac_address_bc(config, host_config, networking, version_tuple(api_version))
     # 0 and any negative value mean "unlimited", stored as no limit at all.
     if host_config.pids_limit is not None and host_config.pids_limit <= 0:
         host_config.pids_limit = None

@@ -114,7 +114,7 @@ def check_name(name: str) -> str:
 
     bare = name[1:] if name.startswith("/") else name
     if not re.fullmatch(NAME_CHARS + "+", bare):
-        raise InvalidArgument(f"Invalid container name ({name}), only {NAME_CHARS}+ are allowed")
+        raise InvalidArgument(f"Invalid container name ({name}), only {NAME_CHARS} are allowed")
     return bare
 
 

@@ -59,7 +59,14 @@ def send(sock: socket.socket, kind: Kind, pid: int = 0, text: str = "",
 
 
 def recv(sock: socket.socket) -> Message:
-    data = sock.recv(65536)
+    try:
+        data = sock.recv(65536)
+    except ConnectionResetError:
+        # The init closed its end with a message of ours unread (it failed before it
+        # read GO): the kernel reports that reset before the messages the init had
+        # queued for us (sock_error comes first for seqpacket), and clears it once
+        # reported. Its ERROR, if it sent one, is read now.
+        data = sock.recv(65536)
     if not data:
         raise System("container init exited before it was ready")
     obj = json.loads(data)

@@ -152,8 +152,13 @@ def setup(app: web.Application, engine: Engine) -> None:
 
     async def kill(request: web.Request) -> web.Response:
         name = request.match_info["id"]
+        from ketch.engine.containers import parse_signal
+
+        sig = request.query.get("signal") or None
+        if sig is not None:
+            parse_signal(sig)       # refused as it is: dockerd parses it before the kill
         try:
-            await engine.kill(name, request.query.get("signal") or None)
+            await engine.kill(name, sig)
         except KetchError as exc:
             # dockerd's router wraps every kill error in its name for the container
             text = str(exc)

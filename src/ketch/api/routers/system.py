@@ -62,6 +62,7 @@ class HostFacts:
     storage_driver: str = "overlay2"
     default_runtime: str = "ketch"
     log_driver: str = "json-file"        # the daemon's default (daemon.json "log-driver")
+    blkio_weight: bool = True            # the I/O scheduler takes weights (engine.sysinfo)
     containers: int = 0
     containers_running: int = 0
     containers_paused: int = 0
@@ -166,6 +167,9 @@ def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
         "CPUShares": "cpu" in c,
         "CPUSet": "cpuset" in c,
         "PidsLimit": "pids" in c,
+        # Not in dockerd 20.10's Info (only its warning below): whether --blkio-weight
+        # can work here, or is discarded with a warning at create.
+        "BlkioWeight": f.blkio_weight,
         "OomKillDisable": f.cgroup_version == "1" and "memory" in c,
         "IPv4Forwarding": _ip_forward(),
         "Debug": f.debug,
