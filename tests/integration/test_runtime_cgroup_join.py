@@ -81,7 +81,7 @@ def test_failing_init_reports_its_own_error(bundles, runc_root):
 
 
 def test_without_clone3_the_parent_moves_the_init(bundles, runc_root, monkeypatch):
-    from ketch.runtime import clone
+    from ketch.linux import clone
 
     monkeypatch.setattr(clone, "_unavailable", True)    # as where seccomp refuses clone3
     cid = "cgjoinfork"
@@ -97,7 +97,7 @@ def test_without_clone3_the_parent_moves_the_init(bundles, runc_root, monkeypatc
 
 
 def test_fork_into_cgroup_child_is_born_there(tmp_path):
-    from ketch.runtime.clone import fork_into_cgroup
+    from ketch.linux.clone import fork_into_cgroup
 
     unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") \
         else "/sys/fs/cgroup"
@@ -127,7 +127,7 @@ def test_fork_into_cgroup_child_is_born_there(tmp_path):
 
 @pytest.mark.parametrize("clone3", [True, False])
 def test_exec_joins_every_hierarchy(bundles, runc_root, monkeypatch, clone3):
-    from ketch.runtime import clone
+    from ketch.linux import clone
     from ketch.runtime.container import ExecOptions
     from ketch.runtime.spec import Process
 

@@ -435,7 +435,7 @@ class Runtime:
         try:
             pid = None
             if cgroup_dir is not None:
-                from ketch.runtime.clone import fork_into_cgroup
+                from ketch.linux.clone import fork_into_cgroup
                 pid = fork_into_cgroup(cgroup_dir)
             born = pid is not None
             if pid is None:

@@ -91,7 +91,7 @@ def exec_in(rt: Runtime, st: ContainerState, spec: Spec, process: Process,
         try:
             maybe_pid = None
             if len(parent_join) == 1:
-                from ketch.runtime.clone import fork_into_cgroup
+                from ketch.linux.clone import fork_into_cgroup
                 maybe_pid = fork_into_cgroup(parent_join[0])
             born = maybe_pid is not None
             pid = os.fork() if maybe_pid is None else maybe_pid

@@ -16,8 +16,6 @@ with the GIL held throughout (``PyDLL``). glibc's own fork wrapper adds
 nothing a single-threaded caller needs (it takes its allocator and stdio
 locks only when other threads exist), so this is used only when the caller
 has no other Python thread, and ``os.fork`` otherwise.
-(It belongs with ``ketch.linux.syscalls`` by the layering rule; it lives here
-until that module grows a clone3.)
 """
 
 from __future__ import annotations
