@@ -17,7 +17,9 @@ the connection is closed: the two sides must be upgraded together.
 
 Requests (arguments in camelCase; results in ``result``):
 
-    hello     {version}                      -> {version, pid, containers: [ContainerInfo]}
+    hello     {version, events?, list?}      -> {version, pid, containers?: [ContainerInfo]}
+              events: false  this connection gets no events (a side connection)
+              list: false    no live set in the answer (each costs a state read)
     create    CreateArgs                     -> {pid}    the init waits for start
     start     {id}                           -> {pid}
     kill      {id, signal, all?, execId?}    -> {}       through the pidfd
