@@ -207,7 +207,9 @@ class Stdio:
                 on_drained: Callable[[], None]) -> Stdio:
         stdio = cls(loop, tty=data["tty"], outputs=[(fd, s) for fd, s in data["outputs"]],
                     stdin=data["stdin"], stdin_once=data["stdinOnce"],
-                    log=StreamLog.restore(data["log"]) if data["log"] else None,
+                    # compression of a restored local log goes a piece per loop turn, too
+                    log=StreamLog.restore(data["log"], lambda fn: loop.call_later(0, fn))
+                    if data["log"] else None,
                     on_drained=on_drained)
         stdio._stdin_eof = data["stdinEof"]
         pending = base64.b64decode(data["stdinBuf"])
