@@ -483,23 +483,12 @@ def test_state_after_exit(pair: Pair) -> None:
         assert_inspect_same(pair, name, skip=("State.Error",))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "State.Error after a failed start: dockerd records the whole error it answered "
-    "('failed to create shim task: OCI runtime create failed: runc create failed: unable "
-    "to start container process: exec: \"nosuchcommand\": executable file not found in "
-    "$PATH: unknown'), ketchd only the runtime's part ('unable to start container process: "
-    "exec: \"nosuchcommand\": executable file not found in $PATH') "
-    "(engine/containers.py _failed_start)"))
 def test_state_error_of_a_failed_start(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "f127", "busybox", "nosuchcommand")
     pair.same("start", "f127")
     assert_inspect_same(pair, "f127")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NetworkSettings.Ports of a created (never started) container with --expose 80: "
-    "dockerd {} (filled in at start), ketchd {'80/tcp': None}; and so docker ps's PORTS "
-    "column: dockerd '', ketchd '80/tcp' (engine/containers.py create)"))
 def test_ports_of_a_created_container(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "px", "--expose", "80", "busybox", "true")
     d, k = pair.inspect("px")
@@ -990,10 +979,6 @@ def test_commit(pair: Pair) -> None:
 
 # --------------------------------------------------------------------- inspect beyond Config
 
-@pytest.mark.xfail(strict=True, reason=(
-    "inspect of a created (never started) container: dockerd has HostnamePath, HostsPath, "
-    "ResolvConfPath and LogPath empty until the first start; ketchd fills them at create "
-    "(engine/containers.py create/inspect)"))
 def test_paths_of_a_created_container(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "pc", "busybox", "true")
     d, k = pair.inspect("pc")
@@ -1030,12 +1015,6 @@ def test_negative_cpu_shares_pass_create(pair: Pair) -> None:
     assert_inspect_same(pair, "neg")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an error dockerd finds while it builds the spec (here --cpu-shares -1: 'shares: "
-    "invalid argument') reaches the client as it is; ketchd wraps it as the runtime's: "
-    "'failed to create task for container: failed to create shim task: OCI runtime create "
-    "failed: shares: invalid argument: unknown' (engine/containers.py _start_error wraps "
-    "every specgen error)"))
 def test_spec_errors_are_not_the_runtimes(pair: Pair) -> None:
     pair.ok("create", *NONE, "--name", "neg", "--cpu-shares", "-1", "busybox", "true")
     pair.same("start", "neg")

@@ -341,7 +341,8 @@ class Engine:
         from ketch.engine.network import port_specs, settings
 
         port_specs(hc, config.exposed_ports)      # bad -p specs fail the create
-        c.network_settings = settings(hc.network_mode, None, config.exposed_ports)
+        # dockerd fills Ports in at the first start: a created container has none yet
+        c.network_settings = settings(hc.network_mode, None, None)
         await asyncio.to_thread(self._store_new, c, config, hc)
         self.on_event("create", c, {})
         return cid, warnings
@@ -600,7 +601,7 @@ class Engine:
         await asyncio.to_thread(self._release, c)
         if connected:       # dockerd: connect, disconnect, and no die
             self._network_event("network disconnect", c)
-        text = str(exc)
+        text = str(_start_error(exc))     # what the client was told, as dockerd records it
         c.state.error = text
         c.state.exit_code = _exit_code_of_start_error(text)
         c.state.status = "created" if not c.has_been_started else "exited"
@@ -639,9 +640,15 @@ class Engine:
 
             for hm in start_mounts(self._mount_points(c), self.volumes, c.id):
                 mounts.append(specgen.PlannedMount(**dataclasses.asdict(hm)))
-            spec = specgen.make_spec(c.id, config, hc, None, rootfs, options=self.spec_options,
-                                     mounts=mounts, resolve=self._resolve_namespace,
-                                     shm_path=self._mount_shm(c, hc))
+            try:
+                spec = specgen.make_spec(c.id, config, hc, None, rootfs,
+                                         options=self.spec_options, mounts=mounts,
+                                         resolve=self._resolve_namespace,
+                                         shm_path=self._mount_shm(c, hc))
+            except KetchError as exc:
+                # found while building the spec, as dockerd finds it: its own words
+                exc.not_runtime = True  # type: ignore[attr-defined]
+                raise
         except BaseException:
             self._release(c)
             raise
@@ -1078,14 +1085,17 @@ class Engine:
 
     def inspect(self, ref: str, *, size: bool = False) -> dict[str, Any]:
         c = self.store.get(ref)
+        # dockerd sets the paths when a start first makes the files (and the log).
+        made = c.has_been_started or bool(c.state.error) or c.id in self._prepared
+        d = self._dir(c.id)
         out: dict[str, Any] = {
             "Id": c.id, "Created": c.created, "Path": c.path, "Args": c.args,
             "State": c.state.to_docker(), "Image": c.image_id,
-            "ResolvConfPath": os.path.join(self._dir(c.id), "resolv.conf"),
-            "HostnamePath": os.path.join(self._dir(c.id), "hostname"),
-            "HostsPath": os.path.join(self._dir(c.id), "hosts"),
+            "ResolvConfPath": os.path.join(d, "resolv.conf") if made else "",
+            "HostnamePath": os.path.join(d, "hostname") if made else "",
+            "HostsPath": os.path.join(d, "hosts") if made else "",
             # dockerd keeps the local driver's file private: no LogPath.
-            "LogPath": "" if self._host_config(c).log_config.type == "local"
+            "LogPath": "" if not made or self._host_config(c).log_config.type == "local"
             else self.log_path(c), "Name": f"/{c.name}",
             "RestartCount": c.restart_count, "Driver": self.images.snapshotter_name,
             "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
