@@ -821,10 +821,6 @@ def test_top(pair: Pair) -> None:
     pair.same("top", "tq")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docker top with options ps refuses: dockerd answers 'ps: ' and the first line of ps's "
-    "stderr ('ps: error: unknown user-defined format specifier \"bogus\"'), ketchd all of "
-    "it (the usage text after it) (engine/containers.py top)"))
 def test_top_with_options_ps_refuses(pair: Pair) -> None:
     pair.ok("run", "-d", *NONE, "--name", "tp", "busybox", "sleep", "100")
     pair.same("top", "tp", "-o", "pid,bogus")
@@ -1205,20 +1201,12 @@ def test_mounts_inside(pair: Pair, host_files: Path) -> None:
         [m for m in want if not m.startswith(cgroup_root)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the tmpfs under the cgroup v1 hierarchies: dockerd (runc 1.1) leaves /sys/fs/cgroup "
-    "'tmpfs rw,nosuid,nodev,noexec,relatime,mode=755', ketchd mounts it 'ro,...' (the "
-    "hierarchies themselves are ro on both) (runtime/rootfs.py)"))
 def test_cgroup_tmpfs_mode(pair: Pair, host_files: Path) -> None:
     want, got = _mounts(pair, host_files)
     assert [m for m in got if m.startswith("/sys/fs/cgroup tmpfs")] == \
         [m for m in want if m.startswith("/sys/fs/cgroup tmpfs")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a capability the runtime cannot apply (--privileged where the daemon itself lacks "
-    "some): dockerd 'unable to start container process: unable to apply caps: operation "
-    "not permitted', ketchd without 'unable to start container process: ' (runtime)"))
 def test_privileged_without_all_capabilities(pair: Pair) -> None:
     d = pair.dockerd.cli("run", "--rm", *NONE, "--privileged", "busybox", "true")
     if d.returncode == 0:

@@ -1064,7 +1064,9 @@ class Engine:
             subprocess.run, ["ps", *(ps_args.split() or ["-ef"])], capture_output=True,
             text=True, check=False)
         if out.returncode != 0:
-            raise InvalidArgument(f"ps: {out.stderr.strip()}")
+            # dockerd: "ps: " and the first line ps wrote (its usage text follows it)
+            lines = out.stderr.strip().splitlines()
+            raise InvalidArgument(f"ps: {lines[0] if lines else f'exit status {out.returncode}'}")
         lines = out.stdout.splitlines()
         if not lines:
             raise System("ps printed nothing")

@@ -135,7 +135,8 @@ def set_user(proc: Process, cap_sets: CapSets | None) -> None:
     try:
         caps.drop_bounding(sets)
     except OSError as exc:
-        raise System(f"unable to apply caps: {_reason(exc)}") from None
+        raise System(f"unable to start container process: unable to apply caps: "
+                     f"{_reason(exc)}") from None
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
         os.setgroups(list(user.additional_gids))
@@ -152,7 +153,8 @@ def set_user(proc: Process, cap_sets: CapSets | None) -> None:
     try:
         caps.apply_sets(sets)
     except OSError as exc:
-        raise System(f"unable to apply caps: {_reason(exc)}") from None
+        raise System(f"unable to start container process: unable to apply caps: "
+                     f"{_reason(exc)}") from None
 
 
 def _reason(exc: OSError) -> str:

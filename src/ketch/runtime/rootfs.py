@@ -236,10 +236,8 @@ class Rootfs:
                 link = os.path.join(dest, ctrl.removeprefix("name="))
                 if ctrl != name and not os.path.lexists(link) and "," in name:
                     os.symlink(name, link)
-        if flags & sc.MS_RDONLY:
-            self.sys.mount(None, dest, None,
-                           sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
-                           | sc.MS_NOEXEC)
+        # The tmpfs itself stays writable, as runc 1.1 leaves it (the hierarchies under
+        # it are read-only): programs that test /sys/fs/cgroup see what they see there.
 
     def _bind_ro(self, src: str, dest: str, flags: int) -> None:
         self.sys.mount(src, dest, "bind", sc.MS_BIND | sc.MS_REC)
