@@ -6,18 +6,10 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from tests.conftest import BIN
-from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - fixture
-from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd is a fixture
-    DOCKER,
-    Ketchd,
-    docker,
-    start_ketchd,
-)
+from tests.integration.test_daemon_system import DOCKER, Ketchd, docker
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")]
@@ -26,10 +18,8 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.
 OTHER = "arm64" if ARCH != "arm64" else "amd64"
 
 
-def test_platform(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-                  busybox_archive: Path) -> None:  # noqa: F811
-    k = start_ketchd()
-    assert docker(k, "load", "-i", str(busybox_archive)).returncode == 0
+def test_platform(loaded_ketchd: Ketchd) -> None:
+    k = loaded_ketchd
     out = docker(k, "run", "--rm", "--network", "none", "--platform", f"linux/{ARCH}",
                  "busybox", "echo", "same")
     assert (out.returncode, out.stdout) == (0, "same\n"), out.stderr

@@ -9,20 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - fixture
-from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd is a fixture
-    DOCKER,
-    Ketchd,
-    docker,
-    start_ketchd,
-)
+from tests.integration.test_daemon_system import DOCKER, Ketchd, docker
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")]
 
 
-def test_default_ulimits(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-                         busybox_archive: Path) -> None:  # noqa: F811
+def test_default_ulimits(start_ketchd: Callable[..., Ketchd], busybox_archive: Path) -> None:
     k = start_ketchd({"default-ulimits": {"nofile": {"Name": "nofile", "Soft": 1111,
                                                      "Hard": 2222}}})
     assert docker(k, "load", "-i", str(busybox_archive)).returncode == 0

@@ -5,17 +5,9 @@ joiner sees its files, and the mount goes when the donor stops."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - fixture
-from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd is a fixture
-    DOCKER,
-    Ketchd,
-    docker,
-    start_ketchd,
-)
+from tests.integration.test_daemon_system import DOCKER, Ketchd, docker
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")]
@@ -29,10 +21,8 @@ def _shm_mounts(k: Ketchd) -> list[str]:
                 if line.split()[4].startswith(str(k.root)) and "/mounts/shm" in line]
 
 
-def test_shared_ipc_and_pid(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-                            busybox_archive: Path) -> None:  # noqa: F811
-    k = start_ketchd()
-    assert docker(k, "load", "-i", str(busybox_archive)).returncode == 0
+def test_shared_ipc_and_pid(loaded_ketchd: Ketchd) -> None:
+    k = loaded_ketchd
     out = docker(k, "run", "-d", *NONE, "--name", "donor", "--ipc", "shareable",
                  "--shm-size", "8m", "busybox", "sh", "-c", "echo hi > /dev/shm/x; sleep 100")
     assert out.returncode == 0, out.stderr
