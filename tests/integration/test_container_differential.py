@@ -109,6 +109,7 @@ VERSION_WORDING: list[tuple[re.Pattern[str], str]] = [
 # ("unable to start container process: ...") is compared word for word.
 OCI_PREFIX = re.compile(r"(failed to create task for container: )?failed to create shim task: "
                         r"OCI runtime create failed: (runc create failed: )?")
+ENDPOINTS = re.compile(r"(cannot be connected to network endpoints: )([^\n]+)")
 # "2026-12-01T09:38:22.605927108Z": when things happened differs between any two runs.
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 # docker ps's ages ("Up Less than a second", "Exited (0) 4 seconds ago"): the two
@@ -150,6 +151,9 @@ class Pair:
         text = OCI_PREFIX.sub("<runtime>: ", text)
         text = TIMESTAMP.sub("<time>", text)
         text = CLI_TAR_RACE.sub("", text)
+        # dockerd lists the endpoints of this refusal from a Go map: in any order.
+        text = ENDPOINTS.sub(lambda m: m.group(1) + ", ".join(sorted(m.group(2).split(", "))),
+                             text)
         if side is self.dockerd:
             for pat, new in VERSION_WORDING:
                 text = pat.sub(new.replace("<name>", name), text)
