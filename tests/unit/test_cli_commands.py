@@ -247,3 +247,24 @@ def test_stop_and_rm_run_at_once_and_report_in_order(
     code, out, err = run(capsys, "rm", "-f", "c1", "gone", "c3")
     assert (code, out) == (0, "c1\nc3\n")     # rm -f of a missing one is not a failure
     assert err == "Error response from daemon: No such container: gone\n"
+
+
+def test_event_lines_as_the_docker_cli_prints_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from ketch.cli.system_cmds import pretty_event
+
+    msg = {"Type": "container", "Action": "die", "timeNano": 1764590000000001000,
+           "Actor": {"ID": "c" * 64, "Attributes": {"name": "x", "exitCode": "0",
+                                                    "image": "busybox"}}}
+    for tz, when in (("UTC", "2025-12-01T11:53:20.000001000Z"),
+                     ("Europe/Berlin", "2025-12-01T12:53:20.000001000+01:00")):
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        assert pretty_event(msg) == (f"{when} container die {'c' * 64} "
+                                     "(exitCode=0, image=busybox, name=x)")
+    monkeypatch.delenv("TZ")
+    time.tzset()
+    assert pretty_event({"Type": "network", "Action": "connect", "time": 1,
+                         "Actor": {"ID": "n1", "Attributes": {}}}).endswith(
+        " network connect n1")

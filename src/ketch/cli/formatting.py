@@ -58,6 +58,7 @@ __all__ = [
     "go_quote",
     "go_time",
     "go_time_rfc3339",
+    "go_zone",
     "human_duration",
     "human_size",
     "human_size_precision",
@@ -2436,14 +2437,16 @@ def go_time(ts: float) -> str:
 def go_time_rfc3339(ts: float) -> str:
     """``time.Unix(ts, 0).Format(time.RFC3339)`` in local time: "2026-12-01T06:55:50Z"."""
     t = time.localtime(int(ts))
-    off = t.tm_gmtoff or 0
-    if off == 0:
-        zone = "Z"
-    else:
-        sign = "+" if off > 0 else "-"
-        off = abs(off)
-        zone = f"{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + zone
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + go_zone(t.tm_gmtoff or 0)
+
+
+def go_zone(offset: int) -> str:
+    """The "Z07:00" of Go's layouts: "Z" for UTC, else "+01:00"."""
+    if offset == 0:
+        return "Z"
+    sign = "+" if offset > 0 else "-"
+    offset = abs(offset)
+    return f"{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
 
 
 # --------------------------------------------------------------------------- ids and text

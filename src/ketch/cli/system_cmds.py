@@ -244,12 +244,11 @@ def rfc3339_nano_fixed(time_nano: int) -> str:
     """Go's time.Unix(0, n).Format("2006-01-02T15:04:05.000000000Z07:00"), local time."""
     import time
 
+    from ketch.cli.formatting import go_zone
+
     secs, nanos = divmod(time_nano, 1_000_000_000)
     t = time.localtime(secs)
-    off = t.tm_gmtoff or 0
-    zone = "Z" if off == 0 else (f"{'+' if off > 0 else '-'}{abs(off) // 3600:02d}:"
-                                 f"{abs(off) % 3600 // 60:02d}")
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{nanos:09d}" + zone
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{nanos:09d}" + go_zone(t.tm_gmtoff or 0)
 
 
 def pretty_event(msg: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from ketch.api import versions
 from ketch.api.errors import Handler
 from ketch.api.routers import add
 from ketch.api.routers.images import bool_value, parse_filters
+from ketch.engine.files import go_time
 from ketch.errors import InvalidArgument
 
 
@@ -132,18 +133,6 @@ def _open_fds() -> int:
         return 0
 
 
-def _now_rfc3339_nano() -> str:
-    """Go's time.Now().Format(time.RFC3339Nano) in local time (trailing zeros dropped)."""
-    ns = time.time_ns()
-    secs, nanos = divmod(ns, 1_000_000_000)
-    t = time.localtime(secs)
-    off = t.tm_gmtoff or 0
-    zone = "Z" if off == 0 else (f"{'+' if off > 0 else '-'}{abs(off) // 3600:02d}:"
-                                 f"{abs(off) % 3600 // 60:02d}")
-    frac = f".{nanos:09d}".rstrip("0").rstrip(".")
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + frac + zone
-
-
 def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
     """GET /info in system.Info's shape, with the fields docker CLI 28 prints."""
     c = f.cgroup_controllers
@@ -175,7 +164,7 @@ def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
         "Debug": f.debug,
         "NFd": _open_fds(),
         "NGoroutines": threading.active_count(),    # the daemon's threads, honestly
-        "SystemTime": _now_rfc3339_nano(),
+        "SystemTime": go_time(time.time_ns()),     # time.Now() in RFC3339Nano, local
         "LoggingDriver": f.log_driver,
         "CgroupDriver": f.cgroup_driver,
         "NEventsListener": 0,
