@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,12 +34,9 @@ NONE = ("--network", "none")
 
 
 @pytest.fixture
-def ketchd(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-           busybox_archive: Path) -> Iterator[Ketchd]:  # noqa: F811
-    k = start_ketchd()
-    out = docker(k, "load", "-i", str(busybox_archive))
-    assert out.returncode == 0, out.stderr
-    yield k
+def ketchd(loaded_ketchd: Ketchd) -> Ketchd:
+    """A private ketchd with busybox loaded (tests/integration/conftest.py)."""
+    return loaded_ketchd
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> str:

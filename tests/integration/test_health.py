@@ -7,8 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,11 +24,9 @@ pytestmark = [pytest.mark.root,
 
 
 @pytest.fixture
-def ketchd(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-           busybox_archive: Path) -> Iterator[Ketchd]:  # noqa: F811
-    k = start_ketchd()
-    ok(docker(k, "load", "-i", str(busybox_archive)))
-    yield k
+def ketchd(loaded_ketchd: Ketchd) -> Ketchd:
+    """A private ketchd with busybox loaded (tests/integration/conftest.py)."""
+    return loaded_ketchd
 
 
 def api(k: Ketchd, method: str, path: str, body: Any = None) -> tuple[int, str]:

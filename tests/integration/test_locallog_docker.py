@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,11 +36,9 @@ NONE = ("--network", "none")
 
 
 @pytest.fixture
-def ketchd(start_ketchd: Callable[..., Ketchd],  # noqa: F811
-           busybox_archive: Path) -> Iterator[Ketchd]:  # noqa: F811
-    k = start_ketchd()
-    ok(docker(k, "load", "-i", str(busybox_archive)))
-    yield k
+def ketchd(loaded_ketchd: Ketchd) -> Ketchd:
+    """A private ketchd with busybox loaded (tests/integration/conftest.py)."""
+    return loaded_ketchd
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> str:
