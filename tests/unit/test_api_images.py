@@ -314,3 +314,27 @@ def test_save_failing_part_way_cuts_the_connection(fake: FakeImages) -> None:
 
     status, error = asyncio.run(go())
     assert status == 200 and error is not None
+
+
+def test_a_save_writer_never_waits_on_its_own_loop() -> None:
+    # A BufferedWriter over the response flushes when it is collected; after a client
+    # left mid-save that happened on the event loop's own thread, whose write waited
+    # for the loop: ketchd froze. On the loop's thread the write now fails at once.
+    import asyncio
+    import threading
+
+    from ketch.api.routers.images import _ResponseWriter
+
+    outcome: list[str] = []
+
+    async def main() -> None:
+        raw = _ResponseWriter(None, None, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            raw.write(b"late bytes")
+        except BrokenPipeError:
+            outcome.append("refused")
+
+    t = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and outcome == ["refused"]

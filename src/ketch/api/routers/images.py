@@ -16,6 +16,7 @@ so a bad name is still an ordinary error status ("No such image: x", 404).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -223,6 +224,11 @@ class _ResponseWriter(io.RawIOBase):
         data = bytes(buf)
         if not data:
             return 0
+        if _on_loop(self._loop):
+            # Only a finalizer writes from the loop's own thread (a BufferedWriter
+            # flushing as it is collected, after the client left): waiting here for
+            # the loop would stop the whole daemon.
+            raise BrokenPipeError("the response is no longer being written")
         asyncio.run_coroutine_threadsafe(self._send(data), self._loop).result()
         return len(data)
 
@@ -231,6 +237,13 @@ class _ResponseWriter(io.RawIOBase):
             self.started = True
             await self._response.prepare(self._request)
         await self._response.write(data)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def body_reader(request: web.Request) -> BinaryIO:
@@ -286,8 +299,14 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
         out = io.BufferedWriter(raw, CHUNK)
 
         def run() -> None:
-            backend.save(names, out)
-            out.flush()
+            try:
+                backend.save(names, out)
+                out.flush()
+            finally:
+                # Whatever is still buffered is given up here, in this thread: not
+                # flushed by a finalizer on the event loop's thread.
+                with contextlib.suppress(OSError, ValueError):
+                    out.close()
 
         try:
             await asyncio.to_thread(run)
