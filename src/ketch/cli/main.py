@@ -9,6 +9,7 @@ response from daemon: ...", unknown flags exit 125.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ketch import __version__
@@ -147,5 +148,24 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+def entry() -> None:
+    """The ``ketch`` command: ``main``, then out without the interpreter's teardown
+    (finalizing every loaded module and a last garbage collection: 4-5 ms of a
+    ``ketch run``, measured). Everything a command writes goes through stdout and
+    stderr, flushed here; files it opens are closed by their ``with`` blocks."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or 141
+    except OSError:
+        pass
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
