@@ -280,7 +280,9 @@ class HostSystem:
         from ketch.engine.sysinfo import probe
         from ketch.engine.sysinfo import warnings as host_warnings
 
-        host = probe(cgroup2=cgroup_version == "2")
+        # Probed once: /info's warnings here, create's validation in the engine.
+        self.sysinfo = host = probe(cgroup2=cgroup_version == "2",
+                                    runtimes=("runc", "ketch"), default_runtime="runc")
         self._facts = HostFacts(
             id=_engine_id(settings.root),
             name=socket.gethostname(),
@@ -530,6 +532,7 @@ class Daemon:
             sup = await supc.SupervisorClient.connect(s.exec_root)
         cgroup_version, _ = _cgroups()
         engine = Engine(EngineOptions(root=s.root, exec_root=s.exec_root,
+                                      sysinfo=backend.sysinfo,
                                       cgroup_parent=s.cgroup_parent, log_driver=s.log_driver,
                                       log_opts=dict(s.log_opts), init_path=s.init_path,
                                       cgroup2=cgroup_version == "2",

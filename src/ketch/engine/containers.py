@@ -116,6 +116,7 @@ class EngineOptions:
     init_path: str | None = None
     cgroup2: bool = False
     network: NetworkOptions = field(default_factory=lambda: NetworkOptions())
+    sysinfo: model.SysInfo | None = None    # the host's features; probed here when None
 
 
 def _init_binary() -> str | None:
@@ -154,7 +155,7 @@ class Engine:
         self._released: set[str] = set()    # exited: supervisor delete and _release done
         self._recording: dict[str, asyncio.Future[None]] = {}   # an exit's cleanup under way
         self._locks: dict[str, asyncio.Lock] = {}   # one start/prepare at a time
-        self._host_sysinfo: model.SysInfo | None = None
+        self._host_sysinfo: model.SysInfo | None = opts.sysinfo
         self._background: set[asyncio.Future[None]] = set()
         from ketch.engine.execs import Execs
 
