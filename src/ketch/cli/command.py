@@ -42,12 +42,6 @@ class UsageFailure(Exception):
         self.status = exit_code
 
 
-class Exit(Exception):  # noqa: N818 - a way out, not an error
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 def _plural(n: int) -> str:
     return f"{n} argument" + ("" if n == 1 else "s")
 
@@ -294,6 +288,6 @@ def prune_filter_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                   help='Provide filter values (e.g. "until=<timestamp>")')(fn)
 
 
-__all__ = ["Command", "Exit", "Group", "Invocation", "UnknownCommand", "UsageFailure",
+__all__ = ["Command", "Group", "Invocation", "UnknownCommand", "UsageFailure",
            "command", "filter_option", "format_option", "option", "pass_obj",
            "prune_filter_option"]

@@ -95,15 +95,19 @@ def _in_parallel(names: Sequence[str], fn: Callable[[str], Any]
 
 
 def _each(session: Session, names: Sequence[str], fn: Callable[[str], Any],
-          echo: bool = True, parallel: bool = True) -> int:
+          echo: bool = True, parallel: bool = True,
+          forgiven: Callable[[KetchError], bool] = lambda exc: False) -> int:
     """Act on every name; print it on success, and the daemon's errors after all of them;
-    exit 1 if any failed (docker's stop/kill/pause/... loops; restart and update go one
-    at a time, as docker's do)."""
+    exit 1 if any failed (docker's stop/kill/rm/pause/... loops; restart and update go
+    one at a time, as docker's do). A ``forgiven`` error is printed at once and is not
+    a failure."""
     errors: list[str] = []
     results: Iterable[tuple[str, KetchError | None]] = (
         _in_parallel(names, fn) if parallel else ((n, _attempt(fn, n)) for n in names))
     for name, exc in results:
-        if exc is not None:
+        if exc is not None and forgiven(exc):
+            sys.stderr.write(error_text(exc) + "\n")
+        elif exc is not None:
             errors.append(error_text(exc))
         elif echo:
             sys.stdout.write(name + "\n")
@@ -452,18 +456,8 @@ def rm(session: Session, args: tuple[str, ...], force: bool, link: bool, volumes
             raise local(InvalidArgument("container name cannot be empty"))
         client.container_remove(name.strip("/"), force=force, volumes=volumes, link=link)
 
-    errors: list[str] = []
-    for name, exc in _in_parallel(args, one):
-        if isinstance(exc, NotFound) and force:
-            # `rm -f` of a missing container says so at once, and is not a failure.
-            sys.stderr.write(error_text(exc) + "\n")
-        elif exc is not None:
-            errors.append(error_text(exc))
-        else:
-            sys.stdout.write(name + "\n")
-    for text in errors:
-        sys.stderr.write(text + "\n")
-    return 1 if errors else 0
+    # `rm -f` of a missing container says so at once, and is not a failure.
+    return _each(session, args, one, forgiven=lambda exc: force and isinstance(exc, NotFound))
 
 
 @command("pause", "CONTAINER [CONTAINER...]", "Pause all processes within one or more containers",

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args in (["--version"], ["-v"]):
         sys.stdout.write(f"ketch version {__version__}\n")
         return 0
-    from ketch.cli.command import Exit, Invocation, UnknownCommand, UsageFailure
+    from ketch.cli.command import Invocation, UnknownCommand, UsageFailure
     from ketch.cli.session import error_text
     from ketch.errors import KetchError
 
@@ -132,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"ketch: unknown command: {exc.path}{usage}\n\n"
                          f"Run '{exc.path.rsplit(' ', 1)[0]} --help' for more information\n")
         return 1
-    except Exit as exc:
-        return exc.code
     except KetchError as exc:
         sys.stderr.write(error_text(exc) + "\n")
         return int(getattr(exc, "exit_code", 1))
