@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -902,8 +903,12 @@ def _cp_tar(side: Side, src: str) -> list[tuple[Any, ...]]:
     return _tar_entries(side, "cp", src, "-")
 
 
-def _tar_entries(side: Side, *args: str) -> list[tuple[Any, ...]]:
-    """The tar a docker command writes to stdout, entry by entry."""
+def _tar_entries(side: Side, *args: str, since: float | None = None) -> list[tuple[Any, ...]]:
+    """The tar a docker command writes to stdout, entry by entry.
+
+    With ``since``, an mtime from then on reads "during the test": the two engines'
+    containers run side by side, and a second's tick may fall between them.
+    """
     import hashlib
     import io
     import tarfile
@@ -918,7 +923,10 @@ def _tar_entries(side: Side, *args: str) -> list[tuple[Any, ...]]:
             # Not uname/gname: dockerd 20.10 looks the owners' names up in the host's
             # passwd and group (Go's tar.FileInfoHeader); Docker 23+ writes none
             # (FileInfoHeaderNoLookups), as ketch does.
-            entries.append((m.name, m.type, oct(m.mode), m.uid, m.gid, m.size, m.mtime,
+            mtime: object = m.mtime
+            if since is not None and m.mtime >= int(since):
+                mtime = "during the test"
+            entries.append((m.name, m.type, oct(m.mode), m.uid, m.gid, m.size, mtime,
                             m.linkname, hashlib.sha256(f.read()).hexdigest() if f else ""))
     return entries
 
@@ -933,6 +941,7 @@ INIT_LAYER = {".dockerenv", "etc/mtab", "etc", "etc/hostname", "etc/hosts", "etc
 
 def test_export(pair: Pair, host_files: Path) -> None:
     (host_files / "bind" / "host-file").write_text("from the host\n")
+    started = time.time()
     # Volumes and binds are not the container's filesystem: their mount points are
     # exported, empty.
     pair.ok("run", "-d", *NONE, "--name", "ex", "-v", "ex-vol:/vdata",
@@ -942,7 +951,7 @@ def test_export(pair: Pair, host_files: Path) -> None:
             "ln /data/sub/f /data/hard; chmod 4750 /data/sub/f; chown 7:8 /data/sub; "
             "rm /bin/vi; sleep 100")
     pair.ok("exec", "ex", "sh", "-c", "while ! test -e /data/hard; do sleep 0.05; done")
-    d, k = (tuple(e for e in _tar_entries(side, "export", "ex") if e[0] not in INIT_LAYER
+    d, k = (tuple(e for e in _tar_entries(side, "export", "ex", since=started) if e[0] not in INIT_LAYER
                   and e[0].rstrip("/") not in INIT_LAYER) for side in pair.sides)
     assert k == d
     pair.same("export", "nosuch")
@@ -1131,8 +1140,6 @@ def test_stats(pair: Pair) -> None:
 # --------------------------------------------------------------------- restarts and health
 
 def _until(pair: Pair, name: str, fmt: str, want: str, timeout: float = 15) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     for side in pair.sides:
         while True:
