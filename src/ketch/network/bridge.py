@@ -301,7 +301,7 @@ class BridgeNetwork:
             addr = self._ipam.allocate(ipaddress.IPv4Address(ip) if ip else None)
             mappings: list[PortMapping] = []
             rec = EndpointRecord(container_id, str(addr),
-                                 validate_mac(mac) if mac else mac_from_ip(addr),
+                                 validate_mac(mac) if mac else mac_from_ip(ipaddress.IPv4Address(addr)),
                                  veth_name(self.config.name, container_id), mappings,
                                  hostname, list(aliases))
             try:

@@ -106,41 +106,53 @@ def first_host(subnet: IPv4Network) -> IPv4Address:
     return subnet.network_address + 1
 
 
-class Allocator:
-    """Lowest-free address allocation in one subnet; the set is what gets persisted."""
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    def __init__(self, subnet: IPv4Network, gateway: IPv4Address,
-                 allocated: Iterable[IPv4Address] = ()) -> None:
+
+class Allocator:
+    """Lowest-free address allocation in one subnet (IPv4 or IPv6), from ``ip_range``
+    when the network has one (``--ip-range``); static addresses may be anywhere in
+    the subnet, as Docker allows. The allocated set is what gets persisted."""
+
+    def __init__(self, subnet: IPNetwork, gateway: IPAddress | None,
+                 allocated: Iterable[IPAddress] = (), *,
+                 ip_range: IPNetwork | None = None, network_name: str = "bridge") -> None:
         self.subnet = subnet
         self.gateway = gateway
-        self.allocated: set[IPv4Address] = set(allocated)
+        self.ip_range = ip_range or subnet
+        self.network_name = network_name
+        self.allocated: set[IPAddress] = set(allocated)
 
-    def _usable(self, ip: IPv4Address) -> bool:
-        return (ip in self.subnet and ip != self.gateway
-                and ip != self.subnet.network_address
-                and ip != self.subnet.broadcast_address)
+    def _usable(self, ip: IPAddress) -> bool:
+        if ip not in self.subnet or ip == self.gateway or ip == self.subnet.network_address:
+            return False
+        # IPv6 has no broadcast address; dockerd still never hands out the last one
+        return ip != self.subnet.broadcast_address
 
-    def allocate(self, ip: IPv4Address | None = None) -> IPv4Address:
+    def allocate(self, ip: IPAddress | None = None) -> IPAddress:
         if ip is not None:
-            if not self._usable(ip):
+            if ip.version != self.subnet.version or not self._usable(ip):
                 raise InvalidArgument(f"no configured subnet or ip-range contain the IP "
-                                      f"address {ip}" if ip not in self.subnet
+                                      f"address {ip}" if ip.version != self.subnet.version
+                                      or ip not in self.subnet
                                       else f"Address {ip} is not usable in {self.subnet}")
             if ip in self.allocated:
                 raise Conflict("Address already in use")
             self.allocated.add(ip)
             return ip
-        candidate = first_host(self.subnet)
-        last = self.subnet.broadcast_address
-        while candidate < last:
-            if candidate != self.gateway and candidate not in self.allocated:
+        make = type(self.subnet.network_address)
+        for n in range(int(self.ip_range.network_address),
+                       int(self.ip_range.broadcast_address) + 1):
+            candidate = make(n)
+            if self._usable(candidate) and candidate not in self.allocated:
                 self.allocated.add(candidate)
                 return candidate
-            candidate += 1
-        raise Unavailable(f"no available IPv4 addresses on this network's address pools: "
-                          f"bridge ({self.subnet})")
+        family = "IPv4" if self.subnet.version == 4 else "IPv6"
+        raise Unavailable(f"no available {family} addresses on this network's address "
+                          f"pools: {self.network_name} ({self.subnet})")
 
-    def release(self, ip: IPv4Address) -> None:
+    def release(self, ip: IPAddress) -> None:
         self.allocated.discard(ip)
 
 
