@@ -106,6 +106,7 @@ _RR_FIXED = struct.Struct("!HHIH")
 _QUESTION_FIXED = struct.Struct("!HH")
 _U16 = struct.Struct("!H")
 _MAX_NAME = 255
+_MAX_POINTERS = 128  # a 255-byte name has at most 127 labels, each may be a pointer away
 
 
 class DnsFormatError(ValueError):
@@ -118,12 +119,13 @@ class DnsFormatError(ValueError):
 def decode_name(data: bytes, offset: int) -> tuple[tuple[bytes, ...], int]:
     """The labels of the name at ``offset`` and the offset after it (pointers followed).
 
-    A compression pointer must point before the label that holds it, which is
-    what every encoder does and what makes loops impossible.
+    Pointers may point anywhere in the message (miekg/dns, under dockerd, takes
+    forward ones too); a bounded number of hops ends loops.
     """
     labels: list[bytes] = []
     end = -1  # where the name ends in the message, once a pointer was followed
     length = 1
+    hops = 0
     pos = offset
     limit = len(data)
     while True:
@@ -137,9 +139,10 @@ def decode_name(data: bytes, offset: int) -> tuple[tuple[bytes, ...], int]:
         if kind == 0xC0:
             if pos + 1 >= limit:
                 raise DnsFormatError("truncated compression pointer")
+            hops += 1
+            if hops > _MAX_POINTERS:
+                raise DnsFormatError("compression pointer loop")
             target = ((n & 0x3F) << 8) | data[pos + 1]
-            if target >= pos:
-                raise DnsFormatError("compression pointer does not point backwards")
             if end < 0:
                 end = pos + 2
             pos = target
@@ -649,13 +652,34 @@ class DnsServer:
                 self._call(self._detach(key))
                 del self._served[key]
             udp, tcp = _bind_in_netns(netns_path)
-            try:
-                self._call(self._attach(key, netns_path, udp, tcp))
-            except BaseException:
-                udp.close()
-                tcp.close()
-                raise
-            self._served[key] = netns_path
+            self._attach_locked(key, netns_path, udp, tcp)
+
+    def serve_sockets(self, key: str, udp: socket.socket, tcp: socket.socket,
+                      where: str) -> None:
+        """Serve ``key`` on sockets the caller bound (a UDP one, a listening TCP one).
+
+        What :meth:`serve` does after binding in the netns; for tests (no root
+        needed) and for callers that bind elsewhere. The server owns the sockets
+        from here on; ``where`` names them for :meth:`served`.
+        """
+        with self._lock:
+            self._running()
+            if key in self._served:
+                self._call(self._detach(key))
+                del self._served[key]
+            udp.setblocking(False)
+            tcp.setblocking(False)
+            self._attach_locked(key, where, udp, tcp)
+
+    def _attach_locked(self, key: str, where: str, udp: socket.socket,
+                       tcp: socket.socket) -> None:
+        try:
+            self._call(self._attach(key, where, udp, tcp))
+        except BaseException:
+            udp.close()
+            tcp.close()
+            raise
+        self._served[key] = where
 
     def stop(self, key: str) -> None:
         """Close ``key``'s sockets (the port is free when this returns); unknown keys are fine."""
