@@ -22,6 +22,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -503,15 +504,15 @@ def test_cleanup_leftovers_removes_exactly_what_was_recorded(env: Env) -> None:
     d.kill()
 
 
-def test_shared_parent_handed_over(env: Env) -> None:
-    """Two macvlan networks on one parent ketch made: the first removed hands it over."""
-    base = env.uplink()
-    if not _kernel_has("vlan"):
-        pytest.skip("this kernel has no 802.1q VLAN support (CONFIG_VLAN_8021Q)")
-    first = env.net(options={"parent": f"{base}.30"})
-    second = env.net(options={"parent": f"{base}.30"}, subnet="10.214.1.0/24",
-                     gateway="10.214.1.1")
-    first.teardown()
-    assert f"{base}.30" in _host_links()
-    second.teardown()
-    assert f"{base}.30" not in _host_links()
+def test_concurrent_attach_and_detach(env: Env) -> None:
+    net = env.net(options={"parent": env.uplink()})
+    spaces = [env.ns() for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        eps = list(pool.map(lambda ns: net.attach(_req(ns)), spaces))
+    assert sorted(int(str(e.ip).rsplit(".", 1)[1]) for e in eps) == [2, 3, 4, 5, 6, 7]
+    assert spaces[0].ping(eps[5].ip)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda e: net.detach(e.container_id), eps))
+    assert not net.endpoints() and all(ns.links() == {"lo"} for ns in spaces)
+    st = load_state(env.state_dir, net.config.network_id)
+    assert st is not None and not st.endpoints

@@ -31,8 +31,9 @@ Docker's rules (libnetwork/drivers/macvlan and ipvlan, moby 28), kept here:
 
 Kernel objects and who removes them:
 - the parent, if ketch created it (dummy/ifb or VLAN): recorded in the state file
-  before it exists, removed by teardown (only if it is still of the kind ketch
-  made, and handed over instead to another recorded network that uses it);
+  before it exists, removed by teardown only if it is still of the kind ketch
+  made. Like dockerd, the network that created a VLAN parent deletes it even if
+  another macvlan network was given the same parent meanwhile;
 - per container: the sub-interface, born in the container's netns with its final
   name; removed by detach, or by the kernel when the netns dies. A record keeps
   the netns's inode so that a reused pid's netns is never touched.
@@ -533,7 +534,9 @@ class MacvlanNetwork:
                     errors.append(exc)
             if st.created_parent and not errors:
                 try:
-                    self._release_parent(st)
+                    # as dockerd: even if another macvlan network shares it
+                    _delete_parent(self.nl, st.parent, st.created_parent)
+                    st.created_parent = ""
                 except OSError as exc:
                     errors.append(exc)
             if errors:
@@ -542,18 +545,6 @@ class MacvlanNetwork:
                 raise MultiError(errors)
             remove_state(self.state_dir, st.network_id)
             self.close()
-
-    def _release_parent(self, st: MacvlanState) -> None:
-        # Another recorded network on the same parent (macvlan shares parents) keeps
-        # using it: it becomes that network's to delete, as it is still ketch's.
-        for other in load_all_states(self.state_dir):
-            if other.network_id != st.network_id and other.parent == st.parent:
-                other.created_parent = st.created_parent
-                save_state(self.state_dir, other)
-                st.created_parent = ""
-                return
-        _delete_parent(self.nl, st.parent, st.created_parent)
-        st.created_parent = ""
 
     def close(self) -> None:
         """Drop the socket; kernel objects stay (daemon shutdown)."""
