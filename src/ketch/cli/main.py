@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 COMMANDS = {
     "version": "ketch.cli.system_cmds:version",
     "volume": "ketch.cli.volume_cmds:volume",
+    "network": "ketch.cli.network_cmds:network",
     "info": "ketch.cli.system_cmds:info",
     "system": "ketch.cli.system_cmds:system",
     "image": "ketch.cli.image_cmds:image",

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from ketch.client._containers import ContainersMixin
 from ketch.client._errors import from_status, message_of
 from ketch.client._http import form_encode, quote
+from ketch.client._networks import NetworksMixin
 from ketch.client._transport import (
     DEFAULT_HOST,
     HTTPTransport,
@@ -103,7 +104,7 @@ def _message(line: bytes) -> Iterator[dict[str, Any]]:
         yield msg
 
 
-class Client(ContainersMixin):
+class Client(ContainersMixin, NetworksMixin):
     def __init__(self, host: str | None = None, *, transport: Transport | None = None,
                  version: str | None = None) -> None:
         self.host = resolve_host(host)
