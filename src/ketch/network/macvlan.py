@@ -351,29 +351,38 @@ def _go_error(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _netns_id(path: str) -> tuple[int, int] | None:
+def _open_recorded_netns(rec: EndpointRecord) -> int | None:
+    """An fd of the endpoint's netns if the path still leads to the netns it was made
+    in (not the netns of a process that got the pid since), else None. Working
+    through the fd, not the path, closes the window for a pid reused meanwhile."""
     try:
-        st = os.stat(path)
+        fd = os.open(rec.netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    return st.st_dev, st.st_ino
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != rec.netns_id:
+        os.close(fd)
+        return None
+    return fd
 
 
-def _delete_in_netns(rec: EndpointRecord) -> bool:
+def _delete_in_netns(rec: EndpointRecord, fd: int | None = None) -> bool:
     """Delete the endpoint's interface if its netns is still the one it was made in;
     False when there was nothing to delete (netns gone: the kernel deleted it)."""
-    if _netns_id(rec.netns_path) != rec.netns_id:
-        return False
+    own = fd is None
+    if fd is None:
+        fd = _open_recorded_netns(rec)
+        if fd is None:
+            return False
     try:
-        with Netlink(rec.netns_path) as inner:
+        with Netlink(f"/proc/self/fd/{fd}") as inner:
             found = links.link_details(inner, rec.ifname)
             if found is None or found.kind not in DRIVERS:
                 return False              # not ours (or renamed away): leave it
             return inner.delete_link(rec.ifname)
-    except OSError as exc:
-        if exc.errno in (_errno.ENOENT, _errno.ESRCH, _errno.EINVAL):
-            return False                  # the netns died while we looked
-        raise
+    finally:
+        if own:
+            os.close(fd)
 
 
 def _delete_parent(nl: Netlink, name: str, kind: str) -> bool:
@@ -385,7 +394,9 @@ def _delete_parent(nl: Netlink, name: str, kind: str) -> bool:
         if found.kind != "vlan" or not found.parent_index:
             log.warning("not deleting %s: no longer a VLAN sub-interface", name)
             return False
-    elif found.kind != kind or found.parent_index:
+    # "dummy" or "ifb" alike: a crash may have come between recording "dummy" and
+    # making an ifb on a kernel without dummy
+    elif found.kind not in ("dummy", "ifb") or found.parent_index:
         log.warning("not deleting %s: no longer a %s device", name, kind)
         return False
     return nl.delete_link(name)
@@ -589,6 +600,7 @@ class MacvlanNetwork:
             addr6: IPAddress | None = None
             rec: EndpointRecord | None = None
             created = False
+            fd: int | None = None
             try:
                 if self._ipam6 is not None:
                     addr6 = self._ipam6.allocate(ip6)
@@ -607,21 +619,18 @@ class MacvlanNetwork:
                     and not cfg.routed else "",
                     routed=routes and cfg.routed)
                 fd = _open_netns(req.netns_path)
-                try:
-                    st_ns = os.fstat(fd)
-                    rec.netns_id = (st_ns.st_dev, st_ns.st_ino)
-                    st.endpoints[req.container_id] = rec
-                    self._save()          # recorded before anything is created
-                    self._create_port(rec, fd)
-                    created = True
-                finally:
-                    os.close(fd)
-                self._configure(rec)
+                st_ns = os.fstat(fd)
+                rec.netns_id = (st_ns.st_dev, st_ns.st_ino)
+                st.endpoints[req.container_id] = rec
+                self._save()              # recorded before anything is created
+                self._create_port(rec, fd)
+                created = True
+                self._configure(rec, fd)
                 self._save()              # the MAC read back
             except BaseException:
-                if created and rec is not None:
+                if created and rec is not None and fd is not None:
                     try:
-                        _delete_in_netns(rec)
+                        _delete_in_netns(rec, fd)
                     except OSError as exc:  # pragma: no cover - netns broke under us
                         log.warning("could not delete %s in %s: %s", rec.ifname,
                                     rec.netns_path, exc)
@@ -631,6 +640,9 @@ class MacvlanNetwork:
                 if st.endpoints.pop(req.container_id, None) is not None:
                     self._save()
                 raise
+            finally:
+                if fd is not None:
+                    os.close(fd)
             return _endpoint(rec)
 
     def _create_port(self, rec: EndpointRecord, netns_fd: int) -> None:
@@ -656,9 +668,9 @@ class MacvlanNetwork:
                 raise NotSupported(msg) from None
             raise System(msg) from None
 
-    def _configure(self, rec: EndpointRecord) -> None:
+    def _configure(self, rec: EndpointRecord, netns_fd: int) -> None:
         """Inside the container's netns: lo and the port up, addresses, routes."""
-        with Netlink(rec.netns_path) as inner:
+        with Netlink(f"/proc/self/fd/{netns_fd}") as inner:
             inner.set_up(1)                       # lo is ifindex 1 in every netns
             found = links.link_details(inner, rec.ifname)
             if found is None:
