@@ -26,6 +26,7 @@ from ketch.errors import Conflict, NotFound, NotSupported
 from ketch.linux.netlink import Netlink
 from ketch.linux.nftables import Nft
 from ketch.network.bridge import BridgeConfig, BridgeNetwork, cleanup_leftovers
+from ketch.network.endpoint import EndpointRequest
 from ketch.network.ipam import AddressPool
 from ketch.network.ports import parse_publish
 
@@ -33,6 +34,10 @@ pytestmark = pytest.mark.root
 
 BUSYBOX = "/bin/busybox"
 POOLS = (AddressPool(ipaddress.IPv4Network("10.213.0.0/16"), 24),)
+
+
+def req(cid: str, netns: str, *, ports: object = ()) -> EndpointRequest:
+    return EndpointRequest(cid, netns, ports=tuple(ports))  # type: ignore[arg-type]
 
 
 class Netns:
@@ -77,7 +82,7 @@ def _leftovers(bridge: str, table: str, veths: list[str], state_dir: Path) -> li
     with Netlink() as nl:
         links = {link.name for link in nl.links()}
     found += [n for n in [bridge, *veths] if n in links]
-    if Nft().table_exists("ip", table):
+    if Nft().table_exists("inet", table) or Nft().table_exists("ip", table):
         found.append(f"table {table}")
     found += [p.name for p in state_dir.glob("bridge-*.json")]
     return found
@@ -163,9 +168,9 @@ def test_bridge_ping_publish_and_clean_detach(net: BridgeNetwork, netns: list[Ne
     with open(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet") as f:
         assert f.read().strip() == "1"
 
-    ea = net.attach("ca-" + secrets.token_hex(4), a.path, hostname="a")
-    eb = net.attach("cb-" + secrets.token_hex(4), b.path, hostname="b",
-                    ports=parse_publish(["80"]))
+    ea = net.attach(req("ca-" + secrets.token_hex(4), a.path))
+    eb = net.attach(req("cb-" + secrets.token_hex(4), b.path,
+                    ports=parse_publish(["80"])))
     assert ea.ip == net.subnet.network_address + 2
     assert eb.ip == net.subnet.network_address + 3
     assert ea.mac == "02:42:" + ":".join(f"{x:02x}" for x in ea.ip.packed)
@@ -207,10 +212,10 @@ def test_bridge_ping_publish_and_clean_detach(net: BridgeNetwork, netns: list[Ne
     netns.append(c)
     cid_c = "cc-" + secrets.token_hex(4)
     with pytest.raises(Conflict, match="port is already allocated"):
-        net.attach(cid_c, c.path, ports=parse_publish([f"{port}:80"]))
+        net.attach(req(cid_c, c.path, ports=parse_publish([f"{port}:80"])))
     assert net.endpoint(cid_c) is None
     # ... and the address it would have had is free again.
-    ec = net.attach(cid_c, c.path)
+    ec = net.attach(req(cid_c, c.path))
     assert ec.ip == net.subnet.network_address + 4
     net.detach(cid_c)
 
@@ -219,25 +224,25 @@ def test_bridge_ping_publish_and_clean_detach(net: BridgeNetwork, netns: list[Ne
     with Netlink() as nl:
         assert nl.link(eb.host_veth) is None
     assert "eth0" not in b.run("ip", "-o", "link").stdout
-    assert f"{port}" not in Nft().run(f"list map ip {net.config.table} pub_any")
+    assert f"{port}" not in Nft().run(f"list map inet {net.config.table} pub_any")
     with pytest.raises(OSError):
         _http_get(f"http://127.0.0.1:{port}/")
     net.detach(eb.container_id)          # idempotent
-    again = net.attach("cd-" + secrets.token_hex(4), b.path)
+    again = net.attach(req("cd-" + secrets.token_hex(4), b.path))
     assert again.ip == eb.ip             # lowest free, as dockerd
 
 
 def test_attach_failure_leaves_nothing(net: BridgeNetwork, netns: list[Netns]) -> None:
     with pytest.raises(NotFound):
-        net.attach("gone", "/proc/999999999/ns/net")
+        net.attach(req("gone", "/proc/999999999/ns/net"))
     assert net.endpoints() == []
     a = Netns()
     netns.append(a)
-    ep = net.attach("x1", a.path)
+    ep = net.attach(req("x1", a.path))
     assert ep.ip == net.subnet.network_address + 2
     # eth0 exists already in that netns: refused, and the host end is not left behind.
     with pytest.raises(Conflict):
-        net.attach("x2", a.path)
+        net.attach(req("x2", a.path))
     with Netlink() as nl:
         assert nl.link(ep.host_veth) is not None
         assert [link.name for link in nl.links() if link.master == nl.index(net.config.name)] \
@@ -250,8 +255,8 @@ def test_restart_keeps_endpoints_and_cleanup_removes_leftovers(
     bridge, table = names
     a, b = Netns(), Netns()
     netns += [a, b]
-    ea = net.attach("live", a.path, ports=parse_publish(["127.0.0.1::80"]))
-    eb = net.attach("dead", b.path, ports=parse_publish(["80/udp"]))
+    ea = net.attach(req("live", a.path, ports=parse_publish(["127.0.0.1::80"])))
+    eb = net.attach(req("dead", b.path, ports=parse_publish(["80/udp"])))
     state_dir = net.state_dir
     net.close()                              # the daemon goes away; kernel objects stay
 
@@ -263,17 +268,17 @@ def test_restart_keeps_endpoints_and_cleanup_removes_leftovers(
     again.setup()
     assert [e.container_id for e in again.endpoints()] == ["live"]
     assert again.endpoint("live") == ea
-    listing = Nft().run(f"list table ip {table}")
+    listing = Nft().run(f"list table inet {table}")
     assert f"127.0.0.1 . tcp . {ea.ports[0].host_port}" in listing
     assert "udp" not in listing.split("map pub_any")[1].split("}")[0]
     # The recorded host port is held again: nobody else can bind it.
     with pytest.raises(Conflict):
-        again.attach("other", b.path, ports=parse_publish([f"127.0.0.1:{ea.ports[0].host_port}:80"]))
+        again.attach(req("other", b.path, ports=parse_publish([f"127.0.0.1:{ea.ports[0].host_port}:80"])))
     again.close()
 
     removed = cleanup_leftovers(state_dir)
     assert f"link {ea.host_veth}" in removed and f"link {bridge}" in removed
-    assert f"nft table ip {table}" in removed
+    assert f"nft table inet {table}" in removed
     assert cleanup_leftovers(state_dir) == []
     assert _leftovers(bridge, table, [ea.host_veth, eb.host_veth], Path("/nonexistent")) == []
 
@@ -282,8 +287,8 @@ def test_restart_keeps_endpoints_and_cleanup_removes_leftovers(
 def test_icc_false_isolates_containers(net: BridgeNetwork, netns: list[Netns]) -> None:
     a, b = Netns(), Netns()
     netns += [a, b]
-    net.attach("i1", a.path)
-    eb = net.attach("i2", b.path)
+    net.attach(req("i1", a.path))
+    eb = net.attach(req("i2", b.path))
     assert a.run(BUSYBOX, "ping", "-c1", "-W1", str(eb.ip)).returncode != 0
     assert a.run(BUSYBOX, "ping", "-c1", "-W1", str(net.gateway)).returncode == 0
 
@@ -291,19 +296,19 @@ def test_icc_false_isolates_containers(net: BridgeNetwork, netns: list[Netns]) -
 def test_background_detach(net: BridgeNetwork, netns: list[Netns]) -> None:
     a, b = Netns(), Netns()
     netns += [a, b]
-    ea = net.attach("bg1", a.path, ports=parse_publish(["80"]))
+    ea = net.attach(req("bg1", a.path, ports=parse_publish(["80"])))
     net.detach("bg1", background=True)
     assert net.endpoint("bg1") is None
-    assert str(ea.ports[0].host_port) not in Nft().run(f"list map ip {net.config.table} pub_any")
+    assert str(ea.ports[0].host_port) not in Nft().run(f"list map inet {net.config.table} pub_any")
     # Until the veth is gone its address is not handed out again...
-    eb = net.attach("bg2", b.path)
+    eb = net.attach(req("bg2", b.path))
     assert eb.ip in (ea.ip, ea.ip + 1)
     net.drain()
     with Netlink() as nl:
         assert nl.link(ea.host_veth) is None
     # ... and a restart of the same container waits for its old veth.
     net.detach("bg2", background=True)
-    again = net.attach("bg2", b.path)
+    again = net.attach(req("bg2", b.path))
     assert again.host_veth == eb.host_veth
     net.detach("bg2", background=True)
     net.detach("bg2")                        # waits for the pending one
@@ -319,7 +324,7 @@ def test_attach_detach_time(net: BridgeNetwork, netns: list[Netns]) -> None:
     half = len(spaces) // 2
     t0 = time.perf_counter()
     for i, ns in enumerate(spaces):
-        net.attach(f"t{i}", ns.path, ports=parse_publish(["80"]))
+        net.attach(req(f"t{i}", ns.path, ports=parse_publish(["80"])))
     t1 = time.perf_counter()
     for i in range(half):
         net.detach(f"t{i}")
@@ -360,8 +365,8 @@ def _private_scenario() -> dict[str, object]:
     net.setup()
     a, b = Netns(), Netns()
     try:
-        net.attach("a", a.path)
-        eb = net.attach("b", b.path, ports=parse_publish(["18080:80"]))
+        net.attach(req("a", a.path))
+        eb = net.attach(req("b", b.path, ports=parse_publish(["18080:80"])))
         _serve(b, tmp, "hello\n", str(eb.ip))
         results["loopback"] = _http_get("http://127.0.0.1:18080/")
         results["host"] = _http_get("http://198.51.100.2:18080/")

@@ -82,9 +82,11 @@ def test_own_attributes_win_over_labels_and_image_events_have_no_from() -> None:
 
 def test_network_events_through_the_engine_hook_as_dockerd() -> None:
     bus = EventBus(clock=lambda: 1700000000_000000001)
-    nid = ev.bridge_network_id("ketch0")
-    assert len(nid) == 64 and nid == ev.bridge_network_id("ketch0") != \
-        ev.bridge_network_id("kt1")
+    from ketch.network.store import predefined_id
+
+    nid = predefined_id("bridge", "ketch0")
+    assert len(nid) == 64 and nid == predefined_id("bridge", "ketch0") != \
+        predefined_id("bridge", "kt1")
     m = bus.container_event("network connect", container(labels={"team": "a"}),
                             ev.network_attrs(nid, "bridge", "bridge"))
     # dockerd 20.10's shape: no status/id/from, no labels, the network as the actor.

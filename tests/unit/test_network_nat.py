@@ -27,8 +27,8 @@ def test_elements() -> None:
     assert nat.element(LOCAL, "172.17.0.3") == ("pub_ip",
                                                  "127.0.0.1 . udp . 9090 : 172.17.0.3 . 53")
     assert nat.delete_elements_script("ketch", [ANY, LOCAL]) == (
-        "delete element ip ketch pub_any { tcp . 8080 }\n"
-        "delete element ip ketch pub_ip { 127.0.0.1 . udp . 9090 }\n")
+        "delete element inet ketch pub_any { tcp . 8080 }\n"
+        "delete element inet ketch pub_ip { 127.0.0.1 . udp . 9090 }\n")
 
 
 def test_table_script_only_names_its_own_table() -> None:
@@ -36,12 +36,25 @@ def test_table_script_only_names_its_own_table() -> None:
                               [(ANY, "172.17.0.2")])
     for line in script.splitlines():
         if line.startswith(("add ", "delete ", "table ")):
-            assert " ip ketch" in line
+            assert " inet ketch" in line or " ip ketch" in line   # (the legacy family's)
     assert "elements = { tcp . 8080 : 172.17.0.2 . 80 }" in script
     assert 'ip saddr 172.17.0.0/16 oifname != "ketch0" masquerade' in script
     assert 'iifname "br1" oifname "br1" drop' in script          # --icc=false
     assert 'iifname "ketch0" oifname "ketch0" drop' not in script
     assert "policy drop" not in script
+
+
+def test_internal_and_ipv6_rules() -> None:
+    script = nat.table_script("ketch", [
+        nat.BridgeRules("br-in", "10.1.0.0/24", internal=True),
+        nat.BridgeRules("br-v6", "10.2.0.0/24", subnet6="fd00:1::/64"),
+        nat.BridgeRules("br-nomasq", "10.3.0.0/24", masquerade=False)])
+    # an internal network: nothing in or out but between its own ports, never masqueraded
+    assert 'iifname "br-in" oifname != "br-in" drop' in script
+    assert 'oifname "br-in" iifname != "br-in" drop' in script
+    assert "10.1.0.0/24 oifname" not in script
+    assert 'ip6 saddr fd00:1::/64 oifname != "br-v6" masquerade' in script
+    assert 'ip saddr 10.3.0.0/24 oifname != "br-nomasq" masquerade' not in script
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="nft --check")

@@ -51,6 +51,11 @@ def make_app(system_backend: system.SystemBackend,
         container_files.setup(app, engine)
         container_stats.setup(app, engine)
         volumes.setup(app, engine.volumes, in_use=engine.volume_users)
+        from ketch.api.routers import networks
+        from ketch.engine.networks import NetworkAPI
+
+        networks.setup(app, NetworkAPI(engine, events.network_event if events is not None
+                                       else None))
     if events is not None:
         from ketch.api.routers import events as events_router
 

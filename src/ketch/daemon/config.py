@@ -43,6 +43,8 @@ HONOURED: dict[str, type | tuple[type, ...]] = {
     "bip": str,
     "default-address-pools": list,
     "icc": bool,
+    "ipv6": bool,
+    "fixed-cidr-v6": str,
     "default-ulimits": dict,  # {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}
 }
 

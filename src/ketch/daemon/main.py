@@ -78,6 +78,8 @@ class Settings:
     bip: str | None = None
     address_pools: list[dict[str, Any]] = field(default_factory=list)
     icc: bool = True
+    ipv6: bool = False
+    fixed_cidr_v6: str | None = None
     default_ulimits: list[tuple[str, int, int]] = field(default_factory=list)  # name soft hard
 
 
@@ -88,7 +90,8 @@ _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
               "cgroup_parent": "cgroup-parent", "bridge": "bridge", "bip": "bip",
               "default_ulimits": "default-ulimits", "log_driver": "log-driver",
-              "log_opts": "log-opts"}
+              "log_opts": "log-opts", "ipv6": "ipv6", "fixed_cidr_v6": "fixed-cidr-v6",
+              "icc": "icc", "address_pools": "default-address-pools"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,6 +120,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bridge", dest="bridge",
                    help='the default network\'s bridge interface (default ketch0; "none": none)')
     p.add_argument("--bip", dest="bip", help="the default bridge's address and subnet")
+    p.add_argument("--ipv6", dest="ipv6", action="store_const", const=True,
+                   help="IPv6 on the default bridge (with --fixed-cidr-v6)")
+    p.add_argument("--fixed-cidr-v6", dest="fixed_cidr_v6",
+                   help="the default bridge's IPv6 subnet")
+    p.add_argument("--icc", dest="icc", type=_flag_bool, metavar="BOOL",
+                   help="traffic between containers of the default bridge (default true)")
+    p.add_argument("--default-address-pool", dest="address_pools", action="append",
+                   metavar="base=CIDR,size=N",
+                   help="pools networks' subnets are chosen from (default: Docker's)")
     p.add_argument("--log-driver", dest="log_driver",
                    help="default driver for container logs (json-file, local, none)")
     p.add_argument("--log-opt", dest="log_opts", action="append", metavar="KEY=VALUE",
@@ -130,6 +142,23 @@ def parser() -> argparse.ArgumentParser:
                    help="allow tcp:// without TLS (anyone who reaches it is root)")
     p.add_argument("-v", "--version", action="store_true")
     return p
+
+
+def _flag_bool(word: str) -> bool:
+    if word.lower() in ("1", "t", "true"):
+        return True
+    if word.lower() in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {word!r}")
+
+
+def _address_pool(word: str) -> dict[str, Any]:
+    """``--default-address-pool base=10.10.0.0/16,size=24`` in daemon.json's shape."""
+    fields = dict(part.partition("=")[::2] for part in word.split(","))
+    if set(fields) != {"base", "size"} or not fields["size"].isdigit():
+        raise InvalidArgument(f"invalid default address pool {word!r}: want "
+                              "base=CIDR,size=N")
+    return {"base": fields["base"], "size": int(fields["size"])}
 
 
 def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
@@ -146,6 +175,9 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
                                       f"{word}")     # dockerd's opts.ValidateLogOpt words
             opts[key] = value
         flags["log-opts"] = opts
+    if "default-address-pools" in flags:
+        flags["default-address-pools"] = [_address_pool(w) for w in
+                                           flags["default-address-pools"]]
     if "default-ulimits" in flags:     # the flag's words in daemon.json's shape
         flags["default-ulimits"] = {u["Name"]: u for u in
                                     map(cfgmod.parse_ulimit, flags["default-ulimits"])}
@@ -176,6 +208,8 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         bip=merged.get("bip"),
         address_pools=list(merged.get("default-address-pools") or []),
         icc=bool(merged.get("icc", True)),
+        ipv6=bool(merged.get("ipv6", False)),
+        fixed_cidr_v6=merged.get("fixed-cidr-v6"),
         default_ulimits=cfgmod.default_ulimits(merged.get("default-ulimits"), path),
     )
     from ketch.engine.model import LogConfig, verify_log_config
@@ -540,7 +574,9 @@ class Daemon:
                                                        for n, soft, hard in s.default_ulimits],
                                       network=NetworkOptions(bridge=s.bridge, bip=s.bip,
                                                              address_pools=s.address_pools,
-                                                             icc=s.icc)), images, sup,
+                                                             icc=s.icc, ipv6=s.ipv6,
+                                                             fixed_cidr_v6=s.fixed_cidr_v6)),
+                        images, sup,
                         on_event=events.container_event if events is not None else None)
         await engine.reconcile()
 

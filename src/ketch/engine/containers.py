@@ -140,9 +140,9 @@ class Engine:
 
             volumes = VolumeStore(opts.root)
         self.volumes = volumes
-        from ketch.engine.network import make_bridge
+        from ketch.engine.networks import Networks
 
-        self.bridge = make_bridge(opts.root, opts.network)
+        self.networks = Networks(self, opts.network, opts.root)
         self.store = ContainerStore(os.path.join(opts.root, "containers.db"))
         self.on_event = on_event or (lambda action, c, attrs: None)
         self._exited: dict[str, asyncio.Event] = {}       # id -> set at each exit
@@ -218,13 +218,15 @@ class Engine:
         alive = [i for i, info in live.items()
                  if info.supervised and info.status in ("running", "paused", "created")]
         await asyncio.to_thread(self.volumes.reconcile, alive)
-        if self.bridge is not None:
-            # Kernel leftovers of containers that are gone, then the default network
-            # (its endpoints of live containers kept).
-            from ketch.network.bridge import cleanup_leftovers
-
-            await asyncio.to_thread(cleanup_leftovers, self.bridge.state_dir, alive)
-            await asyncio.to_thread(self.bridge.setup)
+        # Kernel leftovers of containers that are gone, then the networks (their
+        # endpoints of live containers kept, with their DNS).
+        running = []
+        for cid in alive:
+            rec = self.store.find(cid)
+            if rec is not None and live[cid].status != "created":
+                rec.state.pid = live[cid].pid
+                running.append(rec)
+        await asyncio.to_thread(self.networks.setup, running)
         for c in self.store.all():
             info = live.get(c.id)
             if info is not None and info.status in ("running", "paused", "created") \
@@ -272,6 +274,7 @@ class Engine:
                 with contextlib.suppress(BaseException):
                     await t
         await self.health.close()
+        await asyncio.to_thread(self.networks.close)
         self.store.close()
 
     async def _follow_exits(self) -> None:
@@ -323,6 +326,9 @@ class Engine:
         if hc.network_mode in ("", "default"):
             hc.network_mode = "bridge"
         self._check_network(hc)
+        networks = self.networks.configure(hc.network_mode,
+                                           req.networking_config.endpoints_config)
+        self.networks.check_create(hc.network_mode, networks)
         specgen.merge_image_config(config, image_config)
         if name:    # dockerd reserves the name last (newContainer), after the checks above
             name = check_name(name)
@@ -339,11 +345,12 @@ class Engine:
         c = Container(id=cid, name=name, created=now_rfc3339(), image=config.image,
                       image_id=image.id, path=path, args=args,
                       config=model.config_json(config), host_config=model.host_config_json(hc))
-        from ketch.engine.network import port_specs, settings
+        from ketch.engine.network import port_specs
+        from ketch.engine.networks import network_settings
 
         port_specs(hc, config.exposed_ports)      # bad -p specs fail the create
         # dockerd fills Ports in at the first start: a created container has none yet
-        c.network_settings = settings(hc.network_mode, None, None)
+        c.network_settings = network_settings(networks, ports={})
         await asyncio.to_thread(self._store_new, c, config, hc)
         self.on_event("create", c, {})
         return cid, warnings
@@ -410,7 +417,7 @@ class Engine:
             return
         from ketch.errors import NotSupported
 
-        if mode == "bridge" and self.bridge is None:
+        if mode == "bridge" and self.networks.default_record() is None:
             raise NotSupported('the default network is disabled ("bridge": "none"): '
                                "use --network none or --network host")
         # Other names are looked up at start, as dockerd does (user networks come later).
@@ -540,68 +547,49 @@ class Engine:
         except BaseException:
             with contextlib.suppress(KetchError):
                 await self.sup.delete(c.id, force=True)
-            connected = self._on_bridge(c)
+            connected = self.networks.attached(c.id)
             await asyncio.to_thread(self._release, c)
-            if connected:
-                self._network_event("network disconnect", c)
+            self._network_events("network disconnect", c, connected)
             raise
         self._exited.setdefault(c.id, asyncio.Event()).clear()
         self._prepared.add(c.id)
 
     async def _connect(self, c: Container, config: model.ContainerConfig,
                        hc: model.HostConfig, pid: int) -> None:
-        """Plug the created container into its network (its netns exists, its program
+        """Plug the created container into its networks (its netns exists, its program
         has not started), then complete /etc/hosts with its address."""
-        from ketch.engine.network import port_specs, settings
+        from ketch.engine.network import port_specs
+        from ketch.network.ports import ports_json
 
-        ep = None
-        mode = hc.network_mode
-        if mode not in ("none", "host", "bridge") and not mode.startswith("container:"):
-            missing = NotFound(f"network {mode} not found")
-            missing.not_runtime = True  # type: ignore[attr-defined]
-            raise missing
-        if mode == "bridge" and self.bridge is not None:
-            specs = port_specs(hc, config.exposed_ports)
-            try:
-                ep = await asyncio.to_thread(
-                    self.bridge.attach, c.id, f"/proc/{pid}/ns/net", ports=specs,
-                    hostname=config.hostname)
-            except KetchError as exc:
-                err = exc
-                if "already allocated" in str(exc) or "address already in use" in str(exc):
-                    err = type(exc)(f"driver failed programming external connectivity on "
-                                    f"endpoint {c.name} ({c.id}): {exc}")
-                err.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
-                raise err from None
-            self._network_event("network connect", c)
-        from ketch.engine.events import bridge_network_id
+        specs = tuple(port_specs(hc, config.exposed_ports))
+        attached = await asyncio.to_thread(self.networks.plug, c, pid, specs)
+        self._network_events("network connect", c, attached)
+        eps = [a.endpoint for a in attached if a.endpoint is not None]
+        published = eps[0].ports if eps else ()
+        c.network_settings = self.networks.settings_running(
+            c, attached, pid, ports_json(published, list(config.exposed_ports or {})))
+        if eps and eps[0].ip is not None:
+            default = self.networks.default_record()
+            gateway = default.ipam[0].gateway if default is not None and default.ipam \
+                else str(eps[0].gateway or "")
+            await asyncio.to_thread(self._write_hosts, c, config, hc, str(eps[0].ip), gateway)
 
-        c.network_settings = settings(
-            hc.network_mode, ep, config.exposed_ports,
-            sandbox_key=f"/proc/{pid}/ns/net" if ep else "",
-            network_id=bridge_network_id(self.bridge.config.name) if ep and self.bridge else "")
-        if ep is not None:
-            await asyncio.to_thread(self._write_hosts, c, config, hc, str(ep.ip),
-                                    str(ep.gateway))
+    def _network_events(self, action: str, c: Container, attached: list[Any]) -> None:
+        """dockerd's ``network connect``/``disconnect``, one per network."""
+        from ketch.engine.events import network_attrs
 
-    def _on_bridge(self, c: Container) -> bool:
-        return self.bridge is not None and self.bridge.endpoint(c.id) is not None
-
-    def _network_event(self, action: str, c: Container) -> None:
-        """dockerd's ``network connect``/``disconnect`` of the default bridge network."""
-        from ketch.engine.events import bridge_network_id, network_attrs
-
-        if self.bridge is not None:
-            self.on_event(action, c, network_attrs(bridge_network_id(self.bridge.config.name),
-                                                   "bridge", "bridge"))
+        for a in attached:
+            with contextlib.suppress(KetchError):
+                rec = self.networks.find(a.network_id)
+                self.on_event(action, c, network_attrs(rec.id, rec.name, rec.driver))
 
     async def _failed_start(self, c: Container, exc: KetchError) -> None:
         with contextlib.suppress(KetchError):
             await self.sup.delete(c.id, force=True)
-        connected = self._on_bridge(c)
+        connected = self.networks.attached(c.id)
         await asyncio.to_thread(self._release, c)
-        if connected:       # dockerd: connect, disconnect, and no die
-            self._network_event("network disconnect", c)
+        # dockerd: connect, disconnect, and no die
+        self._network_events("network disconnect", c, connected)
         text = str(_start_error(exc))     # what the client was told, as dockerd records it
         c.state.error = text
         c.state.exit_code = _exit_code_of_start_error(text)
@@ -616,10 +604,11 @@ class Engine:
 
     def _clear_network(self, c: Container) -> None:
         """A stopped container keeps no address (dockerd empties NetworkSettings)."""
-        from ketch.engine.network import settings
+        from ketch.engine.networks import Networks
+        from ketch.network.ports import ports_json
 
-        c.network_settings = settings(c.host_config.get("NetworkMode", "none"), None,
-                                      c.config.get("ExposedPorts"))
+        c.network_settings = Networks.settings_stopped(
+            c, ports_json((), list(c.config.get("ExposedPorts") or {})))
 
     async def _remove_quietly(self, cid: str) -> None:
         with contextlib.suppress(KetchError):
@@ -680,6 +669,8 @@ class Engine:
         resolv = etcfiles.resolv_conf(etcfiles.read_host_resolv_conf(), dns=hc.dns or (),
                                       dns_search=hc.dns_search or (),
                                       dns_options=hc.dns_options or ())
+        if self.networks.uses_embedded_dns(c):
+            resolv = etcfiles.embedded_resolv_conf(resolv)
         files = {
             "hostname": etcfiles.hostname_file(config.hostname or c.short_id),
             "hosts": _read("/etc/hosts") if host_net else self._hosts_text(config, hc, None,
@@ -742,9 +733,7 @@ class Engine:
         """Unmount the rootfs and the volumes, drop the bundle; the snapshot stays."""
         from ketch.volume.planner import stop_mounts
 
-        if self.bridge is not None and self.bridge.endpoint(c.id) is not None:
-            with contextlib.suppress(KetchError, OSError):
-                self.bridge.detach(c.id, background=True)
+        self.networks.unplug(c.id)
         self._unmount_rootfs(c)
         shm = self._shm_dir(c.id)
         with contextlib.suppress(OSError):
@@ -791,8 +780,8 @@ class Engine:
         if c.state.oom_killed:
             self.on_event("oom", c, {})
         self.on_event("die", c, {"exitCode": str(code)})
-        if connected:       # after the die, as dockerd's Cleanup releases the network
-            self._network_event("network disconnect", c)
+        # after the die, as dockerd's Cleanup releases the network
+        self._network_events("network disconnect", c, connected)
         hc = self._host_config(c)
         if hc.auto_remove:
             with contextlib.suppress(KetchError):
@@ -801,10 +790,10 @@ class Engine:
         if restart and self._should_restart(c, hc):
             self._restart_tasks[c.id] = asyncio.create_task(self._restart_later(c.id))
 
-    async def _clean_after_exit(self, c: Container) -> bool:
+    async def _clean_after_exit(self, c: Container) -> list[Any]:
         """The supervisor forgets it, the rootfs is released, the exit is stored;
-        whether it was on the bridge."""
-        connected = self._on_bridge(c)      # before a woken remove can release it
+        the networks it was on."""
+        connected = self.networks.attached(c.id)    # before a woken remove can release it
         # The supervisor's delete (cgroup, runtime state) and the unmount touch
         # nothing of each other's: at once. (The container's mount namespace has
         # its own copy of the rootfs mount, so what is still dying is unaffected.)
@@ -989,7 +978,7 @@ class Engine:
             await asyncio.shield(recording)
         c.state.status = "removing"
         # Prepared for an attach, never started: connected, and no exit to say so.
-        connected = c.id in self._prepared and self._on_bridge(c)
+        connected = self.networks.attached(c.id) if c.id in self._prepared else []
         self._prepared.discard(c.id)
         released = c.id in self._released   # its exit did both already
         self._released.discard(c.id)
@@ -997,8 +986,7 @@ class Engine:
             with contextlib.suppress(KetchError):
                 await self.sup.delete(c.id, force=True)
         await asyncio.to_thread(self._remove_files, c, release=not released)
-        if connected:
-            self._network_event("network disconnect", c)
+        self._network_events("network disconnect", c, connected)
         auto = bool(c.host_config.get("AutoRemove"))
         if c.mount_points:
             from ketch.volume.planner import remove_mounts

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -87,18 +86,6 @@ class Message:
 def network_attrs(network_id: str, name: str, driver: str) -> dict[str, str]:
     """The ``attrs`` of a ``network connect``/``network disconnect`` the engine reports."""
     return {"network": network_id, "name": name, "type": driver}
-
-
-def bridge_network_id(interface: str) -> str:
-    """The ID of the default ``bridge`` network whose interface is ``interface``.
-
-    dockerd draws a random ID when it first creates the network and keeps it in
-    its store; ketch's default network has no record of its own, so its ID is
-    derived from the interface name: the same across restarts of the daemon,
-    different for daemons with different bridges. Whatever shows the network's
-    ID (NetworkSettings' NetworkID, ``network inspect``) must use this too.
-    """
-    return hashlib.sha256(f"ketch network bridge {interface}".encode()).hexdigest()
 
 
 # --- filters -----------------------------------------------------------------------------
@@ -245,9 +232,10 @@ class EventBus:
 
     def network_event(self, action: str, network_id: str, name: str, driver: str,
                       container_id: str) -> Message:
-        """moby's LogNetworkEventWithAttributes for a container (dis)connecting."""
-        return self.log(action, NETWORK, network_id,
-                        {"container": container_id, "name": name, "type": driver})
+        """moby's LogNetworkEventWithAttributes: a container (dis)connecting, or the
+        network's own create/destroy (no container)."""
+        attrs = {"container": container_id} if container_id else {}
+        return self.log(action, NETWORK, network_id, {**attrs, "name": name, "type": driver})
 
     def image_event(self, action: str, image_id: str, ref_name: str = "",
                     labels: Mapping[str, str] | None = None) -> Message:

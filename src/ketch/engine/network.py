@@ -2,15 +2,13 @@
 ``inspect`` and ``ps`` say about it.
 
 The kernel work (bridge, veth, addresses, nftables DNAT for ``-p``) is
-``ketch.network.bridge``; this module turns a container's HostConfig into
-that library's calls and its answers back into Docker's ``NetworkSettings``.
-Only the default ``bridge`` network exists so far (user networks are the
-next issue), next to ``none``, ``host`` and ``container:<id>``.
+``ketch.network``; this module holds the daemon's network options and turns
+``-p``/``-P`` into port specs and NetworkSettings.Ports into ``ps``' entries.
+The networks themselves are ``ketch.engine.networks``.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,7 @@ from ketch.errors import InvalidArgument, NotSupported
 
 if TYPE_CHECKING:
     from ketch.engine import model
-    from ketch.network.bridge import BridgeNetwork, Endpoint
+    from ketch.network.bridge import BridgeConfig
     from ketch.network.ports import PortSpec
 
 DEFAULT_BRIDGE = "ketch0"
@@ -33,6 +31,8 @@ class NetworkOptions:
     bip: str | None = None
     address_pools: list[dict[str, Any]] = field(default_factory=list)
     icc: bool = True
+    ipv6: bool = False              # --ipv6 with --fixed-cidr-v6: the default network's
+    fixed_cidr_v6: str | None = None
 
     @property
     def table(self) -> str:
@@ -75,41 +75,6 @@ def port_specs(hc: model.HostConfig, exposed: dict[str, Any] | None) -> list[Por
     return specs
 
 
-def _endpoint_json(ep: Endpoint | None, network_id: str = "") -> dict[str, Any]:
-    return {
-        "IPAMConfig": None, "Links": None, "Aliases": None,
-        "MacAddress": ep.mac if ep else "", "DriverOpts": None, "NetworkID": network_id,
-        "EndpointID": ep.host_veth if ep else "", "Gateway": str(ep.gateway) if ep else "",
-        "IPAddress": str(ep.ip) if ep else "", "IPPrefixLen": ep.prefix if ep else 0,
-        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-        "DNSNames": None,
-    }
-
-
-def settings(mode: str, ep: Endpoint | None, exposed: dict[str, Any] | None,
-             sandbox_key: str = "", network_id: str = "") -> dict[str, Any]:
-    """Docker's ``NetworkSettings`` for a container on ``mode``; ``network_id`` is the
-    default network's (``events.bridge_network_id``) while the container is on it."""
-    from ketch.network.ports import ports_json
-
-    name = {"default": "bridge"}.get(mode, mode)
-    networks: dict[str, Any] = {}
-    if not mode.startswith("container:"):
-        networks[name] = _endpoint_json(ep if name == "bridge" else None,
-                                        network_id if name == "bridge" and ep else "")
-    top = _endpoint_json(ep if name == "bridge" else None)
-    return {
-        "Bridge": "", "SandboxID": "", "SandboxKey": sandbox_key,
-        "Ports": ports_json(ep.ports if ep else (), list(exposed or {})),
-        "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-        "EndpointID": top["EndpointID"], "Gateway": top["Gateway"],
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-        "IPAddress": top["IPAddress"], "IPPrefixLen": top["IPPrefixLen"],
-        "IPv6Gateway": "", "MacAddress": top["MacAddress"], "Networks": networks,
-    }
-
-
 def ps_ports(network_settings: dict[str, Any]) -> list[dict[str, Any]]:
     """``ps``' Ports entries from NetworkSettings.Ports, as dockerd lists them."""
     out: list[dict[str, Any]] = []
@@ -124,14 +89,12 @@ def ps_ports(network_settings: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def make_bridge(root: str, opts: NetworkOptions) -> BridgeNetwork | None:
-    """The default network, or None when daemon.json says ``"bridge": "none"``."""
+def default_bridge_config(opts: NetworkOptions, pools: Any) -> BridgeConfig | None:
+    """The default network's settings, or None when daemon.json says ``"bridge": "none"``."""
     if opts.bridge == "none":
         return None
-    from ketch.network.bridge import BridgeConfig, BridgeNetwork
-    from ketch.network.ipam import DEFAULT_POOLS, parse_address_pools
+    from ketch.network.bridge import BridgeConfig
 
-    pools = parse_address_pools(opts.address_pools) if opts.address_pools else DEFAULT_POOLS
-    config = BridgeConfig(name=opts.bridge, table=opts.table, bip=opts.bip,
-                          address_pools=pools, icc=opts.icc)
-    return BridgeNetwork(os.path.join(root, "network"), config)
+    return BridgeConfig(name=opts.bridge, table=opts.table, bip=opts.bip,
+                        address_pools=pools, icc=opts.icc,
+                        subnet6=opts.fixed_cidr_v6 if opts.ipv6 else None)

@@ -74,6 +74,9 @@ RTA_TABLE = 15
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255
+IFA_F_NODAD = 0x02
 RTN_UNICAST = 1
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -138,14 +141,14 @@ class Link:
 @dataclass(frozen=True, slots=True)
 class Address:
     index: int
-    address: ipaddress.IPv4Interface
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    dst: ipaddress.IPv4Network
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network
     oif: int
-    gateway: ipaddress.IPv4Address | None
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     table: int
 
 
@@ -317,62 +320,112 @@ class Netlink:
 
     # -- addresses -------------------------------------------------------------------
 
-    def add_address(self, index: int, iface: ipaddress.IPv4Interface) -> None:
+    def add_address(self, index: int,
+                    iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface, *,
+                    nodad: bool = False) -> None:
+        """``nodad``: an IPv6 address usable at once, without the ~1 s of duplicate
+        address detection (the container's program starts right after)."""
         ip = iface.ip.packed
-        payload = (_IFADDRMSG.pack(socket.AF_INET, iface.network.prefixlen, 0,
+        family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+        flags = IFA_F_NODAD if nodad and iface.version == 6 else 0
+        payload = (_IFADDRMSG.pack(family, iface.network.prefixlen, flags,
                                    RT_SCOPE_UNIVERSE, index)
-                   + attr(IFA_LOCAL, ip) + attr(IFA_ADDRESS, ip))
-        if iface.network.prefixlen < 31:
-            payload += attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
+                   + attr(IFA_LOCAL if iface.version == 4 else IFA_ADDRESS, ip))
+        if iface.version == 4:
+            payload += attr(IFA_ADDRESS, ip)
+            if iface.network.prefixlen < 31:
+                payload += attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, payload, f"add address {iface}")
 
-    def addresses(self) -> list[Address]:
+    def delete_address(self, index: int,
+                       iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
+        """False if the address was not there."""
+        family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+        payload = (_IFADDRMSG.pack(family, iface.network.prefixlen, 0, 0, index)
+                   + attr(IFA_LOCAL if iface.version == 4 else IFA_ADDRESS, iface.ip.packed))
+        try:
+            self.request(RTM_DELADDR, 0, payload, f"delete address {iface}")
+        except OSError as exc:
+            if exc.errno in (_errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT):
+                return False
+            raise
+        return True
+
+    def addresses(self, family: int = socket.AF_INET) -> list[Address]:
+        """The addresses of one family (AF_INET or AF_INET6) on every link."""
         replies = self.request(RTM_GETADDR, NLM_F_DUMP,
-                               _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0), "list addresses")
+                               _IFADDRMSG.pack(family, 0, 0, 0, 0), "list addresses")
+        size = 4 if family == socket.AF_INET else 16
         out = []
         for mtype, body in replies:
             if mtype != RTM_NEWADDR:
                 continue
-            family, prefix, _f, _scope, index = _IFADDRMSG.unpack_from(body)
-            if family != socket.AF_INET:
+            fam, prefix, _f, _scope, index = _IFADDRMSG.unpack_from(body)
+            if fam != family:
                 continue
             attrs = parse_attrs(body, _IFADDRMSG.size)
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if raw is None or len(raw) != 4:
+            if raw is None or len(raw) != size:
                 continue
-            ip = ipaddress.IPv4Address(raw)
-            out.append(Address(index, ipaddress.IPv4Interface(f"{ip}/{prefix}")))
+            ip = ipaddress.ip_address(raw)
+            out.append(Address(index, ipaddress.ip_interface(f"{ip}/{prefix}")))
         return out
 
     # -- routes ----------------------------------------------------------------------
 
-    def add_default_route(self, gateway: ipaddress.IPv4Address, oif: int) -> None:
-        payload = (_RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+    def add_default_route(self, gateway: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                          oif: int) -> None:
+        family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
+        payload = (_RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
                                RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
                    + attr(RTA_GATEWAY, gateway.packed) + attr_u32(RTA_OIF, oif))
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, payload,
                      f"add default route via {gateway}")
 
-    def routes(self) -> list[Route]:
-        """IPv4 routes of every table (local and broadcast ones included)."""
+    def add_route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, oif: int) -> None:
+        """A device route (no gateway): ``ip route add DST dev OIF``; a /0 is the
+        default route of an ipvlan l3 endpoint."""
+        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+        payload = (_RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+                               RT_SCOPE_LINK, RTN_UNICAST, 0)
+                   + attr_u32(RTA_OIF, oif))
+        if dst.prefixlen:
+            payload += attr(RTA_DST, dst.network_address.packed)
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, payload, f"add route {dst}")
+
+    def delete_default_route(self, version: int = 4) -> bool:
+        """False if there was none."""
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        payload = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
+        try:
+            self.request(RTM_DELROUTE, 0, payload, "delete default route")
+        except OSError as exc:
+            if exc.errno in (_errno.ESRCH, _errno.ENOENT):
+                return False
+            raise
+        return True
+
+    def routes(self, family: int = socket.AF_INET) -> list[Route]:
+        """The routes of one family, of every table (local and broadcast ones included)."""
         replies = self.request(RTM_GETROUTE, NLM_F_DUMP,
-                               _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0),
+                               _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0),
                                "list routes")
+        size = 4 if family == socket.AF_INET else 16
         out = []
         for mtype, body in replies:
             if mtype != RTM_NEWROUTE:
                 continue
-            family, dst_len, _s, _tos, table, _proto, _scope, _rtype, _fl = _RTMSG.unpack_from(body)
-            if family != socket.AF_INET:
+            fam, dst_len, _s, _tos, table, _proto, _scope, _rtype, _fl = _RTMSG.unpack_from(body)
+            if fam != family:
                 continue
             attrs = parse_attrs(body, _RTMSG.size)
             if RTA_TABLE in attrs:
                 (table,) = struct.unpack("=I", attrs[RTA_TABLE])
-            dst = ipaddress.IPv4Address(attrs.get(RTA_DST, b"\0\0\0\0"))
+            dst = ipaddress.ip_address(attrs.get(RTA_DST, bytes(size)))
             gw = attrs.get(RTA_GATEWAY)
             oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
-            out.append(Route(ipaddress.IPv4Network(f"{dst}/{dst_len}", strict=False), oif,
-                             ipaddress.IPv4Address(gw) if gw and len(gw) == 4 else None,
+            out.append(Route(ipaddress.ip_network(f"{dst}/{dst_len}", strict=False), oif,
+                             ipaddress.ip_address(gw) if gw and len(gw) == size else None,
                              table))
         return out
 

@@ -1,11 +1,13 @@
-"""The default ``bridge`` network: a Linux bridge, one veth pair per container, NAT
-and published ports in ketch's own nftables table.
+"""Bridge networks (the default ``bridge`` and user-defined ones): a Linux bridge,
+one veth pair per container and network, NAT and published ports in ketch's own
+nftables table (``firewall.Firewall``, shared by all bridges of a daemon, as is
+the host port allocator).
 
 The engine's order of calls::
 
     removed = cleanup_leftovers(state_dir, keep=live_container_ids)   # daemon start
-    net = BridgeNetwork(state_dir, BridgeConfig(...)); net.setup()
-    ep = net.attach(cid, f"/proc/{init_pid}/ns/net", ports=specs)     # before the user process
+    net = BridgeNetwork(state_dir, BridgeConfig(...), firewall=fw, ports=pa); net.setup()
+    ep = net.attach(EndpointRequest(cid, f"/proc/{init_pid}/ns/net", ports=specs))
     ... resolv_conf / hosts / hostname from ketch.network.etcfiles, bind-mounted
     net.detach(cid)                                                   # container gone
 
@@ -13,14 +15,16 @@ Kernel objects and who removes them:
 - the bridge (``ketch0``) with the gateway address, up, ``route_localnet=1``:
   created by setup if missing (recorded), removed by teardown/cleanup only if
   ketch created it;
-- per container: ``veth<7 hex>`` on the bridge and its peer ``eth0`` born in the
-  container's netns (with address, MAC, default route; ``lo`` set up there):
+- per container: ``veth<7 hex>`` on the bridge and its peer (``eth0``, ``eth1``...)
+  born in the container's netns (with addresses, MAC, default routes unless the
+  network is internal; ``lo`` set up there):
   deleting the host end deletes both; the netns going away deletes both too;
 - ketch's nft table (see nat.py), rewritten whole by setup, one map element per
   published port added/deleted by attach/detach, deleted by teardown/cleanup;
-- ``net.ipv4.ip_forward=1``: set by setup; the old value is recorded and put
-  back by teardown only if ketch changed it (dockerd never puts it back; a
-  daemon restart keeps it on, as containers are still running).
+- ``net.ipv4.ip_forward=1`` (and ``net.ipv6.conf.all.forwarding=1`` for an IPv6
+  network): set by setup; the old value is recorded and put back by teardown
+  only if ketch changed it (dockerd never puts it back; a daemon restart keeps
+  it on, as containers are still running).
 """
 
 from __future__ import annotations
@@ -28,16 +32,19 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ketch.errors import Conflict, InvalidArgument, MultiError, NotFound, NotSupported
 from ketch.linux import sysctl
 from ketch.linux.netlink import Netlink
 from ketch.linux.nftables import Nft, NftError
 from ketch.network import nat, state
+from ketch.network.endpoint import Endpoint, EndpointRequest
+from ketch.network.firewall import Firewall, delete_elements
 from ketch.network.ipam import (
     DEFAULT_POOLS,
     AddressPool,
@@ -47,7 +54,7 @@ from ketch.network.ipam import (
     parse_bip,
     validate_mac,
 )
-from ketch.network.ports import PortAllocator, PortMapping, PortSpec
+from ketch.network.ports import PortAllocator, PortMapping
 from ketch.network.state import EndpointRecord, NetworkState
 
 IFNAMSIZ = 15
@@ -67,6 +74,17 @@ class BridgeConfig:
     ip_forward: bool = True
     mtu: int | None = None
     ephemeral_ports: tuple[int, int] | None = None   # default: ip_local_port_range
+    # A user network's IPAM, decided when it was created (else bip or a free pool)
+    subnet: str | None = None
+    gateway: str | None = None
+    ip_range: str | None = None
+    subnet6: str | None = None          # IPv6 (--ipv6 with --subnet v6, --fixed-cidr-v6)
+    gateway6: str | None = None
+    ip_range6: str | None = None
+    internal: bool = False
+    masquerade: bool = True
+    network_id: str = ""                # "" for the default network
+    network_name: str = "bridge"        # in messages
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > IFNAMSIZ or "/" in self.name or " " in self.name:
@@ -74,23 +92,6 @@ class BridgeConfig:
                                   "no '/' or spaces")
         if not self.table.replace("-", "").replace("_", "").isalnum():
             raise InvalidArgument(f"invalid nftables table name {self.table!r}")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    container_id: str
-    ip: ipaddress.IPv4Address
-    mac: str
-    gateway: ipaddress.IPv4Address
-    prefix: int
-    host_veth: str
-    ifname: str = CONTAINER_IFNAME
-    ports: tuple[PortMapping, ...] = field(default_factory=tuple)
-    bridge: str = ""
-
-    @property
-    def subnet(self) -> ipaddress.IPv4Network:
-        return ipaddress.IPv4Interface(f"{self.ip}/{self.prefix}").network
 
 
 def veth_name(bridge: str, container_id: str) -> str:
@@ -103,16 +104,16 @@ def host_occupied_networks(nl: Netlink, ignore_ifindex: int = 0) -> list[ipaddre
     route) and the networks of its addresses, except those on ``ignore_ifindex``."""
     out = []
     for r in nl.routes():
-        if r.dst.prefixlen == 0 or r.oif == ignore_ifindex:
+        if r.dst.prefixlen == 0 or r.oif == ignore_ifindex or r.dst.version != 4:
             continue
         if r.table not in (254, 255):       # main and local
             continue
         if r.table == 255 and r.dst.prefixlen == 32:
             continue                          # local /32s duplicate the addresses below
-        out.append(r.dst)
+        out.append(ipaddress.IPv4Network(r.dst))
     for a in nl.addresses():
-        if a.index != ignore_ifindex:
-            out.append(a.address.network)
+        if a.index != ignore_ifindex and a.address.version == 4:
+            out.append(ipaddress.IPv4Network(a.address.network))
     return out
 
 
@@ -120,15 +121,18 @@ class BridgeNetwork:
     """One bridge network; thread-safe (attach/detach may come from any thread)."""
 
     def __init__(self, state_dir: str, config: BridgeConfig | None = None, *,
-                 nft: Nft | None = None, bind_ports: bool = True) -> None:
+                 nft: Nft | None = None, bind_ports: bool = True,
+                 firewall: Firewall | None = None, ports: PortAllocator | None = None) -> None:
         self.state_dir = state_dir
         self.config = config or BridgeConfig()
-        self._nft = nft
+        self.firewall = firewall or Firewall(self.config.table, nft)
         self._lock = threading.RLock()
         self._nl: Netlink | None = None
         self._state: NetworkState | None = None
         self._ipam: Allocator | None = None
-        self._ports = PortAllocator(self.config.ephemeral_ports, bind=bind_ports)
+        self._ipam6: Allocator | None = None
+        self._own_ports = ports is None
+        self._ports = ports or PortAllocator(self.config.ephemeral_ports, bind=bind_ports)
         self._bridge_index = 0
         self._reaper: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future[None]] = {}
@@ -137,9 +141,7 @@ class BridgeNetwork:
 
     @property
     def nft(self) -> Nft:
-        if self._nft is None:
-            self._nft = Nft()
-        return self._nft
+        return self.firewall.nft
 
     @property
     def nl(self) -> Netlink:
@@ -161,19 +163,52 @@ class BridgeNetwork:
     def gateway(self) -> ipaddress.IPv4Address:
         return ipaddress.IPv4Address(self.st.gateway)
 
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network | None:
+        return ipaddress.IPv6Network(self.st.subnet6) if self.st.subnet6 else None
+
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address | None:
+        return ipaddress.IPv6Address(self.st.gateway6) if self.st.gateway6 else None
+
     def _save(self) -> None:
         state.save(self.state_dir, self.st)
 
-    def _bridges(self) -> list[nat.BridgeRules]:
-        return [nat.BridgeRules(self.config.name, self.st.subnet, self.config.icc)]
-
-    def _published(self) -> list[tuple[PortMapping, str]]:
-        return [(m, e.ip) for e in self.st.endpoints.values() for m in e.ports]
+    def rules(self) -> nat.BridgeRules:
+        cfg = self.config
+        return nat.BridgeRules(cfg.name, self.st.subnet, cfg.icc, cfg.internal,
+                               self.st.subnet6, cfg.masquerade)
 
     # -- network lifecycle -------------------------------------------------------------
 
+    def _choose_ipam(self, st: NetworkState, link_index: int) -> None:
+        cfg = self.config
+        if cfg.subnet:
+            subnet = ipaddress.IPv4Network(cfg.subnet)
+            gw = ipaddress.IPv4Address(cfg.gateway) if cfg.gateway else subnet.network_address + 1
+            if st.endpoints and st.subnet and str(subnet) != st.subnet:
+                raise Conflict(f"bridge {cfg.name} has endpoints in {st.subnet}; "
+                               f"cannot move it to {subnet}")
+            st.subnet, st.gateway = str(subnet), str(gw)
+        elif cfg.bip:
+            gw, subnet = parse_bip(cfg.bip)
+            if st.endpoints and st.subnet and str(subnet) != st.subnet:
+                raise Conflict(f"bridge {cfg.name} has endpoints in {st.subnet}; "
+                               f"cannot move it to {subnet}")
+            st.gateway, st.subnet = str(gw), str(subnet)
+        elif not st.subnet:
+            occupied = host_occupied_networks(self.nl, link_index)
+            subnet = choose_subnet(cfg.address_pools, occupied)
+            st.subnet, st.gateway = str(subnet), str(subnet.network_address + 1)
+        if cfg.subnet6:
+            subnet6 = ipaddress.IPv6Network(cfg.subnet6)
+            st.subnet6 = str(subnet6)
+            st.gateway6 = cfg.gateway6 or str(subnet6.network_address + 1)
+        else:
+            st.subnet6 = st.gateway6 = ""
+
     def setup(self) -> None:
-        """Make the bridge, its address, sysctls and the nft table exist; idempotent, and
+        """Make the bridge, its address, sysctls and the nft rules exist; idempotent, and
         keeps the endpoints recorded by a previous daemon (live restore)."""
         with self._lock:
             cfg = self.config
@@ -185,20 +220,12 @@ class BridgeNetwork:
                                    "net.bridge.bridge-nf-call-iptables=1 on this host")
             st = state.load(self.state_dir, cfg.name) or NetworkState(cfg.name, cfg.table)
             st.table = cfg.table
+            st.network_id = cfg.network_id
             self._state = st
             link = self.nl.link(cfg.name)
             if link is not None and link.kind != "bridge":
                 raise Conflict(f"interface {cfg.name} exists and is not a bridge")
-            if cfg.bip:
-                gw, subnet = parse_bip(cfg.bip)
-                if st.endpoints and st.subnet and str(subnet) != st.subnet:
-                    raise Conflict(f"bridge {cfg.name} has endpoints in {st.subnet}; "
-                                   f"cannot move it to {subnet}")
-                st.gateway, st.subnet = str(gw), str(subnet)
-            elif not st.subnet:
-                occupied = host_occupied_networks(self.nl, link.index if link else 0)
-                subnet = choose_subnet(cfg.address_pools, occupied)
-                st.subnet, st.gateway = str(subnet), str(subnet.network_address + 1)
+            self._choose_ipam(st, link.index if link else 0)
             if link is None:
                 st.created_bridge = True
                 self._save()                      # recorded before it exists
@@ -206,33 +233,56 @@ class BridgeNetwork:
                 link = self.nl.link(cfg.name)
                 assert link is not None
             self._bridge_index = link.index
-            want = ipaddress.IPv4Interface(f"{st.gateway}/{self.subnet.prefixlen}")
+            want: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = [
+                ipaddress.IPv4Interface(f"{st.gateway}/{self.subnet.prefixlen}")]
             have = [a.address for a in self.nl.addresses() if a.index == link.index]
-            if want not in have:
-                self.nl.add_address(link.index, want)
+            if self.subnet6 is not None:
+                want.append(ipaddress.IPv6Interface(f"{st.gateway6}/{self.subnet6.prefixlen}"))
+                have += [a.address for a in self.nl.addresses(socket.AF_INET6)
+                         if a.index == link.index]
+            for w in want:
+                if w not in have:
+                    self.nl.add_address(link.index, w, nodad=True)
             # Loopback sources (127.0.0.1 -> published port, DNATed into the bridge) are
             # martians unless the bridge allows them.
             sysctl.write(f"net/ipv4/conf/{cfg.name}/route_localnet", "1")
             if cfg.ip_forward:
-                old = sysctl.ensure("net/ipv4/ip_forward", "1")
-                if old is not None and "net/ipv4/ip_forward" not in st.sysctls_changed:
-                    st.sysctls_changed["net/ipv4/ip_forward"] = old
+                self._ensure_sysctl(st, "net/ipv4/ip_forward")
+                if self.subnet6 is not None:
+                    self._ensure_sysctl(st, "net/ipv6/conf/all/forwarding")
             self.nl.set_up(link.index)
             for rec in [r for r in st.endpoints.values() if r.removing]:
                 # a previous daemon died while deleting it: finish the job
                 self.nl.delete_link(rec.host_veth)
                 del st.endpoints[rec.container_id]
+            rng = ipaddress.IPv4Network(cfg.ip_range) if cfg.ip_range else None
             self._ipam = Allocator(self.subnet, self.gateway,
-                                   (ipaddress.IPv4Address(e.ip) for e in st.endpoints.values()))
-            self._ports.close()
+                                   (ipaddress.IPv4Address(e.ip) for e in st.endpoints.values()),
+                                   ip_range=rng, network_name=cfg.network_name)
+            self._ipam6 = None
+            if self.subnet6 is not None:
+                rng6 = ipaddress.IPv6Network(cfg.ip_range6) if cfg.ip_range6 else None
+                self._ipam6 = Allocator(self.subnet6, self.gateway6,
+                                        (ipaddress.IPv6Address(e.ip6)
+                                         for e in st.endpoints.values() if e.ip6),
+                                        ip_range=rng6, network_name=cfg.network_name)
+            if self._own_ports:
+                self._ports.close()
             for e in st.endpoints.values():
                 for m in e.ports:
                     self._ports.claim(m)
             self._save()
-            self.nft.run(nat.table_script(cfg.table, self._bridges(), self._published()))
+            self.firewall.remember((m, e.ip) for e in st.endpoints.values() for m in e.ports)
+            self.firewall.set_bridge(self.rules())
+
+    @staticmethod
+    def _ensure_sysctl(st: NetworkState, key: str) -> None:
+        old = sysctl.ensure(key, "1")
+        if old is not None and key not in st.sysctls_changed:
+            st.sysctls_changed[key] = old
 
     def teardown(self) -> None:
-        """Remove every endpoint, the table, the bridge (if ketch made it); restore the
+        """Remove every endpoint, the rules, the bridge (if ketch made it); restore the
         sysctls ketch changed; forget the state."""
         self.drain()
         with self._lock:
@@ -246,8 +296,13 @@ class BridgeNetwork:
                     self.detach(cid)
                 except Exception as exc:  # noqa: BLE001 - remove the rest anyway
                     errors.append(exc)
-            _remove_network(self.nl, self.nft, self.st, errors, restore_sysctls=True)
-            self._ports.close()
+            try:
+                self.firewall.remove_bridge(self.config.name)
+            except NftError as exc:
+                errors.append(exc)
+            _remove_network(self.nl, None, self.st, errors, restore_sysctls=True)
+            if self._own_ports:
+                self._ports.close()
             if not errors:
                 state.remove(self.state_dir, self.config.name)
             self.close()
@@ -262,7 +317,12 @@ class BridgeNetwork:
             self._reaper.shutdown()
             self._reaper = None
         with self._lock:
-            self._ports.close()
+            if self._own_ports:
+                self._ports.close()
+            elif self._state is not None:
+                for e in self._state.endpoints.values():
+                    for m in e.ports:
+                        self._ports.release(m)
             if self._nl is not None:
                 self._nl.close()
                 self._nl = None
@@ -272,6 +332,8 @@ class BridgeNetwork:
 
     def endpoint(self, container_id: str) -> Endpoint | None:
         with self._lock:
+            if self._state is None:
+                return None
             rec = self.st.endpoints.get(container_id)
             return None if rec is None or rec.removing else self._endpoint(rec)
 
@@ -280,14 +342,19 @@ class BridgeNetwork:
             return [self._endpoint(r) for r in self.st.endpoints.values() if not r.removing]
 
     def _endpoint(self, rec: EndpointRecord) -> Endpoint:
-        return Endpoint(rec.container_id, ipaddress.IPv4Address(rec.ip), rec.mac, self.gateway,
-                        self.subnet.prefixlen, rec.host_veth, CONTAINER_IFNAME,
-                        tuple(rec.ports), self.config.name)
+        gw = self.gateway if rec.default_route and not self.config.internal else None
+        gw6 = self.gateway6 if rec.ip6 and rec.default_route and not self.config.internal \
+            else None
+        return Endpoint(rec.container_id, rec.ifname, rec.mac, ipaddress.IPv4Address(rec.ip),
+                        self.subnet.prefixlen, gw,
+                        ipaddress.IPv6Address(rec.ip6) if rec.ip6 else None,
+                        self.subnet6.prefixlen if rec.ip6 and self.subnet6 else 0, gw6,
+                        rec.host_veth, tuple(rec.ports), endpoint_id(self.config.name,
+                                                                     rec.container_id))
 
-    def attach(self, container_id: str, netns_path: str, *, ip: str | None = None,
-               mac: str | None = None, ports: Iterable[PortSpec] = (), hostname: str = "",
-               aliases: Sequence[str] = ()) -> Endpoint:
+    def attach(self, req: EndpointRequest) -> Endpoint:
         """Connect the netns to the bridge. On any failure nothing is left behind."""
+        container_id = req.container_id
         with self._lock:
             pending = self._pending.get(container_id)
         if pending is not None:
@@ -297,27 +364,40 @@ class BridgeNetwork:
             assert self._ipam is not None
             if container_id in st.endpoints:
                 raise Conflict(f"endpoint with name {container_id} already exists in network "
-                               "bridge")
-            addr = self._ipam.allocate(ipaddress.IPv4Address(ip) if ip else None)
+                               f"{self.config.network_name}")
+            if req.ip6 and self._ipam6 is None:
+                raise InvalidArgument(f"invalid IPv6 address {req.ip6}: network "
+                                      f"{self.config.network_name} has no IPv6 subnet")
+            addr = self._ipam.allocate(ipaddress.IPv4Address(req.ip) if req.ip else None)
+            addr6 = None
+            try:
+                if self._ipam6 is not None:
+                    addr6 = self._ipam6.allocate(ipaddress.IPv6Address(req.ip6)
+                                                 if req.ip6 else None)
+            except BaseException:
+                self._ipam.release(addr)
+                raise
             mappings: list[PortMapping] = []
             rec = EndpointRecord(container_id, str(addr),
-                                 validate_mac(mac) if mac else mac_from_ip(ipaddress.IPv4Address(addr)),
+                                 validate_mac(req.mac) if req.mac
+                                 else mac_from_ip(ipaddress.IPv4Address(addr)),
                                  veth_name(self.config.name, container_id), mappings,
-                                 hostname, list(aliases))
+                                 ip6=str(addr6) if addr6 else "", ifname=req.ifname,
+                                 default_route=req.default_route)
             try:
-                for spec in ports:
+                for spec in req.ports:
                     mappings.append(self._ports.allocate(spec, str(addr)))
                 st.endpoints[container_id] = rec
                 self._save()                      # recorded before anything is created
-                self._plumb(rec, netns_path)
-                if mappings:
-                    self.nft.run(nat.add_elements_script(st.table,
-                                                         ((m, rec.ip) for m in mappings)))
+                self._plumb(rec, req.netns_path)
+                self.firewall.publish([(m, rec.ip) for m in mappings])
             except BaseException:
                 self.nl.delete_link(rec.host_veth)
                 for m in mappings:
                     self._ports.release(m)
                 self._ipam.release(addr)
+                if addr6 is not None and self._ipam6 is not None:
+                    self._ipam6.release(addr6)
                 if st.endpoints.pop(container_id, None) is not None:
                     self._save()
                 raise
@@ -330,22 +410,29 @@ class BridgeNetwork:
             raise NotFound(f"network namespace {netns_path} does not exist") from None
         try:
             try:
-                self.nl.create_veth(rec.host_veth, CONTAINER_IFNAME, master=self._bridge_index,
+                self.nl.create_veth(rec.host_veth, rec.ifname, master=self._bridge_index,
                                     peer_netns_fd=fd, peer_mac=rec.mac, mtu=self.config.mtu)
             except FileExistsError:
-                raise Conflict(f"{rec.host_veth} or {CONTAINER_IFNAME} in {netns_path} "
+                raise Conflict(f"{rec.host_veth} or {rec.ifname} in {netns_path} "
                                "already exists") from None
         finally:
             os.close(fd)
         host_end = self.nl.index(rec.host_veth)
         self.nl.set_hairpin(host_end)
         self.nl.set_up(host_end)
+        internal = self.config.internal
         with Netlink(netns_path) as inner:
             inner.set_up(1)                       # lo is ifindex 1 in every netns
-            eth0 = inner.index(CONTAINER_IFNAME)
-            inner.set_up(eth0)
-            inner.add_address(eth0, ipaddress.IPv4Interface(f"{rec.ip}/{self.subnet.prefixlen}"))
-            inner.add_default_route(self.gateway, eth0)
+            eth = inner.index(rec.ifname)
+            inner.set_up(eth)
+            inner.add_address(eth, ipaddress.IPv4Interface(f"{rec.ip}/{self.subnet.prefixlen}"))
+            if rec.default_route and not internal:
+                inner.add_default_route(self.gateway, eth)
+            if rec.ip6 and self.subnet6 is not None:
+                inner.add_address(eth, ipaddress.IPv6Interface(
+                    f"{rec.ip6}/{self.subnet6.prefixlen}"), nodad=True)
+                if rec.default_route and not internal and self.gateway6 is not None:
+                    inner.add_default_route(self.gateway6, eth)
 
     def detach(self, container_id: str, *, background: bool = False) -> None:
         """Remove the container's port rules, veth and address; no error if gone already.
@@ -357,6 +444,8 @@ class BridgeNetwork:
         waits for it. ``drain()`` waits for every pending deletion.
         """
         with self._lock:
+            if self._state is None:
+                return
             st = self.st
             rec = st.endpoints.get(container_id)
             if rec is None:
@@ -364,7 +453,7 @@ class BridgeNetwork:
             pending = self._pending.get(container_id)
             if pending is None and not rec.removing:
                 if rec.ports:
-                    _delete_elements(self.nft, st.table, rec.ports)
+                    self.firewall.unpublish(rec.ports)
                 for m in rec.ports:
                     self._ports.release(m)
                 rec.ports = []
@@ -393,6 +482,8 @@ class BridgeNetwork:
                 return
             if self._ipam is not None:
                 self._ipam.release(ipaddress.IPv4Address(rec.ip))
+            if self._ipam6 is not None and rec.ip6:
+                self._ipam6.release(ipaddress.IPv6Address(rec.ip6))
             del self._state.endpoints[rec.container_id]
             self._save()
 
@@ -407,6 +498,12 @@ class BridgeNetwork:
                 f.result()
 
 
+def endpoint_id(bridge: str, container_id: str) -> str:
+    """Docker's EndpointID is 64 hex; ketch's is derived, so a restarted daemon
+    reports the same one for the same veth."""
+    return hashlib.sha256(f"ketch endpoint {bridge}/{container_id}".encode()).hexdigest()
+
+
 def _bridged_traffic_filtered() -> bool:
     try:
         return sysctl.read("net/bridge/bridge-nf-call-iptables") == "1"
@@ -414,24 +511,14 @@ def _bridged_traffic_filtered() -> bool:
         return False
 
 
-def _delete_elements(nft: Nft, table: str, mappings: Sequence[PortMapping]) -> None:
-    """All at once; if that fails (one already gone) one by one, ignoring the missing."""
-    try:
-        nft.run(nat.delete_elements_script(table, mappings))
-    except NftError:
-        for m in mappings:
-            try:
-                nft.run(nat.delete_elements_script(table, [m]))
-            except NftError:
-                pass
-
-
-def _remove_network(nl: Netlink, nft: Nft, st: NetworkState, errors: list[BaseException], *,
-                    restore_sysctls: bool) -> None:
-    try:
-        nft.run(nat.delete_table_script(st.table))
-    except NftError as exc:
-        errors.append(exc)
+def _remove_network(nl: Netlink, nft: Nft | None, st: NetworkState,
+                    errors: list[BaseException], *, restore_sysctls: bool) -> None:
+    """The bridge (if ketch made it), the sysctls; and, given ``nft``, the table."""
+    if nft is not None:
+        try:
+            nft.run(nat.delete_table_script(st.table))
+        except NftError as exc:
+            errors.append(exc)
     if st.created_bridge:
         try:
             nl.delete_link(st.bridge)
@@ -448,20 +535,27 @@ def _remove_network(nl: Netlink, nft: Nft, st: NetworkState, errors: list[BaseEx
 
 
 def cleanup_leftovers(state_dir: str, keep: Iterable[str] = (), *,
-                      nft: Nft | None = None) -> list[str]:
+                      nft: Nft | None = None,
+                      networks: Iterable[str] | None = None) -> list[str]:
     """At daemon start: remove what a previous run recorded for containers not in
-    ``keep`` (veths, port elements); with nothing kept, the table and the bridge
-    too. Only recorded objects are touched; returns what was removed. Idempotent."""
+    ``keep`` (veths, port elements). Bridges not in ``networks`` (the bridge names
+    the daemon still has; None: every recorded one stays) and, with no bridge
+    left, the table go too. Only recorded objects are touched; returns what was
+    removed. Idempotent. ``networks=()`` is the full reset."""
     keep = set(keep)
+    wanted = None if networks is None else set(networks)
     removed: list[str] = []
     records = state.load_all(state_dir)
     if not records:
         return removed
     nft = nft or Nft()
     errors: list[BaseException] = []
+    tables: dict[str, bool] = {}          # table -> still used by a kept bridge
     with Netlink() as nl:
         for st in records:
-            for cid in [c for c, r in st.endpoints.items() if c not in keep or r.removing]:
+            stays = wanted is None or st.bridge in wanted
+            for cid in [c for c, r in st.endpoints.items()
+                        if c not in keep or r.removing or not stays]:
                 rec = st.endpoints[cid]
                 try:
                     if nl.delete_link(rec.host_veth):
@@ -469,17 +563,33 @@ def cleanup_leftovers(state_dir: str, keep: Iterable[str] = (), *,
                 except OSError as exc:
                     errors.append(exc)
                     continue
-                if rec.ports and nft.table_exists(nat.FAMILY, st.table):
-                    _delete_elements(nft, st.table, rec.ports)
+                if rec.ports and _table_exists(nft, st.table):
+                    delete_elements(nft, st.table, rec.ports)
                     removed.extend(f"port {m.host_ip}:{m.host_port}/{m.proto}" for m in rec.ports)
                 del st.endpoints[cid]
-            if not st.endpoints:
-                if nft.table_exists(nat.FAMILY, st.table):
-                    removed.append(f"nft table {nat.FAMILY} {st.table}")
-                if st.created_bridge and nl.link(st.bridge) is not None:
-                    removed.append(f"link {st.bridge}")
-                _remove_network(nl, nft, st, errors, restore_sysctls=False)
-            state.save(state_dir, st)
+            if stays and (st.endpoints or wanted is not None):
+                tables[st.table] = True
+                state.save(state_dir, st)
+                continue
+            tables.setdefault(st.table, False)
+            if st.created_bridge and nl.link(st.bridge) is not None:
+                removed.append(f"link {st.bridge}")
+            _remove_network(nl, None, st, errors, restore_sysctls=False)
+            if st.created_bridge:
+                state.save(state_dir, st)
+            else:
+                state.remove(state_dir, st.bridge)
+        for table, used in tables.items():
+            if not used and _table_exists(nft, table):
+                removed.append(f"nft table {nat.FAMILY} {table}")
+                try:
+                    nft.run(nat.delete_table_script(table))
+                except NftError as exc:
+                    errors.append(exc)
     if errors:
         raise MultiError(errors)
     return removed
+
+
+def _table_exists(nft: Nft, table: str) -> bool:
+    return nft.table_exists(nat.FAMILY, table) or nft.table_exists(nat.LEGACY_FAMILY, table)

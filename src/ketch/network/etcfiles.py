@@ -34,7 +34,7 @@ HOST_GATEWAY = "host-gateway"
 _NAMESERVER = re.compile(r"^\s*nameserver\s+(\S+)\s*$")
 
 
-def _nameservers(text: str) -> list[str]:
+def nameservers(text: str) -> list[str]:
     return [m.group(1) for line in text.splitlines() if (m := _NAMESERVER.match(line))]
 
 
@@ -68,7 +68,7 @@ def host_resolv_conf_path(default: str = HOST_RESOLV_CONF,
     the host's file only points at the 127.0.0.53 stub)."""
     try:
         with open(default) as f:
-            servers = _nameservers(f.read())
+            servers = nameservers(f.read())
     except OSError:
         return default
     if servers == ["127.0.0.53"]:
@@ -83,7 +83,7 @@ def host_resolv_conf_path(default: str = HOST_RESOLV_CONF,
 def resolv_conf(host_text: str, *, dns: Sequence[str] = (), dns_search: Sequence[str] = (),
                 dns_options: Sequence[str] = (), ipv6: bool = False) -> str:
     if dns or dns_search or dns_options:
-        servers = list(dns) or _nameservers(host_text)
+        servers = list(dns) or nameservers(host_text)
         search = list(dns_search) or _keyword_values(host_text, "search")
         options = list(dns_options) or _keyword_values(host_text, "options")
         out = ""
@@ -102,10 +102,31 @@ def resolv_conf(host_text: str, *, dns: Sequence[str] = (), dns_search: Sequence
     text = "".join(kept)
     if text and not text.endswith("\n"):
         text += "\n"
-    if not _nameservers(text):
+    if not nameservers(text):
         defaults = DEFAULT_DNS_V4 + (DEFAULT_DNS_V6 if ipv6 else ())
         text += "".join(f"nameserver {s}\n" for s in defaults)
     return text
+
+
+EMBEDDED_DNS = "127.0.0.11"
+
+
+def embedded_resolv_conf(text: str) -> str:
+    """The resolv.conf of a container on a user-defined network (dockerd's
+    rebuildDNS): its search domains, the embedded server, the IPv6 servers of
+    ``text`` (the file it would have had otherwise), its options plus ``ndots:0``
+    unless it sets a positive ndots itself."""
+    search = _keyword_values(text, "search")
+    options = _keyword_values(text, "options")
+    servers = [EMBEDDED_DNS] + [s for s in nameservers(text) if _is_v6(s)]
+    if not any(o.startswith("ndots:") and o[6:].isdigit() and int(o[6:]) > 0 for o in options):
+        options.append("ndots:0")
+    out = ""
+    if search and " ".join(search).strip() != ".":
+        out += "search " + " ".join(search) + "\n"
+    out += "".join(f"nameserver {s}\n" for s in servers)
+    out += "options " + " ".join(options) + "\n"
+    return out
 
 
 def read_host_resolv_conf() -> str:

@@ -1,10 +1,11 @@
 """ketch's nftables table: the text of its rules, nothing else (no kernel here).
 
-Everything lives in ONE table of family ``ip`` (default name ``ketch``); no other
-table or chain is ever read or written, so the host's own firewall and other
-engines' rules stay as they are. Layout::
+Everything lives in ONE table of family ``inet`` (default name ``ketch``), shared
+by every bridge network of the daemon; no other table or chain is ever read or
+written, so the host's own firewall and other engines' rules stay as they are.
+Layout::
 
-    table ip ketch {
+    table inet ketch {
       set bridges   { type ifname }                   # every ketch bridge
       map pub_any   { inet_proto . inet_service : ipv4_addr . inet_service }
       map pub_ip    { ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
@@ -15,15 +16,18 @@ engines' rules stay as they are. Layout::
                           loopback sources into a bridge -> masquerade (route_localnet),
                           DNATed traffic from the subnet back into it -> masquerade
                           (hairpin: replies then come back through the host),
-                          the subnet going out another interface -> masquerade }
+                          the subnet going out another interface -> masquerade
+                          (IPv4 and IPv6), except for internal networks }
       chain forward     { filter hook forward; isolation between ketch bridges,
-                          and intra-bridge drop when icc is off }
+                          intra-bridge drop when icc is off, and nothing in or out
+                          of an internal network but between its own ports }
     }
 
 A published port is one map element, keyed by (host ip,) proto and host port;
 removing a container's ports is deleting exactly its elements, no handles to
-track. The table is (re)written whole in one transaction at setup, from the
-persisted state, so a restarted daemon gets the same rules.
+track. The table is (re)written whole in one transaction when a network comes or
+goes, from the persisted state, so a restarted daemon gets the same rules.
+Published ports are IPv4 (host addresses and container addresses).
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from dataclasses import dataclass
 
 from ketch.network.ports import PortMapping
 
-FAMILY = "ip"
+FAMILY = "inet"
+# ketch before IPv6 kept its table in family ip: a leftover of that name is removed too
+LEGACY_FAMILY = "ip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,9 @@ class BridgeRules:
     name: str
     subnet: str          # "172.17.0.0/16"
     icc: bool = True
+    internal: bool = False
+    subnet6: str = ""    # "fd00:1::/64" on IPv6 networks
+    masquerade: bool = True   # com.docker.network.bridge.enable_ip_masquerade
 
 
 def _q(name: str) -> str:
@@ -75,16 +84,28 @@ def table_script(table: str, bridges: Iterable[BridgeRules],
     post = ["ip saddr 127.0.0.0/8 oifname @bridges masquerade"]
     forward = []
     for b in bridges:
-        # Hairpin: a container reaching a published port through a host address, the
-        # DNATed connection going back into the same subnet (to another container or to
-        # itself). Matched on addresses, not interfaces: with br_netfilter loaded the
-        # kernel bridges such packets directly and the interface names differ.
-        post.append(f"ct status dnat ip saddr {b.subnet} ip daddr {b.subnet} masquerade")
-        post.append(f"ip saddr {b.subnet} oifname != {_q(b.name)} masquerade")
-        forward.append(f"iifname {_q(b.name)} oifname @bridges oifname != {_q(b.name)} drop")
+        name = _q(b.name)
+        if b.internal:
+            # nothing leaves or enters but between the network's own ports
+            forward.append(f"iifname {name} oifname != {name} drop")
+            forward.append(f"oifname {name} iifname != {name} drop")
+        else:
+            # Hairpin: a container reaching a published port through a host address,
+            # the DNATed connection going back into the same subnet (to another
+            # container or to itself). Matched on addresses, not interfaces: with
+            # br_netfilter loaded the kernel bridges such packets directly and the
+            # interface names differ.
+            post.append(f"ct status dnat ip saddr {b.subnet} ip daddr {b.subnet} masquerade")
+            if b.masquerade:
+                post.append(f"ip saddr {b.subnet} oifname != {name} masquerade")
+                if b.subnet6:
+                    post.append(f"ip6 saddr {b.subnet6} oifname != {name} masquerade")
+            forward.append(f"iifname {name} oifname @bridges oifname != {name} drop")
         if not b.icc:
-            forward.append(f"iifname {_q(b.name)} oifname {_q(b.name)} drop")
+            forward.append(f"iifname {name} oifname {name} drop")
     lines = [
+        f"add table {LEGACY_FAMILY} {table}",
+        f"delete table {LEGACY_FAMILY} {table}",
         f"add table {FAMILY} {table}",
         f"delete table {FAMILY} {table}",
         f"table {FAMILY} {table} {{",
@@ -102,8 +123,8 @@ def table_script(table: str, bridges: Iterable[BridgeRules],
         "    fib daddr type local jump publish",
         "  }",
         "  chain publish {",
-        "    dnat ip to ip daddr . meta l4proto . th dport map @pub_ip",
-        "    dnat ip to meta l4proto . th dport map @pub_any",
+        "    meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @pub_ip",
+        "    meta nfproto ipv4 dnat ip to meta l4proto . th dport map @pub_any",
         "  }",
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
@@ -129,4 +150,5 @@ def delete_elements_script(table: str, mappings: Iterable[PortMapping]) -> str:
 
 
 def delete_table_script(table: str) -> str:
-    return f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
+    return "".join(f"add table {fam} {table}\ndelete table {fam} {table}\n"
+                   for fam in (LEGACY_FAMILY, FAMILY))

@@ -32,19 +32,24 @@ class EndpointRecord:
     # detached, its veth being deleted in the background: the address stays taken
     # until the interface is gone
     removing: bool = False
+    ip6: str = ""
+    ifname: str = "eth0"
+    default_route: bool = True
 
     def to_json(self) -> dict[str, object]:
         return {"container_id": self.container_id, "ip": self.ip, "mac": self.mac,
                 "host_veth": self.host_veth, "ports": [p.to_json() for p in self.ports],
                 "hostname": self.hostname, "aliases": list(self.aliases),
-                "removing": self.removing}
+                "removing": self.removing, "ip6": self.ip6, "ifname": self.ifname,
+                "default_route": self.default_route}
 
     @classmethod
     def from_json(cls, d: dict) -> EndpointRecord:
         return cls(d["container_id"], d["ip"], d["mac"], d["host_veth"],
                    [PortMapping.from_json(p) for p in d.get("ports", [])],
                    d.get("hostname", ""), list(d.get("aliases", [])),
-                   bool(d.get("removing", False)))
+                   bool(d.get("removing", False)), d.get("ip6", ""), d.get("ifname", "eth0"),
+                   bool(d.get("default_route", True)))
 
 
 @dataclass
@@ -57,19 +62,25 @@ class NetworkState:
     # sysctl key -> value before ketch changed it (only keys ketch did change)
     sysctls_changed: dict[str, str] = field(default_factory=dict)
     endpoints: dict[str, EndpointRecord] = field(default_factory=dict)
+    subnet6: str = ""
+    gateway6: str = ""
+    network_id: str = ""     # "" for the default network
 
     def to_json(self) -> dict[str, object]:
         return {"version": VERSION, "bridge": self.bridge, "table": self.table,
                 "subnet": self.subnet, "gateway": self.gateway,
                 "created_bridge": self.created_bridge,
                 "sysctls_changed": dict(self.sysctls_changed),
-                "endpoints": {k: e.to_json() for k, e in self.endpoints.items()}}
+                "endpoints": {k: e.to_json() for k, e in self.endpoints.items()},
+                "subnet6": self.subnet6, "gateway6": self.gateway6,
+                "network_id": self.network_id}
 
     @classmethod
     def from_json(cls, d: dict) -> NetworkState:
         return cls(d["bridge"], d["table"], d.get("subnet", ""), d.get("gateway", ""),
                    bool(d.get("created_bridge")), dict(d.get("sysctls_changed", {})),
-                   {k: EndpointRecord.from_json(e) for k, e in d.get("endpoints", {}).items()})
+                   {k: EndpointRecord.from_json(e) for k, e in d.get("endpoints", {}).items()},
+                   d.get("subnet6", ""), d.get("gateway6", ""), d.get("network_id", ""))
 
 
 def state_path(state_dir: str, bridge: str) -> str:

@@ -1,0 +1,74 @@
+"""``/networks``: list, inspect, create, remove, prune, connect and disconnect.
+
+Shapes are moby's api/types/network: a network is ``{Name, Id, Created, Scope,
+Driver, EnableIPv6, IPAM, Internal, Attachable, Ingress, ConfigFrom,
+ConfigOnly, Containers, Options, Labels}``; ``GET /networks`` lists them with
+empty ``Containers``, inspect fills them in. The engine's ``NetworkAPI`` does
+the work (``ketch.engine.networks``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ketch.api.routers import add, json_object
+from ketch.api.routers.images import parse_filters
+from ketch.errors import InvalidArgument
+
+
+def setup(app: web.Application, api: Any) -> None:
+    """``api``: a ``ketch.engine.networks.NetworkAPI``."""
+
+    async def list_networks(request: web.Request) -> web.Response:
+        filters = parse_filters(request.query.get("filters"))
+        return web.json_response(await api.listing({k: list(v) for k, v in filters.items()}))
+
+    async def inspect_network(request: web.Request) -> web.Response:
+        scope = request.query.get("scope", "")
+        if scope not in ("", "local"):
+            from ketch.errors import NotFound
+
+            raise NotFound(f"network {request.match_info['id']} not found")
+        return web.json_response(await api.inspect(request.match_info["id"]))
+
+    async def create_network(request: web.Request) -> web.Response:
+        doc = json_object(await request.read())
+        return web.json_response(await api.create(doc), status=201)
+
+    async def delete_network(request: web.Request) -> web.Response:
+        await api.remove(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def prune_networks(request: web.Request) -> web.Response:
+        filters = parse_filters(request.query.get("filters"))
+        deleted = await api.prune({k: list(v) for k, v in filters.items()})
+        return web.json_response({"NetworksDeleted": deleted or None})
+
+    async def connect(request: web.Request) -> web.Response:
+        doc = json_object(await request.read())
+        container = doc.get("Container")
+        if not isinstance(container, str) or not container:
+            raise InvalidArgument("no container specified")
+        ep = doc.get("EndpointConfig") or {}
+        if not isinstance(ep, dict):
+            raise InvalidArgument("invalid JSON: EndpointConfig must be an object")
+        await api.connect(request.match_info["id"], container, ep)
+        return web.Response(status=200)
+
+    async def disconnect(request: web.Request) -> web.Response:
+        doc = json_object(await request.read())
+        container = doc.get("Container")
+        if not isinstance(container, str) or not container:
+            raise InvalidArgument("no container specified")
+        await api.disconnect(request.match_info["id"], container, bool(doc.get("Force")))
+        return web.Response(status=200)
+
+    add(app, "GET", "/networks", list_networks)
+    add(app, "POST", "/networks/create", create_network)
+    add(app, "POST", "/networks/prune", prune_networks)
+    add(app, "GET", "/networks/{id}", inspect_network)
+    add(app, "DELETE", "/networks/{id}", delete_network)
+    add(app, "POST", "/networks/{id}/connect", connect)
+    add(app, "POST", "/networks/{id}/disconnect", disconnect)

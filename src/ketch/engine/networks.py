@@ -1,0 +1,733 @@
+"""The engine's networks: Docker's network objects (``/networks`` API), a
+container's endpoints on them, and the names the embedded DNS server answers.
+
+The kernel side is ``ketch.network.manager``; this module knows containers:
+which networks a container joins and in which order (its NetworkMode first,
+then the others as they were given; interfaces eth0, eth1, ...), which of its
+endpoints gives the default route (the first not internal), the Docker JSON
+of networks and of a container's NetworkSettings, and the DNS view (a
+container resolves the names of the containers that share a user-defined
+network with it: their names, network-scoped aliases and short IDs).
+
+A container's network configuration lives in its NetworkSettings.Networks
+(as dockerd keeps it): one entry per network with what was asked (IPAMConfig,
+Aliases, MacAddress, ...); the run-time fields are filled while it runs and
+emptied when it stops (NetworkID stays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ketch.errors import Conflict, Forbidden, InvalidArgument, KetchError, NotFound, NotSupported
+
+if TYPE_CHECKING:
+    from ketch.engine.containers import Engine
+    from ketch.engine.network import NetworkOptions
+    from ketch.engine.store import Container
+    from ketch.network.dns import DnsServer
+    from ketch.network.endpoint import Endpoint
+    from ketch.network.manager import NetworkManager
+    from ketch.network.store import NetworkRecord
+
+log = logging.getLogger("ketch.engine.networks")
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def endpoint_settings_json(cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An EndpointSettings with the configured fields of ``cfg`` and no run-time data."""
+    cfg = cfg or {}
+    return {
+        "IPAMConfig": cfg.get("IPAMConfig"), "Links": cfg.get("Links"),
+        "Aliases": cfg.get("Aliases"), "MacAddress": cfg.get("MacAddress") or "",
+        "DriverOpts": cfg.get("DriverOpts"), "NetworkID": cfg.get("NetworkID") or "",
+        "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+        "DNSNames": None,
+    }
+
+
+def _run_time(ep_json: dict[str, Any], ep: Endpoint | None, network_id: str,
+              dns_names: list[str] | None) -> dict[str, Any]:
+    out = dict(ep_json)
+    out["NetworkID"] = network_id
+    out["DNSNames"] = dns_names
+    if ep is None:
+        out["EndpointID"] = _endpoint_id(network_id, "")
+        return out
+    out.update({
+        "MacAddress": ep.mac, "EndpointID": ep.endpoint_id or _endpoint_id(network_id, ""),
+        "Gateway": str(ep.gateway) if ep.gateway else "",
+        "IPAddress": str(ep.ip) if ep.ip else "", "IPPrefixLen": ep.prefix if ep.ip else 0,
+        "IPv6Gateway": str(ep.gateway6) if ep.gateway6 else "",
+        "GlobalIPv6Address": str(ep.ip6) if ep.ip6 else "",
+        "GlobalIPv6PrefixLen": ep.prefix6 if ep.ip6 else 0,
+    })
+    return out
+
+
+def _endpoint_id(network_id: str, container_id: str) -> str:
+    return hashlib.sha256(f"ketch endpoint {network_id}/{container_id}".encode()).hexdigest()
+
+
+def sandbox_id(container_id: str) -> str:
+    return hashlib.sha256(f"ketch sandbox {container_id}".encode()).hexdigest()
+
+
+def network_settings(networks: dict[str, dict[str, Any]], *, ports: dict[str, Any],
+                     sandbox_key: str = "", container_id: str = "",
+                     default: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Docker's NetworkSettings. The deprecated top-level address fields are the
+    default ``bridge`` network's endpoint (``default``), as dockerd fills them."""
+    top = default or endpoint_settings_json()
+    return {
+        "Bridge": "", "SandboxID": sandbox_id(container_id) if sandbox_key else "",
+        "SandboxKey": sandbox_key, "Ports": ports,
+        "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+        "EndpointID": top["EndpointID"], "Gateway": top["Gateway"],
+        "GlobalIPv6Address": top["GlobalIPv6Address"],
+        "GlobalIPv6PrefixLen": top["GlobalIPv6PrefixLen"],
+        "IPAddress": top["IPAddress"], "IPPrefixLen": top["IPPrefixLen"],
+        "IPv6Gateway": top["IPv6Gateway"], "MacAddress": top["MacAddress"],
+        "Networks": networks,
+    }
+
+
+@dataclass
+class Attached:
+    """One running container's endpoint on one network."""
+
+    network_id: str
+    name: str                   # the network's name (the key in Networks)
+    endpoint: Endpoint | None   # None on host/none
+    dns_names: list[str] = field(default_factory=list)   # lower-cased, for the resolver
+
+
+def _is_special(mode: str) -> bool:
+    return mode in ("host", "none") or mode.startswith("container:")
+
+
+class Networks:
+    """The engine's network side; the resolver of its DNS server."""
+
+    def __init__(self, engine: Engine, opts: NetworkOptions, root: str) -> None:
+        from ketch.engine.network import default_bridge_config
+        from ketch.network.ipam import DEFAULT_POOLS, parse_address_pools
+        from ketch.network.manager import NetworkManager, state_dir
+
+        self.engine = engine
+        self.opts = opts
+        pools = parse_address_pools(opts.address_pools) if opts.address_pools else DEFAULT_POOLS
+        self.manager: NetworkManager = NetworkManager(
+            state_dir(root), default_bridge_config(opts, pools), pools=pools, table=opts.table)
+        self._lock = threading.RLock()
+        self._attached: dict[str, list[Attached]] = {}     # container id -> endpoints
+        self._dns: DnsServer | None = None
+
+    # -- start and stop -----------------------------------------------------------------
+
+    def setup(self, running: list[Container]) -> None:
+        """Daemon start (in a worker thread): the networks, then what the running
+        containers have on them (and their DNS)."""
+        removed = self.manager.setup([c.id for c in running])
+        for line in removed:
+            log.info("network cleanup: %s", line)
+        for c in running:
+            attached = []
+            for name, ep_json in (c.network_settings.get("Networks") or {}).items():
+                net_id = ep_json.get("NetworkID") or ""
+                try:
+                    rec = self.manager.find(net_id or name)
+                except KetchError:
+                    continue
+                ep = self.manager.endpoint(rec.id, c.id)
+                attached.append(Attached(rec.id, rec.name, ep,
+                                         self._dns_names(c, rec, ep_json)))
+            with self._lock:
+                self._attached[c.id] = attached
+            if c.state.pid and self._needs_dns(attached):
+                with contextlib.suppress(KetchError, OSError):
+                    self._serve_dns(c.id, f"/proc/{c.state.pid}/ns/net")
+
+    def close(self) -> None:
+        if self._dns is not None:
+            self._dns.close()
+            self._dns = None
+        self.manager.close()
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def find(self, ref: str) -> NetworkRecord:
+        return self.manager.find(ref)
+
+    def default_record(self) -> NetworkRecord | None:
+        net_id = self.manager.default_id()
+        if not net_id:
+            return None
+        try:
+            return self.manager.find(net_id)
+        except NotFound:
+            return None
+
+    def attached(self, container_id: str) -> list[Attached]:
+        with self._lock:
+            return list(self._attached.get(container_id, ()))
+
+    def containers_on(self, network_id: str) -> list[tuple[str, Attached]]:
+        with self._lock:
+            return [(cid, a) for cid, atts in self._attached.items() for a in atts
+                    if a.network_id == network_id]
+
+    # -- a container's configuration ---------------------------------------------------
+
+    def configure(self, mode: str, endpoints: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """NetworkSettings.Networks of a new container: NetworkMode's network first,
+        then the other endpoints given at create (API 1.44+), each with its config."""
+        from ketch.jsonmodel import to_json
+
+        def cfg(ep: Any) -> dict[str, Any]:
+            return endpoint_settings_json(to_json(ep) if ep is not None else None)
+
+        out: dict[str, dict[str, Any]] = {}
+        if mode.startswith("container:"):
+            return out
+        given = dict(endpoints or {})
+        primary = given.pop(mode, None)
+        key = mode
+        if not _is_special(mode):
+            with contextlib.suppress(KetchError):
+                key = self.manager.find(mode).name
+            if primary is None and key != mode:
+                primary = given.pop(key, None)
+        out[key] = cfg(primary)
+        for name, ep in given.items():
+            out[name] = cfg(ep)
+        return out
+
+    def check_create(self, mode: str, networks: dict[str, dict[str, Any]]) -> None:
+        """What dockerd refuses at create about the endpoints' configuration."""
+        for name, ep in networks.items():
+            aliases = ep.get("Aliases") or []
+            ipam = ep.get("IPAMConfig") or {}
+            rec = None
+            with contextlib.suppress(KetchError):
+                rec = self.manager.find(name)
+            user_defined = rec.user_defined if rec is not None else not _is_special(name) \
+                and name != "bridge"
+            if aliases and not user_defined:
+                raise InvalidArgument("network-scoped aliases are only supported for "
+                                      "user-defined networks")
+            if (ipam.get("IPv4Address") or ipam.get("IPv6Address")) and not user_defined:
+                raise InvalidArgument("user specified IP address is supported on user defined "
+                                      "networks only")
+
+    # -- plugging a container in -------------------------------------------------------
+
+    def plug(self, c: Container, pid: int, ports: tuple[Any, ...]) -> list[Attached]:
+        """Connect a created container (its netns exists, its program has not started)
+        to each of its networks, in order (in a worker thread). On failure nothing is
+        left connected."""
+        from ketch.network.endpoint import EndpointRequest
+
+        hc = c.host_config
+        mode = hc.get("NetworkMode") or "bridge"
+        networks = c.network_settings.get("Networks") or {}
+        if mode.startswith("container:"):
+            return []
+        netns = f"/proc/{pid}/ns/net"
+        attached: list[Attached] = []
+        default_route = True
+        try:
+            for name, ep_json in networks.items():
+                rec = self._find_for_start(name, ep_json)
+                if rec.driver in ("host", "null"):
+                    attached.append(Attached(rec.id, rec.name, None))
+                    continue
+                ipam = ep_json.get("IPAMConfig") or {}
+                mac = ep_json.get("MacAddress") or (c.config or {}).get("MacAddress") or None
+                req = EndpointRequest(c.id, netns, ifname=f"eth{len(attached)}",
+                                      ip=ipam.get("IPv4Address") or None,
+                                      ip6=ipam.get("IPv6Address") or None,
+                                      mac=mac, default_route=default_route and not rec.internal,
+                                      ports=ports if not attached else ())
+                ep = self._attach(c, rec, req)
+                if req.default_route:
+                    default_route = False
+                attached.append(Attached(rec.id, rec.name, ep,
+                                         self._dns_names(c, rec, ep_json)))
+        except BaseException:
+            for a in attached:
+                with contextlib.suppress(KetchError, OSError):
+                    self.manager.detach(a.network_id, c.id)
+            raise
+        with self._lock:
+            self._attached[c.id] = attached
+        if self._needs_dns(attached):
+            try:
+                self._serve_dns(c.id, netns)
+            except BaseException:
+                self.unplug(c.id)
+                raise
+        return attached
+
+    def _find_for_start(self, name: str, ep_json: dict[str, Any]) -> NetworkRecord:
+        try:
+            return self.manager.find(ep_json.get("NetworkID") or name)
+        except NotFound:
+            try:
+                return self.manager.find(name)
+            except NotFound:
+                missing = NotFound(f"network {name} not found")
+                missing.not_runtime = True  # type: ignore[attr-defined]
+                raise missing from None
+
+    def _attach(self, c: Container, rec: NetworkRecord, req: Any) -> Endpoint:
+        try:
+            return self.manager.attach(rec.id, req)
+        except KetchError as exc:
+            err = exc
+            if "already allocated" in str(exc) or "address already in use" in str(exc):
+                err = type(exc)(f"driver failed programming external connectivity on "
+                                f"endpoint {c.name} ({c.id}): {exc}")
+            err.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
+            raise err from None
+
+    def unplug(self, container_id: str, *, background: bool = True) -> list[Attached]:
+        """Disconnect a container from everything (it stopped); what it was on."""
+        with self._lock:
+            attached = self._attached.pop(container_id, [])
+        if self._dns is not None:
+            self._dns.stop(container_id)
+        for a in attached:
+            if a.endpoint is not None:
+                with contextlib.suppress(KetchError, OSError):
+                    self.manager.detach(a.network_id, container_id, background=background)
+        return attached
+
+    def connect_running(self, c: Container, rec: NetworkRecord, ep_json: dict[str, Any]
+                        ) -> Attached:
+        """``network connect`` of a running container: the next interface."""
+        from ketch.network.endpoint import EndpointRequest
+
+        current = self.attached(c.id)
+        if any(a.network_id == rec.id for a in current):
+            raise Forbidden(f"endpoint with name {c.name} already exists in network "
+                            f"{rec.name}")
+        if rec.driver in ("host", "null") or any(a.endpoint is None for a in current):
+            raise Forbidden("container cannot be disconnected from host network or "
+                            "connected to host network")
+        ipam = ep_json.get("IPAMConfig") or {}
+        names = {a.endpoint.ifname for a in current if a.endpoint is not None}
+        ifname = next(f"eth{i}" for i in range(len(names) + 1) if f"eth{i}" not in names)
+        gives_route = not rec.internal and not any(
+            a.endpoint is not None and a.endpoint.gateway is not None for a in current)
+        req = EndpointRequest(c.id, f"/proc/{c.state.pid}/ns/net", ifname=ifname,
+                              ip=ipam.get("IPv4Address") or None,
+                              ip6=ipam.get("IPv6Address") or None,
+                              mac=ep_json.get("MacAddress") or None, default_route=gives_route)
+        ep = self._attach(c, rec, req)
+        a = Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json))
+        with self._lock:
+            self._attached.setdefault(c.id, []).append(a)
+        if self._needs_dns([a]):
+            try:
+                self._serve_dns(c.id, req.netns_path)
+            except BaseException:
+                self.disconnect_running(c.id, rec.id)
+                raise
+        return a
+
+    def disconnect_running(self, container_id: str, network_id: str) -> Attached | None:
+        with self._lock:
+            atts = self._attached.get(container_id, [])
+            found = next((a for a in atts if a.network_id == network_id), None)
+            if found is None:
+                return None
+            atts.remove(found)
+            still_dns = self._needs_dns(atts)
+        if found.endpoint is not None:
+            self.manager.detach(network_id, container_id)
+        if not still_dns and self._dns is not None:
+            self._dns.stop(container_id)
+        return found
+
+    # -- JSON --------------------------------------------------------------------------
+
+    def settings_running(self, c: Container, attached: list[Attached], pid: int,
+                         ports_json: dict[str, Any]) -> dict[str, Any]:
+        nets = dict(c.network_settings.get("Networks") or {})
+        out: dict[str, dict[str, Any]] = {}
+        by_name = {a.name: a for a in attached}
+        default_id = self.manager.default_id()
+        top = None
+        for name, ep_json in nets.items():
+            a = by_name.get(name)
+            if a is None:
+                out[name] = ep_json
+                continue
+            shown = self._shown_names(c, a)
+            out[name] = _run_time(ep_json, a.endpoint, a.network_id, shown)
+            if a.network_id == default_id:
+                top = out[name]
+        for a in attached:          # connected under another key than configured
+            if a.name not in out:
+                out[a.name] = _run_time(endpoint_settings_json(), a.endpoint, a.network_id,
+                                        self._shown_names(c, a))
+        return network_settings(out, ports=ports_json, sandbox_key=f"/proc/{pid}/ns/net",
+                                container_id=c.id, default=top)
+
+    def _shown_names(self, c: Container, a: Attached) -> list[str] | None:
+        rec = None
+        with contextlib.suppress(KetchError):
+            rec = self.manager.find(a.network_id)
+        if rec is None or not rec.user_defined or a.endpoint is None:
+            return None
+        ep_json = (c.network_settings.get("Networks") or {}).get(a.name) or {}
+        return dns_names(c, ep_json.get("Aliases") or [])
+
+    @staticmethod
+    def settings_stopped(c: Container, ports_json: dict[str, Any]) -> dict[str, Any]:
+        """After a stop: the configuration stays, the run-time fields go."""
+        nets = {}
+        for name, ep_json in (c.network_settings.get("Networks") or {}).items():
+            nets[name] = endpoint_settings_json(ep_json)
+        return network_settings(nets, ports=ports_json)
+
+    def inspect(self, rec: NetworkRecord, container_names: dict[str, str]) -> dict[str, Any]:
+        """``GET /networks/{id}``: Docker's NetworkResource."""
+        containers: dict[str, Any] = {}
+        for cid, a in self.containers_on(rec.id):
+            ep = a.endpoint
+            containers[cid] = {
+                "Name": container_names.get(cid, cid[:12]),
+                "EndpointID": (ep.endpoint_id if ep else "") or _endpoint_id(rec.id, cid),
+                "MacAddress": ep.mac if ep else "",
+                "IPv4Address": f"{ep.ip}/{ep.prefix}" if ep and ep.ip else "",
+                "IPv6Address": f"{ep.ip6}/{ep.prefix6}" if ep and ep.ip6 else "",
+            }
+        return network_json(rec, containers)
+
+    # -- the embedded DNS server --------------------------------------------------------
+
+    def uses_embedded_dns(self, c: Container) -> bool:
+        """Whether a container's resolv.conf points at 127.0.0.11: one of its networks
+        is user-defined (as dockerd decides it when it builds the sandbox)."""
+        mode = c.host_config.get("NetworkMode") or ""
+        if _is_special(mode):
+            return False
+        for name, ep_json in (c.network_settings.get("Networks") or {}).items():
+            with contextlib.suppress(KetchError):
+                if self.manager.find(ep_json.get("NetworkID") or name).user_defined:
+                    return True
+        return False
+
+    def _needs_dns(self, attached: list[Attached]) -> bool:
+        for a in attached:
+            with contextlib.suppress(KetchError):
+                if a.endpoint is not None and self.manager.find(a.network_id).user_defined:
+                    return True
+        return False
+
+    def _serve_dns(self, container_id: str, netns_path: str) -> None:
+        with self._lock:
+            if self._dns is None:
+                from ketch.network.dns import DnsServer
+
+                self._dns = DnsServer(self)
+                self._dns.start()
+            dns = self._dns
+        dns.serve(container_id, netns_path)
+
+    def _dns_names(self, c: Container, rec: NetworkRecord, ep_json: dict[str, Any]) -> list[str]:
+        if not rec.user_defined:
+            return []
+        return [n.lower() for n in dns_names(c, ep_json.get("Aliases") or [])]
+
+    def lookup(self, key: str, name: str) -> list[IPAddr] | None:
+        name = name.rstrip(".").lower()
+        with self._lock:
+            mine = self._attached.get(key, [])
+            for a in mine:
+                if a.endpoint is None or not a.dns_names:
+                    continue
+                wanted = name
+                suffix = "." + a.name.lower()
+                if wanted.endswith(suffix):
+                    wanted = wanted[:-len(suffix)]
+                found: list[IPAddr] = []
+                for _cid, atts in self._attached.items():
+                    for b in atts:
+                        if b.network_id != a.network_id or b.endpoint is None:
+                            continue
+                        if wanted in b.dns_names:
+                            if b.endpoint.ip is not None:
+                                found.append(b.endpoint.ip)
+                            if b.endpoint.ip6 is not None:
+                                found.append(b.endpoint.ip6)
+                if found:
+                    return found
+        return None
+
+    def reverse(self, key: str, ip: IPAddr) -> str | None:
+        with self._lock:
+            mine = {a.network_id for a in self._attached.get(key, []) if a.dns_names}
+            for _cid, atts in self._attached.items():
+                for b in atts:
+                    if b.network_id in mine and b.endpoint is not None and b.dns_names \
+                            and ip in (b.endpoint.ip, b.endpoint.ip6):
+                        return f"{b.dns_names[0]}.{b.name}"
+        return None
+
+    def upstreams(self, key: str) -> list[tuple[str, int]]:
+        from ketch.network import etcfiles
+
+        c = self.engine.store.find(key)
+        servers = list((c.host_config.get("Dns") or []) if c is not None else [])
+        if not servers:
+            servers = etcfiles.nameservers(etcfiles.read_host_resolv_conf())
+        return [(s, 53) for s in servers]
+
+
+class NetworkAPI:
+    """``/networks``: what the router calls (async; kernel work in worker threads)."""
+
+    def __init__(self, engine: Engine,
+                 on_event: Callable[[str, str, str, str, str], None] | None = None) -> None:
+        self.engine = engine
+        self.nets = engine.networks
+        self.on_event = on_event or (lambda action, nid, name, driver, cid: None)
+
+    def _names(self) -> dict[str, str]:
+        return {c.id: c.name.lstrip("/") for c in self.engine.store.all()}
+
+    async def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+        spec = parse_create(doc)
+        rec = await asyncio.to_thread(self.nets.manager.create, spec)
+        self.on_event("create", rec.id, rec.name, rec.driver, "")
+        return {"Id": rec.id, "Warning": ""}
+
+    async def inspect(self, ref: str) -> dict[str, Any]:
+        rec = self.nets.find(ref)
+        return self.nets.inspect(rec, self._names())
+
+    async def listing(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        out = []
+        for rec in sorted(self.nets.manager.records(), key=lambda r: r.created):
+            doc = network_json(rec, {})
+            if _matches(doc, rec, filters, bool(self.nets.containers_on(rec.id))):
+                out.append(doc)
+        return out
+
+    async def remove(self, ref: str) -> None:
+        rec = self.nets.find(ref)
+        busy = bool(self.nets.containers_on(rec.id))
+        await asyncio.to_thread(self.nets.manager.remove, rec.id, has_containers=busy)
+        self.on_event("destroy", rec.id, rec.name, rec.driver, "")
+
+    async def prune(self, filters: dict[str, list[str]]) -> list[str]:
+        from ketch import filters as flt
+
+        flt.check_names(filters, flt.NETWORK_PRUNE)
+        until = flt.prune_until(filters)
+        deleted = []
+        for rec in sorted(self.nets.manager.records(), key=lambda r: r.name):
+            if rec.predefined or self.nets.containers_on(rec.id):
+                continue
+            if until is not None and rec.created / 1e9 >= until:
+                continue
+            if not flt.match_labels(filters, rec.labels):
+                continue
+            with contextlib.suppress(KetchError):
+                await self.remove(rec.id)
+                deleted.append(rec.name)
+        return deleted
+
+    async def connect(self, ref: str, container: str, ep_cfg: dict[str, Any]) -> None:
+        rec = self.nets.find(ref)
+        c = self.engine.store.get(container)
+        check_connect_config(rec, ep_cfg)
+        async with self.engine._lock(c.id):
+            c = self.engine.store.get(c.id)
+            mode = c.host_config.get("NetworkMode") or ""
+            if mode.startswith("container:"):
+                raise Forbidden("container sharing network namespace with another container "
+                                "or host cannot be connected to any other network")
+            if mode in ("host", "none") or rec.driver in ("host", "null"):
+                raise Forbidden("container cannot be disconnected from host network or "
+                                "connected to host network")
+            nets = dict(c.network_settings.get("Networks") or {})
+            if rec.name in nets:
+                raise Forbidden(f"endpoint with name {c.name.lstrip('/')} already exists in "
+                                f"network {rec.name}")
+            cfg = endpoint_settings_json(ep_cfg)
+            if c.state.status in ("running", "paused"):
+                cfg["NetworkID"] = rec.id
+                await asyncio.to_thread(self.nets.connect_running, c, rec, cfg)
+                nets[rec.name] = cfg
+                c.network_settings["Networks"] = nets
+                c.network_settings = self.nets.settings_running(
+                    c, self.nets.attached(c.id), c.state.pid,
+                    c.network_settings.get("Ports") or {})
+            else:
+                nets[rec.name] = cfg
+                c.network_settings["Networks"] = nets
+            await asyncio.to_thread(self.engine.store.save, c)
+        self.on_event("connect", rec.id, rec.name, rec.driver, c.id)
+
+    async def disconnect(self, ref: str, container: str, force: bool) -> None:
+        c = self.engine.store.get(container)
+        try:
+            rec = self.nets.find(ref)
+        except NotFound:
+            if not force:
+                raise
+            rec = None
+        async with self.engine._lock(c.id):
+            c = self.engine.store.get(c.id)
+            nets = dict(c.network_settings.get("Networks") or {})
+            name = rec.name if rec is not None else ref
+            mode = c.host_config.get("NetworkMode") or ""
+            if rec is not None and (rec.driver in ("host", "null") or mode == "host"):
+                raise Forbidden("container cannot be disconnected from host network or "
+                                "connected to host network")
+            if name not in nets:
+                raise Forbidden(f"container {c.id} is not connected to network {name}")
+            if rec is not None and c.state.status in ("running", "paused"):
+                await asyncio.to_thread(self.nets.disconnect_running, c.id, rec.id)
+            del nets[name]
+            c.network_settings["Networks"] = nets
+            if c.state.status in ("running", "paused"):
+                c.network_settings = self.nets.settings_running(
+                    c, self.nets.attached(c.id), c.state.pid,
+                    c.network_settings.get("Ports") or {})
+            await asyncio.to_thread(self.engine.store.save, c)
+        if rec is not None:
+            self.on_event("disconnect", rec.id, rec.name, rec.driver, c.id)
+
+
+def parse_create(doc: dict[str, Any]) -> Any:
+    """``POST /networks/create``'s body as a NetworkSpec, with dockerd's refusals."""
+    from ketch.network.manager import NetworkSpec
+    from ketch.network.store import IPAMConfig
+
+    name = doc.get("Name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("network name is required") if not name else \
+            InvalidArgument("invalid JSON: Name must be a string")
+    if doc.get("ConfigOnly") or (doc.get("ConfigFrom") or {}).get("Network"):
+        raise NotSupported("config-only networks and --config-from are not supported")
+    if doc.get("Ingress"):
+        raise Forbidden("This node is not a swarm manager. Use \"docker swarm init\" or "
+                        "\"docker swarm join\" to connect this node to swarm and try again.")
+    if (doc.get("Scope") or "local") != "local":
+        raise NotSupported(f"scope {doc['Scope']} is not supported: ketch networks are local")
+    ipam = doc.get("IPAM") or {}
+    configs = []
+    for item in ipam.get("Config") or []:
+        if not isinstance(item, dict):
+            raise InvalidArgument("invalid JSON: IPAM.Config entries must be objects")
+        configs.append(IPAMConfig(str(item.get("Subnet") or ""), str(item.get("Gateway") or ""),
+                                  str(item.get("IPRange") or ""),
+                                  {str(k): str(v) for k, v in
+                                   (item.get("AuxiliaryAddresses") or {}).items()}))
+    for cfg in configs:
+        if not cfg.subnet:
+            raise InvalidArgument("ketch networks need a subnet in each IPAM config")
+    return NetworkSpec(name=name, driver=str(doc.get("Driver") or "bridge"),
+                       internal=bool(doc.get("Internal")), attachable=bool(doc.get("Attachable")),
+                       enable_ipv6=bool(doc.get("EnableIPv6")),
+                       ipam_driver=str(ipam.get("Driver") or "default"),
+                       ipam_options={str(k): str(v) for k, v in
+                                     (ipam.get("Options") or {}).items()},
+                       ipam=configs,
+                       options={str(k): str(v) for k, v in (doc.get("Options") or {}).items()},
+                       labels={str(k): str(v) for k, v in (doc.get("Labels") or {}).items()})
+
+
+def _matches(doc: dict[str, Any], rec: NetworkRecord, filters: dict[str, list[str]],
+             in_use: bool) -> bool:
+    import re
+
+    from ketch import filters as flt
+
+    flt.check_names(filters, ("driver", "name", "id", "scope", "type", "label", "dangling"))
+    for key, values in filters.items():
+        if key == "driver" and rec.driver not in values:
+            return False
+        if key == "name" and not any(re.search(v, rec.name) for v in values):
+            return False
+        if key == "id" and not any(re.search(v, rec.id) for v in values):
+            return False
+        if key == "scope" and "local" not in values:
+            return False
+        if key == "type":
+            for v in values:
+                if v not in ("custom", "builtin"):
+                    raise InvalidArgument(f"invalid filter: 'type'='{v}'")
+            kind = "builtin" if rec.predefined else "custom"
+            if kind not in values:
+                return False
+        if key == "label" and not flt.match_kv_list(values, rec.labels):
+            return False
+        if key == "dangling" and flt.bool_filter(filters, "dangling", False) == in_use:
+            return False
+    return True
+
+
+def dns_names(c: Container, aliases: list[str]) -> list[str]:
+    """Docker's DNSNames (API 1.44+) of an endpoint on a user-defined network: the
+    container's name, its aliases and its short ID."""
+    out: list[str] = []
+    for n in (c.name.lstrip("/"), *aliases, c.id[:12]):
+        if n and n not in out:
+            out.append(n)
+    return out
+
+
+def network_json(rec: NetworkRecord, containers: dict[str, Any] | None) -> dict[str, Any]:
+    from ketch.engine.files import go_time
+
+    return {
+        "Name": rec.name, "Id": rec.id, "Created": go_time(rec.created),
+        "Scope": "local", "Driver": rec.driver, "EnableIPv6": rec.enable_ipv6,
+        "IPAM": {"Driver": rec.ipam_driver, "Options": rec.ipam_options or None,
+                 "Config": [c.to_json() for c in rec.ipam]},
+        "Internal": rec.internal, "Attachable": rec.attachable, "Ingress": False,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Containers": containers if containers is not None else {},
+        "Options": dict(rec.options), "Labels": dict(rec.labels),
+    }
+
+
+def check_connect_config(rec: NetworkRecord, ep_json: dict[str, Any]) -> None:
+    """dockerd's checks of an endpoint config against its network."""
+    ipam = ep_json.get("IPAMConfig") or {}
+    if (ipam.get("IPv4Address") or ipam.get("IPv6Address")) and not rec.user_defined:
+        raise InvalidArgument("user specified IP address is supported on user defined "
+                              "networks only")
+    if ep_json.get("Aliases") and not rec.user_defined:
+        raise InvalidArgument("network-scoped alias is supported only for containers in "
+                              "user defined networks")
+    if ipam.get("IPv4Address"):
+        try:
+            ipaddress.IPv4Address(ipam["IPv4Address"])
+        except ValueError:
+            raise InvalidArgument(f"invalid IPv4 address: {ipam['IPv4Address']}") from None
+    if ipam.get("IPv6Address"):
+        try:
+            ipaddress.IPv6Address(ipam["IPv6Address"])
+        except ValueError:
+            raise InvalidArgument(f"invalid IPv6 address: {ipam['IPv6Address']}") from None
+
+
+__all__ = ["Attached", "Conflict", "Networks", "check_connect_config", "network_json"]
