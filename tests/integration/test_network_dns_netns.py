@@ -196,6 +196,21 @@ def test_stop_frees_the_port_and_serve_moves_with_the_netns(
     assert bad.returncode != 0  # nothing answers there any more
 
 
+def test_a_container_dns_server_on_the_wildcard_shares_udp_53(
+        netns: Callable[[], Netns], server: dns.DnsServer) -> None:
+    ns = netns()
+    ns.lo_up()
+    server.serve("c1", ns.path)
+    theirs = socket_in_netns(ns.path, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        theirs.bind(("0.0.0.0", 53))  # as dnsmasq does in a container
+        got = query_inside(ns, [("web", 1)], 1)
+        assert got["udp web 1"]["answers"][0][3] == "ac1e0002"
+    finally:
+        theirs.close()
+
+
 def test_run_in_netns_moves_only_its_own_thread(netns: Callable[[], Netns]) -> None:
     ns = netns()
     ours = _netns_id()

@@ -151,7 +151,7 @@ def test_parse_query_reads_the_question_and_edns_size() -> None:
 
 
 def rejected(data: bytes) -> Message:
-    with pytest.raises(dns._Reject) as info:
+    with pytest.raises(dns.RejectQuery) as info:
         dns.parse_query(data)
     return dns.parse_message(info.value.reply)
 
@@ -184,7 +184,7 @@ def test_other_opcodes_get_notimp_with_the_opcode() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"\x00\x05\x01", HEADER.pack(1, FLAG_QR, 1, 0, 0, 0) + QN])
 def test_runts_and_responses_are_dropped(data: bytes) -> None:
-    with pytest.raises(dns._Drop):
+    with pytest.raises(dns.DropQuery):
         dns.parse_query(data)
 
 
@@ -418,10 +418,12 @@ def test_forward_tries_the_next_on_servfail_refused_and_silence(
     assert reply.rcode == RCODE_NOERROR and len(reply.answers) == 2
     assert [len(u.seen) for u in (failing, refusing, good)] == [1, 1, 1]
     silent = upstreams(lambda m: None)
-    t0 = time.monotonic()
     reply = forward([closed_port(), silent.addr, good.addr], query("example.org"), timeout=0.3)
-    assert reply.rcode == RCODE_NOERROR and len(silent.seen) == 1
-    assert time.monotonic() - t0 < 2.0  # the refused port did not wait for its timeout
+    assert reply.rcode == RCODE_NOERROR and len(good.seen) == 2
+    deadline = time.monotonic() + 5  # the silent one's thread may not have run yet
+    while not silent.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(silent.seen) == 1
 
 
 def test_forward_gives_servfail_when_nobody_answers(

@@ -293,11 +293,13 @@ def ptr_name(ip: IPAddress) -> str:
 # -- the server's view of a query -------------------------------------------------------
 
 
-class _Drop(Exception):
+class DropQuery(Exception):
     """Not worth an answer (a response, a runt): dropped as dockerd does."""
 
 
-class _Reject(Exception):
+class RejectQuery(Exception):
+    """Answered with a header only (FORMERR, NOTIMP): ``reply`` is that answer."""
+
     def __init__(self, reply: bytes) -> None:
         super().__init__("rejected")
         self.reply = reply
@@ -322,16 +324,16 @@ def _header_only(qid: int, flags: int, rcode: int) -> bytes:
 
 
 def parse_query(data: bytes) -> Query:
-    """The query in ``data``; raises _Drop or _Reject (with the reply) as dockerd's server."""
+    """The query in ``data``; raises DropQuery or RejectQuery (with the reply) as dockerd's server."""
     if len(data) < _HEADER.size:
-        raise _Drop()
+        raise DropQuery()
     qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
     if flags & FLAG_QR:
-        raise _Drop()
+        raise DropQuery()
     if (flags >> 11) & 0xF != OPCODE_QUERY:
-        raise _Reject(_header_only(qid, flags, RCODE_NOTIMP))
+        raise RejectQuery(_header_only(qid, flags, RCODE_NOTIMP))
     if qd != 1 or an > 1 or ns > 1 or ar > 2:
-        raise _Reject(_header_only(qid, flags, RCODE_FORMERR))
+        raise RejectQuery(_header_only(qid, flags, RCODE_FORMERR))
     try:
         labels, pos = decode_name(data, _HEADER.size)
         if pos + 4 > len(data):
@@ -348,7 +350,7 @@ def parse_query(data: bytes) -> Query:
             if rr.rtype == TYPE_OPT and index >= an + ns:
                 udp_limit = max(UDP_LIMIT, rr.rclass)
     except DnsFormatError as exc:
-        raise _Reject(_header_only(qid, flags, RCODE_FORMERR)) from exc
+        raise RejectQuery(_header_only(qid, flags, RCODE_FORMERR)) from exc
     question = encode_labels(labels) + _QUESTION_FIXED.pack(qtype, qclass)
     return Query(qid, flags, labels, qtype, qclass, question, udp_limit)
 
@@ -568,9 +570,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         assert transport is not None
         try:
             query = parse_query(data)
-        except _Drop:
+        except DropQuery:
             return
-        except _Reject as rejected:
+        except RejectQuery as rejected:
             transport.sendto(rejected.reply, addr)
             return
         listener = self.listener
@@ -794,9 +796,9 @@ class DnsServer:
     async def _answer_tcp(self, key: str, data: bytes) -> bytes | None:
         try:
             query = parse_query(data)
-        except _Drop:
+        except DropQuery:
             return None
-        except _Reject as rejected:
+        except RejectQuery as rejected:
             return rejected.reply
         try:
             reply = answer_locally(self.resolver, key, query, tcp=True)
@@ -833,9 +835,14 @@ def _bind_in_netns(netns_path: str) -> tuple[socket.socket, socket.socket]:
             flags = _interface_flags(udp, "lo")
             if not flags & _IFF_UP:
                 raise OSError(errno.ENETDOWN, "lo is down")
-            # Connections of a stopped server may linger in TIME_WAIT; a restarted
-            # container's server must still bind.
+            # TCP: connections of a stopped server may linger in TIME_WAIT, and a
+            # restarted container's server must still bind. UDP: a DNS server in the
+            # container that binds 0.0.0.0:53 with SO_REUSEADDR (dnsmasq, unbound...)
+            # can share the port; 127.0.0.11 still reaches us, the exact address
+            # winning over the wildcard. (dockerd avoids the clash altogether by
+            # listening on random ports behind an iptables DNAT in the container.)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             udp.bind((DNS_ADDRESS, DNS_PORT))
             tcp.bind((DNS_ADDRESS, DNS_PORT))
             tcp.listen(128)
