@@ -196,7 +196,7 @@ def test_counted_sections_may_stop_early() -> None:
 
 # -- local answers -----------------------------------------------------------------------
 
-NAMES = {"web": ["172.18.0.2"], "svc": ["172.18.0.2", "172.18.0.3", "fd00::3"],
+NAMES = {"web": ["172.18.0.2"], "svc": ["172.18.0.2", "172.18.0.3", "fd00::3", "172.18.0.3"],
          "web.n1": ["172.18.0.2"], "v6": ["fd00::9"], "empty": []}
 PTRS = {"172.18.0.2": "web.n1", "fd00::9": "v6.n1"}
 
@@ -570,3 +570,24 @@ def test_serve_needs_start_and_close_is_final() -> None:
     s.close()
     with pytest.raises(Unavailable):
         s.serve("c1", "/proc/self/ns/net")
+
+
+class BrokenResolver(FakeResolver):
+    def lookup(self, key: str, name: str) -> list[dns.IPAddress] | None:
+        raise RuntimeError("engine bug")
+
+    def upstreams(self, key: str) -> list[tuple[str, int]]:
+        raise RuntimeError("engine bug")
+
+
+def test_a_failing_resolver_means_servfail_not_silence() -> None:
+    s = dns.DnsServer(BrokenResolver())
+    s.start()
+    try:
+        udp, tcp, addr = bound()
+        s.serve_sockets("c1", udp, tcp, "test")
+        assert ask_udp(addr, query("web", qid=3)).rcode == RCODE_SERVFAIL
+        assert ask_udp(addr, query("web", TYPE_MX, qid=4)).rcode == RCODE_SERVFAIL
+        assert ask_tcp(addr, query("web", qid=5))[0].rcode == RCODE_SERVFAIL
+    finally:
+        s.close()

@@ -450,6 +450,8 @@ def answer_locally(resolver: Resolver, key: str, query: Query, tcp: bool) -> byt
         version = 4 if qtype == TYPE_A else 6
         rdatas = [ip.packed for ip in found if ip.version == version]
         if len(rdatas) > 1:
+            # an address twice (two names of one endpoint) is answered once, as moby
+            rdatas = list(dict.fromkeys(rdatas))
             random.shuffle(rdatas)
         return _reply(query, qtype, rdatas, TCP_LIMIT if tcp else query.udp_limit, not tcp)
     if qtype == TYPE_PTR:
@@ -599,7 +601,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     async def _forward(self, transport: asyncio.DatagramTransport, query: Query, data: bytes,
                        addr: tuple[str, int]) -> None:
-        reply = await self.server.forward_for(self.listener.key, query, data, tcp=False)
+        try:
+            reply = await self.server.forward_for(self.listener.key, query, data, tcp=False)
+        except Exception:
+            log.exception("dns: %s: forwarding failed", self.listener.key)
+            reply = servfail(query)
         if not transport.is_closing():
             transport.sendto(reply, addr)
 
@@ -788,6 +794,8 @@ class DnsServer:
                     await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception:
+            log.exception("dns: %s: tcp client failed", listener.key)
         finally:
             listener.tcp_clients -= 1
             listener.tasks.discard(task)
