@@ -258,6 +258,25 @@ def test_unknown_names_and_other_types_are_forwarded(resolver: FakeResolver) -> 
     assert local(resolver, dotted) is None
 
 
+class NdotsResolver(FakeResolver):
+    def ndots_set(self, key: str) -> bool:
+        return key == "ndots"
+
+
+def test_ndots_set_keeps_single_labels_home() -> None:
+    r = NdotsResolver(NAMES)
+    for qtype in (TYPE_A, TYPE_AAAA):
+        reply_wire = dns.answer_locally(r, "ndots", dns.parse_query(query("single", qtype)), False)
+        assert reply_wire is not None
+        reply = dns.parse_message(reply_wire)
+        assert reply.rcode == RCODE_NOERROR and reply.answers == []
+        assert reply.flags == FLAG_QR | FLAG_RD | FLAG_RA
+    assert dns.answer_locally(r, "ndots", dns.parse_query(query("two.labels")), False) is None
+    assert dns.answer_locally(r, "ndots", dns.parse_query(query("single", TYPE_MX)), False) is None
+    assert dns.answer_locally(r, "other", dns.parse_query(query("single")), False) is None
+    assert local(FakeResolver(NAMES), query("single")) is None  # no ndots_set: forwarded
+
+
 def test_class_is_not_looked_at(resolver: FakeResolver) -> None:
     reply = local(resolver, query("web", qclass=3))
     assert reply is not None

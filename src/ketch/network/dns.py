@@ -30,11 +30,24 @@ As dockerd 20.10 answers (observed with its resolver, miekg/dns underneath):
   than QUERY: NOTIMP (header only, opcode echoed). QDCOUNT != 1, ANCOUNT > 1,
   NSCOUNT > 1, ARCOUNT > 2 or a question that does not parse (truncated,
   compression loop): FORMERR, header only (RD echoed, no RA, QDCOUNT 0);
+- with ndots > 0 in the container's own --dns-option, a single-label A/AAAA
+  name that is not local gets NOERROR with no answer instead of being forwarded
+  (ketch asks the resolver's optional ``ndots_set``, see NdotsResolver);
 - forwarding goes over the query's own transport; an upstream's answer is
   passed through as it is (NXDOMAIN, TC...), SERVFAIL and REFUSED go on to the
-  next upstream (at most three). With no upstream answering, dockerd 20.10 sends
-  nothing at all (the client waits for its own timeout); Docker 23 and later
-  answer SERVFAIL, which ketch does, so clients fail fast.
+  next upstream (at most three; 20.10 waits 4 s for each, ketch 2 s). dockerd
+  keeps the client's query id upstream; ketch sends a random one and puts the
+  client's back. With no upstream answering, dockerd 20.10 sends nothing at all
+  (the client waits for its own timeout); Docker 23 and later answer SERVFAIL,
+  which ketch does, so clients fail fast. An upstream UDP answer bigger than the
+  client can take becomes the header with TC and the question (20.10 sends an
+  empty NOERROR without TC there, a bug: the client never retries over TCP).
+
+The resolv.conf dockerd 20.10 writes for such a container (the engine's part):
+``search`` (--dns-search, else the host's), ``nameserver 127.0.0.11``, then the
+IPv6 external nameservers (it forwards to IPv4 ones only), and ``options``:
+the user's (--dns-option, else the host's) plus ``ndots:0`` unless they set
+ndots > 0 themselves.
 
 Differences that do not show to clients: answers' owner names are compressed
 (pointers to the question), so up to 30 A records fit a plain 512-byte UDP
@@ -437,6 +450,20 @@ class Resolver(Protocol):
         ...
 
 
+class NdotsResolver(Resolver, Protocol):
+    """A Resolver that also knows the containers' resolv.conf options (optional)."""
+
+    def ndots_set(self, key: str) -> bool:
+        """Whether `key`'s resolv.conf options were given ndots > 0 by the user
+        (--dns-option ndots:N); the engine's default for user networks is ndots:0."""
+        ...
+
+
+def _ndots_set(resolver: Resolver, key: str) -> bool:
+    method = getattr(resolver, "ndots_set", None)
+    return bool(method(key)) if method is not None else False
+
+
 def answer_locally(resolver: Resolver, key: str, query: Query, tcp: bool) -> bytes | None:
     """The reply to ``query`` from local names, or None when it is to be forwarded."""
     qtype = query.qtype
@@ -446,6 +473,11 @@ def answer_locally(resolver: Resolver, key: str, query: Query, tcp: bool) -> byt
             return None
         found = resolver.lookup(key, name)
         if found is None:
+            # As dockerd: when the container's own options set ndots > 0, a
+            # single-label name that is not local is not sent out; the empty
+            # answer sends the client on to its search domains.
+            if len(query.labels) == 1 and _ndots_set(resolver, key):
+                return _reply(query, qtype, [], UDP_LIMIT, False)
             return None
         version = 4 if qtype == TYPE_A else 6
         rdatas = [ip.packed for ip in found if ip.version == version]
