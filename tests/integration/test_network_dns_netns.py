@@ -140,7 +140,11 @@ def test_serve_in_a_netns(netns: Callable[[], Netns], server: dns.DnsServer,
     ns.lo_up()
     server.serve("c1", ns.path)
     server.serve("c1", ns.path)  # idempotent
+    pid = ns.proc.pid
+    server.serve("c1", f"/proc/{pid}/task/{pid}/ns/net")  # the same netns by another path
     assert server.served() == {"c1": ns.path}
+    with pytest.raises(NotFound):
+        server.serve("c2", "/proc/0/ns/net")
     got = query_inside(ns, [("web", 1), ("SVC.", 1), ("web", 28),
                             ("2.0.30.172.in-addr.arpa", 12), ("nx.example", 1),
                             ("host.example", 1)], 10_000)

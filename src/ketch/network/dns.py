@@ -69,7 +69,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, cast
 
-from ketch.errors import Conflict, System, Unavailable
+from ketch.errors import Conflict, NotFound, System, Unavailable
 from ketch.linux.netns import run_in_netns
 
 log = logging.getLogger("ketch.network.dns")
@@ -652,6 +652,7 @@ class DnsServer:
         self.resolver = resolver
         self._lock = threading.Lock()  # serialises serve/stop/close
         self._served: dict[str, str] = {}  # key -> netns path, under _lock
+        self._idents: dict[str, tuple[int, int]] = {}  # key -> the netns's (dev, ino)
         self._listeners: dict[str, _Listener] = {}  # touched on the loop's thread only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -686,13 +687,18 @@ class DnsServer:
         """
         with self._lock:
             self._running()
-            if self._served.get(key) == netns_path:
+            # The namespace itself, not its path, decides: /proc/<pid>/ns/net of a
+            # reused pid is another netns.
+            ident = _netns_identity(netns_path)
+            if key in self._served and self._idents.get(key) == ident:
                 return
             if key in self._served:
                 self._call(self._detach(key))
                 del self._served[key]
+                self._idents.pop(key, None)
             udp, tcp = _bind_in_netns(netns_path)
             self._attach_locked(key, netns_path, udp, tcp)
+            self._idents[key] = ident
 
     def serve_sockets(self, key: str, udp: socket.socket, tcp: socket.socket,
                       where: str) -> None:
@@ -707,6 +713,7 @@ class DnsServer:
             if key in self._served:
                 self._call(self._detach(key))
                 del self._served[key]
+                self._idents.pop(key, None)
             udp.setblocking(False)
             tcp.setblocking(False)
             self._attach_locked(key, where, udp, tcp)
@@ -728,6 +735,7 @@ class DnsServer:
                 return
             self._call(self._detach(key))
             del self._served[key]
+            self._idents.pop(key, None)
 
     def close(self) -> None:
         """Stop serving everything and end the thread."""
@@ -741,6 +749,7 @@ class DnsServer:
             for key in list(self._served):
                 self._call(self._detach(key))
             self._served.clear()
+            self._idents.clear()
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
@@ -861,6 +870,16 @@ def _interface_flags(sock: socket.socket, name: str) -> int:
 
     out = fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, _IFREQ.pack(name.encode(), 0))
     return int(_IFREQ.unpack(out)[1])
+
+
+def _netns_identity(netns_path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(netns_path)
+    except FileNotFoundError as exc:
+        raise NotFound(f"network namespace {netns_path} not found") from exc
+    except OSError as exc:
+        raise System(f"network namespace {netns_path}: {exc.strerror}") from exc
+    return st.st_dev, st.st_ino
 
 
 def _bind_in_netns(netns_path: str) -> tuple[socket.socket, socket.socket]:
