@@ -214,11 +214,12 @@ def test_exec_records_through_a_ketchd_restart(ketchd: Ketchd) -> None:  # noqa:
 # --- network events -----------------------------------------------------------------------
 
 
-def _network_event(e: dict[str, Any], action: str, cid: str) -> str:
+def _network_event(e: dict[str, Any], action: str, cid: str, name: str = "bridge",
+                   driver: str = "bridge") -> str:
     """Checks the shape dockerd sends; returns the network's ID."""
     assert e["Type"] == "network" and e["Action"] == action
     assert set(e) == {"Type", "Action", "Actor", "scope", "time", "timeNano"}  # no status
-    assert e["Actor"]["Attributes"] == {"container": cid, "name": "bridge", "type": "bridge"}
+    assert e["Actor"]["Attributes"] == {"container": cid, "name": name, "type": driver}
     assert HEX64.fullmatch(e["Actor"]["ID"])
     return str(e["Actor"]["ID"])
 
@@ -237,7 +238,8 @@ def test_network_events_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: 
         ok(docker(k, "stop", "-t", "1", "br1"))
         ok(docker(k, "rm", "br1"))
         ok(docker(k, "run", "--rm", "--name", "rm1", "busybox", "true"))
-        ok(docker(k, "run", "--rm", *NONE, "busybox", "true"))     # no network events
+        # the none network's connect and disconnect (driver null), as dockerd's
+        ok(docker(k, "run", "--rm", *NONE, "--name", "none1", "busybox", "true"))
         time.sleep(0.5)
     finally:
         out, err = stop_bg(live)
@@ -263,15 +265,22 @@ def test_network_events_on_the_default_bridge(ketchd: Ketchd) -> None:  # noqa: 
     assert [a for a, who in seq if who == rid] == [     # attached: dockerd's attach first
         "container create", "container attach", "network connect", "container start",
         "container die", "network disconnect", "container destroy"]
+    on_bridge = [e for e in evs if e["Type"] == "network"
+                 and e["Actor"]["Attributes"]["name"] == "bridge"]
     net = {_network_event(e, e["Action"], e["Actor"]["Attributes"]["container"])
-           for e in evs if e["Type"] == "network"}
+           for e in on_bridge}
     assert net == {running_net_id}      # one network, one ID, the one inspect shows
-    assert len([e for e in evs if e["Type"] == "network"]) == 4
+    assert len(on_bridge) == 4
+    nid = next(i for i, n in names.items() if n == "none1")
+    on_none = [e for e in evs if e["Type"] == "network" and e not in on_bridge]
+    assert [_network_event(e, e["Action"], nid, "none", "null") and e["Action"]
+            for e in on_none] == ["connect", "disconnect"]
 
     # The live stream with type=network saw exactly those.
     lines = [json.loads(x) for x in out.splitlines()]
     assert [(e["Action"], e["Actor"]["Attributes"]["container"]) for e in lines] == [
-        ("connect", cid), ("disconnect", cid), ("connect", rid), ("disconnect", rid)], err
+        ("connect", cid), ("disconnect", cid), ("connect", rid), ("disconnect", rid),
+        ("connect", nid), ("disconnect", nid)], err
 
 
 def test_force_remove_disconnects_once(ketchd: Ketchd) -> None:  # noqa: F811

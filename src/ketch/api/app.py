@@ -54,8 +54,7 @@ def make_app(system_backend: system.SystemBackend,
         from ketch.api.routers import networks
         from ketch.engine.networks import NetworkAPI
 
-        networks.setup(app, NetworkAPI(engine, events.network_event if events is not None
-                                       else None))
+        networks.setup(app, NetworkAPI(engine, events.log if events is not None else None))
     if events is not None:
         from ketch.api.routers import events as events_router
 

@@ -568,11 +568,44 @@ class Engine:
         published = eps[0].ports if eps else ()
         c.network_settings = self.networks.settings_running(
             c, attached, pid, ports_json(published, list(config.exposed_ports or {})))
-        if eps and eps[0].ip is not None:
-            default = self.networks.default_record()
-            gateway = default.ipam[0].gateway if default is not None and default.ipam \
-                else str(eps[0].gateway or "")
-            await asyncio.to_thread(self._write_hosts, c, config, hc, str(eps[0].ip), gateway)
+        if eps:
+            await asyncio.to_thread(self._write_hosts, c, config, hc)
+
+    def _own_addresses(self, c: Container) -> list[str]:
+        """The container's addresses for /etc/hosts, as it joined its networks."""
+        out = []
+        for a in self.networks.attached(c.id):
+            if a.endpoint is not None:
+                out += [str(ip) for ip in (a.endpoint.ip, a.endpoint.ip6) if ip is not None]
+        return out
+
+    def _host_gateway(self, c: Container) -> str | None:
+        """``host-gateway``: the default bridge's gateway, whatever network the container
+        is on (dockerd's default host-gateway-ip), else its first network's."""
+        default = self.networks.default_record()
+        d = self.networks.manager.driver(default.id) if default is not None else None
+        with contextlib.suppress(KetchError):
+            gw = getattr(d, "gateway", None)
+            if gw is not None:
+                return str(gw)
+        for a in self.networks.attached(c.id):
+            if a.endpoint is not None and a.endpoint.gateway is not None:
+                return str(a.endpoint.gateway)
+        return None
+
+    def rewrite_network_files(self, c: Container) -> None:
+        """After a ``network connect``/``disconnect`` of a running container: /etc/hosts
+        lists its addresses on every network; on its first user-defined network its
+        resolv.conf turns to the embedded DNS server (and stays so, as dockerd's)."""
+        self._write_hosts(c, self._config(c), self._host_config(c))
+        if self.networks.uses_embedded_dns(c):
+            from ketch.network import etcfiles
+
+            path = os.path.join(self._dir(c.id), "resolv.conf")
+            text = _read(path)
+            if etcfiles.EMBEDDED_DNS not in etcfiles.nameservers(text):
+                with open(path, "w") as f:     # in place: it is bind-mounted
+                    f.write(etcfiles.embedded_resolv_conf(text))
 
     def _network_events(self, action: str, c: Container, attached: list[Any]) -> None:
         """dockerd's ``network connect``/``disconnect``, one per network."""
@@ -687,19 +720,20 @@ class Engine:
         return planned
 
     @staticmethod
-    def _hosts_text(config: model.ContainerConfig, hc: model.HostConfig, ip: str | None,
-                    gateway: str | None) -> str:
+    def _hosts_text(config: model.ContainerConfig, hc: model.HostConfig,
+                    ip: str | list[str] | None, gateway: str | None) -> str:
         from ketch.network import etcfiles
 
         extra = [etcfiles.parse_add_host(h) for h in hc.extra_hosts or []]
         return etcfiles.hosts(config.hostname, ip, domainname=config.domainname or "",
                               extra_hosts=extra, host_gateway=gateway)
 
-    def _write_hosts(self, c: Container, config: model.ContainerConfig, hc: model.HostConfig,
-                     ip: str, gateway: str) -> None:
+    def _write_hosts(self, c: Container, config: model.ContainerConfig,
+                     hc: model.HostConfig) -> None:
         # Rewritten in place: the file is bind-mounted already, a rename would not show.
+        text = self._hosts_text(config, hc, self._own_addresses(c), self._host_gateway(c))
         with open(os.path.join(self._dir(c.id), "hosts"), "w") as f:
-            f.write(self._hosts_text(config, hc, ip, gateway))
+            f.write(text)
 
     def _shm_dir(self, cid: str) -> str:
         return os.path.join(self._dir(cid), "mounts", "shm")

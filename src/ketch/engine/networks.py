@@ -27,7 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ketch.errors import Conflict, Forbidden, InvalidArgument, KetchError, NotFound, NotSupported
+from ketch.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    KetchError,
+    NotFound,
+    NotSupported,
+    System,
+)
 
 if TYPE_CHECKING:
     from ketch.engine.containers import Engine
@@ -111,6 +119,8 @@ class Attached:
     name: str                   # the network's name (the key in Networks)
     endpoint: Endpoint | None   # None on host/none
     dns_names: list[str] = field(default_factory=list)   # lower-cased, for the resolver
+    default_route: bool = False  # the container's default route goes through it
+    internal: bool = False
 
 
 def _is_special(mode: str) -> bool:
@@ -132,6 +142,7 @@ class Networks:
             state_dir(root), default_bridge_config(opts, pools), pools=pools, table=opts.table)
         self._lock = threading.RLock()
         self._attached: dict[str, list[Attached]] = {}     # container id -> endpoints
+        self._upstreams: dict[str, tuple[list[tuple[str, int]], bool]] = {}
         self._dns: DnsServer | None = None
 
     # -- start and stop -----------------------------------------------------------------
@@ -151,13 +162,16 @@ class Networks:
                 except KetchError:
                     continue
                 ep = self.manager.endpoint(rec.id, c.id)
-                attached.append(Attached(rec.id, rec.name, ep,
-                                         self._dns_names(c, rec, ep_json)))
+                attached.append(Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
+                                         internal=rec.internal))
+            routed = [a for a in attached if a.endpoint is not None and not a.internal]
+            if routed:
+                min(routed, key=lambda a: a.name).default_route = True
             with self._lock:
                 self._attached[c.id] = attached
             if c.state.pid and self._needs_dns(attached):
                 with contextlib.suppress(KetchError, OSError):
-                    self._serve_dns(c.id, f"/proc/{c.state.pid}/ns/net")
+                    self._serve_dns(c, f"/proc/{c.state.pid}/ns/net")
 
     def close(self) -> None:
         if self._dns is not None:
@@ -216,18 +230,15 @@ class Networks:
 
     def check_create(self, mode: str, networks: dict[str, dict[str, Any]]) -> None:
         """What dockerd refuses at create about the endpoints' configuration."""
+        # (bridge and user networks are checked when the container joins them, as dockerd)
         for name, ep in networks.items():
-            aliases = ep.get("Aliases") or []
+            if not _is_special(name):
+                continue
             ipam = ep.get("IPAMConfig") or {}
-            rec = None
-            with contextlib.suppress(KetchError):
-                rec = self.manager.find(name)
-            user_defined = rec.user_defined if rec is not None else not _is_special(name) \
-                and name != "bridge"
-            if aliases and not user_defined:
+            if ep.get("Aliases"):
                 raise InvalidArgument("network-scoped aliases are only supported for "
                                       "user-defined networks")
-            if (ipam.get("IPv4Address") or ipam.get("IPv6Address")) and not user_defined:
+            if ipam.get("IPv4Address") or ipam.get("IPv6Address"):
                 raise InvalidArgument("user specified IP address is supported on user defined "
                                       "networks only")
 
@@ -235,36 +246,43 @@ class Networks:
 
     def plug(self, c: Container, pid: int, ports: tuple[Any, ...]) -> list[Attached]:
         """Connect a created container (its netns exists, its program has not started)
-        to each of its networks, in order (in a worker thread). On failure nothing is
-        left connected."""
+        to each of its networks (in a worker thread): the default bridge first, then
+        the others as configured, interfaces eth0, eth1, ...; the default route through
+        the non-internal network whose name sorts first (as dockerd's sandbox picks
+        its gateway). On failure nothing is left connected."""
         from ketch.network.endpoint import EndpointRequest
 
         hc = c.host_config
         mode = hc.get("NetworkMode") or "bridge"
-        networks = c.network_settings.get("Networks") or {}
         if mode.startswith("container:"):
             return []
+        networks = c.network_settings.get("Networks") or {}
+        recs = [(self._find_for_start(name, ep_json), ep_json)
+                for name, ep_json in networks.items()]
+        default_id = self.manager.default_id()
+        recs.sort(key=lambda t: 0 if t[0].id == default_id else 1)
+        for rec, ep_json in recs:
+            _check_endpoint_config(rec, ep_json)
+        routed = [r for r, _ in recs if r.driver not in ("host", "null") and not r.internal]
+        route_to = min(routed, key=lambda r: r.name).id if routed else None
         netns = f"/proc/{pid}/ns/net"
         attached: list[Attached] = []
-        default_route = True
         try:
-            for name, ep_json in networks.items():
-                rec = self._find_for_start(name, ep_json)
+            for rec, ep_json in recs:
                 if rec.driver in ("host", "null"):
                     attached.append(Attached(rec.id, rec.name, None))
                     continue
                 ipam = ep_json.get("IPAMConfig") or {}
                 mac = ep_json.get("MacAddress") or (c.config or {}).get("MacAddress") or None
-                req = EndpointRequest(c.id, netns, ifname=f"eth{len(attached)}",
+                n = sum(1 for a in attached if a.endpoint is not None)
+                req = EndpointRequest(c.id, netns, ifname=f"eth{n}",
                                       ip=ipam.get("IPv4Address") or None,
                                       ip6=ipam.get("IPv6Address") or None,
-                                      mac=mac, default_route=default_route and not rec.internal,
-                                      ports=ports if not attached else ())
+                                      mac=mac, default_route=rec.id == route_to,
+                                      ports=ports if n == 0 else ())
                 ep = self._attach(c, rec, req)
-                if req.default_route:
-                    default_route = False
-                attached.append(Attached(rec.id, rec.name, ep,
-                                         self._dns_names(c, rec, ep_json)))
+                attached.append(Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
+                                         default_route=req.default_route, internal=rec.internal))
         except BaseException:
             for a in attached:
                 with contextlib.suppress(KetchError, OSError):
@@ -274,7 +292,7 @@ class Networks:
             self._attached[c.id] = attached
         if self._needs_dns(attached):
             try:
-                self._serve_dns(c.id, netns)
+                self._serve_dns(c, netns)
             except BaseException:
                 self.unplug(c.id)
                 raise
@@ -306,6 +324,7 @@ class Networks:
         """Disconnect a container from everything (it stopped); what it was on."""
         with self._lock:
             attached = self._attached.pop(container_id, [])
+            self._upstreams.pop(container_id, None)
         if self._dns is not None:
             self._dns.stop(container_id)
         for a in attached:
@@ -316,38 +335,43 @@ class Networks:
 
     def connect_running(self, c: Container, rec: NetworkRecord, ep_json: dict[str, Any]
                         ) -> Attached:
-        """``network connect`` of a running container: the next interface."""
+        """``network connect`` of a running container: the next interface; the default
+        route moves to it if its network's name sorts before the current one's."""
         from ketch.network.endpoint import EndpointRequest
+        from ketch.network.manager import route_default_via
 
+        _check_endpoint_config(rec, ep_json, connecting=True)
         current = self.attached(c.id)
-        if any(a.network_id == rec.id for a in current):
-            raise Forbidden(f"endpoint with name {c.name} already exists in network "
-                            f"{rec.name}")
-        if rec.driver in ("host", "null") or any(a.endpoint is None for a in current):
-            raise Forbidden("container cannot be disconnected from host network or "
-                            "connected to host network")
         ipam = ep_json.get("IPAMConfig") or {}
         names = {a.endpoint.ifname for a in current if a.endpoint is not None}
         ifname = next(f"eth{i}" for i in range(len(names) + 1) if f"eth{i}" not in names)
-        gives_route = not rec.internal and not any(
-            a.endpoint is not None and a.endpoint.gateway is not None for a in current)
-        req = EndpointRequest(c.id, f"/proc/{c.state.pid}/ns/net", ifname=ifname,
+        netns = f"/proc/{c.state.pid}/ns/net"
+        holder = next((a for a in current if a.default_route), None)
+        takes_route = not rec.internal and (holder is None or rec.name < holder.name)
+        req = EndpointRequest(c.id, netns, ifname=ifname,
                               ip=ipam.get("IPv4Address") or None,
                               ip6=ipam.get("IPv6Address") or None,
-                              mac=ep_json.get("MacAddress") or None, default_route=gives_route)
+                              mac=ep_json.get("MacAddress") or None,
+                              default_route=takes_route and holder is None)
         ep = self._attach(c, rec, req)
-        a = Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json))
-        with self._lock:
-            self._attached.setdefault(c.id, []).append(a)
-        if self._needs_dns([a]):
-            try:
-                self._serve_dns(c.id, req.netns_path)
-            except BaseException:
-                self.disconnect_running(c.id, rec.id)
-                raise
+        a = Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
+                     default_route=takes_route, internal=rec.internal)
+        try:
+            if takes_route and holder is not None:
+                route_default_via(netns, ep)
+                holder.default_route = False
+            with self._lock:
+                self._attached.setdefault(c.id, []).append(a)
+            if self._needs_dns([a]):
+                self._serve_dns(c, netns)
+        except BaseException:
+            self.disconnect_running(c.id, rec.id)
+            raise
         return a
 
     def disconnect_running(self, container_id: str, network_id: str) -> Attached | None:
+        from ketch.network.manager import route_default_via
+
         with self._lock:
             atts = self._attached.get(container_id, [])
             found = next((a for a in atts if a.network_id == network_id), None)
@@ -355,8 +379,18 @@ class Networks:
                 return None
             atts.remove(found)
             still_dns = self._needs_dns(atts)
+            heir = None
+            if found.default_route:
+                routed = [a for a in atts if a.endpoint is not None and not a.internal]
+                heir = min(routed, key=lambda a: a.name) if routed else None
         if found.endpoint is not None:
             self.manager.detach(network_id, container_id)
+        if heir is not None and heir.endpoint is not None:
+            c = self.engine.store.find(container_id)
+            if c is not None and c.state.pid:
+                with contextlib.suppress(KetchError, OSError):
+                    route_default_via(f"/proc/{c.state.pid}/ns/net", heir.endpoint)
+                    heir.default_route = True
         if not still_dns and self._dns is not None:
             self._dns.stop(container_id)
         return found
@@ -438,7 +472,9 @@ class Networks:
                     return True
         return False
 
-    def _serve_dns(self, container_id: str, netns_path: str) -> None:
+    def _serve_dns(self, c: Container, netns_path: str) -> None:
+        self._remember_upstreams(c)
+        container_id = c.id
         with self._lock:
             if self._dns is None:
                 from ketch.network.dns import DnsServer
@@ -489,23 +525,44 @@ class Networks:
         return None
 
     def upstreams(self, key: str) -> list[tuple[str, int]]:
+        with self._lock:
+            return self._upstreams.get(key, ([], False))[0]
+
+    def ndots_set(self, key: str) -> bool:
+        with self._lock:
+            return self._upstreams.get(key, ([], False))[1]
+
+    def _remember_upstreams(self, c: Container) -> None:
+        """What the DNS thread forwards to for ``c`` (its --dns, else the host's IPv4
+        resolvers), and whether it set a positive ndots; taken when it joins, so the
+        DNS thread never reads the store or files."""
         from ketch.network import etcfiles
 
-        c = self.engine.store.find(key)
-        servers = list((c.host_config.get("Dns") or []) if c is not None else [])
+        servers = list(c.host_config.get("Dns") or [])
         if not servers:
             servers = etcfiles.nameservers(etcfiles.read_host_resolv_conf())
-        return [(s, 53) for s in servers]
+        v4 = [(s, 53) for s in servers if ":" not in s]
+        ndots = any(o.startswith("ndots:") and o[6:].isdigit() and int(o[6:]) > 0
+                    for o in c.host_config.get("DnsOptions") or [])
+        with self._lock:
+            self._upstreams[c.id] = (v4, ndots)
 
 
 class NetworkAPI:
     """``/networks``: what the router calls (async; kernel work in worker threads)."""
 
     def __init__(self, engine: Engine,
-                 on_event: Callable[[str, str, str, str, str], None] | None = None) -> None:
+                 log: Callable[[str, str, str, dict[str, str]], object] | None = None) -> None:
+        """``log``: the event bus's ``log(action, type, actor id, attributes)``."""
         self.engine = engine
         self.nets = engine.networks
-        self.on_event = on_event or (lambda action, nid, name, driver, cid: None)
+        self._log = log
+
+    def on_event(self, action: str, rec: NetworkRecord, container_id: str = "") -> None:
+        if self._log is not None:
+            attrs = {"container": container_id} if container_id else {}
+            self._log(action, "network", rec.id, {**attrs, "name": rec.name,
+                                                  "type": rec.driver})
 
     def _names(self) -> dict[str, str]:
         return {c.id: c.name.lstrip("/") for c in self.engine.store.all()}
@@ -513,7 +570,7 @@ class NetworkAPI:
     async def create(self, doc: dict[str, Any]) -> dict[str, Any]:
         spec = parse_create(doc)
         rec = await asyncio.to_thread(self.nets.manager.create, spec)
-        self.on_event("create", rec.id, rec.name, rec.driver, "")
+        self.on_event("create", rec)
         return {"Id": rec.id, "Warning": ""}
 
     async def inspect(self, ref: str) -> dict[str, Any]:
@@ -532,7 +589,7 @@ class NetworkAPI:
         rec = self.nets.find(ref)
         busy = bool(self.nets.containers_on(rec.id))
         await asyncio.to_thread(self.nets.manager.remove, rec.id, has_containers=busy)
-        self.on_event("destroy", rec.id, rec.name, rec.driver, "")
+        self.on_event("destroy", rec)
 
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
         from ketch import filters as flt
@@ -550,21 +607,25 @@ class NetworkAPI:
             with contextlib.suppress(KetchError):
                 await self.remove(rec.id)
                 deleted.append(rec.name)
+        if self._log is not None:
+            self._log("prune", "network", "", {"reclaimed": "0"})
         return deleted
 
     async def connect(self, ref: str, container: str, ep_cfg: dict[str, Any]) -> None:
         rec = self.nets.find(ref)
         c = self.engine.store.get(container)
-        check_connect_config(rec, ep_cfg)
         async with self.engine._lock(c.id):
             c = self.engine.store.get(c.id)
             mode = c.host_config.get("NetworkMode") or ""
             if mode.startswith("container:"):
                 raise Forbidden("container sharing network namespace with another container "
                                 "or host cannot be connected to any other network")
-            if mode in ("host", "none") or rec.driver in ("host", "null"):
-                raise Forbidden("container cannot be disconnected from host network or "
-                                "connected to host network")
+            if mode == "host" or rec.driver == "host":
+                raise InvalidArgument("container cannot be disconnected from host network or "
+                                      "connected to host network")
+            if mode == "none" or rec.driver == "null":
+                raise InvalidArgument("container cannot be connected to multiple networks "
+                                      "with one of the networks in private (none) mode")
             nets = dict(c.network_settings.get("Networks") or {})
             if rec.name in nets:
                 raise Forbidden(f"endpoint with name {c.name.lstrip('/')} already exists in "
@@ -578,11 +639,12 @@ class NetworkAPI:
                 c.network_settings = self.nets.settings_running(
                     c, self.nets.attached(c.id), c.state.pid,
                     c.network_settings.get("Ports") or {})
+                await asyncio.to_thread(self.engine.rewrite_network_files, c)
             else:
                 nets[rec.name] = cfg
                 c.network_settings["Networks"] = nets
             await asyncio.to_thread(self.engine.store.save, c)
-        self.on_event("connect", rec.id, rec.name, rec.driver, c.id)
+        self.on_event("connect", rec, c.id)
 
     async def disconnect(self, ref: str, container: str, force: bool) -> None:
         c = self.engine.store.get(container)
@@ -597,11 +659,11 @@ class NetworkAPI:
             nets = dict(c.network_settings.get("Networks") or {})
             name = rec.name if rec is not None else ref
             mode = c.host_config.get("NetworkMode") or ""
-            if rec is not None and (rec.driver in ("host", "null") or mode == "host"):
-                raise Forbidden("container cannot be disconnected from host network or "
-                                "connected to host network")
+            if rec is not None and (rec.driver == "host" or mode == "host"):
+                raise InvalidArgument("container cannot be disconnected from host network or "
+                                      "connected to host network")
             if name not in nets:
-                raise Forbidden(f"container {c.id} is not connected to network {name}")
+                raise System(f"container {c.id} is not connected to network {name}")
             if rec is not None and c.state.status in ("running", "paused"):
                 await asyncio.to_thread(self.nets.disconnect_running, c.id, rec.id)
             del nets[name]
@@ -610,9 +672,10 @@ class NetworkAPI:
                 c.network_settings = self.nets.settings_running(
                     c, self.nets.attached(c.id), c.state.pid,
                     c.network_settings.get("Ports") or {})
+                await asyncio.to_thread(self.engine.rewrite_network_files, c)
             await asyncio.to_thread(self.engine.store.save, c)
         if rec is not None:
-            self.on_event("disconnect", rec.id, rec.name, rec.driver, c.id)
+            self.on_event("disconnect", rec, c.id)
 
 
 def parse_create(doc: dict[str, Any]) -> Any:
@@ -700,7 +763,8 @@ def network_json(rec: NetworkRecord, containers: dict[str, Any] | None) -> dict[
     return {
         "Name": rec.name, "Id": rec.id, "Created": go_time(rec.created),
         "Scope": "local", "Driver": rec.driver, "EnableIPv6": rec.enable_ipv6,
-        "IPAM": {"Driver": rec.ipam_driver, "Options": rec.ipam_options or None,
+        "IPAM": {"Driver": rec.ipam_driver,
+                 "Options": None if rec.predefined else dict(rec.ipam_options),
                  "Config": [c.to_json() for c in rec.ipam]},
         "Internal": rec.internal, "Attachable": rec.attachable, "Ingress": False,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
@@ -709,25 +773,26 @@ def network_json(rec: NetworkRecord, containers: dict[str, Any] | None) -> dict[
     }
 
 
-def check_connect_config(rec: NetworkRecord, ep_json: dict[str, Any]) -> None:
-    """dockerd's checks of an endpoint config against its network."""
+def _check_endpoint_config(rec: NetworkRecord, ep_json: dict[str, Any], *,
+                           connecting: bool = False) -> None:
+    """dockerd's checks of an endpoint's configuration against its network, made when
+    the container joins it (at start, or ``network connect``)."""
     ipam = ep_json.get("IPAMConfig") or {}
-    if (ipam.get("IPv4Address") or ipam.get("IPv6Address")) and not rec.user_defined:
-        raise InvalidArgument("user specified IP address is supported on user defined "
-                              "networks only")
-    if ep_json.get("Aliases") and not rec.user_defined:
-        raise InvalidArgument("network-scoped alias is supported only for containers in "
+    err: KetchError | None = None
+    if ipam.get("IPv4Address") or ipam.get("IPv6Address"):
+        if not rec.user_defined:
+            err = InvalidArgument("user specified IP address is supported on user defined "
+                                  "networks only")
+        elif not rec.user_subnets:
+            err = InvalidArgument("user specified IP address is supported only when "
+                                  "connecting to networks with user configured subnets")
+    if err is None and ep_json.get("Aliases") and not rec.user_defined:
+        err = InvalidArgument("network-scoped alias is supported only for containers in "
                               "user defined networks")
-    if ipam.get("IPv4Address"):
-        try:
-            ipaddress.IPv4Address(ipam["IPv4Address"])
-        except ValueError:
-            raise InvalidArgument(f"invalid IPv4 address: {ipam['IPv4Address']}") from None
-    if ipam.get("IPv6Address"):
-        try:
-            ipaddress.IPv6Address(ipam["IPv6Address"])
-        except ValueError:
-            raise InvalidArgument(f"invalid IPv6 address: {ipam['IPv6Address']}") from None
+    if err is not None:
+        if not connecting:
+            err.not_runtime = True  # type: ignore[attr-defined]
+        raise err
 
 
-__all__ = ["Attached", "Conflict", "Networks", "check_connect_config", "network_json"]
+__all__ = ["Attached", "Conflict", "Networks", "network_json"]

@@ -342,9 +342,8 @@ class BridgeNetwork:
             return [self._endpoint(r) for r in self.st.endpoints.values() if not r.removing]
 
     def _endpoint(self, rec: EndpointRecord) -> Endpoint:
-        gw = self.gateway if rec.default_route and not self.config.internal else None
-        gw6 = self.gateway6 if rec.ip6 and rec.default_route and not self.config.internal \
-            else None
+        gw = self.gateway
+        gw6 = self.gateway6 if rec.ip6 else None
         return Endpoint(rec.container_id, rec.ifname, rec.mac, ipaddress.IPv4Address(rec.ip),
                         self.subnet.prefixlen, gw,
                         ipaddress.IPv6Address(rec.ip6) if rec.ip6 else None,

@@ -37,7 +37,7 @@ class Endpoint:
     mac: str
     ip: IPv4Address | None
     prefix: int
-    gateway: IPv4Address | None      # None: no default route through this endpoint
+    gateway: IPv4Address | None      # the network's gateway (the route may go elsewhere)
     ip6: IPv6Address | None = None
     prefix6: int = 0
     gateway6: IPv6Address | None = None

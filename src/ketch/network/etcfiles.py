@@ -169,9 +169,10 @@ DEFAULT_HOSTS = (
 )
 
 
-def hosts(hostname: str, ip: str | None, *, domainname: str = "",
+def hosts(hostname: str, ip: str | Sequence[str] | None, *, domainname: str = "",
           extra_hosts: Iterable[ExtraHost] = (), host_gateway: str | None = None) -> str:
-    """/etc/hosts; ``ip`` None for a container without an address (--network none)."""
+    """/etc/hosts; ``ip`` None for a container without an address (--network none),
+    several for one on several networks (one line each, in the order it joined)."""
     out = DEFAULT_HOSTS
     for extra in extra_hosts:
         addr = extra.ip
@@ -180,9 +181,10 @@ def hosts(hostname: str, ip: str | None, *, domainname: str = "",
                 raise InvalidArgument("unable to derive the IP value for host-gateway")
             addr = host_gateway
         out += f"{addr}\t{extra.name}\n"
-    if ip:
-        names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
-        out += f"{ip}\t{names}\n"
+    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    for addr in [ip] if isinstance(ip, str) else ip or ():
+        if addr:
+            out += f"{addr}\t{names}\n"
     return out
 
 

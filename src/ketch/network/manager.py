@@ -17,7 +17,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ketch.errors import Conflict, Forbidden, InvalidArgument, KetchError, NotFound, NotSupported
+from ketch.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    KetchError,
+    NotFound,
+    NotSupported,
+    System,
+)
 from ketch.network import store
 from ketch.network.bridge import BridgeConfig, BridgeNetwork, cleanup_leftovers
 from ketch.network.endpoint import Endpoint, EndpointRequest, NetworkDriver
@@ -115,9 +123,10 @@ class NetworkManager:
         rec = self._records.get(net_id) or NetworkRecord(net_id, "bridge", "bridge", time.time_ns())
         rec.interface = cfg.name
         rec.enable_ipv6 = bool(cfg.subnet6)
-        rec.ipam = [IPAMConfig(str(net.subnet), str(net.gateway))]
+        # dockerd lists the default network's subnet without its gateway
+        rec.ipam = [IPAMConfig(str(net.subnet), str(net.gateway) if cfg.bip else "")]
         if net.subnet6 is not None:
-            rec.ipam.append(IPAMConfig(str(net.subnet6), str(net.gateway6)))
+            rec.ipam.append(IPAMConfig(str(net.subnet6)))
         rec.options = {
             "com.docker.network.bridge.default_bridge": "true",
             "com.docker.network.bridge.enable_icc": str(cfg.icc).lower(),
@@ -195,6 +204,7 @@ class NetworkManager:
                                 dict(spec.ipam_options), [], dict(spec.options),
                                 dict(spec.labels))
             rec.ipam = self._decide_ipam(spec)
+            rec.user_subnets = bool(spec.ipam)
             if driver == "bridge":
                 _bool_option(rec.options, BRIDGE_OPTS + "enable_icc", True)
                 _bool_option(rec.options, BRIDGE_OPTS + "enable_ip_masquerade", True)
@@ -229,9 +239,8 @@ class NetworkManager:
             raise InvalidArgument("IPv6 subnet given without --ipv6: add --ipv6 to create an "
                                   "IPv6 network")
         if spec.enable_ipv6 and not v6:
-            raise InvalidArgument("could not find an available, non-overlapping IPv6 address "
-                                  "pool among the defaults to assign to the network: give "
-                                  "an IPv6 --subnet")
+            raise NotFound("could not find an available, non-overlapping IPv6 address "
+                                  "pool among the defaults to assign to the network")
         taken = self._taken_subnets()
         for c in out:
             net = ipaddress.ip_network(c.subnet)
@@ -313,11 +322,36 @@ class NetworkManager:
         return d.endpoint(container_id) if d is not None else None
 
 
+def route_default_via(netns_path: str, ep: Endpoint) -> None:
+    """Move a container's default route(s) to ``ep``'s gateway (a network that sorts
+    first joined it), as dockerd's sandbox does on connect and disconnect."""
+    from ketch.linux.netlink import Netlink
+
+    with Netlink(netns_path) as nl:
+        index = nl.index(ep.ifname)
+        if ep.gateway is not None:
+            nl.delete_default_route(4)
+            nl.add_default_route(ep.gateway, index)
+        if ep.gateway6 is not None:
+            nl.delete_default_route(6)
+            nl.add_default_route(ep.gateway6, index)
+
+
+def drop_default_route(netns_path: str) -> None:
+    """No network left to route through (its last non-internal one went)."""
+    from ketch.linux.netlink import Netlink
+
+    with Netlink(netns_path) as nl:
+        nl.delete_default_route(4)
+        nl.delete_default_route(6)
+
+
 def _checked_pool(cfg: IPAMConfig) -> IPAMConfig:
     try:
         subnet = ipaddress.ip_network(cfg.subnet, strict=False)
     except ValueError:
-        raise InvalidArgument(f"invalid CIDR address: {cfg.subnet}") from None
+        raise System(f"Invalid subnet {cfg.subnet} : invalid CIDR address: "
+                     f"{cfg.subnet}") from None
     out = IPAMConfig(str(subnet), "", "", dict(cfg.aux_addresses))
     if cfg.ip_range:
         try:
@@ -333,7 +367,8 @@ def _checked_pool(cfg: IPAMConfig) -> IPAMConfig:
         except ValueError:
             raise InvalidArgument(f"invalid gateway address: {cfg.gateway}") from None
         if gw.version != subnet.version or gw not in subnet:
-            raise InvalidArgument(f"no matching subnet for gateway {cfg.gateway}")
+            raise System(f"failed to allocate gateway ({cfg.gateway}): Requested address "
+                         "is out of range")
         out.gateway = str(gw)
     for host, addr in cfg.aux_addresses.items():
         try:

@@ -63,6 +63,7 @@ class NetworkRecord:
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     interface: str = ""               # the bridge's name, for bridge networks
+    user_subnets: bool = False        # IPAM config given at create (static --ip allowed)
 
     @property
     def predefined(self) -> bool:
@@ -88,7 +89,8 @@ class NetworkRecord:
                 "internal": self.internal, "attachable": self.attachable,
                 "ipam_driver": self.ipam_driver, "ipam_options": dict(self.ipam_options),
                 "ipam": [c.to_json() for c in self.ipam], "options": dict(self.options),
-                "labels": dict(self.labels), "interface": self.interface}
+                "labels": dict(self.labels), "interface": self.interface,
+                "user_subnets": self.user_subnets}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NetworkRecord:
@@ -97,7 +99,7 @@ class NetworkRecord:
                    d.get("ipam_driver", "default"), dict(d.get("ipam_options") or {}),
                    [IPAMConfig.from_json(c) for c in d.get("ipam", [])],
                    dict(d.get("options") or {}), dict(d.get("labels") or {}),
-                   d.get("interface", ""))
+                   d.get("interface", ""), bool(d.get("user_subnets")))
 
 
 def predefined_id(name: str, interface: str = "") -> str:
