@@ -123,10 +123,12 @@ def reset(root: str, exec_root: str, *, pidfile: str | None = None,
                 rep.errors.append(f"container {st.id}: {exc}")
     network = os.path.join(root, "network")
     if os.path.isdir(network):
+        from ketch.network import macvlan
         from ketch.network.bridge import cleanup_leftovers
 
         try:
             rep.network = cleanup_leftovers(network, keep=())
+            rep.network += macvlan.cleanup_leftovers(network, (), keep_network_ids=())
         except Exception as exc:  # noqa: BLE001
             rep.errors.append(f"network: {exc}")
     if _stop(_pid_of(os.path.join(exec_root, "supervisor.pid"))):

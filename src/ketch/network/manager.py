@@ -89,6 +89,12 @@ class NetworkManager:
             if self.default_bridge is not None:
                 bridges.add(self.default_bridge.name)
             removed = cleanup_leftovers(self.state_dir, live, networks=bridges)
+            from ketch.network import macvlan
+
+            removed += macvlan.cleanup_leftovers(
+                self.state_dir, live,
+                keep_network_ids=[r.id for r in records.values()
+                                  if r.driver in ("macvlan", "ipvlan")])
             self._records = records
             for name, kind in (("host", "host"), ("none", "null")):
                 if not any(r.name == name and r.driver == kind for r in records.values()):
@@ -205,6 +211,11 @@ class NetworkManager:
                                 dict(spec.labels))
             rec.ipam = self._decide_ipam(spec)
             rec.user_subnets = bool(spec.ipam)
+            if driver in ("macvlan", "ipvlan"):
+                from ketch.network import macvlan
+
+                # the options' words first, as dockerd checks them before any IPAM
+                macvlan.skips_gateway(driver, rec.options, rec.internal)
             if driver == "bridge":
                 _bool_option(rec.options, BRIDGE_OPTS + "enable_icc", True)
                 _bool_option(rec.options, BRIDGE_OPTS + "enable_ip_masquerade", True)
@@ -283,7 +294,23 @@ class NetworkManager:
                 ip_range6=v6.ip_range or None if v6 else None,
                 internal=rec.internal, network_id=rec.id, network_name=rec.name)
             return BridgeNetwork(self.state_dir, cfg, firewall=self.firewall, ports=self.ports)
+        if rec.driver in ("macvlan", "ipvlan"):
+            from ketch.network import macvlan
+
+            v4, v6 = rec.ipam_v4(), rec.ipam_v6()
+            if v4 is None:
+                raise NotSupported(f"{rec.driver} networks need an IPv4 subnet in ketch")
+            no_gw = macvlan.skips_gateway(rec.driver, rec.options, rec.internal)
+            mcfg = macvlan.config_from_options(
+                rec.driver, rec.options, network_id=rec.id, name=rec.name,
+                subnet=v4.subnet, gateway=None if no_gw else _gateway(v4),
+                ip_range=v4.ip_range or None,
+                subnet6=v6.subnet if v6 else None,
+                gateway6=None if no_gw or v6 is None else _gateway(v6),
+                ip_range6=(v6.ip_range or None) if v6 else None, internal=rec.internal)
+            return macvlan.MacvlanNetwork(self.state_dir, mcfg)
         raise NotSupported(f"the {rec.driver} network driver is not supported yet")
+
 
     def remove(self, network_id: str, *, has_containers: bool) -> None:
         """``has_containers``: the engine's view (running containers attached)."""
