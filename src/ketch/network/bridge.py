@@ -85,6 +85,7 @@ class BridgeConfig:
     masquerade: bool = True
     network_id: str = ""                # "" for the default network
     network_name: str = "bridge"        # in messages
+    reserved: tuple[str, ...] = ()      # --aux-address: never handed out
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > IFNAMSIZ or "/" in self.name or " " in self.name:
@@ -256,15 +257,18 @@ class BridgeNetwork:
                 self.nl.delete_link(rec.host_veth)
                 del st.endpoints[rec.container_id]
             rng = ipaddress.IPv4Network(cfg.ip_range) if cfg.ip_range else None
+            taken = [ipaddress.ip_address(e.ip) for e in st.endpoints.values()]
+            taken += [ipaddress.ip_address(r) for r in cfg.reserved]
             self._ipam = Allocator(self.subnet, self.gateway,
-                                   (ipaddress.IPv4Address(e.ip) for e in st.endpoints.values()),
+                                   (ip for ip in taken if ip.version == 4),
                                    ip_range=rng, network_name=cfg.network_name)
             self._ipam6 = None
             if self.subnet6 is not None:
                 rng6 = ipaddress.IPv6Network(cfg.ip_range6) if cfg.ip_range6 else None
+                taken6 = [ipaddress.ip_address(e.ip6) for e in st.endpoints.values() if e.ip6]
+                taken6 += [ipaddress.ip_address(r) for r in cfg.reserved]
                 self._ipam6 = Allocator(self.subnet6, self.gateway6,
-                                        (ipaddress.IPv6Address(e.ip6)
-                                         for e in st.endpoints.values() if e.ip6),
+                                        (ip for ip in taken6 if ip.version == 6),
                                         ip_range=rng6, network_name=cfg.network_name)
             if self._own_ports:
                 self._ports.close()

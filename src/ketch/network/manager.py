@@ -25,6 +25,7 @@ from ketch.errors import (
     NotFound,
     NotSupported,
     System,
+    Unavailable,
 )
 from ketch.network import store
 from ketch.network.bridge import BridgeConfig, BridgeNetwork, cleanup_leftovers
@@ -76,6 +77,7 @@ class NetworkManager:
         self._lock = threading.RLock()
         self._records: dict[str, NetworkRecord] = {}
         self._drivers: dict[str, NetworkDriver] = {}
+        self._broken: dict[str, str] = {}    # network id -> why its set-up failed
 
     # -- start and stop ----------------------------------------------------------------
 
@@ -118,8 +120,10 @@ class NetworkManager:
                     driver = self._make_driver(rec)
                     driver.setup()
                     self._drivers[rec.id] = driver
-                except KetchError as exc:
+                    self._broken.pop(rec.id, None)
+                except (KetchError, OSError) as exc:
                     errors.append(f"network {rec.name}: {exc}")
+                    self._broken[rec.id] = str(exc)
             return removed + [f"error: {e}" for e in errors]
 
     def _setup_default(self, cfg: BridgeConfig) -> None:
@@ -292,7 +296,8 @@ class NetworkManager:
                 ip_range=v4.ip_range or None if v4 else None,
                 subnet6=v6.subnet if v6 else None, gateway6=_gateway(v6) if v6 else None,
                 ip_range6=v6.ip_range or None if v6 else None,
-                internal=rec.internal, network_id=rec.id, network_name=rec.name)
+                internal=rec.internal, network_id=rec.id, network_name=rec.name,
+                reserved=tuple(a for c in rec.ipam for a in c.aux_addresses.values()))
             return BridgeNetwork(self.state_dir, cfg, firewall=self.firewall, ports=self.ports)
         if rec.driver in ("macvlan", "ipvlan"):
             from ketch.network import macvlan
@@ -336,6 +341,10 @@ class NetworkManager:
         d = self.driver(network_id)
         if d is None:
             rec = self.find(network_id)
+            why = self._broken.get(rec.id)
+            if why is not None:
+                raise Unavailable(f"network {rec.name} is not available: its set-up failed "
+                                  f"when the daemon started: {why}")
             raise NotSupported(f"network {rec.name} ({rec.driver}) takes no endpoints")
         return d.attach(req)
 
