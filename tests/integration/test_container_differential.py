@@ -1007,16 +1007,15 @@ def test_paths_after_start(pair: Pair) -> None:
         assert doc["LogPath"] == f"{base}/{doc['Id']}-json.log"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NetworkSettings of a started --network none container: dockerd has a SandboxID, a "
-    "SandboxKey (<exec-root>/netns/<id12>) and Networks.none.NetworkID (the none network's "
-    "id, also in docker network ls); ketchd has them empty (and no /networks API: 'page not "
-    "found') (engine/network.py settings)"))
 def test_network_settings_of_a_none_container(pair: Pair) -> None:
     pair.ok("run", "-d", *NONE, "--name", "ns", "busybox", "sleep", "100")
-    for doc in pair.inspect("ns"):
+    listed = pair.ok("network", "ls", "--no-trunc", "--filter", "name=^none$",
+                     "--format", "{{.ID}}")
+    for doc, ls in zip(pair.inspect("ns"), listed, strict=True):
         ns = doc["NetworkSettings"]
-        assert ns["SandboxID"] and ns["SandboxKey"] and ns["Networks"]["none"]["NetworkID"]
+        assert ns["SandboxID"] and ns["SandboxKey"]
+        # the none network's ID, as network ls shows it
+        assert ns["Networks"]["none"]["NetworkID"] == ls.stdout.strip()
 
 
 def test_negative_cpu_shares_pass_create(pair: Pair) -> None:

@@ -328,7 +328,6 @@ class Engine:
         self._check_network(hc)
         networks = self.networks.configure(hc.network_mode,
                                            req.networking_config.endpoints_config)
-        self.networks.check_create(hc.network_mode, networks)
         specgen.merge_image_config(config, image_config)
         if name:    # dockerd reserves the name last (newContainer), after the checks above
             name = check_name(name)

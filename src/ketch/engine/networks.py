@@ -65,15 +65,15 @@ def endpoint_settings_json(cfg: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def _run_time(ep_json: dict[str, Any], ep: Endpoint | None, network_id: str,
-              dns_names: list[str] | None) -> dict[str, Any]:
+              dns_names: list[str] | None, container_id: str) -> dict[str, Any]:
     out = dict(ep_json)
     out["NetworkID"] = network_id
     out["DNSNames"] = dns_names
     if ep is None:
-        out["EndpointID"] = _endpoint_id(network_id, "")
+        out["EndpointID"] = _endpoint_id(network_id, container_id)
         return out
     out.update({
-        "MacAddress": ep.mac, "EndpointID": ep.endpoint_id or _endpoint_id(network_id, ""),
+        "MacAddress": ep.mac, "EndpointID": ep.endpoint_id or _endpoint_id(network_id, container_id),
         "Gateway": str(ep.gateway) if ep.gateway else "",
         "IPAddress": str(ep.ip) if ep.ip else "", "IPPrefixLen": ep.prefix if ep.ip else 0,
         "IPv6Gateway": str(ep.gateway6) if ep.gateway6 else "",
@@ -227,20 +227,6 @@ class Networks:
         for name, ep in given.items():
             out[name] = cfg(ep)
         return out
-
-    def check_create(self, mode: str, networks: dict[str, dict[str, Any]]) -> None:
-        """What dockerd refuses at create about the endpoints' configuration."""
-        # (bridge and user networks are checked when the container joins them, as dockerd)
-        for name, ep in networks.items():
-            if not _is_special(name):
-                continue
-            ipam = ep.get("IPAMConfig") or {}
-            if ep.get("Aliases"):
-                raise InvalidArgument("network-scoped aliases are only supported for "
-                                      "user-defined networks")
-            if ipam.get("IPv4Address") or ipam.get("IPv6Address"):
-                raise InvalidArgument("user specified IP address is supported on user defined "
-                                      "networks only")
 
     # -- plugging a container in -------------------------------------------------------
 
@@ -410,13 +396,13 @@ class Networks:
                 out[name] = ep_json
                 continue
             shown = self._shown_names(c, a)
-            out[name] = _run_time(ep_json, a.endpoint, a.network_id, shown)
+            out[name] = _run_time(ep_json, a.endpoint, a.network_id, shown, c.id)
             if a.network_id == default_id:
                 top = out[name]
         for a in attached:          # connected under another key than configured
             if a.name not in out:
                 out[a.name] = _run_time(endpoint_settings_json(), a.endpoint, a.network_id,
-                                        self._shown_names(c, a))
+                                        self._shown_names(c, a), c.id)
         return network_settings(out, ports=ports_json, sandbox_key=f"/proc/{pid}/ns/net",
                                 container_id=c.id, default=top)
 
