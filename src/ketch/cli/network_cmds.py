@@ -13,16 +13,18 @@ daemon's to refuse.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
 from ketch.cli.command import Group, UsageFailure, command, option, pass_obj
 from ketch.cli.flags import go_quote
-from ketch.cli.formatting import Struct, render, truncate_id
 from ketch.cli.session import Session, error_text, local, parse_filters
 from ketch.errors import InvalidArgument, KetchError, NotFound
 
+TYPE_CHECKING = False     # typing costs the CLI's start-up; see ketch.cli.flags
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
+
+    from ketch.cli.formatting import Struct
 
 PRUNE_WARNING = ("WARNING! This will remove all custom networks not used by at least one "
                  "container.\nAre you sure you want to continue? [y/N] ")
@@ -77,6 +79,8 @@ def go_time_text(created: str) -> str:
 
 def network_row(n: Mapping[str, Any], *, trunc: bool = True) -> Struct:
     """One row of ``docker network ls`` (docker's networkContext) for a network summary."""
+    from ketch.cli.formatting import Struct, truncate_id
+
     labels: Mapping[str, str] = n.get("Labels") or {}
 
     def label(name: str) -> str:
@@ -104,6 +108,7 @@ def network_row(n: Mapping[str, Any], *, trunc: bool = True) -> Struct:
 def networks_output(networks: Iterable[Mapping[str, Any]], fmt: str | None = None, *,
                     quiet: bool = False, no_trunc: bool = False) -> str:
     """What ``docker network ls [-q] [--no-trunc] [--format F]`` prints, sorted by name."""
+    from ketch.cli.formatting import render
     from ketch.cli.views import natural_key
 
     final = network_format(fmt, quiet=quiet)
