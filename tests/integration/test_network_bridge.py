@@ -29,6 +29,7 @@ from ketch.network.bridge import BridgeConfig, BridgeNetwork, cleanup_leftovers
 from ketch.network.endpoint import EndpointRequest
 from ketch.network.ipam import AddressPool
 from ketch.network.ports import parse_publish
+from ketch.network.proxy import host_has_ipv6
 
 pytestmark = pytest.mark.root
 
@@ -88,8 +89,15 @@ def _leftovers(bridge: str, table: str, veths: list[str], state_dir: Path) -> li
     return found
 
 
-def _host_firewall_and_forwarding() -> tuple[str, str]:
-    return (Nft().run("list ruleset"), Path("/proc/sys/net/ipv4/ip_forward").read_text())
+def _host_firewall_and_forwarding() -> tuple[list[str], str]:
+    """The host's own tables, whole, and ip_forward. Other ketch daemons' tables
+    (``ketch*``, other tests' or benchmarks' running meanwhile) are left out: they
+    change under their own daemons."""
+    nft = Nft()
+    tables = [line.split()[1:] for line in nft.run("list tables").splitlines() if line]
+    own = [nft.run(f"list table {fam} {name}") for fam, name in tables
+           if not name.startswith("ketch")]
+    return own, Path("/proc/sys/net/ipv4/ip_forward").read_text()
 
 
 @pytest.fixture
@@ -190,7 +198,12 @@ def test_bridge_ping_publish_and_clean_detach(net: BridgeNetwork, netns: list[Ne
     assert a.run(BUSYBOX, "ping", "-c1", "-W2", str(eb.ip)).returncode == 0
     assert b.run(BUSYBOX, "ping", "-c1", "-W2", str(net.gateway)).returncode == 0
 
-    (mapping,) = eb.ports
+    # -p 80: an ephemeral port on 0.0.0.0 (DNAT) and the same on [::] (the userland
+    # proxy: IPv6 clients cannot be DNATed to the container's IPv4 address)
+    mapping = eb.ports[0]
+    v6 = host_has_ipv6()
+    assert [(m.host_ip, m.host_port) for m in eb.ports[1:]] == \
+        ([("::", mapping.host_port)] if v6 else [])
     lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert lo <= mapping.host_port <= hi and mapping.host_ip == "0.0.0.0"
     _serve(b, tmp_path, "hello from b\n", str(eb.ip))
@@ -198,8 +211,10 @@ def test_bridge_ping_publish_and_clean_detach(net: BridgeNetwork, netns: list[Ne
     host_ip = _host_address(bridge)
     # The host's loopback (output DNAT + route_localnet + masquerade of 127/8)...
     assert _http_get(f"http://127.0.0.1:{port}/") == "hello from b\n"
-    # ... the host's own address...
+    # ... the host's own address, and IPv6 loopback through the proxy...
     assert _http_get(f"http://{host_ip}:{port}/") == "hello from b\n"
+    if v6:
+        assert _http_get(f"http://[::1]:{port}/") == "hello from b\n"
     # ... another container through the host's address, and b through it to itself.
     for ns in (a, b):
         # (busybox-static's wget crashes resolving names with this glibc: use Python)

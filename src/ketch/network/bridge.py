@@ -38,7 +38,14 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ketch.errors import Conflict, InvalidArgument, MultiError, NotFound, NotSupported
+from ketch.errors import (
+    Conflict,
+    InvalidArgument,
+    KetchError,
+    MultiError,
+    NotFound,
+    NotSupported,
+)
 from ketch.linux import sysctl
 from ketch.linux.netlink import Netlink
 from ketch.linux.nftables import Nft, NftError
@@ -54,7 +61,8 @@ from ketch.network.ipam import (
     parse_bip,
     validate_mac,
 )
-from ketch.network.ports import PortAllocator, PortMapping
+from ketch.network.ports import PortAllocator, PortMapping, PortSpec, is_v6
+from ketch.network.proxy import UserlandProxy, host_has_ipv6
 from ketch.network.state import EndpointRecord, NetworkState
 
 IFNAMSIZ = 15
@@ -123,7 +131,8 @@ class BridgeNetwork:
 
     def __init__(self, state_dir: str, config: BridgeConfig | None = None, *,
                  nft: Nft | None = None, bind_ports: bool = True,
-                 firewall: Firewall | None = None, ports: PortAllocator | None = None) -> None:
+                 firewall: Firewall | None = None, ports: PortAllocator | None = None,
+                 proxy: UserlandProxy | None = None) -> None:
         self.state_dir = state_dir
         self.config = config or BridgeConfig()
         self.firewall = firewall or Firewall(self.config.table, nft)
@@ -134,6 +143,8 @@ class BridgeNetwork:
         self._ipam6: Allocator | None = None
         self._own_ports = ports is None
         self._ports = ports or PortAllocator(self.config.ephemeral_ports, bind=bind_ports)
+        self._own_proxy = proxy is None
+        self._proxy = proxy or UserlandProxy()
         self._bridge_index = 0
         self._reaper: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future[None]] = {}
@@ -275,6 +286,7 @@ class BridgeNetwork:
             for e in st.endpoints.values():
                 for m in e.ports:
                     self._ports.claim(m)
+                self._proxy_ports(e.ip, e.ports)
             self._save()
             self.firewall.remember((m, e.ip) for e in st.endpoints.values() for m in e.ports)
             self.firewall.set_bridge(self.rules())
@@ -321,6 +333,11 @@ class BridgeNetwork:
             self._reaper.shutdown()
             self._reaper = None
         with self._lock:
+            if self._state is not None:
+                for e in self._state.endpoints.values():
+                    self._unproxy_ports(e.ports)
+            if self._own_proxy:
+                self._proxy.close()
             if self._own_ports:
                 self._ports.close()
             elif self._state is not None:
@@ -389,12 +406,17 @@ class BridgeNetwork:
                                  default_route=req.default_route)
             try:
                 for spec in req.ports:
-                    mappings.append(self._ports.allocate(spec, str(addr)))
+                    m = self._ports.allocate(spec, str(addr))
+                    mappings.append(m)
+                    if m.host_ip == "0.0.0.0" and not spec.host_ip:
+                        mappings += self._ipv6_twin(m, str(addr))
                 st.endpoints[container_id] = rec
                 self._save()                      # recorded before anything is created
                 self._plumb(rec, req.netns_path)
                 self.firewall.publish([(m, rec.ip) for m in mappings])
+                self._proxy_ports(rec.ip, mappings)
             except BaseException:
+                self._unproxy_ports(mappings)
                 self.nl.delete_link(rec.host_veth)
                 for m in mappings:
                     self._ports.release(m)
@@ -405,6 +427,30 @@ class BridgeNetwork:
                     self._save()
                 raise
             return self._endpoint(rec)
+
+    def _ipv6_twin(self, m: PortMapping, container_ip: str) -> list[PortMapping]:
+        """``-p 8080:80`` binds [::]:8080 too where the host has IPv6 (dockerd lists
+        both), served by the userland proxy; TCP only, and only if that port is free
+        on IPv6 (the IPv4 binding stands either way)."""
+        if m.proto != "tcp" or not self._ports.bind or not host_has_ipv6():
+            return []
+        try:
+            return [self._ports.allocate(PortSpec(m.container_port, "tcp", "::", m.host_port,
+                                                  m.host_port), container_ip)]
+        except KetchError:
+            return []
+
+    def _proxy_ports(self, container_ip: str, mappings: Sequence[PortMapping]) -> None:
+        for m in mappings:
+            sock = self._ports.socket_of(m) if is_v6(m.host_ip) else None
+            if sock is not None:
+                self._proxy.add((m.proto, m.host_ip, m.host_port), sock,
+                                (container_ip, m.container_port))
+
+    def _unproxy_ports(self, mappings: Sequence[PortMapping]) -> None:
+        for m in mappings:
+            if is_v6(m.host_ip):
+                self._proxy.remove((m.proto, m.host_ip, m.host_port))
 
     def _plumb(self, rec: EndpointRecord, netns_path: str) -> None:
         try:
@@ -455,6 +501,7 @@ class BridgeNetwork:
                 return
             pending = self._pending.get(container_id)
             if pending is None and not rec.removing:
+                self._unproxy_ports(rec.ports)
                 if rec.ports:
                     self.firewall.unpublish(rec.ports)
                 for m in rec.ports:

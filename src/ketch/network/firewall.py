@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from ketch.linux.nftables import Nft, NftError
 from ketch.network import nat
-from ketch.network.ports import PortMapping
+from ketch.network.ports import PortMapping, is_v6
 
 
 class Firewall:
@@ -38,7 +38,7 @@ class Firewall:
         """Ports already in the kernel (a restarted daemon's endpoints): kept in the
         next rewrite, not added now."""
         with self._lock:
-            for m, ip in published:
+            for m, ip in _natted(published):
                 self._published[self._key(m)] = (m, ip)
 
     def set_bridge(self, rules: nat.BridgeRules) -> None:
@@ -64,6 +64,7 @@ class Firewall:
                                       self._published.values()))
 
     def publish(self, published: Sequence[tuple[PortMapping, str]]) -> None:
+        published = list(_natted(published))
         if not published:
             return
         with self._lock:
@@ -72,6 +73,7 @@ class Firewall:
                 self._published[self._key(m)] = (m, ip)
 
     def unpublish(self, mappings: Sequence[PortMapping]) -> None:
+        mappings = [m for m in mappings if not is_v6(m.host_ip)]
         if not mappings:
             return
         with self._lock:
@@ -86,8 +88,16 @@ class Firewall:
                 self._nft = None
 
 
+def _natted(published: Iterable[tuple[PortMapping, str]]) -> Iterable[tuple[PortMapping, str]]:
+    """The IPv4 bindings: those on IPv6 host addresses are the userland proxy's."""
+    return ((m, ip) for m, ip in published if not is_v6(m.host_ip))
+
+
 def delete_elements(nft: Nft, table: str, mappings: Sequence[PortMapping]) -> None:
     """All at once; if that fails (one already gone) one by one, ignoring the missing."""
+    mappings = [m for m in mappings if not is_v6(m.host_ip)]
+    if not mappings:
+        return
     try:
         nft.run(nat.delete_elements_script(table, mappings))
     except NftError:

@@ -33,6 +33,7 @@ from ketch.network.endpoint import Endpoint, EndpointRequest, NetworkDriver
 from ketch.network.firewall import Firewall
 from ketch.network.ipam import DEFAULT_POOLS, AddressPool, choose_subnet
 from ketch.network.ports import PortAllocator
+from ketch.network.proxy import UserlandProxy
 from ketch.network.store import IPAMConfig, NetworkRecord
 
 BRIDGE_OPTS = "com.docker.network.bridge."
@@ -74,6 +75,7 @@ class NetworkManager:
         self.pools = pools
         self.firewall = Firewall(default_bridge.table if default_bridge else table)
         self.ports = PortAllocator(default_bridge.ephemeral_ports if default_bridge else None)
+        self.proxy = UserlandProxy()
         self._lock = threading.RLock()
         self._records: dict[str, NetworkRecord] = {}
         self._drivers: dict[str, NetworkDriver] = {}
@@ -128,7 +130,8 @@ class NetworkManager:
 
     def _setup_default(self, cfg: BridgeConfig) -> None:
         net_id = store.predefined_id("bridge", cfg.name)
-        net = BridgeNetwork(self.state_dir, cfg, firewall=self.firewall, ports=self.ports)
+        net = BridgeNetwork(self.state_dir, cfg, firewall=self.firewall, ports=self.ports,
+                            proxy=self.proxy)
         net.setup()
         rec = self._records.get(net_id) or NetworkRecord(net_id, "bridge", "bridge", time.time_ns())
         rec.interface = cfg.name
@@ -154,6 +157,7 @@ class NetworkManager:
             for d in self._drivers.values():
                 d.close()
             self._drivers.clear()
+            self.proxy.close()
             self.ports.close()
             self.firewall.close()
 
@@ -298,7 +302,8 @@ class NetworkManager:
                 ip_range6=v6.ip_range or None if v6 else None,
                 internal=rec.internal, network_id=rec.id, network_name=rec.name,
                 reserved=tuple(a for c in rec.ipam for a in c.aux_addresses.values()))
-            return BridgeNetwork(self.state_dir, cfg, firewall=self.firewall, ports=self.ports)
+            return BridgeNetwork(self.state_dir, cfg, firewall=self.firewall, ports=self.ports,
+                                 proxy=self.proxy)
         if rec.driver in ("macvlan", "ipvlan"):
             from ketch.network import macvlan
 

@@ -193,12 +193,24 @@ _SOCK_TYPES = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0),
                "sctp": (socket.SOCK_STREAM, 132)}
 
 
+def is_v6(host_ip: str) -> bool:
+    return ":" in host_ip
+
+
+def _wildcard(host_ip: str) -> str:
+    return "::" if is_v6(host_ip) else "0.0.0.0"
+
+
 def bind_host_port(proto: str, host_ip: str, port: int) -> socket.socket:
-    """A socket bound on the host port, holding it; OSError if it is in use."""
+    """A socket bound on the host port, holding it; OSError if it is in use. An IPv6
+    one is IPv6-only: 0.0.0.0 and :: are two bindings, as dockerd makes them."""
     stype, sproto = _SOCK_TYPES[proto]
-    sock = socket.socket(socket.AF_INET, stype | socket.SOCK_CLOEXEC, sproto)
+    family = socket.AF_INET6 if is_v6(host_ip) else socket.AF_INET
+    sock = socket.socket(family, stype | socket.SOCK_CLOEXEC, sproto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host_ip, port))
     except OSError:
         sock.close()
@@ -217,9 +229,14 @@ class PortAllocator:
         self.last: dict[str, int] = {}
 
     def _conflicts(self, proto: str, ip: str, port: int) -> bool:
-        if ip == "0.0.0.0":
-            return any(p == proto and n == port for (p, _i, n) in self.used)
-        return ((proto, ip, port) in self.used) or ((proto, "0.0.0.0", port) in self.used)
+        if ip in ("0.0.0.0", "::"):
+            return any(p == proto and n == port and is_v6(i) == is_v6(ip)
+                       for (p, i, n) in self.used)
+        return ((proto, ip, port) in self.used) or ((proto, _wildcard(ip), port) in self.used)
+
+    def socket_of(self, mapping: PortMapping) -> socket.socket | None:
+        """The socket holding a mapping's host port (None when not binding)."""
+        return self.used.get((mapping.proto, mapping.host_ip, mapping.host_port))
 
     def _take(self, proto: str, ip: str, port: int, spec_text: str) -> None:
         if self._conflicts(proto, ip, port):
@@ -235,6 +252,8 @@ class PortAllocator:
 
     def allocate(self, spec: PortSpec, container_ip: str) -> PortMapping:
         ip = spec.host_ip or "0.0.0.0"
+        if is_v6(ip) and ip.startswith("["):
+            ip = ip[1:-1]
         if spec.host_port_start and spec.host_port_start == spec.host_port_end:
             port = spec.host_port_start
             self._take(spec.proto, ip, port,
