@@ -284,6 +284,34 @@ def test_inspect_errors_in_name_order(cli: Run) -> None:
     assert len(t.requests) == sent
 
 
+def test_inspect_templates_see_dockers_struct_first(cli: Run) -> None:
+    raw = {"Name": "n", "Id": "i", "Created": "2026-12-01T12:17:24Z", "Scope": "local",
+           "Driver": "bridge", "EnableIPv6": False,
+           "IPAM": {"Driver": "default", "Options": None,
+                    "Config": [{"Gateway": "10.0.0.1", "Subnet": "10.0.0.0/24", "X": 1}]},
+           "Internal": False, "Attachable": False, "Ingress": False,
+           "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+           "Containers": {"c": {"Name": "a", "EndpointID": "e", "MacAddress": "m",
+                                "IPv4Address": "10.0.0.2/24", "IPv6Address": "",
+                                "Extra": "x"}},
+           "Options": {}, "Labels": {}, "Unknown": "u"}
+    t = FakeTransport(lambda r: ok(raw))
+    # {{json .}}: the struct's fields in its order, EnableIPv4 added, unknown keys gone.
+    assert cli(t, "network", "inspect", "-f", "{{json .}}", "n") == (0, (
+        '{"Name":"n","Id":"i","Created":"2026-12-01T12:17:24Z","Scope":"local",'
+        '"Driver":"bridge","EnableIPv4":false,"EnableIPv6":false,"IPAM":{"Driver":"default",'
+        '"Options":null,"Config":[{"Subnet":"10.0.0.0/24","Gateway":"10.0.0.1"}]},'
+        '"Internal":false,"Attachable":false,"Ingress":false,"ConfigFrom":{"Network":""},'
+        '"ConfigOnly":false,"Containers":{"c":{"Name":"a","EndpointID":"e","MacAddress":"m",'
+        '"IPv4Address":"10.0.0.2/24","IPv6Address":""}},"Options":{},"Labels":{}}\n'), "")
+    assert cli(t, "network", "inspect", "-f", "{{.EnableIPv4}}", "n") == (0, "false\n", "")
+    # What the struct lacks is looked up in the daemon's JSON.
+    assert cli(t, "network", "inspect", "-f", "{{.Unknown}}", "n") == (0, "u\n", "")
+    # The default output is the daemon's JSON as it came.
+    code, out, _ = cli(t, "network", "inspect", "n")
+    assert json.loads(out) == [raw]
+
+
 def test_inspect_verbose_and_empty_name(cli: Run) -> None:
     t = FakeTransport(_inspect_daemon)
     cli(t, "network", "inspect", "-v", "n9")

@@ -407,6 +407,53 @@ def ls(session: Session, args: tuple[str, ...], filter_words: tuple[str, ...],
 # --------------------------------------------------------------------------- inspect
 
 
+def _fields(doc: Any, spec: Sequence[tuple[str, Any]], omitempty: frozenset[str] = frozenset()
+            ) -> dict[str, Any]:
+    """``doc`` decoded into a Go struct: its fields in order, zero values for the absent,
+    unknown keys dropped."""
+    src = doc if isinstance(doc, dict) else {}
+    out: dict[str, Any] = {}
+    for key, zero in spec:
+        value = src.get(key, zero)
+        if value is None and zero is not None:
+            value = zero
+        if key in omitempty and not value:
+            continue
+        out[key] = value
+    return out
+
+
+_ENDPOINT = (("Name", ""), ("EndpointID", ""), ("MacAddress", ""), ("IPv4Address", ""),
+             ("IPv6Address", ""))
+
+
+def typed_network(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """An inspected network as docker 28's ``network.Inspect`` holds it, which is what its
+    templates see first (``{{json .}}`` in the struct's order, ``{{.EnableIPv4}}`` even
+    from a daemon that does not send it); a template that fails on it runs on the raw
+    JSON instead, as docker's TemplateInspector falls back."""
+    ipam = _fields(doc.get("IPAM"), (("Driver", ""), ("Options", None), ("Config", None)))
+    if isinstance(ipam.get("Config"), list):
+        ipam["Config"] = [_fields(c, (("Subnet", ""), ("IPRange", ""), ("Gateway", ""),
+                                      ("AuxiliaryAddresses", None)),
+                                  frozenset(("Subnet", "IPRange", "Gateway",
+                                             "AuxiliaryAddresses")))
+                          for c in ipam["Config"]]
+    containers = doc.get("Containers")
+    out = _fields(doc, (
+        ("Name", ""), ("Id", ""), ("Created", "0001-01-01T00:00:00Z"), ("Scope", ""),
+        ("Driver", ""), ("EnableIPv4", False), ("EnableIPv6", False), ("IPAM", None),
+        ("Internal", False), ("Attachable", False), ("Ingress", False), ("ConfigFrom", None),
+        ("ConfigOnly", False), ("Containers", None), ("Options", None), ("Labels", None),
+        ("Peers", None), ("Services", None)), frozenset(("Peers", "Services")))
+    out["IPAM"] = ipam
+    out["ConfigFrom"] = _fields(doc.get("ConfigFrom"), (("Network", ""),))
+    if isinstance(containers, dict):
+        out["Containers"] = {k: _fields(v, _ENDPOINT) for k, v in containers.items()}
+    return out
+
+
+
 @command("inspect", "[OPTIONS] NETWORK [NETWORK...]",
          "Display detailed information on one or more networks", nargs=(1, None))
 @option("-f", "--format", "format_", metavar="string",
@@ -430,7 +477,9 @@ def inspect(session: Session, args: tuple[str, ...], format_: str | None,
             continue
         found.append(net)
         if format_ and format_ != "json":
-            text, failed = inspect_format(format_, [net])
+            text, failed = inspect_format(format_, [typed_network(net)])
+            if failed:
+                text, failed = inspect_format(format_, [net])
             if failed:
                 errors.extend(failed)
             else:
