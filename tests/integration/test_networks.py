@@ -842,21 +842,39 @@ def test_networks_survive_a_ketchd_restart(k: Ketchd) -> None:
     assert sorted(addrs_in(k, "r2")) == ["eth0", "eth1"]
 
 
-def test_system_reset_removes_bridges_and_the_nft_table(
-        start_ketchd: Callable[..., Ketchd]) -> None:  # noqa: F811
+@pytest.mark.parametrize("how", ["ketch system reset", "fixture teardown"])
+def test_reset_removes_bridges_veths_and_the_nft_table(
+        start_ketchd: Callable[..., Ketchd], busybox_archive: Path,  # noqa: F811
+        how: str) -> None:
     k = start_ketchd()
+    k.fake_dns = FAKE_DNS_CANDIDATES[0]  # type: ignore[attr-defined]
     custom = f"kx{secrets.token_hex(3)}"
     ids = [ok(docker(k, "network", "create", *extra, name)).strip() for name, extra in (
         ("n1", ()), ("n2", ("--internal",)),
         ("n3", ("-o", f"com.docker.network.bridge.name={custom}")))]
     made = {bridge_of(k), f"br-{ids[0][:12]}", f"br-{ids[1][:12]}", custom}
     assert made <= links()
-    assert nft_table(k).returncode == 0
-    out = subprocess.run([str(BIN / "ketch"), "system", "reset", "--root", str(k.root),
-                          "--exec-root", str(k.dir / "exec"), "--pidfile", str(k.pidfile),
-                          "--cgroup-parent", cgroup_parent_of(k), "-f"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert k.proc.wait(10) is not None
+    port = free_port()
+    if how == "ketch system reset":
+        ok(docker(k, "load", "-i", str(busybox_archive)))
+        run(k, "--name", "c1", "--network", "n1", "-p", f"{port}:80")
+        ok(docker(k, "network", "connect", "n3", "c1"))
+        made |= ports_of(f"br-{ids[0][:12]}") | ports_of(custom)
+        assert len(made) == 6
+        assert f"tcp . {port} : " in ok(nft_table(k))
+        out = subprocess.run([str(BIN / "ketch"), "system", "reset", "--root", str(k.root),
+                              "--exec-root", str(k.dir / "exec"), "--pidfile", str(k.pidfile),
+                              "--cgroup-parent", cgroup_parent_of(k), "-f"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert k.proc.wait(10) is not None
+    else:
+        assert nft_table(k).returncode == 0
+        k.stop()
+        stop_supervisor(k)
     assert made & links() == set()
     assert nft_table(k).returncode != 0
+    s = socket.socket()     # the published port is free again
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.close()
