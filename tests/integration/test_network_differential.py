@@ -345,6 +345,9 @@ def _fresh(pair: NetPair) -> Iterator[None]:
 
 def test_inspect_predefined_networks(pair: NetPair) -> None:
     pair.same("network", "inspect", "bridge", "host", "none")
+    # The default bridge's Containers entry.
+    pair.ok("run", "-d", "--name", "c1", *SLEEP)
+    pair.same("network", "inspect", "bridge")
 
 
 USER_NETWORKS: dict[str, list[str]] = {
@@ -400,6 +403,14 @@ def test_user_networks_take_the_default_pools_in_rotation(pair: NetPair) -> None
 def test_network_settings_on_the_default_bridge(pair: NetPair) -> None:
     pair.ok("run", "-d", "--name", "c1", *SLEEP)
     pair.settings("c1")
+
+
+@pytest.mark.parametrize("mode", ["host", "none", "container:c0"])
+def test_network_settings_of_other_modes(pair: NetPair, mode: str) -> None:
+    pair.ok("run", "-d", "--name", "c0", *SLEEP)
+    pair.ok("run", "-d", "--name", "c1", "--network", mode, *SLEEP)
+    pair.settings("c1")
+    pair.same("inspect", "--format", "{{.HostConfig.NetworkMode}}", "c1")
 
 
 def test_network_settings_on_a_user_network(pair: NetPair) -> None:
@@ -861,6 +872,9 @@ def test_embedded_dns_names_aliases_and_ids(pair: NetPair) -> None:
     _lookups(pair, "dnsn", lambda s: [web2[0 if s is pair.dockerd else 1]], qtype="ptr")
     # No IPv6 address: an empty AAAA answer, not an error.
     _lookups(pair, "dnsn", lambda s: ["web2"], qtype="aaaa")
+    # Aliases given at connect time, on that network.
+    pair.ok("network", "connect", "--alias", "late", "plain", "web2")
+    _lookups(pair, "plain", lambda s: ["late", "web2", "LATE"])
 
 
 def test_embedded_dns_unknown_names(pair: NetPair) -> None:
@@ -869,9 +883,13 @@ def test_embedded_dns_unknown_names(pair: NetPair) -> None:
     pair.ok("network", "create", "plain")
     pair.ok("run", "-d", "--name", "other", "--network", "plain", *SLEEP)
     pair.ok("run", "-d", "--name", "onbridge", *SLEEP)
-    script = ("for q in nosuch other onbridge; do (nslookup -type=a $q > /tmp/$q 2>&1; "
+    # Disconnected: its name goes with its endpoint.
+    pair.ok("run", "-d", "--name", "left", "--network", "dnsn", *SLEEP)
+    pair.ok("network", "disconnect", "dnsn", "left")
+    names = "nosuch other onbridge left"
+    script = (f"for q in {names}; do (nslookup -type=a $q > /tmp/$q 2>&1; "
               "echo rc=$? >> /tmp/$q) & done; wait; "
-              "for q in nosuch other onbridge; do echo \"== $q\"; cat /tmp/$q; done")
+              f"for q in {names}; do echo \"== $q\"; cat /tmp/$q; done")
     d, k = pair.both("run", "--rm", "--network", "dnsn", "busybox", "sh", "-c", script,
                      timeout=120)
     want, got = _answers(d.stdout), _answers(k.stdout)
