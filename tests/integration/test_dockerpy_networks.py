@@ -38,7 +38,7 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def client(kd: Ketchd, fake_dns: FakeDns | None  # noqa: F811
-           ) -> Iterator[docker.DockerClient]:
+           ) -> Iterator[Any]:
     c = docker.DockerClient(base_url=kd.host, timeout=60)
     c.fake_dns = fake_addr(fake_dns)
     try:
@@ -48,7 +48,7 @@ def client(kd: Ketchd, fake_dns: FakeDns | None  # noqa: F811
         clean(kd)
 
 
-def sleeper(client: docker.DockerClient, name: str, **kw: Any) -> Any:
+def sleeper(client: Any, name: str, **kw: Any) -> Any:
     return client.containers.run("busybox", ["sleep", "600"], detach=True, name=name,
                                  dns=[client.fake_dns], **kw)
 
@@ -67,7 +67,7 @@ def net_ip(ctr: Any, network: str) -> str:
     return str(ctr.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
 
 
-def test_create_get_list_and_attrs(client: docker.DockerClient) -> None:
+def test_create_get_list_and_attrs(client: Any) -> None:
     sub = subnet24()
     net = ipaddress.IPv4Network(sub)
     gw, rng = str(net[1]), f"{net[64]}/26"
@@ -118,7 +118,7 @@ def test_create_get_list_and_attrs(client: docker.DockerClient) -> None:
         client.networks.get(auto.id)
 
 
-def test_run_connect_disconnect_and_containers(client: docker.DockerClient) -> None:
+def test_run_connect_disconnect_and_containers(client: Any) -> None:
     sub = subnet24()
     net = client.networks.create("pyn", ipam=docker.types.IPAMConfig(pool_configs=[
         docker.types.IPAMPool(subnet=sub)]))
@@ -169,7 +169,7 @@ def test_run_connect_disconnect_and_containers(client: docker.DockerClient) -> N
     assert sorted(x.id for x in other.containers) == sorted([c2.id, c3.id])
 
 
-def test_ipv6_network(client: docker.DockerClient) -> None:
+def test_ipv6_network(client: Any) -> None:
     sub6 = f"fd00:{secrets.randbelow(0xffff) + 1:x}:{secrets.randbelow(0xffff):x}::/64"
     net = client.networks.create("py6", enable_ipv6=True, ipam=docker.types.IPAMConfig(
         pool_configs=[docker.types.IPAMPool(subnet=sub6)]))
@@ -186,7 +186,7 @@ def status_of(exc: pytest.ExceptionInfo[Any]) -> tuple[int, str]:
     return exc.value.status_code, exc.value.explanation
 
 
-def test_errors(client: docker.DockerClient) -> None:
+def test_errors(client: Any) -> None:
     sub = subnet24()
     net = client.networks.create("pyn", ipam=docker.types.IPAMConfig(pool_configs=[
         docker.types.IPAMPool(subnet=sub)]))

@@ -546,6 +546,15 @@ def test_dns_names_shared_aliases_and_ptr(k: Ketchd, fake_dns: FakeDns | None) -
     # None of these went upstream (neither A nor the AAAA busybox asks too).
     if fake_dns is not None:
         assert fake_dns.asked[asked_before:] == []
+    # A container gone is gone from the answers; a stopped one too, back once started.
+    ok(docker(k, "rm", "-f", "w2"))
+    assert nslookup(k, "cl", "shared")[1] == [ip1]
+    assert nslookup(k, "cl", "w2")[0] != 0
+    ok(docker(k, "stop", "-t", "0", "w1"))
+    assert nslookup(k, "cl", "svc")[0] != 0
+    ok(docker(k, "start", "w1"))
+    ip1 = ctr_inspect(k, "w1")["NetworkSettings"]["Networks"]["dnsn"]["IPAddress"]
+    assert nslookup(k, "cl", "svc")[1] == [ip1]
 
 
 def test_dns_forwards_unknown_names_to_the_containers_dns(k: Ketchd,
