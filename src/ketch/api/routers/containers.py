@@ -130,6 +130,8 @@ def setup(app: web.Application, engine: Engine) -> None:
 
     async def inspect(request: web.Request) -> web.Response:
         doc = engine.inspect(request.match_info["id"], size=bool_value(request.query, "size"))
+        if not versions.at_least(versions.of(request.match_info), "1.45"):
+            _aliases_with_short_id(doc)
         return web.json_response(doc)
 
     async def start(request: web.Request) -> web.Response:
@@ -398,3 +400,15 @@ def setup(app: web.Application, engine: Engine) -> None:
     add(app, "POST", "/containers/{id}/pause", pause)
     add(app, "POST", "/containers/{id}/unpause", unpause)
     add(app, "GET", "/containers/{id}/top", top)
+
+
+def _aliases_with_short_id(doc: dict[str, Any]) -> None:
+    """Before API 1.45 the short container ID was one of the Aliases of every
+    user-defined network's endpoint (moby keeps that for older clients)."""
+    short = str(doc.get("Id", ""))[:12]
+    for name, ep in ((doc.get("NetworkSettings") or {}).get("Networks") or {}).items():
+        if name in ("bridge", "host", "none") or not isinstance(ep, dict):
+            continue
+        aliases = list(ep.get("Aliases") or [])
+        if short and short not in aliases:
+            ep["Aliases"] = [*aliases, short]
