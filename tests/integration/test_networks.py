@@ -479,6 +479,10 @@ def test_http_by_name_alias_id_and_published_port(k: Ketchd) -> None:
     # From the host, on the loopback and on another address of the machine.
     assert host_fetch(f"http://127.0.0.1:{port}/") == f"{PAGE}\n"
     assert host_fetch(f"http://{hostaddr}:{port}/") == f"{PAGE}\n"
+    # dockerd publishes on [::] too (its proxy): the IPv6 loopback answers.
+    assert ok(docker(k, "port", "web")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
+    if socket.has_ipv6 and os.path.exists("/proc/net/if_inet6"):
+        assert host_fetch(f"http://[::1]:{port}/") == f"{PAGE}\n"
     # Hairpin: a container of the network, and the server itself, through the host's port.
     assert wait_page(k, "client", f"http://{hostaddr}:{port}/") == f"{PAGE}\n"
     assert wait_page(k, "web", f"http://{hostaddr}:{port}/") == f"{PAGE}\n"
