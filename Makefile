@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/containers.py
+	$(BIN)/python bench/network.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
