@@ -327,6 +327,8 @@ SAME = [
     ["network", "create", "--label", "a b=c", "x"],
     ["network", "create", "--label", "=c", "x"],
     ["network", "create", "--ipv6=maybe", "x"],
+    ["network", "create", "--subnet", '10.1.0.0/16,"x', "x"],
+    ["network", "create", "--gateway", 'a"b', "x"],
     ["network", "create", "ref-plain"],
     ["network", "create", "--scope", "swarm", "x"],
     ["network", "create", "--ingress", "x"],

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ketch.cli import main
-from ketch.cli.network_cmds import go_time_text, ipam_config, networks_output
+from ketch.cli.network_cmds import go_csv_record, go_time_text, ipam_config, networks_output
 from ketch.cli.session import Session
 from ketch.client import Client, FakeTransport, Request, Response
 
@@ -170,6 +170,43 @@ def test_ipam_config_keeps_subnet_order_and_pairs_gateways() -> None:
         {"Subnet": "fd00::/64", "Gateway": "fd00::1", "AuxiliaryAddresses": {"b": "fd00::5"}}]
     # A single subnet is not parsed here: the daemon words that refusal.
     assert ipam_config(["bad"], [], [], {}) == [{"Subnet": "bad"}]
+
+
+# Go's encoding/csv, as pflag's StringSlice flags read their values (messages checked
+# against docker 28.2.2's).
+@pytest.mark.parametrize(("text", "want"), [
+    ("a,b", ["a", "b"]),
+    ('"a,b",c', ["a,b", "c"]),
+    ('"a""b"', ['a"b']),
+    ("a,", ["a", ""]),
+    ('""', [""]),
+    ("a,b\nc", ["a", "b"]),
+    ('"a\nb",c', ["a\nb", "c"]),
+    ('"a', 'parse error on line 1, column 3: extraneous or missing " in quoted-field'),
+    ('a"b', 'parse error on line 1, column 2: bare " in non-quoted-field'),
+    ('"a"b', 'parse error on line 1, column 3: extraneous or missing " in quoted-field'),
+    ('x,"y', 'parse error on line 1, column 5: extraneous or missing " in quoted-field'),
+    ('\u00e9,"y', 'parse error on line 1, column 6: extraneous or missing " in quoted-field'),
+    ('"a\nb', 'record on line 1; parse error on line 2, column 2: extraneous or missing " '
+               "in quoted-field"),
+    ('\n\na"b', 'parse error on line 3, column 2: bare " in non-quoted-field'),
+])
+def test_go_csv_record(text: str, want: list[str] | str) -> None:
+    if isinstance(want, str):
+        with pytest.raises(ValueError) as exc:
+            go_csv_record(text)
+        assert str(exc.value) == want
+    else:
+        assert go_csv_record(text) == want
+
+
+def test_csv_errors_are_flag_errors(cli: Run) -> None:
+    t = FakeTransport(created)
+    code, _, err = cli(t, "network", "create", "--subnet", 'a"b', "x")
+    assert code == 125 and err.startswith(
+        'invalid argument "a\\"b" for "--subnet" flag: parse error on line 1, column 2: '
+        'bare " in non-quoted-field\n\nUsage:  ketch network create')
+    assert t.requests == []
 
 
 # --------------------------------------------------------------------------- ls

@@ -125,17 +125,88 @@ def _bad_value(flag: str, value: str, why: str) -> UsageFailure:
     return UsageFailure(f"invalid argument {go_quote(value)} for {go_quote(flag)} flag: {why}")
 
 
+def go_csv_record(text: str) -> list[str]:
+    """The first record of Go's encoding/csv reader over ``text`` (what pflag's
+    StringSlice reads), with its errors: ``parse error on line 1, column 2: bare " in
+    non-quoted-field`` and ``... extraneous or missing " in quoted-field``."""
+    lines = text.splitlines(keepends=True)
+    start = 1
+    while lines and lines[0] in ("\n", "\r\n"):
+        lines.pop(0)                 # Go skips empty lines before a record
+        start += 1
+    if not lines:
+        return []
+    line, rest, num = lines[0], lines[1:], start
+    if not line.endswith("\n") and line.endswith("\r"):
+        line = line[:-1]             # a \r before the end of input is dropped
+
+    def nl(s: str) -> int:
+        return 2 if s.endswith("\r\n") else 1 if s.endswith("\n") else 0
+
+    def fail(line_no: int, col: int, what: str) -> ValueError:
+        where = f"record on line {start}; " if line_no != start else ""
+        return ValueError(f"{where}parse error on line {line_no}, column {col}: {what}")
+
+    fields: list[str] = []
+    col = 1
+    while True:
+        if not line or line[0] != '"':
+            i = line.find(",")
+            field = line[:i] if i >= 0 else line[:len(line) - nl(line)]
+            j = field.find('"')
+            if j >= 0:
+                raise fail(num, col + len(field[:j].encode()), 'bare " in non-quoted-field')
+            fields.append(field)
+            if i < 0:
+                return fields
+            line = line[i + 1:]
+            col += len(field.encode()) + 1
+            continue
+        line = line[1:]
+        col += 1
+        buf = ""
+        while True:
+            i = line.find('"')
+            if i >= 0:
+                buf += line[:i]
+                col += len(line[:i].encode()) + 1
+                line = line[i + 1:]
+                if line[:1] == '"':
+                    buf += '"'
+                    line = line[1:]
+                    col += 1
+                elif line[:1] == ",":
+                    line = line[1:]
+                    col += 1
+                    fields.append(buf)
+                    break
+                elif nl(line) == len(line):
+                    fields.append(buf)
+                    return fields
+                else:
+                    raise fail(num, col - 1, 'extraneous or missing " in quoted-field')
+            elif line:
+                buf += line
+                col += len(line.encode())
+                if rest:
+                    line, rest = rest[0], rest[1:]
+                    num += 1
+                    col = 1
+                else:
+                    line = ""
+            else:
+                raise fail(num, col, 'extraneous or missing " in quoted-field')
+
+
 def csv_words(flag: str, values: Iterable[str]) -> list[str]:
     """A pflag StringSlice: every occurrence is a CSV line ("--subnet a,b" is two)."""
-    import csv
-
     out: list[str] = []
     for v in values:
         if v == "":
             continue
         try:
-            out.extend(next(csv.reader([v], strict=True)))
-        except (csv.Error, StopIteration) as exc:
+            out.extend(go_csv_record(v))
+        except ValueError as exc:
             raise _bad_value(flag, v, str(exc)) from None
     return out
 
