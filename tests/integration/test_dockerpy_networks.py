@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,3 +247,21 @@ def test_errors(client: Any) -> None:
                               dns=[client.fake_dns])
     assert status_of(e) == (404, "network nosuch not found")
     assert client.containers.get("py3").status == "created"
+
+
+def test_network_events(client: Any) -> None:
+    since = int(time.time()) - 1
+    net = client.networks.create("pyev", labels={"x": "y"})
+    c = sleeper(client, "pyevc", network="bridge")
+    net.connect(c)
+    net.disconnect(c)
+    net.remove()
+    events = list(client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                filters={"type": "network", "network": net.id}))
+    assert [e["Action"] for e in events] == ["create", "connect", "disconnect", "destroy"]
+    for e in events:
+        assert e["Type"] == "network" and e["Actor"]["ID"] == net.id and e["scope"] == "local"
+        attrs = e["Actor"]["Attributes"]
+        assert attrs["name"] == "pyev" and attrs["type"] == "bridge"
+        assert attrs.get("container") == (c.id if e["Action"] in ("connect", "disconnect")
+                                          else None)

@@ -498,6 +498,27 @@ def test_http_by_name_alias_id_and_published_port(k: Ketchd) -> None:
     s.close()
 
 
+def test_ports_bound_to_one_host_address(k: Ketchd) -> None:
+    hostaddr = host_address()
+    lo_port, addr_port = free_port(), free_port()
+    ok(docker(k, "network", "create", "webnet"))
+    web(k, "web", "--network", "webnet", "-p", f"127.0.0.1:{lo_port}:80",
+        "-p", f"{hostaddr}:{addr_port}:80")
+    run(k, "--name", "client", "--network", "webnet")
+    assert ok(docker(k, "port", "web")) == (f"80/tcp -> 127.0.0.1:{lo_port}\n"
+                                             f"80/tcp -> {hostaddr}:{addr_port}\n")
+    assert host_fetch(f"http://127.0.0.1:{lo_port}/") == f"{PAGE}\n"
+    assert host_fetch(f"http://{hostaddr}:{addr_port}/") == f"{PAGE}\n"
+    assert wait_page(k, "client", f"http://{hostaddr}:{addr_port}/") == f"{PAGE}\n"
+    # Each only on its own address.
+    for url in (f"http://{hostaddr}:{lo_port}/", f"http://127.0.0.1:{addr_port}/"):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310
+    gw = net_inspect(k, "webnet")["IPAM"]["Config"][0]["Gateway"]
+    assert fetch_in(k, "client", f"http://{gw}:{lo_port}/", timeout=2).returncode != 0
+    table = ok(nft_table(k))
+    assert re.search(rf"\b{re.escape(hostaddr)} \. tcp \. {addr_port} : ", table), table
+
 def test_isolation_between_networks_and_internal_networks(k: Ketchd) -> None:
     hostaddr = host_address()
     port = free_port()
