@@ -616,6 +616,9 @@ def test_dns_aaaa_on_an_ipv6_network(k: Ketchd) -> None:
     assert rc == 0 and [str(ipaddress.ip_address(a)) for a in addrs] == [v6], text
     rc, addrs, text = nslookup(k, "c6", "w6", "A")
     assert rc == 0 and addrs == [ep["IPAddress"]], text
+    rc, _, text = nslookup(k, "c6", v6)
+    rev = ".".join(reversed(ipaddress.IPv6Address(v6).exploded.replace(":", "")))
+    assert rc == 0 and f"{rev}.ip6.arpa\tname = w6.v6n" in text, text
     # and the address is really reachable over IPv6
     assert ok(sh(k, "c6", f"ping -6 -c 1 -W 2 {v6} >/dev/null && echo up")) == "up\n"
 
