@@ -86,6 +86,7 @@ from containers import (  # noqa: E402
     Row,
     bench_run,
     daemons,
+    fmt_ms,
     import_busybox,
     print_table,
     supervisor_pid,
@@ -292,24 +293,60 @@ def lo_up_in(pid: int) -> None:
 # Measurements.
 
 
-def bench_runs(k: Daemon, d: Daemon, n: int) -> list[Row]:
+def bench_runs(k: Daemon, d: Daemon, n: int) -> tuple[list[Row], dict[str, dict[str, list[float]]]]:
+    """The two run rows, and each daemon's own create-to-destroy times of those runs."""
     clients = [Client(KETCH_L, KETCH, k), Client(DOCKER_K, DOCKER, k),
                Client(DOCKER_D, DOCKER, d)]
+    since = int(time.time()) - 1
     bridge = bench_run(clients, n, "")
     bridge.goal = 0.4
     none = bench_run(clients, n, "none")
     none.goal = None
-    return [bridge, none]
+    until = int(time.time()) + 1
+    while time.time() < until + 0.05:   # --until in the future would wait for it anyway
+        time.sleep(0.05)
+    return [bridge, none], {dm.name: daemon_side(dm, since, until) for dm in (k, d)}
 
 
-def print_bridge_cost(runs: list[Row]) -> None:
+def daemon_side(dm: Daemon, since: int, until: int) -> dict[str, list[float]]:
+    """Seconds from each container's ``create`` event to its ``destroy`` event, by
+    the network it joined: the daemon's own timestamps, no CLI in them."""
+    text = dm.cli("events", "--since", str(since), "--until", str(until),
+                  "--format", "{{json .}}").stdout
+    created: dict[str, int] = {}
+    destroyed: dict[str, int] = {}
+    joined: dict[str, str] = {}
+    for line in text.splitlines():
+        e = json.loads(line)
+        actor = e.get("Actor") or {}
+        attrs = actor.get("Attributes") or {}
+        if e.get("Type") == "container" and e.get("Action") in ("create", "destroy"):
+            (created if e["Action"] == "create" else destroyed)[actor["ID"]] = e["timeNano"]
+        elif e.get("Type") == "network" and e.get("Action") == "connect":
+            joined[attrs.get("container", "")] = attrs.get("name", "")
+    out: dict[str, list[float]] = {"bridge": [], "none": []}
+    for cid, t in created.items():
+        if cid in destroyed:
+            out["bridge" if joined.get(cid) == "bridge" else "none"].append(
+                (destroyed[cid] - t) / 1e9)
+    return out
+
+
+def print_bridge_cost(runs: list[Row], side: dict[str, dict[str, list[float]]]) -> None:
     """What the default bridge adds to a run --rm: the two rows' bests and medians apart."""
     bridge, none = runs
     print("the default bridge adds to run --rm, ms: best - best (median - median):")
     for c in (KETCH_L, DOCKER_K, DOCKER_D):
         b, n = bridge.times[c], none.times[c]
-        print(f"  {c:<17} {(min(b) - min(n)) * 1000:6.1f} "
+        print(f"  {c:<34} {(min(b) - min(n)) * 1000:6.1f} "
               f"({(statistics.median(b) - statistics.median(n)) * 1000:6.1f})")
+    for name, by in side.items():
+        b, n = by["bridge"], by["none"]
+        if b and n:
+            print(f"  {name + ', create to destroy event':<28} "
+                  f"{(min(b) - min(n)) * 1000:6.1f} "
+                  f"({(statistics.median(b) - statistics.median(n)) * 1000:6.1f})"
+                  f"   [bridge {fmt_ms(b)}, none {fmt_ms(n)}, {len(b)}+{len(n)} runs]")
 
 
 @dataclass
@@ -628,6 +665,7 @@ def main() -> int:
     # As containers.py: the CLI measured as installed (byte-code fresh).
     subprocess.run([PYTHON, "-m", "compileall", "-q", str(REPO / "src")], check=False)
     runs: list[Row] = []
+    side: dict[str, dict[str, list[float]]] = {}
     results: list[Result] = []
     attach: AttachTimes | None = None
     with workspace() as base:
@@ -645,7 +683,7 @@ def main() -> int:
                 if "run" in only:
                     print("run --rm on the default bridge and with --network none ...",
                           flush=True)
-                    runs = bench_runs(k, d, n)
+                    runs, side = bench_runs(k, d, n)
                 if "throughput" in only:
                     print(f"throughput: {mib} MiB x {tp_rounds} to a published port ...",
                           flush=True)
@@ -662,7 +700,7 @@ def main() -> int:
                     profile_bridge_runs(k, args.profile, max(n, 20))
     if runs:
         print_table(runs, [])
-        print_bridge_cost(runs)
+        print_bridge_cost(runs, side)
     if attach is not None:
         print_attach(attach)
     if results:
