@@ -343,7 +343,7 @@ def print_bridge_cost(runs: list[Row], side: dict[str, dict[str, list[float]]]) 
     for name, by in side.items():
         b, n = by["bridge"], by["none"]
         if b and n:
-            print(f"  {name + ', create to destroy event':<28} "
+            print(f"  {name + ', create to destroy event':<34} "
                   f"{(min(b) - min(n)) * 1000:6.1f} "
                   f"({(statistics.median(b) - statistics.median(n)) * 1000:6.1f})"
                   f"   [bridge {fmt_ms(b)}, none {fmt_ms(n)}, {len(b)}+{len(n)} runs]")
