@@ -273,6 +273,15 @@ def nslookup(k: Ketchd, ctr: str, name: str, qtype: str = "") -> tuple[int, list
     return out.returncode, addrs, text
 
 
+def until(pred: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("0.0.0.0", 0))
@@ -679,6 +688,32 @@ def test_connect_a_stopped_container_then_start(k: Ketchd) -> None:
     assert rc == 0 and got == [nets["nb"]["IPAddress"]], text
 
 
+def test_concurrent_runs_and_removals_on_one_network(k: Ketchd) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    nid = ok(docker(k, "network", "create", "par")).strip()
+    bridge = f"br-{nid[:12]}"
+    names = [f"par{i}" for i in range(8)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        ids = list(pool.map(lambda n: run(k, "--name", n, "--network", "par"), names))
+    entries = net_inspect(k, "par")["Containers"]
+    assert sorted(entries) == sorted(ids)
+    ips = [e["IPv4Address"] for e in entries.values()]
+    assert len(set(ips)) == len(ips)
+    assert len(ports_of(bridge)) == len(names)
+    for name, cid in zip(names, ids, strict=True):
+        rc, got, text = nslookup(k, names[0], name)
+        assert rc == 0 and [f"{a}/" for a in got] == [entries[cid]["IPv4Address"].split("/")[0]
+                                                       + "/"], text
+    with ThreadPoolExecutor(len(names)) as pool:
+        outs = list(pool.map(lambda n: docker(k, "rm", "-f", n), names))
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    # (ketchd deletes a removed container's veth in the background, just after)
+    assert until(lambda: ports_of(bridge) == set(), 5), ports_of(bridge)
+    assert net_inspect(k, "par")["Containers"] == {}
+    ok(docker(k, "network", "rm", "par"))
+    assert bridge not in links()
+
 # --------------------------------------------------------------------------- addresses, ports
 
 RUN_HELP = "\n\nRun 'docker run --help' for more information\n"
@@ -738,7 +773,7 @@ def test_port_already_allocated_leaves_nothing(k: Ketchd) -> None:
     assert len(elem.findall(ok(nft_table(k)))) == 1
     assert host_fetch(f"http://127.0.0.1:{port}/") == f"{PAGE}\n"     # p1 still served
     ok(docker(k, "rm", "-f", "p1"))
-    assert ports_of(bridge) == set()
+    assert until(lambda: ports_of(bridge) == set(), 5), ports_of(bridge)
     assert elem.findall(ok(nft_table(k))) == []
     ok(docker(k, "start", "p2"))        # the port is free now
     assert len(elem.findall(ok(nft_table(k)))) == 1
