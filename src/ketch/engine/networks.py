@@ -580,7 +580,7 @@ class NetworkAPI:
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
         from ketch import filters as flt
 
-        flt.check_names(filters, flt.NETWORK_PRUNE)
+        _check_filter_names(filters, flt.NETWORK_PRUNE)
         until = flt.prune_until(filters)
         deleted = []
         for rec in sorted(self.nets.manager.records(), key=lambda r: r.name):
@@ -590,9 +590,12 @@ class NetworkAPI:
                 continue
             if not flt.match_labels(filters, rec.labels):
                 continue
-            with contextlib.suppress(KetchError):
+            try:
                 await self.remove(rec.id)
-                deleted.append(rec.name)
+            except KetchError as exc:       # in use meanwhile: dockerd skips it too
+                log.info("network prune: %s: %s", rec.name, exc)
+                continue
+            deleted.append(rec.name)
         if self._log is not None:
             self._log("prune", "network", "", {"reclaimed": "0"})
         return deleted
@@ -676,10 +679,9 @@ def parse_create(doc: dict[str, Any]) -> Any:
     if doc.get("ConfigOnly") or (doc.get("ConfigFrom") or {}).get("Network"):
         raise NotSupported("config-only networks and --config-from are not supported")
     if doc.get("Ingress"):
-        raise Forbidden("This node is not a swarm manager. Use \"docker swarm init\" or "
-                        "\"docker swarm join\" to connect this node to swarm and try again.")
+        raise Forbidden("Ingress network can only be global scope network")
     if (doc.get("Scope") or "local") != "local":
-        raise NotSupported(f"scope {doc['Scope']} is not supported: ketch networks are local")
+        raise Forbidden("cannot create a swarm scoped network when swarm is not active")
     ipam = doc.get("IPAM") or {}
     configs = []
     for item in ipam.get("Config") or []:
@@ -709,7 +711,7 @@ def _matches(doc: dict[str, Any], rec: NetworkRecord, filters: dict[str, list[st
 
     from ketch import filters as flt
 
-    flt.check_names(filters, ("driver", "name", "id", "scope", "type", "label", "dangling"))
+    _check_filter_names(filters, ("driver", "name", "id", "scope", "type", "label", "dangling"))
     for key, values in filters.items():
         if key == "driver" and rec.driver not in values:
             return False
@@ -731,6 +733,13 @@ def _matches(doc: dict[str, Any], rec: NetworkRecord, filters: dict[str, list[st
         if key == "dangling" and flt.bool_filter(filters, "dangling", False) == in_use:
             return False
     return True
+
+
+def _check_filter_names(filters: dict[str, list[str]], accepted: Any) -> None:
+    """The network routers' own wording (capitalised, unlike the others')."""
+    for name in sorted(filters):
+        if name not in accepted:
+            raise InvalidArgument(f"Invalid filter '{name}'")
 
 
 def dns_names(c: Container, aliases: list[str]) -> list[str]:

@@ -90,14 +90,19 @@ def parse_bip(bip: str) -> tuple[IPv4Address, IPv4Network]:
     return iface.ip, net
 
 
-def choose_subnet(pools: Sequence[AddressPool], occupied: Iterable[IPv4Network]) -> IPv4Network:
+def choose_subnet(pools: Sequence[AddressPool], occupied: Iterable[IPv4Network],
+                  after: IPv4Network | None = None) -> IPv4Network:
     """The first pool subnet overlapping none of ``occupied`` (host routes, addresses,
-    other networks)."""
+    other networks); with ``after`` (the last one handed out), the first such one
+    after it, wrapping around, as dockerd's allocator rotates through its pools."""
     taken = list(occupied)
-    for pool in pools:
-        for subnet in pool.subnets():
-            if not any(subnet.overlaps(o) for o in taken):
-                return subnet
+    candidates = [s for pool in pools for s in pool.subnets()]
+    if after is not None and after in candidates:
+        i = candidates.index(after) + 1
+        candidates = candidates[i:] + candidates[:i]
+    for subnet in candidates:
+        if not any(subnet.overlaps(o) for o in taken):
+            return subnet
     raise Unavailable("could not find an available, non-overlapping IPv4 address pool among "
                       "the defaults to assign to the network")
 

@@ -80,6 +80,7 @@ class NetworkManager:
         self._records: dict[str, NetworkRecord] = {}
         self._drivers: dict[str, NetworkDriver] = {}
         self._broken: dict[str, str] = {}    # network id -> why its set-up failed
+        self._last_pool: ipaddress.IPv4Network | None = None   # the rotation's place
 
     # -- start and stop ----------------------------------------------------------------
 
@@ -247,13 +248,13 @@ class NetworkManager:
     def _decide_ipam(self, spec: NetworkSpec) -> list[IPAMConfig]:
         """The subnets as given (checked), or one chosen from the pools; the gateway is
         the subnet's first address unless given."""
-        out: list[IPAMConfig] = []
-        for cfg in spec.ipam:
-            out.append(_checked_pool(cfg))
+        # IPv4 first, as dockerd lists them (the docker CLI sends them in any order)
+        out = sorted((_checked_pool(cfg) for cfg in spec.ipam), key=lambda c: c.version)
         v4 = [c for c in out if c.version == 4]
         v6 = [c for c in out if c.version == 6]
         if len(v4) > 1 or len(v6) > 1:
-            raise NotSupported("ketch networks have one IPv4 and one IPv6 subnet at most")
+            raise Forbidden(f"{spec.driver or 'bridge'} driver doesn't support multiple "
+                            "subnets")
         if v6 and not spec.enable_ipv6:
             raise InvalidArgument("IPv6 subnet given without --ipv6: add --ipv6 to create an "
                                   "IPv6 network")
@@ -262,7 +263,7 @@ class NetworkManager:
                                   "pool among the defaults to assign to the network")
         taken = self._taken_subnets()
         for c in out:
-            net = ipaddress.ip_network(c.subnet)
+            net = ipaddress.ip_network(c.subnet, strict=False)
             if any(net.overlaps(t) for t in taken if t.version == net.version):
                 raise Forbidden("Pool overlaps with other one on this address space")
         if not v4:
@@ -272,12 +273,13 @@ class NetworkManager:
             with Netlink() as nl:
                 occupied: list[ipaddress.IPv4Network] = host_occupied_networks(nl)
             occupied += [t for t in taken if isinstance(t, ipaddress.IPv4Network)]
-            subnet = choose_subnet(self.pools, occupied)
+            subnet = choose_subnet(self.pools, occupied, self._last_pool)
+            self._last_pool = subnet
             out.insert(0, IPAMConfig(str(subnet), str(subnet.network_address + 1)))
         return out
 
     def _taken_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(c.subnet) for r in self._records.values()
+        return [ipaddress.ip_network(c.subnet, strict=False) for r in self._records.values()
                 for c in r.ipam if c.subnet]
 
     def _make_driver(self, rec: NetworkRecord) -> NetworkDriver:
@@ -296,9 +298,11 @@ class NetworkManager:
                                         True),
                 ip_forward=base.ip_forward, mtu=mtu_value,
                 ephemeral_ports=base.ephemeral_ports,
-                subnet=v4.subnet if v4 else None, gateway=_gateway(v4) if v4 else None,
+                subnet=str(_net(v4.subnet)) if v4 else None,
+                gateway=_gateway(v4) if v4 else None,
                 ip_range=v4.ip_range or None if v4 else None,
-                subnet6=v6.subnet if v6 else None, gateway6=_gateway(v6) if v6 else None,
+                subnet6=str(_net(v6.subnet)) if v6 else None,
+                gateway6=_gateway(v6) if v6 else None,
                 ip_range6=v6.ip_range or None if v6 else None,
                 internal=rec.internal, network_id=rec.id, network_name=rec.name,
                 reserved=tuple(a for c in rec.ipam for a in c.aux_addresses.values()))
@@ -313,9 +317,9 @@ class NetworkManager:
             no_gw = macvlan.skips_gateway(rec.driver, rec.options, rec.internal)
             mcfg = macvlan.config_from_options(
                 rec.driver, rec.options, network_id=rec.id, name=rec.name,
-                subnet=v4.subnet, gateway=None if no_gw else _gateway(v4),
+                subnet=str(_net(v4.subnet)), gateway=None if no_gw else _gateway(v4),
                 ip_range=v4.ip_range or None,
-                subnet6=v6.subnet if v6 else None,
+                subnet6=str(_net(v6.subnet)) if v6 else None,
                 gateway6=None if no_gw or v6 is None else _gateway(v6),
                 ip_range6=(v6.ip_range or None) if v6 else None, internal=rec.internal)
             return macvlan.MacvlanNetwork(self.state_dir, mcfg)
@@ -393,7 +397,8 @@ def _checked_pool(cfg: IPAMConfig) -> IPAMConfig:
     except ValueError:
         raise System(f"Invalid subnet {cfg.subnet} : invalid CIDR address: "
                      f"{cfg.subnet}") from None
-    out = IPAMConfig(str(subnet), "", "", dict(cfg.aux_addresses))
+    # kept as typed (host bits too), as dockerd shows it
+    out = IPAMConfig(cfg.subnet, "", "", dict(cfg.aux_addresses))
     if cfg.ip_range:
         try:
             rng = ipaddress.ip_network(cfg.ip_range, strict=False)
@@ -423,7 +428,11 @@ def _checked_pool(cfg: IPAMConfig) -> IPAMConfig:
 
 def _gateway(cfg: IPAMConfig) -> str:
     """The given gateway, else the subnet's first address (as dockerd's IPAM)."""
-    return cfg.gateway or str(ipaddress.ip_network(cfg.subnet).network_address + 1)
+    return cfg.gateway or str(_net(cfg.subnet).network_address + 1)
+
+
+def _net(subnet: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(subnet, strict=False)
 
 
 def state_dir(root: str) -> str:

@@ -130,8 +130,9 @@ def setup(app: web.Application, engine: Engine) -> None:
 
     async def inspect(request: web.Request) -> web.Response:
         doc = engine.inspect(request.match_info["id"], size=bool_value(request.query, "size"))
-        if not versions.at_least(versions.of(request.match_info), "1.45"):
-            _aliases_with_short_id(doc)
+        version = versions.of(request.match_info)
+        if not versions.at_least(version, "1.45"):
+            _aliases_with_short_id(doc, dns_names=versions.at_least(version, "1.44"))
         return web.json_response(doc)
 
     async def start(request: web.Request) -> web.Response:
@@ -402,12 +403,17 @@ def setup(app: web.Application, engine: Engine) -> None:
     add(app, "GET", "/containers/{id}/top", top)
 
 
-def _aliases_with_short_id(doc: dict[str, Any]) -> None:
+def _aliases_with_short_id(doc: dict[str, Any], *, dns_names: bool) -> None:
     """Before API 1.45 the short container ID was one of the Aliases of every
-    user-defined network's endpoint (moby keeps that for older clients)."""
+    user-defined network's endpoint (moby keeps that for older clients); before
+    1.44 there were no DNSNames."""
     short = str(doc.get("Id", ""))[:12]
     for name, ep in ((doc.get("NetworkSettings") or {}).get("Networks") or {}).items():
-        if name in ("bridge", "host", "none") or not isinstance(ep, dict):
+        if not isinstance(ep, dict):
+            continue
+        if not dns_names:
+            ep.pop("DNSNames", None)
+        if name in ("bridge", "host", "none"):
             continue
         aliases = list(ep.get("Aliases") or [])
         if short and short not in aliases:

@@ -9,6 +9,7 @@ the work (``ketch.engine.networks``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -18,8 +19,42 @@ from ketch.api.routers.images import parse_filters
 from ketch.errors import InvalidArgument
 
 
+class NetworkObjects:
+    """The networks as ``POST /networks/prune`` (the system router's) sees them."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.loop: asyncio.AbstractEventLoop | None = None   # the app's, once it runs
+
+    def disk_usage(self) -> list[dict[str, Any]]:
+        return []            # /system/df does not list networks
+
+    def prune(self, filters: Any, options: Any) -> dict[str, Any]:
+        """From a worker thread (the ObjectStore way): the work runs on the app's loop."""
+        if self.loop is None:
+            from ketch.errors import Unavailable
+
+            raise Unavailable("the network store is not running")
+        return asyncio.run_coroutine_threadsafe(self.prune_async(filters, options),
+                                                self.loop).result()
+
+    async def prune_async(self, filters: Any, options: Any) -> dict[str, Any]:
+        deleted = await self.api.prune({k: list(v) for k, v in filters.items()})
+        return {"NetworksDeleted": deleted or None}
+
+
 def setup(app: web.Application, api: Any) -> None:
-    """``api``: a ``ketch.engine.networks.NetworkAPI``."""
+    """``api``: a ``ketch.engine.networks.NetworkAPI``; ``POST /networks/prune`` is the
+    system router's, over ``NetworkObjects``."""
+    from ketch.api.routers import system
+
+    objects = NetworkObjects(api)
+    system.stores(app).networks = objects
+
+    async def remember_loop(app: web.Application) -> None:
+        objects.loop = asyncio.get_running_loop()
+
+    app.on_startup.append(remember_loop)
 
     async def list_networks(request: web.Request) -> web.Response:
         filters = parse_filters(request.query.get("filters"))
@@ -40,11 +75,6 @@ def setup(app: web.Application, api: Any) -> None:
     async def delete_network(request: web.Request) -> web.Response:
         await api.remove(request.match_info["id"])
         return web.Response(status=204)
-
-    async def prune_networks(request: web.Request) -> web.Response:
-        filters = parse_filters(request.query.get("filters"))
-        deleted = await api.prune({k: list(v) for k, v in filters.items()})
-        return web.json_response({"NetworksDeleted": deleted or None})
 
     async def connect(request: web.Request) -> web.Response:
         doc = json_object(await request.read())
@@ -67,7 +97,6 @@ def setup(app: web.Application, api: Any) -> None:
 
     add(app, "GET", "/networks", list_networks)
     add(app, "POST", "/networks/create", create_network)
-    add(app, "POST", "/networks/prune", prune_networks)
     add(app, "GET", "/networks/{id}", inspect_network)
     add(app, "DELETE", "/networks/{id}", delete_network)
     add(app, "POST", "/networks/{id}/connect", connect)

@@ -416,6 +416,9 @@ def setup(app: web.Application, backend: SystemBackend) -> None:
                                    all=bool_value(request.query, "all"))
             store: ObjectStore = getattr(stores(request.app), pick)
             filters = parse_filters(request.query.get("filters"))
+            in_loop = getattr(store, "prune_async", None)   # a store that awaits its work
+            if in_loop is not None:
+                return web.json_response(await in_loop(filters, options))
             return web.json_response(await asyncio.to_thread(store.prune, filters, options))
         return prune
 
