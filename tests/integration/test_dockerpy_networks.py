@@ -265,3 +265,16 @@ def test_network_events(client: Any) -> None:
         assert attrs["name"] == "pyev" and attrs["type"] == "bridge"
         assert attrs.get("container") == (c.id if e["Action"] in ("connect", "disconnect")
                                           else None)
+
+
+def test_prune(client: Any) -> None:
+    keep = client.networks.create("pykeep")
+    old = client.networks.create("pyold", labels={"gen": "1"})
+    client.networks.create("pyold2")
+    sleeper(client, "py1", network="pykeep")
+    assert client.networks.prune(filters={"label": "gen=1"}) == {"NetworksDeleted": ["pyold"]}
+    with pytest.raises(docker.errors.NotFound):
+        client.networks.get(old.id)
+    assert client.networks.prune() == {"NetworksDeleted": ["pyold2"]}
+    assert client.networks.prune() == {"NetworksDeleted": None}
+    assert [n.id for n in client.networks.list(filters={"type": "custom"})] == [keep.id]
