@@ -293,37 +293,55 @@ def lo_up_in(pid: int) -> None:
 # Measurements.
 
 
-def bench_runs(k: Daemon, d: Daemon, n: int) -> tuple[list[Row], dict[str, dict[str, list[float]]]]:
+def bench_runs(base: Path, k: Daemon, d: Daemon, n: int
+               ) -> tuple[list[Row], dict[str, dict[str, list[float]]]]:
     """The two run rows, and each daemon's own create-to-destroy times of those runs."""
     clients = [Client(KETCH_L, KETCH, k), Client(DOCKER_K, DOCKER, k),
                Client(DOCKER_D, DOCKER, d)]
-    since = int(time.time()) - 1
-    bridge = bench_run(clients, n, "")
-    bridge.goal = 0.4
-    none = bench_run(clients, n, "none")
-    none.goal = None
-    until = int(time.time()) + 1
-    while time.time() < until + 0.05:   # --until in the future would wait for it anyway
-        time.sleep(0.05)
-    return [bridge, none], {dm.name: daemon_side(dm, since, until) for dm in (k, d)}
+    with event_log(base, k) as klog, event_log(base, d) as dlog:
+        bridge = bench_run(clients, n, "")
+        bridge.goal = 0.4
+        none = bench_run(clients, n, "none")
+        none.goal = None
+    return [bridge, none], {k.name: daemon_side(klog), d.name: daemon_side(dlog)}
 
 
-def daemon_side(dm: Daemon, since: int, until: int) -> dict[str, list[float]]:
+@contextlib.contextmanager
+def event_log(base: Path, dm: Daemon) -> Iterator[Path]:
+    """``docker events`` of the daemon into a file while the block runs (a replay
+    with --since would only have the daemon's last 256 events)."""
+    path = base / f"events-{dm.name}.jsonl"
+    with open(path, "wb") as f:
+        p = subprocess.Popen([DOCKER, "events", "--format", "{{json .}}"], env=dm.env,
+                             stdout=f, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)                        # subscribed before the first container
+        yield path
+        time.sleep(0.5)                        # the last events written
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def daemon_side(log: Path) -> dict[str, list[float]]:
     """Seconds from each container's ``create`` event to its ``destroy`` event, by
     the network it joined: the daemon's own timestamps, no CLI in them."""
-    text = dm.cli("events", "--since", str(since), "--until", str(until),
-                  "--format", "{{json .}}").stdout
     created: dict[str, int] = {}
     destroyed: dict[str, int] = {}
     joined: dict[str, str] = {}
-    for line in text.splitlines():
-        e = json.loads(line)
-        actor = e.get("Actor") or {}
-        attrs = actor.get("Attributes") or {}
-        if e.get("Type") == "container" and e.get("Action") in ("create", "destroy"):
-            (created if e["Action"] == "create" else destroyed)[actor["ID"]] = e["timeNano"]
-        elif e.get("Type") == "network" and e.get("Action") == "connect":
-            joined[attrs.get("container", "")] = attrs.get("name", "")
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            e = json.loads(line)
+            actor = e.get("Actor") or {}
+            attrs = actor.get("Attributes") or {}
+            if e.get("Type") == "container" and e.get("Action") in ("create", "destroy"):
+                (created if e["Action"] == "create" else destroyed)[actor["ID"]] = e["timeNano"]
+            elif e.get("Type") == "network" and e.get("Action") == "connect":
+                joined[attrs.get("container", "")] = attrs.get("name", "")
     out: dict[str, list[float]] = {"bridge": [], "none": []}
     for cid, t in created.items():
         if cid in destroyed:
@@ -683,7 +701,7 @@ def main() -> int:
                 if "run" in only:
                     print("run --rm on the default bridge and with --network none ...",
                           flush=True)
-                    runs, side = bench_runs(k, d, n)
+                    runs, side = bench_runs(base, k, d, n)
                 if "throughput" in only:
                     print(f"throughput: {mib} MiB x {tp_rounds} to a published port ...",
                           flush=True)
