@@ -6,7 +6,8 @@ namespaces give both engines the same world (the same free address pools, free
 ports, the same unreachable upstream DNS). The same docker command line runs
 against both at once; exit codes, stdout and stderr, ``inspect`` JSON (keys and
 their order), /etc/resolv.conf and /etc/hosts, nslookup answers and events are
-compared once normalised (``NetPair.normalise``).
+compared once normalised (``NetPair.normalise``). Messages are compared with
+dockerd 20.10's words (unlike the container suite, no later wording is mapped).
 
 The CLI is pinned to API 1.41 on both sides (``DOCKER_API_VERSION``): dockerd
 20.10 speaks no later version, and the network JSON is version-gated in Docker
@@ -47,7 +48,6 @@ from tests.integration.netns_dockerd import Netns, NetnsDockerd, NetnsKetchd, re
 from tests.integration.refdockerd import DOCKERD
 from tests.integration.test_container_differential import (
     TIMESTAMP,
-    VERSION_WORDING,
     Side,
     explain,
 )
@@ -101,7 +101,7 @@ class NetPair:
     def sides(self) -> tuple[Side, Side]:
         return self.dockerd, self.ketchd
 
-    def normalise(self, side: Side, text: str, name: str = "", pools: bool = True) -> str:
+    def normalise(self, side: Side, text: str, pools: bool = True) -> str:
         """What must differ between two engines, made equal; equalities kept.
 
         IDs become <id1>, <id2>... in order of first appearance (so "the endpoint
@@ -144,14 +144,11 @@ class NetPair:
                 return f"192.168.{tag}." if m["c"] else f"02:42:c0:a8:{tag}:"
 
             text = POOL.sub(pool, text)
-        if side is self.dockerd and not SELFCHECK:
-            for pat, new in VERSION_WORDING:
-                text = pat.sub(new.replace("<name>", name), text)
         return text
 
-    def view(self, side: Side, res: Result, name: str = "") -> tuple[int, str, str]:
-        return (res.returncode, self.normalise(side, res.stdout, name),
-                self.normalise(side, res.stderr, name))
+    def view(self, side: Side, res: Result) -> tuple[int, str, str]:
+        return (res.returncode, self.normalise(side, res.stdout),
+                self.normalise(side, res.stderr))
 
     def each(self, fn: Callable[[Side], Any]) -> tuple[Any, Any]:
         """``fn`` on both sides at once (dockerd's result first)."""
@@ -161,10 +158,10 @@ class NetPair:
     def both(self, *args: str, timeout: float = 60) -> tuple[Result, Result]:
         return self.each(lambda s: s.cli(*args, timeout=timeout))
 
-    def same(self, *args: str, name: str = "", timeout: float = 60) -> Result:
+    def same(self, *args: str, timeout: float = 60) -> Result:
         """Run on both; exit code, stdout and stderr must match once normalised."""
         d, k = self.both(*args, timeout=timeout)
-        want, got = self.view(self.dockerd, d, name), self.view(self.ketchd, k, name)
+        want, got = self.view(self.dockerd, d), self.view(self.ketchd, k)
         assert got == want, diff(want, got) + explain(d, k)
         return k
 
