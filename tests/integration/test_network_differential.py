@@ -85,7 +85,9 @@ GO_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? [+-]\d{4} UTC")
 # (02:42:ac:12:... for 172.18.x.y, 02:42:c0:a8:10:... for 192.168.16.x).
 POOL = re.compile(r"\b172\.(?P<b>1[6-9]|2\d|3[01])\.|\b02:42:ac:(?P<bm>1[0-9a-f]):"
                   r"|\b192\.168\.(?P<c>\d+)\.|\b02:42:c0:a8:(?P<cm>[0-9a-f]{2}):")
-SANDBOX_KEY = re.compile(r'("SandboxKey": )"[^"]+"')
+# Where the engine keeps a container's netns is its own business (dockerd:
+# <exec-root>/netns/<id12>); whether there is one is compared.
+SANDBOX_KEY = re.compile(r'("SandboxKey":\s*)"[^"]+"')
 
 
 # --------------------------------------------------------------------- the two engines
