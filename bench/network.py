@@ -84,7 +84,6 @@ from containers import (  # noqa: E402
     KETCH_L,
     Client,
     Row,
-    bench_run,
     daemons,
     fmt_ms,
     import_busybox,
@@ -298,12 +297,24 @@ def bench_runs(base: Path, k: Daemon, d: Daemon, n: int
     """The two run rows, and each daemon's own create-to-destroy times of those runs."""
     clients = [Client(KETCH_L, KETCH, k), Client(DOCKER_K, DOCKER, k),
                Client(DOCKER_D, DOCKER, d)]
+    argv = {"bridge": ["run", "--rm", IMAGE, "true"],
+            "none": ["run", "--rm", "--network", "none", IMAGE, "true"]}
+    times: dict[str, dict[str, list[float]]] = {net: {c.label: [] for c in clients}
+                                                for net in argv}
     with event_log(base, k) as klog, event_log(base, d) as dlog:
-        bridge = bench_run(clients, n, "")
-        bridge.goal = 0.4
-        none = bench_run(clients, n, "none")
-        none.goal = None
-    return [bridge, none], {k.name: daemon_side(klog), d.name: daemon_side(dlog)}
+        for c in clients:               # warm-up: first container of each pair
+            for args in argv.values():
+                c.run(*args)
+        # Bridge and none next to each other in every round (their order and the
+        # clients' alternating), so the load of the moment weighs on both alike.
+        for i in range(n):
+            j = i % len(clients)
+            for c in clients[j:] + clients[:j]:
+                for net in (("bridge", "none") if i % 2 == 0 else ("none", "bridge")):
+                    times[net][c.label].append(c.timed(*argv[net]))
+    rows = [Row("run --rm default bridge true", times["bridge"], goal=0.4),
+            Row("run --rm --network none true", times["none"])]
+    return rows, {k.name: daemon_side(klog), d.name: daemon_side(dlog)}
 
 
 @contextlib.contextmanager
@@ -353,11 +364,14 @@ def daemon_side(log: Path) -> dict[str, list[float]]:
 def print_bridge_cost(runs: list[Row], side: dict[str, dict[str, list[float]]]) -> None:
     """What the default bridge adds to a run --rm: the two rows' bests and medians apart."""
     bridge, none = runs
-    print("the default bridge adds to run --rm, ms: best - best (median - median):")
+    print("the default bridge adds to run --rm, ms: best - best (median - median); for the "
+          "commands also the median of each round's bridge - none")
     for c in (KETCH_L, DOCKER_K, DOCKER_D):
         b, n = bridge.times[c], none.times[c]
+        paired = statistics.median(x - y for x, y in zip(b, n, strict=True))
         print(f"  {c:<34} {(min(b) - min(n)) * 1000:6.1f} "
-              f"({(statistics.median(b) - statistics.median(n)) * 1000:6.1f})")
+              f"({(statistics.median(b) - statistics.median(n)) * 1000:6.1f})"
+              f"   paired {paired * 1000:6.1f}")
     for name, by in side.items():
         b, n = by["bridge"], by["none"]
         if b and n:
