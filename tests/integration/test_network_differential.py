@@ -742,6 +742,62 @@ def test_port_already_allocated(pair: NetPair) -> None:
     pair.same("port", "p5")
 
 
+# --------------------------------------------------------------------- connectivity
+
+HTTPD = ("busybox", "sh", "-c", "mkdir /tmp/www && echo hello from $(hostname) > /tmp/www/index.html"
+         " && exec httpd -f -p 80 -h /tmp/www")
+
+
+def _reach(target: str) -> str:
+    """A shell line printing what an HTTP GET of ``target`` (host or host:port)
+    brought, or "unreachable" (whatever the reason: a name the embedded DNS sends to
+    an upstream that is out of reach here times out). busybox nc: the static
+    busybox's wget crashes in a container (its NSS lookups), nc does not."""
+    host, _, port = target.partition(":")
+    return (f"out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port or 80} 2>/dev/null "
+            f"| tail -1); echo \"{target}: ${{out:-unreachable}}\"; ")
+
+
+def _ip(pair: NetPair, name: str, network: str) -> tuple[str, str]:
+    fmt = f"{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}"
+    d, k = pair.ok("inspect", "--format", fmt, name)
+    return d.stdout.strip(), k.stdout.strip()
+
+
+def test_connectivity_between_networks_and_published_ports(pair: NetPair) -> None:
+    pair.ok("network", "create", "n1")
+    pair.ok("network", "create", "n2")
+    pair.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")
+    pair.ok("run", "-d", "--name", "web", "--network", "n1", "--hostname", "web", *HTTPD)
+    pair.ok("network", "connect", "noicc", "web")
+    pair.ok("run", "-d", "--name", "pub", "--hostname", "pub", "-p", "8080:80", *HTTPD)
+    n1_ip, noicc_ip, pub_ip = (_ip(pair, "web", "n1"), _ip(pair, "web", "noicc"),
+                               _ip(pair, "pub", "bridge"))
+    time.sleep(0.5)     # httpd listening
+
+    def probe(network: str, targets: Callable[[int], list[str]]) -> str:
+        def run(side: Side) -> Result:
+            i = 0 if side is pair.dockerd else 1
+            script = "".join(_reach(t) for t in targets(i))
+            return side.cli("run", "--rm", "--network", network, "busybox", "sh", "-c", script,
+                            timeout=120)
+        d, k = pair.each(run)
+        want, got = pair.view(pair.dockerd, d), pair.view(pair.ketchd, k)
+        assert got == want, diff(want, got) + explain(d, k)
+        return want[1]
+
+    # Same network: by name and address. Another network: not at all.
+    seen = probe("n1", lambda i: ["web", n1_ip[i]])
+    assert seen.count("hello from web") == 2, seen      # the probe itself works
+    probe("n2", lambda i: [n1_ip[i], "web"])
+    # enable_icc=false: no traffic between containers of that network.
+    probe("noicc", lambda i: [noicc_ip[i]])
+    # Published on the host: loopback and the default bridge's gateway.
+    probe("host", lambda i: ["127.0.0.1:8080", "172.17.0.1:8080", pub_ip[i]])
+    # From a container of another bridge, through the host's published port.
+    probe("n2", lambda i: ["172.17.0.1:8080"])
+
+
 # --------------------------------------------------------------------- ls, prune
 
 def test_network_ls_and_filters(pair: NetPair) -> None:
