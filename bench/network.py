@@ -13,20 +13,25 @@ imported in both. ketch is ketchd, docker is dockerd:
   run         ``run --rm busybox true`` on the default bridge, in turns: the
               ketch CLI on ketchd, the docker CLI on ketchd and on dockerd
               (goal: ketch CLI <= 0.4 x docker CLI on dockerd); and the same
-              with ``--network none``, whose difference is what the bridge adds
+              with ``--network none``, side by side in every round, whose
+              difference is what the bridge adds (also from each daemon's
+              own events: create to destroy of every container)
   attach      the network setup of one container, in-process:
               ``ketch.network.bridge.BridgeNetwork.attach`` (veth pair, address,
               routes; with and without one published port) and ``detach`` (as
               ketchd calls it: rules now, the veth deleted in the background)
               on a private bridge ``kb<hex>x`` with its own nft table, into a
-              throwaway netns (``unshare -n sleep``) (goal: under 10 ms)
+              throwaway netns (``unshare -n sleep``); then again with 100
+              others on the bridge, each in a netns of its own (goal: under
+              10 ms)
   throughput  1 GiB sent from the loopback where each daemon publishes (the
               host's for ketchd; dockerd's own netns, entered with nsenter, for
               dockerd, whose docker-proxy serves loopback as users get it) to
               ``-p 127.0.0.1:<port>:80`` of a container whose sink is busybox
-              ``nc -ll -p 80 -e dd of=/dev/null bs=1M``; python ``sendall`` of
-              a reused 1 MiB buffer, then a half-close and a wait for the sink's
-              end, MB/s (goal: ketch >= docker)
+              ``nc -ll -p 80 -e sh -c 'exec dd of=/dev/null bs=1M 2>&1'``
+              (dd's record counts come back at the end); python ``sendall`` of
+              a reused 1 MiB buffer, then a half-close and a wait for the
+              sink's end, MB/s (goal: ketch >= docker)
   connect     500 sequential new connections to a published busybox ``httpd``
               (5 rounds of 100 per daemon, alternating, so a burst of other
               work on the machine does not land on one side only): connect,
