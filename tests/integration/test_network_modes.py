@@ -97,9 +97,9 @@ def test_default_route_follows_network_names(loaded_ketchd: Ketchd) -> None:
     ok(docker(k, "network", "disconnect", "alpha", "r1"))   # back to zeta
     assert "default via 10.241.0.1 dev eth0" in sh(k, "r1", "ip route")
     assert "eth2" not in sh(k, "r1", "ip -o link")
-    # an internal network alone gives no way out
+    # an internal network alone gives the route (dockerd 20.10's), which leads nowhere
     out = ok(docker(k, "run", "--rm", "--network", "aaa-in", "busybox", "ip", "route"))
-    assert "default" not in out
+    assert "default via 10.243.0.1 dev eth0" in out
     ok(docker(k, "rm", "-f", "r1"))
     for name in ("zeta", "alpha", "aaa-in"):
         ok(docker(k, "network", "rm", name))

@@ -71,3 +71,18 @@ def test_parse_add_host() -> None:
     for bad in ("db", "db:", ":1.2.3.4", "db:notanip"):
         with pytest.raises(InvalidArgument):
             parse_add_host(bad)
+
+
+def test_hosts_own_line_names_as_libnetwork() -> None:
+    from ketch.network.etcfiles import hosts
+
+    def own(hostname: str, domainname: str = "") -> str:
+        return hosts(hostname, "10.0.0.2", domainname=domainname).splitlines()[-1]
+
+    assert own("web") == "10.0.0.2\tweb"
+    assert own("web", "dom.example") == "10.0.0.2\tweb.dom.example web"
+    assert own("my.host.name", "dom.example") == "10.0.0.2\tmy.host.name.dom.example my"
+    assert own("a.b") == "10.0.0.2\ta.b a"
+    # one line per address, in the order the container joined its networks
+    assert hosts("h", ["10.0.0.2", "fd00::2"]).splitlines()[-2:] == ["10.0.0.2\th",
+                                                                     "fd00::2\th"]

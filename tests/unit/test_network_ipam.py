@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ketch.errors import Forbidden, InvalidArgument, Unavailable
+from ketch.errors import Forbidden, InvalidArgument, System, Unavailable
 from ketch.network.ipam import (
     DEFAULT_POOLS,
     AddressPool,
@@ -65,7 +65,7 @@ def test_allocator_lowest_free_and_static() -> None:
     for taken in ("10.1.0.6", "10.1.0.1", "10.1.0.7", "10.1.0.0"):
         with pytest.raises(Forbidden, match="Address already in use"):
             a.allocate(IPv4Address(taken))
-    with pytest.raises(InvalidArgument, match="Invalid address 10.2.0.5: It does not belong "
+    with pytest.raises(System, match="Invalid address 10.2.0.5: It does not belong "
                        "to any of this network's subnets"):
         a.allocate(IPv4Address("10.2.0.5"))
     assert a.allocate() == IPv4Address("10.1.0.5")

@@ -63,8 +63,13 @@ def test_allocator_fixed_and_conflicts() -> None:
     assert m == PortMapping("0.0.0.0", 8080, 80, "tcp")
     with pytest.raises(Conflict, match=r"^Bind for 0.0.0.0:8080 failed: port is already allocated$"):
         pa.allocate(PortSpec(81, "tcp", "", 8080, 8080), "10.0.0.3")
-    with pytest.raises(Conflict, match="127.0.0.1:8080 failed"):   # 0.0.0.0 covers every ip
+    # 0.0.0.0 covers every address; dockerd's allocator lets 127.0.0.1:8080 through, and
+    # its proxy's bind fails: that message
+    with pytest.raises(Conflict, match=r"^Error starting userland proxy: listen tcp4 "
+                       r"127.0.0.1:8080: bind: address already in use$"):
         pa.allocate(PortSpec(81, "tcp", "127.0.0.1", 8080, 8080), "10.0.0.3")
+    # IPv4 and IPv6 wildcards are two bindings
+    assert pa.allocate(PortSpec(80, "tcp", "::", 8080, 8080), "10.0.0.2").host_ip == "::"
     assert pa.allocate(PortSpec(81, "udp", "", 8080, 8080), "10.0.0.3").proto == "udp"
     pa.release(m)
     assert pa.allocate(PortSpec(81, "tcp", "", 8080, 8080), "10.0.0.3").host_port == 8080

@@ -68,3 +68,33 @@ def test_relay_half_close_and_remove(upper_server: int) -> None:
         listener.close()
     with pytest.raises(OSError):
         socket.create_connection(("::1", port), timeout=2).close()
+
+
+def test_udp_flows_per_client() -> None:
+    """Each client's datagrams reach the target from a socket of its own, and the
+    target's replies go back to that client."""
+    target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target.bind(("127.0.0.1", 0))
+    target.settimeout(5)
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    listener.bind(("::1", 0))
+    proxy = UserlandProxy()
+    clients = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        proxy.add("u", listener, target.getsockname())
+        seen = set()
+        for i, c in enumerate(clients):
+            c.settimeout(5)
+            c.sendto(f"ping {i}".encode(), listener.getsockname()[:2])
+            data, src = target.recvfrom(100)
+            assert data == f"ping {i}".encode()
+            seen.add(src)
+            target.sendto(b"pong " + data, src)
+            assert c.recvfrom(100)[0] == f"pong ping {i}".encode()
+        assert len(seen) == 2            # one flow per client
+        proxy.remove("u")
+    finally:
+        proxy.close()
+        for sock in (target, listener, *clients):
+            sock.close()

@@ -325,9 +325,15 @@ class Engine:
         model.adapt_host_config(hc, self.defaults)
         if hc.network_mode in ("", "default"):
             hc.network_mode = "bridge"
+        if hc.network_mode.startswith("container:"):
+            # dockerd stores the other container's ID (a missing one fails at start)
+            other = self.store.find(hc.network_mode.partition(":")[2])
+            if other is not None:
+                hc.network_mode = f"container:{other.id}"
         self._check_network(hc)
         networks = self.networks.configure(hc.network_mode,
                                            req.networking_config.endpoints_config)
+        _check_endpoint_addresses(networks)
         specgen.merge_image_config(config, image_config)
         if name:    # dockerd reserves the name last (newContainer), after the checks above
             name = check_name(name)
@@ -343,7 +349,9 @@ class Engine:
         name = name or random_name(lambda n: self.store.name_owner(n) is not None)
         c = Container(id=cid, name=name, created=now_rfc3339(), image=config.image,
                       image_id=image.id, path=path, args=args,
-                      config=model.config_json(config), host_config=model.host_config_json(hc))
+                      config=model.config_json(config), host_config=model.host_config_json(hc),
+                      desired_macs={n: ep["MacAddress"] for n, ep in networks.items()
+                                    if ep.get("MacAddress")})
         from ketch.engine.network import port_specs
         from ketch.engine.networks import network_settings
 
@@ -698,6 +706,8 @@ class Engine:
 
         d = self._dir(c.id)
         host_net = hc.network_mode == "host"
+        if hc.network_mode.startswith("container:"):
+            return self._shared_etc_files(c, config, hc)
         resolv = etcfiles.resolv_conf(etcfiles.read_host_resolv_conf(), dns=hc.dns or (),
                                       dns_search=hc.dns_search or (),
                                       dns_options=hc.dns_options or ())
@@ -705,8 +715,8 @@ class Engine:
             resolv = etcfiles.embedded_resolv_conf(resolv)
         files = {
             "hostname": etcfiles.hostname_file(config.hostname or c.short_id),
-            "hosts": _read("/etc/hosts") if host_net else self._hosts_text(config, hc, None,
-                                                                           None),
+            "hosts": _read("/etc/hosts") if host_net else self._hosts_text(
+                config, hc, None, self._host_gateway(c)),
             "resolv.conf": resolv,
         }
         planned = []
@@ -717,6 +727,34 @@ class Engine:
             planned.append(specgen.PlannedMount(destination=f"/etc/{name}", source=path,
                                                 writable=not hc.readonly_rootfs))
         return planned
+
+    def _shared_etc_files(self, c: Container, config: model.ContainerConfig,
+                          hc: model.HostConfig) -> list[specgen.PlannedMount]:
+        """``--network container:X``: X's hostname, hosts and resolv.conf files, and
+        X's host and domain names (dockerd's initializeNetworking)."""
+        try:
+            other = self.store.get(hc.network_mode.partition(":")[2])
+        except NotFound as exc:
+            exc.not_runtime = True  # type: ignore[attr-defined]  # dockerd's own words
+            raise
+        config.hostname = str(other.config.get("Hostname") or other.short_id)
+        config.domainname = str(other.config.get("Domainname") or "")
+        c.config["Hostname"], c.config["Domainname"] = config.hostname, config.domainname
+        d = self._dir(other.id)
+        return [specgen.PlannedMount(destination=f"/etc/{name}",
+                                     source=os.path.join(d, name),
+                                     writable=not hc.readonly_rootfs)
+                for name in ("hostname", "hosts", "resolv.conf")]
+
+    def _etc_dir(self, c: Container) -> str:
+        """Where a container's /etc files are: its own directory, or that of the
+        container whose network it shares."""
+        mode = c.host_config.get("NetworkMode") or ""
+        if mode.startswith("container:"):
+            other = self.store.find(mode.partition(":")[2])
+            if other is not None:
+                return self._dir(other.id)
+        return self._dir(c.id)
 
     @staticmethod
     def _hosts_text(config: model.ContainerConfig, hc: model.HostConfig,
@@ -1047,6 +1085,7 @@ class Engine:
             await asyncio.to_thread(self.store.rename, c, new)
         except Conflict as exc:
             raise Conflict(f"Error when allocating new name: {exc}") from None
+        self.networks.renamed(c)
         self.on_event("rename", c, {"oldName": f"/{old}"})
 
     def _runtime(self) -> Any:
@@ -1111,7 +1150,7 @@ class Engine:
         c = self.store.get(ref)
         # dockerd sets the paths when a start first makes the files (and the log).
         made = c.has_been_started or bool(c.state.error) or c.id in self._prepared
-        d = self._dir(c.id)
+        d = self._etc_dir(c)
         out: dict[str, Any] = {
             "Id": c.id, "Created": c.created, "Path": c.path, "Args": c.args,
             "State": c.state.to_docker(), "Image": c.image_id,
@@ -1381,6 +1420,24 @@ def _mount_id(path: str) -> int | None:
     finally:
         os.close(fd)
     return None
+
+
+def _check_endpoint_addresses(networks: dict[str, dict[str, Any]]) -> None:
+    """dockerd's verifyNetworkingConfig at create: static addresses must parse."""
+    import ipaddress
+
+    for ep in networks.values():
+        ipam = ep.get("IPAMConfig") or {}
+        for key, version in (("IPv4Address", 4), ("IPv6Address", 6)):
+            value = ipam.get(key)
+            if not value:
+                continue
+            try:
+                ok = ipaddress.ip_address(value).version == version
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidArgument(f"invalid IPv{version} address: {value}")
 
 
 def _is_mounted(path: str) -> bool:

@@ -61,8 +61,8 @@ def port_specs(hc: model.HostConfig, exposed: dict[str, Any] | None) -> list[Por
                     hs, he = parse_port_range(host_port)
                 except ValueError:
                     raise InvalidArgument(f"invalid hostPort: {host_port}") from None
-            if ":" in host_ip and (proto or "tcp") != "tcp":
-                # relayed by the userland proxy, which ketch has for TCP only
+            if ":" in host_ip and (proto or "tcp") == "sctp":
+                # relayed by the userland proxy, which ketch has for TCP and UDP
                 raise NotSupported(f"publishing {proto} on an IPv6 address is not supported")
             for i, p in enumerate(range(start, end + 1)):
                 # A range maps one to one; a single host port or range for one container

@@ -153,6 +153,7 @@ class Networks:
         removed = self.manager.setup([c.id for c in running])
         for line in removed:
             log.info("network cleanup: %s", line)
+        self._unpin_leftovers(running)
         for c in running:
             attached = []
             for name, ep_json in (c.network_settings.get("Networks") or {}).items():
@@ -164,9 +165,9 @@ class Networks:
                 ep = self.manager.endpoint(rec.id, c.id)
                 attached.append(Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
                                          internal=rec.internal))
-            routed = [a for a in attached if a.endpoint is not None and not a.internal]
+            routed = [a for a in attached if a.endpoint is not None]
             if routed:
-                min(routed, key=lambda a: a.name).default_route = True
+                min(routed, key=lambda a: (a.internal, a.name)).default_route = True
             with self._lock:
                 self._attached[c.id] = attached
             if c.state.pid and self._needs_dns(attached):
@@ -249,17 +250,20 @@ class Networks:
         recs.sort(key=lambda t: 0 if t[0].id == default_id else 1)
         for rec, ep_json in recs:
             _check_endpoint_config(rec, ep_json)
-        routed = [r for r, _ in recs if r.driver not in ("host", "null") and not r.internal]
-        route_to = min(routed, key=lambda r: r.name).id if routed else None
+        route_to = _route_holder([r for r, _ in recs if r.driver not in ("host", "null")])
         netns = f"/proc/{pid}/ns/net"
         attached: list[Attached] = []
         try:
+            from ketch.linux.netns import pin
+
+            self._unpin(c.id)            # a leftover of a daemon that died meanwhile
+            pin(netns, self.sandbox_key(c.id))
             for rec, ep_json in recs:
                 if rec.driver in ("host", "null"):
                     attached.append(Attached(rec.id, rec.name, None))
                     continue
                 ipam = ep_json.get("IPAMConfig") or {}
-                mac = ep_json.get("MacAddress") or (c.config or {}).get("MacAddress") or None
+                mac = c.desired_macs.get(rec.name) or (c.config or {}).get("MacAddress") or None
                 n = sum(1 for a in attached if a.endpoint is not None)
                 req = EndpointRequest(c.id, netns, ifname=f"eth{n}",
                                       ip=ipam.get("IPv4Address") or None,
@@ -273,6 +277,7 @@ class Networks:
             for a in attached:
                 with contextlib.suppress(KetchError, OSError):
                     self.manager.detach(a.network_id, c.id)
+            self._unpin(c.id)
             raise
         with self._lock:
             self._attached[c.id] = attached
@@ -301,8 +306,12 @@ class Networks:
         except KetchError as exc:
             err = exc
             if "already allocated" in str(exc) or "address already in use" in str(exc):
+                from ketch.network.bridge import endpoint_id
+
+                eid = endpoint_id(rec.interface, c.id) if rec.driver == "bridge" \
+                    else _endpoint_id(rec.id, c.id)
                 err = type(exc)(f"driver failed programming external connectivity on "
-                                f"endpoint {c.name} ({c.id}): {exc}")
+                                f"endpoint {c.name} ({eid}): {exc}")
             err.not_runtime = True  # type: ignore[attr-defined]  # worded as dockerd's
             raise err from None
 
@@ -317,7 +326,38 @@ class Networks:
             if a.endpoint is not None:
                 with contextlib.suppress(KetchError, OSError):
                     self.manager.detach(a.network_id, container_id, background=background)
+        self._unpin(container_id)
         return attached
+
+    def sandbox_key(self, container_id: str) -> str:
+        """Where the container's network namespace is bind-mounted while it runs
+        (dockerd's ``<exec-root>/netns/<sandbox id[:12]>``)."""
+        import os
+
+        return os.path.join(self.engine.opts.exec_root, "netns", sandbox_id(container_id)[:12])
+
+    def _unpin(self, container_id: str) -> None:
+        from ketch.linux.netns import unpin
+
+        with contextlib.suppress(OSError):
+            unpin(self.sandbox_key(container_id))
+
+    def _unpin_leftovers(self, running: list[Container]) -> None:
+        """At daemon start: the sandbox keys of containers that are gone."""
+        import os
+
+        from ketch.linux.netns import unpin
+
+        d = os.path.join(self.engine.opts.exec_root, "netns")
+        keep = {os.path.basename(self.sandbox_key(c.id)) for c in running}
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name not in keep:
+                with contextlib.suppress(OSError):
+                    unpin(os.path.join(d, name))
 
     def connect_running(self, c: Container, rec: NetworkRecord, ep_json: dict[str, Any]
                         ) -> Attached:
@@ -333,7 +373,7 @@ class Networks:
         ifname = next(f"eth{i}" for i in range(len(names) + 1) if f"eth{i}" not in names)
         netns = f"/proc/{c.state.pid}/ns/net"
         holder = next((a for a in current if a.default_route), None)
-        takes_route = not rec.internal and (holder is None or rec.name < holder.name)
+        takes_route = holder is None or (holder.internal, holder.name) > (rec.internal, rec.name)
         req = EndpointRequest(c.id, netns, ifname=ifname,
                               ip=ipam.get("IPv4Address") or None,
                               ip6=ipam.get("IPv6Address") or None,
@@ -367,8 +407,8 @@ class Networks:
             still_dns = self._needs_dns(atts)
             heir = None
             if found.default_route:
-                routed = [a for a in atts if a.endpoint is not None and not a.internal]
-                heir = min(routed, key=lambda a: a.name) if routed else None
+                routed = [a for a in atts if a.endpoint is not None]
+                heir = min(routed, key=lambda a: (a.internal, a.name)) if routed else None
         if found.endpoint is not None:
             self.manager.detach(network_id, container_id)
         if heir is not None and heir.endpoint is not None:
@@ -397,13 +437,20 @@ class Networks:
                 continue
             shown = self._shown_names(c, a)
             out[name] = _run_time(ep_json, a.endpoint, a.network_id, shown, c.id)
+            if shown is not None:       # a user-defined network: see with_short_id
+                out[name]["Aliases"] = with_short_id(out[name].get("Aliases"), c.id)
             if a.network_id == default_id:
                 top = out[name]
         for a in attached:          # connected under another key than configured
             if a.name not in out:
                 out[a.name] = _run_time(endpoint_settings_json(), a.endpoint, a.network_id,
                                         self._shown_names(c, a), c.id)
-        return network_settings(out, ports=ports_json, sandbox_key=f"/proc/{pid}/ns/net",
+        if not any(a.endpoint is not None for a in attached):
+            ports_json = {}         # host and none: nothing published, nothing listed
+        mode = c.host_config.get("NetworkMode") or ""
+        return network_settings(out, ports=ports_json,
+                                sandbox_key="" if mode.startswith("container:")
+                                else self.sandbox_key(c.id),
                                 container_id=c.id, default=top)
 
     def _shown_names(self, c: Container, a: Attached) -> list[str] | None:
@@ -417,11 +464,24 @@ class Networks:
 
     @staticmethod
     def settings_stopped(c: Container, ports_json: dict[str, Any]) -> dict[str, Any]:
-        """After a stop: the configuration stays, the run-time fields go."""
+        """After a stop: the configuration stays (and the sandbox's ID and key, stale,
+        as dockerd leaves them), the run-time fields go."""
         nets = {}
         for name, ep_json in (c.network_settings.get("Networks") or {}).items():
             nets[name] = endpoint_settings_json(ep_json)
-        return network_settings(nets, ports=ports_json)
+            nets[name]["MacAddress"] = c.desired_macs.get(name, "")
+        out = network_settings(nets, ports=ports_json)
+        out["SandboxID"] = c.network_settings.get("SandboxID", "")
+        out["SandboxKey"] = c.network_settings.get("SandboxKey", "")
+        return out
+
+    def renamed(self, c: Container) -> None:
+        """The container's new name answers in DNS, its old one no more."""
+        with self._lock:
+            for a in self._attached.get(c.id, []):
+                if a.dns_names:
+                    ep_json = (c.network_settings.get("Networks") or {}).get(a.name) or {}
+                    a.dns_names = [n.lower() for n in dns_names(c, ep_json.get("Aliases") or [])]
 
     def inspect(self, rec: NetworkRecord, container_names: dict[str, str]) -> dict[str, Any]:
         """``GET /networks/{id}``: Docker's NetworkResource."""
@@ -580,7 +640,7 @@ class NetworkAPI:
     async def prune(self, filters: dict[str, list[str]]) -> list[str]:
         from ketch import filters as flt
 
-        _check_filter_names(filters, flt.NETWORK_PRUNE)
+        flt.check_names(filters, flt.NETWORK_PRUNE)
         until = flt.prune_until(filters)
         deleted = []
         for rec in sorted(self.nets.manager.records(), key=lambda r: r.name):
@@ -620,6 +680,10 @@ class NetworkAPI:
                 raise Forbidden(f"endpoint with name {c.name.lstrip('/')} already exists in "
                                 f"network {rec.name}")
             cfg = endpoint_settings_json(ep_cfg)
+            if rec.user_defined:
+                cfg["Aliases"] = with_short_id(cfg.get("Aliases"), c.id)
+            if cfg.get("MacAddress"):
+                c.desired_macs[rec.name] = cfg["MacAddress"]
             if c.state.status in ("running", "paused"):
                 cfg["NetworkID"] = rec.id
                 await asyncio.to_thread(self.nets.connect_running, c, rec, cfg)
@@ -656,6 +720,7 @@ class NetworkAPI:
             if rec is not None and c.state.status in ("running", "paused"):
                 await asyncio.to_thread(self.nets.disconnect_running, c.id, rec.id)
             del nets[name]
+            c.desired_macs.pop(name, None)
             c.network_settings["Networks"] = nets
             if c.state.status in ("running", "paused"):
                 c.network_settings = self.nets.settings_running(
@@ -711,7 +776,7 @@ def _matches(doc: dict[str, Any], rec: NetworkRecord, filters: dict[str, list[st
 
     from ketch import filters as flt
 
-    _check_filter_names(filters, ("driver", "name", "id", "scope", "type", "label", "dangling"))
+    flt.check_names(filters, ("driver", "name", "id", "scope", "type", "label", "dangling"))
     for key, values in filters.items():
         if key == "driver" and rec.driver not in values:
             return False
@@ -730,16 +795,29 @@ def _matches(doc: dict[str, Any], rec: NetworkRecord, filters: dict[str, list[st
                 return False
         if key == "label" and not flt.match_kv_list(values, rec.labels):
             return False
-        if key == "dangling" and flt.bool_filter(filters, "dangling", False) == in_use:
+        if key == "dangling" and flt.bool_filter(filters, "dangling", False) == (
+                in_use or rec.predefined):
             return False
     return True
 
 
-def _check_filter_names(filters: dict[str, list[str]], accepted: Any) -> None:
-    """The network routers' own wording (capitalised, unlike the others')."""
-    for name in sorted(filters):
-        if name not in accepted:
-            raise InvalidArgument(f"Invalid filter '{name}'")
+def with_short_id(aliases: list[str] | None, container_id: str) -> list[str]:
+    """The stored Aliases of a user-defined network's endpoint end with the short
+    container ID once it joined (or was connected), as dockerd keeps them; API 1.45
+    and later show them without it (``strip_short_id``)."""
+    out = list(aliases or [])
+    if container_id[:12] not in out:
+        out.append(container_id[:12])
+    return out
+
+
+def _route_holder(recs: list[NetworkRecord]) -> str | None:
+    """Which network gives the default route: the first by name among those not
+    internal, else among the internal ones (dockerd 20.10 routes through an
+    internal network when it is all a container has)."""
+    if not recs:
+        return None
+    return min(recs, key=lambda r: (r.internal, r.name)).id
 
 
 def dns_names(c: Container, aliases: list[str]) -> list[str]:

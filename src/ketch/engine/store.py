@@ -102,6 +102,10 @@ class Container:
     mount_points: list[dict[str, Any]] = field(default_factory=list,
                                                metadata=json_name("MountPoints"))
     exec_ids: list[str] = field(default_factory=list, metadata=json_name("ExecIDs"))
+    # network name -> the MAC address asked for it (--mac-address, an endpoint's
+    # MacAddress): NetworkSettings shows the one in use while running, this after
+    desired_macs: dict[str, str] = field(default_factory=dict,
+                                         metadata=json_name("DesiredMacAddresses"))
 
     @property
     def short_id(self) -> str:

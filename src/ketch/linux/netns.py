@@ -74,3 +74,38 @@ def socket_in_netns(netns_path: str, family: int = socket.AF_INET,
     """A socket that lives in the netns at ``netns_path`` (non-inheritable, as every
     socket Python makes)."""
     return run_in_netns(netns_path, lambda: socket.socket(family, type, proto))
+
+
+MS_BIND = 4096
+MNT_DETACH = 2
+
+
+def pin(netns_path: str, target: str) -> None:
+    """Bind-mount a network namespace on ``target`` (a file made here), as dockerd's
+    sandbox keys are: the path names the namespace for ``nsenter --net=`` and keeps
+    it while mounted."""
+    from ketch.linux.syscalls import LinuxSyscalls
+
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    try:
+        LinuxSyscalls().mount(netns_path, target, None, MS_BIND)
+    except BaseException:
+        os.unlink(target)
+        raise
+
+
+def unpin(target: str) -> None:
+    """Undo ``pin``; nothing to do if it is gone already."""
+    from ketch.linux.syscalls import LinuxSyscalls
+
+    try:
+        LinuxSyscalls().umount2(target, MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass

@@ -430,13 +430,13 @@ class BridgeNetwork:
 
     def _ipv6_twin(self, m: PortMapping, container_ip: str) -> list[PortMapping]:
         """``-p 8080:80`` binds [::]:8080 too where the host has IPv6 (dockerd lists
-        both), served by the userland proxy; TCP only, and only if that port is free
-        on IPv6 (the IPv4 binding stands either way)."""
-        if m.proto != "tcp" or not self._ports.bind or not host_has_ipv6():
+        both), served by the userland proxy; TCP and UDP, and only if that port is
+        free on IPv6 (the IPv4 binding stands either way)."""
+        if m.proto not in ("tcp", "udp") or not self._ports.bind or not host_has_ipv6():
             return []
         try:
-            return [self._ports.allocate(PortSpec(m.container_port, "tcp", "::", m.host_port,
-                                                  m.host_port), container_ip)]
+            return [self._ports.allocate(PortSpec(m.container_port, m.proto, "::",
+                                                  m.host_port, m.host_port), container_ip)]
         except KetchError:
             return []
 
@@ -469,18 +469,17 @@ class BridgeNetwork:
         host_end = self.nl.index(rec.host_veth)
         self.nl.set_hairpin(host_end)
         self.nl.set_up(host_end)
-        internal = self.config.internal
         with Netlink(netns_path) as inner:
             inner.set_up(1)                       # lo is ifindex 1 in every netns
             eth = inner.index(rec.ifname)
             inner.set_up(eth)
             inner.add_address(eth, ipaddress.IPv4Interface(f"{rec.ip}/{self.subnet.prefixlen}"))
-            if rec.default_route and not internal:
+            if rec.default_route:       # (the engine's choice; internal ones too)
                 inner.add_default_route(self.gateway, eth)
             if rec.ip6 and self.subnet6 is not None:
                 inner.add_address(eth, ipaddress.IPv6Interface(
                     f"{rec.ip6}/{self.subnet6.prefixlen}"), nodad=True)
-                if rec.default_route and not internal and self.gateway6 is not None:
+                if rec.default_route and self.gateway6 is not None:
                     inner.add_default_route(self.gateway6, eth)
 
     def detach(self, container_id: str, *, background: bool = False) -> None:

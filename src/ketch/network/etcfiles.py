@@ -181,7 +181,10 @@ def hosts(hostname: str, ip: str | Sequence[str] | None, *, domainname: str = ""
                 raise InvalidArgument("unable to derive the IP value for host-gateway")
             addr = host_gateway
         out += f"{addr}\t{extra.name}\n"
-    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    # libnetwork's rule: the FQDN (hostname, with the domain if any), then its first
+    # label when it has one
+    fqdn = f"{hostname}.{domainname}" if domainname else hostname
+    names = f"{fqdn} {fqdn.split('.', 1)[0]}" if "." in fqdn else hostname
     for addr in [ip] if isinstance(ip, str) else ip or ():
         if addr:
             out += f"{addr}\t{names}\n"

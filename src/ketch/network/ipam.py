@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ketch.errors import Forbidden, InvalidArgument, Unavailable
+from ketch.errors import Forbidden, InvalidArgument, System, Unavailable
 
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
@@ -138,8 +138,8 @@ class Allocator:
     def allocate(self, ip: IPAddress | None = None) -> IPAddress:
         if ip is not None:
             if ip.version != self.subnet.version or ip not in self.subnet:
-                raise InvalidArgument(f"Invalid address {ip}: It does not belong to any of "
-                                      "this network's subnets")
+                raise System(f"Invalid address {ip}: It does not belong to any of "
+                             "this network's subnets")
             if not self._usable(ip) or ip in self.allocated:
                 raise Forbidden("Address already in use")
             self.allocated.add(ip)

@@ -208,8 +208,9 @@ class NetworkManager:
                 raise Forbidden(f'only one instance of "{driver}" network is allowed')
             if driver not in ("bridge", "macvlan", "ipvlan"):
                 if driver == "overlay":
-                    raise NotSupported("overlay networks need a swarm, which ketch does not "
-                                       "support")
+                    raise Unavailable('This node is not a swarm manager. Use "docker swarm '
+                                      'init" or "docker swarm join" to connect this node to '
+                                      "swarm and try again.")
                 raise NotFound(f'plugin "{driver}" not found')
             if spec.ipam_driver not in ("", "default"):
                 raise NotFound(f'plugin "{spec.ipam_driver}" not found')

@@ -18,9 +18,10 @@ Layout::
                           (hairpin: replies then come back through the host),
                           the subnet going out another interface -> masquerade
                           (IPv4 and IPv6), except for internal networks }
-      chain forward     { filter hook forward; isolation between ketch bridges,
-                          intra-bridge drop when icc is off, and nothing in or out
-                          of an internal network but between its own ports }
+      chain forward     { filter hook forward; nothing in or out of an internal
+                          network but between its own ports; published ports
+                          (DNATed) from anywhere; isolation between ketch bridges,
+                          intra-bridge drop when icc is off }
     }
 
 A published port is one map element, keyed by (host ip,) proto and host port;
@@ -82,13 +83,17 @@ def table_script(table: str, bridges: Iterable[BridgeRules],
         return f" elements = {{ {', '.join(items)} }};" if items else ""
 
     post = ["ip saddr 127.0.0.0/8 oifname @bridges masquerade"]
-    forward = []
+    forward: list[str] = []
+    # First the internal networks' walls, then a published port reached through a host
+    # address (DNATed) passes from any network (dockerd's proxy serves those), then
+    # the isolation between networks.
+    walls: list[str] = []
     for b in bridges:
         name = _q(b.name)
         if b.internal:
             # nothing leaves or enters but between the network's own ports
-            forward.append(f"iifname {name} oifname != {name} drop")
-            forward.append(f"oifname {name} iifname != {name} drop")
+            walls.append(f"iifname {name} oifname != {name} drop")
+            walls.append(f"oifname {name} iifname != {name} drop")
         else:
             # Hairpin: a container reaching a published port through a host address,
             # the DNATed connection going back into the same subnet (to another
@@ -132,6 +137,8 @@ def table_script(table: str, bridges: Iterable[BridgeRules],
         "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
+        *(f"    {r}" for r in walls),
+        "    ct status dnat accept",
         *(f"    {r}" for r in forward),
         "  }",
         "}",

@@ -240,6 +240,12 @@ class PortAllocator:
 
     def _take(self, proto: str, ip: str, port: int, spec_text: str) -> None:
         if self._conflicts(proto, ip, port):
+            if (proto, ip, port) not in self.used and ip not in ("0.0.0.0", "::"):
+                # another key holds it (the wildcard): dockerd's allocator lets it
+                # through and its proxy's bind fails
+                family = "tcp6" if is_v6(ip) else "tcp4"
+                raise Conflict(f"Error starting userland proxy: listen {family} {ip}:{port}: "
+                               "bind: address already in use")
             raise Conflict(f"Bind for {ip}:{port} failed: port is already allocated")
         sock = None
         if self.bind:

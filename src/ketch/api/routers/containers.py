@@ -130,9 +130,7 @@ def setup(app: web.Application, engine: Engine) -> None:
 
     async def inspect(request: web.Request) -> web.Response:
         doc = engine.inspect(request.match_info["id"], size=bool_value(request.query, "size"))
-        version = versions.of(request.match_info)
-        if not versions.at_least(version, "1.45"):
-            _aliases_with_short_id(doc, dns_names=versions.at_least(version, "1.44"))
+        _shape_endpoints(doc, versions.of(request.match_info))
         return web.json_response(doc)
 
     async def start(request: web.Request) -> web.Response:
@@ -403,18 +401,14 @@ def setup(app: web.Application, engine: Engine) -> None:
     add(app, "GET", "/containers/{id}/top", top)
 
 
-def _aliases_with_short_id(doc: dict[str, Any], *, dns_names: bool) -> None:
-    """Before API 1.45 the short container ID was one of the Aliases of every
-    user-defined network's endpoint (moby keeps that for older clients); before
-    1.44 there were no DNSNames."""
+def _shape_endpoints(doc: dict[str, Any], version: str) -> None:
+    """Aliases as the client's API version has them: with the short container ID
+    before 1.45 (as stored), without it since; no DNSNames before 1.44."""
     short = str(doc.get("Id", ""))[:12]
-    for name, ep in ((doc.get("NetworkSettings") or {}).get("Networks") or {}).items():
+    for ep in ((doc.get("NetworkSettings") or {}).get("Networks") or {}).values():
         if not isinstance(ep, dict):
             continue
-        if not dns_names:
+        if not versions.at_least(version, "1.44"):
             ep.pop("DNSNames", None)
-        if name in ("bridge", "host", "none"):
-            continue
-        aliases = list(ep.get("Aliases") or [])
-        if short and short not in aliases:
-            ep["Aliases"] = [*aliases, short]
+        if versions.at_least(version, "1.45") and ep.get("Aliases"):
+            ep["Aliases"] = [a for a in ep["Aliases"] if a != short] or None
