@@ -112,8 +112,11 @@ def save(state_dir: str, st: NetworkState) -> None:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = state_path(state_dir, st.bridge)
     tmp = path + ".tmp"
+    # One write of the C encoder's text (json.dump with indent is the pure-Python
+    # encoder, and the file grows with the bridge's endpoints).
+    text = json.dumps(st.to_json(), separators=(",", ":"))
     with open(tmp, "w") as f:
-        json.dump(st.to_json(), f, indent=1)
+        f.write(text)
     os.replace(tmp, path)
 
 

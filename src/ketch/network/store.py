@@ -130,8 +130,9 @@ def save(state_dir: str, rec: NetworkRecord) -> None:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = _path(state_dir, rec.id)
     tmp = path + ".tmp"
+    text = json.dumps(rec.to_json(), indent=1)
     with open(tmp, "w") as f:
-        json.dump(rec.to_json(), f, indent=1)
+        f.write(text)
     os.replace(tmp, path)
 
 
