@@ -3,7 +3,7 @@
 The daemon is a FakeTransport answering as dockerd 20.10 does. The request
 bodies expected here are the ones the docker CLI 28.2.2 sent to dockerd for
 the same flags (captured through a logging proxy); the messages are the ones
-it printed. tests/integration/test_cli_network.py runs both CLIs against a
+it printed. tests/integration/test_network_cli_pairs.py runs both CLIs against a
 real dockerd.
 """
 
