@@ -116,6 +116,7 @@ def net(tmp_path: Path, names: tuple[str, str],
         veths = [e.host_veth for e in n.endpoints()]
     except Exception:  # noqa: BLE001 - the test may have closed it
         pass
+    n.close()       # its threads (the proxy's) go; kernel objects stay for the teardown
     fresh = BridgeNetwork(str(state_dir), BridgeConfig(name=bridge, table=table,
                                                        address_pools=POOLS))
     fresh.teardown()

@@ -337,6 +337,8 @@ class Upstream:
         self.handler = handler
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
+        self.udp.settimeout(0.1)       # a closing socket does not wake recvfrom: poll
+        self.closed = False
         self.port = self.udp.getsockname()[1]
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -353,9 +355,11 @@ class Upstream:
         return ("127.0.0.1", self.port)
 
     def _udp(self) -> None:
-        while True:
+        while not self.closed:
             try:
                 data, peer = self.udp.recvfrom(65535)
+            except TimeoutError:
+                continue
             except OSError:
                 return
             msg = dns.parse_message(data)
@@ -385,8 +389,12 @@ class Upstream:
                     conn.sendall(struct.pack("!H", len(out)) + out)
 
     def close(self) -> None:
-        self.udp.close()
+        """Stops both threads (no thread outlives the test: others fork)."""
+        self.closed = True
         self.tcp.shutdown(socket.SHUT_RDWR)
+        for t in self.threads:
+            t.join(5)
+        self.udp.close()
         self.tcp.close()
 
 
