@@ -99,6 +99,19 @@ def images_demo(tag: str) -> int:
         if docker:
             show("docker ps --format 'table {{.Names}}\\t{{.Status}}\\t{{.Ports}}'")
         show("ketch rm -f web")
+        print("\n--- networks: a user network, its containers found by name ---")
+        show("ketch network create demo-net")
+        show("ketch run -d --name api --network demo-net --network-alias backend "
+             "busybox httpd -f -p 80 -h /etc")
+        # (127.0.0.11 is ketchd's DNS server, bound in each container's namespace)
+        show("ketch run --rm --network demo-net busybox sh -c "
+             "'cat /etc/resolv.conf; nslookup backend | grep -A1 Name: ; "
+             "wget -q -O - http://backend/hostname'")
+        show("ketch network ls")
+        show("ketch network inspect --format '{{.Name}} {{range .IPAM.Config}}{{.Subnet}}"
+             "{{end}} {{len .Containers}} container(s)' demo-net")
+        show("ketch rm -f api")
+        show("ketch network rm demo-net")
         show("ketch system df")
         return 0
     finally:
