@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import errno as _errno
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -63,6 +62,7 @@ from ketch.errors import (
 )
 from ketch.linux import netlink_links as links
 from ketch.linux.netlink import Netlink
+from ketch.network import jsonfiles
 from ketch.network.endpoint import Endpoint, EndpointRequest
 from ketch.network.ipam import Allocator, IPAddress, mac_from_ip, validate_mac
 
@@ -297,49 +297,29 @@ class MacvlanState:
                    {k: EndpointRecord.from_json(e) for k, e in d.get("endpoints", {}).items()})
 
 
+PREFIX = "macvlan"
+
+
 def state_path(state_dir: str, network_id: str) -> str:
-    return os.path.join(state_dir, f"macvlan-{network_id}.json")
+    return jsonfiles.path(state_dir, PREFIX, network_id)
 
 
 def load_state(state_dir: str, network_id: str) -> MacvlanState | None:
-    try:
-        with open(state_path(state_dir, network_id)) as f:
-            return MacvlanState.from_json(json.load(f))
-    except FileNotFoundError:
-        return None
+    doc = jsonfiles.load(state_dir, PREFIX, network_id)
+    return None if doc is None else MacvlanState.from_json(doc)
 
 
 def load_all_states(state_dir: str) -> list[MacvlanState]:
-    out: list[MacvlanState] = []
-    try:
-        names = sorted(os.listdir(state_dir))
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if name.startswith("macvlan-") and name.endswith(".json"):
-            try:
-                with open(os.path.join(state_dir, name)) as f:
-                    out.append(MacvlanState.from_json(json.load(f)))
-            except FileNotFoundError:
-                continue                  # removed meanwhile by another network's teardown
-    return out
+    return [MacvlanState.from_json(d) for d in jsonfiles.load_all(state_dir, PREFIX)]
 
 
 def save_state(state_dir: str, st: MacvlanState) -> None:
-    """Temp file + rename: a crash leaves the old or the new version (as network/state.py)."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    path = state_path(state_dir, st.network_id)
-    tmp = f"{path}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(st.to_json(), f, indent=1)
-    os.replace(tmp, path)
+    """Whole, then renamed (``jsonfiles``): a crash leaves the old or the new version."""
+    jsonfiles.save(state_dir, PREFIX, st.network_id, st.to_json())
 
 
 def remove_state(state_dir: str, network_id: str) -> None:
-    try:
-        os.unlink(state_path(state_dir, network_id))
-    except FileNotFoundError:
-        pass
+    jsonfiles.remove(state_dir, PREFIX, network_id)
 
 
 # -- kernel helpers ------------------------------------------------------------------

@@ -2,19 +2,16 @@
 daemon's state dir, so a restarted daemon keeps its addresses and ports and can
 remove exactly what it made.
 
-Written to a temporary file and renamed: a crash leaves the old or the new
-version, never half of one. Not fsynced: after a power loss the kernel objects
-it describes are gone too (interfaces and rules do not survive a reboot).
+Written as ``jsonfiles`` writes: whole, then renamed.
 An endpoint is recorded BEFORE its interfaces and rules are created, so a crash
 in between leaves a record that cleanup can act on, never an unrecorded veth.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
+from ketch.network import jsonfiles
 from ketch.network.ports import PortMapping
 
 VERSION = 1
@@ -83,45 +80,25 @@ class NetworkState:
                    d.get("subnet6", ""), d.get("gateway6", ""), d.get("network_id", ""))
 
 
+PREFIX = "bridge"
+
+
 def state_path(state_dir: str, bridge: str) -> str:
-    return os.path.join(state_dir, f"bridge-{bridge}.json")
+    return jsonfiles.path(state_dir, PREFIX, bridge)
 
 
 def load(state_dir: str, bridge: str) -> NetworkState | None:
-    try:
-        with open(state_path(state_dir, bridge)) as f:
-            return NetworkState.from_json(json.load(f))
-    except FileNotFoundError:
-        return None
+    doc = jsonfiles.load(state_dir, PREFIX, bridge)
+    return None if doc is None else NetworkState.from_json(doc)
 
 
 def load_all(state_dir: str) -> list[NetworkState]:
-    out: list[NetworkState] = []
-    try:
-        names = sorted(os.listdir(state_dir))
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if name.startswith("bridge-") and name.endswith(".json"):
-            with open(os.path.join(state_dir, name)) as f:
-                out.append(NetworkState.from_json(json.load(f)))
-    return out
+    return [NetworkState.from_json(d) for d in jsonfiles.load_all(state_dir, PREFIX)]
 
 
 def save(state_dir: str, st: NetworkState) -> None:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    path = state_path(state_dir, st.bridge)
-    tmp = path + ".tmp"
-    # One write of the C encoder's text (json.dump with indent is the pure-Python
-    # encoder, and the file grows with the bridge's endpoints).
-    text = json.dumps(st.to_json(), separators=(",", ":"))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    jsonfiles.save(state_dir, PREFIX, st.bridge, st.to_json())
 
 
 def remove(state_dir: str, bridge: str) -> None:
-    try:
-        os.unlink(state_path(state_dir, bridge))
-    except FileNotFoundError:
-        pass
+    jsonfiles.remove(state_dir, PREFIX, bridge)

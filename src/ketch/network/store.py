@@ -1,6 +1,5 @@
 """The networks a daemon has: one JSON file per network under the network state
-dir (``net-<id>.json``), written whole and renamed, as ``state.py`` does for a
-bridge's kernel state.
+dir (``net-<id>.json``, see ``jsonfiles``), next to the drivers' kernel state.
 
 A record is what ``docker network create`` asked for, with what was decided
 then (the subnet picked from the pools, the gateway, the bridge's name): the
@@ -11,10 +10,10 @@ and ``none`` are records too, made at the first start.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from ketch.network import jsonfiles
 
 PREDEFINED = ("bridge", "host", "none")
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -109,35 +108,16 @@ def predefined_id(name: str, interface: str = "") -> str:
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
-def _path(state_dir: str, network_id: str) -> str:
-    return os.path.join(state_dir, f"net-{network_id}.json")
+PREFIX = "net"
 
 
 def load_all(state_dir: str) -> list[NetworkRecord]:
-    out: list[NetworkRecord] = []
-    try:
-        names = sorted(os.listdir(state_dir))
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if name.startswith("net-") and name.endswith(".json"):
-            with open(os.path.join(state_dir, name)) as f:
-                out.append(NetworkRecord.from_json(json.load(f)))
-    return out
+    return [NetworkRecord.from_json(d) for d in jsonfiles.load_all(state_dir, PREFIX)]
 
 
 def save(state_dir: str, rec: NetworkRecord) -> None:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    path = _path(state_dir, rec.id)
-    tmp = path + ".tmp"
-    text = json.dumps(rec.to_json(), indent=1)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    jsonfiles.save(state_dir, PREFIX, rec.id, rec.to_json())
 
 
 def remove(state_dir: str, network_id: str) -> None:
-    try:
-        os.unlink(_path(state_dir, network_id))
-    except FileNotFoundError:
-        pass
+    jsonfiles.remove(state_dir, PREFIX, network_id)

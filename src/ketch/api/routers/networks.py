@@ -43,6 +43,13 @@ class NetworkObjects:
         return {"NetworksDeleted": deleted or None}
 
 
+def _container_of(doc: dict[str, Any]) -> str:
+    container = doc.get("Container")
+    if not isinstance(container, str) or not container:
+        raise InvalidArgument("no container specified")
+    return container
+
+
 def setup(app: web.Application, api: Any) -> None:
     """``api``: a ``ketch.engine.networks.NetworkAPI``; ``POST /networks/prune`` is the
     system router's, over ``NetworkObjects``."""
@@ -78,9 +85,7 @@ def setup(app: web.Application, api: Any) -> None:
 
     async def connect(request: web.Request) -> web.Response:
         doc = json_object(await request.read())
-        container = doc.get("Container")
-        if not isinstance(container, str) or not container:
-            raise InvalidArgument("no container specified")
+        container = _container_of(doc)
         ep = doc.get("EndpointConfig") or {}
         if not isinstance(ep, dict):
             raise InvalidArgument("invalid JSON: EndpointConfig must be an object")
@@ -89,9 +94,7 @@ def setup(app: web.Application, api: Any) -> None:
 
     async def disconnect(request: web.Request) -> web.Response:
         doc = json_object(await request.read())
-        container = doc.get("Container")
-        if not isinstance(container, str) or not container:
-            raise InvalidArgument("no container specified")
+        container = _container_of(doc)
         await api.disconnect(request.match_info["id"], container, bool(doc.get("Force")))
         return web.Response(status=200)
 
