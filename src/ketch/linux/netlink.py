@@ -244,6 +244,11 @@ class Netlink:
         return [_parse_link(body) for mtype, body in replies if mtype == RTM_NEWLINK]
 
     def link(self, name: str) -> Link | None:
+        body = self.link_message(name)
+        return None if body is None else _parse_link(body)
+
+    def link_message(self, name: str) -> bytes | None:
+        """The kernel's RTM_NEWLINK body for the link called ``name``, or None."""
         try:
             replies = self.request(RTM_GETLINK, 0,
                                    _IFINFOMSG.pack(0, 0, 0, 0, 0) + attr_str(IFLA_IFNAME, name),
@@ -252,10 +257,7 @@ class Netlink:
             if exc.errno in (_errno.ENODEV, _errno.ENOENT):
                 return None
             raise
-        for mtype, body in replies:
-            if mtype == RTM_NEWLINK:
-                return _parse_link(body)
-        return None
+        return next((body for mtype, body in replies if mtype == RTM_NEWLINK), None)
 
     def index(self, name: str) -> int:
         found = self.link(name)

@@ -30,7 +30,6 @@ from ketch.linux.netlink import (
     IFLA_NET_NS_FD,
     NLM_F_CREATE,
     NLM_F_EXCL,
-    RTM_GETLINK,
     RTM_NEWLINK,
     Netlink,
     attr,
@@ -169,17 +168,8 @@ def _name_of(table: dict[str, int], value: int) -> str:
 
 def link_details(nl: Netlink, name: str) -> LinkDetails | None:
     """The link called ``name`` in ``nl``'s netns, or None."""
-    try:
-        replies = nl.request(RTM_GETLINK, 0, _ifinfo() + attr_str(IFLA_IFNAME, name),
-                             f"get link {name}")
-    except OSError as exc:
-        if exc.errno in (_errno.ENODEV, _errno.ENOENT):
-            return None
-        raise
-    for mtype, body in replies:
-        if mtype == RTM_NEWLINK:
-            return _parse_details(body)
-    return None
+    body = nl.link_message(name)
+    return None if body is None else _parse_details(body)
 
 
 def _u32(data: bytes | None, default: int = 0) -> int:
