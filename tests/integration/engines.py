@@ -383,13 +383,20 @@ class Dockerd:
         for name, real in self.logged.items():
             self.runtimes[name] = str(argv_wrapper(self.base / "argv" / name, real,
                                                    self.base / "argv" / f"{name}.log"))
-        argv = [self.dockerd_bin, "--data-root", str(self.data_root),
-                "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile),
-                "-H", f"unix://{self.sock}", "--bridge", "none", "--iptables=false",
-                "--cgroup-parent", self.cgroup_parent,
-                "--exec-opt", "native.cgroupdriver=cgroupfs"]
+        argv = self.daemon_argv("--bridge", "none", "--iptables=false")
         for name, path in self.runtimes.items():
             argv += ["--add-runtime", f"{name}={path}"]
+        self.launch(argv, timeout)
+
+    def daemon_argv(self, *extra: str) -> list[str]:
+        """dockerd with this instance's private paths, socket and cgroup parent."""
+        return [self.dockerd_bin, "--data-root", str(self.data_root),
+                "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile),
+                "-H", f"unix://{self.sock}", "--cgroup-parent", self.cgroup_parent,
+                "--exec-opt", "native.cgroupdriver=cgroupfs", *extra]
+
+    def launch(self, argv: list[str], timeout: float = 60) -> None:
+        """Start ``argv`` (dockerd, or a command that execs it) and wait for its API."""
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                          stderr=subprocess.STDOUT, start_new_session=True)

@@ -87,26 +87,7 @@ class NetnsDockerd(Dockerd):
     def start(self, timeout: float = 60) -> None:
         self.base.mkdir(parents=True, exist_ok=False)
         (self.base / "cli").mkdir()
-        argv = self.netns.argv(
-            self.dockerd_bin, "--data-root", str(self.data_root),
-            "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile),
-            "-H", f"unix://{self.sock}", "--cgroup-parent", self.cgroup_parent,
-            "--exec-opt", "native.cgroupdriver=cgroupfs", *self.extra)
-        with open(self.log, "wb") as logf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}:\n"
-                                   f"{self.log.read_text()[-4000:]}")
-            if self.sock.exists() and self.cli("version", timeout=10).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not answer in {timeout}s:\n"
-                                   f"{self.log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        self.containerd_pid = self._find_containerd()
+        self.launch(self.netns.argv(*self.daemon_argv(*self.extra)), timeout)
         if self.containerd_pid is None and self.proc is not None:
             # nsenter exec'd dockerd, so its children are dockerd's.
             for p in children(self.proc.pid):

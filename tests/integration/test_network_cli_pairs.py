@@ -23,7 +23,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,25 +51,7 @@ class NetnsDockerd(RefDockerd):
         assert UNSHARE is not None
         self.base.mkdir(parents=True, exist_ok=False)
         (self.base / "cli").mkdir()
-        argv = [UNSHARE, "-n", "--", self.dockerd_bin, "--data-root", str(self.data_root),
-                "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile),
-                "-H", f"unix://{self.sock}", "--cgroup-parent", self.cgroup_parent,
-                "--exec-opt", "native.cgroupdriver=cgroupfs"]
-        with open(self.log, "wb") as logf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}:\n"
-                                   f"{self.log.read_text()[-4000:]}")
-            if self.sock.exists() and self.cli("version", timeout=10).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not answer in {timeout}s:\n"
-                                   f"{self.log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        self.containerd_pid = self._find_containerd()
+        self.launch([UNSHARE, "-n", "--", *self.daemon_argv()], timeout)
 
 
 @dataclass

@@ -96,31 +96,44 @@ def test_without_clone3_the_parent_moves_the_init(bundles, runc_root, monkeypatc
         os.waitpid(started.pid, 0)
 
 
+_FORK_INTO = """
+import os, sys
+from ketch.linux.clone import fork_into_cgroup
+r, w = os.pipe()
+pid = fork_into_cgroup(sys.argv[1])
+if pid == 0:
+    try:
+        with open("/proc/self/cgroup") as f:
+            os.write(w, f.read().encode())
+    finally:
+        os._exit(0)
+os.close(w)
+if pid is None:
+    sys.exit("clone3 with CLONE_INTO_CGROUP is not available here")
+out = b""
+while chunk := os.read(r, 4096):
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode())
+sys.exit(os.WEXITSTATUS(status))
+"""
+
+
 def test_fork_into_cgroup_child_is_born_there(tmp_path):
-    from ketch.linux.clone import fork_into_cgroup
+    # In a fresh interpreter: fork_into_cgroup declines in a process with threads
+    # (which a test run may have), and the daemons call it from single-threaded ones.
+    import subprocess
+    import sys
 
     unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") \
         else "/sys/fs/cgroup"
     d = os.path.join(unified, f"{PREFIX}-clone3")
     os.makedirs(d, exist_ok=True)
     try:
-        r, w = os.pipe()
-        pid = fork_into_cgroup(d)
-        if pid == 0:
-            try:
-                with open("/proc/self/cgroup") as f:
-                    os.write(w, f.read().encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        assert pid is not None, "clone3 with CLONE_INTO_CGROUP is not available here"
-        out = b""
-        while chunk := os.read(r, 4096):
-            out += chunk
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-        assert os.WEXITSTATUS(status) == 0
-        assert f"0::/{PREFIX}-clone3" in out.decode().splitlines()
+        out = subprocess.run([sys.executable, "-c", _FORK_INTO, d], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert f"0::/{PREFIX}-clone3" in out.stdout.splitlines()
     finally:
         os.rmdir(d)
 
