@@ -50,6 +50,30 @@ def test_argument_counts_are_1(capsys: pytest.CaptureFixture[str], args: list[st
     assert err.splitlines()[0] == want
 
 
+@pytest.mark.parametrize(("args", "first", "last"), [
+    # docker/cli's validators: NoArgs, RequiresMinArgs ("See"), RequiresMaxArgs (docker
+    # 28's "SRun"), RequiresRangeArgs; an alias named by its command's name
+    (["volume", "ls", "a"], "ketch: 'ketch volume ls' accepts no arguments",
+     "Run 'ketch volume ls --help' for more information"),
+    (["rmi"], "ketch: 'ketch rmi' requires at least 1 argument",
+     "See 'ketch rmi --help' for more information"),
+    (["images", "a", "b"], "ketch: 'ketch images' requires at most 1 argument",
+     "SRun 'ketch images --help' for more information"),
+    (["port"], "ketch: 'ketch port' requires at least 1 and at most 2 arguments",
+     "Run 'ketch port --help' for more information"),
+    (["container", "remove"], "ketch: 'ketch container rm' requires at least 1 argument",
+     "See 'ketch container rm --help' for more information"),
+    (["container", "list", "a"], "ketch: 'ketch container ls' accepts no arguments",
+     "Run 'ketch container ls --help' for more information"),
+])
+def test_argument_errors_as_docker_28(capsys: pytest.CaptureFixture[str], args: list[str],
+                                      first: str, last: str) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 1
+    lines = err.splitlines()
+    assert (lines[0], lines[-1]) == (first, last)
+
+
 def test_flag_without_value(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "images", "--format")
     assert code == 125

@@ -36,10 +36,11 @@ class UsageFailure(Exception):
     """A usage error worded and numbered as docker's: printed with the command's usage
     line and a ``--help`` hint, exit ``exit_code`` (125 for flags, 1 for arguments)."""
 
-    def __init__(self, message: str, exit_code: int = 125) -> None:
+    def __init__(self, message: str, exit_code: int = 125, hint: str = "Run") -> None:
         super().__init__(message)
         self.message = message
         self.status = exit_code
+        self.hint = hint            # the last line's first word, as docker's validator has it
 
 
 def _plural(n: int) -> str:
@@ -112,19 +113,23 @@ class Command:
         return f"Usage:  {path} {self.usage_line}".rstrip()
 
     def check_args(self, path: str, args: Sequence[str]) -> None:
+        """docker/cli's positional-argument validators, word for word: NoArgs,
+        ExactArgs, RequiresMinArgs ("See ..."), RequiresMaxArgs (docker 28 prints
+        "SRun ..." there, a typo users see) and RequiresRangeArgs."""
         lo, hi = self.nargs
         n = len(args)
         if lo <= n and (hi is None or n <= hi):
             return
+        hint = "Run"
         if hi is None:
-            want = f"at least {_plural(lo)}"
+            what, hint = f"requires at least {_plural(lo)}", "See"
         elif lo == hi:
-            want = _plural(lo) if lo else "no arguments"
-        elif n > hi:
-            want = f"at most {_plural(hi)}"
+            what = f"requires {_plural(lo)}" if lo else "accepts no arguments"
+        elif lo == 0:
+            what, hint = f"requires at most {_plural(hi)}", "SRun"
         else:
-            want = f"at least {_plural(lo)}"
-        raise UsageFailure(f"ketch: '{path}' requires {want}", 1)
+            what = f"requires at least {lo} and at most {_plural(hi)}"
+        raise UsageFailure(f"ketch: '{path}' {what}", 1, hint)
 
     def invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
         parsed = _parse(self.flags, words, lambda: self.help_text(path))
@@ -233,7 +238,15 @@ class Group:
         cmd = self.get(args[0])
         if cmd is None:
             raise UnknownCommand(f"{path} {args[0]}")
-        return Invocation.run(cmd, f"{path} {args[0]}", args[1:], session)
+        # an alias is named by its command's name in messages (cobra's CommandPath):
+        # the first of the command's names under this group (``network remove`` is
+        # ``network rm``, ``container list`` is ``container ls``)
+        name = args[0]
+        if isinstance(cmd, Command):
+            here = [a.rsplit(" ", 1)[1] for a in cmd.aliases if a.rsplit(" ", 1)[0] == path]
+            if args[0] in here:
+                name = here[0]
+        return Invocation.run(cmd, f"{path} {name}", args[1:], session)
 
 
 class UnknownCommand(Exception):

@@ -75,7 +75,7 @@ def _root() -> Group:
                             help="Print version information and quit")))
 
 
-def _usage_tail() -> str:
+def _usage_tail(hint: str = "Run") -> str:
     from ketch.cli.command import Group, Invocation
 
     cmd, path = Invocation.current or (None, "ketch")
@@ -85,7 +85,7 @@ def _usage_tail() -> str:
         usage = f"Usage:  {path}"       # docker names a group bare in its errors
     else:
         usage = cmd.usage_text(path)
-    return f"\n\n{usage}\n\nRun '{path} --help' for more information"
+    return f"\n\n{usage}\n\n{hint} '{path} --help' for more information"
 
 
 def _dispatch(args: list[str]) -> int:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except UsageFailure as exc:
-        sys.stderr.write(exc.message + _usage_tail() + "\n")
+        sys.stderr.write(exc.message + _usage_tail(exc.hint) + "\n")
         return exc.status
     except UnknownCommand as exc:
         # docker 28's words; a group's own usage line when the unknown name is under one.
