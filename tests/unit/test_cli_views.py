@@ -959,15 +959,19 @@ NETWORK_FULL_FORMAT = ("table {{.ID}}\t{{.Name}}\t{{.IPv4}}\t{{.IPv6}}\t{{.Inter
 
 
 def test_network_ls_matches_docker() -> None:
-    assert views.networks_output(NETWORK_LIST) == NETWORK_LS
-    assert views.networks_output(NETWORK_LIST, quiet=True) == NETWORK_LS_QUIET
-    assert views.networks_output(NETWORK_LIST, "json") == NETWORK_LS_JSON
-    assert views.networks_output(NETWORK_LIST, NETWORK_FULL_FORMAT, no_trunc=True) == \
-        NETWORK_LS_FULL
+    from ketch.cli import network_cmds
+
+    assert network_cmds.networks_output(NETWORK_LIST) == NETWORK_LS
+    assert network_cmds.networks_output(NETWORK_LIST, quiet=True) == NETWORK_LS_QUIET
+    assert network_cmds.networks_output(NETWORK_LIST, "json") == NETWORK_LS_JSON
+    assert network_cmds.networks_output(NETWORK_LIST, NETWORK_FULL_FORMAT,
+                                        no_trunc=True) == NETWORK_LS_FULL
 
 
 def test_network_row_labels() -> None:
-    row = views.network_row({"Id": "n" * 64, "Name": "x", "Labels": {"b": "1", "a": "2"},
+    from ketch.cli import network_cmds
+
+    row = network_cmds.network_row({"Id": "n" * 64, "Name": "x", "Labels": {"b": "1", "a": "2"},
                              "Internal": True, "EnableIPv6": True})
     assert row["ID"] == "n" * 12
     assert row["Labels"] == "a=2,b=1" and row["Label"]("b") == "1"

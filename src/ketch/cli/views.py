@@ -570,68 +570,6 @@ def volume_row(v: Mapping[str, Any]) -> Struct:
     })
 
 
-# --------------------------------------------------------------------------- networks
-
-NETWORK_HEADERS = {
-    "ID": "NETWORK ID",
-    "Name": "NAME",
-    "Driver": "DRIVER",
-    "Scope": "SCOPE",
-    "IPv4": "IPV4",
-    "IPv6": "IPV6",
-    "Internal": "INTERNAL",
-    "Labels": "LABELS",
-    "CreatedAt": "CREATED AT",
-}
-NETWORKS_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
-
-
-def network_format(source: str | None, *, quiet: bool = False) -> str:
-    """docker's network NewFormat (``docker network ls``)."""
-    if not source or source == "table":
-        return "{{.ID}}" if quiet else NETWORKS_TABLE
-    if source == "raw":
-        if quiet:
-            return "network_id: {{.ID}}"
-        return ("network_id: {{.ID}}\\nname: {{.Name}}\\ndriver: {{.Driver}}\\n"
-                "scope: {{.Scope}}\\n")
-    return source
-
-
-def network_row(n: Mapping[str, Any], *, trunc: bool = True) -> Struct:
-    """One row of ``docker network ls`` (docker's networkContext) for an API network."""
-    nid = n.get("Id") or ""
-    labels: Mapping[str, str] = n.get("Labels") or {}
-
-    def label(name: str) -> str:
-        return labels.get(name, "")
-
-    created = n.get("Created")
-    return Struct("*network.networkContext", {
-        "ID": truncate_id(nid) if trunc else nid,
-        "Name": n.get("Name") or "",
-        "Driver": n.get("Driver") or "",
-        "Scope": n.get("Scope") or "",
-        "IPv4": "true" if n.get("EnableIPv4") else "false",
-        "IPv6": "true" if n.get("EnableIPv6") else "false",
-        "Internal": "true" if n.get("Internal") else "false",
-        "Labels": "" if n.get("Labels") is None else
-        ",".join(sorted(f"{k}={v}" for k, v in labels.items())),
-        "Label": label,
-        "CreatedAt": _parse_rfc3339(created)[1] if created else
-        "0001-01-01 00:00:00 +0000 UTC",
-    })
-
-
-def networks_output(networks: Iterable[Mapping[str, Any]], fmt: str | None = None, *,
-                    quiet: bool = False, no_trunc: bool = False) -> str:
-    """What ``docker network ls [-q] [--no-trunc] [--format F]`` prints, sorted by name."""
-    final = network_format(fmt, quiet=quiet)
-    ordered = sorted(networks, key=lambda n: natural_key(n.get("Name") or ""))
-    return render(final, [network_row(n, trunc=not no_trunc) for n in ordered],
-                  NETWORK_HEADERS)
-
-
 # --------------------------------------------------------------------------- build cache
 
 BUILD_CACHE_HEADERS = {
@@ -887,7 +825,6 @@ __all__ = [
     "DF_HEADERS",
     "HISTORY_HEADERS",
     "IMAGE_HEADERS",
-    "NETWORK_HEADERS",
     "VOLUME_HEADERS",
     "build_cache_row",
     "container_format",
@@ -905,9 +842,6 @@ __all__ = [
     "system_df_output",
     "system_df_rows",
     "natural_key",
-    "network_format",
-    "network_row",
-    "networks_output",
     "ps_needs_size",
     "volume_format",
     "volume_row",
