@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.throwaway_netns import Netns
 
 from ketch.errors import Conflict, NotFound, NotSupported
 from ketch.linux.netlink import Netlink
@@ -39,37 +39,6 @@ POOLS = (AddressPool(ipaddress.IPv4Network("10.213.0.0/16"), 24),)
 
 def req(cid: str, netns: str, *, ports: object = ()) -> EndpointRequest:
     return EndpointRequest(cid, netns, ports=tuple(ports))  # type: ignore[arg-type]
-
-
-class Netns:
-    """A network namespace held by a sleeping process we started (killed at the end)."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(["unshare", "-n", "sleep", "600"])
-        path = f"/proc/{self.proc.pid}/ns/net"
-        deadline = time.monotonic() + 5
-        while os.readlink(path) == os.readlink("/proc/self/ns/net"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("unshare -n did not start")
-            time.sleep(0.005)
-        self.path = path
-        self.children: list[subprocess.Popen] = []
-
-    def run(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
-        return subprocess.run(["nsenter", f"--net={self.path}", *args], capture_output=True,
-                              text=True, timeout=timeout)
-
-    def spawn(self, *args: str) -> subprocess.Popen:
-        p = subprocess.Popen(["nsenter", f"--net={self.path}", *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.children.append(p)
-        return p
-
-    def kill(self) -> None:
-        for p in [*self.children, self.proc]:
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait()
 
 
 @pytest.fixture
@@ -401,8 +370,11 @@ def _private_scenario() -> dict[str, object]:
 def test_publish_without_br_netfilter() -> None:
     import json
 
+    # (run as a script: the repository's root on its path, for ``tests.*``)
+    repo = str(Path(__file__).resolve().parents[2])
     out = subprocess.run(["unshare", "-n", sys.executable, __file__, "private-scenario"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": repo})
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.splitlines()[-1])
     assert got["subnet"] == "172.17.0.0/16"      # nothing in this netns overlaps docker0's

@@ -5,15 +5,13 @@ freeing the port. Prints the time of 10,000 sequential UDP queries (never assert
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.integration.throwaway_netns import Netns
 from tests.unit.test_network_dns import (
     RCODE_NXDOMAIN,
     FakeResolver,
@@ -65,32 +63,6 @@ print(json.dumps(out))
 """
 
 
-class Netns:
-    """A throwaway netns held by ``unshare -n sleep``; killed by pid when done."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(["unshare", "-n", "sleep", "1000"])
-        self.path = f"/proc/{self.proc.pid}/ns/net"
-        deadline = time.monotonic() + 5
-        # unshare execs sleep once the netns is made: wait until it differs from ours
-        while run_in_netns(self.path, _netns_id) == _netns_id():
-            assert time.monotonic() < deadline, "unshare -n did not make a netns"
-            time.sleep(0.01)
-
-    def lo_up(self) -> None:
-        subprocess.run(["nsenter", f"--net={self.path}", "ip", "link", "set", "lo", "up"],
-                       check=True)
-
-    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["nsenter", f"--net={self.path}", *argv], capture_output=True,
-                              text=True, timeout=120)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-
 def _netns_id() -> str:
     import os
     return os.readlink("/proc/thread-self/ns/net")
@@ -126,7 +98,8 @@ def server(upstream: Upstream) -> Iterator[dns.DnsServer]:
 
 
 def query_inside(ns: Netns, questions: list[tuple[str, int]], count: int) -> dict[str, Any]:
-    done = ns.run(sys.executable, "-c", CLIENT, json.dumps(questions), str(count))
+    done = ns.run(sys.executable, "-c", CLIENT, json.dumps(questions), str(count),
+                  timeout=120)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -196,7 +169,8 @@ def test_stop_frees_the_port_and_serve_moves_with_the_netns(
             probe.bind(("127.0.0.11", 53))
         finally:
             probe.close()
-    bad = second.run(sys.executable, "-c", CLIENT, json.dumps([("web", 1)]), "0")
+    bad = second.run(sys.executable, "-c", CLIENT, json.dumps([("web", 1)]), "0",
+                     timeout=120)
     assert bad.returncode != 0  # nothing answers there any more
 
 

@@ -18,15 +18,13 @@ import ipaddress
 import json
 import os
 import secrets
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from tests.conftest import PREFIX
+from tests.integration.throwaway_netns import Netns
 
 from ketch.errors import Conflict, Forbidden, InvalidArgument, NotFound, NotSupported, System
 from ketch.linux import netlink_links as links
@@ -43,40 +41,9 @@ from ketch.network.macvlan import (
 
 pytestmark = pytest.mark.root
 
-BUSYBOX = "/bin/busybox"
 TAG = PREFIX.rsplit("-", 1)[-1][:6]          # 6 hex of this session
 SUBNET = "10.214.0.0/24"
 GATEWAY = "10.214.0.1"
-
-
-class Netns:
-    """A network namespace held by a sleeping process we started."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(["unshare", "-n", "sleep", "1000"])
-        path = f"/proc/{self.proc.pid}/ns/net"
-        deadline = time.monotonic() + 5
-        while os.readlink(path) == os.readlink("/proc/self/ns/net"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("unshare -n did not start")
-            time.sleep(0.005)
-        self.path = path
-
-    def run(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["nsenter", f"--net={self.path}", *args], capture_output=True,
-                              text=True, timeout=timeout)
-
-    def ping(self, ip: object, *extra: str) -> bool:
-        return self.run(BUSYBOX, "ping", *extra, "-c1", "-W2", str(ip)).returncode == 0
-
-    def links(self) -> set[str]:
-        with Netlink(self.path) as nl:
-            return {link.name for link in nl.links()}
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
 
 
 def _host_links() -> set[str]:
