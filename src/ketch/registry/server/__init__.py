@@ -1,0 +1,1 @@
+"""``ketch registry serve``: an OCI distribution registry on a storage driver."""
