@@ -33,3 +33,20 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+
+def human_size_precision(size: float, precision: int) -> str:
+    """go-units HumanSizeWithPrecision: decimal units, ``%.*g`` digits ("4.26MB")."""
+    v, i = float(size), 0
+    while v >= 1000.0 and i < len(_DECIMAL) - 1:
+        v /= 1000.0
+        i += 1
+    return ("%." + str(precision) + "g") % v + _DECIMAL[i]
+
+
+def human_size(size: float) -> str:
+    """go-units HumanSize (4 significant digits): "1.982MB", "0B"."""
+    return human_size_precision(size, 4)

@@ -32,7 +32,7 @@ import time
 
 from ketch.cli.flags import go_quote
 from ketch.errors import InvalidArgument
-from ketch.units import human_duration
+from ketch.units import human_duration, human_size, human_size_precision
 
 # typing and collections.abc cost milliseconds at start-up; annotations only need them
 # for the type checker.
@@ -2351,7 +2351,6 @@ class _InspectExec(_Exec):
 
 # --------------------------------------------------------------------------- units (go-units)
 
-_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 _BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
@@ -2361,17 +2360,6 @@ def _scale(size: float, base: float, units: tuple[str, ...]) -> tuple[float, str
         size /= base
         i += 1
     return size, units[i]
-
-
-def human_size_precision(size: float, precision: int) -> str:
-    """go-units HumanSizeWithPrecision: decimal units, ``%.*g`` digits ("4.26MB")."""
-    v, unit = _scale(float(size), 1000.0, _DECIMAL)
-    return ("%." + str(precision) + "g") % v + unit
-
-
-def human_size(size: float) -> str:
-    """go-units HumanSize (4 significant digits): "1.982MB", "0B"."""
-    return human_size_precision(size, 4)
 
 
 def docker_size(size: float) -> str:

@@ -46,6 +46,10 @@ HONOURED: dict[str, type | tuple[type, ...]] = {
     "ipv6": bool,
     "fixed-cidr-v6": str,
     "default-ulimits": dict,  # {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}
+    "insecure-registries": list,
+    "registry-mirrors": list,
+    "max-concurrent-downloads": int,
+    "max-concurrent-uploads": int,
 }
 
 # Keys reloaded on SIGHUP; the others need a restart (as with dockerd).

@@ -81,6 +81,10 @@ class Settings:
     ipv6: bool = False
     fixed_cidr_v6: str | None = None
     default_ulimits: list[tuple[str, int, int]] = field(default_factory=list)  # name soft hard
+    insecure_registries: list[str] = field(default_factory=list)
+    registry_mirrors: list[str] = field(default_factory=list)
+    max_concurrent_downloads: int = 3
+    max_concurrent_uploads: int = 5
 
 
 # flag dest -> daemon.json key
@@ -91,7 +95,11 @@ _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "cgroup_parent": "cgroup-parent", "bridge": "bridge", "bip": "bip",
               "default_ulimits": "default-ulimits", "log_driver": "log-driver",
               "log_opts": "log-opts", "ipv6": "ipv6", "fixed_cidr_v6": "fixed-cidr-v6",
-              "icc": "icc", "address_pools": "default-address-pools"}
+              "icc": "icc", "address_pools": "default-address-pools",
+              "insecure_registries": "insecure-registries",
+              "registry_mirrors": "registry-mirrors",
+              "max_concurrent_downloads": "max-concurrent-downloads",
+              "max_concurrent_uploads": "max-concurrent-uploads"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,6 +144,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--default-ulimit", dest="default_ulimits", action="append",
                    metavar="NAME=SOFT[:HARD]",
                    help="default ulimits for containers (default: the daemon's own)")
+    p.add_argument("--insecure-registry", dest="insecure_registries", action="append",
+                   metavar="HOST[:PORT]|CIDR",
+                   help="registries reached over plain HTTP or unverified TLS")
+    p.add_argument("--registry-mirror", dest="registry_mirrors", action="append",
+                   metavar="URL", help="mirrors tried first for Docker Hub images")
+    p.add_argument("--max-concurrent-downloads", dest="max_concurrent_downloads", type=int,
+                   metavar="N", help="layers downloaded at once by all pulls (default 3)")
+    p.add_argument("--max-concurrent-uploads", dest="max_concurrent_uploads", type=int,
+                   metavar="N", help="layers uploaded at once by all pushes (default 5)")
     p.add_argument("--cgroup-parent", dest="cgroup_parent",
                    help="parent cgroup of all containers (default /ketch)")
     p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
@@ -211,7 +228,14 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         ipv6=bool(merged.get("ipv6", False)),
         fixed_cidr_v6=merged.get("fixed-cidr-v6"),
         default_ulimits=cfgmod.default_ulimits(merged.get("default-ulimits"), path),
+        insecure_registries=[str(x) for x in merged.get("insecure-registries") or []],
+        registry_mirrors=[str(x) for x in merged.get("registry-mirrors") or []],
+        max_concurrent_downloads=int(merged.get("max-concurrent-downloads", 3)),
+        max_concurrent_uploads=int(merged.get("max-concurrent-uploads", 5)),
     )
+    for key in ("max-concurrent-downloads", "max-concurrent-uploads"):
+        if int(merged.get(key, 1)) < 1:
+            raise InvalidArgument(f"invalid {key}: must be at least 1")
     from ketch.engine.model import LogConfig, verify_log_config
 
     try:        # names only: the values are checked when a container's log starts

@@ -46,7 +46,7 @@ import shlex
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -72,7 +72,7 @@ from ketch.image import oci
 from ketch.image.archive import LoadedImage, load_archive, save_archive
 from ketch.image.content import ContentStore, Descriptor
 from ketch.image.metadata import ImageMetadata, ImageRecord, Layer, rfc3339_now
-from ketch.image.reference import is_full_id, normalize
+from ketch.image.reference import Reference, is_full_id, normalize
 from ketch.image.snapshot import Kind, Mount, Snapshotter, apply_layer
 from ketch.jsonmodel import json_name, to_json
 
@@ -523,11 +523,12 @@ class ImageService:
         return int(info.labels.get(SIZE_LABEL, "0") or 0)
 
     def _extract(self, desc: Descriptor, chain: str, parent: str | None, diff_id: str,
-                 undo: _Undo) -> int:
+                 undo: _Undo, wrap: Callable[[BinaryIO], BinaryIO] | None = None) -> int:
         key = f"extract-{secrets.token_hex(6)}-{chain}"
         mounts = self.snapshotter.prepare(key, parent)
         try:
-            with self.content.open(desc.digest) as f:
+            with self.content.open(desc.digest) as raw:
+                f = wrap(raw) if wrap is not None else raw
                 res = apply_layer(mounts, f, media_type=desc.media_type)
             if res.diff_id != diff_id:
                 raise InvalidArgument(f"layer {desc.digest}: uncompressed digest {res.diff_id} "
@@ -592,6 +593,67 @@ class ImageService:
         # reports what it loaded.
         return [self._summary(self.metadata.get_by_id(rec.id), [str(normalize(t)) for t in tags])
                 for rec, tags in records]
+
+    # --- pulled images ----------------------------------------------------------------
+    #
+    # A pull (ketch.engine.distribution) downloads blobs straight into ``content``
+    # with resumable writers, then asks for each layer to be unpacked and finally
+    # for the image to be recorded. Layers are unpacked one at a time under the
+    # host lock (``gc`` treats unlocked ``extract-`` snapshots as crash leftovers).
+
+    def layer_unpacked(self, diff_ids: Sequence[str]) -> Layer | None:
+        """The top layer of this DiffID chain if its snapshot is already here."""
+        chain = oci.chain_ids(list(diff_ids))[-1]
+        size = self._snapshot_size(chain)
+        return None if size is None else Layer(diff_ids[-1], chain, size)
+
+    def unpack_layer(self, desc: Descriptor, diff_ids: Sequence[str],
+                     wrap: Callable[[BinaryIO], BinaryIO] | None = None) -> Layer:
+        """Unpack blob ``desc`` (in content) as the top of the chain ``diff_ids``.
+
+        The layers below must be unpacked already. ``wrap`` may wrap the blob's
+        reader (to report progress as it is read).
+        """
+        chains = oci.chain_ids(list(diff_ids))
+        chain, parent = chains[-1], (chains[-2] if len(chains) > 1 else None)
+        with self._locked():
+            size = self._snapshot_size(chain)
+            if size is None:
+                # Verified layers stay even if the pull fails later: gc collects them.
+                size = self._extract(desc, chain, parent, diff_ids[-1], _Undo(self), wrap)
+        return Layer(diff_ids[-1], chain, size)
+
+    def record_pulled(self, manifest: bytes, config: bytes, layers: Sequence[Layer],
+                      refs: Sequence[Reference]) -> tuple[ImageRecord, bool]:
+        """Store the manifest and config, record the image and point ``refs`` at it.
+
+        Returns the record and whether anything changed (a new image, or a
+        reference that named something else or nothing): dockerd's "Downloaded
+        newer image" against "Image is up to date".
+        """
+        with self._locked():
+            undo = _Undo(self)
+            manifest_digest = self._put_bytes(manifest, undo)
+            config_digest = self._put_bytes(config, undo)
+            cfg = oci.parse_config(config)
+            rec = self._record(manifest_digest, config_digest, cfg, list(layers))
+            changed = False
+            with self.metadata.transaction():
+                changed |= self.metadata.add_image(rec)
+                before = set(self.metadata.references_of(rec.id))
+                for ref in refs:
+                    self.metadata.tag(ref, rec.id)
+                    changed |= str(ref) not in before
+            return self.metadata.get_by_id(rec.id), changed
+
+    def add_reference(self, image_id: str, ref: Reference) -> None:
+        """Point one more reference (a digest reference after a push) at an image."""
+        self.metadata.tag(ref, image_id)
+
+    def manifest_of(self, rec: ImageRecord) -> tuple[bytes, oci.Manifest]:
+        """An image's manifest, as stored and parsed (what a push sends)."""
+        raw = self.content.read(rec.manifest_digest)
+        return raw, oci.parse_manifest(raw)
 
     def _blobs_of(self, manifest_digest: str) -> list[str]:
         manifest = oci.parse_manifest(self.content.read(manifest_digest))
