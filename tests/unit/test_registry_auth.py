@@ -425,3 +425,18 @@ def test_exception_attributes() -> None:
     assert (ch.message, ch.www_authenticate, ch.code, ch.detail, str(ch)) == (
         "m", 'Basic realm="r"', "UNAUTHORIZED", None, "m")
     assert Denied("no").message == "no"
+
+
+def test_an_expired_refresh_token_says_so(users: Path, tmp_path: Path) -> None:
+    a = token_authorizer(users, tmp_path)
+    entry = a.users.entry_hash("alice")
+    assert entry is not None
+    old = a.signer.issue_refresh(subject="alice", audience="svc",
+                                 fingerprint=a.signer.fingerprint(entry), now=1_000_000_000)
+
+    async def script(c: TestClient[web.Request, web.Application]) -> Any:
+        r = await c.post("/token", data={"grant_type": "refresh_token", "refresh_token": old,
+                                         "service": "svc", "client_id": "t"})
+        return r.status, (await r.json())["details"]
+
+    assert run(a, script) == (401, "refresh token expired")

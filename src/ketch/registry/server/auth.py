@@ -42,6 +42,9 @@ log = logging.getLogger("ketch.registry.auth")
 DEFAULT_BASIC_REALM = "ketch registry"
 DEFAULT_SERVICE = "ketch-registry"
 TOKEN_PATH = "/token"
+# Where the server's access log finds the user a request authenticated as
+# (the same key the server sets after ``authorize``).
+USER_KEY = "ketch.registry.user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,7 @@ class TokenAuthorizer:
                 return _json(401, _unauthorized_body("incorrect username or password"),
                              {"WWW-Authenticate": f"Basic realm={_quote(self.service)}"})
             user = creds[0]
+            request[USER_KEY] = user
         try:
             body = self._token_body(user, request.query.getall("scope", []))
         except InvalidArgument as exc:
@@ -299,7 +303,8 @@ class TokenAuthorizer:
                 claims = self.signer.verify(raw, audience=self.service, use="refresh")
             except tokens.TokenError as exc:
                 log.info("refresh token refused from %s: %s", request.remote, exc.message)
-                return _json(401, _unauthorized_body("invalid refresh token"))
+                return _json(401, _unauthorized_body(
+                    "refresh token expired" if exc.expired else "invalid refresh token"))
             entry = self.users.entry_hash(claims.subject)
             if entry is None or not hmac.compare_digest(self.signer.fingerprint(entry),
                                                         claims.fingerprint):
@@ -310,6 +315,7 @@ class TokenAuthorizer:
         else:
             return _oauth_error(400, "unsupported_grant_type",
                                 f"unsupported grant_type: {grant_type!r}")
+        request[USER_KEY] = user
         try:
             body = self._token_body(user, scopes)
         except InvalidArgument as exc:
