@@ -440,3 +440,16 @@ def test_an_expired_refresh_token_says_so(users: Path, tmp_path: Path) -> None:
         return r.status, (await r.json())["details"]
 
     assert run(a, script) == (401, "refresh token expired")
+
+
+def test_token_post_reads_only_small_forms(users: Path, tmp_path: Path) -> None:
+    async def script(c: TestClient[web.Request, web.Application]) -> list[Any]:
+        out = []
+        big = "grant_type=password&username=alice&password=wonderland&pad=" + "x" * au.MAX_FORM
+        for data, ctype in ((big, "application/x-www-form-urlencoded"),
+                            ('{"grant_type": "password"}', "application/json")):
+            r = await c.post("/token", data=data, headers={"Content-Type": ctype})
+            out.append((r.status, (await r.json())["error"]))
+        return out
+
+    assert run(token_authorizer(users, tmp_path), script) == [(400, "invalid_request")] * 2

@@ -26,6 +26,7 @@ import binascii
 import hmac
 import json
 import logging
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ log = logging.getLogger("ketch.registry.auth")
 DEFAULT_BASIC_REALM = "ketch registry"
 DEFAULT_SERVICE = "ketch-registry"
 TOKEN_PATH = "/token"
+MAX_FORM = 64 * 1024
 # Where the server's access log finds the user a request authenticated as
 # (the same key the server sets after ``authorize``).
 USER_KEY = "ketch.registry.user"
@@ -173,6 +175,30 @@ def _unauthorized_body(message: str) -> dict[str, Any]:
             "details": message}
 
 
+async def _read_form(request: web.Request) -> dict[str, str] | None:
+    """The fields of an OAuth2 form body; None if it is not one or too big.
+
+    Read here rather than with ``request.post()``: the registry allows huge
+    bodies (blob uploads), and a token request must not buffer one.
+    """
+    ctype = request.content_type
+    if ctype not in ("application/x-www-form-urlencoded", "application/octet-stream"):
+        return None
+    raw = await request.content.read(MAX_FORM + 1)
+    if len(raw) > MAX_FORM:
+        return None
+    try:
+        pairs = urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True,
+                                       strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    # The first of a repeated field wins, as Go's url.Values.Get.
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        form.setdefault(key, value)
+    return form
+
+
 def _oauth_error(status: int, error: str, description: str) -> web.Response:
     return _json(status, {"error": error, "error_description": description,
                           "details": description})
@@ -279,14 +305,18 @@ class TokenAuthorizer:
 
     async def handle_post(self, request: web.Request) -> web.Response:
         """OAuth2 (distribution's spec): ``grant_type=password`` or ``refresh_token``."""
-        form = await request.post()
-        grant_type = str(form.get("grant_type", ""))
-        scopes = [str(form.get("scope", ""))]
+        form = await _read_form(request)
+        if form is None:
+            return _oauth_error(400, "invalid_request",
+                                "expected a form (application/x-www-form-urlencoded) "
+                                f"of at most {MAX_FORM} bytes")
+        grant_type = form.get("grant_type", "")
+        scopes = [form.get("scope", "")]
         user: str
         refresh: str | None = None
         if grant_type == "password":
-            username, password = form.get("username"), form.get("password")
-            if not isinstance(username, str) or not isinstance(password, str) or not username:
+            username, password = form.get("username", ""), form.get("password")
+            if not username or password is None:
                 return _oauth_error(400, "invalid_request", "missing username or password")
             if not await self.users.verify(username, password):
                 log.info("token request with a wrong password for user %r from %s",
@@ -296,8 +326,8 @@ class TokenAuthorizer:
             if form.get("access_type") == "offline":
                 refresh = self._refresh_token(user)
         elif grant_type == "refresh_token":
-            raw = form.get("refresh_token")
-            if not isinstance(raw, str) or not raw:
+            raw = form.get("refresh_token", "")
+            if not raw:
                 return _oauth_error(400, "invalid_request", "missing refresh_token")
             try:
                 claims = self.signer.verify(raw, audience=self.service, use="refresh")
