@@ -278,7 +278,7 @@ def test_create_imports_from_the_body_and_refuses_pulls(fake: FakeImages) -> Non
     call(fake, "POST", "/images/create?fromSrc=-", data=b"t")
     assert fake.calls[-1] == ("import", None, [], "")
     status, body, _ = call(fake, "POST", "/v1.45/images/create?fromImage=busybox&tag=latest")
-    assert (status, body) == (501, {"message": "pulling images is not supported yet"})
+    assert (status, body) == (501, {"message": "pulling images is not supported by this daemon"})
     status, body, _ = call(fake, "POST", "/images/create?fromSrc=http://x/rootfs.tar")
     assert status == 501
     status, body, _ = call(fake, "POST", "/images/create")

@@ -17,6 +17,7 @@ from ketch.api.routers import images, system
 
 if TYPE_CHECKING:
     from ketch.engine.containers import Engine
+    from ketch.engine.distribution import Distribution
     from ketch.engine.events import EventBus
 
 
@@ -34,7 +35,8 @@ async def version_middleware(request: web.Request, handler: Handler) -> web.Stre
 def make_app(system_backend: system.SystemBackend,
              image_backend: images.ImageBackend | None = None,
              engine: Engine | None = None,
-             events: EventBus | None = None) -> web.Application:
+             events: EventBus | None = None,
+             distribution: Distribution | None = None) -> web.Application:
     """The Engine API application over the given backends.
 
     Without an image backend the ``/images`` routes are absent (404), as for
@@ -44,6 +46,10 @@ def make_app(system_backend: system.SystemBackend,
     system.setup(app, system_backend)
     if image_backend is not None:
         images.setup(app, image_backend)
+    if distribution is not None:
+        from ketch.api.routers import distribution as distribution_router
+
+        distribution_router.setup(app, distribution)
     if engine is not None:
         from ketch.api.routers import container_files, container_stats, containers, volumes
 

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import grp
+import ipaddress
 import logging
 import os
 import platform
@@ -85,6 +86,9 @@ class Settings:
     registry_mirrors: list[str] = field(default_factory=list)
     max_concurrent_downloads: int = 3
     max_concurrent_uploads: int = 5
+    # ketch's own (dockerd has only /etc/docker/certs.d): where <host>/ca.crt are looked up.
+    registry_certs_dirs: list[str] = field(
+        default_factory=lambda: ["/etc/ketch/certs.d", "/etc/docker/certs.d"])
 
 
 # flag dest -> daemon.json key
@@ -149,6 +153,9 @@ def parser() -> argparse.ArgumentParser:
                    help="registries reached over plain HTTP or unverified TLS")
     p.add_argument("--registry-mirror", dest="registry_mirrors", action="append",
                    metavar="URL", help="mirrors tried first for Docker Hub images")
+    p.add_argument("--registry-certs-dir", dest="registry_certs_dirs", action="append",
+                   metavar="DIR", help="directories of <host[:port]>/ca.crt, client.cert and "
+                   "client.key for registries (default /etc/ketch/certs.d, /etc/docker/certs.d)")
     p.add_argument("--max-concurrent-downloads", dest="max_concurrent_downloads", type=int,
                    metavar="N", help="layers downloaded at once by all pulls (default 3)")
     p.add_argument("--max-concurrent-uploads", dest="max_concurrent_uploads", type=int,
@@ -233,6 +240,8 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         max_concurrent_downloads=int(merged.get("max-concurrent-downloads", 3)),
         max_concurrent_uploads=int(merged.get("max-concurrent-uploads", 5)),
     )
+    if ns.registry_certs_dirs:
+        s.registry_certs_dirs = [os.path.abspath(d) for d in ns.registry_certs_dirs]
     for key in ("max-concurrent-downloads", "max-concurrent-uploads"):
         if int(merged.get(key, 1)) < 1:
             raise InvalidArgument(f"invalid {key}: must be at least 1")
@@ -361,6 +370,7 @@ class HostSystem:
             log_driver=settings.log_driver,
             blkio_weight=host.blkio_weight,
             warnings=[*warnings, *host_warnings(host)],
+            registry_config=registry_config(settings),
         )
 
     def facts(self) -> HostFacts:
@@ -371,6 +381,31 @@ class HostSystem:
                        images=images, containers=running + paused + stopped,
                        containers_running=running, containers_paused=paused,
                        containers_stopped=stopped)
+
+
+def registry_config(settings: Settings) -> dict[str, Any]:
+    """/info's RegistryConfig, as moby's registry.ServiceConfig shows the options.
+
+    Loopback is always insecure (dockerd's default CIDRs); an insecure entry
+    that is a network goes to InsecureRegistryCIDRs, a host name becomes an
+    index of its own marked not secure.
+    """
+    cidrs = ["::1/128", "127.0.0.0/8"]
+    mirrors = [m if m.endswith("/") else m + "/" for m in settings.registry_mirrors]
+    indexes: dict[str, Any] = {"docker.io": {"Name": "docker.io", "Mirrors": mirrors,
+                                             "Secure": True, "Official": True}}
+    for entry in settings.insecure_registries:
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
+            continue
+        if str(net) not in cidrs:
+            cidrs.append(str(net))
+    return {"AllowNondistributableArtifactsCIDRs": None,
+            "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": cidrs, "IndexConfigs": indexes,
+            "Mirrors": mirrors or None}
 
 
 # --- the root lock and the pidfile ---------------------------------------------------
@@ -613,6 +648,21 @@ class Daemon:
         backend.count_containers = count
         return engine
 
+    def distribution(self, images: Any, eventing: Any) -> Any:
+        """The registry client and the pull/push machinery over the image store."""
+        from ketch import __version__ as version
+        from ketch.engine.distribution import Distribution
+        from ketch.registry.client import Registries, RegistryOptions
+
+        s = self.settings
+        options = RegistryOptions(insecure_registries=tuple(s.insecure_registries),
+                                  mirrors=tuple(s.registry_mirrors),
+                                  certs_dirs=tuple(s.registry_certs_dirs),
+                                  user_agent=f"ketch/{version}")
+        return Distribution(images, Registries(options),
+                            max_downloads=s.max_concurrent_downloads,
+                            max_uploads=s.max_concurrent_uploads, on_event=eventing.log)
+
     async def serve(self) -> None:
         from aiohttp import web
 
@@ -629,7 +679,9 @@ class Daemon:
 
         events = EventBus()
         engine = await self.start_engine(images, backend, events)
-        app = make_app(backend, EventingImages(images, events), engine, events)
+        eventing = EventingImages(images, events)
+        distribution = self.distribution(images, eventing)
+        app = make_app(backend, eventing, engine, events, distribution=distribution)
         # Open streams (wait, logs -f, events, attach) are cut after a short grace
         # period: containers outlive the daemon, their clients reconnect.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
@@ -660,6 +712,7 @@ class Daemon:
         finally:
             events.close()
             await runner.cleanup()
+            distribution.close()
             await engine.close()
             await engine.sup.close()
             for path in self.unix_paths:

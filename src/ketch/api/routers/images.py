@@ -341,7 +341,9 @@ def setup(app: web.Application, backend: ImageBackend) -> None:
     async def create_image(request: web.Request) -> web.StreamResponse:
         q = request.query
         if q.get("fromImage"):
-            raise NotSupported("pulling images is not supported yet")
+            from ketch.api.routers import distribution
+
+            return await distribution.pull_response(request)
         src = q.get("fromSrc", "")
         if not src:
             raise InvalidArgument("fromImage or fromSrc is required")

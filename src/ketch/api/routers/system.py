@@ -72,6 +72,7 @@ class HostFacts:
     debug: bool = False
     labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    registry_config: dict[str, Any] | None = None   # moby's registry.ServiceConfig
 
 
 class SystemBackend(Protocol):
@@ -174,7 +175,7 @@ def info_json(f: HostFacts, api_version: str) -> dict[str, Any]:
         "OSType": f.os,
         "Architecture": f.machine,
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": None,
+        "RegistryConfig": f.registry_config,
         "NCPU": f.ncpu,
         "MemTotal": f.mem_total,
         "GenericResources": None,
