@@ -165,7 +165,20 @@ def _familiar(image: str) -> str:
     return ref.familiar()
 
 
-def _create(client: Any, req: run_opts.CreateRequest) -> str:
+def _pull_for_create(session: Session, image: str, platform: str, quiet: bool) -> None:
+    """docker's pullImage for run/create: the progress on stderr (stdout is for the ID)."""
+    from ketch.cli.registry_client_cmds import pull_image
+    from ketch.image.reference import normalize
+
+    try:
+        ref = normalize(image)
+    except KetchError as exc:
+        raise local(exc) from None
+    pull_image(session, ref, platform=platform, quiet=quiet, out=sys.stderr)
+
+
+def _create(client: Any, req: run_opts.CreateRequest, session: Session,
+            quiet: bool = False) -> str:
     """docker's createContainer: cidfile, the pull policy, Warnings on stderr; the ID.
     Failures are plain errors: ``create`` prints them (exit 1), ``run`` wraps them (125)."""
     cid_file = None
@@ -183,24 +196,19 @@ def _create(client: Any, req: run_opts.CreateRequest) -> str:
     try:
         image = req.body["Image"]
         if req.pull == "always":
-            try:
-                client.image_inspect(image)
-            except NotFound:
-                raise local(NotSupported(f"pulling {_familiar(image)} is not supported yet: "
-                                         "ketch cannot pull images; load or import it, or "
-                                         "build it here")) from None
+            _pull_for_create(session, image, req.platform, quiet)
         try:
             resp = client.container_create(req.body, name=req.name, platform=req.platform)
         except NotFound as exc:
-            # docker pulls on a missing image (or none for --platform); another "not found"
-            # (an endpoint an older daemon lacks) is passed on as it is.
-            if req.pull == "never" or "image" not in str(exc).lower() or \
+            # docker pulls on a missing image (or none for --platform), then creates again;
+            # another "not found" (an endpoint an older daemon lacks) is passed on as it is.
+            if req.pull != "missing" or "image" not in str(exc).lower() or \
                     "does not match the specified platform" in str(exc):
                 raise       # the daemon's own words say it better than a pull would
-            sys.stderr.write(f"Unable to find image '{_familiar(image)}' locally\n")
-            raise local(NotSupported("pulling images is not supported yet: ketch cannot pull "
-                                     f"{_familiar(image)}; load or import it, or build it "
-                                     "here")) from None
+            if not quiet:
+                sys.stderr.write(f"Unable to find image '{_familiar(image)}' locally\n")
+            _pull_for_create(session, image, req.platform, quiet)
+            resp = client.container_create(req.body, name=req.name, platform=req.platform)
         for w in resp.get("Warnings") or []:
             sys.stderr.write(f"WARNING: {w}\n")
         cid = str(resp["Id"])
@@ -236,7 +244,7 @@ def _start_error(exc: KetchError, cmd: str = "run") -> KetchError:
 def create(session: Session, args: tuple[str, ...], **params: Any) -> int:
     client, req = _prepare(session, "create", params, args)
     try:
-        cid = _create(client, req)
+        cid = _create(client, req, session, bool(params.get("quiet")))
     except KetchError as exc:
         if getattr(exc, "exit_code", None) == 125:
             raise
@@ -256,7 +264,7 @@ def run(session: Session, args: tuple[str, ...], **params: Any) -> int:
     if not req.detach and body["AttachStdin"] and tty and not sys.stdin.isatty():
         raise _status(local(InvalidArgument("the input device is not a TTY")), 1)
     try:
-        cid = _create(client, req)
+        cid = _create(client, req, session, bool(params.get("quiet")))
     except KetchError as exc:
         if getattr(exc, "exit_code", None) in (125, 126, 127):
             raise

@@ -373,7 +373,9 @@ def bootstrap(session: Session, args: tuple[str, ...], mirror: str | None, targe
     return run_bootstrap(session, args[0], mirror=mirror, target=target)
 
 
-image = Group("image", help="Manage images", usage="COMMAND", lazy={})
+image = Group("image", help="Manage images", usage="COMMAND",
+              lazy={"pull": "ketch.cli.registry_client_cmds:pull",
+                    "push": "ketch.cli.registry_client_cmds:push"})
 for _name, _cmd in (("ls", ls), ("list", ls), ("inspect", inspect), ("history", history),
                     ("tag", tag), ("rm", rm), ("remove", rm), ("prune", prune),
                     ("save", save), ("load", load), ("import", import_),

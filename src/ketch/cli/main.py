@@ -22,6 +22,7 @@ COMMANDS = {
     "version": "ketch.cli.system_cmds:version",
     "volume": "ketch.cli.volume_cmds:volume",
     "network": "ketch.cli.network_cmds:network",
+    "registry": "ketch.cli.registry_cmds:registry",
     "info": "ketch.cli.system_cmds:info",
     "system": "ketch.cli.system_cmds:system",
     "image": "ketch.cli.image_cmds:image",
@@ -58,6 +59,11 @@ COMMANDS = {
     "unpause": "ketch.cli.container_cmds:unpause",
     "update": "ketch.cli.container_cmds:update",
     "wait": "ketch.cli.container_cmds:wait",
+    "pull": "ketch.cli.registry_client_cmds:pull",
+    "push": "ketch.cli.registry_client_cmds:push",
+    "login": "ketch.cli.registry_client_cmds:login",
+    "logout": "ketch.cli.registry_client_cmds:logout",
+    "search": "ketch.cli.registry_client_cmds:search",
 }
 
 
@@ -67,6 +73,9 @@ def _root() -> Group:
 
     return Group("ketch", help="A self-sufficient runtime for containers",
                  usage="[OPTIONS] COMMAND", lazy=COMMANDS, options=(
+                     Option("config", "config", metavar="string",
+                            help="Location of client config files (default: $KETCH_CONFIG, "
+                                 "$DOCKER_CONFIG, else ~/.docker)"),
                      Option("host", "host", "H", metavar="list",
                             help="Daemon socket to connect to (default: $KETCH_HOST, "
                                  "$DOCKER_HOST, else unix:///run/ketch/ketch.sock)"),
@@ -105,7 +114,7 @@ def _dispatch(args: list[str]) -> int:
     if parsed.values["show_version"]:
         sys.stdout.write(f"ketch version {__version__}\n")
         return 0
-    session = Session(parsed.values["host"], parsed.values["debug"])
+    session = Session(parsed.values["host"], parsed.values["debug"], parsed.values["config"])
     rv = root.dispatch("ketch", parsed.args, session)
     return rv if isinstance(rv, int) else 0
 

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 class Session:
     """The global options of one ``ketch`` invocation."""
 
-    def __init__(self, host: str | None = None, debug: bool = False) -> None:
+    def __init__(self, host: str | None = None, debug: bool = False,
+                 config_dir: str | None = None) -> None:
         self.host_flag = host
         self.debug = debug
+        self.config_dir = config_dir    # --config: where config.json is (ketch.cli.credentials)
         self._client: Client | None = None
 
     def connect(self) -> Client:

@@ -19,6 +19,7 @@ from ketch.client._containers import ContainersMixin
 from ketch.client._errors import from_status, message_of
 from ketch.client._http import form_encode, quote
 from ketch.client._networks import NetworksMixin
+from ketch.client._registry import RegistryMixin
 from ketch.client._transport import (
     DEFAULT_HOST,
     HTTPTransport,
@@ -104,7 +105,7 @@ def _message(line: bytes) -> Iterator[dict[str, Any]]:
         yield msg
 
 
-class Client(ContainersMixin, NetworksMixin):
+class Client(ContainersMixin, NetworksMixin, RegistryMixin):
     def __init__(self, host: str | None = None, *, transport: Transport | None = None,
                  version: str | None = None) -> None:
         self.host = resolve_host(host)
