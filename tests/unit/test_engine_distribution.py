@@ -74,6 +74,9 @@ class FakeRepository:
     def __init__(self, registry: FakeRegistry, path: str) -> None:
         self.registry, self.path = registry, path
 
+    def resolve(self, tag_or_digest: str) -> Fetched:
+        return self.manifest_for(tag_or_digest, None).manifest
+
     def manifest_for(self, tag_or_digest: str, platform: Any) -> Pulled:
         key = (self.path, tag_or_digest)
         if key not in self.registry.manifests:

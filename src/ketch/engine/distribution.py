@@ -204,10 +204,13 @@ class Distribution:
 
     def _pull_one(self, repo: Repository, ref: Reference, platform: Platform | None,
                   emit: Emit) -> PullResult:
-        # By tag the line is named by the tag, by digest by the whole reference (dockerd).
+        # A missing manifest is an error response; what goes wrong after it is found
+        # (no manifest for this platform, a bad layer) comes after "Pulling from",
+        # whose line is named by the tag, or by the whole reference (dockerd).
+        top = repo.resolve(ref.digest or ref.tag or "latest")
         emit({"status": f"Pulling from {ref.path}",
               "id": str(ref) if ref.digest else ref.tag})
-        pulled = repo.manifest_for(ref.digest or ref.tag or "latest", platform)
+        pulled = repo.manifest_for(top.digest, platform)
         manifest = pulled.parsed
         config = oci.parse_config(pulled.config)
         if platform is not None and platform.os and pulled.index is None and \

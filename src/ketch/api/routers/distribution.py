@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ketch.api.routers import add
-from ketch.errors import InvalidArgument, KetchError, NotSupported, Unavailable
+from ketch.errors import (
+    InvalidArgument,
+    KetchError,
+    NotSupported,
+    System,
+    Unauthorized,
+    Unavailable,
+)
 
 if TYPE_CHECKING:
     from ketch.engine.distribution import Distribution, Emit
@@ -115,8 +122,16 @@ def pull_response(request: web.Request) -> Any:
 
     pull_reference(from_image, tag)
     parse_platform(platform)
-    return json_progress(request, lambda emit: dist.pull(
-        from_image, tag, platform=platform, creds=creds, emit=emit))
+
+    def work(emit: Emit) -> None:
+        try:
+            dist.pull(from_image, tag, platform=platform, creds=creds, emit=emit)
+        except Unauthorized as exc:
+            # dockerd answers a refused pull with 500, not 401: on a 401 the docker
+            # CLI would start an interactive login, even with no terminal.
+            raise System(str(exc)) from None
+
+    return json_progress(request, work)
 
 
 def setup(app: web.Application, dist: Distribution) -> None:

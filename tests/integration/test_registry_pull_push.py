@@ -1,0 +1,165 @@
+"""Pull and push through ketchd, driven by the docker CLI and docker-py, to real registries.
+
+The registries are Debian's Go registry (distribution 2.8, the reference) and
+``ketch registry serve``, each on loopback. What must hold is Docker's round
+trip: push, remove, pull, run; the same image ID and the same digest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tests.integration.registries import PASSWORD, USER, Registry
+from tests.integration.test_daemon_system import DOCKER, Ketchd, docker
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")]
+
+KINDS = ["go", pytest.param("ketch", marks=pytest.mark.skipif(
+    importlib.util.find_spec("ketch.cli.registry_cmds") is None,
+    reason="ketch registry serve is not there yet"))]
+
+
+def _ok(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 0, f"{out.args}: {out.stderr}{out.stdout}"
+    return out.stdout
+
+
+def _inspect(k: Ketchd, name: str) -> dict[str, Any]:
+    return dict(json.loads(_ok(docker(k, "image", "inspect", name)))[0])
+
+
+def _login(k: Ketchd, reg: Registry, password: str = PASSWORD
+           ) -> subprocess.CompletedProcess[str]:
+    assert DOCKER is not None
+    env = {"DOCKER_HOST": k.host, "DOCKER_CONFIG": str(k.dir / "docker-config"),
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run([DOCKER, "login", "-u", USER, "--password-stdin", reg.host],
+                          input=password, capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_push_rmi_pull_run_round_trip(loaded_ketchd: Ketchd, start_registry: Callable[..., Registry],
+                                      kind: str) -> None:
+    k = loaded_ketchd
+    reg = start_registry(kind)
+    name = f"{reg.host}/me/box:1"
+    _ok(docker(k, "tag", "busybox:latest", name))
+    image_id = _inspect(k, name)["Id"]
+    out = _ok(docker(k, "push", name))
+    assert f"The push refers to repository [{reg.host}/me/box]" in out
+    assert "Pushed" in out
+    digest = out.strip().splitlines()[-1].split("digest: ")[1].split()[0]
+    assert _inspect(k, name)["RepoDigests"] == [f"{reg.host}/me/box@{digest}"]
+    # A second push finds everything there.
+    assert "Layer already exists" in _ok(docker(k, "push", name))
+
+    _ok(docker(k, "rmi", name))
+    out = _ok(docker(k, "pull", name))
+    assert f"Digest: {digest}" in out
+    # busybox:latest still holds the layer, so nothing needed downloading.
+    assert f"Status: Downloaded newer image for {name}" in out
+    doc = _inspect(k, name)
+    assert doc["Id"] == image_id
+    assert f"{reg.host}/me/box@{digest}" in doc["RepoDigests"]
+    assert "Status: Image is up to date for" in _ok(docker(k, "pull", name))
+
+    # From nothing: every layer comes from the registry.
+    _ok(docker(k, "rmi", "-f", image_id))
+    out = _ok(docker(k, "pull", f"{reg.host}/me/box@{digest}"))
+    assert "Pull complete" in out
+    assert _inspect(k, f"{reg.host}/me/box@{digest}")["Id"] == image_id
+    _ok(docker(k, "tag", f"{reg.host}/me/box@{digest}", "busybox:latest"))
+    run = docker(k, "run", "--rm", "--network", "none", f"{reg.host}/me/box@{digest}",
+                 "echo", "pulled")
+    assert _ok(run).strip() == "pulled"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pull_errors(loaded_ketchd: Ketchd, start_registry: Callable[..., Registry],
+                     kind: str) -> None:
+    k = loaded_ketchd
+    reg = start_registry(kind)
+    out = docker(k, "pull", f"{reg.host}/me/none:1")
+    assert out.returncode == 1
+    assert "manifest unknown" in out.stderr or "not found" in out.stderr, out.stderr
+    assert "Error response from daemon" in out.stderr
+    out = docker(k, "pull", "127.0.0.1:1/me/none:1")
+    assert out.returncode == 1 and "connection refused" in out.stderr, out.stderr
+    out = docker(k, "push", f"{reg.host}/me/never-tagged:1")
+    assert out.returncode == 1
+    assert "An image does not exist locally with the tag" in out.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_auth_login_push_pull(loaded_ketchd: Ketchd, start_registry: Callable[..., Registry],
+                              kind: str) -> None:
+    k = loaded_ketchd
+    reg = start_registry(kind, auth=True) if kind == "go" else start_registry(kind, auth="basic")
+    name = f"{reg.host}/me/secret:1"
+    _ok(docker(k, "tag", "busybox:latest", name))
+    out = docker(k, "push", name)
+    assert out.returncode == 1 and "no basic auth credentials" in (out.stderr + out.stdout)
+    bad = _login(k, reg, "wrong")
+    assert bad.returncode == 1 and "unauthorized" in bad.stderr.lower(), bad.stderr
+    good = _login(k, reg)
+    assert good.returncode == 0 and "Login Succeeded" in good.stdout, good.stderr
+    config = json.loads((k.dir / "docker-config" / "config.json").read_text())
+    assert reg.host in config["auths"]
+    _ok(docker(k, "push", name))
+    _ok(docker(k, "rmi", name))
+    _ok(docker(k, "pull", name))
+    _ok(docker(k, "logout", reg.host))
+    out = docker(k, "pull", name.replace(":1", ":2"))
+    assert out.returncode == 1
+
+
+def test_docker_py_pull_push_with_auth_config(loaded_ketchd: Ketchd,
+                                              start_registry: Callable[..., Registry]) -> None:
+    import docker as dockerpy
+
+    k = loaded_ketchd
+    reg = start_registry("go", auth=True)
+    client = dockerpy.DockerClient(base_url=k.host, version="1.45")
+    try:
+        auth = {"username": USER, "password": PASSWORD}
+        assert client.login(USER, PASSWORD, registry=reg.host)["Status"] == "Login Succeeded"
+        img = client.images.get("busybox:latest")
+        img.tag(f"{reg.host}/py/box", "7")
+        lines = list(client.images.push(f"{reg.host}/py/box", "7", auth_config=auth,
+                                        stream=True, decode=True))
+        assert any("aux" in m for m in lines), lines
+        assert not any("error" in m for m in lines), lines
+        client.images.remove(f"{reg.host}/py/box:7")
+        pulled = client.images.pull(f"{reg.host}/py/box", tag="7", auth_config=auth)
+        assert pulled.id == img.id
+        dist = client.api.inspect_distribution(f"{reg.host}/py/box:7", auth_config=auth)
+        assert dist["Descriptor"]["digest"].startswith("sha256:")
+    finally:
+        client.close()
+
+
+def test_pull_event_and_all_tags(loaded_ketchd: Ketchd,
+                                 start_registry: Callable[..., Registry]) -> None:
+    k = loaded_ketchd
+    reg = start_registry("go")
+    for tag in ("a", "b"):
+        _ok(docker(k, "tag", "busybox:latest", f"{reg.host}/me/multi:{tag}"))
+    out = _ok(docker(k, "push", "--all-tags", f"{reg.host}/me/multi"))
+    assert "a: digest:" in out and "b: digest:" in out
+    for tag in ("a", "b"):
+        _ok(docker(k, "rmi", f"{reg.host}/me/multi:{tag}"))
+    out = _ok(docker(k, "pull", "--all-tags", f"{reg.host}/me/multi"))
+    assert f"Status: Downloaded newer image for {reg.host}/me/multi" in out
+    tags = _inspect(k, f"{reg.host}/me/multi:a")["RepoTags"]
+    assert f"{reg.host}/me/multi:b" in tags
+    events = _ok(docker(k, "events", "--since", "0", "--until", str(int(time.time()) + 1),
+                        "--filter",
+                        "event=pull", "--format", "{{.Actor.ID}}"))
+    assert f"{reg.host}/me/multi:a" in events
