@@ -375,7 +375,7 @@ def test_push(cli: CLI, engine: FakeEngine) -> None:
     assert cli("push", "-q", "localhost:5000/busybox") == (
         0, "localhost:5000/busybox:latest\n", "")
     assert cli("image", "push", "-a", "-q", "busybox") == (0, "docker.io/library/busybox\n", "")
-    assert engine.requests[-1]["path"] == "/v1.45/images/busybox/push"
+    assert engine.requests[-1]["path"] == "/v1.45/images/docker.io/library/busybox/push"
 
 
 def test_push_refusals(cli: CLI, engine: FakeEngine) -> None:

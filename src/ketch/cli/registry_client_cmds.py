@@ -240,7 +240,8 @@ def push(session: Session, args: tuple[str, ...], all_tags: bool, disable_conten
     tag = "" if all_tags else (ref.tag or "latest")
 
     def call(header: str) -> Any:
-        return client.image_push(ref.familiar_name, tag, platform=plat, auth=header)
+        # the full name ("docker.io/library/busybox"), as docker 28 sends it
+        return client.image_push(ref.name, tag, platform=plat, auth=header)
 
     messages = _with_login_retry(cfg, key, "push", call, auth)
     progress.display(messages, sys.stdout, quiet=quiet)

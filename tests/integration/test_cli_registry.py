@@ -1,0 +1,193 @@
+"""``ketch login|pull|push|logout`` and ``run --pull`` against a real ketchd and a registry.
+
+The registry is Debian's Go registry (distribution 2.8) on loopback with
+htpasswd auth. Each step is also done with the docker CLI 28.2.2 against the
+same ketchd, and the outputs compared: the same lines on a pipe, the same
+config.json entry, the same errors. The two CLIs share one image store, so the
+steps are ordered so that both meet the same state (the same tag removed
+before each pull, the layer already in the registry before each compared push).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import BIN
+from tests.integration.test_daemon_system import DOCKER, Ketchd
+
+REGISTRY = "/usr/bin/docker-registry"
+USER, PASSWORD = "kt-user", "kt-pass-1"
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed"),
+    pytest.mark.skipif(not os.path.exists(REGISTRY), reason="docker-registry is not installed"),
+    pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd is not installed"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def registry() -> Iterator[str]:
+    """docker-registry with htpasswd (bcrypt) auth on 127.0.0.1; its host:port."""
+    d = Path(tempfile.mkdtemp(prefix="ketch-test-cli-registry-", dir="/tmp"))
+    proc = None
+    try:
+        subprocess.run(["htpasswd", "-Bbc", str(d / "htpasswd"), USER, PASSWORD], check=True,
+                       capture_output=True)
+        port = _free_port()
+        (d / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {d / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+            "  secret: ketch-test\nauth:\n  htpasswd:\n    realm: ketch-test\n"
+            f"    path: {d / 'htpasswd'}\n")
+        with open(d / "registry.log", "wb") as log:
+            proc = subprocess.Popen([REGISTRY, "serve", str(d / "config.yml")], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, (d / "registry.log").read_text()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break       # 401: it answers
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("DOCKER_", "KETCH_"))}
+
+
+def ketch(k: Ketchd, cfg: Path, *args: str, input: str | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "ketch"), "-H", k.host, "--config", str(cfg), *args],
+                          input=input, capture_output=True, text=True, env=_env(), timeout=120)
+
+
+def docker(k: Ketchd, cfg: Path, *args: str, input: str | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    assert DOCKER is not None
+    env = {**_env(), "DOCKER_HOST": k.host, "DOCKER_CONFIG": str(cfg)}
+    return subprocess.run([DOCKER, *args], input=input, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def ok(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 0, f"{out.args}: {out.stderr}{out.stdout}"
+    return out.stdout
+
+
+def test_login_push_pull_logout_as_docker(loaded_ketchd: Ketchd, registry: str,
+                                          tmp_path: Path) -> None:
+    k = loaded_ketchd
+    kcfg, dcfg = tmp_path / "ketch-cfg", tmp_path / "docker-cfg"
+    name = f"{registry}/me/box:1"
+
+    # without credentials the registry refuses, in the same words for both
+    ok(ketch(k, kcfg, "tag", "busybox:latest", name))
+    kp, dp = ketch(k, kcfg, "push", name), docker(k, dcfg, "push", name)
+    assert kp.returncode == dp.returncode == 1
+    assert (kp.stdout, kp.stderr) == (dp.stdout, dp.stderr)
+
+    # login: the same lines, the same config.json
+    kl = ketch(k, kcfg, "login", "-u", USER, "--password-stdin", registry, input=PASSWORD + "\n")
+    dl = docker(k, dcfg, "login", "-u", USER, "--password-stdin", registry, input=PASSWORD + "\n")
+    assert (kl.returncode, kl.stdout) == (dl.returncode, dl.stdout) == (0, "Login Succeeded\n")
+    assert kl.stderr == dl.stderr.replace(str(dcfg), str(kcfg))
+    kjson = (kcfg / "config.json").read_text()
+    assert kjson == (dcfg / "config.json").read_text()
+    assert json.loads(kjson) == {"auths": {registry: {"auth": _b64(f"{USER}:{PASSWORD}")}}}
+    assert (kcfg / "config.json").stat().st_mode & 0o777 == 0o600
+    # wrong password: the daemon's refusal, nothing stored
+    bad = ketch(k, tmp_path / "bad-cfg", "login", "-u", USER, "--password-stdin", registry,
+                input="wrong")
+    dbad = docker(k, tmp_path / "dbad-cfg", "login", "-u", USER, "--password-stdin", registry,
+                  input="wrong")
+    assert (bad.returncode, bad.stderr) == (dbad.returncode, dbad.stderr)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error response from daemon: ")
+    assert not (tmp_path / "bad-cfg" / "config.json").exists()
+
+    # push: the first one uploads; then both CLIs find the layer there and print the same
+    out = ok(ketch(k, kcfg, "push", name))
+    assert out.startswith(f"The push refers to repository [{registry}/me/box]\n")
+    assert ": Pushed\n" in out
+    digest = out.splitlines()[-1].split("digest: ")[1].split()[0]
+    assert digest.startswith("sha256:")
+    kp, dp = ketch(k, kcfg, "push", name), docker(k, dcfg, "push", name)
+    assert ok(kp) == ok(dp)
+    assert "Layer already exists" in kp.stdout
+    assert ok(ketch(k, kcfg, "push", "-q", name)) == f"{name}\n"
+
+    # pull: the same lines (the tag removed before each)
+    ok(ketch(k, kcfg, "rmi", name))
+    kp = ketch(k, kcfg, "pull", name)
+    ok(ketch(k, kcfg, "rmi", name))
+    dp = docker(k, dcfg, "pull", name)
+    assert ok(kp) == ok(dp)
+    assert kp.stdout.endswith(f"Digest: {digest}\nStatus: Downloaded newer image for {name}\n"
+                              f"{name}\n")
+    assert ok(ketch(k, kcfg, "pull", "-q", name)) == f"{name}\n"
+    kp, dp = ketch(k, kcfg, "pull", f"{registry}/me/nosuch"), \
+        docker(k, dcfg, "pull", f"{registry}/me/nosuch")
+    assert kp.returncode == dp.returncode == 1
+    assert (kp.stdout, kp.stderr) == (dp.stdout, dp.stderr)
+
+    # docker's credentials serve ketch: its config dir, ketch's CLI
+    ok(ketch(k, kcfg, "rmi", name))
+    assert ok(ketch(k, dcfg, "pull", "-q", name)) == f"{name}\n"
+
+    # run pulls what is missing (progress on stderr, the container's output on stdout)
+    ok(ketch(k, kcfg, "rmi", name))
+    run = ketch(k, kcfg, "run", "--rm", "--network", "none", name, "echo", "pulled")
+    assert ok(run) == "pulled\n"
+    assert run.stderr.startswith(f"Unable to find image '{name}' locally\n")
+    assert run.stderr.endswith(f"Status: Downloaded newer image for {name}\n")
+    never = ketch(k, kcfg, "create", "--pull", "never", f"{registry}/me/box:nosuch")
+    assert (never.returncode, never.stderr) == (
+        1, f"Error response from daemon: No such image: {registry}/me/box:nosuch\n")
+
+    # logout: the same line, the entry gone, and the registry refuses again
+    klo, dlo = ketch(k, kcfg, "logout", registry), docker(k, dcfg, "logout", registry)
+    assert ok(klo) == ok(dlo) == f"Removing login credentials for {registry}\n"
+    assert (kcfg / "config.json").read_text() == (dcfg / "config.json").read_text()
+    assert json.loads((kcfg / "config.json").read_text()) == {"auths": {}}
+    ok(ketch(k, kcfg, "rmi", name))
+    kp, dp = ketch(k, kcfg, "pull", name), docker(k, dcfg, "pull", name)
+    assert kp.returncode == dp.returncode == 1
+    assert (kp.stdout, kp.stderr) == (dp.stdout, dp.stderr)
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
