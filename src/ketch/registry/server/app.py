@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import logging
 import re
 import signal
@@ -49,11 +50,12 @@ log = logging.getLogger("ketch.registry")
 
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 API_VERSION = "registry/2.0"
-USER_KEY = "ketch.registry.user"
+USER_KEY = web.RequestKey("ketch.registry.user", str)
 # Uploads reach the driver in pieces of this size: few thread hops, bounded memory.
 WRITE_PIECE = 4 << 20
 READ_PIECE = 1 << 20
 CATALOG_DEFAULT_N = 100
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_PAGE = 10000
 
 Handler = Callable[[web.Request, "re.Match[str]"], Awaitable[web.StreamResponse]]
@@ -319,13 +321,11 @@ class RegistryApp:
         artifact_type = request.query.get("artifactType") or None
         descs = await asyncio.to_thread(self.store.referrers, m["name"], m["digest"],
                                         artifact_type)
-        headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+        headers = {"Content-Type": OCI_INDEX}    # exactly: clients compare it, no charset
         if artifact_type:
             headers["OCI-Filters-Applied"] = "artifactType"
-        body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": descs}
-        return web.json_response(body, headers=headers,
-                                 content_type="application/vnd.oci.image.index.v1+json")
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descs}
+        return web.Response(body=json.dumps(body).encode(), headers=headers)
 
     # -- blobs --
 
@@ -513,6 +513,9 @@ class RegistryApp:
         return web.Response(status=204)
 
 
+REGISTRY_KEY = web.AppKey("ketch.registry", RegistryApp)
+
+
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[API_VERSION_HEADER] = API_VERSION
 
@@ -540,7 +543,7 @@ def make_app(store: Store, *, authorizer: Any = None, read_only: bool = False,
     """The registry as an aiohttp application (``authorizer`` None: everyone may do anything)."""
     app = web.Application(middlewares=[_errors])
     handlers = RegistryApp(store, authorizer, AppOptions(read_only, delete_enabled))
-    app["ketch.registry"] = handlers
+    app[REGISTRY_KEY] = handlers
     if authorizer is not None:
         app.add_routes(authorizer.routes())
 
@@ -563,9 +566,11 @@ class CommonLogAccessLogger(AbstractAccessLogger):
         user = request.get(USER_KEY) or "-"
         when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
         version = f"HTTP/{request.version.major}.{request.version.minor}"
+        # the body's bytes (body_length would count the headers too); none for HEAD
+        size = response.content_length if request.method != "HEAD" else 0
         line = (f'{remote} - {quote(str(user), safe="@._-")} [{when}] '
                 f'"{request.method} {request.path_qs} {version}" '
-                f"{response.status} {response.body_length}")
+                f"{response.status} {size if size is not None else '-'}")
         self.logger.info(line)
 
 
@@ -593,7 +598,7 @@ def ssl_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-async def start(app: web.Application, host: str, port: int, *,
+async def start(app: web.Application, host: str | None, port: int, *,
                 tls: ssl.SSLContext | None = None, access_log: logging.Logger | None = None
                 ) -> tuple[web.AppRunner, int]:
     """Start listening; the runner (``await runner.cleanup()`` stops it) and the bound port."""
@@ -609,7 +614,7 @@ async def start(app: web.Application, host: str, port: int, *,
     return runner, bound
 
 
-async def serve(app: web.Application, host: str, port: int, *,
+async def serve(app: web.Application, host: str | None, port: int, *,
                 tls: ssl.SSLContext | None = None, access_log: logging.Logger | None = None,
                 stop: asyncio.Event | None = None,
                 ready: Callable[[int], None] | None = None) -> None:

@@ -129,6 +129,12 @@ def upload_dir(name: str, upload_id: str) -> str:
     return f"/repositories/{name}/_uploads/{upload_id}"
 
 
+def digest_of_blob_path(path: str) -> str:
+    """``/blobs/<alg>/<hh>/<hex>/data`` -> ``<alg>:<hex>``."""
+    parts = path.split("/")
+    return f"{parts[2]}:{parts[4]}"
+
+
 def digest_from_dir(path: str) -> str:
     """``.../<alg>/<hex>`` -> ``<alg>:<hex>`` (the layout's link directories)."""
     parts = path.rsplit("/", 2)
@@ -655,9 +661,12 @@ class Store:
                 out.append(desc)
         return out
 
-    def repositories(self) -> list[str]:
-        """Every repository name, sorted (a repository is a directory with ``_``-entries)."""
+    def repositories(self, *, with_uploads_only: bool = False) -> list[str]:
+        """Every repository name, sorted: directories with manifests or blobs (or, for gc,
+        only unfinished uploads)."""
         out: list[str] = []
+        markers = ("_manifests", "_layers", "_uploads") if with_uploads_only else (
+            "_manifests", "_layers")
 
         def visit(path: str, name: str) -> None:
             try:
@@ -665,7 +674,7 @@ class Store:
             except PathNotFound:
                 return
             leaves = [e.rsplit("/", 1)[1] for e in entries]
-            if name and any(x in ("_manifests", "_layers") for x in leaves):
+            if name and any(x in markers for x in leaves):
                 out.append(name)
             for entry, leaf in zip(entries, leaves, strict=True):
                 if not leaf.startswith("_"):

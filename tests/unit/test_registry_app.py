@@ -1,0 +1,426 @@
+"""The registry's HTTP API, driven with aiohttp's test client (and one real server on port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from ketch.registry.server.app import access_logger, make_app, serve
+from ketch.registry.server.auth import Access, Challenge, Denied
+from ketch.registry.server.fsdriver import FSDriver
+from ketch.registry.server.store import Store
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+Scenario = Callable[[TestClient], Awaitable[None]]
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest(config: bytes, layers: Sequence[bytes], **extra: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha(x), "size": len(x)} for x in layers]}
+    doc.update(extra)
+    return json.dumps(doc).encode()
+
+
+class NoSendfileDriver(FSDriver):
+    """A driver without host files, as the S3 one: blobs are streamed by the app."""
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
+
+def run(scenario: Scenario, tmp_path: Path, driver: FSDriver | None = None,
+        **app_args: Any) -> Store:
+    store = Store(driver or FSDriver(str(tmp_path / "reg")))
+
+    async def go() -> None:
+        async with TestClient(TestServer(make_app(store, **app_args))) as client:
+            await scenario(client)
+
+    asyncio.run(go())
+    return store
+
+
+async def error_code(resp: Any) -> str:
+    body = await resp.json()
+    return str(body["errors"][0]["code"])
+
+
+async def push_blob(c: TestClient, name: str, data: bytes) -> str:
+    r = await c.post(f"/v2/{name}/blobs/uploads/?digest={sha(data)}", data=data)
+    assert r.status == 201, await r.text()
+    return sha(data)
+
+
+async def push_image(c: TestClient, name: str, tag: str, layer: bytes = b"layer",
+                     **extra: Any) -> bytes:
+    await push_blob(c, name, b"{}")
+    await push_blob(c, name, layer)
+    data = manifest(b"{}", [layer], **extra)
+    r = await c.put(f"/v2/{name}/manifests/{tag}", data=data,
+                    headers={"Content-Type": OCI_MANIFEST})
+    assert r.status == 201, await r.text()
+    return data
+
+
+def test_base_and_api_version_header(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        r = await c.get("/v2/")
+        assert r.status == 200
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert await r.json() == {}
+        r = await c.get("/v2/a/nothing/here")
+        assert r.status == 404
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+    run(scenario, tmp_path)
+
+
+def test_chunked_upload(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40000          # 10 MB: several pieces of the writer
+
+    async def scenario(c: TestClient) -> None:
+        r = await c.post("/v2/app/blobs/uploads/")
+        assert r.status == 202
+        loc = r.headers["Location"]
+        assert loc.startswith("/v2/app/blobs/uploads/")
+        assert r.headers["Range"] == "0-0" and r.headers["Docker-Upload-UUID"] in loc
+        half = len(data) // 2
+        r = await c.patch(loc, data=data[:half],
+                          headers={"Content-Range": f"0-{half - 1}",
+                                   "Content-Type": "application/octet-stream"})
+        assert r.status == 202 and r.headers["Range"] == f"0-{half - 1}"
+        # a chunk that does not start where the upload ends
+        r = await c.patch(loc, data=data[half:], headers={"Content-Range": f"5-{len(data) - 1}"})
+        assert r.status == 416 and await error_code(r) == "RANGE_INVALID"
+        assert r.headers["Range"] == f"0-{half - 1}"
+        r = await c.get(loc)
+        assert r.status == 204 and r.headers["Range"] == f"0-{half - 1}"
+        # a streamed chunk without Content-Range goes on at the end
+        r = await c.patch(loc, data=data[half:-10])
+        assert r.status == 202
+        r = await c.put(f"{loc}?digest={sha(data)}", data=data[-10:])
+        assert r.status == 201
+        assert r.headers["Location"] == f"/v2/app/blobs/{sha(data)}"
+        assert r.headers["Docker-Content-Digest"] == sha(data)
+        r = await c.get(loc)
+        assert r.status == 404 and await error_code(r) == "BLOB_UPLOAD_UNKNOWN"
+        r = await c.get(f"/v2/app/blobs/{sha(data)}")
+        assert r.status == 200 and await r.read() == data
+
+    run(scenario, tmp_path)
+
+
+def test_wrong_digest_is_refused_and_nothing_stored(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        r = await c.post(f"/v2/app/blobs/uploads/?digest={sha(b'other')}", data=b"content")
+        assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+        r = await c.head(f"/v2/app/blobs/{sha(b'content')}")
+        assert r.status == 404
+        r = await c.post("/v2/app/blobs/uploads/")
+        loc = r.headers["Location"]
+        r = await c.put(f"{loc}?digest={sha(b'full')}", data=b"ful")
+        assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+        r = await c.put(f"{loc}?digest=sha256:nothex", data=b"")
+        assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+
+    store = run(scenario, tmp_path)
+    assert [i.path for i in store.driver.walk("/") if i.path.startswith("/blobs")] == []
+
+
+def test_cancel_upload(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        r = await c.post("/v2/app/blobs/uploads/")
+        loc = r.headers["Location"]
+        await c.patch(loc, data=b"partial")
+        r = await c.delete(loc)
+        assert r.status == 204
+        r = await c.patch(loc, data=b"more")
+        assert r.status == 404 and await error_code(r) == "BLOB_UPLOAD_UNKNOWN"
+        r = await c.get("/v2/app/blobs/uploads/not-a-uuid")
+        assert r.status == 404 and await error_code(r) == "BLOB_UPLOAD_UNKNOWN"
+
+    run(scenario, tmp_path)
+
+
+def test_blob_head_get_ranges_and_delete(tmp_path: Path) -> None:
+    data = b"0123456789" * 1000
+
+    for driver in (FSDriver(str(tmp_path / "a")), NoSendfileDriver(str(tmp_path / "b"))):
+        async def scenario(c: TestClient) -> None:
+            digest = await push_blob(c, "app", data)
+            r = await c.head(f"/v2/app/blobs/{digest}")
+            assert r.status == 200 and r.headers["Content-Length"] == str(len(data))
+            assert r.headers["Docker-Content-Digest"] == digest
+            r = await c.get(f"/v2/app/blobs/{digest}", headers={"Range": "bytes=10-19"})
+            assert r.status == 206 and await r.read() == data[10:20]
+            assert r.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+            r = await c.get(f"/v2/app/blobs/{digest}", headers={"Range": "bytes=9990-"})
+            assert r.status == 206 and await r.read() == data[9990:]
+            r = await c.get(f"/v2/app/blobs/{digest}", headers={"Range": f"bytes={len(data)}-"})
+            assert r.status == 416
+            r = await c.get(f"/v2/app/blobs/{digest}")
+            assert r.status == 200 and await r.read() == data
+            assert r.headers["Content-Type"] == "application/octet-stream"
+            r = await c.get(f"/v2/other/blobs/{digest}")
+            assert r.status == 404 and await error_code(r) == "BLOB_UNKNOWN"
+            r = await c.delete(f"/v2/app/blobs/{digest}")
+            assert r.status == 202
+            r = await c.get(f"/v2/app/blobs/{digest}")
+            assert r.status == 404 and await error_code(r) == "BLOB_UNKNOWN"
+            r = await c.get("/v2/app/blobs/sha256:1234")
+            assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+
+        run(scenario, tmp_path, driver)
+
+
+def test_cross_repository_mount(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        digest = await push_blob(c, "src", b"shared")
+        r = await c.post(f"/v2/dst/blobs/uploads/?mount={digest}&from=src")
+        assert r.status == 201 and r.headers["Location"] == f"/v2/dst/blobs/{digest}"
+        assert r.headers["Docker-Content-Digest"] == digest
+        r = await c.head(f"/v2/dst/blobs/{digest}")
+        assert r.status == 200
+        # not in the source: an ordinary upload session instead
+        r = await c.post(f"/v2/dst2/blobs/uploads/?mount={sha(b'x')}&from=src")
+        assert r.status == 202 and "/v2/dst2/blobs/uploads/" in r.headers["Location"]
+
+    run(scenario, tmp_path)
+
+
+def test_manifest_put_get_head_delete(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        data = await push_image(c, "org/app", "v1")
+        digest = sha(data)
+        for ref in ("v1", digest):
+            r = await c.get(f"/v2/org/app/manifests/{ref}")
+            assert r.status == 200 and await r.read() == data
+            assert r.headers["Content-Type"] == OCI_MANIFEST
+            assert r.headers["Docker-Content-Digest"] == digest
+        r = await c.head("/v2/org/app/manifests/v1")
+        assert r.status == 200 and r.headers["Content-Length"] == str(len(data))
+        r = await c.put(f"/v2/org/app/manifests/{digest}", data=data,
+                        headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 201 and r.headers["Location"] == f"/v2/org/app/manifests/{digest}"
+        r = await c.delete(f"/v2/org/app/manifests/{digest}")
+        assert r.status == 202
+        r = await c.get("/v2/org/app/manifests/v1")
+        assert r.status == 404 and await error_code(r) == "MANIFEST_UNKNOWN"
+        r = await c.head("/v2/org/app/manifests/v1")
+        assert r.status == 404
+
+    run(scenario, tmp_path)
+
+
+def test_manifest_errors(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        await push_blob(c, "app", b"{}")
+        r = await c.put("/v2/app/manifests/v1", data=manifest(b"{}", [b"missing"]),
+                        headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 400 and await error_code(r) == "MANIFEST_BLOB_UNKNOWN"
+        r = await c.put("/v2/app/manifests/v1", data=b"{", headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 400 and await error_code(r) == "MANIFEST_INVALID"
+        r = await c.put("/v2/app/manifests/bad:tag!", data=manifest(b"{}", []),
+                        headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 400 and await error_code(r) in ("TAG_INVALID", "DIGEST_INVALID")
+        r = await c.put("/v2/app/manifests/.bad", data=manifest(b"{}", []),
+                        headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 400 and await error_code(r) == "TAG_INVALID"
+        r = await c.put("/v2/app/manifests/big", data=b" " * (4 * 1024 * 1024 + 1),
+                        headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 413 and await error_code(r) == "SIZE_INVALID"
+        r = await c.get("/v2/Upper/manifests/v1")
+        assert r.status == 400 and await error_code(r) == "NAME_INVALID"
+        r = await c.get(URL("/v2/a/../b/manifests/v1", encoded=True))
+        assert r.status in (400, 404)
+        r = await c.get(URL("/v2/a/%2E%2E/b/manifests/v1", encoded=True))
+        assert r.status == 400 and await error_code(r) == "NAME_INVALID"
+        r = await c.post("/v2/app/tags/list")
+        assert r.status == 405 and await error_code(r) == "UNSUPPORTED"
+
+    run(scenario, tmp_path)
+
+
+def test_index_and_referrers(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        child = await push_image(c, "app", "amd64")
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": sha(child), "size": len(child)}]}).encode()
+        r = await c.put("/v2/app/manifests/multi", data=index, headers={"Content-Type": OCI_INDEX})
+        assert r.status == 201
+        r = await c.get("/v2/app/manifests/multi")
+        assert r.headers["Content-Type"] == OCI_INDEX
+        subject = {"mediaType": OCI_INDEX, "digest": sha(index), "size": len(index)}
+        sig = manifest(b"{}", [b"layer"], artifactType="application/x-sig", subject=subject)
+        r = await c.put(f"/v2/app/manifests/{sha(sig)}", data=sig,
+                        headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == 201 and r.headers["OCI-Subject"] == sha(index)
+        r = await c.get(f"/v2/app/referrers/{sha(index)}")
+        assert r.status == 200 and r.headers["Content-Type"] == OCI_INDEX
+        body = await r.json()
+        assert body["mediaType"] == OCI_INDEX
+        assert [m["digest"] for m in body["manifests"]] == [sha(sig)]
+        assert body["manifests"][0]["artifactType"] == "application/x-sig"
+        r = await c.get(f"/v2/app/referrers/{sha(index)}?artifactType=application/other")
+        assert r.headers["OCI-Filters-Applied"] == "artifactType"
+        assert (await r.json())["manifests"] == []
+        r = await c.get(f"/v2/app/referrers/{sha(b'none')}")
+        assert r.status == 200 and (await r.json())["manifests"] == []
+
+    run(scenario, tmp_path)
+
+
+def test_tags_and_catalog_pagination(tmp_path: Path) -> None:
+    async def scenario(c: TestClient) -> None:
+        data = await push_image(c, "app", "a")
+        for tag in ("c", "b", "d"):
+            await c.put(f"/v2/app/manifests/{tag}", data=data,
+                        headers={"Content-Type": OCI_MANIFEST})
+        r = await c.get("/v2/app/tags/list")
+        assert await r.json() == {"name": "app", "tags": ["a", "b", "c", "d"]}
+        assert "Link" not in r.headers
+        r = await c.get("/v2/app/tags/list?n=2")
+        assert (await r.json())["tags"] == ["a", "b"]
+        assert r.headers["Link"] == '</v2/app/tags/list?n=2&last=b>; rel="next"'
+        r = await c.get("/v2/app/tags/list?n=2&last=b")
+        assert (await r.json())["tags"] == ["c", "d"] and "Link" not in r.headers
+        r = await c.get("/v2/app/tags/list?n=0")
+        assert (await r.json())["tags"] == []
+        r = await c.get("/v2/app/tags/list?n=x")
+        assert r.status == 400 and await error_code(r) == "PAGINATION_NUMBER_INVALID"
+        r = await c.get("/v2/nobody/tags/list")
+        assert r.status == 404 and await error_code(r) == "NAME_UNKNOWN"
+        for name in ("b/x", "c"):
+            await push_image(c, name, "t")
+        r = await c.get("/v2/_catalog?n=2")
+        assert await r.json() == {"repositories": ["app", "b/x"]}
+        assert r.headers["Link"] == '</v2/_catalog?n=2&last=b%2Fx>; rel="next"'
+        r = await c.get("/v2/_catalog?n=2&last=b/x")
+        assert await r.json() == {"repositories": ["c"]}
+
+    run(scenario, tmp_path)
+
+
+def test_read_only_and_no_delete(tmp_path: Path) -> None:
+    async def writable(c: TestClient) -> None:
+        await push_image(c, "app", "v1")
+
+    run(writable, tmp_path)
+
+    async def read_only(c: TestClient) -> None:
+        r = await c.get("/v2/app/manifests/v1")
+        assert r.status == 200
+        for method, path in (("POST", "/v2/app/blobs/uploads/"), ("PUT", "/v2/app/manifests/x"),
+                             ("DELETE", "/v2/app/manifests/v1")):
+            r = await c.request(method, path, data=b"")
+            assert r.status == 405 and await error_code(r) == "UNSUPPORTED", (method, path)
+
+    run(read_only, tmp_path, read_only=True)
+
+    async def no_delete(c: TestClient) -> None:
+        r = await c.delete("/v2/app/manifests/v1")
+        assert r.status == 405 and await error_code(r) == "UNSUPPORTED"
+        await push_blob(c, "app", b"still writable")
+
+    run(no_delete, tmp_path, delete_enabled=False)
+
+
+class RecordingAuthorizer:
+    """Allows user "u" (header X-User: u) everything but deletes; records every question."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[Access]] = []
+
+    async def authorize(self, request: web.Request, access: Sequence[Access]) -> str | None:
+        self.asked.append(list(access))
+        if request.headers.get("X-User") != "u":
+            raise Challenge("authentication required", 'Basic realm="test"')
+        if any("delete" in a.actions for a in access):
+            raise Denied("no deletes for you")
+        if any(a.name == "secret" for a in access):
+            raise Denied("not this one")
+        return "u"
+
+    def routes(self) -> list[web.RouteDef]:
+        async def hello(request: web.Request) -> web.Response:
+            return web.Response(text="token endpoint")
+
+        return [web.get("/token", hello)]
+
+
+def test_authorizer_hook(tmp_path: Path) -> None:
+    auth = RecordingAuthorizer()
+    user = {"X-User": "u"}
+
+    async def scenario(c: TestClient) -> None:
+        r = await c.get("/v2/")
+        assert r.status == 401 and await error_code(r) == "UNAUTHORIZED"
+        assert r.headers["WWW-Authenticate"] == 'Basic realm="test"'
+        assert auth.asked[-1] == []
+        r = await c.get("/v2/", headers=user)
+        assert r.status == 200
+        r = await c.get("/token")
+        assert await r.text() == "token endpoint"
+        r = await c.post("/v2/app/blobs/uploads/", headers=user)
+        assert r.status == 202
+        assert auth.asked[-1] == [Access("repository", "app", ("pull", "push"))]
+        r = await c.get("/v2/app/tags/list", headers=user)
+        assert auth.asked[-1] == [Access("repository", "app", ("pull",))]
+        r = await c.delete("/v2/app/manifests/v1", headers=user)
+        assert r.status == 403 and await error_code(r) == "DENIED"
+        assert auth.asked[-1] == [Access("repository", "app", ("delete",))]
+        r = await c.get("/v2/_catalog", headers=user)
+        assert auth.asked[-1] == [Access("registry", "catalog", ("*",))]
+        # a mount from a repository the client may not pull falls back to an upload
+        r = await c.post(f"/v2/app/blobs/uploads/?mount={sha(b'x')}&from=secret", headers=user)
+        assert r.status == 202
+        assert auth.asked[-1] == [Access("repository", "secret", ("pull",))]
+
+    run(scenario, tmp_path, authorizer=auth)
+
+
+def test_real_server_with_access_log(tmp_path: Path) -> None:
+    out = io.StringIO()
+    store = Store(FSDriver(str(tmp_path / "reg")))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        ports: list[int] = []
+        task = asyncio.create_task(serve(make_app(store), "127.0.0.1", 0, stop=stop,
+                                         access_log=access_logger("-", out), ready=ports.append))
+        while not ports:
+            await asyncio.sleep(0.01)
+
+        def fetch() -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/_catalog") as resp:
+                data: bytes = resp.read()
+                return data
+
+        assert json.loads(await asyncio.to_thread(fetch)) == {"repositories": []}
+        stop.set()
+        await task
+
+    asyncio.run(go())
+    line = out.getvalue().strip()
+    assert line.startswith("127.0.0.1 - - [")
+    assert line.endswith('] "GET /v2/_catalog HTTP/1.1" 200 20')
