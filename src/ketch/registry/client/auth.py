@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ketch.errors import InvalidArgument, Unavailable
+from ketch.errors import InvalidArgument, Unauthorized, Unavailable
 from ketch.registry.client.challenge import Challenge, parse_challenges
 from ketch.registry.client.errors import error_from_response
 from ketch.registry.client.options import Credentials
@@ -208,6 +208,10 @@ class Authorizer:
         basic = self.creds.basic()
         with self._lock:
             challenges = list(self.challenges)
+        if (basic is None and challenges and all(c.scheme == "basic" for c in challenges)):
+            # dockerd's basic handler gives up before sending anything: the
+            # request is named, though it never left.
+            raise Unauthorized(f"{context}: no basic auth credentials")
         for challenge in challenges:
             if challenge.scheme == "bearer":
                 if self.creds.registry_token:

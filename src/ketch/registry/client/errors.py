@@ -229,6 +229,17 @@ def _unparsable(status: int, body: bytes) -> str:
         try:
             json.loads(body)
             reason = "no error details found in HTTP response body"
-        except (UnicodeDecodeError, ValueError) as exc:
-            reason = f"invalid character in body: {exc}" if body.strip() else "unexpected end of JSON input"
+        except (UnicodeDecodeError, ValueError):
+            reason = _go_json_error(text)
     return f"error parsing HTTP {status} response body: {reason}: {json.dumps(text)}"
+
+
+def _go_json_error(text: str) -> str:
+    """encoding/json's complaint about a body that is not JSON (its usual first one)."""
+    stripped = text.lstrip(" \t\r\n")
+    if not stripped:
+        return "unexpected end of JSON input"
+    c = stripped[0]
+    if c in '{["-0123456789tfn':
+        return "invalid JSON"
+    return f"invalid character {c!r} looking for beginning of value"
