@@ -148,12 +148,14 @@ def test_login_push_pull_logout_as_docker(loaded_ketchd: Ketchd, registry: str,
     assert "Layer already exists" in kp.stdout
     assert ok(ketch(k, kcfg, "push", "-q", name)) == f"{name}\n"
 
-    # pull: the same lines (the tag removed before each)
-    ok(ketch(k, kcfg, "rmi", name))
+    # pull: the same lines, from nothing (every name of the image removed before each)
+    image_id = json.loads(ok(ketch(k, kcfg, "image", "inspect", name)))[0]["Id"]
+    ok(ketch(k, kcfg, "rmi", "-f", image_id))
     kp = ketch(k, kcfg, "pull", name)
-    ok(ketch(k, kcfg, "rmi", name))
+    ok(ketch(k, kcfg, "rmi", "-f", image_id))
     dp = docker(k, dcfg, "pull", name)
     assert ok(kp) == ok(dp)
+    assert ": Pull complete\n" in kp.stdout
     assert kp.stdout.endswith(f"Digest: {digest}\nStatus: Downloaded newer image for {name}\n"
                               f"{name}\n")
     assert ok(ketch(k, kcfg, "pull", "-q", name)) == f"{name}\n"
@@ -161,6 +163,18 @@ def test_login_push_pull_logout_as_docker(loaded_ketchd: Ketchd, registry: str,
         docker(k, dcfg, "pull", f"{registry}/me/nosuch")
     assert kp.returncode == dp.returncode == 1
     assert (kp.stdout, kp.stderr) == (dp.stdout, dp.stderr)
+
+    # on a terminal: the layer lines, rewritten in place, end as the same screen
+    ok(ketch(k, kcfg, "rmi", "-f", image_id))
+    raw = _in_pty([str(BIN / "ketch"), "-H", k.host, "--config", str(kcfg), "pull", name])
+    assert "\x1b[1A\x1b[2K\r" in raw
+    ok(ketch(k, kcfg, "rmi", "-f", image_id))
+    assert DOCKER is not None
+    draw = _in_pty(["env", f"DOCKER_HOST={k.host}", f"DOCKER_CONFIG={dcfg}", DOCKER, "pull",
+                    name])
+    assert _screen(raw) == _screen(draw)
+    assert ": Pull complete" in _screen(raw)[1] and _screen(raw)[-1] == name
+    ok(ketch(k, kcfg, "tag", name, "busybox:latest"))
 
     # docker's credentials serve ketch: its config dir, ketch's CLI
     ok(ketch(k, kcfg, "rmi", name))
@@ -191,3 +205,46 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+def _in_pty(argv: list[str]) -> str:
+    """What ``argv`` writes on a terminal (``script`` gives it one)."""
+    import shlex
+
+    out = subprocess.run(["script", "-qec", shlex.join(argv), "/dev/null"], capture_output=True,
+                         env=_env(), timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.decode()      # bytes: text mode would turn every CR into a LF
+
+
+def _screen(text: str) -> list[str]:
+    """The lines a terminal shows once ``text`` is drawn: CR, LF, cursor up/down (ESC[nA,
+    ESC[nB) and erase line (ESC[2K) applied, as docker's progress uses them."""
+    import re
+
+    lines: list[str] = [""]
+    row = col = 0
+    for tok in re.findall(r"\x1b\[(\d*)([A-Za-z])|(\r)|(\n)|([^\x1b\r\n]+)", text):
+        n, op, cr, lf, chars = tok
+        if cr:
+            col = 0
+        elif lf:
+            row += 1
+            col = 0
+        elif op == "A":
+            row = max(0, row - int(n or 1))
+        elif op == "B":
+            row += int(n or 1)
+        elif op == "K":
+            while len(lines) <= row:
+                lines.append("")
+            lines[row] = ""
+        elif chars:
+            while len(lines) <= row:
+                lines.append("")
+            cur = lines[row].ljust(col)
+            lines[row] = cur[:col] + chars + cur[col + len(chars):]
+            col += len(chars)
+        while len(lines) <= row:
+            lines.append("")
+    return [line.rstrip() for line in lines if line.strip()]
