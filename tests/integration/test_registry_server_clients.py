@@ -1,0 +1,156 @@
+"""Real clients against ``ketch registry serve``: skopeo copies images in and out, digests intact.
+
+The image is made here with tarfile (no internet): an OCI layout with two
+gzip layers. skopeo pushes it (POST, PATCH, PUT uploads; a manifest by tag),
+inspects it, copies it back out, and converts it to Docker schema 2 on the
+way to a second repository (a cross-repository mount). The server is a
+subprocess on 127.0.0.1 and a free port (``tests/integration/registries.py``),
+stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.registries import PASSWORD, USER, Registry
+
+SKOPEO = shutil.which("skopeo")
+pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
+
+
+def _blob(layout: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mtime = 1700000000
+            tar.addfile(info, io.BytesIO(content))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def make_oci_layout(layout: Path, tag: str = "v1") -> str:
+    """An OCI image layout with one image tagged ``tag``; its manifest digest."""
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    layers = [_layer({"hello.txt": b"hello from ketch\n"}),
+              _layer({f"data/{i}.bin": bytes([i]) * 200_000 for i in range(5)})]
+    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(x)).hexdigest() for x in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Cmd": ["/bin/sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   **_blob(layout, config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    **_blob(layout, x)} for x in layers]}).encode()
+    desc = _blob(layout, manifest)
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **desc,
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return str(desc["digest"])
+
+
+def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert SKOPEO is not None
+    proc = subprocess.run([SKOPEO, "--insecure-policy", *args], capture_output=True, text=True,
+                          timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"skopeo {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
+
+
+def test_skopeo_copy_inspect_round_trip(start_registry: Callable[..., Registry],
+                                        tmp_path: Path) -> None:
+    reg = start_registry("ketch", extra=("--access-log", "-"))
+    digest = make_oci_layout(tmp_path / "src")
+    dest = f"docker://{reg.host}/ketch-test/app:v1"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1", dest)
+
+    info = json.loads(skopeo("inspect", "--tls-verify=false", dest).stdout)
+    assert info["Digest"] == digest
+    assert len(info["Layers"]) == 2
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", dest).stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+
+    skopeo("copy", "--src-tls-verify=false", dest, f"oci:{tmp_path / 'out'}:v1")
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == digest
+    for layer in raw["layers"]:
+        blob = tmp_path / "out" / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+        assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == layer["digest"]
+
+    # to another repository as Docker schema 2: the layers are mounted, not sent again
+    other = f"docker://{reg.host}/ketch-test/other:v2s2"
+    skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--format", "v2s2",
+           dest, other)
+    raw2 = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", other).stdout)
+    assert raw2["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert [x["digest"] for x in raw2["layers"]] == [x["digest"] for x in raw["layers"]]
+    mounts = [x for x in reg.log().splitlines() if "/ketch-test/other/blobs/uploads/?" in x]
+    assert len(mounts) == 2 and all("mount=sha256" in x and '" 201 ' in x for x in mounts)
+
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false",
+                             f"docker://{reg.host}/ketch-test/app").stdout)
+    assert tags["Tags"] == ["v1"]
+    assert _get(f"http://{reg.host}/v2/_catalog") == {
+        "repositories": ["ketch-test/app", "ketch-test/other"]}
+
+    skopeo("delete", "--tls-verify=false", f"docker://{reg.host}/ketch-test/other:v2s2")
+    missing = skopeo("inspect", "--tls-verify=false", other, check=False)
+    assert missing.returncode != 0 and "manifest unknown" in missing.stderr
+
+    reg.stop()
+    fsck = subprocess.run([*_ketch(), "registry", "fsck", "--root", str(reg.dir / "storage")],
+                          capture_output=True, text=True, timeout=60)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    gc = subprocess.run([*_ketch(), "registry", "gc", "--root", str(reg.dir / "storage")],
+                        capture_output=True, text=True, timeout=60)
+    assert gc.returncode == 0, gc.stderr
+    # the deleted schema-2 manifest and config go; the shared layers stay
+    assert "deleted blob" in gc.stdout
+
+
+def _ketch() -> list[str]:
+    return [sys.executable, "-m", "ketch.cli.main"]
+
+
+def test_skopeo_with_basic_auth(start_registry: Callable[..., Registry], tmp_path: Path) -> None:
+    reg = start_registry("ketch", auth="basic")
+    digest = make_oci_layout(tmp_path / "src")
+    dest = f"docker://{reg.host}/private/app:v1"
+    denied = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:wrong",
+                    f"oci:{tmp_path / 'src'}:v1", dest, check=False)
+    assert denied.returncode != 0
+    assert "unauthorized" in denied.stderr.lower() or "authentication" in denied.stderr.lower()
+    anonymous = skopeo("inspect", "--tls-verify=false", dest, check=False)
+    assert anonymous.returncode != 0
+    skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}",
+           f"oci:{tmp_path / 'src'}:v1", dest)
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
+                             dest).stdout)
+    assert info["Digest"] == digest
