@@ -408,3 +408,16 @@ def test_driver_options_sizes_and_tls(tmp_path: Any) -> None:
     d = driver_from_options({"bucket": "b", "tls-verify": "false", "access-key": "k",
                              "secret-key": "s", "region": "eu-west-1"})
     assert d.client._endpoint.http_session._verify is False
+
+
+def test_reopen_without_writing_sends_nothing(s3: S3Driver) -> None:
+    # The server opens and closes an upload's writer to answer a status request.
+    w = s3.writer("/status")
+    w.write(blob(5 * MiB + 5, seed=19))
+    w.close()
+    calls: list[str] = []
+    s3.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
+    w = s3.writer("/status", append=True)
+    assert w.size == 5 * MiB + 5
+    w.close()
+    assert calls == ["GetObject", "ListParts"]

@@ -532,6 +532,9 @@ class S3Writer:
         self._buffer = buffer
         self._size = sum(p[2] for p in parts) + len(buffer)
         self._done = False
+        # Until a write, the bucket already holds this writer's state (a fresh
+        # writer removed the old one): a status check's open and close cost no upload.
+        self._dirty = False
 
     @property
     def size(self) -> int:
@@ -545,6 +548,7 @@ class S3Writer:
         self._check_open()
         view = memoryview(data).cast("B")
         n = view.nbytes
+        self._dirty = True
         part_size = self._driver.part_size
         if not self._buffer:
             # Whole parts straight from the caller's data, not through the buffer.
@@ -583,6 +587,8 @@ class S3Writer:
         if self._done:
             return
         self._done = True
+        if not self._dirty:
+            return
         d = self._driver
         metadata = {}
         if self._upload_id is not None:

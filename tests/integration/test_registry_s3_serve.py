@@ -1,0 +1,181 @@
+"""``ketch registry serve --storage s3`` on a moto S3 server, judged by skopeo.
+
+An image with a 12 MiB incompressible layer (so a blob upload spans several
+5 MiB parts) goes in with ``skopeo copy`` and comes back out; the layer comes
+back byte for byte, the bucket holds the blobs under the prefix and no
+unfinished multipart upload is left behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.integration.test_registry_s3driver import (  # noqa: F401 - moto is a fixture
+    Moto,
+    free_port,
+    make_driver,
+    moto,
+)
+from tests.unit.registry_driver_contract import MiB, blob
+
+from ketch.registry.server.s3driver import S3Driver
+
+SKOPEO = shutil.which("skopeo")
+pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
+PREFIX = "registry/v2store"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oci_layout(d: Path, tag: str, layer_data: bytes) -> str:
+    """An OCI image layout with one layer holding ``layer_data``; its layer digest.
+
+    The layer is gzipped: skopeo would compress an uncompressed one on the
+    way in, and its digest would not be the one here.
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("data.bin")
+        info.size = len(layer_data)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(layer_data))
+    layer = gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [_sha(buf.getvalue())]},
+                         "config": {}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _sha(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _sha(layer), "size": len(layer)}]}).encode()
+    blobs = d / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for data in (layer, config, manifest):
+        (blobs / _sha(data).split(":")[1]).write_bytes(data)
+    (d / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (d / "index.json").write_text(json.dumps({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": _sha(manifest), "size": len(manifest),
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return _sha(layer)
+
+
+def skopeo(*args: str) -> str:
+    assert SKOPEO is not None
+    out = subprocess.run([SKOPEO, "--insecure-policy", *args], capture_output=True, text=True,
+                         timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def bucket(moto: Moto) -> Iterator[S3Driver]:  # noqa: F811
+    name = f"ketch-serve-{secrets.token_hex(5)}"
+    d = make_driver(moto, name, root=PREFIX)
+    d.client.create_bucket(Bucket=name)
+    yield d
+    for page in d.client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            d.client.delete_object(Bucket=name, Key=obj["Key"])
+    for upload in d.client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        d.client.abort_multipart_upload(Bucket=name, Key=upload["Key"],
+                                        UploadId=upload["UploadId"])
+    d.client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def serve_s3(moto: Moto, tmp_path: Path) -> Iterator[Callable[[S3Driver], str]]:  # noqa: F811
+    """Start ``ketch registry serve`` on a bucket; its host:port. Stopped by its pid after."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(d: S3Driver) -> str:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                   AWS_EC2_METADATA_DISABLED="true")
+        opts = [f"bucket={d.bucket}", f"endpoint={moto.endpoint}", "region=us-east-1",
+                f"prefix={PREFIX}", "part-size=5MiB"]
+        args = [sys.executable, "-m", "ketch.cli.main", "registry", "serve",
+                "--addr", f"127.0.0.1:{port}", "--storage", "s3"]
+        for opt in opts:
+            args += ["--storage-opt", opt]
+        log_path = tmp_path / f"registry-{port}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env)
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                text = log_path.read_text(errors="replace")
+                if "not supported" in text and "s3" in text:
+                    pytest.skip(f"ketch registry serve --storage s3 is not wired yet: {text}")
+                raise AssertionError(f"ketch registry serve exited:\n{text}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+                return f"127.0.0.1:{port}"
+            except urllib.error.HTTPError:
+                return f"127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"ketch registry serve did not answer:\n{log_path.read_text()}")
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_skopeo_copy_in_and_out(bucket: S3Driver, serve_s3: Callable[[S3Driver], str],
+                                tmp_path: Path) -> None:
+    host = serve_s3(bucket)
+    layer_data = blob(12 * MiB, seed=21)
+    layer_digest = oci_layout(tmp_path / "src", "v1", layer_data)
+    skopeo("copy", f"oci:{tmp_path / 'src'}:v1", f"docker://{host}/s3/rand:v1",
+           "--dest-tls-verify=false")
+
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/s3/rand:v1"))
+    assert inspected["Layers"] == [layer_digest]
+    skopeo("copy", f"docker://{host}/s3/rand:v1", f"oci:{tmp_path / 'out'}:v1",
+           "--src-tls-verify=false")
+    pulled = tmp_path / "out" / "blobs" / "sha256" / layer_digest.split(":")[1]
+    with tarfile.open(pulled, "r:gz") as tar:
+        member = tar.extractfile("data.bin")
+        assert member is not None
+        assert member.read() == layer_data
+
+    # The blobs are objects under the prefix; nothing of the upload is left.
+    keys = [info.path for info in bucket.walk("/")]
+    assert any(p.endswith(layer_digest.split(":")[1] + "/data") for p in keys), keys
+    assert not any("_uploads" in p for p in keys), keys
+    assert bucket.client.list_multipart_uploads(Bucket=bucket.bucket).get("Uploads", []) == []
+
+    # A second copy in (another tag) finds the blobs there already.
+    skopeo("copy", f"oci:{tmp_path / 'src'}:v1", f"docker://{host}/s3/rand:v2",
+           "--dest-tls-verify=false")
+    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{host}/s3/rand"))
+    assert sorted(tags["Tags"]) == ["v1", "v2"]
