@@ -71,9 +71,7 @@ def go_dial_error(exc: BaseException, netloc: str) -> str:
     host, port = split_host_port(netloc)
     addr = netloc if port is not None else netloc
     if isinstance(exc, socket.gaierror):
-        return f"dial tcp: lookup {host}: no such host" if exc.errno in (
-            socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)) else (
-            f"dial tcp: lookup {host}: {exc.strerror or exc}")
+        return f"dial tcp: lookup {host}{_resolver_failure()}"
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"dial tcp {addr}: i/o timeout"
     if isinstance(exc, OSError) and exc.errno is not None:
@@ -85,6 +83,37 @@ def go_dial_error(exc: BaseException, netloc: str) -> str:
         }.get(exc.errno, f"connect: {os.strerror(exc.errno).lower()}")
         return f"dial tcp {addr}: {words}"
     return f"dial tcp {addr}: {exc}"
+
+
+def _resolver_failure() -> str:
+    """Why a name did not resolve, in the words of Go's resolver (which Docker shows).
+
+    Go asks the first nameserver of resolv.conf itself; when that server
+    cannot even be reached (no network: the usual case for Docker Hub here)
+    it says so, e.g. ``on 10.0.0.53:53: dial udp 10.0.0.53:53: connect:
+    network is unreachable``; otherwise the name does not exist.
+    """
+    server = ""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == "nameserver":
+                    server = fields[1]
+                    break
+    except OSError:
+        pass
+    if not server:
+        return ": no such host"
+    addr = f"[{server}]:53" if ":" in server else f"{server}:53"
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((server, 53))  # UDP: no packet is sent, only the route is checked
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        return f" on {addr}: dial udp {addr}: connect: {reason}"
+    return f" on {addr}: no such host"
 
 
 def _method_word(method: str) -> str:
