@@ -169,3 +169,25 @@ def test_pull_event_and_all_tags(loaded_ketchd: Ketchd,
                         "--filter",
                         "event=pull", "--format", "{{.Actor.ID}}"))
     assert f"{reg.host}/me/multi:a" in events
+
+
+def test_docker_hub_names_come_from_the_registry_mirror(
+        start_ketchd: Callable[..., Ketchd], busybox_archive: Any,
+        start_registry: Callable[..., Registry]) -> None:
+    """``--registry-mirror``: Docker Hub images are fetched from the mirror (there is no
+    internet here, so anything that reached past the mirror would fail)."""
+    reg = start_registry("go")
+    k = start_ketchd({"registry-mirrors": [f"http://{reg.host}"]})
+    _ok(docker(k, "load", "-i", str(busybox_archive)))
+    _ok(docker(k, "tag", "busybox:latest", f"{reg.host}/library/busybox:latest"))
+    _ok(docker(k, "push", f"{reg.host}/library/busybox:latest"))
+    image_id = _inspect(k, "busybox:latest")["Id"]
+    _ok(docker(k, "rmi", "-f", image_id))
+    out = _ok(docker(k, "pull", "busybox"))
+    assert "Status: Downloaded newer image for busybox:latest" in out
+    doc = _inspect(k, "busybox")
+    assert doc["Id"] == image_id
+    assert doc["RepoTags"] == ["busybox:latest"]
+    assert doc["RepoDigests"][0].startswith("busybox@sha256:")
+    mirrors = json.loads(_ok(docker(k, "info", "--format", "{{json .RegistryConfig}}")))
+    assert mirrors["Mirrors"] == [f"http://{reg.host}/"]
