@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +39,49 @@ touch /etc/x 2>/dev/null && echo "root is writable" || echo "root is read-only"
 """
 
 
+def registry_demo(base: Path, env: dict[str, str],
+                  show: Callable[[str], int]) -> subprocess.Popen[bytes] | None:
+    """ketch's own registry on loopback, with a password: login, push, rmi, pull, run.
+
+    Returns the registry's process for the caller to stop.
+    """
+    import socket
+    import time
+
+    import bcrypt
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    host = f"127.0.0.1:{port}"
+    hashed = bcrypt.hashpw(b"demo-pass", bcrypt.gensalt(rounds=6)).decode()
+    (base / "htpasswd").write_text(f"demo:{hashed}\n")
+    print(f"\n--- registries: ketch registry serve on {host}, with a password ---")
+    cmd = (f"ketch registry serve --addr {host} --root {base / 'registry'} "
+           f"--auth basic --htpasswd {base / 'htpasswd'}")
+    print(f"$ {cmd} &", flush=True)
+    proc = subprocess.Popen(cmd.split(), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print("the registry did not start", file=sys.stderr)
+            return proc
+        time.sleep(0.05)
+    show(f"echo demo-pass | ketch login -u demo --password-stdin {host}")
+    show(f"ketch tag busybox {host}/demo/box:1")
+    show(f"ketch push {host}/demo/box:1")
+    show(f"ketch rmi {host}/demo/box:1 busybox")
+    show(f"ketch pull {host}/demo/box:1")
+    show(f"ketch run --rm --network none {host}/demo/box:1 echo pulled back and running")
+    show(f"ketch image inspect --format '{{{{.RepoDigests}}}}' {host}/demo/box:1")
+    show(f"ketch logout {host}")
+    return proc
+
+
 def images_demo(tag: str) -> int:
     """A private ketchd, driven by both CLIs; stopped by its pid, its dirs removed."""
     import signal
@@ -54,6 +98,7 @@ def images_demo(tag: str) -> int:
     (base / "daemon.json").write_text(json.dumps({"cgroup-parent": cgroup_parent,
                                                   "bridge": f"kd{tag[-6:]}"}))
     log = open(base / "ketchd.log", "wb")  # noqa: SIM115 - closed in finally
+    registry: subprocess.Popen[bytes] | None = None
     daemon = subprocess.Popen(
         [str(bindir / "ketchd"), "--root", str(base / "root"), "--exec-root", str(base / "exec"),
          "--host", f"unix://{sock}", "--pidfile", str(base / "pid"),
@@ -112,9 +157,13 @@ def images_demo(tag: str) -> int:
              "{{end}} {{len .Containers}} container(s)' demo-net")
         show("ketch rm -f api")
         show("ketch network rm demo-net")
+        registry = registry_demo(base, env, show)
         show("ketch system df")
         return 0
     finally:
+        if registry is not None and registry.poll() is None:
+            registry.terminate()
+            registry.wait(15)
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:
