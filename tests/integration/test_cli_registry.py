@@ -190,6 +190,12 @@ def test_login_push_pull_logout_as_docker(loaded_ketchd: Ketchd, registry: str,
     assert (never.returncode, never.stderr) == (
         1, f"Error response from daemon: No such image: {registry}/me/box:nosuch\n")
 
+    # search: ketchd knows no index; its refusal printed as docker prints it
+    ks, ds = ketch(k, kcfg, "search", "busybox"), docker(k, dcfg, "search", "busybox")
+    assert ks.returncode == ds.returncode == 1
+    assert (ks.stdout, ks.stderr) == (ds.stdout, ds.stderr)
+    assert ks.stderr.startswith("Error response from daemon: ")
+
     # logout: the same line, the entry gone, and the registry refuses again
     klo, dlo = ketch(k, kcfg, "logout", registry), docker(k, dcfg, "logout", registry)
     assert ok(klo) == ok(dlo) == f"Removing login credentials for {registry}\n"

@@ -415,6 +415,13 @@ def test_search_table(cli: CLI, engine: FakeEngine) -> None:
     assert (code, out) == (1, "")
     assert err.startswith("Error response from daemon: Get \"https://index.docker.io/v1/")
 
+    async def no_index(r: web.Request) -> web.StreamResponse:
+        return error(503, "searching is not supported")
+
+    engine.handlers["search"] = no_index        # the daemon's answer, not a daemon away
+    assert cli("search", "busybox") == (
+        1, "", "Error response from daemon: searching is not supported\n")
+
 
 # --- run/create --pull ------------------------------------------------------------------------
 
@@ -449,3 +456,48 @@ def test_create_pull_never_and_failed_pull(cli: CLI, engine: FakeEngine) -> None
     assert err == ("Unable to find image 'busybox:latest' locally\nketch: Error response from "
                    "daemon: pull access denied for busybox\n\n"
                    "Run 'ketch run --help' for more information\n")
+
+
+def test_interactive_login_at_a_terminal(engine: FakeEngine, tmp_path: Path) -> None:
+    """The prompts on a real terminal (a pty): the username echoed, the password not."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ketch.cli.main", "-H", f"unix://{engine.sock}", "--config",
+         str(tmp_path / "cfg"), "login", "localhost:5000"],
+        stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal seen
+        while text not in seen:
+            ready, _, _ = select.select([master], [], [], 20)
+            assert ready, seen
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                chunk = b""
+            assert chunk, seen
+            seen += chunk
+
+    try:
+        read_until(b"Username: ")
+        os.write(master, b"user\n")
+        read_until(b"Password: ")
+        os.write(master, b"secret\n")
+        read_until(b"Login Succeeded")
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"user\r\n" in seen and b"secret" not in seen     # the password is not echoed
+    assert json.loads(engine.named("auth")[0]["body"])["password"] == "secret"
+    assert config(tmp_path)["auths"]["localhost:5000"]["auth"] == \
+        base64.b64encode(b"user:secret").decode()

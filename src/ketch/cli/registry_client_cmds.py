@@ -13,7 +13,7 @@ import sys
 
 from ketch.cli.command import command, option, pass_obj
 from ketch.cli.session import Session, local
-from ketch.errors import InvalidArgument, KetchError, NotSupported, Unauthorized
+from ketch.errors import InvalidArgument, KetchError, NotSupported, Unauthorized, Unavailable
 
 TYPE_CHECKING = False     # typing costs the CLI start-up (ketch.record says why)
 if TYPE_CHECKING:
@@ -71,20 +71,22 @@ def _read_line(prompt: str) -> str:
 
 
 def _read_secret(prompt: str) -> str:
-    """A line from the terminal with its echo off (restored even on ^C)."""
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    fd = sys.stdin.fileno()
+    """A line from the terminal with its echo off (restored even on ^C). The echo goes off
+    before the prompt is shown, and right away (TCSANOW): a password typed as soon as the
+    prompt appears is neither echoed nor thrown away."""
     import termios
 
+    fd = sys.stdin.fileno()
     old = termios.tcgetattr(fd)
     new = list(old)
     new[3] &= ~termios.ECHO
-    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+    termios.tcsetattr(fd, termios.TCSANOW, new)
     try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
         line = sys.stdin.readline()
     finally:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+        termios.tcsetattr(fd, termios.TCSANOW, old)
     sys.stdout.write("\n")
     return line.rstrip("\r\n")
 
@@ -117,7 +119,7 @@ def _with_login_retry(cfg: ConfigFile, key: str, what: str, call: Callable[[str]
     person is at the terminal, ask for credentials once and try again with them (they are
     not stored: that is what ``login`` is for)."""
     try:
-        return call(auth)
+        return _answered(call, auth)
     except Unauthorized:
         if not _stdin_is_terminal():
             raise
@@ -129,7 +131,18 @@ def _with_login_retry(cfg: ConfigFile, key: str, what: str, call: Callable[[str]
         from ketch.cli.credentials import AuthConfig
 
         stored = AuthConfig(server_address=key)
-    return call(prompt_credentials("", "", stored.username, key).encode())
+    return _answered(call, prompt_credentials("", "", stored.username, key).encode())
+
+
+def _answered(call: Callable[[str], T], auth: str) -> T:
+    """``call(auth)``; a 503 the daemon answered is printed as its answer ("Error response
+    from daemon: ..."), as docker prints every daemon error, not as a daemon not there."""
+    try:
+        return call(auth)
+    except Unavailable as exc:
+        if getattr(exc, "daemon_status", None) is None:
+            raise
+        raise local(Unavailable(f"Error response from daemon: {exc}")) from None
 
 
 def _auth_header(cfg: ConfigFile, domain: str) -> tuple[str, str]:

@@ -68,7 +68,11 @@ class RegistryMixin:
                 raw = resp.read()
             finally:
                 resp.close()
-            raise from_status(resp.status, raw)
+            exc = from_status(resp.status, raw)
+            # a 503 is the daemon's answer (no registry reachable), not a daemon that cannot
+            # be reached, though both are Unavailable: the CLI words them differently
+            exc.daemon_status = resp.status  # type: ignore[attr-defined]
+            raise exc
         return resp
 
     def _registry_stream(self, method: str, path: str, auth: str
