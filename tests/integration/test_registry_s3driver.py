@@ -9,6 +9,7 @@ it, so every test also checks that the driver keeps to its prefix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,19 +57,20 @@ def _wait_listening(process: subprocess.Popen[bytes], port: int, timeout: float)
     return False
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+@contextlib.contextmanager
+def moto_server(log_path: Path, *extra: str, scheme: str = "http") -> Iterator[Moto]:
+    """A moto server subprocess on a free loopback port, killed by its pid on the way out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     # A file, not a pipe: moto logs every request, and a full pipe would stop it.
-    with open(tmp_path_factory.mktemp("moto") / "moto.log", "wb") as log:
+    with open(log_path, "wb") as log:
         for _ in range(3):  # the port was free when chosen; another process may take it first
             port = free_port()
             process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
+                 *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
                 if _wait_listening(process, port, 30):
-                    yield Moto(f"http://127.0.0.1:{port}", process)
+                    yield Moto(f"{scheme}://127.0.0.1:{port}", process)
                     return
             finally:
                 if process.poll() is None:
@@ -77,7 +80,13 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
                     except subprocess.TimeoutExpired:
                         process.kill()
                         process.wait()
-    pytest.fail("moto server did not start")
+    pytest.fail(f"moto server did not start:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
 
 
 def make_driver(moto: Moto, bucket: str, **kw: Any) -> S3Driver:
@@ -421,3 +430,48 @@ def test_reopen_without_writing_sends_nothing(s3: S3Driver) -> None:
     assert w.size == 5 * MiB + 5
     w.close()
     assert calls == ["GetObject", "ListParts"]
+
+
+# -- TLS -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def moto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Moto, Path]]:
+    """moto over HTTPS with a self-signed certificate for 127.0.0.1; the certificate's path."""
+    d = tmp_path_factory.mktemp("moto-tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    with moto_server(d / "moto.log", "-c", str(cert), "-k", str(key), scheme="https") as server:
+        yield server, cert
+
+
+def test_tls_with_ca_bundle(moto_tls: tuple[Moto, Path]) -> None:
+    server, cert = moto_tls
+    d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}", verify=str(cert))
+    d.client.create_bucket(Bucket=d.bucket)
+    d.put_content("/over/tls", b"secret")
+    assert d.get_content("/over/tls") == b"secret"
+    d.delete("/over")
+    d.client.delete_bucket(Bucket=d.bucket)
+
+
+def test_tls_untrusted_certificate_is_unavailable(moto_tls: tuple[Moto, Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    server, _ = moto_tls
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    d = make_driver(server, "ketch-tls-untrusted")
+    with pytest.raises(Unavailable, match="certificate"):
+        d.get_content("/x")
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_verify_off(moto_tls: tuple[Moto, Path]) -> None:
+    server, _ = moto_tls
+    d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}", verify=False)
+    d.client.create_bucket(Bucket=d.bucket)
+    d.put_content("/f", b"unchecked")
+    assert d.get_content("/f") == b"unchecked"
+    d.delete("/f")
+    d.client.delete_bucket(Bucket=d.bucket)
