@@ -1,0 +1,406 @@
+"""Real clients against ``ketch registry serve --auth basic|token``: skopeo, curl-like HTTP, TLS.
+
+Each test starts its own server process on 127.0.0.1 and a free port with a
+private storage directory and htpasswd file, and stops it by the pid it
+started, also when the test fails. Nothing here needs root.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+SKOPEO = shutil.which("skopeo")
+OPENSSL = shutil.which("openssl")
+pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
+
+USER, PASSWORD = "alice", "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def add_user(path: Path, user: str, password: str) -> None:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+    with open(path, "a") as f:
+        f.write(f"{user}:{hashed}\n")
+
+
+@dataclass
+class Server:
+    dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    tls: bool
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+Start = Callable[..., Server]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    """Starts ``ketch registry serve`` processes; all stopped at the end."""
+    started: list[Server] = []
+
+    def go(auth: str, *extra: str, tls: bool = False) -> Server:
+        d = tmp_path / f"server{len(started)}"
+        d.mkdir()
+        htpasswd = tmp_path / "htpasswd"
+        if not htpasswd.exists():
+            add_user(htpasswd, USER, PASSWORD)
+        port = free_port()
+        args = [sys.executable, "-m", "ketch.cli.main", "registry", "serve",
+                "--addr", f"127.0.0.1:{port}", "--root", str(d / "storage"),
+                "--auth", auth, "--htpasswd", str(htpasswd), *extra]
+        if tls:
+            cert, key = self_signed(tmp_path)
+            args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        with open(d / "server.log", "wb") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        server = Server(d, port, proc, tls)
+        started.append(server)
+        wait_ready(server)
+        return server
+
+    try:
+        yield go
+    finally:
+        for server in started:
+            server.stop()
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"the registry exited:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"the registry did not listen:\n{server.log()}")
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, made once per test, and its key."""
+    cert, key = tmp_path / "tls" / "server.crt", tmp_path / "tls" / "server.key"
+    if not cert.exists():
+        assert OPENSSL is not None
+        cert.parent.mkdir()
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+        # skopeo's --cert-dir: *.crt files there are trusted CAs (a self-signed
+        # certificate is its own CA).
+        certs = tmp_path / "certs.d"
+        certs.mkdir()
+        shutil.copy(cert, certs / "ca.crt")
+    return cert, key
+
+
+def oci_layout(root: Path, payload: bytes) -> Path:
+    """A one-layer OCI image layout tagged ``latest`` (skopeo's ``oci:`` source)."""
+    (root / "blobs" / "sha256").mkdir(parents=True)
+
+    def blob(data: bytes) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "blobs" / "sha256" / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("payload.bin")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    layer = buf.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **blob(layer)}],
+    }).encode()
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **blob(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
+    (root / "index.json").write_text(json.dumps(index))
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return root
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    return oci_layout(tmp_path / "image", os.urandom(256 * 1024))
+
+
+def skopeo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # An empty auth file of our own: neither the host's credentials nor a
+    # previous test's are ever used.
+    authfile = tmp_path / "auth.json"
+    if not authfile.exists():
+        authfile.write_text("{}")
+    env = {**os.environ, "REGISTRY_AUTH_FILE": str(authfile)}
+    assert SKOPEO is not None
+    return subprocess.run([SKOPEO, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def push(tmp_path: Path, server: Server, image: Path, ref: str, creds: str | None,
+         *tls_args: str) -> subprocess.CompletedProcess[str]:
+    args = ["copy", "--retry-times", "0"]
+    if creds is not None:
+        args += ["--dest-creds", creds]
+    args += list(tls_args or ("--dest-tls-verify=false",))
+    return skopeo(tmp_path, *args, f"oci:{image}:latest", f"docker://{server.host}/{ref}")
+
+
+def inspect(tmp_path: Path, server: Server, ref: str, creds: str | None,
+            *tls_args: str) -> subprocess.CompletedProcess[str]:
+    args = ["inspect", "--retry-times", "0"]
+    if creds is not None:
+        args += ["--creds", creds]
+    args += list(tls_args or ("--tls-verify=false",))
+    return skopeo(tmp_path, *args, f"docker://{server.host}/{ref}")
+
+
+def http(server: Server, path: str, *, headers: dict[str, str] | None = None,
+         data: bytes | None = None, context: ssl.SSLContext | None = None
+         ) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(server.url + path, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+CREDS = f"{USER}:{PASSWORD}"
+
+
+# -- basic -------------------------------------------------------------------
+
+def test_basic_skopeo_push_inspect_and_wrong_passwords(tmp_path: Path, start: Start,
+                                                       image: Path) -> None:
+    server = start("basic")
+    ok = push(tmp_path, server, image, "team/app:1", CREDS)
+    assert ok.returncode == 0, ok.stderr + server.log()
+    got = inspect(tmp_path, server, "team/app:1", CREDS)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["RepoTags"] == ["1"]
+
+    wrong = push(tmp_path, server, image, "team/app:2", f"{USER}:wrong")
+    assert wrong.returncode != 0
+    assert "unauthorized: authentication required" in wrong.stderr
+    for creds in (f"{USER}:wrong", f"mallory:{PASSWORD}", None):
+        bad = inspect(tmp_path, server, "team/app:1", creds)
+        assert bad.returncode != 0
+        assert "unauthorized: authentication required" in bad.stderr
+    # Nothing of the refused push was stored.
+    tags = inspect(tmp_path, server, "team/app:1", CREDS)
+    assert json.loads(tags.stdout)["RepoTags"] == ["1"]
+
+
+def test_basic_challenge_over_http(tmp_path: Path, start: Start) -> None:
+    server = start("basic", "--realm", "ketch-test")
+    status, headers, body = http(server, "/v2/")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="ketch-test"'
+    assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+    status, _, _ = http(server, "/v2/", headers=basic(USER, PASSWORD))
+    assert status == 200
+    status, _, body = http(server, "/v2/_catalog", headers=basic(USER, "nope"))
+    assert status == 401
+    assert json.loads(body)["errors"][0]["detail"] == [
+        {"Type": "registry", "Class": "", "Name": "catalog", "Action": "*"}]
+
+
+def test_basic_user_added_while_running(tmp_path: Path, start: Start, image: Path) -> None:
+    server = start("basic")
+    assert push(tmp_path, server, image, "x:1", CREDS).returncode == 0
+    assert inspect(tmp_path, server, "x:1", "bob:builder").returncode != 0
+    add_user(tmp_path / "htpasswd", "bob", "builder")
+    got = inspect(tmp_path, server, "x:1", "bob:builder")
+    assert got.returncode == 0, got.stderr + server.log()
+
+
+def test_log_holds_no_password(tmp_path: Path, start: Start, image: Path) -> None:
+    server = start("basic")
+    push(tmp_path, server, image, "x:1", CREDS)
+    inspect(tmp_path, server, "x:1", f"{USER}:a-wrong-password")
+    log = server.log()
+    assert PASSWORD not in log and "a-wrong-password" not in log
+    assert base64.b64encode(CREDS.encode()).decode() not in log
+
+
+# -- token -------------------------------------------------------------------
+
+def test_token_skopeo_push_inspect_and_wrong_passwords(tmp_path: Path, start: Start,
+                                                       image: Path) -> None:
+    server = start("token")
+    ok = push(tmp_path, server, image, "team/app:1", CREDS)
+    assert ok.returncode == 0, ok.stderr + server.log()
+    got = inspect(tmp_path, server, "team/app:1", CREDS)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["RepoTags"] == ["1"]
+
+    wrong = push(tmp_path, server, image, "team/app:2", f"{USER}:wrong")
+    assert wrong.returncode != 0
+    assert "incorrect username or password" in wrong.stderr
+    # Anonymous: a token with no access, then the registry's refusal.
+    anon = inspect(tmp_path, server, "team/app:1", None)
+    assert anon.returncode != 0
+    assert "requested access to the resource is denied" in anon.stderr
+
+
+def token_for(server: Server, scope: str, *, context: ssl.SSLContext | None = None
+              ) -> dict[str, Any]:
+    query = urllib.parse.urlencode({"service": "ketch-registry", "scope": scope})
+    status, _, body = http(server, f"/token?{query}", headers=basic(USER, PASSWORD),
+                           context=context)
+    assert status == 200, body
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def test_token_challenge_and_flow_over_http(tmp_path: Path, start: Start, image: Path) -> None:
+    server = start("token")
+    assert push(tmp_path, server, image, "x:1", CREDS).returncode == 0
+    status, headers, _ = http(server, "/v2/x/manifests/1")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == (
+        f'Bearer realm="http://{server.host}/token",service="ketch-registry",'
+        'scope="repository:x:pull"')
+    token = token_for(server, "repository:x:pull")
+    assert token["expires_in"] > 0 and token["token"] == token["access_token"]
+    accept = "application/vnd.oci.image.manifest.v1+json"
+    status, _, body = http(server, "/v2/x/manifests/1", headers={
+        "Authorization": f"Bearer {token['token']}", "Accept": accept})
+    assert status == 200 and json.loads(body)["schemaVersion"] == 2
+    # A pull-only token does not delete.
+    req = urllib.request.Request(server.url + "/v2/x/manifests/1", method="DELETE",
+                                 headers={"Authorization": f"Bearer {token['token']}"})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(req, timeout=10)
+    assert exc.value.code == 401
+    assert 'error="insufficient_scope"' in exc.value.headers["WWW-Authenticate"]
+
+
+@pytest.mark.slow
+def test_expired_token(tmp_path: Path, start: Start) -> None:
+    server = start("token", "--token-ttl", "1")
+    token = token_for(server, "repository:x:pull")
+    assert token["expires_in"] == 1
+    auth = {"Authorization": f"Bearer {token['token']}"}
+    assert http(server, "/v2/", headers=auth)[0] == 200
+    # Past the expiry and the server's leeway for clock rounding (5 s).
+    time.sleep(7)
+    status, headers, body = http(server, "/v2/", headers=auth)
+    assert status == 401
+    assert 'error="invalid_token"' in headers["WWW-Authenticate"]
+    assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_token_key_survives_a_restart(tmp_path: Path, start: Start) -> None:
+    key = tmp_path / "token.key"
+    first = start("token", "--token-key", str(key))
+    token = token_for(first, "repository:x:pull")
+    assert key.stat().st_mode & 0o777 == 0o600
+    first.stop()
+    second = start("token", "--token-key", str(key))
+    status, _, _ = http(second, "/v2/", headers={"Authorization": f"Bearer {token['token']}"})
+    assert status == 200
+
+
+def test_docker_oauth_password_and_refresh_grants(tmp_path: Path, start: Start) -> None:
+    server = start("token")
+    form = urllib.parse.urlencode({"grant_type": "password", "username": USER,
+                                   "password": PASSWORD, "service": "ketch-registry",
+                                   "client_id": "docker", "access_type": "offline",
+                                   "scope": "repository:x:pull"}).encode()
+    status, _, body = http(server, "/token", data=form)
+    assert status == 200, body
+    refresh = json.loads(body)["refresh_token"]
+    form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": refresh,
+                                   "service": "ketch-registry", "client_id": "docker",
+                                   "scope": "repository:x:pull,push"}).encode()
+    status, _, body = http(server, "/token", data=form)
+    assert status == 200, body
+    assert json.loads(body)["scope"] == "repository:x:pull,push"
+
+
+# -- TLS ---------------------------------------------------------------------
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+@pytest.mark.parametrize("auth", ["basic", "token"])
+def test_tls_with_a_self_signed_certificate(tmp_path: Path, start: Start, image: Path,
+                                            auth: str) -> None:
+    server = start(auth, tls=True)
+    certs = str(tmp_path / "certs.d")
+    ok = push(tmp_path, server, image, "secure/app:1", CREDS, "--dest-cert-dir", certs)
+    assert ok.returncode == 0, ok.stderr + server.log()
+    got = inspect(tmp_path, server, "secure/app:1", CREDS, "--cert-dir", certs)
+    assert got.returncode == 0, got.stderr
+    wrong = inspect(tmp_path, server, "secure/app:1", f"{USER}:wrong", "--cert-dir", certs)
+    assert wrong.returncode != 0
+    # Without trusting the certificate, the client refuses the server.
+    untrusted = inspect(tmp_path, server, "secure/app:1", CREDS, "--tls-verify=true")
+    assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
+    if auth == "token":
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "tls" / "server.crt"))
+        status, headers, _ = http(server, "/v2/", context=ctx)
+        assert status == 401
+        assert f'realm="https://{server.host}/token"' in headers["WWW-Authenticate"]
+        assert token_for(server, "repository:secure/app:pull", context=ctx)["token"]
