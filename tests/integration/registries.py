@@ -144,3 +144,76 @@ def start_registry() -> Iterator[Callable[..., Registry]]:
     for reg in started:
         reg.stop()
         shutil.rmtree(reg.dir, ignore_errors=True)
+
+
+# --- putting images into a registry by hand (the distribution API, no client of ours) ---
+
+
+def put_blob(host: str, repo: str, data: bytes) -> str:
+    """Upload one blob (POST then PUT with the body); returns its digest."""
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST",
+                                 data=b"")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        location = resp.headers["Location"]
+    if location.startswith("/"):
+        location = f"http://{host}{location}"
+    sep = "&" if "?" in location else "?"
+    req = urllib.request.Request(f"{location}{sep}digest={digest}", method="PUT", data=data,
+                                 headers={"Content-Type": "application/octet-stream"})
+    urllib.request.urlopen(req, timeout=30).close()
+    return digest
+
+
+def put_manifest(host: str, repo: str, ref: str, doc: dict[str, object], media_type: str) -> str:
+    import hashlib
+    import json
+
+    data = json.dumps(doc).encode()
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{ref}", method="PUT",
+                                 data=data, headers={"Content-Type": media_type})
+    urllib.request.urlopen(req, timeout=10).close()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def tar_layer(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), 0o755, 1_700_000_000
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def put_image(host: str, repo: str, layers: list[bytes], *, arch: str = "amd64",
+              tag: str | None = None, gzip_layers: bool = True) -> tuple[str, int]:
+    """A Docker schema 2 image of these uncompressed layers; (manifest digest, size)."""
+    import gzip
+    import hashlib
+    import json
+
+    config = json.dumps({
+        "architecture": arch, "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers",
+                   "diff_ids": ["sha256:" + hashlib.sha256(la).hexdigest() for la in layers]},
+    }).encode()
+    blobs = [gzip.compress(la, mtime=0) if gzip_layers else la for la in layers]
+    layer_type = ("application/vnd.docker.image.rootfs.diff.tar.gzip" if gzip_layers
+                  else "application/vnd.docker.image.rootfs.diff.tar")
+    doc = {"schemaVersion": 2,
+           "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+           "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                      "digest": put_blob(host, repo, config), "size": len(config)},
+           "layers": [{"mediaType": layer_type, "digest": put_blob(host, repo, b),
+                       "size": len(b)} for b in blobs]}
+    size = len(json.dumps(doc).encode())
+    digest = put_manifest(host, repo, tag or "sha256:" + hashlib.sha256(
+        json.dumps(doc).encode()).hexdigest(), doc, str(doc["mediaType"]))
+    return digest, size

@@ -191,3 +191,48 @@ def test_docker_hub_names_come_from_the_registry_mirror(
     assert doc["RepoDigests"][0].startswith("busybox@sha256:")
     mirrors = json.loads(_ok(docker(k, "info", "--format", "{{json .RegistryConfig}}")))
     assert mirrors["Mirrors"] == [f"http://{reg.host}/"]
+
+
+def test_pull_of_an_index_picks_the_platform(loaded_ketchd: Ketchd,
+                                             start_registry: Callable[..., Registry]) -> None:
+    """A manifest list: this machine's entry by default, another with --platform, and
+    RepoDigests naming the list (as dockerd); no entry for the platform is an error
+    after "Pulling from"."""
+    from tests.integration.registries import put_image, put_manifest, tar_layer
+
+    k = loaded_ketchd
+    reg = start_registry("go")
+    busybox = _inspect(k, "busybox:latest")
+    amd = put_image(reg.host, "me/multi", [tar_layer({"hello": b"amd64\n"})])
+    arm = put_image(reg.host, "me/multi", [tar_layer({"hello": b"arm64\n"})], arch="arm64")
+    media = "application/vnd.docker.distribution.manifest.list.v2+json"
+    entry = "application/vnd.docker.distribution.manifest.v2+json"
+    here = busybox["Architecture"]
+    index = put_manifest(reg.host, "me/multi", "1", {
+        "schemaVersion": 2, "mediaType": media, "manifests": [
+            {"mediaType": entry, "digest": amd[0], "size": amd[1],
+             "platform": {"architecture": here, "os": "linux"}},
+            {"mediaType": entry, "digest": arm[0], "size": arm[1],
+             "platform": {"architecture": "arm64", "os": "linux"}}]}, media)
+    out = _ok(docker(k, "pull", f"{reg.host}/me/multi:1"))
+    assert f"Digest: {index}" in out
+    doc = _inspect(k, f"{reg.host}/me/multi:1")
+    assert doc["Architecture"] == here
+    assert doc["RepoDigests"] == [f"{reg.host}/me/multi@{index}"]
+    _ok(docker(k, "rmi", f"{reg.host}/me/multi:1"))
+    _ok(docker(k, "pull", "--platform", "linux/arm64", f"{reg.host}/me/multi:1"))
+    assert _inspect(k, f"{reg.host}/me/multi:1")["Architecture"] == "arm64"
+    out = docker(k, "pull", "--platform", "linux/s390x", f"{reg.host}/me/multi:1")
+    assert out.returncode == 1
+    assert "1: Pulling from me/multi" in out.stdout
+    assert "no matching manifest for linux/s390x in the manifest list entries" in out.stderr
+    import docker as dockerpy
+
+    client = dockerpy.DockerClient(base_url=k.host, version="1.45")
+    try:
+        dist = client.api.inspect_distribution(f"{reg.host}/me/multi:1")
+    finally:
+        client.close()
+    assert dist["Descriptor"] == {"mediaType": media, "digest": index,
+                                  "size": dist["Descriptor"]["size"]}
+    assert [p["architecture"] for p in dist["Platforms"]] == [here, "arm64"]
