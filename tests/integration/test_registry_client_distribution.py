@@ -209,6 +209,21 @@ def test_parallel_blob_downloads_share_one_repository(registry: DockerRegistry, 
     assert all(store.exists(layer.digest) for layer in pulled.parsed.layers)
 
 
+def test_connections_are_kept_alive(registry: DockerRegistry, big_image: BuiltImage) -> None:
+    proxy = FaultProxy(registry.port)
+    regs, repo = _through(proxy)
+    try:
+        layer = _layer(big_image)
+        for _ in range(20):
+            assert repo.blob_exists(layer.digest) == layer.size
+        repo.resolve("t")
+        # One failed TLS attempt (https first), then one kept-alive http connection.
+        assert proxy.connections <= 2
+    finally:
+        regs.close()
+        proxy.close()
+
+
 def test_docker_hub_goes_to_the_mirror(registry: DockerRegistry) -> None:
     img = make_image((2048,))
     direct = Registries(RegistryOptions(certs_dirs=()))
@@ -252,9 +267,15 @@ def test_cut_download_resumes_with_range(registry: DockerRegistry, big_image: Bu
     try:
         layer = _layer(big_image)
         store = ContentStore(tmp_path / "content")
-        assert fetch(repo, store, layer) == layer.digest
+        retries: list[int] = []
+        assert fetch(repo, store, layer, on_retry=lambda n, e: retries.append(n)) == layer.digest
+        assert retries == [1, 2]
         blob_gets = [r for r in proxy.requests if r.startswith(b"GET") and layer.digest.encode() in r]
         assert len(blob_gets) == 3
+        # Each retry asked for the rest only, from where the data stopped.
+        assert len(proxy.ranges) == 2
+        starts = [int(r.split(b"=")[1].rstrip(b"-")) for r in proxy.ranges]
+        assert 0 < starts[0] < starts[1] < layer.size
         assert store.read(layer.digest) == big_image.layers[0]
     finally:
         regs.close()
@@ -289,9 +310,20 @@ def test_endless_cuts_give_up_and_leave_no_verified_blob(registry: DockerRegistr
         with pytest.raises(Unavailable):
             fetch(repo, store, layer)
         assert not store.exists(layer.digest)
+        # The ingest kept what arrived; a later pull resumes it with Range.
+        kept = store.status(f"pull-{layer.digest}").offset
+        assert kept > 0
     finally:
         regs.close()
         proxy.close()
+    clean = FaultProxy(registry.port)
+    regs, repo = _through(clean)
+    try:
+        assert fetch(repo, store, layer) == layer.digest
+        assert clean.ranges == [f"bytes={kept}-".encode()]
+    finally:
+        regs.close()
+        clean.close()
 
 
 def test_corrupted_download_is_refused(registry: DockerRegistry, big_image: BuiltImage,

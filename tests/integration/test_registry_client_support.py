@@ -191,6 +191,8 @@ class FaultProxy:
         self.strip_range = strip_range
         self.corrupt_at = corrupt_at
         self.requests: list[bytes] = []
+        self.ranges: list[bytes] = []
+        self.connections = 0
         self._lock = threading.Lock()
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
@@ -216,6 +218,7 @@ class FaultProxy:
                 continue
             with self._lock:
                 self._socks += [client, upstream]
+                self.connections += 1
             for args in ((client, upstream, True), (upstream, client, False)):
                 t = threading.Thread(target=self._pump, args=args, daemon=True)
                 with self._lock:
@@ -233,6 +236,9 @@ class FaultProxy:
                 if to_server:
                     with self._lock:
                         self.requests.append(data.split(b"\r\n", 1)[0])
+                        for line in data.split(b"\r\n"):
+                            if line.lower().startswith(b"range:"):
+                                self.ranges.append(line.split(b":", 1)[1].strip())
                     if self.strip_range:
                         data = data.replace(b"\r\nRange: ", b"\r\nXange: ")
                 else:

@@ -433,19 +433,23 @@ class Repository:
             return int(length) if length.isdigit() else 0
 
     def fetch_blob(self, desc: Descriptor, sink: BlobSink,
-                   progress: Callable[[int, int], None] | None = None) -> None:
+                   progress: Callable[[int, int], None] | None = None,
+                   on_retry: Callable[[int, KetchError], None] | None = None) -> None:
         """Stream a blob into ``sink`` and verify it; resumes a cut transfer with Range.
 
         The sink ends holding exactly the blob, or an error is raised; a
         digest mismatch truncates it to zero, so nothing half-right is left
         for a commit to accept. ``progress(done, total)`` is called as bytes
-        arrive.
+        arrive. ``on_retry(attempt, error)`` is called before each retry after
+        a network failure (where dockerd shows "Retrying in N seconds"; the
+        callback may wait as long as it likes before returning).
         """
         algorithm, _ = parse_digest(desc.digest)
-        self._run(lambda s: self._fetch_blob(s, desc, algorithm, sink, progress))
+        self._run(lambda s: self._fetch_blob(s, desc, algorithm, sink, progress, on_retry))
 
     def _fetch_blob(self, session: Session, desc: Descriptor, algorithm: str, sink: BlobSink,
-                    progress: Callable[[int, int], None] | None) -> None:
+                    progress: Callable[[int, int], None] | None,
+                    on_retry: Callable[[int, KetchError], None] | None) -> None:
         sink_digest: Callable[[], str] | None = getattr(sink, "digest", None)
         own = None if callable(sink_digest) else hashlib.new(algorithm)
         if sink.offset and (own is not None or sink.offset > desc.size):
@@ -465,6 +469,8 @@ class Repository:
                     failures = 0 if sink.offset > before else failures + 1
                     if failures >= MAX_RETRIES or attempts >= MAX_RETRIES * 4:
                         raise last from None
+                    if on_retry is not None:
+                        on_retry(attempts, exc)
                     time.sleep(RETRY_DELAY * failures)
                     continue
             if sink.offset != desc.size:

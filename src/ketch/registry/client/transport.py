@@ -319,7 +319,9 @@ class Transport:
                 raw = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if reused and attempt == 0 and _resendable(body):
+                stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError
+                                   | BrokenPipeError | ConnectionAbortedError)
+                if reused and stale and attempt == 0 and _resendable(body):
                     continue
                 raise self._error(method, url, netloc, exc, connected=reused) from exc
             return Response(self, key, conn, raw, method, url)
