@@ -501,3 +501,16 @@ def test_interactive_login_at_a_terminal(engine: FakeEngine, tmp_path: Path) -> 
     assert json.loads(engine.named("auth")[0]["body"])["password"] == "secret"
     assert config(tmp_path)["auths"]["localhost:5000"]["auth"] == \
         base64.b64encode(b"user:secret").decode()
+
+
+def test_content_trust_is_refused_not_skipped(cli: CLI, engine: FakeEngine,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = cli("pull", "--disable-content-trust=false", "busybox")
+    assert code == 1 and err.startswith("content trust is not supported")
+    monkeypatch.setenv("DOCKER_CONTENT_TRUST", "1")
+    assert cli("push", "localhost:5000/x:1")[0] == 1
+    assert cli("pull", "--disable-content-trust", "-q", "busybox")[0] == 0
+    assert cli("pull", "-q", "busybox@sha256:" + "a" * 64)[0] == 0   # a digest needs no trust
+    monkeypatch.setenv("DOCKER_CONTENT_TRUST", "false")
+    assert cli("pull", "-q", "busybox")[0] == 0
+    assert len(engine.named("create")) == 3 and engine.named("push") == []

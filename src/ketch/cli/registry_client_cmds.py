@@ -155,21 +155,30 @@ def _auth_header(cfg: ConfigFile, domain: str) -> tuple[str, str]:
 # --- pull -------------------------------------------------------------------------------------
 
 
+def _trust_wanted(disable_flag: bool | None) -> bool:
+    """docker's content trust switch: ``--disable-content-trust[=false]`` when given, else
+    $DOCKER_CONTENT_TRUST (any value but a false one turns it on, as docker reads it)."""
+    if disable_flag is not None:
+        return not disable_flag
+    value = os.environ.get("DOCKER_CONTENT_TRUST", "")
+    return bool(value) and value.lower() not in ("0", "f", "false")
+
+
 @command("pull", "[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry",
          nargs=(1, 1), aliases=("ketch image pull", "ketch pull"))
 @option("-a", "--all-tags", is_flag=True, help="Download all tagged images in the repository")
-@option("--disable-content-trust", is_flag=True, default=True,
+@option("--disable-content-trust", is_flag=True, default=None,
         help="Skip image verification (default true)")
 @option("--platform", metavar="string", default="",
         help="Set platform if server is multi-platform capable")
 @option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
 @pass_obj
-def pull(session: Session, args: tuple[str, ...], all_tags: bool, disable_content_trust: bool,
-         platform: str, quiet: bool) -> int:
+def pull(session: Session, args: tuple[str, ...], all_tags: bool,
+         disable_content_trust: bool | None, platform: str, quiet: bool) -> int:
     ref, name_only = _reference(args[0])
     if all_tags and not name_only:
         raise _fail("tag can't be used with --all-tags/-a")
-    if not disable_content_trust and ref.digest is None:
+    if _trust_wanted(disable_content_trust) and ref.digest is None:
         raise local(NotSupported("content trust is not supported: ketch does not verify "
                                  "Notary signatures; pull with --disable-content-trust"))
     if not all_tags and name_only and not quiet:
@@ -219,24 +228,24 @@ def _platform(text: str) -> dict[str, str]:
 @command("push", "[OPTIONS] NAME[:TAG]", "Upload an image to a registry", nargs=(1, 1),
          aliases=("ketch image push", "ketch push"))
 @option("-a", "--all-tags", is_flag=True, help="Push all tags of an image to the repository")
-@option("--disable-content-trust", is_flag=True, default=True,
+@option("--disable-content-trust", is_flag=True, default=None,
         help="Skip image signing (default true)")
 @option("--platform", metavar="string", default="",
-        help="Push a platform-specific manifest as a single-platform image to the registry.\n"
+        help="Push a platform-specific manifest as a single-platform image to the registry. "
              "Image index won't be pushed, meaning that other manifests, including "
-             "attestations won't be preserved.\n'os[/arch[/variant]]': Explicit platform "
+             "attestations won't be preserved. 'os[/arch[/variant]]': Explicit platform "
              "(eg. linux/amd64)")
 @option("-q", "--quiet", is_flag=True, help="Suppress verbose output")
 @pass_obj
-def push(session: Session, args: tuple[str, ...], all_tags: bool, disable_content_trust: bool,
-         platform: str, quiet: bool) -> int:
+def push(session: Session, args: tuple[str, ...], all_tags: bool,
+         disable_content_trust: bool | None, platform: str, quiet: bool) -> int:
     from ketch.cli import progress
 
     plat = _platform(platform) if platform else None
     ref, name_only = _reference(args[0])
     if all_tags and not name_only:
         raise _fail("tag can't be used with --all-tags/-a")
-    if not disable_content_trust:
+    if _trust_wanted(disable_content_trust):
         raise local(NotSupported("content trust is not supported: ketch does not sign "
                                  "images; push with --disable-content-trust"))
     client = session.connect()
