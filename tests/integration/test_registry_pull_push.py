@@ -236,3 +236,29 @@ def test_pull_of_an_index_picks_the_platform(loaded_ketchd: Ketchd,
     assert dist["Descriptor"] == {"mediaType": media, "digest": index,
                                   "size": dist["Descriptor"]["size"]}
     assert [p["architecture"] for p in dist["Platforms"]] == [here, "arm64"]
+
+
+def test_pull_of_many_gzip_layers_from_nothing(loaded_ketchd: Ketchd,
+                                               start_registry: Callable[..., Registry]) -> None:
+    """Five gzip layers on top of busybox's: downloads beyond three wait (dockerd's
+    max-concurrent-downloads), every layer lands, in order (a later layer replaces a file)."""
+    from tests.integration.registries import put_image, tar_layer
+
+    k = loaded_ketchd
+    reg = start_registry("go")
+    # busybox's own root filesystem as the first layer, through a container export.
+    cid = _ok(docker(k, "create", "busybox:latest", "true")).strip()
+    assert DOCKER is not None
+    base = subprocess.run([DOCKER, "export", cid], capture_output=True, timeout=60,
+                          env={"DOCKER_HOST": k.host, "PATH": "/usr/bin:/bin"}).stdout
+    _ok(docker(k, "rm", cid))
+    layers = [base] + [tar_layer({f"layer{i}": f"{i}\n".encode(), "which": f"{i}\n".encode()})
+                       for i in range(1, 5)]
+    put_image(reg.host, "me/tall", layers, tag="5")
+    out = _ok(docker(k, "pull", f"{reg.host}/me/tall:5"))
+    lines = out.splitlines()
+    assert sum(1 for line in lines if line.endswith(": Pull complete")) == 5
+    assert sum(1 for line in lines if line.endswith(": Waiting")) == 2
+    run = docker(k, "run", "--rm", "--network", "none", f"{reg.host}/me/tall:5", "sh", "-c",
+                 "cat /layer1 /layer4 /which")
+    assert _ok(run).split() == ["1", "4", "4"]
