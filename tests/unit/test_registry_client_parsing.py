@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -15,12 +16,13 @@ from ketch.errors import (
     Unauthorized,
     Unavailable,
 )
-from ketch.registry.client.auth import merge_scopes
+from ketch.registry.client.auth import Authorizer, Token, TokenCache, merge_scopes
 from ketch.registry.client.challenge import Challenge, parse_challenges, parse_link_next
 from ketch.registry.client.errors import RegistryError, error_from_response
 from ketch.registry.client.options import Credentials, RegistryOptions, split_host_port
 from ketch.registry.client.registries import Registries, login_host, registry_host
 from ketch.registry.client.repository import manifest_media_type
+from ketch.registry.client.transport import Transport
 
 # --- WWW-Authenticate --------------------------------------------------------------
 
@@ -262,3 +264,61 @@ def test_schema1_refused() -> None:
         manifest_media_type("application/json", b'{"schemaVersion":1,"fsLayers":[]}')
     with pytest.raises(InvalidArgument):
         manifest_media_type("application/json", b"not json")
+
+
+# --- token cache and 401 handling ---------------------------------------------------------------
+
+
+def _authorizer(challenges: list[Challenge], creds: Credentials | None = None) -> Authorizer:
+    return Authorizer(Transport(RegistryOptions()), creds or Credentials(), challenges, TokenCache())
+
+
+def test_token_cache_expiry() -> None:
+    cache = TokenCache()
+    now = time.monotonic()
+    cache.put(("k",), Token("fresh", now + 300))
+    cache.put(("old",), Token("old", now + 5))  # inside the refresh margin: treated as expired
+    assert cache.get(("k",)) == Token("fresh", now + 300)
+    assert cache.get(("old",)) is None
+    cache.drop(("k",))
+    assert cache.get(("k",)) is None
+
+
+def test_basic_header_and_missing_credentials() -> None:
+    basic = [Challenge("basic", {"realm": "r"})]
+    auth = _authorizer(basic, Credentials(username="u", password="p"))
+    assert auth.headers(["repository:a:pull"], "Get x") == {
+        "Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+    with pytest.raises(Unauthorized, match="^Head \"u\": no basic auth credentials$"):
+        _authorizer(basic).headers([], 'Head "u"')
+    assert _authorizer([]).headers([], "x") == {}
+    token = _authorizer([Challenge("bearer", {"realm": "http://127.0.0.1:9/t"})],
+                        Credentials(registry_token="tok"))
+    assert token.headers([], "x") == {"Authorization": "Bearer tok"}
+
+
+def test_bearer_uses_cached_token_and_401_drops_it() -> None:
+    challenge = Challenge("bearer", {"realm": "http://127.0.0.1:9/token", "service": "s"})
+    auth = _authorizer([challenge])
+    scopes = ("repository:a:pull",)
+    key = auth._bearer_key(challenge, scopes)
+    auth.cache.put(key, Token("cached", time.monotonic() + 300))
+    assert auth.headers(list(scopes), "x") == {"Authorization": "Bearer cached"}
+    # Same challenge, nothing new: not worth a retry.
+    assert not auth.unauthorized([challenge], scopes)
+    assert auth.cache.get(key) is not None
+    invalid = Challenge("bearer", {**challenge.params, "error": "invalid_token"})
+    assert auth.unauthorized([invalid], scopes)
+    assert auth.cache.get(key) is None
+
+
+def test_insufficient_scope_adds_the_asked_scope() -> None:
+    challenge = Challenge("bearer", {"realm": "http://127.0.0.1:9/token"})
+    auth = _authorizer([challenge])
+    asked = Challenge("bearer", {"realm": "http://127.0.0.1:9/token", "error": "insufficient_scope",
+                                 "scope": "repository:b:pull"})
+    assert auth.unauthorized([asked], ["repository:a:push"])
+    assert auth._scopes(["repository:a:push"]) == ("repository:a:push", "repository:b:pull")
+    # Asked again for a scope already asked for: nothing new, no retry.
+    again = Challenge("bearer", {"realm": "http://127.0.0.1:9/token", "scope": "repository:b:pull"})
+    assert not auth.unauthorized([again], ["repository:a:push"])
