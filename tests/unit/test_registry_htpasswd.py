@@ -7,6 +7,9 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
@@ -221,3 +224,37 @@ def test_cache_keys_hold_no_password(tmp_path: Path) -> None:
     # Keyed by a per-process secret: another instance derives another key.
     other = Htpasswd(str(f))
     assert other._key("alice", "pw") != key
+
+
+def test_bcrypt_floods_leave_the_default_executor_free(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+
+    def slow_check(password: bytes, hashed: bytes) -> bool:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.2)
+        return False
+
+    monkeypatch.setattr(hp, "_check_blocking", slow_check)
+    # More bcrypt threads than the default executor has (cpus + 4), to keep the
+    # test short: the point is that they are other threads.
+    pool = ThreadPoolExecutor(16, thread_name_prefix="ketch-bcrypt")
+    monkeypatch.setattr(hp, "_executor", pool)
+    f = tmp_path / "h"
+    write(f, {"alice": bhash(b"pw")})
+    users = Htpasswd(str(f))
+
+    async def go() -> float:
+        checks = [asyncio.ensure_future(users.verify("alice", f"guess{i}")) for i in range(16)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)   # as the server's storage calls
+        waited = time.monotonic() - started
+        assert not any(await asyncio.gather(*checks))
+        return waited
+
+    try:
+        assert asyncio.run(go()) < 0.15
+    finally:
+        pool.shutdown()
+    assert len(threads) == 16 and all(name.startswith("ketch-bcrypt") for name in threads)

@@ -24,6 +24,7 @@ import os
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import bcrypt
@@ -44,6 +45,23 @@ CACHE_MAX = 4096
 # Checked against when the user does not exist, so that a wrong user name takes
 # as long as a wrong password (no user enumeration by timing).
 _DUMMY_HASH = bcrypt.hashpw(b"ketch-no-such-user", bcrypt.gensalt(rounds=10))
+
+
+# bcrypt runs on threads of its own, few of them: a flood of wrong passwords
+# then queues behind itself instead of taking the default executor's threads,
+# which the server's storage calls need (bcrypt releases the GIL, so a few
+# threads use the cores).
+_BCRYPT_THREADS = max(1, min(4, os.cpu_count() or 1))
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _bcrypt_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(_BCRYPT_THREADS, thread_name_prefix="ketch-bcrypt")
+        return _executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +204,9 @@ class Htpasswd:
         if task is None:
             # The check runs in its own task so that a client hanging up
             # (cancelling its request) does not cancel it for the others.
-            task = asyncio.ensure_future(asyncio.to_thread(self.verify_blocking, user, password))
+            loop = asyncio.get_running_loop()
+            task = asyncio.ensure_future(loop.run_in_executor(
+                _bcrypt_executor(), self.verify_blocking, user, password))
             self._inflight[key] = task
             generation = self._generation
             task.add_done_callback(lambda t: self._settle(key, generation, t))
