@@ -475,3 +475,15 @@ def test_tls_verify_off(moto_tls: tuple[Moto, Path]) -> None:
     assert d.get_content("/f") == b"unchecked"
     d.delete("/f")
     d.client.delete_bucket(Bucket=d.bucket)
+
+
+def test_tls_ca_bundle_from_environment(moto_tls: tuple[Moto, Path],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    server, cert = moto_tls
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}")
+    d.client.create_bucket(Bucket=d.bucket)
+    d.put_content("/env/ca", b"trusted")
+    assert d.get_content("/env/ca") == b"trusted"
+    d.delete("/env")
+    d.client.delete_bucket(Bucket=d.bucket)

@@ -158,7 +158,10 @@ class S3Driver:
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key,
             aws_session_token=session_token, region_name=region)
-        self.client: Any = session.client("s3", endpoint_url=endpoint_url, verify=verify,
+        # True means "check", with boto3's choice of CA bundle (AWS_CA_BUNDLE,
+        # ca_bundle in ~/.aws/config), which an explicit True would override.
+        self.client: Any = session.client("s3", endpoint_url=endpoint_url,
+                                          verify=None if verify is True else verify,
                                           config=config)
 
     # -- keys and errors -------------------------------------------------
