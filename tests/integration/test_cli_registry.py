@@ -190,6 +190,29 @@ def test_login_push_pull_logout_as_docker(loaded_ketchd: Ketchd, registry: str,
     assert (never.returncode, never.stderr) == (
         1, f"Error response from daemon: No such image: {registry}/me/box:nosuch\n")
 
+    # the registry's descriptor through the daemon, with the stored credentials
+    from ketch.cli.credentials import ConfigFile, auth_for_domain
+    from ketch.client import Client
+
+    auth = auth_for_domain(ConfigFile.load(str(kcfg)), registry).encode()
+    desc = Client(k.host).distribution_inspect(name, auth=auth)
+    assert desc["Descriptor"]["digest"] == digest
+    assert {"os": "linux"}.items() <= desc["Platforms"][0].items()
+
+    # every tag: push -a and pull -a, the same lines from both CLIs
+    repo = f"{registry}/me/box"
+    ok(ketch(k, kcfg, "tag", name, f"{repo}:2"))
+    out = ok(ketch(k, kcfg, "push", "-a", repo))
+    assert "\n1: digest: " in out and "\n2: digest: " in out
+    assert ok(ketch(k, kcfg, "push", "-a", repo)) == ok(docker(k, dcfg, "push", "-a", repo))
+    ok(ketch(k, kcfg, "rmi", "-f", image_id))
+    kp = ketch(k, kcfg, "pull", "-a", repo)
+    ok(ketch(k, kcfg, "rmi", "-f", image_id))
+    dp = docker(k, dcfg, "pull", "-a", repo)
+    assert ok(kp) == ok(dp)
+    assert kp.stdout.endswith(f"Status: Downloaded newer image for {repo}\n{repo}\n")
+    ok(ketch(k, kcfg, "tag", name, "busybox:latest"))
+
     # search: ketchd knows no index; its refusal printed as docker prints it
     ks, ds = ketch(k, kcfg, "search", "busybox"), docker(k, dcfg, "search", "busybox")
     assert ks.returncode == ds.returncode == 1

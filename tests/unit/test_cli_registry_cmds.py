@@ -68,7 +68,8 @@ class FakeEngine:
         self.requests: list[dict[str, Any]] = []
         self.handlers: dict[str, Handler] = {
             "auth": self.auth, "create": self.create, "push": self.push,
-            "search": self.search, "containers_create": self.containers_create}
+            "search": self.search, "containers_create": self.containers_create,
+            "distribution": self.distribution}
         self.logins: dict[str, str] = {"user": "secret", "tokuser": "secret"}
         self.images: set[str] = set()
         self._loop = asyncio.new_event_loop()
@@ -97,6 +98,13 @@ class FakeEngine:
             {"name": "foo/bar", "description": "x" * 60, "star_count": 2,
              "is_official": False, "is_automated": True}])
 
+    async def distribution(self, r: web.Request) -> web.StreamResponse:
+        if r.match_info["name"].endswith(":nosuch"):
+            return error(404, "manifest unknown: manifest unknown")
+        return web.json_response({"Descriptor": {"mediaType": "x", "digest": "sha256:abc",
+                                                 "size": 739},
+                                  "Platforms": [{"architecture": "amd64", "os": "linux"}]})
+
     async def containers_create(self, r: web.Request) -> web.StreamResponse:
         body = await r.json()
         if "docker.io/library/" + body["Image"] + ":latest" not in self.images:
@@ -124,6 +132,7 @@ class FakeEngine:
         app.router.add_post("/v{v}/images/{name:.*}/push", route("push"))
         app.router.add_get("/v{v}/images/search", route("search"))
         app.router.add_post("/v{v}/containers/create", route("containers_create"))
+        app.router.add_get("/v{v}/distribution/{name:.*}/json", route("distribution"))
         return app
 
     def start(self) -> None:
@@ -514,3 +523,17 @@ def test_content_trust_is_refused_not_skipped(cli: CLI, engine: FakeEngine,
     monkeypatch.setenv("DOCKER_CONTENT_TRUST", "false")
     assert cli("pull", "-q", "busybox")[0] == 0
     assert len(engine.named("create")) == 3 and engine.named("push") == []
+
+
+def test_client_distribution_inspect(engine: FakeEngine) -> None:
+    from ketch.client import Client
+    from ketch.errors import NotFound
+
+    c = Client(f"unix://{engine.sock}")
+    got = c.distribution_inspect("localhost:5000/me/box:1", auth="e30=")
+    assert got["Descriptor"]["digest"] == "sha256:abc"
+    [req] = engine.named("distribution")
+    assert (req["path"], req["auth"]) == ("/v1.45/distribution/localhost:5000/me/box:1/json",
+                                          "e30=")
+    with pytest.raises(NotFound, match="manifest unknown"):
+        c.distribution_inspect("localhost:5000/me/box:nosuch")
