@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from ketch.errors import InvalidArgument, KetchError
+from ketch.errors import KetchError
 from ketch.record import Record
 
 TYPE_CHECKING = False     # typing costs the CLI start-up (ketch.record says why)
@@ -350,7 +350,7 @@ class HelperStore:
         except ValueError as exc:
             raise CredentialsError(f"error listing credentials - {exc}") from None
         if not isinstance(data, dict):
-            raise InvalidArgument("error listing credentials - not a JSON object")
+            raise CredentialsError("error listing credentials - not a JSON object")
         return {str(k): str(v) for k, v in data.items()}
 
 
