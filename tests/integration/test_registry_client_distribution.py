@@ -169,6 +169,7 @@ def test_tags_mount_chunked_delete(registry: DockerRegistry, regs: Registries) -
     assert sent[-1] == len(other)
     assert dst.blob_exists(odesc.digest) == len(other)
 
+    assert src.resolve(img.manifest_digest).data == img.manifest  # now cached by this object
     src.delete_manifest(img.manifest_digest)
     with pytest.raises(NotFound):
         src.resolve(img.manifest_digest)

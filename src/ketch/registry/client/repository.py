@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 MAX_MANIFEST_SIZE = 4 << 20
 MAX_CONFIG_SIZE = 16 << 20
 READ_CHUNK = 1 << 20
+# Manifests kept per Repository object, by digest (a pull of all tags sees a few dozen).
+MANIFEST_CACHE = 64
 # Attempts of a blob transfer that make no progress before giving up.
 MAX_RETRIES = 4
 RETRY_DELAY = 0.2
@@ -188,6 +190,7 @@ class Repository:
         self._lock = threading.Lock()
         self._sessions: dict[Endpoint, Session] = {}
         self._pinned: dict[bool, Endpoint] = {}
+        self._manifests: dict[str, FetchedManifest] = {}
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -274,6 +277,12 @@ class Repository:
         expected = tag_or_digest if _is_digest(tag_or_digest) else None
         if expected is not None:
             parse_digest(expected)
+            # Content named by its digest never changes: a pull that resolves
+            # and then asks for the image by that digest needs one GET, not two.
+            with self._lock:
+                cached = self._manifests.get(expected)
+            if cached is not None:
+                return cached
         with session.request("GET", self._path("manifests", tag_or_digest), self._scope(),
                              {"Accept": ACCEPT_MANIFESTS}, follow=True) as resp:
             if resp.status != 200:
@@ -295,7 +304,12 @@ class Repository:
             digest = expected
         else:
             digest = _digest(data)
-        return FetchedManifest(data, media_type, digest)
+        fetched = FetchedManifest(data, media_type, digest)
+        with self._lock:
+            if len(self._manifests) >= MANIFEST_CACHE:
+                self._manifests.pop(next(iter(self._manifests)))
+            self._manifests[digest] = fetched
+        return fetched
 
     def manifest_for(self, tag_or_digest: str, platform: Platform | None = None) -> PulledImage:
         """The image for ``platform`` (default: this host): index, manifest, config bytes.
@@ -363,6 +377,8 @@ class Repository:
     def delete_manifest(self, digest: str) -> None:
         """Delete a manifest by digest (registries refuse tags; 405 if deletes are disabled)."""
         parse_digest(digest)
+        with self._lock:
+            self._manifests.pop(digest, None)
 
         def delete(session: Session) -> None:
             with session.request("DELETE", self._path("manifests", digest),
