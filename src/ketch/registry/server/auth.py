@@ -370,6 +370,10 @@ def authorizer_from_options(*, mode: str, htpasswd: str | None, token_ttl: int,
     users = Htpasswd(htpasswd)
     if mode == "basic":
         return BasicAuthorizer(users, realm or DEFAULT_BASIC_REALM)
+    if token_key_path is None:
+        # Identity tokens that `docker login` stores would die with the process.
+        log.warning("no --token-key: the token signing key lives in memory only; tokens and "
+                    "docker login identity tokens are invalid after a restart")
     signer = tokens.TokenSigner(tokens.load_key(token_key_path))
     return TokenAuthorizer(users, signer, service=service or DEFAULT_SERVICE, ttl=token_ttl,
                            realm=realm)
