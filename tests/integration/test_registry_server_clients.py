@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,23 @@ def test_skopeo_with_basic_auth(start_registry: Callable[..., Registry], tmp_pat
     info = json.loads(skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
                              dest).stdout)
     assert info["Digest"] == digest
+
+
+def test_skopeo_with_token_auth(start_registry: Callable[..., Registry], tmp_path: Path) -> None:
+    reg = start_registry("ketch", auth="token")
+    digest = make_oci_layout(tmp_path / "src")
+    dest = f"docker://{reg.host}/private/app:v1"
+    anonymous = skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1", dest,
+                       check=False)
+    assert anonymous.returncode != 0
+    skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}",
+           f"oci:{tmp_path / 'src'}:v1", dest)
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
+                             dest).stdout)
+    assert info["Digest"] == digest
+    try:
+        urllib.request.urlopen(f"http://{reg.host}/v2/", timeout=10).close()
+        raise AssertionError("an anonymous /v2/ was let in")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+        assert exc.headers["WWW-Authenticate"].startswith("Bearer realm=")

@@ -6,11 +6,14 @@ import asyncio
 import hashlib
 import io
 import json
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
@@ -424,3 +427,106 @@ def test_real_server_with_access_log(tmp_path: Path) -> None:
     line = out.getvalue().strip()
     assert line.startswith("127.0.0.1 - - [")
     assert line.endswith('] "GET /v2/_catalog HTTP/1.1" 200 20')
+
+
+class RealServer:
+    """``serve`` on 127.0.0.1 and a kernel-chosen port, in a thread of its own."""
+
+    def __init__(self, app: web.Application, **kw: Any) -> None:
+        import threading
+
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+
+        def ready(port: int) -> None:
+            self.port = port
+            self._ready.set()
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            await serve(app, "127.0.0.1", 0, ready=ready, stop=self._stop, **kw)
+
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(main(),))
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def _raw(port: int, head: str, body: bytes) -> None:
+    """Send a request whose body stops short of its Content-Length, then hang up."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head.encode() + body)
+        # Let the server read what was sent: bytes still in aiohttp's buffer when the
+        # connection drops are discarded with it, and the test wants a known prefix.
+        time.sleep(0.3)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        try:
+            s.recv(1000)
+        except OSError:
+            pass
+
+
+def test_truncated_transfers_keep_a_resumable_prefix_and_never_a_blob(tmp_path: Path) -> None:
+    store = Store(FSDriver(str(tmp_path / "reg")))
+    srv = RealServer(make_app(store))
+    data = bytes(range(256)) * 4000
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        req = urllib.request.Request(f"{base}/v2/app/blobs/uploads/", method="POST")
+        with urllib.request.urlopen(req) as resp:
+            loc = resp.headers["Location"]
+        _raw(srv.port, f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n",
+             data[:300_000])
+        # the finalizing PUT cut short too: nothing becomes a blob
+        _raw(srv.port, f"PUT {loc}?digest={sha(data)} HTTP/1.1\r\nHost: x\r\n"
+                       f"Content-Length: {len(data)}\r\n\r\n", b"")
+        with urllib.request.urlopen(f"{base}{loc}") as resp:
+            kept = int(resp.headers["Range"].split("-")[1]) + 1
+        assert 0 < kept <= 300_000
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(urllib.request.Request(f"{base}/v2/app/blobs/{sha(data)}",
+                                                          method="HEAD"))
+        assert exc.value.code == 404
+        # the client resumes from where the server says it is
+        req = urllib.request.Request(f"{base}{loc}?digest={sha(data)}", data=data[kept:],
+                                     method="PUT",
+                                     headers={"Content-Range": f"{kept}-{len(data) - 1}"})
+        with urllib.request.urlopen(req) as resp:
+            assert resp.status == 201
+        with urllib.request.urlopen(f"{base}/v2/app/blobs/{sha(data)}") as resp:
+            assert resp.read() == data
+    finally:
+        srv.close()
+
+
+def test_tls(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    from ketch.registry.server.app import ssl_context
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    srv = RealServer(make_app(Store(FSDriver(str(tmp_path / "reg")))),
+                     tls=ssl_context(str(cert), str(key)))
+    try:
+        client = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"https://127.0.0.1:{srv.port}/v2/", context=client) as resp:
+            assert resp.status == 200
+            assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    finally:
+        srv.close()

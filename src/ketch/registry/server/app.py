@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import re
@@ -25,12 +26,12 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote, urlencode
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
 
 from ketch.registry.server import errors as E
@@ -57,6 +58,7 @@ READ_PIECE = 1 << 20
 CATALOG_DEFAULT_N = 100
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_PAGE = 10000
+UPLOAD_TURN_WAIT = 60.0     # seconds a request waits for the one before it on an upload
 
 Handler = Callable[[web.Request, "re.Match[str]"], Awaitable[web.StreamResponse]]
 
@@ -179,6 +181,35 @@ class RegistryApp:
         self.store = store
         self.authorizer = authorizer
         self.options = options or AppOptions()
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _upload_turn(self, upload_id: str) -> AsyncIterator[None]:
+        """Requests on one upload, one after the other.
+
+        A client that lost its connection mid-chunk asks where the upload stands
+        and resumes at once, while the server may still be writing what arrived:
+        it waits for that request to end instead of reading a size about to change.
+        """
+        lock, users = self._turns.get(upload_id) or (asyncio.Lock(), 0)
+        self._turns[upload_id] = (lock, users + 1)
+        try:
+            try:
+                async with asyncio.timeout(UPLOAD_TURN_WAIT):
+                    await lock.acquire()
+            except TimeoutError:
+                raise RegistryError(E.BLOB_UPLOAD_INVALID,
+                                    detail="another request is writing to this upload") from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._turns[upload_id]
+            if users <= 1:
+                del self._turns[upload_id]
+            else:
+                self._turns[upload_id] = (lock, users - 1)
 
     # -- dispatch --
 
@@ -446,10 +477,12 @@ class RegistryApp:
                         await pending
                     pending = asyncio.ensure_future(asyncio.to_thread(session.write, piece))
         finally:
+            # Also when the client hung up: what arrived is kept, so that the upload
+            # resumes from there (GET on the upload tells the client where it stands).
             if pending is not None:
                 await pending
-        if parts:
-            await asyncio.to_thread(session.write, b"".join(parts))
+            if parts:
+                await asyncio.to_thread(session.write, b"".join(parts))
         return received
 
     async def _open(self, name: str, upload_id: str) -> UploadSession:
@@ -457,7 +490,11 @@ class RegistryApp:
         return await asyncio.to_thread(self.store.open_upload, name, upload_id)
 
     async def patch_upload(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
-        name, upload_id = m["name"], m["uuid"]
+        async with self._upload_turn(m["uuid"]):
+            return await self._patch_upload(request, m["name"], m["uuid"])
+
+    async def _patch_upload(self, request: web.Request, name: str, upload_id: str
+                            ) -> web.StreamResponse:
         session = await self._open(name, upload_id)
         try:
             crange = request.headers.get("Content-Range")
@@ -476,7 +513,11 @@ class RegistryApp:
         return web.Response(status=202, headers=self._upload_headers(name, upload_id, size))
 
     async def finish_upload(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
-        name, upload_id = m["name"], m["uuid"]
+        async with self._upload_turn(m["uuid"]):
+            return await self._finish_upload(request, m["name"], m["uuid"])
+
+    async def _finish_upload(self, request: web.Request, name: str, upload_id: str
+                             ) -> web.StreamResponse:
         digest = request.query.get("digest")
         if not digest:
             raise RegistryError(E.DIGEST_INVALID, "digest missing", detail={"digest": None})
@@ -502,14 +543,16 @@ class RegistryApp:
     async def upload_status(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
         name, upload_id = m["name"], m["uuid"]
         check_upload_id(upload_id)
-        status = await asyncio.to_thread(self.store.upload_status, name, upload_id)
+        async with self._upload_turn(upload_id):
+            status = await asyncio.to_thread(self.store.upload_status, name, upload_id)
         return web.Response(status=204, headers=self._upload_headers(name, upload_id,
                                                                      status.size))
 
     async def cancel_upload(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
         name, upload_id = m["name"], m["uuid"]
         check_upload_id(upload_id)
-        await asyncio.to_thread(self.store.cancel_upload, name, upload_id)
+        async with self._upload_turn(upload_id):
+            await asyncio.to_thread(self.store.cancel_upload, name, upload_id)
         return web.Response(status=204)
 
 
@@ -531,8 +574,11 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _error_response(exc)
     except web.HTTPException:
         raise
-    except (asyncio.CancelledError, ConnectionError):
-        raise
+    except (ConnectionError, ClientPayloadError) as exc:
+        # The client hung up mid-body (what arrived is kept for a resumed upload): no
+        # traceback, a line in the access log, and an answer nobody will read.
+        log.info("%s %s: the client went away: %s", request.method, request.path, exc)
+        return _error_response(RegistryError(E.BLOB_UPLOAD_INVALID, "incomplete request body"))
     except Exception as exc:
         log.exception("%s %s failed", request.method, request.path)
         return _error_response(RegistryError(E.UNKNOWN, detail=str(exc)))
