@@ -102,6 +102,38 @@ def bucket(moto: Moto) -> Iterator[S3Driver]:  # noqa: F811
     d.client.delete_bucket(Bucket=name)
 
 
+def storage_args(moto: Moto, d: S3Driver) -> list[str]:  # noqa: F811
+    """``--storage s3`` and its options for the bucket of ``d``."""
+    opts = [f"bucket={d.bucket}", f"endpoint={moto.endpoint}", "region=us-east-1",
+            f"prefix={PREFIX}", "part-size=5MiB"]
+    args = ["--storage", "s3"]
+    for opt in opts:
+        args += ["--storage-opt", opt]
+    return args
+
+
+def s3_env() -> dict[str, str]:
+    """Fake credentials for moto; no instance metadata lookup (it would leave loopback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_EC2_METADATA_DISABLED="true")
+    return env
+
+
+def skip_unless_wired(output: str) -> None:
+    if "not supported" in output and "s3" in output:
+        pytest.skip(f"ketch registry --storage s3 is not wired yet: {output.strip()}")
+
+
+def ketch_registry(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "ketch.cli.main", "registry", *args],
+                         capture_output=True, text=True, timeout=300, env=s3_env(),
+                         stdin=subprocess.DEVNULL)
+    skip_unless_wired(out.stderr)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 @pytest.fixture
 def serve_s3(moto: Moto, tmp_path: Path) -> Iterator[Callable[[S3Driver], str]]:  # noqa: F811
     """Start ``ketch registry serve`` on a bucket; its host:port. Stopped by its pid after."""
@@ -109,26 +141,18 @@ def serve_s3(moto: Moto, tmp_path: Path) -> Iterator[Callable[[S3Driver], str]]:
 
     def start(d: S3Driver) -> str:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                   AWS_EC2_METADATA_DISABLED="true")
-        opts = [f"bucket={d.bucket}", f"endpoint={moto.endpoint}", "region=us-east-1",
-                f"prefix={PREFIX}", "part-size=5MiB"]
         args = [sys.executable, "-m", "ketch.cli.main", "registry", "serve",
-                "--addr", f"127.0.0.1:{port}", "--storage", "s3"]
-        for opt in opts:
-            args += ["--storage-opt", opt]
+                "--addr", f"127.0.0.1:{port}", *storage_args(moto, d)]
         log_path = tmp_path / f"registry-{port}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env)
+                                    stdin=subprocess.DEVNULL, env=s3_env())
         procs.append(proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 text = log_path.read_text(errors="replace")
-                if "not supported" in text and "s3" in text:
-                    pytest.skip(f"ketch registry serve --storage s3 is not wired yet: {text}")
+                skip_unless_wired(text)
                 raise AssertionError(f"ketch registry serve exited:\n{text}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
@@ -179,3 +203,28 @@ def test_skopeo_copy_in_and_out(bucket: S3Driver, serve_s3: Callable[[S3Driver],
            "--dest-tls-verify=false")
     tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{host}/s3/rand"))
     assert sorted(tags["Tags"]) == ["v1", "v2"]
+
+
+def test_gc_and_fsck_on_s3(moto: Moto, bucket: S3Driver,  # noqa: F811
+                           serve_s3: Callable[[S3Driver], str], tmp_path: Path) -> None:
+    host = serve_s3(bucket)
+    old = oci_layout(tmp_path / "old", "v1", blob(6 * MiB, seed=22))
+    new = oci_layout(tmp_path / "new", "v1", blob(2 * MiB, seed=23))
+    for src in ("old", "new"):  # the tag moves: the old image is left untagged
+        skopeo("copy", f"oci:{tmp_path / src}:v1", f"docker://{host}/s3/gc:v1",
+               "--dest-tls-verify=false")
+
+    def blobs() -> set[str]:
+        return {"sha256:" + p.split("/")[-2] for p in
+                (info.path for info in bucket.walk("/blobs"))}
+
+    assert {old, new} <= blobs()
+    storage = storage_args(moto, bucket)
+    ketch_registry("fsck", *storage)
+    ketch_registry("gc", "--delete-untagged", *storage)
+    left = blobs()
+    assert new in left and old not in left
+    ketch_registry("fsck", *storage)
+    skopeo("copy", f"docker://{host}/s3/gc:v1", f"oci:{tmp_path / 'out'}:v1",
+           "--src-tls-verify=false")
+    assert (tmp_path / "out" / "blobs" / "sha256" / new.split(":")[1]).exists()
