@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import time
 
@@ -22,7 +23,7 @@ from ketch.registry.client.errors import RegistryError, error_from_response
 from ketch.registry.client.options import Credentials, RegistryOptions, split_host_port
 from ketch.registry.client.registries import Registries, login_host, registry_host
 from ketch.registry.client.repository import manifest_media_type
-from ketch.registry.client.transport import Transport
+from ketch.registry.client.transport import Transport, go_dial_error
 
 # --- WWW-Authenticate --------------------------------------------------------------
 
@@ -322,3 +323,15 @@ def test_insufficient_scope_adds_the_asked_scope() -> None:
     # Asked again for a scope already asked for: nothing new, no retry.
     again = Challenge("bearer", {"realm": "http://127.0.0.1:9/token", "scope": "repository:b:pull"})
     assert not auth.unauthorized([again], ["repository:a:push"])
+
+
+def test_go_dial_error_words() -> None:
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert go_dial_error(refused, "127.0.0.1:5000") == (
+        "dial tcp 127.0.0.1:5000: connect: connection refused")
+    assert go_dial_error(refused, "reg.example", "https") == (
+        "dial tcp reg.example:443: connect: connection refused")
+    assert go_dial_error(TimeoutError(), "reg.example", "http") == "dial tcp reg.example:80: i/o timeout"
+    unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
+    assert go_dial_error(unreachable, "10.0.0.1:5000") == (
+        "dial tcp 10.0.0.1:5000: connect: network is unreachable")

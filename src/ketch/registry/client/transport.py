@@ -66,10 +66,14 @@ class Body:
         return cls(data=data, length=len(data))
 
 
-def go_dial_error(exc: BaseException, netloc: str) -> str:
-    """The text Go's net package gives for a failed dial, for Docker's messages."""
+def go_dial_error(exc: BaseException, netloc: str, scheme: str = "https") -> str:
+    """The text Go's net package gives for a failed dial, for Docker's messages.
+
+    Go names the address it dialled, so a URL without a port shows the
+    scheme's (``registry.example:443``).
+    """
     host, port = split_host_port(netloc)
-    addr = netloc if port is not None else netloc
+    addr = netloc if port is not None else f"{netloc}:{443 if scheme == 'https' else 80}"
     if isinstance(exc, socket.gaierror):
         return f"dial tcp: lookup {host}{_resolver_failure()}"
     if isinstance(exc, TimeoutError | socket.timeout):
@@ -378,7 +382,7 @@ class Transport:
             return NetworkError(f"{prefix}: malformed HTTP response: {exc}")
         if isinstance(exc, TimeoutError | socket.timeout) and connected:
             return NetworkError(f"{prefix}: net/http: timeout awaiting response headers")
-        return NetworkError(f"{prefix}: {go_dial_error(exc, netloc)}")
+        return NetworkError(f"{prefix}: {go_dial_error(exc, netloc, urllib.parse.urlsplit(url).scheme)}")
 
 
 def _resendable(body: Body | None) -> bool:
