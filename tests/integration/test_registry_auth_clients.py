@@ -2,7 +2,8 @@
 
 Each test starts its own server process on 127.0.0.1 and a free port with a
 private storage directory and htpasswd file, and stops it by the pid it
-started, also when the test fails. Nothing here needs root.
+started, also when the test fails. Only the test with Debian's dockerd (the
+reference client of docker's identity tokens) needs root.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import bcrypt
 import pytest
+from tests.integration.refdockerd import RefDockerd, ref_dockerd  # noqa: F401 - a fixture
 
 SKOPEO = shutil.which("skopeo")
 OPENSSL = shutil.which("openssl")
@@ -404,3 +406,43 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path, start: Start, image:
         assert status == 401
         assert f'realm="https://{server.host}/token"' in headers["WWW-Authenticate"]
         assert token_for(server, "repository:secure/app:pull", context=ctx)["token"]
+
+
+# -- dockerd 20.10, the reference for docker login's identity tokens ----------
+
+@pytest.mark.root
+def test_reference_dockerd_login_identity_token_push_pull(
+        tmp_path: Path, start: Start, ref_dockerd: RefDockerd) -> None:  # noqa: F811
+    d = ref_dockerd
+    server = start("token", "--access-log", "-")
+    name = f"{server.host}/ref/box:1"
+    config = d.base / "cli" / "config.json"
+    try:
+        d.ok("tag", "busybox:latest", name)
+        bad = d.cli("login", "-u", USER, "--password-stdin", server.host, input=b"wrong\n")
+        assert bad.returncode == 1
+        assert "unauthorized: incorrect username or password" in bad.stderr, bad
+        d.ok("login", "-u", USER, "--password-stdin", server.host,
+             input=PASSWORD.encode() + b"\n")
+        # dockerd asked for an offline token: the CLI keeps the identity token,
+        # not the password, and later requests use the refresh-token grant.
+        stored = json.loads(config.read_text())["auths"][server.host]
+        assert stored.get("identitytoken")
+        assert PASSWORD not in config.read_text()
+        d.ok("push", name, timeout=120)
+        d.ok("rmi", name)
+        d.ok("pull", name, timeout=120)
+        assert "POST /token" in server.log()
+        # A new password revokes the identity token.
+        htpasswd = tmp_path / "htpasswd"
+        htpasswd.write_text("")
+        add_user(htpasswd, USER, "a new password")
+        refused = d.cli("pull", name, timeout=120)
+        assert refused.returncode == 1 and "refresh token revoked" in refused.stderr, refused
+        d.ok("logout", server.host)
+        anonymous = d.cli("pull", name, timeout=120)
+        assert anonymous.returncode == 1
+        assert "requested access to the resource is denied" in anonymous.stderr, anonymous
+    finally:
+        d.cli("logout", server.host)
+        d.cli("rmi", name)
