@@ -238,9 +238,18 @@ def test_manifest_put_get_head_delete(tmp_path: Path) -> None:
 def test_manifest_errors(tmp_path: Path) -> None:
     async def scenario(c: TestClient) -> None:
         await push_blob(c, "app", b"{}")
-        r = await c.put("/v2/app/manifests/v1", data=manifest(b"{}", [b"missing"]),
+        r = await c.put("/v2/app/manifests/v1", data=manifest(b"{}", [b"missing", b"gone"]),
                         headers={"Content-Type": OCI_MANIFEST})
-        assert r.status == 400 and await error_code(r) == "MANIFEST_BLOB_UNKNOWN"
+        # one error per missing blob, its detail the digest (what Docker's registry sends)
+        assert r.status == 400 and await r.json() == {"errors": [
+            {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry",
+             "detail": sha(b"missing")},
+            {"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry",
+             "detail": sha(b"gone")}]}
+        # dockerd turns a MANIFEST_UNKNOWN without detail into a 500: there is always one
+        r = await c.get("/v2/app/manifests/nosuch")
+        assert r.status == 404 and (await r.json())["errors"][0] == {
+            "code": "MANIFEST_UNKNOWN", "message": "manifest unknown", "detail": {"Tag": "nosuch"}}
         r = await c.put("/v2/app/manifests/v1", data=b"{", headers={"Content-Type": OCI_MANIFEST})
         assert r.status == 400 and await error_code(r) == "MANIFEST_INVALID"
         r = await c.put("/v2/app/manifests/bad:tag!", data=manifest(b"{}", []),

@@ -57,7 +57,7 @@ WRITE_PIECE = 4 << 20
 READ_PIECE = 1 << 20
 CATALOG_DEFAULT_N = 100
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MAX_PAGE = 10000
+CATALOG_MAX_N = 1000      # as Docker's registry: a catalog page is walked, not indexed
 UPLOAD_TURN_WAIT = 60.0     # seconds a request waits for the one before it on an upload
 
 Handler = Callable[[web.Request, "re.Match[str]"], Awaitable[web.StreamResponse]]
@@ -119,7 +119,8 @@ def _page(items: list[str], n: int | None, last: str | None) -> tuple[list[str],
     return rest[:n], len(rest) > n
 
 
-def _page_args(request: web.Request, default_n: int | None) -> tuple[int | None, str | None]:
+def _page_args(request: web.Request, default_n: int | None, max_n: int | None
+               ) -> tuple[int | None, str | None]:
     n_text = request.query.get("n")
     n = default_n
     if n_text is not None and n_text != "":
@@ -127,8 +128,8 @@ def _page_args(request: web.Request, default_n: int | None) -> tuple[int | None,
             n = int(n_text)
         except ValueError:
             raise RegistryError(E.PAGINATION_NUMBER_INVALID, detail={"n": n_text}) from None
-        if n < 0 or n > MAX_PAGE:
-            raise RegistryError(E.PAGINATION_NUMBER_INVALID, detail={"n": n_text})
+        if n < 0 or (max_n is not None and n > max_n):
+            raise RegistryError(E.PAGINATION_NUMBER_INVALID, detail={"n": n})
     return n, request.query.get("last") or None
 
 
@@ -295,7 +296,7 @@ class RegistryApp:
         return web.json_response({})
 
     async def catalog(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
-        n, last = _page_args(request, CATALOG_DEFAULT_N)
+        n, last = _page_args(request, CATALOG_DEFAULT_N, CATALOG_MAX_N)
         repos = await asyncio.to_thread(self.store.repositories)
         page, more = _page(repos, n, last)
         headers = {}
@@ -305,7 +306,7 @@ class RegistryApp:
 
     async def tags_list(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
         name = m["name"]
-        n, last = _page_args(request, None)
+        n, last = _page_args(request, None, None)
         tags = await asyncio.to_thread(self.store.tags, name)
         page, more = _page(tags, n, last)
         headers = {}
@@ -520,7 +521,7 @@ class RegistryApp:
                              ) -> web.StreamResponse:
         digest = request.query.get("digest")
         if not digest:
-            raise RegistryError(E.DIGEST_INVALID, "digest missing", detail={"digest": None})
+            raise RegistryError(E.DIGEST_INVALID, detail="digest missing")
         check_digest(digest)
         session = await self._open(name, upload_id)
         finished = False
@@ -553,7 +554,7 @@ class RegistryApp:
         check_upload_id(upload_id)
         async with self._upload_turn(upload_id):
             await asyncio.to_thread(self.store.cancel_upload, name, upload_id)
-        return web.Response(status=204)
+        return web.Response(status=204, headers={"Docker-Upload-UUID": upload_id})
 
 
 REGISTRY_KEY = web.AppKey("ketch.registry", RegistryApp)

@@ -63,16 +63,19 @@ class RegistryError(Exception):
     """
 
     def __init__(self, code: ErrorCode, message: str | None = None, detail: Any = None, *,
-                 status: int | None = None, headers: dict[str, str] | None = None) -> None:
+                 status: int | None = None, headers: dict[str, str] | None = None,
+                 more: list[tuple[ErrorCode, str, Any]] | None = None) -> None:
         self.code = code
         self.message = message if message is not None else code.message
         self.detail = detail
         self.status = status if status is not None else code.status
         self.headers = dict(headers or {})
+        self.more = list(more or [])    # further errors of the same answer (each missing blob)
         super().__init__(f"{code.code}: {self.message}")
 
     def body(self) -> bytes:
-        return error_body([(self.code.code, self.message, self.detail)])
+        return error_body([(self.code.code, self.message, self.detail),
+                           *((c.code, m, d) for c, m, d in self.more)])
 
 
 def error_body(errors: list[tuple[str, str, Any]]) -> bytes:

@@ -63,7 +63,7 @@ def check_name(name: str) -> str:
 
 def check_tag(tag: str) -> str:
     if not _TAG_RE.fullmatch(tag):
-        raise RegistryError(E.TAG_INVALID, "invalid tag", detail={"tag": tag})
+        raise RegistryError(E.TAG_INVALID, detail={"Tag": tag})
     return tag
 
 
@@ -72,8 +72,7 @@ def check_digest(digest: str) -> tuple[str, str]:
     try:
         return parse_digest(digest)
     except InvalidArgument as exc:
-        raise RegistryError(E.DIGEST_INVALID, f"invalid digest: {exc}",
-                            detail={"digest": digest}) from None
+        raise RegistryError(E.DIGEST_INVALID, detail=f"digest parsing failed: {exc}") from None
 
 
 def is_digest(reference: str) -> bool:
@@ -82,7 +81,7 @@ def is_digest(reference: str) -> bool:
 
 def check_upload_id(upload_id: str) -> str:
     if not _UUID_RE.fullmatch(upload_id):
-        raise RegistryError(E.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
+        raise RegistryError(E.BLOB_UPLOAD_UNKNOWN, detail={"UUID": upload_id})
     return upload_id
 
 
@@ -355,7 +354,7 @@ class Store:
         check_digest(digest)
         size = self._blob_size(digest) if self._linked(name, digest) else None
         if size is None:
-            raise RegistryError(E.BLOB_UNKNOWN, detail={"digest": digest})
+            raise RegistryError(E.BLOB_UNKNOWN, detail=digest)
         return BlobInfo(digest, size)
 
     def blob_local_path(self, digest: str) -> str | None:
@@ -366,14 +365,14 @@ class Store:
         try:
             return self.driver.reader(blob_path(digest), offset)
         except PathNotFound:
-            raise RegistryError(E.BLOB_UNKNOWN, detail={"digest": digest}) from None
+            raise RegistryError(E.BLOB_UNKNOWN, detail=digest) from None
 
     def delete_blob(self, name: str, digest: str) -> None:
         """Unlink a blob from ``name``; its bytes go at the next ``gc`` if nothing else uses them."""
         check_name(name)
         check_digest(digest)
         if not self._delete(layer_link(name, digest).rsplit("/", 1)[0]):
-            raise RegistryError(E.BLOB_UNKNOWN, detail={"digest": digest})
+            raise RegistryError(E.BLOB_UNKNOWN, detail=digest)
 
     def mount_blob(self, name: str, source: str, digest: str) -> BlobInfo | None:
         """Link ``source``'s blob ``digest`` into ``name``; None if ``source`` has no such blob."""
@@ -393,7 +392,7 @@ class Store:
         check_name(name)
         alg, hexpart = check_digest(digest)
         if hashlib.new(alg, data).hexdigest() != hexpart:
-            raise RegistryError(E.DIGEST_INVALID, detail={"digest": digest})
+            raise RegistryError(E.DIGEST_INVALID, detail={"Digest": digest})
         if self._blob_size(digest) != len(data):
             self.driver.put_content(blob_path(digest), data)
         self._link(layer_link(name, digest), digest)
@@ -412,7 +411,7 @@ class Store:
         check_name(name)
         check_upload_id(upload_id)
         if not self._exists(upload_dir(name, upload_id) + "/startedat"):
-            raise RegistryError(E.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
+            raise RegistryError(E.BLOB_UPLOAD_UNKNOWN, detail={"UUID": upload_id})
 
     def open_upload(self, name: str, upload_id: str) -> UploadSession:
         """The upload's writer, for one request at a time (BLOB_UPLOAD_INVALID if busy)."""
@@ -469,7 +468,7 @@ class Store:
                     while chunk := f.read(1 << 20):
                         hasher.update(chunk)
             if hasher.hexdigest() != hexpart:
-                raise RegistryError(E.DIGEST_INVALID, detail={"digest": digest})
+                raise RegistryError(E.DIGEST_INVALID, detail={"Digest": digest})
             if self._blob_size(digest) != total:
                 self.driver.move(data, blob_path(digest))
             self._link(layer_link(name, digest), digest)
@@ -500,13 +499,12 @@ class Store:
         if is_digest(reference):
             check_digest(reference)
             if self._read_link(revision_dir(name, reference) + "/link") != reference:
-                raise RegistryError(E.MANIFEST_UNKNOWN, detail={"digest": reference})
+                raise RegistryError(E.MANIFEST_UNKNOWN, detail={"Name": name, "Revision": reference})
             return reference
         check_tag(reference)
         digest = self._read_link(tag_link(name, reference))
         if digest is None:
-            raise RegistryError(E.MANIFEST_UNKNOWN, f"manifest unknown: tag {reference} not found",
-                                detail={"tag": reference})
+            raise RegistryError(E.MANIFEST_UNKNOWN, detail={"Tag": reference})
         return digest
 
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
@@ -514,7 +512,7 @@ class Store:
         try:
             data = self.driver.get_content(blob_path(digest))
         except PathNotFound:
-            raise RegistryError(E.MANIFEST_UNKNOWN, detail={"digest": digest}) from None
+            raise RegistryError(E.MANIFEST_UNKNOWN, detail={"Name": name, "Revision": digest}) from None
         parsed = parse_manifest(data)
         return ManifestRecord(digest, parsed.media_type, data,
                               parsed.subject.digest if parsed.subject else None, parsed.references)
@@ -534,7 +532,7 @@ class Store:
                                 detail={"size": len(data), "limit": self.max_manifest_size})
         digest = f"{alg}:{hashlib.new(alg, data).hexdigest()}"
         if by_digest and digest != reference:
-            raise RegistryError(E.DIGEST_INVALID, detail={"digest": reference, "actual": digest})
+            raise RegistryError(E.DIGEST_INVALID, detail={"Digest": reference, "Actual": digest})
         parsed = parse_manifest(data, content_type)
         self._check_references(name, parsed)
         path = blob_path(digest)
@@ -549,23 +547,25 @@ class Store:
                               parsed.subject.digest if parsed.subject else None, parsed.references)
 
     def _check_references(self, name: str, parsed: ParsedManifest) -> None:
-        missing: list[dict[str, str]] = []
+        missing: list[str] = []
         for desc in parsed.blobs:
             if desc.media_type in oci.FOREIGN_LAYER_TYPES and desc.urls:
                 continue    # shipped from its urls by design, never pushed
             size = self._blob_size(desc.digest) if self._linked(name, desc.digest) else None
             if size is None:
-                missing.append({"digest": desc.digest})
+                missing.append(desc.digest)
             elif size != desc.size:
                 raise RegistryError(E.MANIFEST_INVALID,
                                     detail=f"blob {desc.digest} is {size} bytes, "
                                            f"the manifest says {desc.size}")
         for desc in parsed.manifests:
             if self._read_link(revision_dir(name, desc.digest) + "/link") != desc.digest:
-                missing.append({"digest": desc.digest})
+                missing.append(desc.digest)
         if missing:
-            raise RegistryError(E.MANIFEST_BLOB_UNKNOWN,
-                                detail=missing[0] if len(missing) == 1 else missing)
+            # one error per missing blob, each naming it, as Docker's registry answers
+            raise RegistryError(E.MANIFEST_BLOB_UNKNOWN, detail=missing[0], more=[
+                (E.MANIFEST_BLOB_UNKNOWN, E.MANIFEST_BLOB_UNKNOWN.message, d)
+                for d in missing[1:]])
 
     def delete_manifest(self, name: str, reference: str) -> None:
         """Delete a tag (by tag), or a manifest with every tag on it (by digest)."""
