@@ -13,13 +13,17 @@ closed at the end), so a writer keeps its unfinished file in two hidden places:
 - a small "tail" object ``<dir>/.#partial.<name>`` with the bytes after the last
   full part, and in its metadata the upload's id and how many parts were kept.
 
-``close`` writes the tail; ``writer(append=True)`` reads it back and goes on
-after the kept parts; ``commit`` uploads the tail as the last part and
-completes the upload straight into the path's key (so nothing is copied),
-or, for a file smaller than one part, puts it whole. Parts a crashed writer
-uploaded after the last close are past the kept count and are left out of the
-completion. The ``#`` in the tail's name cannot occur in a driver path, so
-``list`` and ``walk`` never show it, like the directory driver's partial
+``close`` writes the tail (when anything was written); ``writer(append=True)``
+reads it back and goes on after the kept parts; ``commit`` uploads the tail
+as the last part and completes the upload straight into the path's key (so
+nothing is copied), or, for a file smaller than one part, puts it whole.
+Parts a crashed writer uploaded after the last close are past the kept count
+and are left out of the completion; commit, cancel and a fresh writer abort
+the key's other uploads. An upload abandoned for good (its client gone, the
+server killed) is removed by ``delete`` of its directory (the registry's gc
+of stale uploads); a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+is the backstop. The ``#`` in the tail's name cannot occur in a driver path,
+so ``list`` and ``walk`` never show it, like the directory driver's partial
 files.
 
 boto3 is imported when a driver is made, not with this module: the directory
