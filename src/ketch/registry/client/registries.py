@@ -25,8 +25,8 @@ from ketch.registry.client.auth import Authorizer, TokenCache, basic_header
 from ketch.registry.client.challenge import Challenge, parse_challenges
 from ketch.registry.client.errors import error_from_response, status_text
 from ketch.registry.client.options import Credentials, RegistryOptions
-from ketch.registry.client.session import Endpoint, Session, method_word
-from ketch.registry.client.transport import NetworkError, Transport
+from ketch.registry.client.session import Endpoint, Session
+from ketch.registry.client.transport import NetworkError, Transport, method_word
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 # What docker login sends for Docker Hub, and what config.json keys it under.

@@ -18,7 +18,14 @@ from ketch.errors import Unauthorized
 from ketch.registry.client.auth import Authorizer
 from ketch.registry.client.challenge import parse_challenges
 from ketch.registry.client.options import RegistryOptions
-from ketch.registry.client.transport import Body, NetworkError, Response, Transport, _resendable
+from ketch.registry.client.transport import (
+    Body,
+    NetworkError,
+    Response,
+    Transport,
+    method_word,
+    resendable,
+)
 
 MAX_REDIRECTS = 10
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -36,11 +43,6 @@ class Endpoint:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.netloc}"
-
-
-def method_word(method: str) -> str:
-    """Go's url.Error spelling of a method ("Get", "Head"), which Docker's messages show."""
-    return method[:1].upper() + method[1:].lower()
 
 
 class Session:
@@ -102,7 +104,7 @@ class Session:
             if resp.status != 401 or not same_host:
                 return resp
             challenges = parse_challenges(resp.header_all("WWW-Authenticate"))
-            if attempt == 0 and _resendable(body) and self.auth.unauthorized(challenges, scopes):
+            if attempt == 0 and resendable(body) and self.auth.unauthorized(challenges, scopes):
                 resp.discard()
                 continue
             if ("Authorization" not in hdrs and any(c.scheme == "basic" for c in challenges)

@@ -36,16 +36,11 @@ MAX_IDLE_PER_HOST = 8
 
 
 class NetworkError(Unavailable):
-    """A request never got an HTTP answer (refused, reset, TLS, timeout).
+    """No complete HTTP answer: refused, reset, TLS failure, timeout, a body cut short.
 
-    ``before_response`` is true when nothing of the answer was read: for a
-    reused keep-alive socket this usually means the server had closed it, and
-    one retry on a new connection is safe.
+    Its own kind (still an Unavailable) because it is what makes a pull try
+    the next endpoint and a blob download resume.
     """
-
-    def __init__(self, message: str, before_response: bool = True) -> None:
-        super().__init__(message)
-        self.before_response = before_response
 
 
 @dataclass
@@ -120,8 +115,8 @@ def _resolver_failure() -> str:
     return f" on {addr}: no such host"
 
 
-def _method_word(method: str) -> str:
-    # Go's url.Error spells the method in title case ("Get", "Head", "Put").
+def method_word(method: str) -> str:
+    """Go's url.Error spelling of a method ("Get", "Head"), which Docker's messages show."""
     return method[:1].upper() + method[1:].lower()
 
 
@@ -158,7 +153,7 @@ class Response:
             data = self._raw.read(limit + 1)
         except (OSError, http.client.HTTPException) as exc:
             self._broken()
-            raise NetworkError(self._read_error(exc), before_response=False) from exc
+            raise NetworkError(self._read_error(exc)) from exc
         return data
 
     def readinto(self, buf: memoryview) -> int:
@@ -167,21 +162,20 @@ class Response:
             n = self._raw.readinto(buf)
         except (OSError, http.client.HTTPException) as exc:
             self._broken()
-            raise NetworkError(self._read_error(exc), before_response=False) from exc
+            raise NetworkError(self._read_error(exc)) from exc
         if n == 0 and self._raw.length:
             # http.client returns 0 instead of raising when the peer closes
             # early on a Content-Length body; that is a truncated transfer.
             self._broken()
-            raise NetworkError(f"{_method_word(self.method)} \"{self.url}\": unexpected EOF",
-                               before_response=False)
+            raise NetworkError(f"{method_word(self.method)} \"{self.url}\": unexpected EOF")
         return n
 
     def _read_error(self, exc: BaseException) -> str:
         if isinstance(exc, http.client.IncompleteRead):
-            return f"{_method_word(self.method)} \"{self.url}\": unexpected EOF"
+            return f"{method_word(self.method)} \"{self.url}\": unexpected EOF"
         if isinstance(exc, TimeoutError | socket.timeout):
-            return f"{_method_word(self.method)} \"{self.url}\": net/http: request canceled (Client.Timeout exceeded while reading body)"
-        return f"{_method_word(self.method)} \"{self.url}\": read: {exc}"
+            return f"{method_word(self.method)} \"{self.url}\": net/http: request canceled (Client.Timeout exceeded while reading body)"
+        return f"{method_word(self.method)} \"{self.url}\": read: {exc}"
 
     def _broken(self) -> None:
         conn, self._conn = self._conn, None
@@ -325,7 +319,7 @@ class Transport:
                 conn.close()
                 stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError
                                    | BrokenPipeError | ConnectionAbortedError)
-                if reused and stale and attempt == 0 and _resendable(body):
+                if reused and stale and attempt == 0 and resendable(body):
                     continue
                 raise self._error(method, url, netloc, exc, connected=reused) from exc
             return Response(self, key, conn, raw, method, url)
@@ -363,7 +357,7 @@ class Transport:
 
     def _error(self, method: str, url: str, netloc: str, exc: BaseException,
                connected: bool) -> NetworkError:
-        prefix = f"{_method_word(method)} \"{url}\""
+        prefix = f"{method_word(method)} \"{url}\""
         if isinstance(exc, ssl.SSLCertVerificationError):
             reason = exc.verify_message or str(exc)
             if "self-signed" in reason or "self signed" in reason or "unable to get local issuer" in reason:
@@ -385,5 +379,5 @@ class Transport:
         return NetworkError(f"{prefix}: {go_dial_error(exc, netloc, urllib.parse.urlsplit(url).scheme)}")
 
 
-def _resendable(body: Body | None) -> bool:
+def resendable(body: Body | None) -> bool:
     return body is None or body.data is not None or body.reopen is not None
