@@ -210,6 +210,29 @@ def test_parallel_blob_downloads_share_one_repository(registry: DockerRegistry, 
     assert all(store.exists(layer.digest) for layer in pulled.parsed.layers)
 
 
+def test_parallel_pushes_share_one_repository(registry: DockerRegistry, regs: Registries) -> None:
+    img = make_image(tuple(100_000 + i for i in range(8)))
+    repo = regs.repository(normalize(f"{registry.netloc}/parallel/push:t"))
+    results: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def one(dgst: str, data: bytes) -> None:
+        try:
+            results[dgst] = repo.push_blob(Descriptor(digest=dgst, size=len(data)),
+                                           lambda: io.BytesIO(data))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=item) for item in img.blobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert set(results.values()) == {"pushed"} and len(results) == len(img.blobs)
+    assert repo.push_manifest("t", img.manifest, img.media_type) == img.manifest_digest
+
+
 def test_connections_are_kept_alive(registry: DockerRegistry, big_image: BuiltImage) -> None:
     proxy = FaultProxy(registry.port)
     regs, repo = _through(proxy)
