@@ -169,4 +169,6 @@ def test_cli_gc_and_fsck(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["registry", "fsck", "--root", root, "--quick"]) == 1
     assert "tag ghost names" in capsys.readouterr().out
     assert main(["registry", "serve", "--storage", "s3"]) == 1
-    assert "not supported" in capsys.readouterr().err
+    assert "needs --storage-opt bucket=NAME" in capsys.readouterr().err
+    assert main(["registry", "serve", "--storage", "nfs"]) == 1
+    assert "unknown storage 'nfs'" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """From ``ketch registry`` flags to a storage driver, and the lock that keeps gc off a live store.
 
 ``make_driver("filesystem", root="/srv/registry")`` gives the directory
-driver; ``--storage s3`` is listed but refused with NotSupported until its
-driver is wired here (its options arrive as ``--storage-opt key=value``).
+driver; ``make_driver("s3", options={"bucket": "b", "endpoint": "http://..."})``
+an S3 bucket's (``s3driver.driver_from_options`` reads the options, which
+arrive as ``--storage-opt key=value``).
 
 Garbage collection deletes blobs no manifest uses, and a push uploads its
 blobs before the manifest that uses them: a gc during a push could delete a
@@ -20,7 +21,7 @@ import fcntl
 import os
 from collections.abc import Iterator, Mapping
 
-from ketch.errors import Conflict, InvalidArgument, NotSupported
+from ketch.errors import Conflict, InvalidArgument
 from ketch.registry.server.driver import StorageDriver
 
 STORAGE_KINDS = ("filesystem", "s3")
@@ -40,7 +41,12 @@ def make_driver(kind: str = "filesystem", *, root: str | None = None,
 
         return FSDriver(root or DEFAULT_ROOT)
     if kind == "s3":
-        raise NotSupported("the s3 storage is not supported yet")
+        if root:
+            raise InvalidArgument("--root names a directory; the s3 storage takes "
+                                  "--storage-opt bucket=NAME (and prefix=PATH)")
+        from ketch.registry.server.s3driver import driver_from_options
+
+        return driver_from_options(options)
     raise InvalidArgument(f"unknown storage {kind!r} (one of: {', '.join(STORAGE_KINDS)})")
 
 
