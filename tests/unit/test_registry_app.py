@@ -539,3 +539,27 @@ def test_tls(tmp_path: Path) -> None:
             assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
     finally:
         srv.close()
+
+
+def test_cli_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ketch.cli.main", "registry", "serve",
+                             "--addr", "127.0.0.1:0", "--root", str(tmp_path / "reg")],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+) ", line)
+        assert m, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/v2/") as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
