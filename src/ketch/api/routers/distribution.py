@@ -11,9 +11,10 @@ prints "Error response from daemon: ..."), one after it ends the stream as an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -109,6 +110,16 @@ async def json_progress(request: web.Request, work: Callable[[Emit], Any]) -> we
         task.add_done_callback(lambda f: f.exception())
 
 
+@contextlib.contextmanager
+def as_dockerd(kinds: tuple[type[KetchError], ...]) -> Iterator[None]:
+    """Registry failures as dockerd reports them: a 500 with the message (an
+    unreachable registry is not this daemon being unavailable)."""
+    try:
+        yield
+    except kinds as exc:
+        raise System(str(exc)) from None
+
+
 def pull_response(request: web.Request) -> Any:
     """``POST /images/create?fromImage=...`` (called by the image router)."""
     dist = request.app.get(DISTRIBUTION)
@@ -124,12 +135,10 @@ def pull_response(request: web.Request) -> Any:
     parse_platform(platform)
 
     def work(emit: Emit) -> None:
-        try:
+        with as_dockerd((Unauthorized, Unavailable)):
+            # dockerd answers a refused pull with 500, not 401 (on a 401 the docker
+            # CLI would start an interactive login, even with no terminal).
             dist.pull(from_image, tag, platform=platform, creds=creds, emit=emit)
-        except Unauthorized as exc:
-            # dockerd answers a refused pull with 500, not 401: on a 401 the docker
-            # CLI would start an interactive login, even with no terminal.
-            raise System(str(exc)) from None
 
     return json_progress(request, work)
 
@@ -155,12 +164,20 @@ def setup(app: web.Application, dist: Distribution) -> None:
         from ketch.registry.client import Credentials
 
         creds = Credentials.from_json(body if isinstance(body, dict) else {})
-        result = await asyncio.to_thread(dist.login, creds)
+        def login() -> dict[str, str]:
+            with as_dockerd((Unavailable,)):
+                return dist.login(creds)
+
+        result = await asyncio.to_thread(login)
         return web.json_response(result)
 
     async def distribution_inspect(request: web.Request) -> web.Response:
         creds = registry_auth(request)
-        doc = await asyncio.to_thread(dist.inspect, request.match_info["name"], creds)
+        def inspect() -> dict[str, Any]:
+            with as_dockerd((Unavailable,)):
+                return dist.inspect(request.match_info["name"], creds)
+
+        doc = await asyncio.to_thread(inspect)
         return web.json_response(doc)
 
     async def search(request: web.Request) -> web.Response:
