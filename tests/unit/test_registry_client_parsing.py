@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 
@@ -335,3 +337,19 @@ def test_go_dial_error_words() -> None:
     unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
     assert go_dial_error(unreachable, "10.0.0.1:5000") == (
         "dial tcp 10.0.0.1:5000: connect: network is unreachable")
+
+
+def test_certs_dir_problems_are_clear(tmp_path: Path) -> None:
+    host = tmp_path / "reg.example:5000"
+    host.mkdir()
+    (host / "client.cert").write_text("x")
+    transport = Transport(RegistryOptions(certs_dirs=(str(tmp_path),)))
+    with pytest.raises(InvalidArgument, match="missing key client.key for client certificate "
+                                              "client.cert"):
+        transport.ssl_context("reg.example:5000", verify=True)
+    (host / "client.cert").unlink()
+    (host / "ca.crt").write_text("not a certificate")
+    with pytest.raises(InvalidArgument, match="unable to load CA certificate"):
+        transport.ssl_context("reg.example:5000", verify=True)
+    # Another host has no directory: the system's CAs only.
+    assert transport.ssl_context("other.example", verify=True).verify_mode == ssl.CERT_REQUIRED

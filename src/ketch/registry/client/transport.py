@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ketch.errors import Unavailable
+from ketch.errors import InvalidArgument, Unavailable
 from ketch.registry.client.options import RegistryOptions, split_host_port
 
 SEND_BLOCK = 1 << 20
@@ -245,13 +245,22 @@ class Transport:
                 continue
             for ca in sorted(glob.glob(os.path.join(directory, "*.crt"))):
                 if verify:
-                    ctx.load_verify_locations(cafile=ca)
+                    try:
+                        ctx.load_verify_locations(cafile=ca)
+                    except (OSError, ssl.SSLError) as exc:
+                        raise InvalidArgument(f"unable to load CA certificate {ca}: {exc}") from None
             for cert in sorted(glob.glob(os.path.join(directory, "*.cert"))):
                 keyfile = cert[:-len(".cert")] + ".key"
                 if not os.path.exists(keyfile):
-                    raise Unavailable(f"missing key {os.path.basename(keyfile)} for client certificate "
-                                      f"{os.path.basename(cert)}. CA certificates must use the extension .crt")
-                ctx.load_cert_chain(cert, keyfile)
+                    # dockerd's words (registry.ReadCertsDirectory).
+                    raise InvalidArgument(
+                        f"missing key {os.path.basename(keyfile)} for client certificate "
+                        f"{os.path.basename(cert)}. CA certificates must use the extension .crt")
+                try:
+                    ctx.load_cert_chain(cert, keyfile)
+                except (OSError, ssl.SSLError) as exc:
+                    raise InvalidArgument(
+                        f"unable to load client certificate {cert}: {exc}") from None
             break  # dockerd uses the first certs dir that has the host
         with self._lock:
             self._contexts.setdefault(key, ctx)
