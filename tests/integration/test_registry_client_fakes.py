@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import io
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ketch.errors import InvalidArgument, NotSupported, Unauthorized, Unavailable
+from ketch.errors import InvalidArgument, NotSupported, System, Unauthorized, Unavailable
 from ketch.image.content import Descriptor
 from ketch.image.reference import normalize
 from ketch.registry.client import Credentials, Registries, RegistryOptions
@@ -193,3 +194,18 @@ def test_docker_hub_unreachable_is_reported(regs: Registries) -> None:
         regs.repository(normalize("busybox")).resolve("latest")
     assert str(exc.value).startswith(
         'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io')
+
+
+def test_unreadable_upload_content_is_not_a_network_error(fake: Fake, regs: Registries) -> None:
+    fake.routes["/v2/up/blobs/"] = lambda r: (404, {}, b"")
+    fake.routes["/v2/up/blobs/uploads/"] = lambda r: (
+        202, {"Location": f"http://{fake.netloc}/v2/up/blobs/uploads/u1?s=1"}, b"")
+
+    def broken() -> io.BytesIO:
+        raise PermissionError(13, "Permission denied")
+
+    repo = regs.repository(normalize(f"{fake.netloc}/up:t"))
+    with pytest.raises(System, match="cannot read the content to upload"):
+        repo.push_blob(Descriptor(digest="sha256:" + "2" * 64, size=10), broken)
+    with pytest.raises(System, match="ended after 3 of 10 bytes"):
+        repo.push_blob(Descriptor(digest="sha256:" + "2" * 64, size=10), lambda: io.BytesIO(b"abc"))

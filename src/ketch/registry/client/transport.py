@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ketch.errors import InvalidArgument, Unavailable
+from ketch.errors import InvalidArgument, System, Unavailable
 from ketch.registry.client.options import RegistryOptions, split_host_port
 
 SEND_BLOCK = 1 << 20
@@ -331,6 +331,9 @@ class Transport:
                 if reused and stale and attempt == 0 and resendable(body):
                     continue
                 raise self._error(method, url, netloc, exc, connected=reused) from exc
+            except BaseException:
+                conn.close()  # half a request was sent: the socket is unusable
+                raise
             return Response(self, key, conn, raw, method, url)
         raise AssertionError("unreachable")
 
@@ -352,13 +355,23 @@ class Transport:
         conn.endheaders()
         assert body.reopen is not None
         sent = 0
-        with body.reopen() as f:
-            buf = bytearray(SEND_BLOCK)
-            view = memoryview(buf)
+        buf = bytearray(min(SEND_BLOCK, max(body.length, 1)))
+        view = memoryview(buf)
+        # Local read failures are the caller's content, not the network: they
+        # must not be reported (or retried) as a registry that did not answer.
+        try:
+            f = body.reopen()
+        except OSError as exc:
+            raise System(f"cannot read the content to upload: {exc}") from exc
+        with f:
             while sent < body.length:
-                n = f.readinto(view[:min(SEND_BLOCK, body.length - sent)])  # type: ignore[attr-defined]
+                try:
+                    n = f.readinto(view[:min(len(view), body.length - sent)])  # type: ignore[attr-defined]
+                except OSError as exc:
+                    raise System(f"cannot read the content to upload: {exc}") from exc
                 if not n:
-                    raise OSError(errno.EIO, f"body ended after {sent} of {body.length} bytes")
+                    raise System(f"the content to upload ended after {sent} of "
+                                 f"{body.length} bytes")
                 conn.send(view[:n])
                 sent += n
                 if body.progress is not None:
