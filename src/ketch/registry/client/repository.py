@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
-from ketch.errors import InvalidArgument, KetchError, NotSupported, Unavailable
+from ketch.errors import InvalidArgument, KetchError, NotSupported, System, Unavailable
 from ketch.image.content import Descriptor, Platform
 from ketch.image.oci import (
     INDEX_TYPES,
@@ -533,7 +533,11 @@ class Repository:
                 chunk = view[:n]
                 if update is not None:
                     update(chunk)
-                write(chunk)
+                try:
+                    write(chunk)
+                except OSError as exc:  # the sink's disk, not the network: no retry
+                    raise System(f"cannot store blob {desc.digest}: "
+                                 f"{exc.strerror or exc}") from exc
                 offset += n
                 if offset > size:
                     sink.truncate(0)
