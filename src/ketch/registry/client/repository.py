@@ -222,8 +222,12 @@ class Repository:
 
         return self.registries.each_endpoint(endpoints, attempt)
 
-    def _path(self, kind: str, ref: str = "") -> str:
-        return f"/v2/{self.name}/{kind}/{ref}" if ref else f"/v2/{self.name}/{kind}/"
+    def _path(self, kind: str, ref: str) -> str:
+        return f"/v2/{self.name}/{kind}/{ref}"
+
+    def _uploads_path(self) -> str:
+        # The trailing slash is the spec's; docker-registry redirects without it.
+        return f"/v2/{self.name}/blobs/uploads/"
 
     def _familiar(self, tag_or_digest: str) -> str:
         ref = self.ref.without_tag_or_digest()
@@ -578,7 +582,7 @@ class Repository:
                 continue
             query = urllib.parse.urlencode({"mount": desc.digest, "from": source})
             scopes = [*self._scope("pull,push"), f"repository:{source}:pull"]
-            with session.request("POST", self._path("blobs", "uploads") + "/" + "?" + query, scopes,
+            with session.request("POST", self._uploads_path() + "?" + query, scopes,
                                  body=Body.of(b"")) as resp:
                 body = resp.read(1 << 16)
                 if resp.status == 201:
@@ -607,7 +611,7 @@ class Repository:
                 time.sleep(RETRY_DELAY * failures)
 
     def _start_upload(self, session: Session) -> str:
-        with session.request("POST", self._path("blobs", "uploads") + "/", self._scope("pull,push"),
+        with session.request("POST", self._uploads_path(), self._scope("pull,push"),
                              body=Body.of(b"")) as resp:
             body = resp.read(1 << 16)
             if resp.status != 202:
