@@ -184,7 +184,7 @@ class _Checker:
             if desc.media_type in oci.FOREIGN_LAYER_TYPES and desc.urls:
                 continue
             link = layer_link(repo, desc.digest)
-            if not self.store._linked(repo, desc.digest):
+            if not self.store.is_linked(repo, desc.digest):
                 self.problem(link, f"manifest {digest} names blob {desc.digest}, "
                                    f"not linked in {repo}")
             elif not self.blob_exists(desc.digest):

@@ -344,7 +344,7 @@ class Store:
         except PathNotFound:
             return None
 
-    def _linked(self, name: str, digest: str) -> bool:
+    def is_linked(self, name: str, digest: str) -> bool:
         """Is ``digest`` a blob of repository ``name`` (a layer, a config, or a manifest)?"""
         return (self._read_link(layer_link(name, digest)) == digest
                 or self._read_link(revision_dir(name, digest) + "/link") == digest)
@@ -352,7 +352,7 @@ class Store:
     def stat_blob(self, name: str, digest: str) -> BlobInfo:
         check_name(name)
         check_digest(digest)
-        size = self._blob_size(digest) if self._linked(name, digest) else None
+        size = self._blob_size(digest) if self.is_linked(name, digest) else None
         if size is None:
             raise RegistryError(E.BLOB_UNKNOWN, detail=digest)
         return BlobInfo(digest, size)
@@ -379,7 +379,7 @@ class Store:
         check_name(name)
         check_name(source)
         check_digest(digest)
-        if not self._linked(source, digest):
+        if not self.is_linked(source, digest):
             return None
         size = self._blob_size(digest)
         if size is None:
@@ -551,7 +551,7 @@ class Store:
         for desc in parsed.blobs:
             if desc.media_type in oci.FOREIGN_LAYER_TYPES and desc.urls:
                 continue    # shipped from its urls by design, never pushed
-            size = self._blob_size(desc.digest) if self._linked(name, desc.digest) else None
+            size = self._blob_size(desc.digest) if self.is_linked(name, desc.digest) else None
             if size is None:
                 missing.append(desc.digest)
             elif size != desc.size:
