@@ -352,7 +352,12 @@ def test_read_only_and_no_delete(tmp_path: Path) -> None:
     async def no_delete(c: TestClient) -> None:
         r = await c.delete("/v2/app/manifests/v1")
         assert r.status == 405 and await error_code(r) == "UNSUPPORTED"
+        r = await c.delete(f"/v2/app/blobs/{sha(b'{}')}")
+        assert r.status == 405 and await error_code(r) == "UNSUPPORTED"
         await push_blob(c, "app", b"still writable")
+        r = await c.post("/v2/app/blobs/uploads/")
+        r = await c.delete(r.headers["Location"])      # cancelling an upload is no delete
+        assert r.status == 204
 
     run(no_delete, tmp_path, delete_enabled=False)
 

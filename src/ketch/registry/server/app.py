@@ -87,7 +87,7 @@ _ROUTES: tuple[_Route, ...] = (
         "PUT": ("put_manifest", "push"), "DELETE": ("delete_manifest", "delete")}),
     _Route(re.compile(r"(?P<name>.+)/blobs/uploads/?"), {"POST": ("start_upload", "push")}),
     _Route(re.compile(r"(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)"), {
-        "GET": ("upload_status", "pull"), "PATCH": ("patch_upload", "push"),
+        "GET": ("upload_status", "push"), "PATCH": ("patch_upload", "push"),
         "PUT": ("finish_upload", "push"), "DELETE": ("cancel_upload", "push")}),
     _Route(re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"), {
         "GET": ("get_blob", "pull"), "HEAD": ("get_blob", "pull"),
@@ -236,7 +236,7 @@ class RegistryApp:
             if request.method in _WRITES:
                 if self.options.read_only:
                     raise RegistryError(E.UNSUPPORTED, "The registry is in read-only mode.")
-                if request.method == "DELETE" and not self.options.delete_enabled:
+                if kind == "delete" and not self.options.delete_enabled:
                     raise RegistryError(E.UNSUPPORTED, "Deletes are disabled on this registry.")
             await self.authorize(request, kind, name)
             handler: Handler = getattr(self, attr)
