@@ -175,3 +175,48 @@ def test_skopeo_with_token_auth(start_registry: Callable[..., Registry], tmp_pat
     except urllib.error.HTTPError as exc:
         assert exc.code == 401
         assert exc.headers["WWW-Authenticate"].startswith("Bearer realm=")
+
+
+def make_docker_archive(path: Path) -> str:
+    """A ``docker save`` archive of one image tagged ``app:v1``; its config's digest."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("etc/motd")
+        data = b"made by ketch's tests\n"
+        info.size, info.mtime = len(data), 1700000000
+        tar.addfile(info, io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config_hex = hashlib.sha256(config).hexdigest()
+    members = {f"{config_hex}.json": config, "layer1/layer.tar": layer_bytes,
+               "manifest.json": json.dumps([{"Config": f"{config_hex}.json",
+                                             "RepoTags": ["app:v1"],
+                                             "Layers": ["layer1/layer.tar"]}]).encode()}
+    with tarfile.open(path, "w") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(content), 1700000000
+            tar.addfile(info, io.BytesIO(content))
+    return f"sha256:{config_hex}"
+
+
+def test_skopeo_docker_archive_in_and_out(start_registry: Callable[..., Registry],
+                                          tmp_path: Path) -> None:
+    reg = start_registry("ketch")
+    config_digest = make_docker_archive(tmp_path / "image.tar")
+    dest = f"docker://{reg.host}/archive/app:v1"
+    skopeo("copy", "--dest-tls-verify=false", f"docker-archive:{tmp_path / 'image.tar'}", dest)
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", dest).stdout)
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert raw["config"]["digest"] == config_digest
+    digest = json.loads(skopeo("inspect", "--tls-verify=false", dest).stdout)["Digest"]
+    skopeo("copy", "--src-tls-verify=false", dest, f"docker-archive:{tmp_path / 'out.tar'}")
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        names = tar.getnames()
+    assert f"{config_digest.split(':', 1)[1]}.json" in names
+    # by digest, the same bytes come back
+    by_digest = skopeo("inspect", "--raw", "--tls-verify=false",
+                       f"docker://{reg.host}/archive/app@{digest}").stdout
+    assert "sha256:" + hashlib.sha256(by_digest.encode()).hexdigest() == digest
