@@ -568,3 +568,26 @@ def test_cli_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_running_registry_removes_abandoned_uploads(tmp_path: Path) -> None:
+    from ketch.registry.server.app import AppOptions
+    from ketch.registry.server.store import upload_dir
+
+    driver = FSDriver(str(tmp_path / "reg"))
+    store = Store(driver)
+    old = store.start_upload("app")
+    driver.put_content(upload_dir("app", old.upload_id) + "/startedat", b"1000")
+    fresh = store.start_upload("app")
+
+    async def scenario(c: TestClient) -> None:
+        for _ in range(100):
+            if [u for u, _ in store.uploads("app")] == [fresh.upload_id]:
+                break
+            await asyncio.sleep(0.02)
+        r = await c.get(f"/v2/app/blobs/uploads/{old.upload_id}")
+        assert r.status == 404 and await error_code(r) == "BLOB_UPLOAD_UNKNOWN"
+        r = await c.get(f"/v2/app/blobs/uploads/{fresh.upload_id}")
+        assert r.status == 204
+
+    run(scenario, tmp_path, driver, options=AppOptions(upload_max_age=3600, purge_interval=0.05))

@@ -65,10 +65,17 @@ Handler = Callable[[web.Request, "re.Match[str]"], Awaitable[web.StreamResponse]
 
 @dataclass(frozen=True, slots=True)
 class AppOptions:
-    """How the registry behaves beyond the spec's defaults."""
+    """How the registry behaves beyond the spec's defaults.
+
+    ``upload_max_age``: upload sessions older than this (seconds) are removed
+    at start and every ``purge_interval`` seconds (a writable registry only):
+    gc cannot run beside a live server, so the server tidies these itself.
+    """
 
     read_only: bool = False
     delete_enabled: bool = True
+    upload_max_age: float = 7 * 24 * 3600
+    purge_interval: float = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,12 +592,42 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _error_response(RegistryError(E.UNKNOWN, detail=str(exc)))
 
 
+async def _purge_uploads(app: web.Application) -> AsyncIterator[None]:
+    """Remove abandoned upload sessions now and then, for as long as the app runs."""
+    handlers = app[REGISTRY_KEY]
+    options = handlers.options
+
+    async def loop() -> None:
+        while True:
+            try:
+                gone = await asyncio.to_thread(handlers.store.purge_uploads,
+                                               options.upload_max_age)
+                if gone:
+                    log.info("removed %d abandoned uploads", len(gone))
+            except Exception:
+                log.exception("removing abandoned uploads failed")
+            await asyncio.sleep(options.purge_interval)
+
+    task = asyncio.ensure_future(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def make_app(store: Store, *, authorizer: Any = None, read_only: bool = False,
-             delete_enabled: bool = True) -> web.Application:
-    """The registry as an aiohttp application (``authorizer`` None: everyone may do anything)."""
+             delete_enabled: bool = True, options: AppOptions | None = None
+             ) -> web.Application:
+    """The registry as an aiohttp application (``authorizer`` None: everyone may do anything).
+
+    ``options``, when given, replaces ``read_only`` and ``delete_enabled``.
+    """
     app = web.Application(middlewares=[_errors])
-    handlers = RegistryApp(store, authorizer, AppOptions(read_only, delete_enabled))
+    options = options or AppOptions(read_only, delete_enabled)
+    handlers = RegistryApp(store, authorizer, options)
     app[REGISTRY_KEY] = handlers
+    if not options.read_only:
+        app.cleanup_ctx.append(_purge_uploads)
     if authorizer is not None:
         app.add_routes(authorizer.routes())
 

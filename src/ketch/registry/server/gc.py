@@ -33,7 +33,6 @@ from ketch.registry.server.store import (
     layer_link,
     parse_manifest,
     revision_dir,
-    upload_dir,
 )
 
 DEFAULT_UPLOAD_MAX_AGE = 7 * 24 * 3600
@@ -116,11 +115,7 @@ def collect(store: Store, *, dry_run: bool = False, delete_untagged: bool = Fals
             report.manifests_deleted.append((repo, d))
             if not dry_run:
                 store.delete_manifest(repo, d)
-        for upload_id, started in store.uploads(repo):
-            if now - started > upload_max_age:
-                report.uploads_deleted.append((repo, upload_id))
-                if not dry_run:
-                    store.driver.delete(upload_dir(repo, upload_id))
+    report.uploads_deleted = store.purge_uploads(upload_max_age, now=now, dry_run=dry_run)
     # Manifests of repositories that are listed nowhere (an unreadable one) stay: only blobs
     # under /blobs are swept, and only when nothing marked them.
     try:

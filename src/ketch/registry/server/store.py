@@ -491,6 +491,28 @@ class Store:
                 started = 0.0
             yield upload_id, started
 
+    def purge_uploads(self, max_age: float, *, now: float | None = None,
+                      dry_run: bool = False) -> list[tuple[str, str]]:
+        """Drop upload sessions started more than ``max_age`` seconds ago; (repo, id) of each.
+
+        Safe on a live registry: a session that old is abandoned (a client
+        resumes within minutes), and one being written to right now is skipped.
+        """
+        now = time.time() if now is None else now
+        out = []
+        for repo in self.repositories(with_uploads_only=True):
+            for upload_id, started in self.uploads(repo):
+                if now - started <= max_age:
+                    continue
+                with self._lock:
+                    if upload_id in self._busy:
+                        continue
+                    self._hashers.pop(upload_id, None)
+                out.append((repo, upload_id))
+                if not dry_run:
+                    self._delete(upload_dir(repo, upload_id))
+        return out
+
     # -- manifests --
 
     def _resolve(self, name: str, reference: str) -> str:
