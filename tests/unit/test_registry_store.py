@@ -135,6 +135,17 @@ def test_wrong_digest_stores_nothing(store: Store) -> None:
         store.stat_blob("app", sha(b"truncated"))
 
 
+def test_malformed_digest_keeps_the_upload(store: Store) -> None:
+    up = store.start_upload("app")
+    s = store.open_upload("app", up.upload_id)
+    s.write(b"abc")
+    with pytest.raises(RegistryError) as exc:
+        s.finish("sha256:nothex")
+    assert code_of(exc) == "DIGEST_INVALID"
+    s = store.open_upload("app", up.upload_id)
+    assert s.finish(sha(b"abc")).size == 3
+
+
 def test_upload_is_one_request_at_a_time(store: Store) -> None:
     up = store.start_upload("app")
     s = store.open_upload("app", up.upload_id)

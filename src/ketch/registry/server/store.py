@@ -274,7 +274,11 @@ class UploadSession:
         client sent wrong is never stored; SIZE_INVALID when ``size`` is given
         and differs.
         """
-        alg, _ = check_digest(digest)
+        try:
+            alg, _ = check_digest(digest)
+        except RegistryError:
+            self.close()        # a malformed digest costs the client nothing it sent
+            raise
         total = self._writer.size
         self._open = False
         try:
