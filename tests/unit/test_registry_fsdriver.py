@@ -27,7 +27,9 @@ def test_put_get_and_replace(drv: FSDriver) -> None:
 
 
 def test_missing_paths_raise_path_not_found(drv: FSDriver) -> None:
-    for call in (lambda: drv.get_content("/nope"), lambda: drv.reader("/nope"),
+    drv.put_content("/file", b"x")
+    for call in (lambda: drv.delete("/file/under"), lambda: drv.get_content("/file/under"),
+                 lambda: drv.stat("/file/under"), lambda: drv.list("/file"),lambda: drv.get_content("/nope"), lambda: drv.reader("/nope"),
                  lambda: drv.stat("/nope"), lambda: drv.list("/nope"),
                  lambda: drv.delete("/nope"), lambda: drv.move("/nope", "/x"),
                  lambda: list(drv.walk("/nope"))):

@@ -170,7 +170,7 @@ class FSDriver:
                 shutil.rmtree(host)
             else:
                 os.unlink(host)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # NotADirectory: a path under a file
             raise PathNotFound(path) from None
         # Drop directories left empty (a repository's last tag, a blob's prefix), up to the root.
         parent = os.path.dirname(host)
