@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import BIN, PREFIX, remove_cgroup_tree
+from tests.integration.test_daemon_system import NO_DOCKER_HUB
 
 from ketch.cli.autostart import Place, clamp, parse_limits
 
@@ -42,7 +43,8 @@ def place() -> Iterator[Place]:
     # The auto-started daemon reads this daemon.json (KETCH_CONFIG_FILE): its
     # containers' and supervisor's cgroups under the prefix, no default bridge.
     (base / "daemon.json").write_text(json.dumps(
-        {"cgroup-parent": f"/{PREFIX}/as-{base.name[-6:]}", "bridge": "none"}))
+        {"cgroup-parent": f"/{PREFIX}/as-{base.name[-6:]}", "bridge": "none",
+         "registry-endpoints": NO_DOCKER_HUB}))
     yield p
     from ketch.daemon.reset import reset
 

@@ -127,10 +127,17 @@ def start_ketchd() -> Iterator[Callable[..., Ketchd]]:
 def write_private_config(k: Ketchd, config: dict[str, object] | None = None) -> None:
     """daemon.json with the daemon's kernel names private: containers' and the
     supervisor's cgroups under the session prefix, its own default bridge and nft
-    table (all removed by ``stop_supervisor``), then ``config``."""
+    table (all removed by ``stop_supervisor``), Docker Hub on loopback, then ``config``."""
     k.config.write_text(json.dumps({"cgroup-parent": cgroup_parent_of(k),
                                     "bridge": f"kt{k.dir.name[-8:]}"[:15].replace("_", "x"),
+                                    "registry-endpoints": NO_DOCKER_HUB,
                                     **(config or {})}))
+
+
+# Tests reach nothing past loopback: a Docker Hub name (a container of an image that is
+# not there, which the docker CLI then pulls) goes to a port nobody listens on, never to
+# DNS and the internet.
+NO_DOCKER_HUB = {"docker.io": "http://127.0.0.1:9"}
 
 
 def cgroup_parent_of(k: Ketchd) -> str:

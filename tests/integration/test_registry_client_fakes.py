@@ -189,11 +189,17 @@ def test_schema1_and_wrong_digest_refused(fake: Fake, regs: Registries) -> None:
         regs.repository(normalize(f"{fake.netloc}/liar:t")).resolve(wanted)
 
 
-def test_docker_hub_unreachable_is_reported(regs: Registries) -> None:
-    with pytest.raises(Unavailable) as exc:
-        regs.repository(normalize("busybox")).resolve("latest")
-    assert str(exc.value).startswith(
-        'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io')
+def test_docker_hub_names_go_to_their_configured_endpoint() -> None:
+    """``endpoints`` keeps Docker Hub names on loopback (tests never reach past it)."""
+    regs = Registries(RegistryOptions(certs_dirs=(), timeout=10,
+                                      endpoints=(("docker.io", "http://127.0.0.1:9"),)))
+    try:
+        with pytest.raises(Unavailable) as exc:
+            regs.repository(normalize("busybox")).resolve("latest")
+    finally:
+        regs.close()
+    assert str(exc.value) == ('Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: '
+                              'connect: connection refused')
 
 
 def test_unreadable_upload_content_is_not_a_network_error(fake: Fake, regs: Registries) -> None:

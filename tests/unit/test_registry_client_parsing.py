@@ -152,6 +152,28 @@ def test_options_refuse_bad_mirror_and_insecure_entries() -> None:
         RegistryOptions(insecure_registries=("http://x",))
 
 
+def test_endpoint_overrides_replace_the_registry_not_the_mirrors() -> None:
+    regs = Registries(RegistryOptions(mirrors=("http://127.0.0.1:8/",),
+                                      endpoints=(("docker.io", "http://127.0.0.1:9"),
+                                                 ("reg.example", "https://10.1.2.3:5000"))))
+    assert [e.url for e in regs.endpoints(registry_host("docker.io"))] == [
+        "http://127.0.0.1:8", "http://127.0.0.1:9"]
+    assert [(e.url, e.verify) for e in regs.endpoints("reg.example")] == [
+        ("https://10.1.2.3:5000", True)]
+    with pytest.raises(InvalidArgument, match="invalid registry endpoint"):
+        RegistryOptions(endpoints=(("docker.io", "127.0.0.1:9"),))
+
+
+def test_loopback_names_come_from_the_hosts_file_not_dns(tmp_path: Path) -> None:
+    from ketch.registry.client import options
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.1.1 myreg.local myreg # comment\n")
+    assert options._hosts_file_addresses("myreg", str(hosts)) == [
+        options.ipaddress.ip_address("127.0.1.1")]
+    assert options._hosts_file_addresses("other", str(hosts)) == []
+
+
 def test_split_host_port() -> None:
     assert split_host_port("a:5000") == ("a", 5000)
     assert split_host_port("[::1]:5000") == ("::1", 5000)

@@ -48,6 +48,7 @@ HONOURED: dict[str, type | tuple[type, ...]] = {
     "default-ulimits": dict,  # {"nofile": {"Name": "nofile", "Soft": 1024, "Hard": 2048}}
     "insecure-registries": list,
     "registry-mirrors": list,
+    "registry-endpoints": dict,   # ketch's own: {"docker.io": "http://127.0.0.1:5000"}
     "max-concurrent-downloads": int,
     "max-concurrent-uploads": int,
 }

@@ -84,6 +84,7 @@ class Settings:
     default_ulimits: list[tuple[str, int, int]] = field(default_factory=list)  # name soft hard
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
+    registry_endpoints: dict[str, str] = field(default_factory=dict)   # ketch's own
     max_concurrent_downloads: int = 3
     max_concurrent_uploads: int = 5
     # ketch's own (dockerd has only /etc/docker/certs.d): where <host>/ca.crt are looked up.
@@ -102,6 +103,7 @@ _FLAG_KEYS = {"hosts": "hosts", "root": "data-root", "exec_root": "exec-root",
               "icc": "icc", "address_pools": "default-address-pools",
               "insecure_registries": "insecure-registries",
               "registry_mirrors": "registry-mirrors",
+              "registry_endpoints": "registry-endpoints",
               "max_concurrent_downloads": "max-concurrent-downloads",
               "max_concurrent_uploads": "max-concurrent-uploads"}
 
@@ -153,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
                    help="registries reached over plain HTTP or unverified TLS")
     p.add_argument("--registry-mirror", dest="registry_mirrors", action="append",
                    metavar="URL", help="mirrors tried first for Docker Hub images")
+    p.add_argument("--registry-endpoint", dest="registry_endpoints", action="append",
+                   metavar="HOST=URL", help="reach registry HOST at URL instead (docker.io="
+                   "http://127.0.0.1:5000 keeps Docker Hub names on a local registry)")
     p.add_argument("--registry-certs-dir", dest="registry_certs_dirs", action="append",
                    metavar="DIR", help="directories of <host[:port]>/ca.crt, client.cert and "
                    "client.key for registries (default /etc/ketch/certs.d, /etc/docker/certs.d)")
@@ -199,6 +204,12 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
                                       f"{word}")     # dockerd's opts.ValidateLogOpt words
             opts[key] = value
         flags["log-opts"] = opts
+    if "registry-endpoints" in flags:
+        pairs = [w.partition("=") for w in flags["registry-endpoints"]]
+        bad = [h + eq + u for h, eq, u in pairs if not eq or not h or not u]
+        if bad:
+            raise InvalidArgument(f"invalid registry endpoint {bad[0]!r}: want HOST=URL")
+        flags["registry-endpoints"] = {h: u for h, _, u in pairs}
     if "default-address-pools" in flags:
         flags["default-address-pools"] = [_address_pool(w) for w in
                                            flags["default-address-pools"]]
@@ -237,6 +248,8 @@ def settings_from(ns: argparse.Namespace) -> tuple[Settings, list[str]]:
         default_ulimits=cfgmod.default_ulimits(merged.get("default-ulimits"), path),
         insecure_registries=[str(x) for x in merged.get("insecure-registries") or []],
         registry_mirrors=[str(x) for x in merged.get("registry-mirrors") or []],
+        registry_endpoints={str(k): str(v) for k, v in
+                            (merged.get("registry-endpoints") or {}).items()},
         max_concurrent_downloads=int(merged.get("max-concurrent-downloads", 3)),
         max_concurrent_uploads=int(merged.get("max-concurrent-uploads", 5)),
     )
@@ -657,6 +670,7 @@ class Daemon:
         s = self.settings
         options = RegistryOptions(insecure_registries=tuple(s.insecure_registries),
                                   mirrors=tuple(s.registry_mirrors),
+                                  endpoints=tuple(sorted(s.registry_endpoints.items())),
                                   certs_dirs=tuple(s.registry_certs_dirs),
                                   user_agent=f"ketch/{version}")
         return Distribution(images, Registries(options),

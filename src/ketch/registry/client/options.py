@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import json
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,17 @@ class RegistryOptions:
     certs_dirs: tuple[str, ...] = ("/etc/ketch/certs.d", "/etc/docker/certs.d")
     user_agent: str = f"ketch/{__version__}"
     timeout: float = 30.0
+    # ketch's own (containerd's hosts.toml ``server``): registry host -> the URL it is
+    # reached at instead, e.g. ("docker.io", "http://127.0.0.1:5000") keeps Docker Hub
+    # names on a local registry, never on the internet. Mirrors are still tried first.
+    endpoints: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        for host, url in self.endpoints:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or not host:
+                raise InvalidArgument(f"invalid registry endpoint {host}={url}: want "
+                                      "HOST=http(s)://HOST[:PORT]")
         for mirror in self.mirrors:
             if not mirror.startswith(("http://", "https://")):
                 # dockerd's ValidateMirror words it this way.
@@ -68,13 +78,17 @@ def _is_insecure(netloc: str, entries: tuple[str, ...]) -> bool:
         except ValueError:
             continue  # a host[:port] entry, matched exactly above
     host = split_host_port(netloc)[0]
-    for address in _addresses(host):
+    # Names are looked up only when a CIDR entry of the user's could match them: the
+    # loopback ones are decided by the hosts file, so that deciding how to reach a
+    # registry never sends a DNS query of its own.
+    for address in _addresses(host, dns=len(networks) > len(_ALWAYS_INSECURE)):
         if any(address.version == n.version and address in n for n in networks):
             return True
     return False
 
 
-def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _addresses(host: str, dns: bool = True
+               ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The host's addresses; a name that does not resolve has none (it is then secure)."""
     try:
         return [ipaddress.ip_address(host)]
@@ -82,6 +96,8 @@ def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]
         pass
     if host == "localhost":
         return [ipaddress.ip_address("127.0.0.1")]
+    if not dns:
+        return _hosts_file_addresses(host)
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
@@ -92,6 +108,23 @@ def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]
             out.append(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
         except ValueError:
             continue
+    return out
+
+
+def _hosts_file_addresses(host: str, path: str = "/etc/hosts"
+                          ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) > 1 and host.lower() in (n.lower() for n in fields[1:]):
+                    try:
+                        out.append(ipaddress.ip_address(fields[0].split("%")[0]))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
     return out
 
 

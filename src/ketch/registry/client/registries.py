@@ -88,6 +88,12 @@ class Registries:
                 parts = urllib.parse.urlsplit(mirror)
                 out.append(Endpoint(parts.scheme, parts.netloc,
                                     verify=not self.options.is_insecure(parts.netloc), mirror=True))
+        for name, url in self.options.endpoints:
+            if registry_host(name) == host:
+                parts = urllib.parse.urlsplit(url)
+                out.append(Endpoint(parts.scheme, parts.netloc,
+                                    verify=not self.options.is_insecure(parts.netloc)))
+                return out
         insecure = self.options.is_insecure(host)
         out.append(Endpoint("https", host, verify=not insecure))
         if insecure:
