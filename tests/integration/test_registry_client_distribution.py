@@ -159,7 +159,7 @@ def test_tags_mount_chunked_delete(registry: DockerRegistry, regs: Registries) -
     dst = regs.repository(normalize(f"{registry.netloc}/ops/dst:a"))
     layer = img.layers[1]
     desc = Descriptor(digest=digest(layer), size=len(layer))
-    assert dst.push_blob(desc, lambda: io.BytesIO(layer), mount_from=["ops/src"]) == "mounted"
+    assert dst.push_blob(desc, lambda: io.BytesIO(layer), mount_from=["ops/src"]) == "mounted:ops/src"
     # Mounting from a repository without the blob falls back to an upload.
     other = make_image((5000,)).layers[0]
     odesc = Descriptor(digest=digest(other), size=len(other))

@@ -60,7 +60,7 @@ def test_round_trip_chunked_tags_mount_delete(start_registry: Callable[..., Regi
     other = regs.repository(normalize(f"{reg.host}/kc/other:a"))
     layer = img.layers[1]
     assert other.push_blob(Descriptor(digest=digest(layer), size=len(layer)),
-                           lambda: io.BytesIO(layer), mount_from=["kc/app"]) == "mounted"
+                           lambda: io.BytesIO(layer), mount_from=["kc/app"]) == "mounted:kc/app"
     repo.delete_manifest(img.manifest_digest)
     assert repo.blob_exists(digest(layer)) == len(layer)
 

@@ -404,9 +404,8 @@ class Distribution:
                              mount_from=sources)
         if how == "exists":
             emit(progress_message("Layer already exists", lid))
-        elif how.startswith("mounted"):
-            src = how.partition(":")[2] or (sources[0] if sources else "")
-            emit(progress_message(f"Mounted from {src}", lid))
+        elif how.startswith("mounted:"):
+            emit(progress_message(f"Mounted from {how.partition(':')[2]}", lid))
         else:
             emit(progress_message("Pushed", lid))
 

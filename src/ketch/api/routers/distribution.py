@@ -153,8 +153,16 @@ def setup(app: web.Application, dist: Distribution) -> None:
         if request.query.get("platform"):
             raise NotSupported("pushing one platform of an image is not supported: ketch "
                                "keeps one platform per image")
-        return await json_progress(request, lambda emit: dist.push(
-            name, tag, creds=creds, emit=emit))
+        def work(emit: Emit) -> None:
+            try:
+                dist.push(name, tag, creds=creds, emit=emit)
+            except Unauthorized as exc:
+                # dockerd's push says only this, without the request it refused.
+                if str(exc).endswith(": no basic auth credentials"):
+                    raise Unauthorized("no basic auth credentials") from None
+                raise
+
+        return await json_progress(request, work)
 
     async def auth(request: web.Request) -> web.Response:
         try:

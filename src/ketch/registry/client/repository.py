@@ -554,7 +554,7 @@ class Repository:
     def push_blob(self, desc: Descriptor, open_blob: Callable[[], BinaryIO],
                   progress: Callable[[int, int], None] | None = None,
                   mount_from: Sequence[str] = (), chunk_size: int | None = None) -> str:
-        """Make the repository have the blob: "exists", "mounted" or "pushed".
+        """Make the repository have the blob: "exists", "mounted:<source>" or "pushed".
 
         Order as Docker: a HEAD (already there), a cross-repository mount from
         each of ``mount_from`` (same registry; no bytes move), then an upload:
@@ -588,7 +588,7 @@ class Repository:
                 if resp.status == 201:
                     if progress is not None:
                         progress(desc.size, desc.size)
-                    return "mounted"
+                    return f"mounted:{source}"
                 if resp.status == 202:
                     # Mount refused (source lacks the blob, or no access):
                     # the registry opened an upload session instead; use it.
