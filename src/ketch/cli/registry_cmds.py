@@ -73,7 +73,8 @@ def _storage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @option("--token-ttl", "token_ttl", metavar="int", default="300",
         help="Lifetime of issued tokens in seconds (default 300)")
 @option("--token-key", "token_key", metavar="string", default=None,
-        help="Key file signing tokens (default: a new key at each start)")
+        help="Key file signing tokens, made if missing (default: in the storage "
+             "directory; with other storage a new key at each start)")
 @option("--realm", metavar="string", default=None, help="Authentication realm")
 @option("--service", metavar="string", default="ketch-registry",
         help='Token service name (default "ketch-registry")')
@@ -107,6 +108,13 @@ def serve(args: tuple[str, ...], addr: str, root: str | None, storage: str,
     if auth != "none":
         from ketch.registry.server.auth import authorizer_from_options
 
+        store_dir = getattr(driver, "root", None)   # directory storage only
+        if auth == "token" and token_key is None and isinstance(store_dir, str):
+            # Kept with the storage ('#': outside every driver path), so identity
+            # tokens from `docker login` outlive a restart of the server.
+            import os
+
+            token_key = os.path.join(store_dir, ".#token.key")
         try:
             authorizer = authorizer_from_options(mode=auth, htpasswd=htpasswd,
                                                  token_ttl=int(token_ttl),
