@@ -35,6 +35,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.abc import AbstractAccessLogger
 
 from ketch.registry.server import errors as E
+from ketch.registry.server.auth import USER_KEY
 from ketch.registry.server.errors import RegistryError
 from ketch.registry.server.store import (
     Store,
@@ -51,7 +52,6 @@ log = logging.getLogger("ketch.registry")
 
 API_VERSION_HEADER = "Docker-Distribution-API-Version"
 API_VERSION = "registry/2.0"
-USER_KEY = web.RequestKey("ketch.registry.user", str)
 # Uploads reach the driver in pieces of this size: few thread hops, bounded memory.
 WRITE_PIECE = 4 << 20
 READ_PIECE = 1 << 20

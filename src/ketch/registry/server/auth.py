@@ -46,7 +46,7 @@ TOKEN_PATH = "/token"
 MAX_FORM = 64 * 1024
 # Where the server's access log finds the user a request authenticated as
 # (the same key the server sets after ``authorize``).
-USER_KEY = "ketch.registry.user"
+USER_KEY = web.RequestKey("ketch.registry.user", str)   # who the access log names
 
 
 @dataclass(frozen=True, slots=True)
