@@ -10,15 +10,14 @@ real registries is tested in tests/integration.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import json
-import tarfile
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.unit.image_blobs import layer_tar as _layer
+from tests.unit.image_blobs import sha as _sha
 
 from ketch.engine.distribution import (
     Distribution,
@@ -32,20 +31,6 @@ from ketch.image.content import Descriptor
 from ketch.image.reference import Reference
 from ketch.image.service import ImageService
 from ketch.image.snapshot.naive import NaiveSnapshotter
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mode, ti.mtime = len(data), 0o644, 1_700_000_000
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @dataclass

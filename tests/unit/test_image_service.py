@@ -7,13 +7,14 @@ checked is how the service turns them into images, names and snapshots.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
 import tarfile
 
 import pytest
+from tests.unit.image_blobs import layer_tar as _layer
+from tests.unit.image_blobs import sha as _sha
 
 from ketch.errors import Conflict, InvalidArgument, NotFound
 from ketch.image import oci
@@ -21,20 +22,6 @@ from ketch.image.check import ProblemKind
 from ketch.image.service import ImageService, apply_changes, go_path_match
 from ketch.image.snapshot import Kind, writable_dir
 from ketch.image.snapshot.naive import NaiveSnapshotter
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mode, ti.mtime = len(data), 0o644, 1_700_000_000
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _image(layers: list[bytes], *, created: str = "2024-01-01T00:00:00Z",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import time
@@ -16,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from tests.unit.image_blobs import OCI_INDEX, OCI_MANIFEST, sha
+from tests.unit.image_blobs import oci_manifest as manifest
 from yarl import URL
 
 from ketch.registry.server.app import access_logger, make_app, serve
@@ -23,25 +24,7 @@ from ketch.registry.server.auth import Access, Challenge, Denied
 from ketch.registry.server.fsdriver import FSDriver
 from ketch.registry.server.store import Store
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-
 Scenario = Callable[[TestClient], Awaitable[None]]
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def manifest(config: bytes, layers: Sequence[bytes], **extra: Any) -> bytes:
-    doc: dict[str, Any] = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha(x), "size": len(x)} for x in layers]}
-    doc.update(extra)
-    return json.dumps(doc).encode()
 
 
 class NoSendfileDriver(FSDriver):

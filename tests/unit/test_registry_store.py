@@ -8,19 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.image_blobs import OCI_INDEX, OCI_MANIFEST, sha
+from tests.unit.image_blobs import oci_manifest as image_manifest
 
 from ketch.registry.server import errors as E
 from ketch.registry.server.errors import RegistryError
 from ketch.registry.server.fsdriver import FSDriver
 from ketch.registry.server.store import Store, check_name, check_tag
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def code_of(exc: pytest.ExceptionInfo[RegistryError]) -> str:
@@ -38,18 +34,6 @@ def push_blob(store: Store, name: str, data: bytes) -> str:
     s.write(data)
     s.finish(digest)
     return digest
-
-
-def image_manifest(config: bytes, layers: list[bytes], media_type: str = OCI_MANIFEST,
-                   **extra: Any) -> bytes:
-    doc: dict[str, Any] = {
-        "schemaVersion": 2, "mediaType": media_type,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha(x), "size": len(x)} for x in layers]}
-    doc.update(extra)
-    return json.dumps(doc).encode()
 
 
 def push_image(store: Store, name: str, tag: str, layer: bytes = b"layer",
