@@ -2,7 +2,7 @@
 
 They live with the tests that grew them (``test_daemon_system``: a private
 ketchd; ``test_daemon_images``: the busybox archive; ``refdockerd``: the
-reference dockerd; ``registries``: registries on loopback) and are registered here once. ``loaded_ketchd`` is a private
+reference dockerd; ``registries``: registries and moto's S3 on loopback) and are registered here once. ``loaded_ketchd`` is a private
 ketchd with busybox loaded, which most container tests start from.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.integration.refdockerd import ref_dockerd  # noqa: F401 - a fixture
-from tests.integration.registries import start_registry  # noqa: F401 - a fixture
+from tests.integration.registries import moto, start_registry  # noqa: F401 - fixtures
 from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - a fixture
 from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd is a fixture
     Ketchd,

@@ -1,12 +1,15 @@
-"""Registries on loopback for the pull/push tests: Debian's Go registry and ketch's own.
+"""Registries on loopback for the tests: Debian's Go registry, ketch's own, moto's S3, TLS.
 
-Each is a process of its own on 127.0.0.1 and a free port, with its storage in
-a private directory; the fixtures stop them by the pid they started and remove
-the directory, also when a test fails.
+Each server is a process of its own on 127.0.0.1 and a free port, with its
+storage in a private directory; the fixtures stop them by the pid they
+started and remove the directory, also when a test fails. The launchers here
+are the only ones: test modules import them (the fixtures are registered in
+``conftest.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,9 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """Whether ``proc`` listens on 127.0.0.1:``port`` within ``timeout`` (False: it exited or
+    did not). A TCP connect, not a request: it works for TLS servers as well."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: only the process the test started."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def add_user(path: Path, user: str, password: str) -> None:
+    """Append a bcrypt htpasswd line (what ``htpasswd -B`` writes; both servers read it)."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+    with open(path, "a") as f:
+        f.write(f"{user}:{hashed}\n")
+
+
 @dataclass
 class Registry:
     """One running registry: where it listens and how to stop it."""
@@ -42,11 +77,16 @@ class Registry:
     port: int
     proc: subprocess.Popen[bytes]
     auth: bool = False
+    tls: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def log(self) -> str:
         try:
@@ -55,76 +95,84 @@ class Registry:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
-def _htpasswd(path: Path) -> None:
-    import bcrypt
-
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
-    path.write_text(f"{USER}:{hashed}\n")
-
-
-def _wait(reg: Registry) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if reg.proc.poll() is not None:
-            raise AssertionError(f"the {reg.kind} registry exited:\n{reg.log()}")
-        try:
-            urllib.request.urlopen(f"http://{reg.host}/v2/", timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return      # 401 with auth: it answers
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"the {reg.kind} registry did not answer:\n{reg.log()}")
+def _spawn(kind: str, d: Path, port: int, args: list[str], *, auth: bool, tls: bool,
+           env: dict[str, str] | None = None) -> Registry:
+    """Start ``args`` logging to ``d/registry.log``; the Registry once it listens (stopped
+    again if it does not)."""
+    with open(d / "registry.log", "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    reg = Registry(kind, d, port, proc, auth, tls)
+    if not wait_listening(proc, port, 20):
+        exited = proc.poll() is not None
+        reg.stop()
+        raise AssertionError(f"the {kind} registry {'exited' if exited else 'did not listen'}:"
+                             f"\n{reg.log()}")
+    return reg
 
 
-def start_go_registry(d: Path, *, auth: bool = False) -> Registry:
-    """Debian's docker-registry (distribution 2.8), deletes enabled."""
+def start_go_registry(d: Path, *, auth: bool = False, tls: tuple[Path, Path] | None = None,
+                      client_ca: Path | None = None,
+                      token: dict[str, str] | None = None) -> Registry:
+    """Debian's docker-registry (distribution 2.8), deletes enabled.
+
+    ``auth``: htpasswd with USER and PASSWORD; ``tls``: (certificate, key),
+    ``client_ca`` to require client certificates; ``token``: the ``auth.token``
+    section (realm, service, issuer, rootcertbundle).
+    """
     assert GO_REGISTRY is not None
+    d.mkdir(parents=True, exist_ok=True)
     port = free_port()
     lines = ["version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
              f"    rootdirectory: {d / 'storage'}", "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", "  secret: ketch-test"]
+    if tls:
+        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
+        if client_ca:
+            lines += ["    clientcas:", f"      - {client_ca}"]
     if auth:
-        _htpasswd(d / "htpasswd")
+        add_user(d / "htpasswd", USER, PASSWORD)
         lines += ["auth:", "  htpasswd:", "    realm: ketch-test",
                   f"    path: {d / 'htpasswd'}"]
+    if token:
+        lines += ["auth:", "  token:"] + [f"    {k}: {v}" for k, v in token.items()]
     (d / "config.yml").write_text("\n".join(lines) + "\n")
-    with open(d / "registry.log", "wb") as log:
-        proc = subprocess.Popen([GO_REGISTRY, "serve", str(d / "config.yml")], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    reg = Registry("go", d, port, proc, auth)
-    _wait(reg)
-    return reg
+    return _spawn("go", d, port, [GO_REGISTRY, "serve", str(d / "config.yml")],
+                  auth=auth or bool(token), tls=bool(tls))
 
 
-def start_ketch_registry(d: Path, *, auth: str = "none", extra: tuple[str, ...] = ()) -> Registry:
-    """``ketch registry serve`` on a directory (``auth``: none, basic or token)."""
+def start_ketch_registry(d: Path, *, auth: str = "none", extra: Sequence[str] = (),
+                         htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None,
+                         storage: Sequence[str] | None = None,
+                         env: dict[str, str] | None = None) -> Registry:
+    """``ketch registry serve`` (``auth``: none, basic or token).
+
+    ``htpasswd``: the users' file, given USER and PASSWORD when it does not
+    exist yet (default ``d/htpasswd``); ``tls``: (certificate, key);
+    ``storage``: storage options instead of ``--root d/storage``.
+    """
+    d.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [sys.executable, "-m", "ketch.cli.main", "registry", "serve",
-            "--addr", f"127.0.0.1:{port}", "--root", str(d / "storage"), *extra]
+            "--addr", f"127.0.0.1:{port}",
+            *(storage if storage is not None else ("--root", str(d / "storage"))), *extra]
     if auth != "none":
-        _htpasswd(d / "htpasswd")
-        args += ["--auth", auth, "--htpasswd", str(d / "htpasswd")]
-    with open(d / "registry.log", "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    reg = Registry("ketch", d, port, proc, auth != "none")
-    _wait(reg)
-    return reg
+        htpasswd = htpasswd or d / "htpasswd"
+        if not htpasswd.exists():
+            add_user(htpasswd, USER, PASSWORD)
+        args += ["--auth", auth, "--htpasswd", str(htpasswd)]
+    if tls:
+        args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    return _spawn("ketch", d, port, args, auth=auth != "none", tls=bool(tls), env=env)
 
 
 @pytest.fixture
 def start_registry() -> Iterator[Callable[..., Registry]]:
-    """``start_registry("go"|"ketch", auth=...)``: registries stopped and removed after."""
+    """``start_registry("go"|"ketch", **options of start_go_registry|start_ketch_registry)``:
+    registries stopped and their directories removed after."""
     started: list[Registry] = []
 
     def start(kind: str = "go", **kw: object) -> Registry:
@@ -144,6 +192,79 @@ def start_registry() -> Iterator[Callable[..., Registry]]:
     for reg in started:
         reg.stop()
         shutil.rmtree(reg.dir, ignore_errors=True)
+
+
+# --- moto's S3 server -----------------------------------------------------------------
+
+
+@dataclass
+class Moto:
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def moto_server(log_path: Path, *extra: str, scheme: str = "http") -> Iterator[Moto]:
+    """A moto server subprocess on a free loopback port, killed by its pid on the way out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # A file, not a pipe: moto logs every request, and a full pipe would stop it.
+    with open(log_path, "wb") as log:
+        for _ in range(3):  # the port was free when chosen; another process may take it first
+            port = free_port()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
+                 *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                if wait_listening(process, port, 30):
+                    yield Moto(f"{scheme}://127.0.0.1:{port}", process)
+                    return
+            finally:
+                stop_process(process)
+    pytest.fail(f"moto server did not start:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    """One moto S3 server for the module (every test makes its own bucket)."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+# --- TLS material (openssl) -------------------------------------------------------------
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd, timeout=60)
+
+
+def self_signed(d: Path) -> tuple[Path, Path]:
+    """``d/server.crt``, a self-signed certificate for 127.0.0.1 (its own CA), and its key."""
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "server.crt", d / "server.key"
+    _openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert))
+    return cert, key
+
+
+def make_tls(base: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 signed by it, and a client pair."""
+    base.mkdir(parents=True, exist_ok=True)
+    _openssl(base, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.crt", "-days", "2", "-subj", "/CN=ketch test CA")
+    (base / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl(base, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    _openssl(base, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    (base / "client-ext.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl(base, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key",
+             "-out", "client.csr", "-subj", "/CN=ketch test client")
+    _openssl(base, "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "client.cert", "-days", "2", "-extfile",
+             "client-ext.cnf")
+    return {name: base / name for name in ("ca.crt", "server.crt", "server.key", "client.cert",
+                                           "client.key")}
 
 
 # --- putting images into a registry by hand (the distribution API, no client of ours) ---

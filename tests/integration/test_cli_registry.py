@@ -12,75 +12,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.conftest import BIN
+from tests.integration.registries import GO_REGISTRY, PASSWORD, USER, Registry
 from tests.integration.test_daemon_system import DOCKER, Ketchd
-
-REGISTRY = "/usr/bin/docker-registry"
-USER, PASSWORD = "kt-user", "kt-pass-1"
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed"),
-    pytest.mark.skipif(not os.path.exists(REGISTRY), reason="docker-registry is not installed"),
-    pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd is not installed"),
+    pytest.mark.skipif(GO_REGISTRY is None, reason="docker-registry is not installed"),
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def registry() -> Iterator[str]:
+def registry(start_registry: Callable[..., Registry]) -> str:
     """docker-registry with htpasswd (bcrypt) auth on 127.0.0.1; its host:port."""
-    d = Path(tempfile.mkdtemp(prefix="ketch-test-cli-registry-", dir="/tmp"))
-    proc = None
-    try:
-        subprocess.run(["htpasswd", "-Bbc", str(d / "htpasswd"), USER, PASSWORD], check=True,
-                       capture_output=True)
-        port = _free_port()
-        (d / "config.yml").write_text(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {d / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-            "  secret: ketch-test\nauth:\n  htpasswd:\n    realm: ketch-test\n"
-            f"    path: {d / 'htpasswd'}\n")
-        with open(d / "registry.log", "wb") as log:
-            proc = subprocess.Popen([REGISTRY, "serve", str(d / "config.yml")], stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, (d / "registry.log").read_text()
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
-                break
-            except urllib.error.HTTPError:
-                break       # 401: it answers
-            except OSError:
-                assert time.monotonic() < deadline, "docker-registry did not start"
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        shutil.rmtree(d, ignore_errors=True)
+    return start_registry("go", auth=True).host
 
 
 def _env() -> dict[str, str]:

@@ -14,140 +14,55 @@ import io
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
-import sys
 import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 from tests.integration.refdockerd import RefDockerd, ref_dockerd  # noqa: F401 - a fixture
+from tests.integration.registries import PASSWORD, USER, Registry, add_user, self_signed
 
 SKOPEO = shutil.which("skopeo")
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
 
-USER, PASSWORD = "alice", "correct horse battery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def add_user(path: Path, user: str, password: str) -> None:
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
-    with open(path, "a") as f:
-        f.write(f"{user}:{hashed}\n")
-
-
-@dataclass
-class Server:
-    dir: Path
-    port: int
-    proc: subprocess.Popen[bytes]
-    tls: bool
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}"
-
-    def log(self) -> str:
-        try:
-            return (self.dir / "server.log").read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-Start = Callable[..., Server]
+Start = Callable[..., Registry]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    """Starts ``ketch registry serve`` processes; all stopped at the end."""
-    started: list[Server] = []
+def start(tmp_path: Path, start_registry: Callable[..., Registry]) -> Start:
+    """``start(auth, *extra, tls=False)``: ``ketch registry serve``; all stopped at the end.
 
-    def go(auth: str, *extra: str, tls: bool = False) -> Server:
-        d = tmp_path / f"server{len(started)}"
-        d.mkdir()
-        htpasswd = tmp_path / "htpasswd"
-        if not htpasswd.exists():
-            add_user(htpasswd, USER, PASSWORD)
-        port = free_port()
-        args = [sys.executable, "-m", "ketch.cli.main", "registry", "serve",
-                "--addr", f"127.0.0.1:{port}", "--root", str(d / "storage"),
-                "--auth", auth, "--htpasswd", str(htpasswd), *extra]
-        if tls:
-            cert, key = self_signed(tmp_path)
-            args += ["--tls-cert", str(cert), "--tls-key", str(key)]
-        with open(d / "server.log", "wb") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
-        server = Server(d, port, proc, tls)
-        started.append(server)
-        wait_ready(server)
-        return server
+    The servers of a test share one htpasswd file (``tmp_path/htpasswd``) and
+    one certificate.
+    """
 
-    try:
-        yield go
-    finally:
-        for server in started:
-            server.stop()
+    def go(auth: str, *extra: str, tls: bool = False) -> Registry:
+        return start_registry("ketch", auth=auth, extra=extra, htpasswd=tmp_path / "htpasswd",
+                              tls=self_signed_once(tmp_path) if tls else None)
+
+    return go
 
 
-def wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"the registry exited:\n{server.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"the registry did not listen:\n{server.log()}")
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+def self_signed_once(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1, made once per test, and its key."""
-    cert, key = tmp_path / "tls" / "server.crt", tmp_path / "tls" / "server.key"
-    if not cert.exists():
+    tls = tmp_path / "tls"
+    if not (tls / "server.crt").exists():
         assert OPENSSL is not None
-        cert.parent.mkdir()
-        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)],
-                       check=True, capture_output=True)
+        cert, _ = self_signed(tls)
         # skopeo's --cert-dir: *.crt files there are trusted CAs (a self-signed
         # certificate is its own CA).
         certs = tmp_path / "certs.d"
         certs.mkdir()
         shutil.copy(cert, certs / "ca.crt")
-    return cert, key
+    return tls / "server.crt", tls / "server.key"
 
 
 def oci_layout(root: Path, payload: bytes) -> Path:
@@ -196,7 +111,7 @@ def skopeo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([SKOPEO, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-def push(tmp_path: Path, server: Server, image: Path, ref: str, creds: str | None,
+def push(tmp_path: Path, server: Registry, image: Path, ref: str, creds: str | None,
          *tls_args: str) -> subprocess.CompletedProcess[str]:
     args = ["copy", "--retry-times", "0"]
     if creds is not None:
@@ -205,7 +120,7 @@ def push(tmp_path: Path, server: Server, image: Path, ref: str, creds: str | Non
     return skopeo(tmp_path, *args, f"oci:{image}:latest", f"docker://{server.host}/{ref}")
 
 
-def inspect(tmp_path: Path, server: Server, ref: str, creds: str | None,
+def inspect(tmp_path: Path, server: Registry, ref: str, creds: str | None,
             *tls_args: str) -> subprocess.CompletedProcess[str]:
     args = ["inspect", "--retry-times", "0"]
     if creds is not None:
@@ -214,7 +129,7 @@ def inspect(tmp_path: Path, server: Server, ref: str, creds: str | None,
     return skopeo(tmp_path, *args, f"docker://{server.host}/{ref}")
 
 
-def http(server: Server, path: str, *, headers: dict[str, str] | None = None,
+def http(server: Registry, path: str, *, headers: dict[str, str] | None = None,
          data: bytes | None = None, context: ssl.SSLContext | None = None
          ) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(server.url + path, data=data, headers=headers or {})
@@ -232,16 +147,21 @@ def basic(user: str, password: str) -> dict[str, str]:
 CREDS = f"{USER}:{PASSWORD}"
 
 
+def push_and_inspect(tmp_path: Path, server: Registry, image: Path, ref: str) -> None:
+    """``image`` pushed as ``ref`` with the right credentials, and found there with its tag."""
+    ok = push(tmp_path, server, image, ref, CREDS)
+    assert ok.returncode == 0, ok.stderr + server.log()
+    got = inspect(tmp_path, server, ref, CREDS)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["RepoTags"] == [ref.rpartition(":")[2]]
+
+
 # -- basic -------------------------------------------------------------------
 
 def test_basic_skopeo_push_inspect_and_wrong_passwords(tmp_path: Path, start: Start,
                                                        image: Path) -> None:
     server = start("basic")
-    ok = push(tmp_path, server, image, "team/app:1", CREDS)
-    assert ok.returncode == 0, ok.stderr + server.log()
-    got = inspect(tmp_path, server, "team/app:1", CREDS)
-    assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["RepoTags"] == ["1"]
+    push_and_inspect(tmp_path, server, image, "team/app:1")
 
     wrong = push(tmp_path, server, image, "team/app:2", f"{USER}:wrong")
     assert wrong.returncode != 0
@@ -292,11 +212,7 @@ def test_log_holds_no_password(tmp_path: Path, start: Start, image: Path) -> Non
 def test_token_skopeo_push_inspect_and_wrong_passwords(tmp_path: Path, start: Start,
                                                        image: Path) -> None:
     server = start("token")
-    ok = push(tmp_path, server, image, "team/app:1", CREDS)
-    assert ok.returncode == 0, ok.stderr + server.log()
-    got = inspect(tmp_path, server, "team/app:1", CREDS)
-    assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["RepoTags"] == ["1"]
+    push_and_inspect(tmp_path, server, image, "team/app:1")
 
     wrong = push(tmp_path, server, image, "team/app:2", f"{USER}:wrong")
     assert wrong.returncode != 0
@@ -307,7 +223,7 @@ def test_token_skopeo_push_inspect_and_wrong_passwords(tmp_path: Path, start: St
     assert "requested access to the resource is denied" in anon.stderr
 
 
-def token_for(server: Server, scope: str, *, context: ssl.SSLContext | None = None
+def token_for(server: Registry, scope: str, *, context: ssl.SSLContext | None = None
               ) -> dict[str, Any]:
     query = urllib.parse.urlencode({"service": "ketch-registry", "scope": scope})
     status, _, body = http(server, f"/token?{query}", headers=basic(USER, PASSWORD),

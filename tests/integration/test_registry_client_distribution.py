@@ -8,26 +8,30 @@ storage under pytest's tmp dirs.
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.test_registry_client_support import (
+from tests.integration.registries import (
+    GO_REGISTRY,
+    PASSWORD,
+    USER,
+    Registry,
+    free_port,
+    make_tls,
+    start_go_registry,
+)
+from tests.integration.registry_client_support import (
     DOCKER_MANIFEST,
-    DOCKER_REGISTRY,
     OCI_INDEX,
     OCI_MANIFEST,
     BuiltImage,
-    DockerRegistry,
     FaultProxy,
     TokenServer,
     digest,
-    free_port,
     make_image,
     make_index,
-    make_tls,
 )
 
 from ketch.errors import Forbidden, InvalidArgument, NotFound, Unauthorized, Unavailable
@@ -37,17 +41,17 @@ from ketch.image.reference import normalize
 from ketch.registry.client import Credentials, Registries, RegistryOptions, Repository
 from ketch.registry.client.transport import NetworkError, Transport
 
-pytestmark = pytest.mark.skipif(not os.path.exists(DOCKER_REGISTRY),
+pytestmark = pytest.mark.skipif(GO_REGISTRY is None,
                                 reason="needs Debian's docker-registry")
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    reg = DockerRegistry(tmp_path_factory.mktemp("registry"))
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = start_go_registry(tmp_path_factory.mktemp("registry"))
     try:
         yield reg
     finally:
-        reg.close()
+        reg.stop()
 
 
 @pytest.fixture
@@ -76,10 +80,10 @@ def fetch(repo: Repository, store: ContentStore, desc: Descriptor, **kw: object)
 
 
 @pytest.mark.parametrize("media_type", [OCI_MANIFEST, DOCKER_MANIFEST])
-def test_push_then_pull_round_trip(registry: DockerRegistry, regs: Registries, tmp_path: Path,
+def test_push_then_pull_round_trip(registry: Registry, regs: Registries, tmp_path: Path,
                                    media_type: str) -> None:
     img = make_image(media_type=media_type)
-    name = f"{registry.netloc}/round/{'oci' if media_type == OCI_MANIFEST else 'docker'}:v1"
+    name = f"{registry.host}/round/{'oci' if media_type == OCI_MANIFEST else 'docker'}:v1"
     repo = regs.repository(normalize(name))
     assert push_image(repo, img, "v1") == ["pushed"] * 3
     assert push_image(repo, img, "v1") == ["exists"] * 3
@@ -100,9 +104,9 @@ def test_push_then_pull_round_trip(registry: DockerRegistry, regs: Registries, t
     assert repo.blob_exists(digest(b"never pushed")) is None
 
 
-def test_resolve_by_tag_and_by_digest(registry: DockerRegistry, regs: Registries) -> None:
+def test_resolve_by_tag_and_by_digest(registry: Registry, regs: Registries) -> None:
     img = make_image((1024,))
-    repo = regs.repository(normalize(f"{registry.netloc}/resolve/app:t"))
+    repo = regs.repository(normalize(f"{registry.host}/resolve/app:t"))
     push_image(repo, img, "t")
     by_tag = repo.resolve("t")
     by_digest = repo.resolve(img.manifest_digest)
@@ -111,9 +115,9 @@ def test_resolve_by_tag_and_by_digest(registry: DockerRegistry, regs: Registries
     assert repo.manifest_for(img.manifest_digest).config == img.config
 
 
-def test_index_follows_platform(registry: DockerRegistry, regs: Registries) -> None:
+def test_index_follows_platform(registry: Registry, regs: Registries) -> None:
     amd, arm = make_image((1000,), arch="amd64"), make_image((2000,), arch="arm64")
-    repo = regs.repository(normalize(f"{registry.netloc}/multi/app:list"))
+    repo = regs.repository(normalize(f"{registry.host}/multi/app:list"))
     push_image(repo, amd, amd.manifest_digest)
     push_image(repo, arm, arm.manifest_digest)
     index = make_index([(amd, "linux", "amd64"), (arm, "linux", "arm64")])
@@ -132,31 +136,31 @@ def test_index_follows_platform(registry: DockerRegistry, regs: Registries) -> N
     assert str(exc.value) == "no matching manifest for linux/s390x in the manifest list entries"
 
 
-def test_missing_manifest_and_repository_words(registry: DockerRegistry, regs: Registries) -> None:
-    repo = regs.repository(normalize(f"{registry.netloc}/nosuchrepo:t"))
+def test_missing_manifest_and_repository_words(registry: Registry, regs: Registries) -> None:
+    repo = regs.repository(normalize(f"{registry.host}/nosuchrepo:t"))
     with pytest.raises(NotFound) as exc:
         repo.manifest_for("t")
-    assert str(exc.value) == (f"manifest for {registry.netloc}/nosuchrepo:t not found: "
+    assert str(exc.value) == (f"manifest for {registry.host}/nosuchrepo:t not found: "
                               "manifest unknown: manifest unknown")
     zero = "sha256:" + "0" * 64
     with pytest.raises(NotFound) as exc:
         repo.resolve(zero)
-    assert str(exc.value) == (f"manifest for {registry.netloc}/nosuchrepo@{zero} not found: "
+    assert str(exc.value) == (f"manifest for {registry.host}/nosuchrepo@{zero} not found: "
                               "manifest unknown: manifest unknown")
     with pytest.raises(NotFound) as exc:
         repo.tags()
-    assert str(exc.value) == (f"repository {registry.netloc}/nosuchrepo not found: "
+    assert str(exc.value) == (f"repository {registry.host}/nosuchrepo not found: "
                               "name unknown: repository name not known to registry")
 
 
-def test_tags_mount_chunked_delete(registry: DockerRegistry, regs: Registries) -> None:
+def test_tags_mount_chunked_delete(registry: Registry, regs: Registries) -> None:
     img = make_image((4096, 300_000))
-    src = regs.repository(normalize(f"{registry.netloc}/ops/src:a"))
+    src = regs.repository(normalize(f"{registry.host}/ops/src:a"))
     push_image(src, img, "a")
     src.push_manifest("b", img.manifest, img.media_type)
     assert sorted(src.tags()) == ["a", "b"]
 
-    dst = regs.repository(normalize(f"{registry.netloc}/ops/dst:a"))
+    dst = regs.repository(normalize(f"{registry.host}/ops/dst:a"))
     layer = img.layers[1]
     desc = Descriptor(digest=digest(layer), size=len(layer))
     assert dst.push_blob(desc, lambda: io.BytesIO(layer), mount_from=["ops/src"]) == "mounted:ops/src"
@@ -186,12 +190,12 @@ def test_connection_refused_in_dockerd_words(regs: Registries) -> None:
                               "connect: connection refused")
 
 
-def test_parallel_blob_downloads_share_one_repository(registry: DockerRegistry, regs: Registries,
+def test_parallel_blob_downloads_share_one_repository(registry: Registry, regs: Registries,
                                                       tmp_path: Path) -> None:
     img = make_image(tuple(200_000 + i * 1000 for i in range(6)))
-    repo = regs.repository(normalize(f"{registry.netloc}/parallel/app:t"))
+    repo = regs.repository(normalize(f"{registry.host}/parallel/app:t"))
     push_image(repo, img, "t")
-    pulled = regs.repository(normalize(f"{registry.netloc}/parallel/app:t")).manifest_for("t")
+    pulled = regs.repository(normalize(f"{registry.host}/parallel/app:t")).manifest_for("t")
     store = ContentStore(tmp_path / "content")
     errors: list[BaseException] = []
 
@@ -210,9 +214,9 @@ def test_parallel_blob_downloads_share_one_repository(registry: DockerRegistry, 
     assert all(store.exists(layer.digest) for layer in pulled.parsed.layers)
 
 
-def test_parallel_pushes_share_one_repository(registry: DockerRegistry, regs: Registries) -> None:
+def test_parallel_pushes_share_one_repository(registry: Registry, regs: Registries) -> None:
     img = make_image(tuple(100_000 + i for i in range(8)))
-    repo = regs.repository(normalize(f"{registry.netloc}/parallel/push:t"))
+    repo = regs.repository(normalize(f"{registry.host}/parallel/push:t"))
     results: dict[str, str] = {}
     errors: list[BaseException] = []
 
@@ -233,7 +237,7 @@ def test_parallel_pushes_share_one_repository(registry: DockerRegistry, regs: Re
     assert repo.push_manifest("t", img.manifest, img.media_type) == img.manifest_digest
 
 
-def test_connections_are_kept_alive(registry: DockerRegistry, big_image: BuiltImage) -> None:
+def test_connections_are_kept_alive(registry: Registry, big_image: BuiltImage) -> None:
     proxy = FaultProxy(registry.port)
     regs, repo = _through(proxy)
     try:
@@ -248,12 +252,12 @@ def test_connections_are_kept_alive(registry: DockerRegistry, big_image: BuiltIm
         proxy.close()
 
 
-def test_docker_hub_goes_to_the_mirror(registry: DockerRegistry) -> None:
+def test_docker_hub_goes_to_the_mirror(registry: Registry) -> None:
     img = make_image((2048,))
     direct = Registries(RegistryOptions(certs_dirs=()))
-    mirrored = Registries(RegistryOptions(certs_dirs=(), mirrors=(f"http://{registry.netloc}/",)))
+    mirrored = Registries(RegistryOptions(certs_dirs=(), mirrors=(f"http://{registry.host}/",)))
     try:
-        push_image(direct.repository(normalize(f"{registry.netloc}/library/mirrored:1")), img, "1")
+        push_image(direct.repository(normalize(f"{registry.host}/library/mirrored:1")), img, "1")
         pulled = mirrored.repository(normalize("mirrored:1")).manifest_for("1")
         assert pulled.manifest.data == img.manifest
     finally:
@@ -265,11 +269,11 @@ def test_docker_hub_goes_to_the_mirror(registry: DockerRegistry) -> None:
 
 
 @pytest.fixture(scope="module")
-def big_image(registry: DockerRegistry) -> BuiltImage:
+def big_image(registry: Registry) -> BuiltImage:
     img = make_image((4 << 20,))
     regs = Registries(RegistryOptions(certs_dirs=()))
     try:
-        push_image(regs.repository(normalize(f"{registry.netloc}/faults/big:t")), img, "t")
+        push_image(regs.repository(normalize(f"{registry.host}/faults/big:t")), img, "t")
     finally:
         regs.close()
     return img
@@ -284,7 +288,7 @@ def _layer(img: BuiltImage) -> Descriptor:
     return parse_manifest(img.manifest).layers[0]
 
 
-def test_cut_download_resumes_with_range(registry: DockerRegistry, big_image: BuiltImage,
+def test_cut_download_resumes_with_range(registry: Registry, big_image: BuiltImage,
                                          tmp_path: Path) -> None:
     proxy = FaultProxy(registry.port, cut_after=1 << 20, cuts=2)
     regs, repo = _through(proxy)
@@ -306,7 +310,7 @@ def test_cut_download_resumes_with_range(registry: DockerRegistry, big_image: Bu
         proxy.close()
 
 
-def test_server_ignoring_range_restarts_from_zero(registry: DockerRegistry, big_image: BuiltImage,
+def test_server_ignoring_range_restarts_from_zero(registry: Registry, big_image: BuiltImage,
                                                   tmp_path: Path) -> None:
     # Cut after 1.5 MiB: progress passes 1 MiB (one read), then starts over at 1 MiB.
     proxy = FaultProxy(registry.port, cut_after=3 << 19, strip_range=True)
@@ -323,7 +327,7 @@ def test_server_ignoring_range_restarts_from_zero(registry: DockerRegistry, big_
         proxy.close()
 
 
-def test_endless_cuts_give_up_and_leave_no_verified_blob(registry: DockerRegistry,
+def test_endless_cuts_give_up_and_leave_no_verified_blob(registry: Registry,
                                                          big_image: BuiltImage,
                                                          tmp_path: Path) -> None:
     proxy = FaultProxy(registry.port, cut_after=1 << 20, cuts=1000, strip_range=True)
@@ -350,7 +354,7 @@ def test_endless_cuts_give_up_and_leave_no_verified_blob(registry: DockerRegistr
         clean.close()
 
 
-def test_corrupted_download_is_refused(registry: DockerRegistry, big_image: BuiltImage,
+def test_corrupted_download_is_refused(registry: Registry, big_image: BuiltImage,
                                        tmp_path: Path) -> None:
     proxy = FaultProxy(registry.port, corrupt_at=2 << 20)
     regs, repo = _through(proxy)
@@ -397,42 +401,42 @@ def test_corrupted_download_is_refused(registry: DockerRegistry, big_image: Buil
 
 
 @pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    reg = DockerRegistry(tmp_path_factory.mktemp("basic"), auth="htpasswd")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = start_go_registry(tmp_path_factory.mktemp("basic"), auth=True)
     try:
         yield reg
     finally:
-        reg.close()
+        reg.stop()
 
 
-def test_basic_auth(basic_registry: DockerRegistry, regs: Registries) -> None:
-    name = normalize(f"{basic_registry.netloc}/private/app:t")
+def test_basic_auth(basic_registry: Registry, regs: Registries) -> None:
+    name = normalize(f"{basic_registry.host}/private/app:t")
     with pytest.raises(Unauthorized) as exc:
         regs.repository(name).manifest_for("t")
-    assert str(exc.value) == (f'Head "http://{basic_registry.netloc}/v2/private/app/manifests/t": '
+    assert str(exc.value) == (f'Head "http://{basic_registry.host}/v2/private/app/manifests/t": '
                               "no basic auth credentials")
-    wrong = Credentials(username=basic_registry.user, password="wrong")
+    wrong = Credentials(username=USER, password="wrong")
     with pytest.raises(Unauthorized) as exc:
         regs.repository(name, wrong).manifest_for("t")
     assert str(exc.value) == "unauthorized: authentication required"
 
-    good = Credentials(username=basic_registry.user, password=basic_registry.password)
+    good = Credentials(username=USER, password=PASSWORD)
     img = make_image((1234,))
     push_image(regs.repository(name, good), img, "t")
     assert regs.repository(name, good).manifest_for("t").config == img.config
 
 
-def test_login(basic_registry: DockerRegistry, registry: DockerRegistry, regs: Registries) -> None:
-    good = Credentials(username=basic_registry.user, password=basic_registry.password)
-    result = regs.login(basic_registry.netloc, good)
+def test_login(basic_registry: Registry, registry: Registry, regs: Registries) -> None:
+    good = Credentials(username=USER, password=PASSWORD)
+    result = regs.login(basic_registry.host, good)
     assert (result.status, result.identity_token) == ("Login Succeeded", "")
-    assert regs.login(f"http://{basic_registry.netloc}", good).status == "Login Succeeded"
+    assert regs.login(f"http://{basic_registry.host}", good).status == "Login Succeeded"
     with pytest.raises(Unauthorized) as exc:
-        regs.login(basic_registry.netloc, Credentials(username="alice", password="nope"))
-    assert str(exc.value) == (f"login attempt to http://{basic_registry.netloc}/v2/ failed with "
+        regs.login(basic_registry.host, Credentials(username=USER, password="nope"))
+    assert str(exc.value) == (f"login attempt to http://{basic_registry.host}/v2/ failed with "
                               "status: 401 Unauthorized")
     # A registry without auth lets anyone in, as dockerd reports it.
-    assert regs.login(registry.netloc, Credentials(username="x", password="y")).status == (
+    assert regs.login(registry.host, Credentials(username="x", password="y")).status == (
         "Login Succeeded")
     port = free_port()
     with pytest.raises(Unavailable) as exc2:
@@ -450,39 +454,39 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_tls_registry(tls: dict[str, Path], tmp_path: Path) -> None:
-    reg = DockerRegistry(tmp_path / "reg", tls=(tls["server.crt"], tls["server.key"]))
+    reg = start_go_registry(tmp_path / "reg", tls=(tls["server.crt"], tls["server.key"]))
     certs = tmp_path / "certs.d"
-    (certs / reg.netloc).mkdir(parents=True)
-    (certs / reg.netloc / "ca.crt").write_bytes(tls["ca.crt"].read_bytes())
+    (certs / reg.host).mkdir(parents=True)
+    (certs / reg.host / "ca.crt").write_bytes(tls["ca.crt"].read_bytes())
     regs = Registries(RegistryOptions(certs_dirs=(str(certs),)))
     try:
         img = make_image((1000,))
-        repo = regs.repository(normalize(f"{reg.netloc}/tls/app:t"))
+        repo = regs.repository(normalize(f"{reg.host}/tls/app:t"))
         push_image(repo, img, "t")
         assert repo.manifest_for("t").config == img.config
         # Loopback is insecure for dockerd, so https was used without http fallback...
         assert {e.scheme for e in repo._pinned.values()} == {"https"}
         # ...and the certs.d CA verifies the server when verification is on.
         transport = Transport(RegistryOptions(certs_dirs=(str(certs),)))
-        with transport.request("GET", f"https://{reg.netloc}/v2/") as resp:
+        with transport.request("GET", f"https://{reg.host}/v2/") as resp:
             assert resp.status == 200
             resp.read()
         transport.close()
         bare = Transport(RegistryOptions(certs_dirs=()))
         with pytest.raises(NetworkError) as exc:
-            bare.request("GET", f"https://{reg.netloc}/v2/")
+            bare.request("GET", f"https://{reg.host}/v2/")
         assert "x509: certificate signed by unknown authority" in str(exc.value)
         bare.close()
     finally:
         regs.close()
-        reg.close()
+        reg.stop()
 
 
 def test_tls_client_certificate_from_certs_dir(tls: dict[str, Path], tmp_path: Path) -> None:
-    reg = DockerRegistry(tmp_path / "reg", tls=(tls["server.crt"], tls["server.key"]),
+    reg = start_go_registry(tmp_path / "reg", tls=(tls["server.crt"], tls["server.key"]),
                          client_ca=tls["ca.crt"])
     certs = tmp_path / "certs.d"
-    host_dir = certs / reg.netloc
+    host_dir = certs / reg.host
     host_dir.mkdir(parents=True)
     for name in ("ca.crt", "client.cert", "client.key"):
         (host_dir / name).write_bytes(tls[name].read_bytes())
@@ -490,18 +494,18 @@ def test_tls_client_certificate_from_certs_dir(tls: dict[str, Path], tmp_path: P
     without = Registries(RegistryOptions(certs_dirs=()))
     try:
         img = make_image((1000,))
-        push_image(with_cert.repository(normalize(f"{reg.netloc}/mtls/app:t")), img, "t")
+        push_image(with_cert.repository(normalize(f"{reg.host}/mtls/app:t")), img, "t")
         # Without the certificate TLS fails, and dockerd's fallback to http
         # (loopback is insecure) meets Go's answer to plain HTTP on a TLS port.
         with pytest.raises(InvalidArgument) as exc:
-            without.repository(normalize(f"{reg.netloc}/mtls/app:t")).resolve("t")
+            without.repository(normalize(f"{reg.host}/mtls/app:t")).resolve("t")
         assert str(exc.value) == (
             "error parsing HTTP 400 response body: invalid character 'C' looking for beginning "
             'of value: "Client sent an HTTP request to an HTTPS server.\\n"')
     finally:
         with_cert.close()
         without.close()
-        reg.close()
+        reg.stop()
 
 
 # --- bearer tokens -----------------------------------------------------------------------------------
@@ -509,25 +513,25 @@ def test_tls_client_certificate_from_certs_dir(tls: dict[str, Path], tmp_path: P
 
 @pytest.fixture
 def token_registry(request: pytest.FixtureRequest,
-                   tmp_path: Path) -> Iterator[tuple[DockerRegistry, TokenServer]]:
+                   tmp_path: Path) -> Iterator[tuple[Registry, TokenServer]]:
     """docker-registry in token mode; its first token is expired unless the param says False."""
     tokens = TokenServer(tmp_path / "token", expire_first=getattr(request, "param", True))
     try:
-        reg = DockerRegistry(tmp_path / "reg", token=tokens.registry_config())
+        reg = start_go_registry(tmp_path / "reg", token=tokens.registry_config())
     except BaseException:
         tokens.close()
         raise
     try:
         yield reg, tokens
     finally:
-        reg.close()
+        reg.stop()
         tokens.close()
 
 
-def test_bearer_token_flow(token_registry: tuple[DockerRegistry, TokenServer],
+def test_bearer_token_flow(token_registry: tuple[Registry, TokenServer],
                            regs: Registries) -> None:
     reg, tokens = token_registry
-    name = normalize(f"{reg.netloc}/tok/app:t")
+    name = normalize(f"{reg.host}/tok/app:t")
     good = Credentials(username="alice", password="s3cret")
     img = make_image((1000, 2000))
     # The first token is expired: the registry says invalid_token, the client refetches.
@@ -547,18 +551,18 @@ def test_bearer_token_flow(token_registry: tuple[DockerRegistry, TokenServer],
 
 
 @pytest.mark.parametrize("token_registry", [False], indirect=True)
-def test_bearer_login_identity_token(token_registry: tuple[DockerRegistry, TokenServer],
+def test_bearer_login_identity_token(token_registry: tuple[Registry, TokenServer],
                                      regs: Registries) -> None:
     reg, tokens = token_registry
     with pytest.raises(Unauthorized) as exc:
-        regs.login(reg.netloc, Credentials(username="alice", password="bad"))
-    assert str(exc.value) == (f'Get "http://{reg.netloc}/v2/": unauthorized: '
+        regs.login(reg.host, Credentials(username="alice", password="bad"))
+    assert str(exc.value) == (f'Get "http://{reg.host}/v2/": unauthorized: '
                               "incorrect username or password")
-    result = regs.login(reg.netloc, Credentials(username="alice", password="s3cret"))
+    result = regs.login(reg.host, Credentials(username="alice", password="s3cret"))
     assert result.status == "Login Succeeded"
     assert result.identity_token.startswith("refresh-")
     # The identity token replaces the password: tokens now come by POST.
     creds = Credentials(identity_token=result.identity_token)
     img = make_image((1000,))
-    push_image(regs.repository(normalize(f"{reg.netloc}/tok/ident:t"), creds), img, "t")
+    push_image(regs.repository(normalize(f"{reg.host}/tok/ident:t"), creds), img, "t")
     assert tokens.issued[-1]["method"] == "POST"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from tests.integration.registries import PASSWORD, USER, Registry
-from tests.integration.test_registry_client_support import BuiltImage, digest, make_image
+from tests.integration.registry_client_support import BuiltImage, digest, make_image
 
 from ketch.errors import Unauthorized
 from ketch.image.content import ContentStore, Descriptor

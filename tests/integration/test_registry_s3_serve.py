@@ -18,19 +18,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.test_registry_s3driver import (  # noqa: F401 - moto is a fixture
-    Moto,
-    free_port,
-    make_driver,
-    moto,
-)
+from tests.integration.registries import Moto, Registry
+from tests.integration.test_registry_s3driver import make_driver, remove_bucket
 from tests.unit.registry_driver_contract import MiB, blob
 
 from ketch.registry.server.s3driver import S3Driver
@@ -88,21 +81,15 @@ def skopeo(*args: str) -> str:
 
 
 @pytest.fixture
-def bucket(moto: Moto) -> Iterator[S3Driver]:  # noqa: F811
+def bucket(moto: Moto) -> Iterator[S3Driver]:
     name = f"ketch-serve-{secrets.token_hex(5)}"
     d = make_driver(moto, name, root=PREFIX)
     d.client.create_bucket(Bucket=name)
     yield d
-    for page in d.client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", []):
-            d.client.delete_object(Bucket=name, Key=obj["Key"])
-    for upload in d.client.list_multipart_uploads(Bucket=name).get("Uploads", []):
-        d.client.abort_multipart_upload(Bucket=name, Key=upload["Key"],
-                                        UploadId=upload["UploadId"])
-    d.client.delete_bucket(Bucket=name)
+    remove_bucket(d)
 
 
-def storage_args(moto: Moto, d: S3Driver) -> list[str]:  # noqa: F811
+def storage_args(moto: Moto, d: S3Driver) -> list[str]:
     """``--storage s3`` and its options for the bucket of ``d``."""
     opts = [f"bucket={d.bucket}", f"endpoint={moto.endpoint}", "region=us-east-1",
             f"prefix={PREFIX}", "part-size=5MiB"]
@@ -135,43 +122,19 @@ def ketch_registry(*args: str) -> str:
 
 
 @pytest.fixture
-def serve_s3(moto: Moto, tmp_path: Path) -> Iterator[Callable[[S3Driver], str]]:  # noqa: F811
+def serve_s3(moto: Moto,
+             start_registry: Callable[..., Registry]) -> Callable[[S3Driver], str]:
     """Start ``ketch registry serve`` on a bucket; its host:port. Stopped by its pid after."""
-    procs: list[subprocess.Popen[bytes]] = []
 
     def start(d: S3Driver) -> str:
-        port = free_port()
-        args = [sys.executable, "-m", "ketch.cli.main", "registry", "serve",
-                "--addr", f"127.0.0.1:{port}", *storage_args(moto, d)]
-        log_path = tmp_path / f"registry-{port}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=s3_env())
-        procs.append(proc)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                text = log_path.read_text(errors="replace")
-                skip_unless_wired(text)
-                raise AssertionError(f"ketch registry serve exited:\n{text}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
-                return f"127.0.0.1:{port}"
-            except urllib.error.HTTPError:
-                return f"127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"ketch registry serve did not answer:\n{log_path.read_text()}")
+        try:
+            reg = start_registry("ketch", storage=storage_args(moto, d), env=s3_env())
+        except AssertionError as exc:   # its message holds the server's log
+            skip_unless_wired(str(exc))
+            raise
+        return reg.host
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    return start
 
 
 def test_skopeo_copy_in_and_out(bucket: S3Driver, serve_s3: Callable[[S3Driver], str],
@@ -205,7 +168,7 @@ def test_skopeo_copy_in_and_out(bucket: S3Driver, serve_s3: Callable[[S3Driver],
     assert sorted(tags["Tags"]) == ["v1", "v2"]
 
 
-def test_gc_and_fsck_on_s3(moto: Moto, bucket: S3Driver,  # noqa: F811
+def test_gc_and_fsck_on_s3(moto: Moto, bucket: S3Driver,
                            serve_s3: Callable[[S3Driver], str], tmp_path: Path) -> None:
     host = serve_s3(bucket)
     old = oci_layout(tmp_path / "old", "v1", blob(6 * MiB, seed=22))

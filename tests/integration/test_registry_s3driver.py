@@ -9,19 +9,14 @@ it, so every test also checks that the driver keeps to its prefix.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration.registries import Moto, free_port, moto_server, self_signed
 from tests.unit.registry_driver_contract import DriverContract, MiB, blob, walked
 
 from ketch.errors import Forbidden, InvalidArgument, Unavailable
@@ -32,61 +27,6 @@ ROOT = "reg/root"
 # Beside the driver's prefix: a sibling whose name starts like it, and the bucket root.
 FOREIGN = {"reg/rootx/y": b"sibling", "reg/root-a": b"dash", "outside": b"out"}
 CREDENTIALS = {"access_key": "testing", "secret_key": "testing"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Moto:
-    endpoint: str
-    process: subprocess.Popen[bytes]
-
-
-def _wait_listening(process: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-@contextlib.contextmanager
-def moto_server(log_path: Path, *extra: str, scheme: str = "http") -> Iterator[Moto]:
-    """A moto server subprocess on a free loopback port, killed by its pid on the way out."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # A file, not a pipe: moto logs every request, and a full pipe would stop it.
-    with open(log_path, "wb") as log:
-        for _ in range(3):  # the port was free when chosen; another process may take it first
-            port = free_port()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
-                 *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
-            try:
-                if _wait_listening(process, port, 30):
-                    yield Moto(f"{scheme}://127.0.0.1:{port}", process)
-                    return
-            finally:
-                if process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(10)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
-    pytest.fail(f"moto server did not start:\n{log_path.read_text(errors='replace')}")
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        yield server
 
 
 def make_driver(moto: Moto, bucket: str, **kw: Any) -> S3Driver:
@@ -123,12 +63,18 @@ def s3(moto: Moto) -> Iterator[S3Driver]:
     for key, data in FOREIGN.items():
         assert left.pop(key) == data
     assert all(k.startswith(ROOT + "/") for k in left)
-    for key in [*left, *FOREIGN]:
-        d.client.delete_object(Bucket=bucket, Key=key)
-    for upload in d.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        d.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
+    remove_bucket(d)
+
+
+def remove_bucket(d: S3Driver) -> None:
+    """The driver's bucket gone, with every object and unfinished multipart upload in it."""
+    for page in d.client.get_paginator("list_objects_v2").paginate(Bucket=d.bucket):
+        for obj in page.get("Contents", []):
+            d.client.delete_object(Bucket=d.bucket, Key=obj["Key"])
+    for upload in d.client.list_multipart_uploads(Bucket=d.bucket).get("Uploads", []):
+        d.client.abort_multipart_upload(Bucket=d.bucket, Key=upload["Key"],
                                         UploadId=upload["UploadId"])
-    d.client.delete_bucket(Bucket=bucket)
+    d.client.delete_bucket(Bucket=d.bucket)
 
 
 @pytest.fixture
@@ -438,23 +384,24 @@ def test_reopen_without_writing_sends_nothing(s3: S3Driver) -> None:
 def moto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Moto, Path]]:
     """moto over HTTPS with a self-signed certificate for 127.0.0.1; the certificate's path."""
     d = tmp_path_factory.mktemp("moto-tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed(d)
     with moto_server(d / "moto.log", "-c", str(cert), "-k", str(key), scheme="https") as server:
         yield server, cert
 
 
-def test_tls_with_ca_bundle(moto_tls: tuple[Moto, Path]) -> None:
-    server, cert = moto_tls
-    d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}", verify=str(cert))
+def write_and_read_back(d: S3Driver) -> None:
+    """A bucket made, an object written and read back, both removed: the connection works."""
     d.client.create_bucket(Bucket=d.bucket)
     d.put_content("/over/tls", b"secret")
     assert d.get_content("/over/tls") == b"secret"
     d.delete("/over")
     d.client.delete_bucket(Bucket=d.bucket)
+
+
+def test_tls_with_ca_bundle(moto_tls: tuple[Moto, Path]) -> None:
+    server, cert = moto_tls
+    d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}", verify=str(cert))
+    write_and_read_back(d)
 
 
 def test_tls_untrusted_certificate_is_unavailable(moto_tls: tuple[Moto, Path],
@@ -470,11 +417,7 @@ def test_tls_untrusted_certificate_is_unavailable(moto_tls: tuple[Moto, Path],
 def test_tls_verify_off(moto_tls: tuple[Moto, Path]) -> None:
     server, _ = moto_tls
     d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}", verify=False)
-    d.client.create_bucket(Bucket=d.bucket)
-    d.put_content("/f", b"unchecked")
-    assert d.get_content("/f") == b"unchecked"
-    d.delete("/f")
-    d.client.delete_bucket(Bucket=d.bucket)
+    write_and_read_back(d)
 
 
 def test_tls_ca_bundle_from_environment(moto_tls: tuple[Moto, Path],
@@ -482,8 +425,4 @@ def test_tls_ca_bundle_from_environment(moto_tls: tuple[Moto, Path],
     server, cert = moto_tls
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
     d = make_driver(server, f"ketch-tls-{secrets.token_hex(4)}")
-    d.client.create_bucket(Bucket=d.bucket)
-    d.put_content("/env/ca", b"trusted")
-    assert d.get_content("/env/ca") == b"trusted"
-    d.delete("/env")
-    d.client.delete_bucket(Bucket=d.bucket)
+    write_and_read_back(d)

@@ -140,6 +140,14 @@ def _ketch() -> list[str]:
     return [sys.executable, "-m", "ketch.cli.main"]
 
 
+def copy_with_creds(src: str, dest: str) -> str:
+    """``src`` copied to ``dest`` with the registry's user; the manifest digest found there."""
+    skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}", src, dest)
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
+                             dest).stdout)
+    return str(info["Digest"])
+
+
 def test_skopeo_with_basic_auth(start_registry: Callable[..., Registry], tmp_path: Path) -> None:
     reg = start_registry("ketch", auth="basic")
     digest = make_oci_layout(tmp_path / "src")
@@ -150,11 +158,7 @@ def test_skopeo_with_basic_auth(start_registry: Callable[..., Registry], tmp_pat
     assert "unauthorized" in denied.stderr.lower() or "authentication" in denied.stderr.lower()
     anonymous = skopeo("inspect", "--tls-verify=false", dest, check=False)
     assert anonymous.returncode != 0
-    skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}",
-           f"oci:{tmp_path / 'src'}:v1", dest)
-    info = json.loads(skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
-                             dest).stdout)
-    assert info["Digest"] == digest
+    assert copy_with_creds(f"oci:{tmp_path / 'src'}:v1", dest) == digest
 
 
 def test_skopeo_with_token_auth(start_registry: Callable[..., Registry], tmp_path: Path) -> None:
@@ -164,11 +168,7 @@ def test_skopeo_with_token_auth(start_registry: Callable[..., Registry], tmp_pat
     anonymous = skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1", dest,
                        check=False)
     assert anonymous.returncode != 0
-    skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}",
-           f"oci:{tmp_path / 'src'}:v1", dest)
-    info = json.loads(skopeo("inspect", "--tls-verify=false", f"--creds={USER}:{PASSWORD}",
-                             dest).stdout)
-    assert info["Digest"] == digest
+    assert copy_with_creds(f"oci:{tmp_path / 'src'}:v1", dest) == digest
     try:
         urllib.request.urlopen(f"http://{reg.host}/v2/", timeout=10).close()
         raise AssertionError("an anonymous /v2/ was let in")

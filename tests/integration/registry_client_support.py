@@ -1,8 +1,9 @@
-"""Test helpers for the registry client: Debian's docker-registry, a fault proxy, a token server.
+"""Test helpers for the registry client: images made here, a fault proxy, a token server.
 
-Everything listens on 127.0.0.1 only, on ports the kernel picks, and every
-process or thread started here is stopped by its ``close`` (the fixtures call
-it in finalizers, also when a test fails).
+The registries themselves are started by ``registries.py``. Everything here
+listens on 127.0.0.1 only, on ports the kernel picks, and every thread
+started here is stopped by its ``close`` (the fixtures call it in finalizers,
+also when a test fails).
 """
 
 from __future__ import annotations
@@ -16,104 +17,21 @@ import io
 import json
 import os
 import socket
-import subprocess
 import tarfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DOCKER_REGISTRY = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-# --- docker-registry -----------------------------------------------------------------
-
-
-class DockerRegistry:
-    """docker-registry on 127.0.0.1:<port> with its own storage; optional htpasswd, TLS, token auth."""
-
-    def __init__(self, base: Path, auth: str = "", tls: tuple[Path, Path] | None = None,
-                 client_ca: Path | None = None, token: dict[str, str] | None = None) -> None:
-        self.base = base
-        self.port = free_port()
-        self.netloc = f"127.0.0.1:{self.port}"
-        self.scheme = "https" if tls else "http"
-        base.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "version: 0.1",
-            "log:",
-            "  level: error",
-            "  accesslog:",
-            "    disabled: true",
-            "storage:",
-            "  filesystem:",
-            f"    rootdirectory: {base / 'data'}",
-            "  delete:",
-            "    enabled: true",
-            "http:",
-            f"  addr: 127.0.0.1:{self.port}",
-            f"  secret: test-{self.port}",
-        ]
-        if tls:
-            lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
-            if client_ca:
-                lines += ["    clientcas:", f"      - {client_ca}"]
-        if auth == "htpasswd":
-            self.user, self.password = "alice", "s3cret"
-            htpasswd = subprocess.run(["htpasswd", "-Bbn", self.user, self.password], check=True,
-                                      capture_output=True, text=True).stdout
-            (base / "htpasswd").write_text(htpasswd)
-            lines += ["auth:", "  htpasswd:", "    realm: ktrealm", f"    path: {base / 'htpasswd'}"]
-        if token:
-            lines += ["auth:", "  token:"] + [f"    {k}: {v}" for k, v in token.items()]
-        (base / "config.yml").write_text("\n".join(lines) + "\n")
-        self.log = open(base / "registry.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(base / "config.yml")],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            self._wait()
-        except BaseException:
-            self.close()
-            raise
-
-    def _wait(self) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("docker-registry exited: " +
-                                   (self.base / "registry.log").read_text(errors="replace"))
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("docker-registry did not start")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 # --- a test image -------------------------------------------------------------------------
@@ -415,37 +333,3 @@ class TokenServer:
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(5)
-
-
-# --- TLS material -------------------------------------------------------------------------------
-
-
-def make_tls(base: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 signed by it, and a client pair, via openssl."""
-    base.mkdir(parents=True, exist_ok=True)
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=base)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "2", "-subj", "/CN=ketch test CA")
-    (base / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
-    (base / "client-ext.cnf").write_text("extendedKeyUsage=clientAuth\n")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
-        "-subj", "/CN=ketch test client")
-    run("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "client.cert", "-days", "2", "-extfile", "client-ext.cnf")
-    return {name: base / name for name in ("ca.crt", "server.crt", "server.key", "client.cert",
-                                           "client.key")}
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
