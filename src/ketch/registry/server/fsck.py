@@ -22,7 +22,7 @@ from ketch.registry.server.errors import RegistryError
 from ketch.registry.server.store import (
     Store,
     blob_path,
-    digest_from_dir,
+    digest_dirs,
     layer_link,
     parse_manifest,
     referrers_dir,
@@ -93,19 +93,13 @@ class _Checker:
     def digests_under(self, base: str) -> list[tuple[str, str]]:
         """(digest, directory) of the ``<base>/<alg>/<hex>`` directories."""
         out: list[tuple[str, str]] = []
-        try:
-            algs = self.drv.list(base)
-        except PathNotFound:
-            return out
-        for alg_dir in algs:
-            for d in self.drv.list(alg_dir):
-                digest = digest_from_dir(d)
-                try:
-                    parse_digest(digest)
-                except InvalidArgument:
-                    self.problem(d, "not a digest's directory")
-                    continue
-                out.append((digest, d))
+        for digest, d in digest_dirs(self.drv, base):
+            try:
+                parse_digest(digest)
+            except InvalidArgument:
+                self.problem(d, "not a digest's directory")
+                continue
+            out.append((digest, d))
         return out
 
     # -- blobs --

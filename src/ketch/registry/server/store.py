@@ -140,6 +140,16 @@ def digest_from_dir(path: str) -> str:
     return f"{parts[-2]}:{parts[-1]}"
 
 
+def digest_dirs(driver: StorageDriver, base: str) -> list[tuple[str, str]]:
+    """(digest, directory) of the ``<base>/<alg>/<hex>`` link directories; none if ``base``
+    does not exist. The digests are as the names say, unchecked."""
+    try:
+        algs = driver.list(base)
+    except PathNotFound:
+        return []
+    return [(digest_from_dir(d), d) for alg_dir in algs for d in driver.list(alg_dir)]
+
+
 # --- records ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -613,28 +623,12 @@ class Store:
 
     def revisions(self, name: str) -> list[str]:
         """Digests of every manifest in ``name``."""
-        out = []
-        base = f"{repo_path(name)}/_manifests/revisions"
-        try:
-            algs = self.driver.list(base)
-        except PathNotFound:
-            return []
-        for alg_dir in algs:
-            for d in self.driver.list(alg_dir):
-                out.append(digest_from_dir(d))
-        return out
+        return [digest for digest, _ in
+                digest_dirs(self.driver, f"{repo_path(name)}/_manifests/revisions")]
 
     def layers(self, name: str) -> list[str]:
         """Digests of every blob linked into ``name`` (not its manifests)."""
-        out = []
-        try:
-            algs = self.driver.list(f"{repo_path(name)}/_layers")
-        except PathNotFound:
-            return []
-        for alg_dir in algs:
-            for d in self.driver.list(alg_dir):
-                out.append(digest_from_dir(d))
-        return out
+        return [digest for digest, _ in digest_dirs(self.driver, f"{repo_path(name)}/_layers")]
 
     # -- tags, referrers, catalog --
 
@@ -664,27 +658,21 @@ class Store:
         check_name(name)
         check_digest(subject)
         out: list[dict[str, Any]] = []
-        try:
-            algs = self.driver.list(referrers_dir(name, subject))
-        except PathNotFound:
-            return out
-        for alg_dir in algs:
-            for d in self.driver.list(alg_dir):
-                digest = digest_from_dir(d)
-                try:
-                    data = self.driver.get_content(blob_path(digest))
-                    parsed = parse_manifest(data)
-                except (PathNotFound, RegistryError):
-                    continue     # a dangling link is fsck's to report, not the client's
-                if artifact_type and parsed.artifact_type != artifact_type:
-                    continue
-                desc: dict[str, Any] = {"mediaType": parsed.media_type, "digest": digest,
-                                        "size": len(data)}
-                if parsed.artifact_type:
-                    desc["artifactType"] = parsed.artifact_type
-                if parsed.annotations:
-                    desc["annotations"] = parsed.annotations
-                out.append(desc)
+        for digest, _ in digest_dirs(self.driver, referrers_dir(name, subject)):
+            try:
+                data = self.driver.get_content(blob_path(digest))
+                parsed = parse_manifest(data)
+            except (PathNotFound, RegistryError):
+                continue     # a dangling link is fsck's to report, not the client's
+            if artifact_type and parsed.artifact_type != artifact_type:
+                continue
+            desc: dict[str, Any] = {"mediaType": parsed.media_type, "digest": digest,
+                                    "size": len(data)}
+            if parsed.artifact_type:
+                desc["artifactType"] = parsed.artifact_type
+            if parsed.annotations:
+                desc["annotations"] = parsed.annotations
+            out.append(desc)
         return out
 
     def repositories(self, *, with_uploads_only: bool = False) -> list[str]:
