@@ -2,8 +2,10 @@
 
 They live with the tests that grew them (``test_daemon_system``: a private
 ketchd; ``test_daemon_images``: the busybox archive; ``refdockerd``: the
-reference dockerd; ``registries``: registries and moto's S3 on loopback) and are registered here once. ``loaded_ketchd`` is a private
-ketchd with busybox loaded, which most container tests start from.
+reference dockerd; ``registries``: registries and moto's S3 on loopback;
+``registry_client_support``: the registry client) and are registered here
+once. ``loaded_ketchd`` is a private ketchd with busybox loaded, which most
+container tests start from.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from tests.integration.refdockerd import ref_dockerd  # noqa: F401 - a fixture
 from tests.integration.registries import moto, start_registry  # noqa: F401 - fixtures
+from tests.integration.registry_client_support import regs  # noqa: F401 - a fixture
 from tests.integration.test_daemon_images import busybox_archive  # noqa: F401 - a fixture
 from tests.integration.test_daemon_system import (  # noqa: F401 - start_ketchd is a fixture
     Ketchd,

@@ -21,9 +21,14 @@ import tarfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from ketch.registry.client import Registries, RegistryOptions
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -32,6 +37,16 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def regs() -> Iterator[Registries]:
+    """The registry client, trusting no host's certs.d; closed after."""
+    registries = Registries(RegistryOptions(certs_dirs=(), timeout=20))
+    try:
+        yield registries
+    finally:
+        registries.close()
 
 
 # --- a test image -------------------------------------------------------------------------
@@ -86,6 +101,24 @@ def make_index(images: list[tuple[BuiltImage, str, str]]) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": img.media_type, "digest": img.manifest_digest, "size": len(img.manifest),
          "platform": {"os": os_name, "architecture": arch}} for img, os_name, arch in images]}).encode()
+
+
+class MemorySink:
+    """A blob sink in memory (offset, write, truncate), without digest(): the client hashes."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    @property
+    def offset(self) -> int:
+        return len(self.buf)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.buf += data
+        return len(data)
+
+    def truncate(self, size: int = 0) -> None:
+        del self.buf[size:]
 
 
 # --- fault-injecting proxy ------------------------------------------------------------------

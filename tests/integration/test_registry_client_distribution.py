@@ -7,6 +7,7 @@ storage under pytest's tmp dirs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.integration.registry_client_support import (
     OCI_MANIFEST,
     BuiltImage,
     FaultProxy,
+    MemorySink,
     TokenServer,
     digest,
     make_image,
@@ -52,15 +54,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield reg
     finally:
         reg.stop()
-
-
-@pytest.fixture
-def regs() -> Iterator[Registries]:
-    registries = Registries(RegistryOptions(certs_dirs=(), timeout=10))
-    try:
-        yield registries
-    finally:
-        registries.close()
 
 
 def push_image(repo: Repository, img: BuiltImage, tag: str) -> list[str]:
@@ -239,17 +232,13 @@ def test_parallel_pushes_share_one_repository(registry: Registry, regs: Registri
 
 def test_connections_are_kept_alive(registry: Registry, big_image: BuiltImage) -> None:
     proxy = FaultProxy(registry.port)
-    regs, repo = _through(proxy)
-    try:
+    with _through(proxy) as (regs, repo):
         layer = _layer(big_image)
         for _ in range(20):
             assert repo.blob_exists(layer.digest) == layer.size
         repo.resolve("t")
         # One failed TLS attempt (https first), then one kept-alive http connection.
         assert proxy.connections <= 2
-    finally:
-        regs.close()
-        proxy.close()
 
 
 def test_docker_hub_goes_to_the_mirror(registry: Registry) -> None:
@@ -279,9 +268,15 @@ def big_image(registry: Registry) -> BuiltImage:
     return img
 
 
-def _through(proxy: FaultProxy) -> tuple[Registries, Repository]:
+@contextlib.contextmanager
+def _through(proxy: FaultProxy) -> Iterator[tuple[Registries, Repository]]:
+    """A client for the big image by way of ``proxy``; the client and the proxy closed after."""
     regs = Registries(RegistryOptions(certs_dirs=(), timeout=10))
-    return regs, regs.repository(normalize(f"{proxy.netloc}/faults/big:t"))
+    try:
+        yield regs, regs.repository(normalize(f"{proxy.netloc}/faults/big:t"))
+    finally:
+        regs.close()
+        proxy.close()
 
 
 def _layer(img: BuiltImage) -> Descriptor:
@@ -291,8 +286,7 @@ def _layer(img: BuiltImage) -> Descriptor:
 def test_cut_download_resumes_with_range(registry: Registry, big_image: BuiltImage,
                                          tmp_path: Path) -> None:
     proxy = FaultProxy(registry.port, cut_after=1 << 20, cuts=2)
-    regs, repo = _through(proxy)
-    try:
+    with _through(proxy) as (regs, repo):
         layer = _layer(big_image)
         store = ContentStore(tmp_path / "content")
         retries: list[int] = []
@@ -305,34 +299,26 @@ def test_cut_download_resumes_with_range(registry: Registry, big_image: BuiltIma
         starts = [int(r.split(b"=")[1].rstrip(b"-")) for r in proxy.ranges]
         assert 0 < starts[0] < starts[1] < layer.size
         assert store.read(layer.digest) == big_image.layers[0]
-    finally:
-        regs.close()
-        proxy.close()
 
 
 def test_server_ignoring_range_restarts_from_zero(registry: Registry, big_image: BuiltImage,
                                                   tmp_path: Path) -> None:
     # Cut after 1.5 MiB: progress passes 1 MiB (one read), then starts over at 1 MiB.
     proxy = FaultProxy(registry.port, cut_after=3 << 19, strip_range=True)
-    regs, repo = _through(proxy)
-    try:
+    with _through(proxy) as (regs, repo):
         layer = _layer(big_image)
         store = ContentStore(tmp_path / "content")
         seen: list[int] = []
         assert fetch(repo, store, layer, progress=lambda d, t: seen.append(d)) == layer.digest
         assert seen[-1] == layer.size
         assert any(b < a for a, b in zip(seen, seen[1:], strict=False))  # went back to zero
-    finally:
-        regs.close()
-        proxy.close()
 
 
 def test_endless_cuts_give_up_and_leave_no_verified_blob(registry: Registry,
                                                          big_image: BuiltImage,
                                                          tmp_path: Path) -> None:
     proxy = FaultProxy(registry.port, cut_after=1 << 20, cuts=1000, strip_range=True)
-    regs, repo = _through(proxy)
-    try:
+    with _through(proxy) as (regs, repo):
         layer = _layer(big_image)
         store = ContentStore(tmp_path / "content")
         with pytest.raises(Unavailable):
@@ -341,24 +327,16 @@ def test_endless_cuts_give_up_and_leave_no_verified_blob(registry: Registry,
         # The ingest kept what arrived; a later pull resumes it with Range.
         kept = store.status(f"pull-{layer.digest}").offset
         assert kept > 0
-    finally:
-        regs.close()
-        proxy.close()
     clean = FaultProxy(registry.port)
-    regs, repo = _through(clean)
-    try:
+    with _through(clean) as (regs, repo):
         assert fetch(repo, store, layer) == layer.digest
         assert clean.ranges == [f"bytes={kept}-".encode()]
-    finally:
-        regs.close()
-        clean.close()
 
 
 def test_corrupted_download_is_refused(registry: Registry, big_image: BuiltImage,
                                        tmp_path: Path) -> None:
     proxy = FaultProxy(registry.port, corrupt_at=2 << 20)
-    regs, repo = _through(proxy)
-    try:
+    with _through(proxy) as (regs, repo):
         layer = _layer(big_image)
         store = ContentStore(tmp_path / "content")
         with store.writer("corrupt", layer.digest, layer.size) as w:
@@ -370,31 +348,12 @@ def test_corrupted_download_is_refused(registry: Registry, big_image: BuiltImage
         # connection, since the proxy counts offsets per connection.)
         regs.close()
         proxy.corrupt_at = 1 << 20
-
-        class Memory:
-            def __init__(self) -> None:
-                self.buf = bytearray()
-
-            @property
-            def offset(self) -> int:
-                return len(self.buf)
-
-            def write(self, data: bytes | bytearray | memoryview) -> int:
-                self.buf += data
-                return len(data)
-
-            def truncate(self, size: int = 0) -> None:
-                del self.buf[size:]
-
-        sink = Memory()
+        sink = MemorySink()
         with pytest.raises(InvalidArgument):
             repo.fetch_blob(layer, sink)
         assert sink.offset == 0
         repo.fetch_blob(layer, sink)
         assert bytes(sink.buf) == big_image.layers[0]
-    finally:
-        regs.close()
-        proxy.close()
 
 
 # --- htpasswd --------------------------------------------------------------------------------------

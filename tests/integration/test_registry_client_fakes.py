@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from tests.integration.registry_client_support import MemorySink
 
 from ketch.errors import InvalidArgument, NotSupported, System, Unauthorized, Unavailable
 from ketch.image.content import Descriptor
@@ -96,15 +97,6 @@ def fake() -> Iterator[Fake]:
         f.close()
 
 
-@pytest.fixture
-def regs() -> Iterator[Registries]:
-    r = Registries(RegistryOptions(certs_dirs=(), timeout=10))
-    try:
-        yield r
-    finally:
-        r.close()
-
-
 def test_tags_follow_link_pagination(fake: Fake, regs: Registries) -> None:
     tags = [f"t{i}" for i in range(5)]
 
@@ -134,23 +126,7 @@ def test_blob_redirect_drops_credentials(fake: Fake, regs: Registries) -> None:
         fake.routes["/v2/"] = lambda r: (200, {}, b"{}")
         creds = Credentials(registry_token="tok")
         repo = regs.repository(normalize(f"{fake.netloc}/red:t"), creds)
-
-        class Sink:
-            def __init__(self) -> None:
-                self.buf = bytearray()
-
-            @property
-            def offset(self) -> int:
-                return len(self.buf)
-
-            def write(self, b: bytes | bytearray | memoryview) -> int:
-                self.buf += b
-                return len(b)
-
-            def truncate(self, size: int = 0) -> None:
-                del self.buf[size:]
-
-        sink = Sink()
+        sink = MemorySink()
         repo.fetch_blob(Descriptor(digest=dgst, size=len(data)), sink)
         assert bytes(sink.buf) == data
         assert [r.headers.get("authorization") for r in storage.seen] == [None]

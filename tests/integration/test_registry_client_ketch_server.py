@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,7 @@ from tests.integration.registry_client_support import BuiltImage, digest, make_i
 from ketch.errors import Unauthorized
 from ketch.image.content import ContentStore, Descriptor
 from ketch.image.reference import normalize
-from ketch.registry.client import Credentials, Registries, RegistryOptions, Repository, auth
-
-
-@pytest.fixture
-def regs() -> Iterator[Registries]:
-    r = Registries(RegistryOptions(certs_dirs=(), timeout=20))
-    try:
-        yield r
-    finally:
-        r.close()
+from ketch.registry.client import Credentials, Registries, Repository, auth
 
 
 def _push(repo: Repository, img: BuiltImage, tag: str, chunk_size: int | None = None) -> list[str]:
