@@ -338,3 +338,42 @@ def put_image(host: str, repo: str, layers: list[bytes], *, arch: str = "amd64",
     digest = put_manifest(host, repo, tag or "sha256:" + hashlib.sha256(
         json.dumps(doc).encode()).hexdigest(), doc, str(doc["mediaType"]))
     return digest, size
+
+
+# --- an OCI image layout on disk (skopeo's ``oci:`` source) ---
+
+
+def oci_layout(d: Path, layers: Sequence[bytes], *, tag: str = "latest") -> str:
+    """An OCI image layout in ``d``: one image of these layer tars, tagged ``tag``; its
+    manifest digest. A gzipped layer (by its magic bytes) is stored as it is, with the
+    ``+gzip`` media type and the digest of its tar as diff_id."""
+    import gzip
+    import hashlib
+    import json
+
+    def sha(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def blob(data: bytes) -> dict[str, object]:
+        (d / "blobs" / "sha256" / sha(data).split(":")[1]).write_bytes(data)
+        return {"digest": sha(data), "size": len(data)}
+
+    (d / "blobs" / "sha256").mkdir(parents=True)
+    (d / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    gzipped = [la[:2] == b"\x1f\x8b" for la in layers]
+    diff_ids = [sha(gzip.decompress(la) if gz else la) for la, gz in zip(layers, gzipped,
+                                                                          strict=True)]
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Cmd": ["/bin/sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar" + (
+            "+gzip" if gz else ""), **blob(la)} for la, gz in zip(layers, gzipped, strict=True)],
+    }).encode()
+    desc = blob(manifest)
+    (d / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **desc,
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return str(desc["digest"])

@@ -9,14 +9,11 @@ reference client of docker's identity tokens) needs root.
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import json
 import os
 import shutil
 import ssl
 import subprocess
-import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +24,15 @@ from typing import Any
 
 import pytest
 from tests.integration.refdockerd import RefDockerd, ref_dockerd  # noqa: F401 - a fixture
-from tests.integration.registries import PASSWORD, USER, Registry, add_user, self_signed
+from tests.integration.registries import (
+    PASSWORD,
+    USER,
+    Registry,
+    add_user,
+    oci_layout,
+    self_signed,
+    tar_layer,
+)
 
 SKOPEO = shutil.which("skopeo")
 OPENSSL = shutil.which("openssl")
@@ -65,39 +70,10 @@ def self_signed_once(tmp_path: Path) -> tuple[Path, Path]:
     return tls / "server.crt", tls / "server.key"
 
 
-def oci_layout(root: Path, payload: bytes) -> Path:
-    """A one-layer OCI image layout tagged ``latest`` (skopeo's ``oci:`` source)."""
-    (root / "blobs" / "sha256").mkdir(parents=True)
-
-    def blob(data: bytes) -> dict[str, Any]:
-        digest = hashlib.sha256(data).hexdigest()
-        (root / "blobs" / "sha256" / digest).write_bytes(data)
-        return {"digest": f"sha256:{digest}", "size": len(data)}
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("payload.bin")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    layer = buf.getvalue()
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {
-        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **blob(layer)}],
-    }).encode()
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", **blob(manifest),
-        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
-    (root / "index.json").write_text(json.dumps(index))
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    return root
-
-
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
-    return oci_layout(tmp_path / "image", os.urandom(256 * 1024))
+    oci_layout(tmp_path / "image", [tar_layer({"payload.bin": os.urandom(256 * 1024)})])
+    return tmp_path / "image"
 
 
 def skopeo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import secrets
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.registries import Moto, Registry
+from tests.integration.registries import Moto, Registry, oci_layout, tar_layer
 from tests.integration.test_registry_s3driver import make_driver, remove_bucket
 from tests.unit.registry_driver_contract import MiB, blob
 
@@ -37,38 +36,14 @@ def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def oci_layout(d: Path, tag: str, layer_data: bytes) -> str:
+def gzip_layer_image(d: Path, tag: str, layer_data: bytes) -> str:
     """An OCI image layout with one layer holding ``layer_data``; its layer digest.
 
     The layer is gzipped: skopeo would compress an uncompressed one on the
     way in, and its digest would not be the one here.
     """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("data.bin")
-        info.size = len(layer_data)
-        info.mtime = 0
-        tar.addfile(info, io.BytesIO(layer_data))
-    layer = gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [_sha(buf.getvalue())]},
-                         "config": {}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _sha(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _sha(layer), "size": len(layer)}]}).encode()
-    blobs = d / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    for data in (layer, config, manifest):
-        (blobs / _sha(data).split(":")[1]).write_bytes(data)
-    (d / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (d / "index.json").write_text(json.dumps({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": _sha(manifest), "size": len(manifest),
-                       "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    layer = gzip.compress(tar_layer({"data.bin": layer_data}), compresslevel=1, mtime=0)
+    oci_layout(d, [layer], tag=tag)
     return _sha(layer)
 
 
@@ -141,7 +116,7 @@ def test_skopeo_copy_in_and_out(bucket: S3Driver, serve_s3: Callable[[S3Driver],
                                 tmp_path: Path) -> None:
     host = serve_s3(bucket)
     layer_data = blob(12 * MiB, seed=21)
-    layer_digest = oci_layout(tmp_path / "src", "v1", layer_data)
+    layer_digest = gzip_layer_image(tmp_path / "src", "v1", layer_data)
     skopeo("copy", f"oci:{tmp_path / 'src'}:v1", f"docker://{host}/s3/rand:v1",
            "--dest-tls-verify=false")
 
@@ -171,8 +146,8 @@ def test_skopeo_copy_in_and_out(bucket: S3Driver, serve_s3: Callable[[S3Driver],
 def test_gc_and_fsck_on_s3(moto: Moto, bucket: S3Driver,
                            serve_s3: Callable[[S3Driver], str], tmp_path: Path) -> None:
     host = serve_s3(bucket)
-    old = oci_layout(tmp_path / "old", "v1", blob(6 * MiB, seed=22))
-    new = oci_layout(tmp_path / "new", "v1", blob(2 * MiB, seed=23))
+    old = gzip_layer_image(tmp_path / "old", "v1", blob(6 * MiB, seed=22))
+    new = gzip_layer_image(tmp_path / "new", "v1", blob(2 * MiB, seed=23))
     for src in ("old", "new"):  # the tag moves: the old image is left untagged
         skopeo("copy", f"oci:{tmp_path / src}:v1", f"docker://{host}/s3/gc:v1",
                "--dest-tls-verify=false")

@@ -25,50 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.registries import PASSWORD, USER, Registry
+from tests.integration.registries import PASSWORD, USER, Registry, oci_layout, tar_layer
 
 SKOPEO = shutil.which("skopeo")
 pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
 
 
-def _blob(layout: Path, data: bytes) -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    (layout / "blobs" / "sha256" / digest).write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            info.mtime = 1700000000
-            tar.addfile(info, io.BytesIO(content))
-    return gzip.compress(raw.getvalue(), mtime=0)
-
-
 def make_oci_layout(layout: Path, tag: str = "v1") -> str:
-    """An OCI image layout with one image tagged ``tag``; its manifest digest."""
-    (layout / "blobs" / "sha256").mkdir(parents=True)
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    layers = [_layer({"hello.txt": b"hello from ketch\n"}),
-              _layer({f"data/{i}.bin": bytes([i]) * 200_000 for i in range(5)})]
-    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(x)).hexdigest() for x in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "config": {"Cmd": ["/bin/sh"]},
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   **_blob(layout, config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    **_blob(layout, x)} for x in layers]}).encode()
-    desc = _blob(layout, manifest)
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **desc,
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-    return str(desc["digest"])
+    """An OCI image layout with two gzip layers tagged ``tag``; its manifest digest."""
+    layers = [tar_layer({"hello.txt": b"hello from ketch\n"}),
+              tar_layer({f"data/{i}.bin": bytes([i]) * 200_000 for i in range(5)})]
+    return oci_layout(layout, [gzip.compress(x, mtime=0) for x in layers], tag=tag)
 
 
 def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
