@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/registry.py [--size-mb 500] [--layers 10] [--runs 3]
                                        [--skip-docker] [--only serve,pull] [--profile DIR]
+                                       [--no-sendfile]
 
 Two parts, each timed on ketch and on the reference in turns in the same run,
 so the ratios (ketch / reference, of the medians) are what the issue's goals
@@ -19,6 +20,10 @@ are stated in:
                  ketch <= 1.0 x docker-registry)
           blob   ``curl -o /dev/null`` of one layer blob, 3 times a round; MB/s
                  (goal: ketch >= 500 MB/s)
+          beside the times, the CPU time of the server and of skopeo in each
+          push and pull (``--no-sendfile`` runs ketch's server with aiohttp's
+          AIOHTTP_NOSENDFILE=1: sendfile moves the copy out of cold page cache
+          onto the client, which is the bottleneck of a skopeo pull)
   pull    ``docker pull`` through the docker CLI into an empty private ketchd
           and an empty private dockerd 20.10 (``--bridge none
           --iptables=false``), from one docker-registry loaded with a second
@@ -56,6 +61,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -218,6 +224,7 @@ class Registry:
     netns: str | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
 
     @property
     def host(self) -> str:
@@ -239,7 +246,8 @@ class Registry:
             argv = [GO_REGISTRY, "serve", str(self.dir / "config.yml")]
         with open(self.dir / "registry.log", "wb") as log:
             self.proc = subprocess.Popen(in_netns(argv, self.netns), stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **self.env})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -432,11 +440,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bench_serve(img: Image, base: Path, runs: int, res: Results,
-                profile: Path | None) -> None:
+                profile: Path | None, ketch_env: dict[str, str]) -> None:
     """Each run: both servers on empty storage, then push, pull and GETs on each in turns
     (the order swapped every run), so the two sides of a ratio meet the same load."""
     times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    client_cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     speeds: dict[str, list[float]] = collections.defaultdict(list)
     blob_digest, blob_size = img.layers[0]
     kinds = ("ketch", "docker-registry")
@@ -444,11 +453,17 @@ def bench_serve(img: Image, base: Path, runs: int, res: Results,
     def measure(reg: Registry, op: str, fn: Callable[[], object]) -> None:
         assert reg.proc is not None
         before = cpu_seconds(reg.proc.pid)
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
         times[(reg.kind, op)].append(timed(fn))
         cpu[(reg.kind, op)].append(cpu_seconds(reg.proc.pid) - before)
+        # skopeo is the only child reaped in between
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu[(reg.kind, op)].append(after.ru_utime - client.ru_utime
+                                          + after.ru_stime - client.ru_stime)
 
     for i in range(runs):
-        order = [Registry(kind, base / f"reg-{kind}-{i}") for kind in kinds]
+        order = [Registry(kind, base / f"reg-{kind}-{i}",
+                          env=ketch_env if kind == "ketch" else {}) for kind in kinds]
         if i % 2:
             order.reverse()
         out = base / f"pulled-{i}"
@@ -467,11 +482,11 @@ def bench_serve(img: Image, base: Path, runs: int, res: Results,
                                      for _ in range(3)]
             for reg in order:
                 k = reg.kind
-                print(f"  run {i + 1} {k:<15} push {times[(k, 'push')][-1]:5.2f} s "
-                      f"(server CPU {cpu[(k, 'push')][-1]:4.2f} s)  pull "
-                      f"{times[(k, 'pull')][-1]:5.2f} s (server CPU {cpu[(k, 'pull')][-1]:4.2f}"
-                      f" s)  blob GET {', '.join(f'{s:.0f}' for s in speeds[k][-3:])} MB/s",
-                      flush=True)
+                print(f"  run {i + 1} {k:<15} " + "  ".join(
+                    f"{op} {times[(k, op)][-1]:5.2f} s (CPU: server {cpu[(k, op)][-1]:4.2f} s,"
+                    f" skopeo {client_cpu[(k, op)][-1]:4.2f} s)" for op in ("push", "pull"))
+                    + f"  blob GET {', '.join(f'{s:.0f}' for s in speeds[k][-3:])} MB/s",
+                    flush=True)
         finally:
             for reg in order:
                 reg.stop()
@@ -483,12 +498,14 @@ def bench_serve(img: Image, base: Path, runs: int, res: Results,
                     lambda k, r: k <= r))
         res.add(Row(f"  the server's CPU time in that {op}", cpu[("ketch", op)],
                     cpu[("docker-registry", op)], "docker-registry", ""))
+        res.add(Row(f"  skopeo's CPU time in that {op}", client_cpu[("ketch", op)],
+                    client_cpu[("docker-registry", op)], "docker-registry", ""))
     res.add(Row(f"GET of a {blob_size >> 20} MB blob (curl)", speeds["ketch"],
                 speeds["docker-registry"], "docker-registry", ">= 500 MB/s",
                 lambda k, r: k >= 500, unit="MB/s", absolute=True))
     if profile is not None:
         print("  profiling ketch registry serve (one more push, pull and 5 blob GETs) ...")
-        reg = Registry("ketch", base / "reg-profile")
+        reg = Registry("ketch", base / "reg-profile", env=ketch_env)
         out = base / "pulled-profile"
         try:
             reg.start()
@@ -590,6 +607,10 @@ def main() -> int:
     ap.add_argument("--skip-docker", action="store_true",
                     help="no dockerd: ketchd's pull is timed alone")
     ap.add_argument("--only", default="serve,pull", help="comma-separated subset of serve,pull")
+    ap.add_argument("--no-sendfile", action="store_true",
+                    help="serve ketch's blobs without sendfile (AIOHTTP_NOSENDFILE=1, aiohttp's "
+                         "own switch), to see what sendfile costs a client that is the "
+                         "bottleneck")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="one more round with py-spy on the ketch side; raw stacks to DIR")
     args = ap.parse_args()
@@ -620,7 +641,8 @@ def main() -> int:
                 print(f"serve: {len(plain.layers)} uncompressed layers, {plain.blob_bytes >> 20}"
                       f" MB of incompressible data ({time.perf_counter() - t:.0f} s to make)",
                       flush=True)
-                bench_serve(plain, fast, args.runs, res, args.profile)
+                bench_serve(plain, fast, args.runs, res, args.profile,
+                            {"AIOHTTP_NOSENDFILE": "1"} if args.no_sendfile else {})
                 shutil.rmtree(plain.dir)
             if "pull" in only:
                 t = time.perf_counter()
