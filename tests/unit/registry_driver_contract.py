@@ -378,7 +378,6 @@ class DriverContract:
             lambda: driver.move("/ok", bad),
             lambda: driver.delete(bad),
             lambda: list(driver.walk(bad)),
-            lambda: driver.local_path(bad),
         ]
         for n, call in enumerate(calls):
             with pytest.raises(InvalidArgument):
@@ -387,11 +386,3 @@ class DriverContract:
         assert walked(driver) == ["/ok"]
         assert driver.get_content("/ok") == b"ok"
 
-    def test_local_path(self, driver: StorageDriver) -> None:
-        data = blob(1000, seed=6)
-        driver.put_content("/lp/f", data)
-        host = driver.local_path("/lp/f")
-        if host is not None:  # a driver with host files gives one with the content
-            with open(host, "rb") as f:
-                assert f.read() == data
-        assert driver.local_path("/lp/missing") is None

@@ -106,9 +106,3 @@ def test_move_replaces_and_delete_prunes_empty_dirs(drv: FSDriver) -> None:
         drv.stat("/t")
 
 
-def test_local_path(drv: FSDriver) -> None:
-    drv.put_content("/b/data", b"blob")
-    path = drv.local_path("/b/data")
-    assert path is not None and Path(path).read_bytes() == b"blob"
-    assert drv.local_path("/b/none") is None
-    assert drv.local_path("/b") is None

@@ -378,11 +378,10 @@ class RegistryApp:
         if request.method == "HEAD":
             headers["Content-Length"] = str(info.size)
             return web.Response(status=200, headers=headers)
-        local = await asyncio.to_thread(self.store.blob_local_path, digest)
-        if local is not None:
-            # aiohttp's FileResponse does sendfile, Range (206/416) and If-Range itself.
-            del headers["ETag"]
-            return web.FileResponse(local, chunk_size=READ_PIECE, headers=headers)
+        # Read and written here, never sendfile: with sendfile the only copy of the
+        # bytes falls to the client's receive, and a single-threaded client (skopeo
+        # copying layer after layer) then pulls slower than from the Go registry
+        # (bench/registry.py: 1.02-1.08x with sendfile, 0.92x without).
         return await self._stream_blob(request, name, digest, info.size, headers)
 
     async def _stream_blob(self, request: web.Request, name: str, digest: str, size: int,
@@ -390,7 +389,8 @@ class RegistryApp:
         start, end = 0, size
         status = 200
         rng = request.headers.get("Range")
-        if rng:
+        if_range = request.headers.get("If-Range")
+        if rng and (if_range is None or if_range == headers.get("ETag")):
             parsed = _parse_range(rng, size)
             if parsed is not None:
                 start, end = parsed

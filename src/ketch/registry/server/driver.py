@@ -117,7 +117,3 @@ class StorageDriver(Protocol):
     def walk(self, path: str) -> Iterator[FileInfo]:
         """Every file (not directory) under ``path``, in sorted path order."""
         ...
-
-    def local_path(self, path: str) -> str | None:
-        """A host file with the content of ``path`` (to send with sendfile), or None."""
-        ...

@@ -212,7 +212,3 @@ class FSDriver:
                 except FileNotFoundError:
                     continue
                 yield FileInfo(sub, st.st_size, st.st_mtime)
-
-    def local_path(self, path: str) -> str | None:
-        host = self._host(path)
-        return host if os.path.isfile(host) else None

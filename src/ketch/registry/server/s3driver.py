@@ -519,10 +519,6 @@ class S3Driver:
                 return
             yield info
 
-    def local_path(self, path: str) -> str | None:
-        check_path(path)
-        return None
-
 
 class S3Writer:
     """An unfinished S3 file: full parts in a multipart upload, the rest in a hidden tail object."""

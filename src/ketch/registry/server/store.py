@@ -371,9 +371,6 @@ class Store:
             raise RegistryError(E.BLOB_UNKNOWN, detail=digest)
         return BlobInfo(digest, size)
 
-    def blob_local_path(self, digest: str) -> str | None:
-        return self.driver.local_path(blob_path(digest))
-
     def open_blob(self, name: str, digest: str, offset: int = 0) -> BinaryIO:
         self.stat_blob(name, digest)
         try:
