@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/containers.py
 	$(BIN)/python bench/network.py
+	$(BIN)/python bench/registry.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
