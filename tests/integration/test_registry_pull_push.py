@@ -266,3 +266,32 @@ def test_pull_of_many_gzip_layers_from_nothing(loaded_ketchd: Ketchd,
     run = docker(k, "run", "--rm", "--network", "none", f"{reg.host}/me/tall:5", "sh", "-c",
                  "cat /layer1 /layer4 /which")
     assert _ok(run).split() == ["1", "4", "4"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_committed_image_round_trip(loaded_ketchd: Ketchd,
+                                    start_registry: Callable[..., Registry], kind: str) -> None:
+    """An image made here (a container's changes committed as a new layer) pushed,
+    removed and pulled back: the same ID, the same digest, the same files."""
+    k = loaded_ketchd
+    reg = start_registry(kind)
+    name = f"{reg.host}/me/committed:1"
+    _ok(docker(k, "run", "--name", "maker", "--network", "none", "busybox", "sh", "-c",
+               "echo layered > /made && rm /bin/true"))
+    _ok(docker(k, "commit", "-c", "CMD cat /made", "maker", name))
+    _ok(docker(k, "rm", "maker"))
+    before = _inspect(k, name)
+    assert len(before["RootFS"]["Layers"]) == 2
+    out = _ok(docker(k, "push", name))
+    digest = out.strip().splitlines()[-1].split("digest: ")[1].split()[0]
+    _ok(docker(k, "rmi", name))
+    _ok(docker(k, "rmi", "busybox:latest"))          # nothing of it left here
+    out = _ok(docker(k, "pull", name))
+    assert out.count("Pull complete") == 2 and f"Digest: {digest}" in out
+    after = _inspect(k, name)
+    assert after["Id"] == before["Id"]
+    assert after["RepoDigests"] == [f"{reg.host}/me/committed@{digest}"]
+    run = docker(k, "run", "--rm", "--network", "none", name)
+    assert _ok(run) == "layered\n"
+    gone = docker(k, "run", "--rm", "--network", "none", name, "ls", "/bin/true")
+    assert gone.returncode != 0     # the whiteout came through the registry too
