@@ -137,12 +137,33 @@ def test_loopback_is_always_insecure() -> None:
     assert not opts.is_insecure("10.1.2.3:5000")
 
 
-def test_insecure_by_host_port_and_cidr() -> None:
+def test_insecure_by_host_port_and_cidr(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ketch.registry.client import options
+
+    # A name is checked against the CIDRs by its addresses (dockerd resolves it); the
+    # resolver is a fake here, since tests send no DNS query past loopback.
+    looked_up: list[str] = []
+
+    def fake_getaddrinfo(host: str, *args: object, **kw: object) -> list[tuple]:
+        looked_up.append(host)
+        if host == "inside.example":
+            return [(2, 1, 6, "", ("10.9.9.9", 0))]
+        raise OSError("no such host")
+
+    monkeypatch.setattr(options.socket, "getaddrinfo", fake_getaddrinfo)
+    options._is_insecure.cache_clear()
     opts = RegistryOptions(insecure_registries=("reg.example:5000", "10.0.0.0/8"))
     assert opts.is_insecure("reg.example:5000")
     assert not opts.is_insecure("reg.example:5001")
     assert opts.is_insecure("10.1.2.3:443")
     assert not opts.is_insecure("11.0.0.1")
+    assert opts.is_insecure("inside.example:443")
+    assert looked_up == ["reg.example", "inside.example"]
+    # Without CIDRs of the user's, nothing is looked up at all.
+    looked_up.clear()
+    assert not RegistryOptions().is_insecure("registry.example")
+    assert looked_up == []
+    options._is_insecure.cache_clear()
 
 
 def test_options_refuse_bad_mirror_and_insecure_entries() -> None:

@@ -300,3 +300,23 @@ def test_catalog_nested_names(store: Store) -> None:
     for name in ("b", "a/x", "a", "a/x/y"):
         push_image(store, name, "t")
     assert store.repositories() == ["a", "a/x", "a/x/y", "b"]
+
+
+def test_purge_spares_a_session_still_being_started(store: Store, tmp_path: Path) -> None:
+    """A session whose start time is not written yet is as old as its directory: a
+    purge at that moment (the server's start-up purge racing a first push) must not
+    take it; one left without it by a crash long ago goes."""
+    import os
+    import time
+
+    started = store.start_upload("app")
+    fresh = tmp_path / "reg" / "repositories" / "app" / "_uploads" / "11111111-1111-4111-8111-111111111111"
+    fresh.mkdir(parents=True)
+    stale = fresh.with_name("22222222-2222-4222-8222-222222222222")
+    stale.mkdir()
+    long_ago = time.time() - 30 * 86400
+    os.utime(stale, (long_ago, long_ago))
+    gone = store.purge_uploads(7 * 86400)
+    assert gone == [("app", stale.name)]
+    assert fresh.is_dir() and not stale.exists()
+    assert [u for u, _ in store.uploads("app")] == sorted([started.upload_id, fresh.name])

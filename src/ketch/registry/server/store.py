@@ -497,9 +497,17 @@ class Store:
             upload_id = path.rsplit("/", 1)[1]
             text = self._read_link(path + "/startedat")
             try:
-                started = float(text) if text else 0.0
+                started = float(text) if text else None
             except ValueError:
-                started = 0.0
+                started = None
+            if started is None:
+                # Not written yet (a session being started right now) or lost in a
+                # crash: the directory's own time says which; a backend without
+                # one counts it as new rather than purge a live upload.
+                try:
+                    started = self.driver.stat(path).mtime or time.time()
+                except PathNotFound:
+                    continue
             yield upload_id, started
 
     def purge_uploads(self, max_age: float, *, now: float | None = None,
