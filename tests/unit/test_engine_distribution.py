@@ -112,6 +112,9 @@ class FakeRegistry:
     def repository(self, ref: Reference, creds: Any = None) -> FakeRepository:
         return FakeRepository(self, ref.path)
 
+    def close(self) -> None:
+        self.closed = True
+
     def add_image(self, path: str, tag: str, layers: list[bytes], *, gz: bool = True) -> str:
         blobs = [gzip.compress(la, mtime=0) if gz else la for la in layers]
         config = json.dumps({
@@ -253,6 +256,12 @@ def test_push_sends_missing_blobs_then_the_manifest(svc, registry, dist):
     assert _statuses(out).count("Layer already exists") == 2
 
 
+def test_blob_locks_go_with_their_last_user(dist):
+    with dist._blob_lock("sha256:a"), dist._blob_lock("sha256:b"):
+        assert set(dist._blob_locks) == {"sha256:a", "sha256:b"}
+    assert dist._blob_locks == {}
+
+
 def test_push_of_an_unknown_tag(dist):
     out: list[dict[str, Any]] = []
     with pytest.raises(NotFound, match="An image does not exist locally with the tag: "
@@ -300,3 +309,4 @@ def test_progress_bar_as_moby_draws_it():
     assert progress_bar(0, 1000) == "[>" + " " * 50 + "]       0B/1kB"
     assert progress_bar(500, 1000) == "[" + "=" * 25 + ">" + " " * 25 + "]     500B/1kB"
     assert progress_bar(1000, 1000) == "[" + "=" * 50 + ">]      1kB/1kB"
+    assert progress_bar(2048, 6) == "[" + "=" * 50 + ">]  2.048kB"   # dockerd's push lines

@@ -21,6 +21,7 @@ and then the manifest, and remembers the digest the registry now knows it by.
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,7 +58,9 @@ def progress_bar(current: int, total: int) -> str:
     if total <= 0:
         return f"{human_size(current):>8}"
     pct = min(50, int(current / total * 100) // 2)
-    numbers = "" if current > total else f"{human_size(current):>8}/{human_size(total)}"
+    # A current past the total (a pushed tar is longer than the layer's size) shows alone.
+    numbers = (f"{human_size(current):>8}" if current > total
+               else f"{human_size(current):>8}/{human_size(total)}")
     return f"[{'=' * pct}>{' ' * (50 - pct)}] {numbers}"
 
 
@@ -168,12 +171,13 @@ class Distribution:
         # max-concurrent-downloads/uploads, shared by every pull or push at once.
         self._downloads = ThreadPoolExecutor(self.max_downloads, "ketch-download")
         self._uploads = ThreadPoolExecutor(self.max_uploads, "ketch-upload")
-        self._blob_locks: dict[str, threading.Lock] = {}
+        self._blob_locks: dict[str, tuple[threading.Lock, int]] = {}   # lock, users
         self._locks_guard = threading.Lock()
 
     def close(self) -> None:
         self._downloads.shutdown(wait=False, cancel_futures=True)
         self._uploads.shutdown(wait=False, cancel_futures=True)
+        self.registries.close()
 
     # --- pull ------------------------------------------------------------------------
 
@@ -275,9 +279,18 @@ class Distribution:
     def _blob_lock(self, digest: str) -> Iterator[None]:
         """One download of a blob at a time in this daemon (two pulls sharing a layer)."""
         with self._locks_guard:
-            lock = self._blob_locks.setdefault(digest, threading.Lock())
-        with lock:
-            yield
+            lock, users = self._blob_locks.get(digest, (threading.Lock(), 0))
+            self._blob_locks[digest] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:   # dropped with its last user: the daemon runs for months
+                lock, users = self._blob_locks[digest]
+                if users == 1:
+                    del self._blob_locks[digest]
+                else:
+                    self._blob_locks[digest] = (lock, users - 1)
 
     def _fetch_layer(self, repo: Repository, desc: Descriptor, emit: Emit) -> None:
         lid = short_id(desc.digest)
@@ -387,7 +400,7 @@ class Distribution:
                 f.cancel()
             raise
         cfg = manifest.config
-        repo.push_blob(cfg, lambda: _bytes_reader(config_bytes))
+        repo.push_blob(cfg, lambda: io.BytesIO(config_bytes))
         tag = ref.tag or "latest"
         digest = repo.push_manifest(tag, raw, manifest.media_type or oci.MEDIA_TYPE_OCI_MANIFEST)
         emit({"status": f"{tag}: digest: {digest} size: {len(raw)}"})
@@ -444,9 +457,3 @@ def _platform_json(p: Platform) -> dict[str, Any]:
     if p.variant:
         out["variant"] = p.variant
     return out
-
-
-def _bytes_reader(data: bytes) -> BinaryIO:
-    import io
-
-    return io.BytesIO(data)
