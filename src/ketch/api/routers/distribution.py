@@ -101,12 +101,10 @@ async def json_progress(request: web.Request, work: Callable[[Emit], Any]) -> we
             break
         await response.write_eof()
         return response
-    except (ConnectionError, asyncio.CancelledError):
-        gone = True
-        raise
     finally:
+        # Done, failed, or the client hung up (ConnectionError, CancelledError): the
+        # thread's next message stops it; its result is not needed any more.
         gone = True
-        # Let the thread notice and stop; its result is not needed any more.
         task.add_done_callback(lambda f: f.exception())
 
 
