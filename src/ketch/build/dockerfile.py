@@ -1,0 +1,533 @@
+"""Dockerfile parsing into a typed tree, following BuildKit's parser rules.
+
+The tree keeps arguments the way BuildKit's parser hands them to the
+instruction layer: JSON-form arrays decoded, shell-form kept as the raw
+string, ENV/LABEL split into key/value/separator triples, flags kept as
+written (``--from=x``). ``dump`` renders the tree in BuildKit's test form so
+the parser can be checked against BuildKit's own cases.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from ketch.errors import InvalidArgument
+
+# BuildKit splits commands and whitespace-delimited arguments on these only
+# (no newline: lines are already joined).
+_WS = re.compile(r"[\t\v\f\r ]+")
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_KNOWN_DIRECTIVES = ("syntax", "escape", "check")
+
+# Instruction name -> how its arguments are split.
+_SPLITTERS = {
+    "add": "json_or_list",
+    "arg": "name_or_nameval",
+    "cmd": "json_or_string",
+    "copy": "json_or_list",
+    "entrypoint": "json_or_string",
+    "env": "nameval",
+    "expose": "list",
+    "from": "list",
+    "healthcheck": "health",
+    "label": "nameval",
+    "maintainer": "string",
+    "onbuild": "sub",
+    "run": "json_or_string",
+    "shell": "json_or_string",
+    "stopsignal": "string",
+    "user": "string",
+    "volume": "json_or_list",
+    "workdir": "string",
+}
+_HEREDOC_INSTRUCTIONS = ("add", "copy", "run")
+_NOT_STRINGS = "when using JSON array syntax, arrays must be comprised of strings only"
+
+
+@dataclass
+class Heredoc:
+    """One ``<<NAME`` body: its content up to the terminator line."""
+
+    name: str
+    content: str = ""
+    expand: bool = True  # an unquoted delimiter lets variables expand
+    chomp: bool = False  # ``<<-``: leading tabs are stripped from the terminator
+    fd: int | None = None  # ``3<<EOF`` names a file descriptor
+
+
+@dataclass
+class Instruction:
+    """One instruction: name in lower case, flags, split arguments, lines."""
+
+    name: str
+    original: str
+    flags: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    json: bool = False  # the arguments came from a JSON array
+    start_line: int = 0
+    end_line: int = 0
+    heredocs: list[Heredoc] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    # HEALTHCHECK's type word and ONBUILD's trigger are sub-nodes in BuildKit.
+    sub: Instruction | None = None
+
+
+@dataclass
+class Dockerfile:
+    instructions: list[Instruction]
+    directives: dict[str, str]
+    escape: str = "\\"
+
+
+class ParseError(InvalidArgument):
+    """A Dockerfile syntax error, located the way docker build reports it."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(f"dockerfile parse error on line {line}: {message}")
+        self.line = line
+        self.reason = message
+
+
+class _Directives:
+    def __init__(self) -> None:
+        self.escape = "\\"
+        self.values: dict[str, str] = {}
+        self.done = False
+        self.continuation = self._continuation("\\")
+
+    def feed(self, line: str) -> None:
+        """Take a directive from a leading comment line; any other line ends them."""
+        if self.done:
+            return
+        m = _DIRECTIVE.match(line)
+        if not m or m.group(1).lower() not in _KNOWN_DIRECTIVES:
+            self.done = True
+            return
+        key, value = m.group(1).lower(), m.group(2)
+        if key in self.values:
+            raise InvalidArgument(f"only one {key} parser directive can be used")
+        self.values[key] = value
+        if key == "escape":
+            if value not in ("`", "\\"):
+                raise InvalidArgument(f"invalid escape token '{value}' does not match ` or \\")
+            self.escape = value
+            self.continuation = self._continuation(value)
+
+    @staticmethod
+    def _continuation(esc: str) -> re.Pattern[str]:
+        # A doubled escape at the end is a literal one, not a continuation.
+        e = re.escape(esc)
+        return re.compile(f"(?<!{e}){e}[ \t]*$")
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip(" \t").startswith("#")
+
+
+def _process(d: _Directives, raw: str, strip_left: bool) -> str:
+    line = raw.rstrip("\r\n")
+    if strip_left:
+        line = line.lstrip(" \t")
+    d.feed(line)
+    return "" if line.startswith("#") else line
+
+
+def _trim_continuation(line: str, d: _Directives) -> tuple[str, bool]:
+    m = d.continuation.search(line)
+    if m:
+        return line[: m.start()], False
+    return line, True
+
+
+def parse(text: str | bytes) -> Dockerfile:
+    """Parse a Dockerfile; InvalidArgument (ParseError) on a syntax error."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    d = _Directives()
+    result: list[Instruction] = []
+    comments: list[str] = []
+    n = 0  # number of lines consumed == 1-based number of the current line
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        i += 1
+        if _is_comment(raw):
+            c = raw.lstrip(" \t")[1:].strip()
+            comments = comments + [c] if c else []
+        try:
+            processed = _process(d, raw, True)
+        except InvalidArgument as exc:
+            raise ParseError(exc.message, n + 1) from None
+        n += 1
+        start = n
+        line, eol = _trim_continuation(processed, d)
+        if eol and line == "":
+            continue
+        while not eol and i < len(lines):
+            raw = lines[i]
+            i += 1
+            n += 1
+            if _is_comment(raw):
+                continue
+            cont = raw.rstrip("\r\n")
+            if cont.strip(" \t") == "":
+                continue
+            cont, eol = _trim_continuation(cont, d)
+            line += cont
+        try:
+            ins = _node_from_line(line, d, comments)
+        except InvalidArgument as exc:
+            raise ParseError(exc.message, start) from None
+        if ins.name in _HEREDOC_INSTRUCTIONS and "<<" in line:
+            try:
+                docs = _heredocs_from_line(line)
+            except InvalidArgument as exc:
+                raise ParseError(exc.message, start) from None
+            for doc in docs:
+                terminated = False
+                while i < len(lines):
+                    body = lines[i]
+                    i += 1
+                    n += 1
+                    candidate = body.rstrip("\r\n")
+                    if doc.chomp:
+                        candidate = candidate.lstrip("\t")
+                    if candidate == doc.name:
+                        terminated = True
+                        break
+                    doc.content += body + "\n"
+                if not terminated:
+                    raise ParseError("unterminated heredoc", start)
+                ins.heredocs.append(doc)
+        ins.start_line, ins.end_line = start, n
+        result.append(ins)
+        comments = []
+    if not result:
+        raise ParseError("file with no instructions", max(n, 1))
+    for ins in result:
+        _validate(ins)
+    return Dockerfile(result, dict(d.values), d.escape)
+
+
+def _validate(ins: Instruction) -> None:
+    """The checks BuildKit's instruction layer makes before any build step."""
+    if ins.name not in _SPLITTERS:
+        raise ParseError(f"unknown instruction: {ins.original.split()[0]}", ins.start_line)
+    if ins.name == "onbuild":
+        if ins.sub is None:
+            raise ParseError("ONBUILD requires at least one argument", ins.start_line)
+        trigger = ins.sub.name
+        if trigger == "onbuild":
+            raise ParseError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", ins.start_line)
+        if trigger in ("from", "maintainer"):
+            raise ParseError(f"{trigger.upper()} isn't allowed as an ONBUILD trigger",
+                             ins.start_line)
+        ins.sub.start_line, ins.sub.end_line = ins.start_line, ins.end_line
+        _validate(ins.sub)
+
+
+def _split_command(line: str) -> tuple[str, list[str], str]:
+    parts = _WS.split(line.strip(), maxsplit=1)
+    args, flags = "", list[str]()
+    if len(parts) == 2:
+        args, flags = _extract_flags(parts[1])
+    return parts[0], flags, args.strip()
+
+
+def _extract_flags(line: str) -> tuple[str, list[str]]:
+    """Leading ``--name[=value]`` words; ``--`` ends them and is dropped."""
+    words: list[str] = []
+    word = ""
+    blank_ok = False
+    phase = "space"
+    quote = ""
+    pos = 0
+    end = len(line)
+    while pos <= end:
+        ch = line[pos] if pos < end else ""
+        if phase == "space":
+            if pos == end:
+                break
+            if ch.isspace():
+                pos += 1
+                continue
+            if ch != "-" or pos + 1 == end or line[pos + 1] != "-":
+                return line[pos:], words
+            phase = "word"
+        if pos == end:
+            if word != "--" and (blank_ok or word):
+                words.append(word)
+            break
+        if phase == "word":
+            if ch.isspace():
+                phase = "space"
+                if word == "--":
+                    return line[pos:], words
+                if blank_ok or word:
+                    words.append(word)
+                word, blank_ok = "", False
+                pos += 1
+                continue
+            if ch in ("'", '"'):
+                quote, blank_ok, phase = ch, True, "quote"
+                pos += 1
+                continue
+            if ch == "\\":
+                if pos + 1 == end:
+                    pos += 1
+                    continue
+                pos += 1
+                ch = line[pos]
+            word += ch
+            pos += 1
+            continue
+        # inside quotes
+        if ch == quote:
+            phase = "word"
+            pos += 1
+            continue
+        if ch == "\\":
+            if pos + 1 == end:
+                phase = "word"
+                pos += 1
+                continue
+            pos += 1
+            ch = line[pos]
+        word += ch
+        pos += 1
+    return "", words
+
+
+def _node_from_line(line: str, d: _Directives, comments: list[str]) -> Instruction:
+    cmd, flags, rest = _split_command(line)
+    name = cmd.lower()
+    ins = Instruction(name=name, original=line, flags=flags, comments=list(comments))
+    kind = _SPLITTERS.get(name)
+    if kind is None or rest == "":
+        return ins  # unknown instructions are rejected after the whole file parses
+    if kind == "string":
+        ins.args = [rest]
+    elif kind == "list":
+        ins.args = _WS.split(rest)
+    elif kind in ("json_or_string", "json_or_list"):
+        arr = _parse_json(rest)
+        if arr is not None:
+            ins.args, ins.json = arr, True
+        elif kind == "json_or_string":
+            ins.args = [rest]
+        else:
+            ins.args = _WS.split(rest)
+    elif kind == "nameval":
+        ins.args = _name_val(rest, name.upper(), d)
+    elif kind == "name_or_nameval":
+        ins.args = _words(rest, d)
+    elif kind == "health":
+        m = re.match(r"(\S+)\s*", rest)
+        assert m is not None  # rest is stripped and not empty
+        ins.args = [m.group(1)]
+        tail = rest[m.end():]
+        if tail:
+            arr = _parse_json(tail)
+            if arr is not None:
+                ins.args += arr
+                ins.json = True
+            else:
+                ins.args.append(tail)
+    elif kind == "sub":
+        ins.sub = _node_from_line(rest, d, [])
+    return ins
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def _parse_json(rest: str) -> list[str] | None:
+    """A JSON array of strings, None when not JSON (shell form)."""
+    rest = rest.lstrip()
+    if not rest.startswith("["):
+        return None
+    try:
+        value = json.loads(rest, parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(_NOT_STRINGS)
+    return value
+
+
+def _name_val(rest: str, key: str, d: _Directives) -> list[str]:
+    words = _words(rest, d)
+    if not words:
+        return []
+    if "=" not in words[0]:
+        # The legacy form: KEY name value (the value is the rest, raw).
+        parts = _WS.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise InvalidArgument(f"{key} must have two arguments")
+        return [parts[0], parts[1], ""]
+    out: list[str] = []
+    for word in words:
+        if "=" not in word:
+            raise InvalidArgument(
+                f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value")
+        k, v = word.split("=", 1)
+        out += [k, v, "="]
+    return out
+
+
+def _words(rest: str, d: _Directives) -> list[str]:
+    """Whitespace-separated words, quotes and escapes kept as written."""
+    esc = d.escape
+    words: list[str] = []
+    word = ""
+    blank_ok = False
+    phase = "space"
+    quote = ""
+    pos = 0
+    end = len(rest)
+    while pos <= end:
+        ch = rest[pos] if pos < end else ""
+        if phase == "space":
+            if pos == end:
+                break
+            if ch.isspace():
+                pos += 1
+                continue
+            phase = "word"
+        if pos == end:
+            if blank_ok or word:
+                words.append(word)
+            break
+        if phase == "word":
+            if ch.isspace():
+                phase = "space"
+                if blank_ok or word:
+                    words.append(word)
+                word, blank_ok = "", False
+                pos += 1
+                continue
+            if ch in ("'", '"'):
+                quote, blank_ok, phase = ch, True, "quote"
+            if ch == esc:
+                if pos + 1 == end:
+                    pos += 1
+                    continue
+                word += ch
+                pos += 1
+                ch = rest[pos]
+            word += ch
+            pos += 1
+            continue
+        if ch == quote:
+            phase = "word"
+        if ch == esc and quote != "'":
+            if pos + 1 == end:
+                phase = "word"
+                pos += 1
+                continue
+            word += ch
+            pos += 1
+            ch = rest[pos]
+        word += ch
+        pos += 1
+    return words
+
+
+def _shell_words_raw(line: str) -> list[str]:
+    """Shell words with quotes kept (enough to find heredoc markers)."""
+    words: list[str] = []
+    word = ""
+    quote = ""
+    have = False
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            word += ch
+            if ch == "\\" and quote == '"' and i + 1 < len(line):
+                i += 1
+                word += line[i]
+            elif ch == quote:
+                quote = ""
+        elif ch.isspace():
+            if have:
+                words.append(word)
+            word, have = "", False
+        else:
+            have = True
+            word += ch
+            if ch in ("'", '"'):
+                quote = ch
+            elif ch == "\\" and i + 1 < len(line):
+                i += 1
+                word += line[i]
+        i += 1
+    if have:
+        words.append(word)
+    return words
+
+
+def _heredocs_from_line(line: str) -> list[Heredoc]:
+    docs: list[Heredoc] = []
+    for word in _shell_words_raw(line):
+        m = _HEREDOC.match(word)
+        if not m or not m.group(3):
+            continue
+        name = m.group(3)
+        expand = True
+        quotes = name.count("'") + name.count('"')
+        if quotes:
+            if quotes != 2 or len(name) < 2 or name[0] != name[-1] or name[0] not in "'\"":
+                raise InvalidArgument("quoted heredoc quotes do not match")
+            name, expand = name[1:-1], False
+        name = re.sub(r"\\(.)", r"\1", name)
+        docs.append(Heredoc(name=name, expand=expand, chomp=m.group(2) == "-",
+                            fd=int(m.group(1)) if m.group(1) else None))
+    return docs
+
+
+def _go_quote(s: str) -> str:
+    """A string quoted the way Go's strconv.Quote does (BuildKit's dump uses it)."""
+    out = ['"']
+    simple = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+              "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}
+    for ch in s:
+        if ch in simple:
+            out.append(simple[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _dump_one(ins: Instruction) -> str:
+    s = ins.name
+    if ins.flags:
+        s += " [" + " ".join(_go_quote(f) for f in ins.flags) + "]"
+    if ins.sub is not None:
+        s += " (" + _dump_one(ins.sub) + ")"
+    for a in ins.args:
+        s += " " + _go_quote(a)
+    return s
+
+
+def dump(df: Dockerfile) -> str:
+    """The tree in BuildKit's test form: one ``(instruction "arg" ...)`` per line."""
+    return "".join("(" + _dump_one(ins) + ")\n" for ins in df.instructions)
