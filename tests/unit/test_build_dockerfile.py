@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from ketch.build import dump, parse
+from ketch.build import dump, expand, parse
 from ketch.build.dockerfile import ParseError
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotSupported
 
 CASES = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "dockerfile-parser"
 
@@ -157,3 +158,67 @@ def test_errors(text: str, message: str) -> None:
 def test_dump_quotes_like_go() -> None:
     df = parse('FROM a\nCMD ["\\u0001", "\\u00e9", "\\t", "\\\\", "\\"", "\\u007f", "\\u0085"]\n')
     assert dump(df).splitlines()[1] == r'(cmd "\x01" "é" "\t" "\\" "\"" "\x7f" "\u0085")'
+
+
+ENV = {"A": "a", "EMPTY": "", "SP": "x y"}
+
+
+@pytest.mark.parametrize(("word", "want"), [
+    ("$A", "a"),
+    ("${A}b", "ab"),
+    ("$A$A", "aa"),
+    ("$UNSET-", "-"),
+    ("$", "$"),
+    ("a$", "a$"),
+    ("$1x", "x"),
+    ("${UNSET:-d}", "d"),
+    ("${EMPTY:-d}", "d"),
+    ("${EMPTY-d}", ""),
+    ("${UNSET-d}", "d"),
+    ("${A:-d}", "a"),
+    ("${A:+p}", "p"),
+    ("${EMPTY:+p}", ""),
+    ("${EMPTY+p}", "p"),
+    ("${UNSET+p}", ""),
+    ("${UNSET:-$A}", "a"),
+    ("${UNSET:-'q r'}", "q r"),
+    ("${A:?boom}", "a"),
+    ("'$A'", "$A"),
+    ('"$A"', "a"),
+    ('"${SP}"', "x y"),
+    ("\\$A", "$A"),
+    ("a\\ b", "a b"),
+    ('"a\\"b"', 'a"b'),
+    ('"a\\nb"', "a\\nb"),
+    ("x\\", "x"),
+    ("'it''s'", "its"),
+])
+def test_expand(word: str, want: str) -> None:
+    assert expand(word, ENV) == want
+
+
+def test_expand_with_backtick_escape() -> None:
+    assert expand("`$A\\b", ENV, escape="`") == "$A\\b"
+
+
+@pytest.mark.parametrize(("word", "message"), [
+    ("${A", "syntax error: missing '}'"),
+    ("${}", "syntax error: bad substitution"),
+    ("${:a}", "syntax error: bad substitution"),
+    ("${A:-x", "syntax error: missing '}'"),
+    ("'open", "unexpected end of statement while looking for matching single-quote"),
+    ('"open', "unexpected end of statement while looking for matching double-quote"),
+    ("${UNSET?}", "UNSET: is not allowed to be unset"),
+    ("${EMPTY:?}", "EMPTY: is not allowed to be empty"),
+    ("${UNSET:?need it}", "UNSET: need it"),
+    ("${A^}", "unsupported modifier (^) in substitution"),
+])
+def test_expand_errors(word: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        expand(word, ENV)
+    assert str(e.value) == f"failed to process {json.dumps(word)}: {message}"
+
+
+def test_expand_pattern_forms_are_not_supported() -> None:
+    with pytest.raises(NotSupported):
+        expand("${A#a}", ENV)

@@ -5,7 +5,8 @@ from ketch.build.dockerfile import (
     Heredoc,
     Instruction,
     dump,
+    expand,
     parse,
 )
 
-__all__ = ["Dockerfile", "Heredoc", "Instruction", "dump", "parse"]
+__all__ = ["Dockerfile", "Heredoc", "Instruction", "dump", "expand", "parse"]

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from ketch.errors import InvalidArgument
+from ketch.errors import InvalidArgument, NotSupported
 
 # BuildKit splits commands and whitespace-delimited arguments on these only
 # (no newline: lines are already joined).
@@ -531,3 +531,151 @@ def _dump_one(ins: Instruction) -> str:
 def dump(df: Dockerfile) -> str:
     """The tree in BuildKit's test form: one ``(instruction "arg" ...)`` per line."""
     return "".join("(" + _dump_one(ins) + ")\n" for ins in df.instructions)
+
+
+_SPECIAL_PARAMS = "@*#?-$!0"
+
+
+class _Expander:
+    """BuildKit's word processing: quotes removed, escapes applied, $VAR expanded."""
+
+    def __init__(self, word: str, env: dict[str, str], escape: str) -> None:
+        self.s = word
+        self.i = 0
+        self.env = env
+        self.esc = escape
+
+    def peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def next(self) -> str:
+        ch = self.peek()
+        self.i += 1
+        return ch
+
+    def run(self, stop: str = "") -> str:
+        out: list[str] = []
+        while self.peek():
+            ch = self.peek()
+            if stop and ch == stop:
+                self.i += 1
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+            elif ch == "'":
+                out.append(self.single())
+            elif ch == '"':
+                out.append(self.double())
+            else:
+                self.i += 1
+                if ch == self.esc:
+                    ch = self.next()  # the escaped char is literal; a final escape is dropped
+                    if not ch:
+                        break
+                out.append(ch)
+        if stop:
+            raise InvalidArgument(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(out)
+
+    def single(self) -> str:
+        self.i += 1
+        end = self.s.find("'", self.i)
+        if end < 0:
+            raise InvalidArgument(
+                "unexpected end of statement while looking for matching single-quote")
+        text, self.i = self.s[self.i:end], end + 1
+        return text
+
+    def double(self) -> str:
+        self.i += 1
+        out: list[str] = []
+        while True:
+            ch = self.peek()
+            if not ch:
+                raise InvalidArgument(
+                    "unexpected end of statement while looking for matching double-quote")
+            if ch == '"':
+                self.i += 1
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+                continue
+            self.i += 1
+            if ch == self.esc:
+                nxt = self.peek()
+                if not nxt:
+                    continue
+                # Inside double quotes only these are escapable; others keep the escape.
+                if nxt in ('"', "$", self.esc):
+                    ch = self.next()
+            out.append(ch)
+
+    def name(self) -> str:
+        start = self.i
+        ch = self.peek()
+        if ch.isdigit():
+            while self.peek().isdigit():
+                self.i += 1
+            return self.s[start:self.i]
+        if ch and ch in _SPECIAL_PARAMS:
+            self.i += 1
+            return ch
+        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
+            self.i += 1
+        return self.s[start:self.i]
+
+    def dollar(self) -> str:
+        self.i += 1
+        if self.peek() != "{":
+            name = self.name()
+            return self.env.get(name, "") if name else "$"
+        self.i += 1
+        ch = self.peek()
+        if not ch:
+            raise InvalidArgument("syntax error: missing '}'")
+        if ch in "{}:":
+            raise InvalidArgument("syntax error: bad substitution")
+        name = self.name()
+        op = self.next()
+        if not op:
+            raise InvalidArgument("syntax error: missing '}'")
+        if op == "}":
+            return self.env.get(name, "")
+        null_is_unset = op == ":"
+        if null_is_unset:
+            op = self.next()
+        if op in ("+", "-", "?"):
+            try:
+                word = self.run("}")
+            except InvalidArgument:
+                if not self.peek():
+                    raise InvalidArgument("syntax error: missing '}'") from None
+                raise
+            set_ = name in self.env
+            value = self.env.get(name, "")
+            unset = not set_ or (null_is_unset and value == "")
+            if op == "-":
+                return word if unset else value
+            if op == "+":
+                return "" if unset else word
+            if not set_:
+                raise InvalidArgument(f"{name}: {word or 'is not allowed to be unset'}")
+            if unset:
+                raise InvalidArgument(f"{name}: {word or 'is not allowed to be empty'}")
+            return value
+        if op in ("#", "%", "/"):
+            raise NotSupported(f"the ${{{name}{op}...}} substitution is not supported by ketch")
+        raise InvalidArgument(f"unsupported modifier ({':' if null_is_unset else ''}{op}) "
+                              "in substitution")
+
+
+def expand(word: str, env: dict[str, str], escape: str = "\\") -> str:
+    """A Dockerfile word with quotes removed and $VAR, ${VAR}, ${VAR:-x}, ${VAR-x},
+    ${VAR:+x}, ${VAR+x}, ${VAR:?x}, ${VAR?x} expanded from env, as BuildKit does;
+    InvalidArgument on a syntax error, NotSupported for the pattern forms (#, %, /)."""
+    try:
+        return _Expander(word, env, escape).run()
+    except NotSupported:
+        raise
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"failed to process {_go_quote(word)}: {exc.message}") from None
