@@ -149,15 +149,15 @@ def test_walk_does_not_enter_excluded_dir_without_exception(
 
     monkeypatch.setattr(os, "scandir", spy)
     got = list(walk_context(tmp_path, ["secret", "docs", "!docs/keep"]))
-    assert got == ["Dockerfile", "docs/keep"]
+    assert got == ["Dockerfile", "docs", "docs/keep"]
     assert entered == [".", "docs"]
 
 
 def test_walk_exception_below_excluded_dir(tmp_path: Path) -> None:
     _tree(tmp_path, ["Dockerfile", "docs/README.md", "docs/other.md", "docs/deep/README.md"])
     got = list(walk_context(tmp_path, ["docs", "!docs/README.md"]))
-    # The excluded directory is entered but not sent itself.
-    assert got == ["Dockerfile", "docs/README.md"]
+    # The excluded directory is entered, and sent only because something below is.
+    assert got == ["Dockerfile", "docs", "docs/README.md"]
 
 
 def test_walk_last_pattern_wins(tmp_path: Path) -> None:
@@ -166,20 +166,40 @@ def test_walk_last_pattern_wins(tmp_path: Path) -> None:
     assert got == ["Dockerfile"]
 
 
-def test_walk_wildcard_exception_does_not_open_dir(tmp_path: Path) -> None:
-    # moby only enters an excluded dir when an exception's text starts with it.
-    _tree(tmp_path, ["Dockerfile", "build/keep.txt", "build/x.o"])
-    assert list(walk_context(tmp_path, ["build", "!**/keep.txt"])) == ["Dockerfile"]
-    assert list(walk_context(tmp_path, ["build", "!build/*.txt"])) == [
+def test_walk_wildcard_exception_opens_excluded_dirs(tmp_path: Path) -> None:
+    # BuildKit enters every excluded dir once an exception has a wildcard.
+    _tree(tmp_path, ["Dockerfile", "build/keep.txt", "build/x.o", "out/y.o"])
+    assert list(walk_context(tmp_path, ["build", "out", "!**/keep.txt"])) == [
         "Dockerfile",
+        "build",
         "build/keep.txt",
     ]
+    # A trailing "/*" still counts as a plain prefix.
+    assert list(walk_context(tmp_path, ["build", "out", "!build/*"])) == [
+        "Dockerfile",
+        "build",
+        "build/keep.txt",
+        "build/x.o",
+    ]
+
+
+def test_walk_nested_pending_dirs_sent_once(tmp_path: Path) -> None:
+    _tree(tmp_path, ["Dockerfile", "a/b/keep", "a/b/z", "a/c/keep", "a/d"])
+    got = list(walk_context(tmp_path, ["a", "!a/b/keep", "!a/c/keep"]))
+    assert got == ["Dockerfile", "a", "a/b", "a/b/keep", "a/c", "a/c/keep"]
+
+
+def test_walk_uses_parent_results(tmp_path: Path) -> None:
+    # A directory re-included by an exception keeps its contents.
+    _tree(tmp_path, ["Dockerfile", "logs/keep/a.log", "logs/b.log"])
+    got = list(walk_context(tmp_path, ["logs", "!logs/keep"]))
+    assert got == ["Dockerfile", "logs", "logs/keep", "logs/keep/a.log"]
 
 
 def test_walk_keeps_dockerfile_and_dockerignore(tmp_path: Path) -> None:
     _tree(tmp_path, ["Dockerfile", ".dockerignore", "ci/build.Dockerfile", "x"])
     got = list(walk_context(tmp_path, ["*", "ci"], dockerfile="ci/build.Dockerfile"))
-    assert got == [".dockerignore", "ci/build.Dockerfile"]
+    assert got == [".dockerignore", "ci", "ci/build.Dockerfile"]
     assert list(walk_context(tmp_path, ["*"])) == [".dockerignore", "Dockerfile"]
 
 

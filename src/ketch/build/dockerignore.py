@@ -281,11 +281,49 @@ class Matcher:
                 matched = not pattern.exclusion
         return matched
 
+    def matches_below(self, path: str, parent: list[bool] | None) -> tuple[bool, list[bool]]:
+        """Match ``path`` reusing its parent directory's per-pattern results, as
+        moby's MatchesUsingParentResults does during a walk (``parent`` is None
+        for an entry at the top). Returns the decision and this path's results."""
+        matched = False
+        results = [False] * len(self.patterns)
+        for index, pattern in enumerate(self.patterns):
+            hit = parent[index] if parent is not None else False
+            if not hit:
+                if pattern.exclusion != matched:
+                    continue
+                hit = pattern.match(path)
+                if not hit and parent is None and "/" in path:
+                    parents = path.split("/")[:-1]
+                    hit = any(
+                        pattern.match("/".join(parents[:depth]))
+                        for depth in range(1, len(parents) + 1)
+                    )
+            results[index] = hit
+            if hit:
+                matched = not pattern.exclusion
+        return matched, results
+
     def may_reinclude_below(self, directory: str) -> bool:
-        """Whether an exception could re-include something inside an excluded
-        ``directory``; moby's test is a plain prefix test on the pattern text."""
+        """Whether an exception could re-include something inside the excluded
+        ``directory``. BuildKit's rule: any exception with a wildcard (besides a
+        trailing ``/*`` or ``/**``) could match anywhere; otherwise an exception
+        must name a path inside the directory."""
+        exceptions = [_without_trailing_glob(p.text) for p in self.patterns if p.exclusion]
+        if any(any(c in _GLOB_CHARS for c in text) for text in exceptions):
+            return True
         prefix = directory + "/"
-        return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)
+        return any((text + "/").startswith(prefix) for text in exceptions)
+
+
+_GLOB_CHARS = set("*[]?^\\")
+
+
+def _without_trailing_glob(text: str) -> str:
+    for suffix in ("/**", "/*"):
+        if text.endswith(suffix):
+            text = text[: -len(suffix)]
+    return text
 
 
 def keep_build_files(patterns: list[str], dockerfile: str | None) -> list[str]:
@@ -306,25 +344,37 @@ def walk_context(
     context_dir: Path, patterns: Iterable[str], dockerfile: str | None = "Dockerfile"
 ) -> Iterator[str]:
     """The slash-separated relative paths to send, in lexical order, parents
-    before children. Symlinks are yielded as links, never followed; an excluded
-    directory is only entered when an exception could re-include something in it
-    (and is then not sent itself). ``dockerfile`` is its path inside the context."""
+    before children. Symlinks are yielded as links, never followed. An excluded
+    directory is only entered when an exception could re-include something in it;
+    it is then sent only if something below it is (just before that entry), as
+    BuildKit does. ``dockerfile`` is the Dockerfile's path inside the context
+    (None when it is not in the context)."""
     matcher = Matcher(keep_build_files(list(patterns), dockerfile))
-    yield from _walk(context_dir, "", matcher)
+    yield from _walk(context_dir, "", matcher, None, [])
 
 
-def _walk(base: Path, rel: str, matcher: Matcher) -> Iterator[str]:
+def _walk(
+    base: Path, rel: str, matcher: Matcher, parent: list[bool] | None, pending: list[str]
+) -> Iterator[str]:
+    """``pending`` holds the excluded ancestors entered but not sent yet; it is
+    shared down the recursion and emptied once one of them is sent."""
     directory = base / rel if rel else base
     with os.scandir(directory) as entries:
-        # filepath.Walk visits names in byte order.
-        names = sorted((e.name, e) for e in entries)
+        # Go walks names in byte order.
+        names = sorted(((e.name, e) for e in entries), key=lambda item: os.fsencode(item[0]))
     for name, entry in names:
         path = f"{rel}/{name}" if rel else name
         is_dir = stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
-        if matcher.matches(path):
+        excluded, results = matcher.matches_below(path, parent)
+        if excluded:
             if is_dir and matcher.may_reinclude_below(path):
-                yield from _walk(base, path, matcher)
+                pending.append(path)
+                yield from _walk(base, path, matcher, results, pending)
+                if pending and pending[-1] == path:
+                    pending.pop()  # nothing below it was sent
             continue
+        yield from pending
+        pending.clear()
         yield path
         if is_dir:
-            yield from _walk(base, path, matcher)
+            yield from _walk(base, path, matcher, results, pending)
