@@ -32,6 +32,20 @@ PREFIX = os.environ.setdefault("KETCH_TEST_PREFIX",
 BIN = Path(sys.executable).parent
 
 
+def conformance_dir() -> Path:
+    """The shared conformance data (BuildKit's parser cases, moby's .dockerignore cases):
+    ``../shared/conformance`` beside the checkout, else $KETCH_CONFORMANCE, else the
+    workplace's /work/shared/conformance (a clone made elsewhere, as CI's may be)."""
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "conformance"]
+    if os.environ.get("KETCH_CONFORMANCE"):
+        candidates.insert(0, Path(os.environ["KETCH_CONFORMANCE"]))
+    candidates.append(Path("/work/shared/conformance"))
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[0]
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import conformance_dir
 
 from ketch.build import dump, expand, parse
 from ketch.build.dockerfile import ParseError
 from ketch.errors import InvalidArgument, NotSupported
 
-CASES = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "dockerfile-parser"
+CASES = conformance_dir() / "dockerfile-parser"
 
 
 def _cases(kind: str) -> list[Path]:

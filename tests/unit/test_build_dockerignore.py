@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import conformance_dir
 
 from ketch.build.dockerignore import (
     BAD_PATTERN,
@@ -20,7 +21,7 @@ from ketch.build.dockerignore import (
 )
 from ketch.errors import InvalidArgument
 
-CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
+CONFORMANCE = conformance_dir()
 CASES_FILE = CONFORMANCE / "dockerignore-cases.json"
 
 
