@@ -1151,8 +1151,10 @@ class _Created:
     snapshots: list[str] = field(default_factory=list)
 
 
-def filtered_layer(upper: str, out: BinaryIO) -> tuple[str, int, int]:
-    """The upper dir as a layer tar without the runtime's stubs: (diff_id, size, entries)."""
+def filtered_layer(upper: str, out: BinaryIO,
+                   clamp_mtime: int | None = None) -> tuple[str, int, int]:
+    """The upper dir as a layer tar without the runtime's stubs: (diff_id, size, entries).
+    ``clamp_mtime`` caps mtimes (``SOURCE_DATE_EPOCH``, see ``write_layer``)."""
     import hashlib
     import tempfile
 
@@ -1160,7 +1162,7 @@ def filtered_layer(upper: str, out: BinaryIO) -> tuple[str, int, int]:
 
     skip = _stub_names(upper)
     if not skip:
-        diff_id, n = write_layer(upper, out)
+        diff_id, n = write_layer(upper, out, clamp_mtime=clamp_mtime)
         return diff_id, n, len(os.listdir(upper)) or int(_is_opaque(upper))
     digest = hashlib.sha256()
     size = entries = 0
@@ -1174,7 +1176,7 @@ def filtered_layer(upper: str, out: BinaryIO) -> tuple[str, int, int]:
             return len(data)
 
     with tempfile.TemporaryFile() as raw:
-        write_layer(upper, raw)  # type: ignore[arg-type]
+        write_layer(upper, raw, clamp_mtime=clamp_mtime)  # type: ignore[arg-type]
         raw.seek(0)
         with tarfile.open(fileobj=raw, mode="r:", encoding="utf-8",
                           errors="surrogateescape") as src, \

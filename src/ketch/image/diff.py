@@ -242,7 +242,12 @@ def _mtime(info: tarfile.TarInfo, pax: dict[str, str], ns: int) -> None:
         pax["mtime"] = f"{sec}.{frac:09d}".rstrip("0")
 
 
-def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
+def _clamped(ns: int, clamp_ns: int | None) -> int:
+    return ns if clamp_ns is None or ns <= clamp_ns else clamp_ns
+
+
+def _header(e: _Entry, links: dict[tuple[int, int], str],
+            clamp_ns: int | None = None) -> tarfile.TarInfo:
     info = tarfile.TarInfo(e.rel)
     info.uname = info.gname = ""
     pax: dict[str, str] = {}
@@ -255,7 +260,7 @@ def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
         if src is not None:
             info.uid, info.gid = src.st_uid, src.st_gid
         if e.whiteout_of is not None:
-            _mtime(info, pax, e.whiteout_of.st_mtime_ns)
+            _mtime(info, pax, _clamped(e.whiteout_of.st_mtime_ns, clamp_ns))
         else:
             info.mtime = 0
         return info
@@ -263,7 +268,7 @@ def _header(e: _Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo:
     assert st is not None
     info.mode = stat.S_IMODE(st.st_mode)
     info.uid, info.gid = st.st_uid, st.st_gid
-    _mtime(info, pax, st.st_mtime_ns)
+    _mtime(info, pax, _clamped(st.st_mtime_ns, clamp_ns))
     m = st.st_mode
     if stat.S_ISREG(m):
         key = (st.st_dev, st.st_ino)
@@ -298,12 +303,15 @@ def write_layer(
     *,
     lower_dirs: list[str] | None = None,
     whiteout_mode: Literal["overlay", "naive"] = "overlay",
+    clamp_mtime: int | None = None,
 ) -> tuple[str, int]:
     """Write the layer tar for ``upper`` to ``out``; return (diff_id, size).
 
     ``lower_dirs`` (top first) are the parent trees, needed only in
     ``"naive"`` mode; an overlay upper already holds just the changes.
-    ``size`` is the number of tar bytes written.
+    ``size`` is the number of tar bytes written. ``clamp_mtime`` (unix seconds,
+    ``SOURCE_DATE_EPOCH``) caps every entry's mtime, so a rebuild that makes the same
+    files makes the same bytes.
     """
     if whiteout_mode == "overlay":
         if lower_dirs:
@@ -322,6 +330,7 @@ def write_layer(
     else:
         _walk_naive(upper, list(lower_dirs or []), "", entries)
 
+    clamp = None if clamp_mtime is None else clamp_mtime * 1_000_000_000
     writer = _HashingWriter(out)
     links: dict[tuple[int, int], str] = {}
     tf = tarfile.TarFile(
@@ -334,7 +343,7 @@ def write_layer(
     )
     try:
         for e in entries:
-            info = _header(e, links)
+            info = _header(e, links, clamp)
             if info.type == tarfile.REGTYPE and info.size:
                 assert e.path is not None
                 with open(e.path, "rb") as f:

@@ -79,6 +79,18 @@ CREATE TABLE IF NOT EXISTS labels (
     value TEXT NOT NULL,
     PRIMARY KEY (image_id, key)
 );
+CREATE TABLE IF NOT EXISTS build_cache (
+    key TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL,
+    parent TEXT NOT NULL DEFAULT '',
+    command TEXT NOT NULL DEFAULT '',
+    inputs TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    last_used REAL NOT NULL,
+    usage_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS build_cache_parent ON build_cache(parent);
+CREATE INDEX IF NOT EXISTS build_cache_image ON build_cache(image_id);
 """
 
 
@@ -400,6 +412,48 @@ class ImageMetadata:
         return None if row is None else int(row[0])
 
     # --- consistency ------------------------------------------------------------------
+
+    # --- the builder's step cache ----------------------------------------------------
+    # A row maps a build step's cache key to the image the step made. Rows do not
+    # hold their images (no foreign key): removing an image leaves its rows to be
+    # dropped at the next lookup, as an image prune must not fail over cache.
+
+    def cache_get(self, key: str) -> str | None:
+        with self.transaction() as db:
+            row = db.execute("SELECT image_id FROM build_cache WHERE key = ?",
+                             (key,)).fetchone()
+            if row is None:
+                return None
+            if db.execute("SELECT 1 FROM images WHERE id = ?", (row[0],)).fetchone() is None:
+                db.execute("DELETE FROM build_cache WHERE key = ?", (key,))
+                return None
+            db.execute("UPDATE build_cache SET last_used = ?, usage_count = usage_count + 1 "
+                       "WHERE key = ?", (time.time(), key))
+            return str(row[0])
+
+    def cache_put(self, key: str, image_id: str, parent: str, command: str,
+                  inputs: str) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO build_cache (key, image_id, parent, command, "
+                       "inputs, created, last_used, usage_count) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                       (key, image_id, parent, command, inputs, now, now))
+
+    def cache_rows(self, parent: str | None = None) -> list[tuple[str, str, str, str, str, float,
+                                                                  float, int]]:
+        """(key, image, parent, command, inputs, created, last_used, usage_count), oldest first."""
+        sql = ("SELECT key, image_id, parent, command, inputs, created, last_used, usage_count "
+               "FROM build_cache")
+        args: tuple[str, ...] = ()
+        if parent is not None:
+            sql += " WHERE parent = ?"
+            args = (parent,)
+        with self.transaction(write=False) as db:
+            return [tuple(r) for r in db.execute(sql + " ORDER BY created", args)]  # type: ignore[misc]
+
+    def cache_delete(self, keys: list[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM build_cache WHERE key = ?", [(k,) for k in keys])
 
     def check(self) -> list[str]:
         """Problems in the database itself, one sentence each (empty: healthy).
