@@ -10,6 +10,7 @@ import lzma
 import os
 import stat
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from ketch.build.context import extract_context
 from ketch.errors import InvalidArgument
 
 
-def _tar(entries: list[tuple[str, str, bytes | str, int]]) -> bytes:
+def _tar(entries: Sequence[tuple[str, str, bytes | str, int]]) -> bytes:
     """(name, kind, data-or-linkname, mode) -> a tar archive's bytes."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:

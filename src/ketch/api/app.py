@@ -16,6 +16,7 @@ from ketch.api.errors import Handler, error_middleware
 from ketch.api.routers import images, system
 
 if TYPE_CHECKING:
+    from ketch.api.routers.build import BuildBackend
     from ketch.engine.containers import Engine
     from ketch.engine.distribution import Distribution
     from ketch.engine.events import EventBus
@@ -36,7 +37,8 @@ def make_app(system_backend: system.SystemBackend,
              image_backend: images.ImageBackend | None = None,
              engine: Engine | None = None,
              events: EventBus | None = None,
-             distribution: Distribution | None = None) -> web.Application:
+             distribution: Distribution | None = None,
+             builder: BuildBackend | None = None) -> web.Application:
     """The Engine API application over the given backends.
 
     Without an image backend the ``/images`` routes are absent (404), as for
@@ -61,6 +63,11 @@ def make_app(system_backend: system.SystemBackend,
         from ketch.engine.networks import NetworkAPI
 
         networks.setup(app, NetworkAPI(engine, events.log if events is not None else None))
+    if builder is not None:
+        # Without a builder /build stays unrouted (404), as any area ketchd does not serve.
+        from ketch.api.routers import build
+
+        build.setup(app, builder)
     if events is not None:
         from ketch.api.routers import events as events_router
 
