@@ -67,16 +67,18 @@ class FileInfo:
     size: int
     digest: str  # 'sha256:<hex>' of the content, of the target for a link, '' for a dir
     linkname: str = ""
+    # When select saw it; apply gives it to the copy. Never part of a digest.
+    mtime_ns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "mode": self.mode, "size": self.size,
-                "digest": self.digest, "linkname": self.linkname}
+                "digest": self.digest, "linkname": self.linkname, "mtime_ns": self.mtime_ns}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> FileInfo:
         return cls(path=str(doc["path"]), kind=str(doc["kind"]), mode=int(doc["mode"]),
                    size=int(doc.get("size", 0)), digest=str(doc.get("digest", "")),
-                   linkname=str(doc.get("linkname", "")))
+                   linkname=str(doc.get("linkname", "")), mtime_ns=int(doc.get("mtime_ns", 0)))
 
     def same_content(self, other: FileInfo) -> bool:
         """Equal for the cache: owner and mtime never count (Docker's rule)."""
@@ -291,14 +293,16 @@ class _Collector:
 
     def info(self, key: str, real: str, abs_path: str, st: os.stat_result) -> FileInfo:
         mode = stat.S_IMODE(st.st_mode)
+        mtime = st.st_mtime_ns
         if stat.S_ISDIR(st.st_mode):
-            return FileInfo(key, "dir", mode, 0, EMPTY_DIGEST)
+            return FileInfo(key, "dir", mode, 0, EMPTY_DIGEST, mtime_ns=mtime)
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(abs_path)
-            return FileInfo(key, "symlink", mode, 0, _sha256_bytes(os.fsencode(target)), target)
+            return FileInfo(key, "symlink", mode, 0, _sha256_bytes(os.fsencode(target)), target,
+                            mtime)
         if stat.S_ISREG(st.st_mode):
             digest = self.known.get(real) or hash_file(abs_path)
-            return FileInfo(key, "file", mode, st.st_size, digest)
+            return FileInfo(key, "file", mode, st.st_size, digest, mtime_ns=mtime)
         # Devices, fifos and sockets have no place in a build context or a COPY.
         raise InvalidArgument(f"{key}: unsupported file type for {self.instruction}")
 
@@ -549,12 +553,12 @@ class _Writer:
             self.clear(target)
             return os.open(target, flags, 0o600)
 
-    def file(self, source: str, target: str, mode: int, mtime_ns: int) -> None:
+    def file(self, source: str, target: str, mode: int, mtime_ns: int, size: int) -> None:
         out = self.open_new(target)
         try:
             src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                _copy_fd(src, out)
+                _copy_fd(src, out, size)
             finally:
                 os.close(src)
             self.finish_fd(out, mode, mtime_ns)
@@ -588,17 +592,17 @@ class _Writer:
         self.pending_dirs.clear()
 
 
-def _copy_fd(src: int, dst: int) -> None:
+def _copy_fd(src: int, dst: int, size: int) -> None:
     """Kernel-side copy: copy_file_range (reflinks on XFS/btrfs), else sendfile,
-    else read/write."""
-    size = os.fstat(src).st_size
+    else read/write. ``size`` (what select saw) saves the call that would
+    return 0 at the end of the file."""
     offset = 0
     try:
         while True:
             n = os.copy_file_range(src, dst, max(size - offset, CHUNK))
-            if n == 0:
-                return
             offset += n
+            if n == 0 or offset >= size:
+                return
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL) or offset:
             raise
@@ -681,9 +685,7 @@ def _copy_one(writer: _Writer, sel: Selection, src: Source, target: str,
         _unpack(writer, src.abs, target)
         return
     st = os.stat(src.abs)
-    if os.path.isdir(target) and not os.path.islink(target):
-        shutil.rmtree(target)
-    writer.file(src.abs, target, stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+    writer.file(src.abs, target, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_size)
 
 
 def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> None:
@@ -698,17 +700,15 @@ def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> Non
         info = sel.files[key]
         sub = key[prefix:]
         parent, _, name = sub.rpartition("/")
-        from_path = os.path.join(src.abs, sub)
         where = os.path.join(placed[parent], name)
-        st = os.lstat(from_path)
+        # Modes and mtimes as select saw them: the selection is what the cache
+        # key describes.
         if info.kind == "dir":
-            placed[sub] = writer.directory(where, stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            placed[sub] = writer.directory(where, info.mode, info.mtime_ns)
         elif info.kind == "symlink":
-            writer.symlink(os.readlink(from_path), where, st.st_mtime_ns)
+            writer.symlink(info.linkname, where, info.mtime_ns)
         else:
-            if os.path.isdir(where) and not os.path.islink(where):
-                shutil.rmtree(where)
-            writer.file(from_path, where, stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            writer.file(src.abs + "/" + sub, where, info.mode, info.mtime_ns, info.size)
 
 
 # -- archives (ADD) --------------------------------------------------------
