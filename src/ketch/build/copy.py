@@ -104,6 +104,9 @@ class Selection:
     digest: str
     root: str = ""
     instruction: str = "COPY"
+    # Hardlinks inside one directory source: path -> the path first seen with
+    # that inode. Kept as links, as dockerd's tar of a directory keeps them.
+    links: dict[str, str] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -290,6 +293,8 @@ class _Collector:
         self.matcher = Matcher(excludes) if excludes else None
         self.known = known or {}
         self.files: dict[str, FileInfo] = {}
+        self.links: dict[str, str] = {}
+        self._inodes: dict[tuple[int, int], str] = {}
 
     def info(self, key: str, real: str, abs_path: str, st: os.stat_result) -> FileInfo:
         mode = stat.S_IMODE(st.st_mode)
@@ -312,6 +317,7 @@ class _Collector:
     def walk(self, src: Source, real: str) -> None:
         """Every entry below a directory source; exclude patterns are matched
         relative to that directory (BuildKit's rule)."""
+        self._inodes = {}  # links are kept within one source, as one tar stream would
         self._walk(src, src.abs, "", real, None)
 
     def _walk(self, src: Source, directory: str, sub: str, real: str,
@@ -343,6 +349,10 @@ class _Collector:
             self.files[key] = self.info(key, real_rel, entry.path, st)
             src.entries.append(key)
             kept_any = True
+            if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+                first = self._inodes.setdefault((st.st_dev, st.st_ino), key)
+                if first != key:
+                    self.links[key] = first
             if is_dir:
                 self._walk(src, entry.path, rel, real, results)
         return kept_any
@@ -394,7 +404,7 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
             selected.append(src)
     if not selected:
         raise InvalidArgument(NO_SOURCE_FILES)
-    return Selection(sources=selected, files=collector.files,
+    return Selection(sources=selected, files=collector.files, links=collector.links,
                      digest=digest_files(collector.files.values()), root=root,
                      instruction=instruction)
 
@@ -471,11 +481,6 @@ class _Writer:
     def owner(self) -> Owner:
         return (self.uid if self.uid is not None else 0, self.gid if self.gid is not None else 0)
 
-    def archive_owner(self, uid: int, gid: int) -> Owner:
-        """An archive's entries keep their owners unless --chown says otherwise."""
-        return (self.uid if self.uid is not None else uid,
-                self.gid if self.gid is not None else gid)
-
     def _chown_wanted(self) -> bool:
         # Unprivileged (unit tests, rootless): 0:0 cannot be had; an explicit
         # --chown still fails loudly.
@@ -521,21 +526,15 @@ class _Writer:
             os.unlink(target)
 
     def directory(self, target: str, mode: int, mtime_ns: int, owner: Owner | None = None) -> str:
-        """A directory entry at ``target``: merged with an existing directory,
-        followed when an existing symlink leads to a directory inside the root
-        filesystem (so ``lib/`` lands in ``/usr/lib`` on a merged-usr image, as
-        BuildKit does), replacing anything else. Returns where its children go."""
+        """A directory entry at ``target``: merged into an existing directory
+        (whose mode, owner and mtime become the copied one's, as with dockerd),
+        replacing anything else, a symlink included (dockerd's untar removes
+        what is not a directory; it never writes through a link)."""
         try:
             st: os.stat_result | None = os.lstat(target)
         except FileNotFoundError:
             st = None
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            followed = secure_join(self.rootfs, self.rel(target))
-            if os.path.isdir(followed) and not os.path.islink(followed):
-                return followed  # someone else's directory: its metadata stays
-            os.unlink(target)
-            st = None
-        elif st is not None and not stat.S_ISDIR(st.st_mode):
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             os.unlink(target)
             st = None
         if st is None:
@@ -641,14 +640,36 @@ def apply(sel: Selection, rootfs: str, dest: str, *, workdir: str = "/", uid: in
           extract_archives: bool = False) -> None:
     """Write the selection into ``rootfs`` at ``dest`` (relative to ``workdir``).
 
-    Hardlinks between copied files are copied as separate files: the context
-    and a stage's tree give no cheap way to know which were linked, and dockerd
-    loses them too when it tars a directory for COPY.
+    Hardlinks stay links within one directory source (dockerd tars each
+    source, and tar keeps them); between sources, and to files outside the
+    selection, they become separate files.
     """
     check_destination(sel, dest, parents=parents)
     rootfs = os.path.abspath(rootfs)
-    dest_abs, dest_is_dir = _dest_path(dest, workdir)
     writer = _Writer(rootfs, uid, gid, chmod)
+    try:
+        _apply(writer, sel, dest, workdir, parents, extract_archives)
+    except OSError as exc:
+        raise _os_error(exc, rootfs, sel.root) from exc
+
+
+def _os_error(exc: OSError, rootfs: str, root: str) -> System:
+    """dockerd's words, with paths as the container and the context see them
+    (never the host's)."""
+    name = exc.filename if isinstance(exc.filename, str) else ""
+    for base, shown in ((rootfs, "/"), (root, "")):
+        if name and base and (name == base or name.startswith(base + "/")):
+            name = shown + os.path.relpath(name, base) if name != base else shown or "."
+            break
+    reason = (exc.strerror or str(exc)).lower()
+    return System(f"failed to copy files: {name}: {reason}" if name
+                  else f"failed to copy files: {reason}")
+
+
+def _apply(writer: _Writer, sel: Selection, dest: str, workdir: str, parents: bool,
+           extract_archives: bool) -> None:
+    rootfs = writer.rootfs
+    dest_abs, dest_is_dir = _dest_path(dest, workdir)
     for src in sel.sources:
         if parents:
             if src.is_dir:
@@ -665,7 +686,6 @@ def apply(sel: Selection, rootfs: str, dest: str, *, workdir: str = "/", uid: in
             _copy_tree(writer, sel, src, resolved)
             continue
         if extract_archives and _archive_kind(src.abs) is not None:
-            writer.make_dirs(resolved)
             _unpack(writer, src.abs, resolved)
             continue
         if dest_is_dir or os.path.isdir(resolved):
@@ -681,7 +701,6 @@ def apply(sel: Selection, rootfs: str, dest: str, *, workdir: str = "/", uid: in
 def _copy_one(writer: _Writer, sel: Selection, src: Source, target: str,
               extract_archives: bool) -> None:
     if extract_archives and _archive_kind(src.abs) is not None:
-        writer.make_dirs(target)
         _unpack(writer, src.abs, target)
         return
     st = os.stat(src.abs)
@@ -696,6 +715,7 @@ def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> Non
     writer.make_dirs(target)
     prefix = len(src.path) + 1 if src.path else 0
     placed: dict[str, str] = {"": target}
+    copied: dict[str, str] = {}
     for key in src.entries:
         info = sel.files[key]
         sub = key[prefix:]
@@ -707,8 +727,12 @@ def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> Non
             placed[sub] = writer.directory(where, info.mode, info.mtime_ns)
         elif info.kind == "symlink":
             writer.symlink(info.linkname, where, info.mtime_ns)
+        elif key in sel.links and sel.links[key] in copied:
+            writer.clear(where)
+            os.link(copied[sel.links[key]], where, follow_symlinks=False)
         else:
             writer.file(src.abs + "/" + sub, where, info.mode, info.mtime_ns, info.size)
+            copied[key] = where
 
 
 # -- archives (ADD) --------------------------------------------------------
@@ -758,51 +782,39 @@ def _archive_kind(path: str) -> str | None:
     return kind
 
 
-def _breakout(kind: str, name: str, target: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid {kind} {name!r} -> {target!r}")
-
-
-def _unpack(writer: _Writer, archive: str, target: str) -> None:
-    """Unpack a tar into the resolved directory ``target``. Names with ``..``
-    that climb out and links pointing out of the directory are refused (as
-    moby's untar does); every parent is resolved inside the root filesystem."""
+def _unpack(copier: _Writer, archive: str, target: str) -> None:
+    """Unpack a tar into the resolved directory ``target``, as dockerd does in
+    a chroot there: every name and every link's parent is resolved inside
+    ``target`` (a '..' or a symlink in the archive stops at its top, nothing is
+    written beside it), entries keep the archive's modes, owners and mtimes;
+    --chown and --chmod do not apply (dockerd ignores them for archives), and
+    the directories made for the destination belong to root."""
     kind = _archive_kind(archive)
     assert kind is not None
-    base_rel = writer.rel(target)
+    writer = _Writer(copier.rootfs, None, None, None, can_chown=copier.can_chown)
+    writer.make_dirs(target)
     with _open_decompressed(archive, kind) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
         for member in tar:
-            # A leading '/' is dropped (the entry lands below the destination,
-            # as with moby's join); a climb out with '..' is refused.
-            name = posixpath.normpath(member.name.lstrip("/") or ".")
-            if name == ".." or name.startswith("../"):
-                raise InvalidArgument(f"invalid path in archive: {member.name!r}")
-            if name == ".":
-                continue
-            owner = writer.archive_owner(member.uid, member.gid)
-            parent_rel = posixpath.dirname(name)
-            parent = secure_join(writer.rootfs, posixpath.join(base_rel, parent_rel))
+            parts = resolve_parts(target, member.name, follow_final=False)
+            if not parts:
+                continue  # the archive's top directory: the destination itself
+            parent = os.path.join(target, *parts[:-1])
             writer.make_dirs(parent)
-            where = os.path.join(parent, posixpath.basename(name))
+            where = os.path.join(parent, parts[-1])
+            owner = (member.uid, member.gid)
             mtime_ns = int(member.mtime * 1_000_000_000)
             mode = member.mode & 0o7777
             if member.isdir():
                 writer.directory(where, mode, mtime_ns, owner)
             elif member.issym():
-                # An absolute target is read inside the container, like any
-                # other; a relative one must not climb above the destination.
-                climbed = posixpath.normpath(posixpath.join(parent_rel, member.linkname))
-                if not member.linkname.startswith("/") and (
-                        climbed == ".." or climbed.startswith("../")):
-                    raise _breakout("symlink", member.name, member.linkname)
                 writer.symlink(member.linkname, where, mtime_ns, owner)
             elif member.islnk():
-                link = posixpath.normpath(member.linkname.lstrip("/"))
-                if link == ".." or link.startswith("../"):
-                    raise _breakout("hardlink", member.name, member.linkname)
-                source = secure_join(writer.rootfs, posixpath.join(base_rel, link),
-                                     follow_final=False)
+                source = secure_join(target, member.linkname, follow_final=False)
+                if not os.path.lexists(source):
+                    raise NotFound(f"hardlink target {member.linkname!r} of "
+                                   f"{member.name!r} is not in the archive")
                 writer.clear(where)
-                os.link(source, where)
+                os.link(source, where, follow_symlinks=False)
             elif member.isreg():
                 fileobj = tar.extractfile(member)
                 assert fileobj is not None
