@@ -329,6 +329,36 @@ def test_buildkit_endpoints_say_what_to_do(tmp_path: Any, path: str) -> None:
         assert (status, body) == (400, {"message": BUILDKIT_UNSUPPORTED})
 
 
+def test_a_buildkit_session_is_held_until_its_build_is_refused(tmp_path: Any) -> None:
+    """The docker CLI 20.10 with DOCKER_BUILDKIT=1 prints the first failure of /session and
+    /build: the session is taken (101) and closed once /build was refused, so the user
+    reads the refusal's message (seen with /usr/bin/docker 20.10)."""
+    async def go() -> tuple[bytes, float]:
+        app = make_app(SystemBackend(), builder=FakeBuilder(str(tmp_path)))  # type: ignore[arg-type]
+        async with TestClient(TestServer(app)) as client:
+            port = client.server.port
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /v1.41/session HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                         b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+                         b"X-Docker-Expose-Session-Uuid: s1\r\n\r\n")
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            resp = await client.post("/v1.41/build?version=2&session=s1&remote=client-session")
+            assert resp.status == 400
+            assert (await resp.json())["message"] == BUILDKIT_UNSUPPORTED
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            rest = await asyncio.wait_for(reader.read(), 5)     # closed by the daemon
+            writer.close()
+            return head + rest, loop.time() - start
+
+    data, seconds = asyncio.run(go())
+    assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Upgrade: h2c" in data and data.endswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+                                                    b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    assert seconds < 3
+
+
 def test_without_a_builder_build_is_not_routed() -> None:
     status, body, _ = call(None, "POST", "/v1.41/build", body=context_tar())
     assert (status, body) == (404, {"message": "page not found"})

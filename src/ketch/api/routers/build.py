@@ -59,6 +59,8 @@ BUILDKIT_UNSUPPORTED = ("BuildKit API not supported: ketchd has only the legacy 
 # (aiohttp does not cancel a handler when the client leaves).
 GONE_CHECK_SECONDS = 0.5
 _BODY_CHUNK = 1 << 20
+SESSION_HOLD_SECONDS = 10.0     # see ``session`` in ``setup``
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 class BuildBackend(Protocol):
@@ -628,6 +630,37 @@ async def run_build(request: web.Request, builder: BuildBackend, req: BuildReque
 # --- routes ------------------------------------------------------------------------------
 
 
+class _RefusedSessions:
+    """BuildKit session ids whose /build was refused (see ``session`` in ``setup``)."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, float] = {}
+        self._waiting: dict[str, asyncio.Event] = {}
+
+    def add(self, sid: str) -> None:
+        if not sid:
+            return
+        now = asyncio.get_running_loop().time()
+        # The /session of a refused build may come after the refusal; a minute is plenty.
+        self._done = {k: t for k, t in self._done.items() if now - t < 60}
+        self._done[sid] = now
+        event = self._waiting.get(sid)
+        if event is not None:
+            event.set()
+
+    async def wait(self, sid: str, timeout: float) -> None:
+        if sid in self._done:
+            return
+        event = self._waiting.setdefault(sid, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting.pop(sid, None)
+
+
+
 def setup(app: web.Application, builder: BuildBackend) -> None:
     """Adds ``/build`` and the BuildKit refusals; the build cache goes into the stores
     that ``/system/df`` and ``/build/prune`` report on."""
@@ -637,7 +670,12 @@ def setup(app: web.Application, builder: BuildBackend) -> None:
     stores(app).build_cache = builder.cache_store()
 
     async def post_build(request: web.Request) -> web.StreamResponse:
-        req = parse_request(request.query, request.headers, versions.of(request.match_info))
+        try:
+            req = parse_request(request.query, request.headers,
+                                versions.of(request.match_info))
+        except KetchError:
+            refused.add(request.query.get("session", ""))
+            raise
         loop = asyncio.get_running_loop()
         ctx = await asyncio.to_thread(_extract, request, loop, builder.tmp_dir(), req)
         return await run_build(request, builder, req, ctx)
@@ -645,8 +683,35 @@ def setup(app: web.Application, builder: BuildBackend) -> None:
     async def buildkit(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument(BUILDKIT_UNSUPPORTED)
 
+    refused = _RefusedSessions()
+
+    async def session(request: web.Request) -> web.StreamResponse:
+        # A BuildKit client (the docker CLI 18.09-20.10 with DOCKER_BUILDKIT=1) opens
+        # /session and sends /build?version=2&session=ID together, waits for both, and
+        # prints the first failure. A refused /session reads only "unable to upgrade to
+        # h2c, received 400", so the session is accepted (101) and held, unused, until
+        # that client's /build has been refused with the message that says what to do;
+        # then it is closed, and that message is what the user reads.
+        sid = request.headers.get("X-Docker-Expose-Session-Uuid", "")
+        if not sid or "Upgrade" not in request.headers:
+            raise InvalidArgument(BUILDKIT_UNSUPPORTED)
+        from ketch.api.streams import take_socket
+
+        sock = take_socket(request)
+        try:
+            # The HTTP/2 preface and an empty SETTINGS frame, as a gRPC client opens: the
+            # client's session server then takes the close as an ordinary hang-up.
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                         b"Upgrade: h2c\r\n\r\n" + H2_PREFACE)
+            await refused.wait(sid, SESSION_HOLD_SECONDS)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        return web.Response()       # dropped: the connection is no longer aiohttp's
+
     add(app, "POST", "/build", post_build)
-    add(app, "*", "/session", buildkit)
+    add(app, "*", "/session", session)
     add(app, "*", "/grpc", buildkit)
 
 
