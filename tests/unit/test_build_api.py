@@ -244,7 +244,7 @@ def test_the_builder_sees_the_context_and_options(tmp_path: Any) -> None:
              "&labels=%7B%22l%22%3A%22v%22%7D&cachefrom=%5B%22img%3A1%22%5D"
              "&networkmode=host&platform=linux%2Famd64&target=final"
              "&ulimits=%5B%7B%22Name%22%3A%22nofile%22%2C%22Hard%22%3A20%2C%22Soft%22%3A10%7D%5D"
-             "&sourcedateepoch=1700000000")
+             "&sourcedateepoch=1700000000&ketchnocachefilter=%5B%22s1%22%5D")
     status, _, _ = call(b, "POST", "/v1.41/build?" + query,
                         body=context_tar({"sub/Df": b"FROM x\n", "f": b"data"}),
                         headers={"X-Registry-Config": auth})
@@ -263,7 +263,7 @@ def test_the_builder_sees_the_context_and_options(tmp_path: Any) -> None:
         (1024, -1, 512, "0-1", "0")
     assert (r.cpu_period, r.cpu_quota, r.shm_size) == (100000, 50000, 65536)
     assert r.ulimits == [{"Name": "nofile", "Hard": 20, "Soft": 10}]
-    assert opts.source_date_epoch == 1700000000
+    assert opts.source_date_epoch == 1700000000 and opts.no_cache_filter == ["s1"]
     assert opts.registry_auth == {"127.0.0.1:5000": {"username": "u", "password": "p"}}
     assert os.listdir(tmp_path) == []      # removed after the build
 

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 
+from ketch.client._build import BuildMixin
 from ketch.client._containers import ContainersMixin
 from ketch.client._errors import from_status, message_of
 from ketch.client._http import form_encode, quote
@@ -105,7 +106,7 @@ def _message(line: bytes) -> Iterator[dict[str, Any]]:
         yield msg
 
 
-class Client(ContainersMixin, NetworksMixin, RegistryMixin):
+class Client(ContainersMixin, NetworksMixin, RegistryMixin, BuildMixin):
     def __init__(self, host: str | None = None, *, transport: Transport | None = None,
                  version: str | None = None) -> None:
         self.host = resolve_host(host)

@@ -1,5 +1,7 @@
 """``POST /build``: the legacy builder's API, as the docker CLI (``DOCKER_BUILDKIT=0``),
-docker-py and compose use it, plus the few parameters ketch's own CLI adds.
+docker-py and compose use it, plus the few parameters ketch's own CLI adds
+(``ketchprogress``, ``ketchsecrets``, ``ketchcontexts``, ``ketchnocachefilter``,
+``sourcedateepoch``).
 
 The request is read as dockerd reads it (moby's build_routes.go): the query
 first, refused with dockerd's words and statuses before a byte of the body
@@ -324,6 +326,8 @@ def parse_request(query: Any, headers: Mapping[str, str], version: str) -> Build
     try:
         secrets = _string_list(q["ketchsecrets"]) if q.get("ketchsecrets", "") else None
         contexts = _string_list(q["ketchcontexts"]) if q.get("ketchcontexts", "") else None
+        no_cache_filter = _string_list(q["ketchnocachefilter"]) \
+            if q.get("ketchnocachefilter", "") else []
     except _GoJSONError as exc:
         raise InvalidArgument(f"error reading ketch build parameters: {exc}") from None
     epoch: int | None = None
@@ -341,6 +345,7 @@ def parse_request(query: Any, headers: Mapping[str, str], version: str) -> Build
         build_args=dict(build_args),
         target=q.get("target", ""),
         no_cache=bool_value(q, "nocache"),
+        no_cache_filter=no_cache_filter,
         cache_from=cache_from,
         pull=bool_value(q, "pull") and ge(version, "1.16"),
         labels={k: v or "" for k, v in labels.items()},
