@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ketch.build import copy as cp
-from ketch.errors import InvalidArgument, NotFound, Unavailable
+from ketch.errors import InvalidArgument, NotFound, System, Unavailable
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
@@ -200,10 +200,25 @@ def test_source_symlink_is_followed_inside_the_context(ctx: Path, tmp_path: Path
     assert sel.files["good"].kind == "file" and sel.sources[0].abs == str(ctx / "dir/x.txt")
 
 
-def test_unsupported_file_types_are_refused(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "fifo")
-    with pytest.raises(InvalidArgument, match="unsupported file type"):
-        cp.select(str(tmp_path), ["fifo"])
+def test_fifos_and_devices_are_copied_sockets_skipped(tmp_path: Path, rootfs: Path) -> None:
+    ctx = tmp_path / "c"
+    ctx.mkdir()
+    os.mkfifo(ctx / "fifo", 0o640)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(ctx / "sock"))
+        if os.geteuid() == 0:
+            os.mknod(ctx / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        sel = cp.select(str(ctx), ["."])
+        assert "sock" not in sel.files and sel.files["fifo"].kind == "fifo"
+        with pytest.raises(InvalidArgument, match="no source files"):
+            cp.select(str(ctx), ["sock"])
+    if os.geteuid() != 0:
+        return
+    assert sel.files["null"].kind == "char"
+    cp.apply(sel, str(rootfs), "/d/")
+    assert stat.S_ISFIFO(os.lstat(rootfs / "d/fifo").st_mode)
+    assert stat.S_IMODE(os.lstat(rootfs / "d/fifo").st_mode) == 0o640
+    assert os.lstat(rootfs / "d/null").st_rdev == os.makedev(1, 3)
 
 
 # -- apply: destinations ---------------------------------------------------
@@ -564,6 +579,17 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path != "/short":
+                super().do_GET()
+                return
+            # Promises 100 bytes, sends 10 and hangs up.
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.close_connection = True
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -599,8 +625,12 @@ def test_fetch_url_checksum(http_dir: tuple[str, Path], tmp_path: Path) -> None:
 
 def test_fetch_url_failures(http_dir: tuple[str, Path], tmp_path: Path) -> None:
     base, _ = http_dir
-    with pytest.raises(Unavailable, match="404"):
+    with pytest.raises(System, match=f"^failed to GET {base}/missing with status 404 "):
         cp.fetch_url(f"{base}/missing", str(tmp_path))
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(Unavailable, match=f"^failed to fetch {base}/short: "):
+        cp.fetch_url(f"{base}/short", str(tmp_path))
+    assert not (tmp_path / "short").exists()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -23,6 +23,7 @@ import email.utils
 import errno
 import gzip
 import hashlib
+import http.client
 import io
 import lzma
 import os
@@ -62,23 +63,26 @@ class FileInfo:
     """One entry that will be copied; what the cache key is made of."""
 
     path: str  # relative to the source root, '/'-separated, no leading '/'
-    kind: str  # 'file' | 'dir' | 'symlink'
+    kind: str  # 'file' | 'dir' | 'symlink', or 'fifo' | 'char' | 'block' from a stage's tree
     mode: int  # permission bits, setuid/setgid/sticky included
     size: int
     digest: str  # 'sha256:<hex>' of the content, of the target for a link, '' for a dir
     linkname: str = ""
     # When select saw it; apply gives it to the copy. Never part of a digest.
     mtime_ns: int = 0
+    rdev: int = 0  # a device's number (its digest covers it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "mode": self.mode, "size": self.size,
-                "digest": self.digest, "linkname": self.linkname, "mtime_ns": self.mtime_ns}
+                "digest": self.digest, "linkname": self.linkname, "mtime_ns": self.mtime_ns,
+                "rdev": self.rdev}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> FileInfo:
         return cls(path=str(doc["path"]), kind=str(doc["kind"]), mode=int(doc["mode"]),
                    size=int(doc.get("size", 0)), digest=str(doc.get("digest", "")),
-                   linkname=str(doc.get("linkname", "")), mtime_ns=int(doc.get("mtime_ns", 0)))
+                   linkname=str(doc.get("linkname", "")), mtime_ns=int(doc.get("mtime_ns", 0)),
+                   rdev=int(doc.get("rdev", 0)))
 
     def same_content(self, other: FileInfo) -> bool:
         """Equal for the cache: owner and mtime never count (Docker's rule)."""
@@ -107,10 +111,6 @@ class Selection:
     # Hardlinks inside one directory source: path -> the path first seen with
     # that inode. Kept as links, as dockerd's tar of a directory keeps them.
     links: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def count(self) -> int:
-        return len(self.sources)
 
 
 @dataclass
@@ -266,10 +266,12 @@ def _not_found(name: str) -> NotFound:
         f"stat {name}: file does not exist")
 
 
-def hash_file(path: str) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks into one buffer."""
+def hash_file(path: str, buf: bytearray | None = None) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks into one buffer (pass
+    one in to hash many files without allocating a buffer each)."""
     digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
+    if buf is None:
+        buf = bytearray(CHUNK)
     view = memoryview(buf)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -295,8 +297,11 @@ class _Collector:
         self.files: dict[str, FileInfo] = {}
         self.links: dict[str, str] = {}
         self._inodes: dict[tuple[int, int], str] = {}
+        self._buf = bytearray(CHUNK)
 
-    def info(self, key: str, real: str, abs_path: str, st: os.stat_result) -> FileInfo:
+    def info(self, key: str, real: str, abs_path: str, st: os.stat_result) -> FileInfo | None:
+        """The entry's description; None for a socket, which tar (and so
+        dockerd) skips."""
         mode = stat.S_IMODE(st.st_mode)
         mtime = st.st_mtime_ns
         if stat.S_ISDIR(st.st_mode):
@@ -306,10 +311,17 @@ class _Collector:
             return FileInfo(key, "symlink", mode, 0, _sha256_bytes(os.fsencode(target)), target,
                             mtime)
         if stat.S_ISREG(st.st_mode):
-            digest = self.known.get(real) or hash_file(abs_path)
+            digest = self.known.get(real) or hash_file(abs_path, self._buf)
             return FileInfo(key, "file", mode, st.st_size, digest, mtime_ns=mtime)
-        # Devices, fifos and sockets have no place in a build context or a COPY.
-        raise InvalidArgument(f"{key}: unsupported file type for {self.instruction}")
+        if stat.S_ISFIFO(st.st_mode):
+            return FileInfo(key, "fifo", mode, 0, EMPTY_DIGEST, mtime_ns=mtime)
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            # Only a stage's tree has these (COPY --from); tar carries them.
+            kind = "char" if stat.S_ISCHR(st.st_mode) else "block"
+            number = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}".encode()
+            return FileInfo(key, kind, mode, 0, _sha256_bytes(number), mtime_ns=mtime,
+                            rdev=st.st_rdev)
+        return None
 
     def excluded(self, path: str) -> bool:
         return self.matcher is not None and self.matcher.matches(path)
@@ -342,11 +354,16 @@ class _Collector:
                         # Only sent if something below it is re-included.
                         mark = len(src.entries)
                         if self._walk(src, entry.path, rel, real, results):
-                            self.files[key] = self.info(key, real_rel, entry.path, st)
+                            info = self.info(key, real_rel, entry.path, st)
+                            assert info is not None  # a directory
+                            self.files[key] = info
                             src.entries.insert(mark, key)
                             kept_any = True
                     continue
-            self.files[key] = self.info(key, real_rel, entry.path, st)
+            info = self.info(key, real_rel, entry.path, st)
+            if info is None:
+                continue
+            self.files[key] = info
             src.entries.append(key)
             kept_any = True
             if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
@@ -398,9 +415,11 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
             if src.is_dir:
                 collector.walk(src, real)
             else:
-                key = path
-                collector.files[key] = collector.info(key, real, abs_path, st)
-                src.entries.append(key)
+                info = collector.info(path, real, abs_path, st)
+                if info is None:
+                    continue
+                collector.files[path] = info
+                src.entries.append(path)
             selected.append(src)
     if not selected:
         raise InvalidArgument(NO_SOURCE_FILES)
@@ -555,7 +574,8 @@ class _Writer:
     def file(self, source: str, target: str, mode: int, mtime_ns: int, size: int) -> None:
         out = self.open_new(target)
         try:
-            src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            # The source was resolved by select: a link here now is refused.
+            src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 _copy_fd(src, out, size)
             finally:
@@ -580,6 +600,15 @@ class _Writer:
             os.symlink(linkname, target)
         self.chown_path(target, owner)
         os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def special(self, info: FileInfo, target: str, owner: Owner | None = None) -> None:
+        """A fifo or a device node (root only, as for dockerd)."""
+        bits = {"fifo": stat.S_IFIFO, "char": stat.S_IFCHR, "block": stat.S_IFBLK}[info.kind]
+        self.clear(target)
+        os.mknod(target, bits | 0o600, info.rdev)
+        self.chown_path(target, owner)
+        os.chmod(target, self.chmod if self.chmod is not None else info.mode)
+        os.utime(target, ns=(info.mtime_ns, info.mtime_ns), follow_symlinks=False)
 
     def finish_dirs(self) -> None:
         for path, mode, mtime_ns, owner in reversed(self.pending_dirs):
@@ -703,8 +732,11 @@ def _copy_one(writer: _Writer, sel: Selection, src: Source, target: str,
     if extract_archives and _archive_kind(src.abs) is not None:
         _unpack(writer, src.abs, target)
         return
-    st = os.stat(src.abs)
-    writer.file(src.abs, target, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_size)
+    info = sel.files[src.path]
+    if info.kind == "file":
+        writer.file(src.abs, target, info.mode, info.mtime_ns, info.size)
+    else:
+        writer.special(info, target)
 
 
 def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> None:
@@ -727,6 +759,8 @@ def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> Non
             placed[sub] = writer.directory(where, info.mode, info.mtime_ns)
         elif info.kind == "symlink":
             writer.symlink(info.linkname, where, info.mtime_ns)
+        elif info.kind != "file":
+            writer.special(info, where)
         elif key in sel.links and sel.links[key] in copied:
             writer.clear(where)
             os.link(copied[sel.links[key]], where, follow_symlinks=False)
@@ -820,13 +854,10 @@ def _unpack(copier: _Writer, archive: str, target: str) -> None:
                 assert fileobj is not None
                 _write_stream(writer, fileobj, where, mode, mtime_ns, owner)
             elif member.isfifo() or member.ischr() or member.isblk():
-                writer.clear(where)
-                kind_bits = (stat.S_IFIFO if member.isfifo()
-                             else stat.S_IFCHR if member.ischr() else stat.S_IFBLK)
-                os.mknod(where, kind_bits | mode, os.makedev(member.devmajor, member.devminor))
-                writer.chown_path(where, owner)
-                os.chmod(where, mode)
-                os.utime(where, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+                node = "fifo" if member.isfifo() else "char" if member.ischr() else "block"
+                writer.special(FileInfo(member.name, node, mode, 0, "", mtime_ns=mtime_ns,
+                                        rdev=os.makedev(member.devmajor, member.devminor)),
+                               where, owner)
             # Other entry types (GNU sparse is read as a file by tarfile) are skipped.
     writer.finish_dirs()
 
@@ -859,7 +890,8 @@ def url_file_name(url: str) -> str:
 def fetch_url(url: str, dest_dir: str, *, checksum: str | None = None,
               timeout: float = 30) -> FetchedFile:
     """Download ``url`` into ``dest_dir`` for ADD: mode 0600, mtime from
-    Last-Modified when the server sends one, checksum verified when given."""
+    Last-Modified when the server sends one, checksum verified when given.
+    Nothing is left behind when the download fails."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise InvalidArgument(f"unsupported URL scheme {scheme!r}: {url}")
@@ -876,29 +908,36 @@ def fetch_url(url: str, dest_dir: str, *, checksum: str | None = None,
     try:
         response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - scheme checked
     except urllib.error.HTTPError as exc:
-        raise Unavailable(f"failed to fetch {url}: {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+        body = exc.read(4096).decode("utf-8", "replace").strip() if exc.fp else ""
+        # dockerd's words (remotecontext.GetWithStatusError)
+        raise System(f"failed to GET {url} with status {exc.code} {exc.reason}: {body}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise Unavailable(f"failed to fetch {url}: no network access ({_reason(exc)})") from exc
-    with response:
-        last_modified = response.headers.get("Last-Modified")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            while True:
-                try:
-                    chunk = response.read(CHUNK)
-                except (OSError, http_errors()) as exc:
-                    raise Unavailable(f"failed to fetch {url}: {_reason(exc)}") from exc
-                if not chunk:
-                    break
-                h.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
+    try:
+        with response:
+            last_modified = response.headers.get("Last-Modified")
+            # http.client's read(n) returns short at a dropped connection
+            # instead of raising: count against the announced length.
+            expected = response.length
+            received = 0
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                while chunk := response.read(CHUNK):
+                    received += len(chunk)
+                    h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                os.fchmod(fd, 0o600)  # also when the file was there before
+            finally:
+                os.close(fd)
+            if expected is not None and received < expected:
+                raise http.client.IncompleteRead(b"", expected - received)
+    except (OSError, http.client.HTTPException) as exc:
+        _remove(path)
+        raise Unavailable(f"failed to fetch {url}: {_reason(exc)}") from exc
     if want is not None and h.hexdigest() != want[1]:
-        os.unlink(path)
+        _remove(path)
         raise InvalidArgument(
             f"checksum mismatch for {url}: expected {checksum}, got {want[0]}:{h.hexdigest()}")
     mtime: float | None = None
@@ -912,13 +951,17 @@ def fetch_url(url: str, dest_dir: str, *, checksum: str | None = None,
     return FetchedFile(path=path, name=name, mtime=mtime)
 
 
-def http_errors() -> type[Exception]:
-    import http.client
-    return http.client.HTTPException
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _reason(exc: BaseException) -> str:
     reason: Any = getattr(exc, "reason", None) or exc
+    if isinstance(reason, http.client.IncompleteRead):
+        return f"unexpected EOF ({reason.expected} bytes missing)"
     if isinstance(reason, socket.timeout | TimeoutError):
         return "timed out"
     if isinstance(reason, ConnectionRefusedError):
@@ -927,5 +970,4 @@ def _reason(exc: BaseException) -> str:
         return f"cannot resolve host: {reason.strerror}"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror.lower()
-    return str(reason)
-
+    return str(reason) or type(reason).__name__

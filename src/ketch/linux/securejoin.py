@@ -77,10 +77,3 @@ def resolve_parts(root: str, unsafe: str, *, follow_final: bool = True) -> list[
             pending.append(piece)
     return resolved
 
-
-def inside(root: str, path: str) -> bool:
-    """Whether the lexical ``path`` is ``root`` or below it (no symlinks looked at)."""
-    root = root.rstrip("/") or "/"
-    if root == "/":
-        return path.startswith("/")
-    return path == root or path.startswith(root + "/")
