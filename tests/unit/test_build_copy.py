@@ -127,11 +127,14 @@ def test_source_outside_the_context_is_forbidden(ctx: Path, source: str) -> None
     assert str(err.value) == f"forbidden path outside the build context: {shown} ()"
 
 
-def test_missing_source(ctx: Path) -> None:
+@pytest.mark.parametrize(("source", "shown"), [
+    ("./nofile", "nofile"), ("/nofile", "nofile"), ("dir/../nofile", "dir/../nofile"),
+    ("dir/x.txt/y", "dir/x.txt/y")])
+def test_missing_source(ctx: Path, source: str, shown: str) -> None:
     with pytest.raises(NotFound) as err:
-        cp.select(str(ctx), ["./nofile"])
+        cp.select(str(ctx), [source])
     assert str(err.value) == ("file not found in build context or excluded by .dockerignore: "
-                              "stat nofile: file does not exist")
+                              f"stat {shown}: file does not exist")
 
 
 def test_glob_matching_nothing(ctx: Path) -> None:
@@ -362,6 +365,30 @@ def test_parents_keep_the_source_path(ctx: Path, rootfs: Path) -> None:
 def test_parents_from_the_dot_marker_and_with_globs(ctx: Path, rootfs: Path) -> None:
     copy(ctx, rootfs, ["./dir/./sub/*.txt", "dir/*.txt"], "/p/", parents=True)
     assert set(listing(rootfs)) == {"p", "p/sub", "p/sub/y.txt", "p/dir", "p/dir/x.txt"}
+
+
+def test_parents_marker_on_a_directory(ctx: Path, rootfs: Path) -> None:
+    copy(ctx, rootfs, ["dir/./sub"], "/p/", parents=True)
+    assert listing(rootfs) == {"p": "d", "p/sub": "d", "p/sub/y.txt": "y"}
+    # only "/./" is a marker (BuildKit cuts at it); a trailing "/." is a plain dot
+    copy(ctx, rootfs, ["dir/.", "a.txt"], "/q/", parents=True)
+    assert set(listing(rootfs)) >= {"q/dir/x.txt", "q/dir/sub/y.txt", "q/a.txt"}
+
+
+def test_parents_recreate_directories_with_their_metadata(ctx: Path, rootfs: Path) -> None:
+    os.chmod(ctx / "dir", 0o750)
+    os.chmod(ctx / "dir/sub", 0o700)
+    os.utime(ctx / "dir", (978307200, 978307200))
+    sel = cp.select(str(ctx), ["dir/sub/y.txt"], parents=True)
+    assert sel.sources[0].kept_dirs == ["dir", "dir/sub"]
+    assert sel.files["dir"].mode == 0o750
+    cp.apply(sel, str(rootfs), "/p/", parents=True)
+    assert stat.S_IMODE(os.stat(rootfs / "p/dir").st_mode) == 0o750
+    assert os.stat(rootfs / "p/dir").st_mtime == 978307200
+    assert stat.S_IMODE(os.stat(rootfs / "p/dir/sub").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(rootfs / "p").st_mode) == 0o755
+    os.chmod(ctx / "dir", 0o755)
+    assert cp.select(str(ctx), ["dir/sub/y.txt"], parents=True).digest != sel.digest
 
 
 def test_parents_with_a_directory_source(ctx: Path, rootfs: Path) -> None:

@@ -99,6 +99,9 @@ class Source:
     is_dir: bool
     keep: str = ""  # with --parents: the part recreated below the destination
     entries: list[str] = field(default_factory=list)  # keys of Selection.files, parents first
+    # With --parents: the keys of the directories recreated for ``keep``, top
+    # first (a directory source's own one last); they carry their metadata.
+    kept_dirs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -245,8 +248,9 @@ def _split_parents(source: str) -> tuple[str, str | None]:
     return text[:marker] + "/" + text[marker + 3:], text[:marker]
 
 
-def _clean_source(source: str) -> str:
-    """The root-relative path dockerd makes of a source argument; refuses an escape."""
+def _clean_source(source: str) -> tuple[str, str]:
+    """The root-relative path dockerd makes of a source argument, and the name
+    its messages show; refuses an escape."""
     orig = source
     # dockerd drops one leading '/' and one './', then joins with the root.
     if orig.startswith("/") and len(orig) > 1:
@@ -257,7 +261,7 @@ def _clean_source(source: str) -> str:
     lexical = posixpath.normpath(orig) if orig not in ("", "/") else "."
     if lexical == ".." or lexical.startswith("../"):
         raise InvalidArgument(f"forbidden path outside the build context: {orig} ()")
-    return cleaned.lstrip("/")
+    return cleaned.lstrip("/"), orig or "."
 
 
 def _not_found(name: str) -> NotFound:
@@ -391,8 +395,8 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
     selected: list[Source] = []
     for raw in sources:
         text, pivot = _split_parents(raw) if parents else (raw, None)
-        name = _clean_source(text)
-        pivot_clean = _clean_source(pivot) if pivot is not None else None
+        name, shown = _clean_source(text)
+        pivot_clean = _clean_source(pivot)[0] if pivot is not None else ""
         matches = _expand_glob(root, name) if has_wildcards(name) else [name]
         for path in matches:
             parts = resolve_parts(root, path)
@@ -400,17 +404,22 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
             try:
                 st = os.stat(abs_path)  # the source itself is followed (inside the root)
             except (FileNotFoundError, NotADirectoryError):
-                raise _not_found(path or ".") from None
+                raise _not_found(shown if path == name else path) from None
             except OSError as exc:
                 raise System(f"stat {path}: {exc.strerror}") from exc
             if path and collector.excluded(path):
                 continue
             keep = ""
             if parents:
+                # Matches start with the pivot: it is a literal prefix of the pattern.
                 keep = path
-                if pivot_clean:
-                    keep = path[len(pivot_clean):].lstrip("/") if path.startswith(pivot_clean) else path
+                if pivot_clean and path.startswith(pivot_clean + "/"):
+                    keep = path[len(pivot_clean) + 1:]
+                elif pivot_clean and path == pivot_clean:
+                    keep = ""
             src = Source(path=path, abs=abs_path, is_dir=stat.S_ISDIR(st.st_mode), keep=keep)
+            if keep:
+                _keep_dirs(collector, src, pivot_clean)
             real = "/".join(parts)
             if src.is_dir:
                 collector.walk(src, real)
@@ -426,6 +435,23 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
     return Selection(sources=selected, files=collector.files, links=collector.links,
                      digest=digest_files(collector.files.values()), root=root,
                      instruction=instruction)
+
+
+def _keep_dirs(collector: _Collector, src: Source, pivot: str) -> None:
+    """The directories --parents recreates: copied with their own metadata, as
+    BuildKit creates the parents of what an include pattern matched."""
+    parts = src.keep.split("/")
+    if not src.is_dir:
+        parts.pop()
+    for depth in range(1, len(parts) + 1):
+        key = "/".join([pivot, *parts[:depth]] if pivot else parts[:depth])
+        if key not in collector.files:
+            real = resolve_parts(collector.root, key)
+            abs_path = os.path.join(collector.root, *real)
+            info = collector.info(key, "/".join(real), abs_path, os.stat(abs_path))
+            assert info is not None and info.kind == "dir"
+            collector.files[key] = info
+        src.kept_dirs.append(key)
 
 
 def digest_files(files: Iterable[FileInfo]) -> str:
@@ -655,7 +681,7 @@ def _dest_path(dest: str, workdir: str) -> tuple[str, bool]:
     return posixpath.normpath(dest), is_dir
 
 
-def check_destination(sel: Selection, dest: str, *, parents: bool = False) -> None:
+def check_destination(sel: Selection, dest: str) -> None:
     """dockerd's rule for several sources, separate so the executor can check
     before it prepares a root filesystem."""
     if len(sel.sources) > 1 and not dest.endswith("/"):
@@ -673,7 +699,7 @@ def apply(sel: Selection, rootfs: str, dest: str, *, workdir: str = "/", uid: in
     source, and tar keeps them); between sources, and to files outside the
     selection, they become separate files.
     """
-    check_destination(sel, dest, parents=parents)
+    check_destination(sel, dest)
     rootfs = os.path.abspath(rootfs)
     writer = _Writer(rootfs, uid, gid, chmod)
     try:
@@ -701,13 +727,19 @@ def _apply(writer: _Writer, sel: Selection, dest: str, workdir: str, parents: bo
     dest_abs, dest_is_dir = _dest_path(dest, workdir)
     for src in sel.sources:
         if parents:
+            where = secure_join(rootfs, dest_abs)
+            writer.make_dirs(where)
+            for key in src.kept_dirs:
+                info = sel.files[key]
+                where = writer.directory(os.path.join(where, posixpath.basename(key)),
+                                         info.mode, info.mtime_ns)
             if src.is_dir:
-                target = secure_join(rootfs, posixpath.join(dest_abs, src.keep))
-                _copy_tree(writer, sel, src, target)
+                _copy_tree(writer, sel, src, where)
+            elif src.keep:
+                _copy_one(writer, sel, src, os.path.join(where, posixpath.basename(src.keep)),
+                          extract_archives)
             else:
-                base = secure_join(rootfs, posixpath.join(dest_abs, posixpath.dirname(src.keep)))
-                writer.make_dirs(base)
-                _copy_one(writer, sel, src, os.path.join(base, posixpath.basename(src.keep)),
+                _copy_one(writer, sel, src, os.path.join(where, posixpath.basename(src.path)),
                           extract_archives)
             continue
         resolved = secure_join(rootfs, dest_abs)
