@@ -439,15 +439,48 @@ def test_parse_chmod(text: str, mode: int) -> None:
     assert cp.parse_chmod(text) == mode
 
 
-@pytest.mark.parametrize("text", ["", "abc", "99", "17777"])
+@pytest.mark.parametrize("text", ["", "abc", "99", "17777", "u+q", "z=r", "u+x,"])
 def test_parse_chmod_refuses(text: str) -> None:
     with pytest.raises(InvalidArgument, match="invalid chmod parameter"):
-        cp.parse_chmod(text)
+        cp.parse_chmod_spec(text)
 
 
-def test_parse_chmod_symbolic_is_refused_clearly() -> None:
-    with pytest.raises(InvalidArgument, match="symbolic modes are not supported"):
+def test_parse_chmod_octal_only_wants_the_spec_for_symbolic_modes() -> None:
+    with pytest.raises(InvalidArgument, match="symbolic mode needs parse_chmod_spec"):
         cp.parse_chmod("u+x")
+
+
+SYMBOLIC = ["u+x", "go-w", "a=rX", "u=rwx,g=rx,o=", "+x", "o=u", "g+s", "+t", "a-x",
+            "u+s,g+s", "=r", "ug=rw", "o+X", "u-s", "g=u,o-rwx", "a+rwx,u-w+s", "u=rws",
+            "g=", "a=", "o=t", "u=g,g=o"]
+
+
+@pytest.mark.parametrize("spec", SYMBOLIC)
+def test_symbolic_modes_agree_with_chmod(tmp_path: Path, spec: str) -> None:
+    """GNU chmod(1) is the oracle (umask 0, so a missing "who" means all)."""
+    import subprocess
+
+    parsed = cp.parse_chmod_spec(spec)
+    assert isinstance(parsed, cp.SymbolicMode)
+    for start in (0o644, 0o755, 0o4750, 0o600):
+        for is_dir in (False, True):
+            path = tmp_path / f"{start:o}-{is_dir}"
+            if is_dir:
+                path.mkdir()
+            else:
+                path.write_text("")
+            os.chmod(path, start)
+            subprocess.run(["sh", "-c", 'umask 0; chmod "$0" "$1"', spec, str(path)],
+                           check=True)
+            want = stat.S_IMODE(os.stat(path).st_mode)
+            assert parsed.apply(start, is_dir) == want, (spec, oct(start), is_dir)
+
+
+def test_symbolic_chmod_applied_per_file(ctx: Path, rootfs: Path) -> None:
+    os.chmod(ctx / "dir/x.txt", 0o600)
+    copy(ctx, rootfs, ["dir"], "/d", chmod=cp.parse_chmod_spec("go+rX"))
+    assert stat.S_IMODE(os.stat(rootfs / "d/x.txt").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(rootfs / "d/sub").st_mode) == 0o755
 
 
 def test_chmod_applies_to_files_and_dirs(ctx: Path, rootfs: Path) -> None:

@@ -486,22 +486,95 @@ def diff_files(old: Mapping[str, FileInfo | Mapping[str, Any] | str], new: Selec
 # -- chmod -----------------------------------------------------------------
 
 
+_BAD_CHMOD = "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777"
+_WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
+_CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)\Z")
+_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
+
+
+@dataclass(frozen=True)
+class SymbolicMode:
+    """A chmod(1) symbolic mode (``u+x,go-w``, ``a=rX``): the result depends on
+    each file's own mode and on whether it is a directory."""
+
+    text: str
+    clauses: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    def apply(self, mode: int, is_dir: bool) -> int:
+        for who, actions in self.clauses:
+            # No "who" means all (BuildKit does not apply a umask here).
+            mask = 0
+            for w in who or "a":
+                mask |= 0o7777 if w == "a" else _WHO_BITS[w]
+            if not (set(who or "a") & {"o", "a"}):
+                mask &= ~0o1000  # the sticky bit belongs to "o"/"a" only
+            for op, perms in actions:
+                bits = _perm_bits(perms, mode, is_dir) & mask
+                if op == "+":
+                    mode |= bits
+                elif op == "-":
+                    mode &= ~bits
+                else:
+                    keep = mask
+                    if is_dir and "s" not in perms:
+                        # chmod(1): '=' keeps a directory's setuid/setgid
+                        # bits unless 's' is named.
+                        keep &= ~0o6000
+                    mode = (mode & ~keep) | bits
+        return mode & 0o7777
+
+
+def _perm_bits(perms: str, mode: int, is_dir: bool) -> int:
+    if perms in ("u", "g", "o"):
+        # Copy another class's rwx bits to every class.
+        shift = {"u": 6, "g": 3, "o": 0}[perms]
+        rwx = (mode >> shift) & 0o7
+        return rwx << 6 | rwx << 3 | rwx
+    bits = 0
+    for p in perms:
+        if p == "r":
+            bits |= 0o444
+        elif p == "w":
+            bits |= 0o222
+        elif p == "x" or (p == "X" and (is_dir or mode & 0o111)):
+            bits |= 0o111
+        elif p == "s":
+            bits |= 0o6000
+        elif p == "t":
+            bits |= 0o1000
+    return bits
+
+
+Chmod = int | SymbolicMode
+
+
 def parse_chmod(text: str) -> int:
-    """``--chmod`` in octal. Symbolic modes (``u+x``) need the old mode of each
-    file and are refused clearly rather than guessed."""
-    value = text.strip()
-    if not value or not re.fullmatch(r"[0-7]+", value):
-        if re.fullmatch(r"[ugoa]*[-+=][rwxXst]*(,[ugoa]*[-+=][rwxXst]*)*", value or "-"):
-            raise InvalidArgument(
-                f"invalid chmod parameter: '{text}': symbolic modes are not supported, "
-                "use an octal mode")
-        raise InvalidArgument(f"invalid chmod parameter: '{text}'. it should be octal string "
-                              "and between 0 and 07777")
-    mode = int(value, 8)
-    if mode > 0o7777:
-        raise InvalidArgument(f"invalid chmod parameter: '{text}'. it should be octal string "
-                              "and between 0 and 07777")
+    """``--chmod`` in octal (what dockerd's API and older BuildKit accept)."""
+    mode = parse_chmod_spec(text)
+    if isinstance(mode, SymbolicMode):
+        raise InvalidArgument(
+            f"invalid chmod parameter: '{text}': a symbolic mode needs parse_chmod_spec")
     return mode
+
+
+def parse_chmod_spec(text: str) -> Chmod:
+    """``--chmod`` as BuildKit reads it: octal (at most 07777), or a symbolic
+    mode that ``apply`` evaluates per file."""
+    value = text.strip()
+    if re.fullmatch(r"[0-7]+", value):
+        mode = int(value, 8)
+        if mode > 0o7777:
+            raise InvalidArgument(_BAD_CHMOD.format(text))
+        return mode
+    clauses: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for part in value.split(",") if value else [""]:
+        match = _CLAUSE.match(part)
+        if match is None:
+            raise InvalidArgument(_BAD_CHMOD.format(text))
+        who, actions = match.groups()
+        clauses.append((who, tuple((m.group(1), m.group(2))
+                                   for m in _ACTION.finditer(actions))))
+    return SymbolicMode(value, tuple(clauses))
 
 
 # -- apply -----------------------------------------------------------------
@@ -517,7 +590,7 @@ class _Writer:
     rootfs: str
     uid: int | None
     gid: int | None
-    chmod: int | None
+    chmod: Chmod | None
     # Directories whose metadata is set last (writing into them changes mtime).
     pending_dirs: list[tuple[str, int, int, Owner | None]] = field(default_factory=list)
     can_chown: bool = field(default_factory=lambda: os.geteuid() == 0)
@@ -610,10 +683,18 @@ class _Writer:
         finally:
             os.close(out)
 
-    def finish_fd(self, fd: int, mode: int, mtime_ns: int, owner: Owner | None = None) -> None:
+    def mode_for(self, mode: int, is_dir: bool) -> int:
+        if self.chmod is None:
+            return mode
+        if isinstance(self.chmod, SymbolicMode):
+            return self.chmod.apply(mode, is_dir)
+        return self.chmod
+
+    def finish_fd(self, fd: int, mode: int, mtime_ns: int, owner: Owner | None = None,
+                  is_dir: bool = False) -> None:
         # Owner before mode: chown clears setuid/setgid bits.
         self.chown_fd(fd, owner)
-        os.fchmod(fd, self.chmod if self.chmod is not None else mode)
+        os.fchmod(fd, self.mode_for(mode, is_dir))
         # tar carries no atime: dockerd sets it to the mtime.
         os.utime(fd, ns=(mtime_ns, mtime_ns))
 
@@ -633,14 +714,14 @@ class _Writer:
         self.clear(target)
         os.mknod(target, bits | 0o600, info.rdev)
         self.chown_path(target, owner)
-        os.chmod(target, self.chmod if self.chmod is not None else info.mode)
+        os.chmod(target, self.mode_for(info.mode, False))
         os.utime(target, ns=(info.mtime_ns, info.mtime_ns), follow_symlinks=False)
 
     def finish_dirs(self) -> None:
         for path, mode, mtime_ns, owner in reversed(self.pending_dirs):
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                self.finish_fd(fd, mode, mtime_ns, owner)
+                self.finish_fd(fd, mode, mtime_ns, owner, is_dir=True)
             finally:
                 os.close(fd)
         self.pending_dirs.clear()
@@ -691,7 +772,7 @@ def check_destination(sel: Selection, dest: str) -> None:
 
 
 def apply(sel: Selection, rootfs: str, dest: str, *, workdir: str = "/", uid: int | None = None,
-          gid: int | None = None, chmod: int | None = None, parents: bool = False,
+          gid: int | None = None, chmod: Chmod | None = None, parents: bool = False,
           extract_archives: bool = False) -> None:
     """Write the selection into ``rootfs`` at ``dest`` (relative to ``workdir``).
 
