@@ -137,6 +137,12 @@ def test_missing_source(ctx: Path, source: str, shown: str) -> None:
                               f"stat {shown}: file does not exist")
 
 
+def test_missing_source_in_a_stage(ctx: Path) -> None:
+    with pytest.raises(NotFound) as err:
+        cp.select(str(ctx), ["/nofile"], from_stage=True)
+    assert str(err.value) == "stat nofile: file does not exist"
+
+
 def test_glob_matching_nothing(ctx: Path) -> None:
     with pytest.raises(InvalidArgument, match="^no source files were specified$"):
         cp.select(str(ctx), ["*.none"])

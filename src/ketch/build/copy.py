@@ -264,10 +264,11 @@ def _clean_source(source: str) -> tuple[str, str]:
     return cleaned.lstrip("/"), orig or "."
 
 
-def _not_found(name: str) -> NotFound:
-    return NotFound(
-        "file not found in build context or excluded by .dockerignore: "
-        f"stat {name}: file does not exist")
+def _not_found(name: str, from_stage: bool) -> NotFound:
+    stat_error = f"stat {name}: file does not exist"
+    if from_stage:
+        return NotFound(stat_error)  # dockerd names no context for COPY --from
+    return NotFound(f"file not found in build context or excluded by .dockerignore: {stat_error}")
 
 
 def hash_file(path: str, buf: bytearray | None = None) -> str:
@@ -381,14 +382,15 @@ class _Collector:
 
 def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), parents: bool = False,
            known_digests: Mapping[str, str] | None = None,
-           instruction: str = "COPY") -> Selection:
+           instruction: str = "COPY", from_stage: bool = False) -> Selection:
     """What ``sources`` name below ``root``, with a digest of all of it.
 
     A glob that matches nothing is skipped; only when nothing at all matched is
     it an error (dockerd's "no source files were specified"). A plain source
     that does not exist is an error of its own. ``--exclude`` patterns drop
     matches relative to the root, and entries below a directory source
-    relative to that directory.
+    relative to that directory. ``from_stage`` says ``root`` is a stage's or an
+    image's tree (COPY --from), which only changes the words of a "not found".
     """
     root = os.path.abspath(root)
     collector = _Collector(root, excludes, known_digests, instruction)
@@ -404,7 +406,7 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
             try:
                 st = os.stat(abs_path)  # the source itself is followed (inside the root)
             except (FileNotFoundError, NotADirectoryError):
-                raise _not_found(shown if path == name else path) from None
+                raise _not_found(shown if path == name else path, from_stage) from None
             except OSError as exc:
                 raise System(f"stat {path}: {exc.strerror}") from exc
             if path and collector.excluded(path):
