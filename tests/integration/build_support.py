@@ -18,9 +18,10 @@ What a built image is, as the tests compare it (``Built``):
   runtime adds to every container (/etc/hosts, /etc/hostname,
   /etc/resolv.conf, /.dockerenv, /dev, /proc, /sys) are not the image's;
 - its config fields a Dockerfile sets (``CONFIG_KEYS``);
-- its history from the image config (``docker save``): the layer count and
-  each entry's ``created_by`` normalised (``normalise_created_by``), since
-  ketch writes BuildKit's forms and the legacy builder its own.
+- its history from the image config (``docker save``): the number of layers
+  with content and each row's ``created_by`` in BuildKit's form
+  (``normalise_created_by``), since ketch writes BuildKit's forms and the
+  legacy builder its own.
 
 ``KETCH_BUILDDIFF_SELFCHECK=1`` puts a second dockerd where ketchd would be:
 every scenario must then pass, which shows the scenario and its
@@ -66,7 +67,8 @@ CONTEXT_MTIME = 1_600_000_000
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
                "Labels", "Healthcheck", "StopSignal", "OnBuild", "Shell")
 # Paths of every container that the runtime, not the image, provides.
-RUNTIME_STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv")
+# dockerd's init layer adds /etc/mtab -> /proc/mounts to every container, not to images.
+RUNTIME_STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv", "etc/mtab")
 RUNTIME_TREES = ("dev", "proc", "sys")
 
 
@@ -306,9 +308,14 @@ class Built:
 
     config: dict[str, Any]
     author: str
-    layers: int                         # RootFS.Layers
-    history: list[tuple[str, bool]]     # (created_by normalised, empty_layer)
+    layers: int                         # layers with content (not the empty tar)
+    history: list[tuple[str, bool]]     # (created_by normalised, empty)
     tree: dict[str, Node]
+
+
+# The diff ID of an empty layer tar: dockerd's legacy builder commits one for a
+# WORKDIR whose directory exists; BuildKit commits none. Either way nothing changed.
+EMPTY_TAR = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
 def saved_config(side: BuildSide, image: str, scratch: Path) -> dict[str, Any]:
@@ -329,54 +336,79 @@ def saved_config(side: BuildSide, image: str, scratch: Path) -> dict[str, Any]:
         dest.unlink(missing_ok=True)
 
 
+def history_rows(doc: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(created_by normalised, empty) per history row; a row whose layer is the
+    empty tar counts as empty, and rows BuildKit does not write are left out."""
+    diff_ids = iter(doc.get("rootfs", {}).get("diff_ids", []))
+    rows = []
+    for h in doc.get("history", []):
+        empty = bool(h.get("empty_layer"))
+        if not empty:
+            empty = next(diff_ids, EMPTY_TAR) == EMPTY_TAR
+        text = normalise_created_by(h.get("created_by") or "")
+        if text is not None:
+            rows.append((text, empty))
+    return rows
+
+
 def built(side: BuildSide, image: str, scratch: Path) -> Built:
     doc = saved_config(side, image, scratch)
-    cfg = doc.get("config") or {}
-    history = [(normalise_created_by(h.get("created_by", "")), bool(h.get("empty_layer")))
-               for h in doc.get("history", [])]
+    # The config as the API shows it (``docker image inspect``), which is what
+    # users and tools read; the saved config for the history and layers.
+    res = side.cli("image", "inspect", image)
+    assert res.returncode == 0, str(res)
+    cfg = json.loads(res.stdout)[0].get("Config") or {}
+    layers = [d for d in doc.get("rootfs", {}).get("diff_ids", []) if d != EMPTY_TAR]
     return Built({k: cfg.get(k) for k in CONFIG_KEYS}, str(doc.get("author", "")),
-                 len(doc.get("rootfs", {}).get("diff_ids", [])), history,
-                 export_tree(side, image, scratch))
+                 len(layers), history_rows(doc), export_tree(side, image, scratch))
 
 
-# The legacy builder's metadata rows: "/bin/sh -c #(nop) " then the instruction.
-_NOP = re.compile(r"^/bin/sh -c #\(nop\)\s+")
+# The legacy builder's metadata rows: the shell in force, "#(nop)", the instruction.
+_NOP = re.compile(r"^.*?#\(nop\)\s+")
 _BUILDKIT = re.compile(r"\s*# buildkit$")
-# COPY/ADD rows name their sources differently (the legacy builder by a content
-# hash, "COPY file:<hex> in /dst ", BuildKit by the Dockerfile's words, "COPY a /dst"):
-# both become the instruction, its flags and the destination.
-_LEGACY_COPY = re.compile(r"^(COPY|ADD) (--\S+ )*(?:multi:|file:|dir:)?\S* in (\S+)\s*$")
-# The legacy builder's rows for list values are Go's %v of a []string ("[a b]");
-# BuildKit's the same for most; its JSON form ([\"a\", \"b\"]) for CMD and ENTRYPOINT.
-_JSON_LIST = re.compile(r'^(CMD|ENTRYPOINT) (\[.*\])$')
+# Its COPY/ADD rows name the sources by a content hash ("COPY file:<hex> in /dst ").
+_LEGACY_COPY = re.compile(r"^(COPY|ADD) ((?:--\S+ )*)(?:multi|file|dir):[0-9a-f]+ in (.*?)\s*$")
+# Its HEALTHCHECK row is Go's %q of the struct before StartInterval existed.
+_LEGACY_HEALTH = re.compile(r'^(HEALTHCHECK &\{\[.*\] "[^"]*" "[^"]*" "[^"]*") (\'.*\'\})$')
+INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY",
+                "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
+                "HEALTHCHECK", "SHELL")
 
 
-def normalise_created_by(text: str) -> str:
-    """One form for the history rows of both builders, keeping what the step did.
+def normalise_created_by(text: str) -> str | None:
+    """A history row in BuildKit's form (ketch's claim), whichever builder wrote it.
 
-    RUN: the legacy builder writes the command alone (``/bin/sh -c x``, ARGs in
-    use first as ``|1 A=1 ...``), BuildKit ``RUN <same> # buildkit``: both become
-    ``RUN <command>``. Metadata: ``/bin/sh -c #(nop)  ENV A=1`` and ``ENV A=1``
-    become ``ENV A=1``. COPY/ADD: the instruction, flags and destination."""
+    BuildKit (dockerfile2llb's commitToHistory): ``RUN <argv joined> # buildkit``,
+    ``COPY [--chown=..] <srcs> <dest> # buildkit``, ``EXPOSE map[80/tcp:{}]``,
+    ``HEALTHCHECK &{... "0s" '\x03'}``, no row for ONBUILD, the rest as the
+    instruction's words. The legacy builder: the RUN argv alone, the others after
+    ``<shell> #(nop) ``, COPY sources as content hashes, EXPOSE as written, ONBUILD
+    rows. Both become the BuildKit form without the ``# buildkit`` marker and with
+    COPY/ADD sources dropped (the legacy builder does not name them); None for a
+    row BuildKit does not write.
+    """
     text = _BUILDKIT.sub("", text.strip())
+    if not text:
+        return ""
     if _NOP.match(text):
         text = _NOP.sub("", text)
         m = _LEGACY_COPY.match(text)
         if m:
-            flags = (m.group(0).split(" in ")[0].split()[1:-1])
-            return " ".join([m.group(1), *flags, m.group(3)])
-    elif text.startswith(("COPY ", "ADD ")):
-        words = text.split()
-        flags = [w for w in words[1:-1] if w.startswith("--")]
-        return " ".join([words[0], *flags, words[-1]])
-    elif not text.startswith("RUN ") and text and not re.match(r"^[A-Z]+ ", text):
-        text = "RUN " + text
-    m = _JSON_LIST.match(text)
-    if m:
-        with contextlib.suppress(ValueError):
-            items = json.loads(m.group(2))
-            text = f"{m.group(1)} [{' '.join(json.dumps(i) for i in items)}]"
-    return re.sub(r"\s+", " ", text).strip()
+            return " ".join([m.group(1), *m.group(2).split(), m.group(3)])
+        if text.startswith("ONBUILD "):
+            return None
+        if text.startswith("EXPOSE "):
+            ports = sorted(p if "/" in p else f"{p}/tcp" for p in text.split()[1:])
+            return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in ports) + "]"
+        text = _LEGACY_HEALTH.sub(r'\1 "0s" \2', text)
+        return text
+    word = text.split(" ", 1)[0]
+    if word not in INSTRUCTIONS:
+        return "RUN " + text            # the legacy builder's RUN row: the argv alone
+    if word in ("COPY", "ADD"):
+        words = text.split(" ")
+        return " ".join([word, *(w for w in words[1:-1] if w.startswith("--")), words[-1]])
+    return text
 
 
 def tree_diff(want: dict[str, Node], got: dict[str, Node], limit: int = 40) -> str:
