@@ -511,6 +511,24 @@ def test_owner_is_root_unless_chown(ctx: Path, rootfs: Path) -> None:
     assert stat.S_IMODE(os.stat(rootfs / "own/deep/x.txt").st_mode) == 0o4755
 
 
+@as_root
+def test_copy_from_a_stage_keeps_owners_unless_chown(ctx: Path, rootfs: Path) -> None:
+    os.chown(ctx / "dir/x.txt", 1234, 5678)
+    os.chown(ctx / "dir/link", 1234, 5678, follow_symlinks=False)
+    os.chown(ctx / "dir/sub", 42, 43)
+    sel = cp.select(str(ctx), ["dir"], from_stage=True)
+    assert sel.digest == cp.select(str(ctx), ["dir"]).digest  # owners never count
+    cp.apply(sel, str(rootfs), "/kept")
+    assert os.stat(rootfs / "kept/x.txt").st_uid == 1234
+    assert os.lstat(rootfs / "kept/link").st_gid == 5678
+    assert (os.stat(rootfs / "kept/sub").st_uid, os.stat(rootfs / "kept/sub").st_gid) == (42, 43)
+    assert os.stat(rootfs / "kept").st_uid == 0  # made for the destination: root's
+    cp.apply(sel, str(rootfs), "/chowned", uid=7, gid=8)
+    assert os.stat(rootfs / "chowned/x.txt").st_uid == 7
+    cp.apply(cp.select(str(ctx), ["dir/x.txt"], from_stage=True), str(rootfs), "/one")
+    assert os.stat(rootfs / "one").st_uid == 1234
+
+
 # -- archives (ADD) --------------------------------------------------------
 
 

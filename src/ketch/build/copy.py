@@ -71,18 +71,23 @@ class FileInfo:
     # When select saw it; apply gives it to the copy. Never part of a digest.
     mtime_ns: int = 0
     rdev: int = 0  # a device's number (its digest covers it)
+    # The owner on disk: kept by COPY --from without --chown (dockerd does),
+    # never part of a digest.
+    uid: int = 0
+    gid: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "kind": self.kind, "mode": self.mode, "size": self.size,
                 "digest": self.digest, "linkname": self.linkname, "mtime_ns": self.mtime_ns,
-                "rdev": self.rdev}
+                "rdev": self.rdev, "uid": self.uid, "gid": self.gid}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> FileInfo:
         return cls(path=str(doc["path"]), kind=str(doc["kind"]), mode=int(doc["mode"]),
                    size=int(doc.get("size", 0)), digest=str(doc.get("digest", "")),
                    linkname=str(doc.get("linkname", "")), mtime_ns=int(doc.get("mtime_ns", 0)),
-                   rdev=int(doc.get("rdev", 0)))
+                   rdev=int(doc.get("rdev", 0)), uid=int(doc.get("uid", 0)),
+                   gid=int(doc.get("gid", 0)))
 
     def same_content(self, other: FileInfo) -> bool:
         """Equal for the cache: owner and mtime never count (Docker's rule)."""
@@ -111,6 +116,7 @@ class Selection:
     digest: str
     root: str = ""
     instruction: str = "COPY"
+    from_stage: bool = False
     # Hardlinks inside one directory source: path -> the path first seen with
     # that inode. Kept as links, as dockerd's tar of a directory keeps them.
     links: dict[str, str] = field(default_factory=dict)
@@ -307,6 +313,13 @@ class _Collector:
     def info(self, key: str, real: str, abs_path: str, st: os.stat_result) -> FileInfo | None:
         """The entry's description; None for a socket, which tar (and so
         dockerd) skips."""
+        info = self._describe(key, real, abs_path, st)
+        if info is not None:
+            info.uid, info.gid = st.st_uid, st.st_gid
+        return info
+
+    def _describe(self, key: str, real: str, abs_path: str,
+                  st: os.stat_result) -> FileInfo | None:
         mode = stat.S_IMODE(st.st_mode)
         mtime = st.st_mtime_ns
         if stat.S_ISDIR(st.st_mode):
@@ -436,7 +449,7 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
         raise InvalidArgument(NO_SOURCE_FILES)
     return Selection(sources=selected, files=collector.files, links=collector.links,
                      digest=digest_files(collector.files.values()), root=root,
-                     instruction=instruction)
+                     instruction=instruction, from_stage=from_stage)
 
 
 def _keep_dirs(collector: _Collector, src: Source, pivot: str) -> None:
@@ -596,10 +609,18 @@ class _Writer:
     # Directories whose metadata is set last (writing into them changes mtime).
     pending_dirs: list[tuple[str, int, int, Owner | None]] = field(default_factory=list)
     can_chown: bool = field(default_factory=lambda: os.geteuid() == 0)
+    preserve_owner: bool = False
 
     @property
     def owner(self) -> Owner:
         return (self.uid if self.uid is not None else 0, self.gid if self.gid is not None else 0)
+
+    def owner_of(self, info: FileInfo) -> Owner | None:
+        """The owner an entry gets: --chown's, else its own when it comes from
+        a stage (COPY --from keeps owners in dockerd), else root's."""
+        if self.preserve_owner and self.uid is None and self.gid is None:
+            return (info.uid, info.gid)
+        return None
 
     def _chown_wanted(self) -> bool:
         # Unprivileged (unit tests, rootless): 0:0 cannot be had; an explicit
@@ -672,7 +693,8 @@ class _Writer:
             self.clear(target)
             return os.open(target, flags, 0o600)
 
-    def file(self, source: str, target: str, mode: int, mtime_ns: int, size: int) -> None:
+    def file(self, source: str, target: str, mode: int, mtime_ns: int, size: int,
+             owner: Owner | None = None) -> None:
         out = self.open_new(target)
         try:
             # The source was resolved by select: a link here now is refused.
@@ -681,7 +703,7 @@ class _Writer:
                 _copy_fd(src, out, size)
             finally:
                 os.close(src)
-            self.finish_fd(out, mode, mtime_ns)
+            self.finish_fd(out, mode, mtime_ns, owner)
         finally:
             os.close(out)
 
@@ -784,7 +806,7 @@ def apply(sel: Selection, rootfs: str, dest: str, *, workdir: str = "/", uid: in
     """
     check_destination(sel, dest)
     rootfs = os.path.abspath(rootfs)
-    writer = _Writer(rootfs, uid, gid, chmod)
+    writer = _Writer(rootfs, uid, gid, chmod, preserve_owner=sel.from_stage)
     try:
         _apply(writer, sel, dest, workdir, parents, extract_archives)
     except OSError as exc:
@@ -815,7 +837,7 @@ def _apply(writer: _Writer, sel: Selection, dest: str, workdir: str, parents: bo
             for key in src.kept_dirs:
                 info = sel.files[key]
                 where = writer.directory(os.path.join(where, posixpath.basename(key)),
-                                         info.mode, info.mtime_ns)
+                                         info.mode, info.mtime_ns, writer.owner_of(info))
             if src.is_dir:
                 _copy_tree(writer, sel, src, where)
             elif src.keep:
@@ -849,9 +871,9 @@ def _copy_one(writer: _Writer, sel: Selection, src: Source, target: str,
         return
     info = sel.files[src.path]
     if info.kind == "file":
-        writer.file(src.abs, target, info.mode, info.mtime_ns, info.size)
+        writer.file(src.abs, target, info.mode, info.mtime_ns, info.size, writer.owner_of(info))
     else:
-        writer.special(info, target)
+        writer.special(info, target, writer.owner_of(info))
 
 
 def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> None:
@@ -871,16 +893,17 @@ def _copy_tree(writer: _Writer, sel: Selection, src: Source, target: str) -> Non
         # Modes and mtimes as select saw them: the selection is what the cache
         # key describes.
         if info.kind == "dir":
-            placed[sub] = writer.directory(where, info.mode, info.mtime_ns)
+            placed[sub] = writer.directory(where, info.mode, info.mtime_ns, writer.owner_of(info))
         elif info.kind == "symlink":
-            writer.symlink(info.linkname, where, info.mtime_ns)
+            writer.symlink(info.linkname, where, info.mtime_ns, writer.owner_of(info))
         elif info.kind != "file":
-            writer.special(info, where)
+            writer.special(info, where, writer.owner_of(info))
         elif key in sel.links and sel.links[key] in copied:
             writer.clear(where)
             os.link(copied[sel.links[key]], where, follow_symlinks=False)
         else:
-            writer.file(src.abs + "/" + sub, where, info.mode, info.mtime_ns, info.size)
+            writer.file(src.abs + "/" + sub, where, info.mode, info.mtime_ns, info.size,
+                        writer.owner_of(info))
             copied[key] = where
 
 
