@@ -64,6 +64,8 @@ COMMANDS = {
     "login": "ketch.cli.registry_client_cmds:login",
     "logout": "ketch.cli.registry_client_cmds:logout",
     "search": "ketch.cli.registry_client_cmds:search",
+    "build": "ketch.cli.build_cmds:build",
+    "builder": "ketch.cli.build_cmds:builder",
 }
 
 
