@@ -1,0 +1,962 @@
+"""Runs a Dockerfile plan: stages as a graph, steps through the cache, images out.
+
+Each step's cache key is a digest of its parent image, the instruction after
+variable expansion, the build args it can see, and for COPY/ADD the content
+and metadata of exactly the files it selects; a hit reuses the image the step
+made before. Stages the target does not need are skipped; independent stages
+run in parallel threads. History and ``created_by`` follow BuildKit's forms
+(``RUN /bin/sh -c make # buildkit``), not the legacy builder's ``#(nop)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy as _copy
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+from ketch.build import copy as filecopy
+from ketch.build.backend import Backend, CacheRecord, Mount, RunSpec
+from ketch.build.dockerfile import expand, parse
+from ketch.build.instructions import (
+    PREDEFINED_ARGS,
+    Command,
+    Plan,
+    Stage,
+    arg_pairs,
+    plan,
+    triples,
+)
+from ketch.build.request import (
+    BuildOptions,
+    BuildResult,
+    BuildWarning,
+    Emit,
+    StepCached,
+    StepDone,
+    StepMiss,
+    StepStarted,
+)
+from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+HISTORY_COMMENT = "buildkit.dockerfile.v0"
+_KEY_VERSION = "ketch-build-v1"
+
+
+class StepFailed(KetchError):
+    """A RUN returned non-zero: dockerd's message, and the exit code for errorDetail."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Cancelled(KetchError):
+    pass
+
+
+@dataclass
+class Context:
+    """Where COPY reads: the build context (with digests made while it was received)
+    and the named contexts of ``--build-context``."""
+
+    root: str
+    digests: dict[str, str] = field(default_factory=dict)
+    named: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """A stage's position: the image so far (None before any image: FROM scratch)."""
+
+    image: str | None
+    doc: dict[str, Any]
+    args: dict[str, str]            # ARGs declared in the stage with a value
+    shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
+
+
+def _digest(obj: Any) -> str:
+    raw = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _env_map(env: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in env:
+        k, _, v = item.partition("=")
+        out[k] = v
+    return out
+
+
+def _set_env(env: list[str], key: str, value: str) -> list[str]:
+    out = [e for e in env if e.partition("=")[0] != key]
+    out.append(f"{key}={value}")
+    return out
+
+
+def _scratch_doc(platform: tuple[str, str, str]) -> dict[str, Any]:
+    os_, arch, variant = platform
+    doc: dict[str, Any] = {"architecture": arch, "os": os_, "config": {},
+                           "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+    if variant:
+        doc["variant"] = variant
+    return doc
+
+
+class Builder:
+    """One build: the plan, the options, the backend and the progress sink."""
+
+    def __init__(self, df_text: str | bytes, opts: BuildOptions, backend: Backend,
+                 ctx: Context, emit: Emit, cancel: threading.Event | None = None,
+                 host_platform: tuple[str, str, str] = ("linux", "amd64", "")) -> None:
+        self.df = parse(df_text)
+        self.plan: Plan = plan(self.df)
+        self.opts = opts
+        self.backend = backend
+        self.ctx = ctx
+        self.emit = emit
+        self.cancel = cancel or threading.Event()
+        self.platform = host_platform
+        self._lock = threading.Lock()
+        self._used_args: set[str] = set()
+        self._stage_futures: dict[int, Future[_State]] = {}
+        self._total = len(self.df.instructions)
+        self._numbers = self._step_numbers()
+        self._created = self._created_time()
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _step_numbers(self) -> dict[int, int]:
+        """Line -> the step's number in ``Step N/M`` (every instruction of the file)."""
+        return {ins.start_line: i + 1 for i, ins in enumerate(self.df.instructions)}
+
+    def _created_time(self) -> str:
+        if self.opts.source_date_epoch is not None:
+            t = time.gmtime(self.opts.source_date_epoch)
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
+        return ""
+
+    def _now(self) -> str:
+        if self._created:
+            return self._created
+        from datetime import datetime
+
+        return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+    def _platform_args(self) -> dict[str, str]:
+        os_, arch, variant = self.platform
+        plat = f"{os_}/{arch}" + (f"/{variant}" if variant else "")
+        out = {}
+        for prefix in ("TARGET", "BUILD"):
+            out[f"{prefix}PLATFORM"] = plat
+            out[f"{prefix}OS"] = os_
+            out[f"{prefix}ARCH"] = arch
+            out[f"{prefix}VARIANT"] = variant
+        return out
+
+    def _global_args(self) -> dict[str, str]:
+        env = self._platform_args()
+        for cmd in self.plan.global_args:
+            for name, default in arg_pairs(cmd):
+                self._used_args.add(name)
+                value = self.opts.build_args.get(name)
+                if value is None and default is not None:
+                    value = expand(default, env, self.plan.escape)
+                if value is not None:
+                    env[name] = value
+        return env
+
+    # --- the graph ----------------------------------------------------------------------------
+
+    def _target(self) -> Stage:
+        if self.opts.target:
+            st = self.plan.stage_named(self.opts.target)
+            if st is None or st.name != self.opts.target.lower():
+                raise InvalidArgument(
+                    f"failed to reach build target {self.opts.target} in Dockerfile")
+            return st
+        return self.plan.stages[-1]
+
+    def _base_stage(self, stage: Stage, base: str) -> Stage | None:
+        """An earlier stage ``FROM x`` names (a later name is an image, as BuildKit)."""
+        for st in self.plan.stages[:stage.index]:
+            if st.name and st.name == base.lower():
+                return st
+        return None
+
+    def _dependencies(self, stage: Stage, gargs: dict[str, str]) -> list[Stage]:
+        deps: list[Stage] = []
+        base = expand(stage.base, gargs, self.plan.escape)
+        st = self._base_stage(stage, base)
+        if st is not None:
+            deps.append(st)
+        for cmd in stage.commands:
+            refs: list[str] = []
+            if cmd.name == "copy" and cmd.flag("from"):
+                refs.append(cmd.flag("from"))
+            if cmd.name == "run":
+                for m in cmd.flags.get("mount", []):
+                    opts = _mount_options(m)
+                    if opts.get("from"):
+                        refs.append(opts["from"])
+            for ref in refs:
+                other = self.plan.stage_named(ref)
+                if other is not None and other is not stage:
+                    deps.append(other)
+                elif other is stage:
+                    raise InvalidArgument(f"circular dependency detected on stage: {stage.label}")
+        return deps
+
+    def _needed(self, target: Stage, gargs: dict[str, str]) -> list[Stage]:
+        order: list[Stage] = []
+        state: dict[int, int] = {}   # 1 = visiting, 2 = done
+
+        def visit(st: Stage) -> None:
+            mark = state.get(st.index)
+            if mark == 2:
+                return
+            if mark == 1:
+                raise InvalidArgument(f"circular dependency detected on stage: {st.label}")
+            state[st.index] = 1
+            for dep in self._dependencies(st, gargs):
+                visit(dep)
+            state[st.index] = 2
+            order.append(st)
+
+        visit(target)
+        return order
+
+    # --- running ------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        gargs = self._global_args()
+        target = self._target()
+        stages = self._needed(target, gargs)
+        if len(stages) == 1:
+            result = self._build_stage(stages[0], gargs)
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(stages), 4),
+                                    thread_name_prefix="ketch-build") as pool:
+                for st in stages:     # dependencies first: their futures exist when waited on
+                    self._stage_futures[st.index] = pool.submit(self._build_stage, st, gargs)
+                try:
+                    result = self._stage_futures[target.index].result()
+                except BaseException:
+                    self.cancel.set()
+                    raise
+        unused = sorted(k for k in self.opts.build_args
+                        if k not in self._used_args and k not in PREDEFINED_ARGS)
+        if unused:
+            self.emit(BuildWarning(f"[Warning] One or more build-args [{' '.join(unused)}] "
+                                   "were not consumed"))
+        image = result.image
+        if image is None or self.opts.labels:
+            doc = _copy.deepcopy(result.doc)
+            if self.opts.labels:
+                labels = dict(doc["config"].get("Labels") or {})
+                labels.update(self.opts.labels)
+                doc["config"]["Labels"] = labels
+            image = self._cached_or(
+                key=_digest([_KEY_VERSION, "labels", image, self.opts.labels]),
+                parent=image or "", command="LABEL (build)", inputs={},
+                make=lambda: self.backend.commit_config(result.image, doc))
+        if self.opts.tags:
+            self.backend.tag(image, self.opts.tags)
+        self.emit(BuildResult(image=image, tags=list(self.opts.tags)))
+        return image
+
+    def _stage_state(self, index: int) -> _State:
+        fut = self._stage_futures.get(index)
+        if fut is None:
+            raise InvalidArgument(f"stage {index} was not built")  # the graph missed an edge
+        return fut.result()
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("build cancelled")
+
+    def _build_stage(self, stage: Stage, gargs: dict[str, str]) -> _State:
+        self._check_cancel()
+        n = self._numbers[stage.line]
+        self.emit(StepStarted(step=n, total=self._total, stage=stage.label,
+                              text=f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name
+                                                           else "")))
+        base = expand(stage.base, gargs, self.plan.escape)
+        platform = expand(stage.platform, gargs, self.plan.escape) if stage.platform else ""
+        if platform:
+            self._check_platform(platform)
+        t0 = time.monotonic()
+        base_stage = self._base_stage(stage, base)
+        if base_stage is not None:
+            prev = self._stage_state(base_stage.index)
+            state = _State(image=prev.image, doc=_copy.deepcopy(prev.doc), args={},
+                           shell=list(prev.shell))
+        elif base.lower() == "scratch":
+            state = _State(image=None, doc=_scratch_doc(self.platform), args={})
+        else:
+            if not base:
+                raise InvalidArgument("base name (" + stage.base + ") should not be blank")
+            image = self.backend.base_image(base, pull=self.opts.pull, platform=platform)
+            doc = self.backend.image_doc(image)
+            shell = list(doc.get("config", {}).get("Shell") or DEFAULT_SHELL)
+            state = _State(image=image, doc=doc, args={}, shell=shell)
+        self.emit(StepDone(step=n, image=state.image or "", seconds=time.monotonic() - t0))
+        triggers = list(state.doc.get("config", {}).get("OnBuild") or [])
+        if triggers:
+            state = self._onbuild(stage, state, triggers, n)
+        for cmd in stage.commands:
+            self._check_cancel()
+            state = self._step(stage, state, cmd, gargs)
+        return state
+
+    def _check_platform(self, platform: str) -> None:
+        parts = platform.split("/")
+        os_, arch = parts[0], parts[1] if len(parts) > 1 else ""
+        if os_ != self.platform[0] or (arch and arch != self.platform[1]):
+            raise NotSupported(f"building for platform {platform} is not supported: ketch "
+                               f"builds for this machine ({self.platform[0]}/"
+                               f"{self.platform[1]}) only")
+
+    def _onbuild(self, stage: Stage, state: _State, triggers: list[str], n: int) -> _State:
+        from ketch.build.instructions import _command
+
+        doc = _copy.deepcopy(state.doc)
+        doc["config"]["OnBuild"] = None
+        state = _State(image=state.image, doc=doc, args=state.args, shell=state.shell)
+        for text in triggers:
+            parsed = parse(text)
+            for ins in parsed.instructions:
+                if ins.name in ("onbuild", "from", "maintainer"):
+                    raise InvalidArgument(f"{ins.name.upper()} isn't allowed as an ONBUILD "
+                                          "trigger")
+                cmd = _command(ins)
+                cmd.line = stage.line
+                state = self._step(stage, state, cmd, {}, number=n)
+        return state
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def _env(self, state: _State) -> dict[str, str]:
+        """What ``$VAR`` sees: the stage's ARGs, overridden by ENV (BuildKit's rule)."""
+        env = dict(state.args)
+        env.update(_env_map(state.doc.get("config", {}).get("Env") or []))
+        return env
+
+    def _x(self, word: str, state: _State) -> str:
+        return expand(word, self._env(state), self.plan.escape)
+
+    def _step(self, stage: Stage, state: _State, cmd: Command, gargs: dict[str, str],
+              number: int | None = None) -> _State:
+        n = number or self._numbers.get(cmd.line, 0)
+        self.emit(StepStarted(step=n, total=self._total, stage=stage.label,
+                              text=_display(cmd)))
+        t0 = time.monotonic()
+        name = cmd.name
+        if name == "arg":
+            new = self._arg(state, cmd, gargs)
+            self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0))
+            return new
+        if name == "run":
+            new = self._run(stage, state, cmd, n)
+        elif name in ("copy", "add"):
+            new = self._copy(stage, state, cmd, n)
+        elif name == "workdir":
+            new = self._workdir(stage, state, cmd, n)
+        else:
+            new = self._meta(stage, state, cmd, n)
+        self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0))
+        return new
+
+    def _arg(self, state: _State, cmd: Command, gargs: dict[str, str]) -> _State:
+        args = dict(state.args)
+        for name, default in arg_pairs(cmd):
+            with self._lock:
+                self._used_args.add(name)
+            value = self.opts.build_args.get(name)
+            if value is None and name in self.opts.build_args:
+                value = os.environ.get(name)   # ``--build-arg NAME`` without a value
+            if value is None and default is not None:
+                value = self._x(default, _State(state.image, state.doc, args, state.shell))
+            if value is None and name in gargs and any(
+                    name == a for c in self.plan.global_args for a, _ in arg_pairs(c)):
+                value = gargs[name]
+            if value is None and name in self._platform_args():
+                value = self._platform_args()[name]
+            if value is not None:
+                args[name] = value
+        return _State(state.image, state.doc, args, state.shell)
+
+    def _history(self, doc: dict[str, Any], created_by: str, empty: bool) -> None:
+        entry: dict[str, Any] = {"created": self._now(), "created_by": created_by,
+                                 "comment": HISTORY_COMMENT}
+        if empty:
+            entry["empty_layer"] = True
+        doc.setdefault("history", []).append(entry)
+        doc["created"] = entry["created"]
+
+    def _cached_or(self, *, key: str, parent: str, command: str, inputs: dict[str, Any],
+                   make: Callable[[], str], step: int = 0, stage: str = "") -> str:
+        """The cached image for ``key``, else ``make()`` recorded under it."""
+        use_cache = not self.opts.no_cache and stage not in self.opts.no_cache_filter
+        if use_cache:
+            hit = self.backend.cache_get(key)
+            if hit is not None:
+                if step:
+                    self.emit(StepCached(step=step))
+                return hit
+            if step:
+                self.emit(StepMiss(step=step, reason=self._miss_reason(parent, command, inputs)))
+        elif step:
+            self.emit(StepMiss(step=step, reason="--no-cache" if self.opts.no_cache
+                               else f"--no-cache-filter {stage}"))
+        image = make()
+        self.backend.cache_put(CacheRecord(key=key, image=image, parent=parent,
+                                           command=command, inputs=inputs))
+        return image
+
+    def _miss_reason(self, parent: str, command: str, inputs: dict[str, Any]) -> str:
+        siblings = self.backend.cache_siblings(parent)
+        if not siblings:
+            return "no earlier build of this step on this parent"
+        same = [s for s in siblings if s.command == command]
+        if not same:
+            return "the instruction changed"
+        last = same[-1]
+        old_files = last.inputs.get("files")
+        new_files = inputs.get("files")
+        if isinstance(old_files, dict) and isinstance(new_files, dict):
+            changed = sorted(k for k in set(old_files) | set(new_files)
+                             if old_files.get(k) != new_files.get(k))
+            if changed:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more"
+                                                  if len(changed) > 5 else "")
+                return f"files changed: {shown}"
+        old_args, new_args = last.inputs.get("args") or {}, inputs.get("args") or {}
+        changed = sorted(k for k in set(old_args) | set(new_args)
+                         if old_args.get(k) != new_args.get(k))
+        if changed:
+            return "build args changed: " + ", ".join(changed)
+        if last.inputs.get("source") != inputs.get("source"):
+            return "the source of the files changed (a stage or image was rebuilt)"
+        if last.inputs.get("mounts") != inputs.get("mounts"):
+            return "the mounted files changed"
+        if last.inputs.get("expanded") != inputs.get("expanded"):
+            return "ARG or ENV values used by the instruction changed"
+        return "the cached result is gone"
+
+    def _commit_meta(self, stage: Stage, state: _State, doc: dict[str, Any], created_by: str,
+                     n: int, raw: str, inputs: dict[str, Any] | None = None) -> _State:
+        self._history(doc, created_by, empty=True)
+        key = _digest([_KEY_VERSION, state.image, "meta", created_by, doc["config"],
+                       self._created])
+        parent = state.image
+        image = self._cached_or(key=key, parent=parent or "", command=raw,
+                                inputs={"expanded": created_by, **(inputs or {})}, step=n,
+                                stage=stage.name,
+                                make=lambda: self.backend.commit_config(parent, doc))
+        return _State(image, doc, state.args, list(doc["config"].get("Shell") or state.shell))
+
+    def _meta(self, stage: Stage, state: _State, cmd: Command, n: int) -> _State:
+        doc = _copy.deepcopy(state.doc)
+        cfg = doc.setdefault("config", {})
+        name = cmd.name
+        x = lambda w: self._x(w, state)  # noqa: E731
+        if name == "env":
+            env = list(cfg.get("Env") or [])
+            shown = []
+            cur = self._env(state)
+            for k, v in triples(cmd):
+                value = expand(v, cur, self.plan.escape)
+                key = expand(k, cur, self.plan.escape)
+                env = _set_env(env, key, value)
+                cur[key] = value
+                shown.append(f"{key}={value}")
+            cfg["Env"] = env
+            created_by = "ENV " + " ".join(shown)
+        elif name == "label":
+            labels = dict(cfg.get("Labels") or {})
+            shown = []
+            for k, v in triples(cmd):
+                key, value = x(k), x(v)
+                labels[key] = value
+                shown.append(f"{key}={value}")
+            cfg["Labels"] = labels
+            created_by = "LABEL " + " ".join(shown)
+        elif name in ("cmd", "entrypoint"):
+            argv = self._argv(cmd, state)
+            field_name = "Cmd" if name == "cmd" else "Entrypoint"
+            cfg[field_name] = argv
+            if name == "entrypoint" and not any(
+                    c.name == "cmd" for c in stage.commands if c.line > cmd.line):
+                cfg["Cmd"] = None   # a new ENTRYPOINT resets an inherited CMD (BuildKit)
+            created_by = f"{name.upper()} {json.dumps(argv)}"
+        elif name == "expose":
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for word in cmd.args:
+                for p in x(word).split():
+                    port = p if "/" in p else f"{p}/tcp"
+                    num, _, proto = port.partition("/")
+                    if not num.replace("-", "").isdigit() or proto not in ("tcp", "udp", "sctp"):
+                        raise InvalidArgument(f"invalid containerPort: {num}")
+                    ports[port.lower()] = {}
+            cfg["ExposedPorts"] = ports
+            created_by = "EXPOSE " + " ".join(sorted(ports))
+        elif name == "volume":
+            vols = dict(cfg.get("Volumes") or {})
+            for word in cmd.args:
+                v = x(word)
+                if not v.strip():
+                    raise InvalidArgument("VOLUME specified can not be an empty string")
+                vols[v] = {}
+            cfg["Volumes"] = vols
+            created_by = "VOLUME " + json.dumps(list(cmd.args))
+        elif name == "user":
+            cfg["User"] = x(cmd.args[0])
+            created_by = f"USER {cfg['User']}"
+        elif name == "stopsignal":
+            sig = x(cmd.args[0])
+            _check_signal(sig)
+            cfg["StopSignal"] = sig
+            created_by = f"STOPSIGNAL {sig}"
+        elif name == "shell":
+            cfg["Shell"] = list(cmd.args)
+            created_by = "SHELL " + json.dumps(cmd.args)
+        elif name == "maintainer":
+            doc["author"] = cmd.args[0]
+            created_by = f"MAINTAINER {cmd.args[0]}"
+        elif name == "onbuild":
+            triggers = list(cfg.get("OnBuild") or [])
+            triggers.append(cmd.trigger)
+            cfg["OnBuild"] = triggers
+            created_by = f"ONBUILD {cmd.trigger}"
+        elif name == "healthcheck":
+            cfg["Healthcheck"] = _healthcheck(cmd)
+            created_by = "HEALTHCHECK " + cmd.original.split(None, 1)[1]
+        else:
+            raise NotSupported(f"the {name.upper()} instruction is not supported")
+        return self._commit_meta(stage, state, doc, created_by, n, _display(cmd))
+
+    def _argv(self, cmd: Command, state: _State) -> list[str]:
+        if cmd.json:
+            return list(cmd.args)
+        if not cmd.args:
+            return []
+        return [*state.shell, cmd.args[0]]
+
+    # --- WORKDIR ------------------------------------------------------------------------------
+
+    def _workdir(self, stage: Stage, state: _State, cmd: Command, n: int) -> _State:
+        doc = _copy.deepcopy(state.doc)
+        cfg = doc.setdefault("config", {})
+        path = self._x(cmd.args[0], state)
+        if not path.startswith("/"):
+            path = os.path.join(cfg.get("WorkingDir") or "/", path)
+        path = os.path.normpath(path)
+        if path.startswith("//"):
+            path = path[1:]
+        cfg["WorkingDir"] = path
+        created_by = f"WORKDIR {path}"
+        self._history(doc, created_by, empty=False)
+        user = cfg.get("User") or ""
+        key = _digest([_KEY_VERSION, state.image, "workdir", path, user, self._created])
+        parent = state.image
+
+        def fill(rootfs: str) -> None:
+            target = in_root(rootfs, path)
+            if os.path.isdir(target):
+                return
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            if user:
+                uid, gid = self.backend.user_ids(rootfs, user)
+                os.chown(target, uid, gid)
+
+        def make() -> str:
+            return self.backend.commit_files(parent, doc, fill)
+
+        image = self._cached_or(key=key, parent=parent or "", command=_display(cmd),
+                                inputs={"expanded": created_by},
+                                step=n, stage=stage.name, make=make)
+        return _State(image, self.backend.image_doc(image), state.args, state.shell)
+
+    # --- COPY and ADD -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _source_root(self, cmd: Command, state: _State) -> Iterator[tuple[str, str,
+                                                                         dict[str, str]]]:
+        """(root dir, identity for the key, known digests) of where COPY reads."""
+        src = self._x(cmd.flag("from"), state) if cmd.flag("from") else ""
+        if not src:
+            yield self.ctx.root, "context", self.ctx.digests
+            return
+        if src in self.ctx.named:
+            yield self.ctx.named[src], f"context:{src}", {}
+            return
+        other = self.plan.stage_named(src)
+        if other is not None:
+            image = self._stage_state(other.index).image
+        else:
+            image = self.backend.base_image(src, pull=self.opts.pull, platform="")
+        with self.backend.rootfs(image) as root:
+            yield root, f"image:{image}", {}
+
+    def _copy(self, stage: Stage, state: _State, cmd: Command, n: int) -> _State:
+        is_add = cmd.name == "add"
+        words = [self._x(w, state) for w in cmd.args]
+        dest = words[-1]
+        sources = words[:-1]
+        chown = self._x(cmd.flag("chown"), state) if cmd.flag("chown") else ""
+        chmod_text = self._x(cmd.flag("chmod"), state) if cmd.flag("chmod") else ""
+        chmod = filecopy.parse_chmod_spec(chmod_text) if chmod_text else None
+        excludes = [self._x(e, state) for e in cmd.flags.get("exclude", [])]
+        parents = cmd.flag("parents") == "true"
+        checksum = cmd.flag("checksum")
+        if checksum and not all(_is_url(s) for s in sources):
+            raise InvalidArgument("checksum can't be specified for local sources")
+        doc = _copy.deepcopy(state.doc)
+        workdir = doc.get("config", {}).get("WorkingDir") or "/"
+        created_by = _copy_created_by(cmd, words)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ketch-copy-"))
+            heredoc_names = {h.name for h in cmd.heredocs}
+            known: dict[str, str] = {}
+            if cmd.heredocs:
+                root, ident = tmp, "heredoc"
+                for h in cmd.heredocs:
+                    content = h.content
+                    if h.expand:
+                        content = _expand_heredoc(content, self._env(state))
+                    p = os.path.join(tmp, h.name)
+                    with open(p, "w") as f:
+                        f.write(content)
+                    os.chmod(p, 0o644)
+                sources = [s.removeprefix("<<").removeprefix("-") if s.startswith("<<") else s
+                           for s in sources]
+                if any(s not in heredoc_names for s in sources):
+                    raise NotSupported("mixing heredocs and files in one COPY is not supported")
+            elif is_add and any(_is_url(s) for s in sources):
+                if not all(_is_url(s) for s in sources):
+                    raise NotSupported("mixing URLs and local files in one ADD is not "
+                                       "supported")
+                fetched = []
+                for url in sources:
+                    got = filecopy.fetch_url(url, tmp, checksum=checksum or None)
+                    fetched.append(os.path.basename(got.path))
+                root, ident, sources = tmp, "url", fetched
+            else:
+                root, ident, known = stack.enter_context(self._source_root(cmd, state))
+            try:
+                sel = filecopy.select(root, sources, excludes=excludes, parents=parents,
+                                      known_digests=known or None,
+                                      instruction=cmd.name.upper(),
+                                      from_stage=ident.startswith("image:"))
+            except (NotFound, InvalidArgument) as exc:
+                raise type(exc)(f"{cmd.name.upper()} failed: {exc}") from None
+            files = {k: f"{v.kind}:{v.mode:o}:{v.digest}:{v.linkname}"
+                     for k, v in sel.files.items()}
+            inputs: dict[str, Any] = {"files": files if len(files) <= 20000 else {},
+                                      "source": ident}
+            filecopy.check_destination(sel, dest)
+            key = _digest([_KEY_VERSION, state.image, created_by, ident, sel.digest, chown,
+                           chmod_text, parents, excludes, workdir, is_add, self._created])
+            self._history(doc, created_by, empty=False)
+            parent = state.image
+
+            def fill(rootfs: str) -> None:
+                uid = gid = None
+                if chown:
+                    uid, gid = self.backend.user_ids(rootfs, chown)
+                filecopy.apply(sel, rootfs, dest, workdir=workdir, uid=uid, gid=gid,
+                               chmod=chmod, parents=parents,
+                               extract_archives=is_add and ident not in ("url", "heredoc"))
+
+            inputs["expanded"] = created_by
+            image = self._cached_or(key=key, parent=parent or "", command=_display(cmd),
+                                    inputs=inputs, step=n, stage=stage.name,
+                                    make=lambda: self.backend.commit_files(parent, doc, fill))
+        return _State(image, self.backend.image_doc(image), state.args, state.shell)
+
+    # --- RUN ----------------------------------------------------------------------------------
+
+    def _run(self, stage: Stage, state: _State, cmd: Command, n: int) -> _State:
+        doc = _copy.deepcopy(state.doc)
+        cfg = doc.setdefault("config", {})
+        if cmd.json:
+            argv = list(cmd.args)
+            shown = json.dumps(argv)
+        else:
+            script = cmd.args[0] if cmd.args else ""
+            if cmd.heredocs:
+                only = len(cmd.heredocs) == 1 and script.strip() in (
+                    f"<<{cmd.heredocs[0].name}", f"<<-{cmd.heredocs[0].name}",
+                    f"<<'{cmd.heredocs[0].name}'", f'<<"{cmd.heredocs[0].name}"')
+                if only:
+                    script = cmd.heredocs[0].content
+                else:
+                    for h in cmd.heredocs:
+                        script += "\n" + h.content + h.name
+            argv = [*state.shell, script]
+            shown = " ".join(argv)
+        args = {k: v for k, v in state.args.items()}
+        visible_args = {k: v for k, v in args.items()
+                        if k not in PREDEFINED_ARGS or k in self._declared(stage)}
+        prefix = ""
+        if visible_args:
+            prefix = f"|{len(visible_args)} " + " ".join(
+                f"{k}={v}" for k, v in sorted(visible_args.items())) + " "
+        created_by = f"RUN {prefix}{shown} # buildkit"
+        env = list(cfg.get("Env") or [])
+        env_keys = {e.partition("=")[0] for e in env}
+        run_env = env + [f"{k}={v}" for k, v in sorted(args.items()) if k not in env_keys]
+        network = cmd.flag("network") or ""
+        if network and network not in ("none", "host", "default"):
+            raise InvalidArgument(f"unsupported network mode {network!r} for RUN "
+                                  "(none, host or default)")
+        if cmd.flag("security") and cmd.flag("security") != "sandbox":
+            raise NotSupported("RUN --security=insecure is not supported")
+        mounts, mount_inputs, cleanup = self._mounts(cmd, state)
+        try:
+            spec = RunSpec(argv=argv, env=run_env, user=cfg.get("User") or "",
+                           workdir=cfg.get("WorkingDir") or "",
+                           network="" if network in ("", "default") else network,
+                           mounts=mounts)
+            self._history(doc, created_by, empty=False)
+            key = _digest([_KEY_VERSION, state.image, created_by, run_env, network,
+                           mount_inputs, self._created])
+            parent = state.image
+
+            def make() -> str:
+                def output(stream: str, data: str) -> None:
+                    from ketch.build.request import StepOutput
+
+                    self.emit(StepOutput(step=n, data=data, stream=stream))
+
+                def started(container: str) -> None:
+                    from ketch.build.request import StepRunning
+
+                    self.emit(StepRunning(step=n, container=container))
+
+                return self.backend.commit_run(parent, doc, spec, output, started,
+                                               self.cancel.is_set)
+
+            image = self._cached_or(key=key, parent=parent or "", command=_display(cmd),
+                                    inputs={"args": visible_args, "mounts": mount_inputs,
+                                            "expanded": created_by},
+                                    step=n, stage=stage.name, make=make)
+        finally:
+            for fn in cleanup:
+                fn()
+        return _State(image, self.backend.image_doc(image), state.args, state.shell)
+
+    def _declared(self, stage: Stage) -> set[str]:
+        return {name for c in stage.commands if c.name == "arg" for name, _ in arg_pairs(c)}
+
+    def _mounts(self, cmd: Command, state: _State
+                ) -> tuple[list[Mount], list[Any], list[Callable[[], None]]]:
+        mounts: list[Mount] = []
+        inputs: list[Any] = []
+        cleanup: list[Callable[[], None]] = []
+        workdir = state.doc.get("config", {}).get("WorkingDir") or "/"
+        for raw in cmd.flags.get("mount", []):
+            o = _mount_options(self._x(raw, state))
+            kind = o.get("type", "bind")
+            target = o.get("target") or o.get("dst") or o.get("destination") or ""
+            if target and not target.startswith("/"):
+                target = os.path.join(workdir, target)
+            if kind == "secret":
+                ident = o.get("id") or os.path.basename(target)
+                if not ident:
+                    raise InvalidArgument("secret mount needs an id or a target")
+                path = self.opts.secrets.get(ident) or self.ctx.secrets.get(ident)
+                if path is None:
+                    if o.get("required", "false") in ("true", ""):
+                        raise InvalidArgument(f"secret {ident} not found")
+                    continue
+                mounts.append(Mount("bind", target or f"/run/secrets/{ident}", path, True))
+                inputs.append(["secret", ident, target])   # never the content
+                continue
+            if not target:
+                raise InvalidArgument(f"mount type={kind} requires a target")
+            if kind == "tmpfs":
+                mounts.append(Mount("tmpfs", target, size=int(o.get("size", "0") or 0)))
+                inputs.append(["tmpfs", target])
+            elif kind == "cache":
+                ident = o.get("id") or target
+                sharing = o.get("sharing", "shared")
+                if sharing not in ("shared", "private", "locked"):
+                    raise InvalidArgument(f"unsupported sharing value {sharing!r}")
+                path = self.backend.cache_dir(ident)
+                mounts.append(Mount("bind", target, path, readonly=o.get("ro") == "true"
+                                    or "readonly" in o))
+                inputs.append(["cache", ident, target])
+            elif kind == "bind":
+                source = o.get("source") or o.get("src") or "."
+                ro = not ("rw" in o or o.get("readwrite") == "true" or o.get("rw") == "true")
+                frm = o.get("from", "")
+                if frm:
+                    other = self.plan.stage_named(frm)
+                    image = (self._stage_state(other.index).image if other is not None
+                             else self.backend.base_image(frm, pull=self.opts.pull,
+                                                          platform=""))
+                    cm = self.backend.rootfs(image)
+                    root = cm.__enter__()
+                    cleanup.append(functools.partial(_close, cm))
+                    ident_root = f"image:{image}"
+                    known: dict[str, str] = {}
+                else:
+                    root, ident_root = self.ctx.root, "context"
+                    known = self.ctx.digests
+                path = in_root(root, source)
+                if not os.path.exists(path):
+                    raise NotFound(f"failed to compute cache key: \"/{source.lstrip('/')}\": "
+                                   "not found")
+                sel = filecopy.select(root, [source], known_digests=known or None)
+                if not ro:
+                    # Writes to a rw bind mount are thrown away (BuildKit): give a copy.
+                    scratch = tempfile.mkdtemp(prefix="ketch-bind-")
+                    cleanup.append(functools.partial(shutil.rmtree, scratch, ignore_errors=True))
+                    dst = os.path.join(scratch, "m")
+                    if os.path.isdir(path):
+                        shutil.copytree(path, dst, symlinks=True)
+                    else:
+                        shutil.copy2(path, dst)
+                    path = dst
+                mounts.append(Mount("bind", target, path, readonly=ro))
+                inputs.append(["bind", ident_root, source, target, ro, sel.digest])
+            elif kind == "ssh":
+                raise NotSupported("RUN --mount=type=ssh is not supported")
+            else:
+                raise InvalidArgument(f"unsupported mount type {kind!r}")
+        return mounts, inputs, cleanup
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def in_root(root: str, path: str) -> str:
+    """``path`` inside ``root`` with symlinks resolved as if ``root`` were ``/``: the
+    result never leaves ``root`` (missing components are kept as they are)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > 255:
+            raise InvalidArgument(f"too many levels of symbolic links: {path}")
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p and p != "."] + parts
+    return os.path.join(root, *resolved)
+
+
+def _close(cm: contextlib.AbstractContextManager[str]) -> None:
+    cm.__exit__(None, None, None)
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def _display(cmd: Command) -> str:
+    return cmd.original.strip()
+
+
+def _copy_created_by(cmd: Command, words: list[str]) -> str:
+    flags = []
+    for k in ("from", "chown", "chmod", "link", "parents", "exclude", "checksum"):
+        for v in cmd.flags.get(k, []):
+            flags.append(f"--{k}={v}")
+    return f"{cmd.name.upper()} {' '.join([*flags, *words])} # buildkit"
+
+
+def _mount_options(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part:
+            continue
+        k, eq, v = part.partition("=")
+        out[k.strip().lower()] = v if eq else ""
+    return out
+
+
+def _expand_heredoc(content: str, env: dict[str, str]) -> str:
+    """Expand ``$VAR`` in a heredoc body, keeping everything else (quotes included)."""
+    import re
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        return env.get(name, "")
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, content)
+
+
+def _check_signal(sig: str) -> None:
+    import signal
+
+    s = sig.upper()
+    if s.isdigit():
+        return
+    name = s if s.startswith("SIG") else "SIG" + s
+    if not hasattr(signal, name) and not name.startswith("SIGRTM"):
+        raise InvalidArgument(f"Invalid signal: {sig}")
+
+
+def _healthcheck(cmd: Command) -> dict[str, Any]:
+    from ketch.filters import parse_duration
+
+    kind = cmd.args[0].upper()
+    hc: dict[str, Any] = {}
+    if kind == "NONE":
+        if len(cmd.args) > 1:
+            raise InvalidArgument("HEALTHCHECK NONE takes no arguments")
+        return {"Test": ["NONE"]}
+    if kind != "CMD":
+        raise InvalidArgument(f"Unknown type \"{kind}\" in HEALTHCHECK (try CMD)")
+    rest = cmd.args[1:]
+    if not rest:
+        raise InvalidArgument("Missing command after HEALTHCHECK CMD")
+    hc["Test"] = ["CMD", *rest] if cmd.json else ["CMD-SHELL", rest[0]]
+    names = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
+             "start-interval": "StartInterval"}
+    for flag, key in names.items():
+        if cmd.flag(flag):
+            try:
+                secs = parse_duration(cmd.flag(flag))
+            except (InvalidArgument, ValueError):
+                raise InvalidArgument(f"time: invalid duration \"{cmd.flag(flag)}\"") from None
+            if secs and secs < 0.001:
+                raise InvalidArgument(f"Interval \"{flag}\" cannot be less than 1ms")
+            hc[key] = int(secs * 1_000_000_000)
+    if cmd.flag("retries"):
+        try:
+            retries = int(cmd.flag("retries"))
+        except ValueError:
+            raise InvalidArgument(f"strconv.ParseInt: parsing \"{cmd.flag('retries')}\": "
+                                  "invalid syntax") from None
+        if retries < 0:
+            raise InvalidArgument("--retries cannot be negative")
+        hc["Retries"] = retries
+    return hc

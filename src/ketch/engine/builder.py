@@ -1,0 +1,555 @@
+"""The engine's side of ``docker build``: images, snapshots and containers for the
+builder (``ketch.build.executor``), which decides the steps and the cache.
+
+A build runs in a worker thread. Steps that touch the filesystem get a
+writable snapshot of their parent image: COPY/ADD/WORKDIR mount it here and
+write into it, RUN goes through the engine as an ordinary container (same
+runtime, cgroups, network and events as ``docker run``), the way moby's
+legacy builder runs its steps. Either way the snapshot's upper directory
+becomes the step's layer, and every step is an image whose parent is the
+step before (``docker images -a`` shows them, as with dockerd's legacy builder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from ketch.build.backend import CacheRecord, RunSpec
+from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported
+
+if TYPE_CHECKING:
+    from ketch.build.context import BuildContext
+    from ketch.build.request import BuildOptions, Emit
+    from ketch.engine.containers import Engine
+
+_BUILD_LABEL = "ketch.build.step"
+
+
+class BuildService:
+    """``POST /build``'s engine: one per daemon, builds run in worker threads."""
+
+    def __init__(self, engine: Engine, distribution: Any = None,
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 on_image_event: Callable[[str, str, str], None] | None = None) -> None:
+        self.engine = engine
+        self.on_image_event = on_image_event or (lambda action, image, ref: None)
+        self.images = engine.images
+        self.distribution = distribution
+        self.loop = loop or asyncio.get_event_loop()
+        self.root = os.path.join(engine.opts.root, "builder")
+        os.makedirs(self.tmp_dir(), mode=0o700, exist_ok=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """What a build killed with the daemon left: its mounts, scratch dirs and
+        snapshots (no build runs yet when the daemon starts)."""
+        from ketch.image.snapshot import Kind
+
+        tmp = self.tmp_dir()
+        for name in os.listdir(tmp):
+            path = os.path.join(tmp, name)
+            with contextlib.suppress(OSError):
+                _unmount_all(path)
+            shutil.rmtree(path, ignore_errors=True)
+        for info in list(self.images.snapshotter.walk()):
+            if info.kind is Kind.ACTIVE and info.name.startswith("build-"):
+                with contextlib.suppress(KetchError, OSError):
+                    self.images.snapshotter.remove(info.name)
+
+    def tmp_dir(self) -> str:
+        return os.path.join(self.root, "tmp")
+
+    def build(self, opts: BuildOptions, context: BuildContext, emit: Emit,
+              cancel: threading.Event) -> str:
+        from ketch.build.executor import Builder, Context, in_root
+        from ketch.image import oci
+
+        path = in_root(context.root, opts.dockerfile or "Dockerfile")
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise InvalidArgument("Cannot locate specified Dockerfile: "
+                                  f"{opts.dockerfile or 'Dockerfile'}") from None
+        backend = _Backend(self, opts)
+        ctx = Context(root=context.root, digests=context.digests, named=dict(context.contexts),
+                      secrets=dict(context.secrets))
+        builder = Builder(text, opts, backend, ctx, emit, cancel,
+                          host_platform=("linux", oci.host_arch(), ""))
+        return builder.run()
+
+    def call(self, coro: Any) -> Any:
+        """Run an engine coroutine on the daemon's loop from a build thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def cache_store(self) -> BuildCacheStore:
+        return BuildCacheStore(self)
+
+
+class _Backend:
+    """``ketch.build.backend.Backend`` over one daemon's engine, for one build."""
+
+    def __init__(self, svc: BuildService, opts: BuildOptions) -> None:
+        self.svc = svc
+        self.images = svc.images
+        self.opts = opts
+
+    # --- images ----------------------------------------------------------------------------
+
+    def base_image(self, ref: str, *, pull: bool, platform: str) -> str:
+        from ketch.image.reference import normalize
+
+        try:
+            name = normalize(ref)
+        except InvalidArgument:
+            raise InvalidArgument(f"invalid reference format: {ref}") from None
+        if not pull:
+            with contextlib.suppress(NotFound):
+                return self.images.get(str(name)).id
+        if self.svc.distribution is None:
+            raise NotFound(f"No such image: {name.familiar()}")
+        from ketch.registry.client import Credentials
+
+        creds = None
+        auth = self.opts.registry_auth.get(name.domain) if self.opts.registry_auth else None
+        if isinstance(auth, dict):
+            creds = Credentials.from_json(auth)
+        tag = name.tag or ""
+        source = name.name if name.digest is None else f"{name.name}@{name.digest}"
+        self.svc.distribution.pull(source, tag if name.digest is None else "",
+                                   platform=platform, creds=creds, emit=lambda m: None)
+        return self.images.get(str(name)).id
+
+    def image_doc(self, image_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.images.content.read(image_id))
+        doc.setdefault("config", {})
+        if doc["config"] is None:
+            doc["config"] = {}
+        return doc
+
+    def tag(self, image_id: str, tags: list[str]) -> None:
+        from ketch.image.reference import normalize
+
+        refs = []
+        for t in tags:
+            try:
+                ref = normalize(t)
+            except InvalidArgument:
+                raise InvalidArgument(f"invalid reference format: {t}") from None
+            if ref.digest is not None:
+                raise InvalidArgument("refusing to create a tag with a digest reference")
+            refs.append(ref)
+        for ref in refs:
+            with self.images.metadata.transaction():
+                self.images.metadata.tag(ref, image_id)
+            self.svc.on_image_event("tag", image_id, ref.familiar())
+
+    # --- cache -----------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        return self.images.metadata.cache_get(key)
+
+    def cache_put(self, record: CacheRecord) -> None:
+        self.images.metadata.cache_put(record.key, record.image, record.parent, record.command,
+                                       json.dumps(record.inputs, sort_keys=True))
+
+    def cache_siblings(self, parent: str) -> list[CacheRecord]:
+        out = []
+        for key, image, par, command, inputs, *_ in self.images.metadata.cache_rows(parent):
+            try:
+                doc = json.loads(inputs)
+            except ValueError:
+                doc = {}
+            out.append(CacheRecord(key=key, image=image, parent=par, command=command,
+                                   inputs=doc))
+        return out
+
+    def cache_dir(self, ident: str) -> str:
+        h = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        path = os.path.join(self.svc.root, "cache-mounts", h)
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        return path
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def commit_config(self, parent: str | None, doc: dict[str, Any]) -> str:
+        return derive_image(self.images, parent, doc, None)
+
+    def commit_files(self, parent: str | None, doc: dict[str, Any],
+                     fill: Callable[[str], None]) -> str:
+        with self._writable(parent) as (rootfs, upper):
+            fill(rootfs)
+            _unmount_all(rootfs)
+            return derive_image(self.images, parent, doc, upper,
+                                clamp=self.opts.source_date_epoch)
+
+    @contextlib.contextmanager
+    def _writable(self, parent: str | None) -> Iterator[tuple[str, str]]:
+        """A writable snapshot of ``parent`` mounted on a temporary directory:
+        (mounted root, upper dir holding the changes)."""
+        snap = self.images.snapshotter
+        key = f"build-{secrets.token_hex(8)}"
+        target = os.path.join(self.svc.tmp_dir(), key)
+        os.makedirs(target, mode=0o700)
+        try:
+            if parent is not None:
+                mounts = self.images.rootfs_mounts(parent, key)
+            else:
+                mounts = snap.prepare(key, None)
+            try:
+                from ketch.engine.containers import mount_layer
+
+                for m in mounts:
+                    mount_layer(m.type, m.source, m.options, target, cwd=m.cwd)
+                try:
+                    yield target, _upper_of(mounts, target)
+                finally:
+                    _unmount_all(target)
+            finally:
+                with contextlib.suppress(KetchError, OSError):
+                    snap.remove(key)
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(target)
+
+    @contextlib.contextmanager
+    def rootfs(self, image_id: str | None) -> Iterator[str]:
+        if image_id is None:
+            empty = os.path.join(self.svc.tmp_dir(), f"empty-{secrets.token_hex(6)}")
+            os.makedirs(empty, mode=0o755)
+            try:
+                yield empty
+            finally:
+                shutil.rmtree(empty, ignore_errors=True)
+            return
+        # A writable snapshot is simplest to mount and is thrown away afterwards.
+        with self._writable(image_id) as (root, _upper):
+            yield root
+
+    def user_ids(self, rootfs: str, spec: str) -> tuple[int, int]:
+        from ketch.engine.userdb import UserDB
+
+        user, _, group = spec.partition(":")
+        db = UserDB.from_rootfs(rootfs)
+        try:
+            eu = db.exec_user(spec)
+        except KetchError as exc:
+            raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
+                                  f"{exc}") from None
+        if not group and user.isdigit():
+            return eu.uid, eu.uid       # BuildKit: a numeric user alone sets the gid too
+        return eu.uid, eu.gid
+
+    def commit_run(self, parent: str | None, doc: dict[str, Any], spec: RunSpec,
+                   output: Callable[[str, str], None], started: Callable[[str], None],
+                   cancelled: Callable[[], bool]) -> str:
+        if parent is None:
+            raise NotSupported("RUN on FROM scratch with no files before it: there is no "
+                               "shell to run")
+        o = self.opts
+        r = o.resources
+        mounts: list[dict[str, Any]] = []
+        for m in spec.mounts:
+            if m.type == "tmpfs":
+                entry: dict[str, Any] = {"Type": "tmpfs", "Target": m.target}
+                if m.size:
+                    entry["TmpfsOptions"] = {"SizeBytes": m.size}
+                mounts.append(entry)
+            else:
+                mounts.append({"Type": "bind", "Source": m.source, "Target": m.target,
+                               "ReadOnly": m.readonly})
+        network = spec.network or o.network_mode or "default"
+        hc: dict[str, Any] = {
+            "NetworkMode": network, "Mounts": mounts,
+            "LogConfig": {"Type": "json-file", "Config": {}},
+            "Memory": r.memory, "MemorySwap": r.memory_swap, "CpuShares": r.cpu_shares,
+            "CpuPeriod": r.cpu_period, "CpuQuota": r.cpu_quota, "CpusetCpus": r.cpuset_cpus,
+            "CpusetMems": r.cpuset_mems, "ShmSize": r.shm_size, "Ulimits": r.ulimits or None,
+            "ExtraHosts": o.extra_hosts or None,
+        }
+        body = {"Image": parent, "Cmd": spec.argv, "Entrypoint": [""], "Env": spec.env,
+                "User": spec.user, "WorkingDir": spec.workdir,
+                "Healthcheck": {"Test": ["NONE"]}, "Labels": {_BUILD_LABEL: "1"},
+                "AttachStdout": True, "AttachStderr": True, "HostConfig": hc}
+        return self.svc.call(self._run(parent, doc, body, spec, output, started, cancelled))
+
+    async def _run(self, parent: str, doc: dict[str, Any], body: dict[str, Any], spec: RunSpec,
+                   output: Callable[[str, str], None], started: Callable[[str], None],
+                   cancelled: Callable[[], bool]) -> str:
+        from ketch.engine.logread import ReadOptions, follow_batches
+
+        engine = self.svc.engine
+        cid, _ = await engine.create(body)
+        keep = False
+        try:
+            started(cid)
+            await engine.start(cid)
+            c = engine.store.get(cid)
+            stopped = engine.exit_event(cid)
+            watcher = asyncio.ensure_future(self._watch_cancel(cid, stopped, cancelled))
+            try:
+                path = engine.log_path(c)
+                if path:
+                    async for batch in follow_batches(path, ReadOptions(), follow=True,
+                                                      stopped=stopped):
+                        for rec in batch:
+                            output(rec.stream, rec.text.decode("utf-8", "replace"))
+                result = await engine.wait(cid)
+            finally:
+                watcher.cancel()
+            if cancelled():
+                from ketch.build.executor import Cancelled
+
+                raise Cancelled("build cancelled")
+            code = int(result.get("StatusCode", 0))
+            if code != 0:
+                from ketch.build.executor import StepFailed
+
+                keep = not self.opts.remove
+                shown = " ".join(spec.argv)
+                raise StepFailed(f"The command '{shown}' returned a non-zero code: {code}",
+                                 code)
+            upper = engine_upper(engine, cid)
+            _drop_mount_stubs(upper, engine_lowers(engine, cid),
+                              [m.target for m in spec.mounts])
+            return await asyncio.to_thread(derive_image, self.images, parent, doc, upper,
+                                           clamp=self.opts.source_date_epoch)
+        finally:
+            if not keep or self.opts.force_remove:
+                with contextlib.suppress(KetchError):
+                    await engine.remove(cid, force=True, volumes=True)
+
+    async def _watch_cancel(self, cid: str, stopped: asyncio.Event,
+                            cancelled: Callable[[], bool]) -> None:
+        while not stopped.is_set():
+            if cancelled():
+                with contextlib.suppress(KetchError):
+                    await self.svc.engine.kill(cid, "SIGKILL")
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopped.wait(), 0.2)
+
+
+# --- layers and images ---------------------------------------------------------------------
+
+
+def _upper_of(mounts: Any, target: str) -> str:
+    for m in mounts:
+        if m.type == "overlay":
+            for opt in m.options:
+                key, _, value = opt.partition("=")
+                if key == "upperdir":
+                    return os.path.join(m.cwd or "", value)
+    for m in mounts:
+        if m.type == "bind":
+            return str(m.source)    # no parent layers: the snapshot dir is all new
+    raise NotSupported("building needs the overlayfs snapshotter")
+
+
+def engine_upper(engine: Engine, cid: str) -> str:
+    from ketch.engine.files import ContainerFiles
+
+    return ContainerFiles(engine)._layer_dirs(cid)[0]
+
+
+def engine_lowers(engine: Engine, cid: str) -> list[str]:
+    from ketch.engine.files import ContainerFiles
+
+    return ContainerFiles(engine)._layer_dirs(cid)[1]
+
+
+def _drop_mount_stubs(upper: str, lowers: list[str], targets: list[str]) -> None:
+    """Remove the empty files and directories the runtime made in ``upper`` as mount
+    points for RUN --mount targets (and parents it had to create): BuildKit leaves
+    no trace of a mount in the layer. What the image already had stays."""
+    for target in targets:
+        rel = target.strip("/")
+        while rel:
+            if any(os.path.lexists(os.path.join(low, rel)) for low in lowers):
+                break
+            p = os.path.join(upper, rel)
+            try:
+                if os.path.isdir(p) and not os.path.islink(p):
+                    os.rmdir(p)         # only when empty
+                elif os.path.isfile(p) and os.path.getsize(p) == 0:
+                    os.unlink(p)
+                else:
+                    break
+            except OSError:
+                break
+            rel = os.path.dirname(rel)
+
+
+def _unmount_all(target: str) -> None:
+    import errno
+
+    from ketch.engine.containers import _is_mounted, _umount
+
+    while _is_mounted(target):
+        try:
+            _umount(target)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+
+
+def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: str | None,
+                 clamp: int | None = None) -> str:
+    """A new image: ``parent``'s layers, plus ``upper`` as one more layer when it holds
+    changes, with ``doc`` as its config (diff_ids filled in here). The last history
+    entry is marked ``empty_layer`` when no layer was added. Returns the image id."""
+    from ketch.engine.files import _commit_snapshot, _Created, _put, filtered_layer
+    from ketch.image import oci
+    from ketch.image.content import Descriptor
+    from ketch.image.metadata import ImageRecord
+    from ketch.image.service import SIZE_LABEL
+    from ketch.image.snapshot import apply_layer
+
+    created = _Created()
+    doc = json.loads(json.dumps(doc))
+    with images._locked():
+        try:
+            layers: list[Any] = []
+            manifest_layers: list[Any] = []
+            diff_ids: list[str] = []
+            if parent is not None:
+                base = images.get(parent)
+                layers = list(base.layers)
+                manifest_layers = list(oci.parse_manifest(
+                    images.content.read(base.manifest_digest)).layers)
+                diff_ids = [la.diff_id for la in base.layers]
+            history = doc.get("history") or []
+            if upper is not None:
+                with images.content.writer(f"build-{secrets.token_hex(8)}") as w:
+                    try:
+                        diff_id, _size, entries = filtered_layer(upper, w, clamp_mtime=clamp)
+                        existed = images.content.exists(w.digest())
+                        desc = w.commit()
+                    except BaseException:
+                        w.abort()
+                        raise
+                if entries:
+                    if not existed:
+                        created.blobs.append(desc.digest)
+                    chain = oci.chain_ids([*diff_ids, diff_id])[-1]
+                    from ketch.image.metadata import Layer
+
+                    size = _commit_snapshot(images, desc, chain, layers[-1].chain_id
+                                            if layers else None, created, SIZE_LABEL,
+                                            apply_layer)
+                    layers.append(Layer(diff_id, chain, size))
+                    manifest_layers.append(Descriptor(oci.MEDIA_TYPE_OCI_LAYER, desc.digest,
+                                                      desc.size))
+                    diff_ids.append(diff_id)
+                else:
+                    if not existed:
+                        with contextlib.suppress(KetchError, OSError):
+                            images.content.delete(desc.digest)
+                    if history:
+                        history[-1]["empty_layer"] = True
+            doc["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+            config_bytes = json.dumps(doc, separators=(",", ":")).encode()
+            config_digest = _put(images, config_bytes, created)
+            with contextlib.suppress(NotFound):
+                images.metadata.get_by_id(config_digest)
+                return str(config_digest)       # the same image exists: nothing more
+            manifest = oci.Manifest(
+                media_type=oci.MEDIA_TYPE_OCI_MANIFEST,
+                config=Descriptor(oci.MEDIA_TYPE_OCI_CONFIG, config_digest, len(config_bytes)),
+                layers=manifest_layers)
+            manifest_digest = _put(images, oci.encode(manifest), created)
+            labels = dict((doc.get("config") or {}).get("Labels") or {})
+            rec = ImageRecord(id=config_digest, manifest_digest=manifest_digest,
+                              created=str(doc.get("created") or ""),
+                              size=sum(la.size for la in layers), parent=parent,
+                              layers=tuple(layers), labels=labels)
+            with images.metadata.transaction():
+                images.metadata.add_image(rec)
+            return str(config_digest)
+        except BaseException:
+            for key in reversed(created.snapshots):
+                with contextlib.suppress(KetchError, OSError):
+                    images.snapshotter.remove(key)
+            for digest in created.blobs:
+                with contextlib.suppress(KetchError, OSError):
+                    images.content.delete(digest)
+            raise
+
+
+# --- build cache as system df and builder prune see it ---------------------------------------
+
+
+@dataclass
+class BuildCacheStore:
+    """The step cache as ``/system/df`` BuildCache entries and ``/build/prune``."""
+
+    svc: BuildService
+
+    def disk_usage(self) -> list[dict[str, Any]]:
+        from datetime import datetime
+
+        images = self.svc.images
+        tagged = set(images.metadata.all_references())
+        out = []
+        for key, image, parent, command, _inputs, created, last_used, count in \
+                images.metadata.cache_rows():
+            try:
+                rec = images.metadata.get_by_id(image)
+            except NotFound:
+                continue
+            own = rec.layers[-1].size if rec.layers and (
+                not parent or len(rec.layers) > len(_layers_of(images, parent))) else 0
+            out.append({
+                "ID": key.removeprefix("sha256:")[:25], "Parent": parent, "Parents": [parent]
+                if parent else [],
+                "Type": "regular", "Description": command,
+                "InUse": False, "Shared": image in tagged, "Size": own,
+                "CreatedAt": datetime.fromtimestamp(created, UTC).isoformat(),
+                "LastUsedAt": datetime.fromtimestamp(last_used, UTC).isoformat(),
+                "UsageCount": count,
+            })
+        return out
+
+    def prune(self, filters: Any, options: Any) -> dict[str, Any]:
+        """Drop cache rows and the untagged step images only they kept."""
+        images = self.svc.images
+        rows = images.metadata.cache_rows()
+        keys = [r[0] for r in rows]
+        reclaimed = 0
+        deleted: list[str] = []
+        tagged = set(images.metadata.all_references())
+        images.metadata.cache_delete(keys)
+        for key, image, *_ in reversed(rows):
+            if image in tagged or images.metadata.children(image):
+                continue
+            if self.svc.engine.in_use_by(image):
+                continue
+            try:
+                rec = images.metadata.get_by_id(image)
+            except NotFound:
+                continue
+            with contextlib.suppress(KetchError):
+                images.remove(image, force=False)
+                reclaimed += rec.layers[-1].size if rec.layers else 0
+                deleted.append(key.removeprefix("sha256:")[:25])
+        with contextlib.suppress(KetchError):
+            images.gc()
+        return {"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+
+def _layers_of(images: Any, image_id: str) -> tuple[Any, ...]:
+    try:
+        return tuple(images.metadata.get_by_id(image_id).layers)
+    except NotFound:
+        return ()
