@@ -695,7 +695,12 @@ class Daemon:
         engine = await self.start_engine(images, backend, events)
         eventing = EventingImages(images, events)
         distribution = self.distribution(images, eventing)
-        app = make_app(backend, eventing, engine, events, distribution=distribution)
+        from ketch.engine.builder import BuildService
+
+        builder = BuildService(engine, distribution, loop=asyncio.get_running_loop(),
+                               on_image_event=eventing.log)
+        app = make_app(backend, eventing, engine, events, distribution=distribution,
+                       builder=builder)
         # Open streams (wait, logs -f, events, attach) are cut after a short grace
         # period: containers outlive the daemon, their clients reconnect.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
