@@ -512,9 +512,10 @@ def _size_flag(flags: Mapping[str, Any], key: str, flag: str, swap: bool = False
         raise _flag_error(flag, value, str(exc)) from None
 
 
-def _query(flags: Mapping[str, Any], dockerfile: str, extras: Extras) -> list[tuple[str, str]]:
+def _query_args(flags: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``build_query``'s arguments from the flags (a bad value is a usage error, found
+    before anything else is done, as pflag finds it), and the pairs sent as they are."""
     from ketch.cli.run_opts import check_extra_host, parse_ulimit
-    from ketch.client._build import build_query
 
     hosts, ulimits = [], []
     for h in flags["add_hosts"]:
@@ -529,8 +530,8 @@ def _query(flags: Mapping[str, Any], dockerfile: str, extras: Extras) -> list[tu
             raise _flag_error("--ulimit", u, str(exc)) from None
     network = flags["network"]
     platform = flags["platform"] or os.environ.get("DOCKER_DEFAULT_PLATFORM", "")
-    pairs = build_query(
-        dockerfile=dockerfile, tags=flags["tag"],
+    kwargs: dict[str, Any] = dict(
+        tags=flags["tag"],
         build_args=build_args(flags["build_arg"], os.environ), target=flags["target"],
         no_cache=flags["no_cache"], no_cache_filter=_split_csv(flags["no_cache_filter"]),
         cache_from=_split_csv(flags["cache_from"]), pull=flags["pull"],
@@ -544,9 +545,9 @@ def _query(flags: Mapping[str, Any], dockerfile: str, extras: Extras) -> list[tu
         cpuset_cpus=flags["cpuset_cpus"], cpuset_mems=flags["cpuset_mems"],
         shm_size=_size_flag(flags, "shm_size", "--shm-size"), ulimits=ulimits,
         remove=flags["rm"], force_remove=flags["force_rm"], ketch_progress=True,
-        secrets=list(extras.secrets), contexts=list(extras.contexts),
         source_date_epoch=_source_date_epoch())
     # Sent as they are, for the daemon to refuse in dockerd's words.
+    pairs: list[tuple[str, str]] = []
     if flags["squash"]:
         pairs.append(("squash", "1"))
     if flags["isolation"]:
@@ -554,7 +555,7 @@ def _query(flags: Mapping[str, Any], dockerfile: str, extras: Extras) -> list[tu
     if flags["cgroup_parent"]:
         pairs.append(("cgroupparent", flags["cgroup_parent"]))
     pairs += [("securityopt", s) for s in _split_csv(flags["security_opt"])]
-    return pairs
+    return kwargs, pairs
 
 
 def _source_date_epoch() -> int | None:
@@ -604,6 +605,7 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
                           ", ".join(build_progress.MODES))
     if flags["quiet"]:
         progress = "quiet"
+    query_args, raw_pairs = _query_args(flags)
     output = parse_output(flags["output"]) if flags["output"] else None
     if output is not None and output.kind == "tar" and output.dest == "-" and \
             sys.stdout.isatty():
@@ -647,7 +649,10 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
         stdin_df = sys.stdin.buffer.read() if dockerfile_flag == "-" else None
         writer, df_name = directory_context(spec, dockerfile_flag if dockerfile_flag != "-"
                                             else None, extras, stdin_df)
-    pairs = _query(flags, df_name, extras)
+    from ketch.client._build import build_query
+
+    pairs = build_query(dockerfile=df_name, secrets=list(extras.secrets),
+                        contexts=list(extras.contexts), **query_args) + raw_pairs
     auths = _registry_auths(session)
     client = session.connect()
     renderer = build_progress.make(progress)

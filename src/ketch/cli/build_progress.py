@@ -271,8 +271,8 @@ class TTY(Renderer):
                 for line in st.output + ([st.partial] if st.partial else []):
                     out.append(_DIM + (" => => # " + line)[:self.width - 1] + _RESET)
         if self.image:
-            out.append(f" => writing image {self.image}")
-            out += [f" => naming to {t}" for t in self.tags]
+            out.append(f" => writing image {self.image}"[:self.width - 1])
+            out += [f" => naming to {t}"[:self.width - 1] for t in self.tags]
         keep = max(self.height - 2, 3)
         return out[-keep:]
 
