@@ -66,6 +66,7 @@ CONTEXT_MTIME = 1_600_000_000
 # What ``docker image inspect``'s Config says that a Dockerfile decides.
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
                "Labels", "Healthcheck", "StopSignal", "OnBuild", "Shell")
+STRING_KEYS = ("WorkingDir", "User", "StopSignal")
 # Paths of every container that the runtime, not the image, provides.
 # dockerd's init layer adds /etc/mtab -> /proc/mounts to every container, not to images.
 RUNTIME_STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv", "etc/mtab")
@@ -359,7 +360,11 @@ def built(side: BuildSide, image: str, scratch: Path) -> Built:
     assert res.returncode == 0, str(res)
     cfg = json.loads(res.stdout)[0].get("Config") or {}
     layers = [d for d in doc.get("rootfs", {}).get("diff_ids", []) if d != EMPTY_TAR]
-    return Built({k: cfg.get(k) for k in CONFIG_KEYS}, str(doc.get("author", "")),
+    # null and "" for an unset string are told apart by test_inspect_empty_strings
+    # alone, so that one difference does not hide the others here.
+    config = {k: ("" if cfg.get(k) is None and k in STRING_KEYS else cfg.get(k))
+              for k in CONFIG_KEYS}
+    return Built(config, str(doc.get("author", "")),
                  len(layers), history_rows(doc), export_tree(side, image, scratch))
 
 
@@ -367,7 +372,8 @@ def built(side: BuildSide, image: str, scratch: Path) -> Built:
 _NOP = re.compile(r"^.*?#\(nop\)\s+")
 _BUILDKIT = re.compile(r"\s*# buildkit$")
 # Its COPY/ADD rows name the sources by a content hash ("COPY file:<hex> in /dst ").
-_LEGACY_COPY = re.compile(r"^(COPY|ADD) ((?:--\S+ )*)(?:multi|file|dir):[0-9a-f]+ in (.*?)\s*$")
+# With a flag it writes no space before the hash ("COPY --chown=1:1file:<hex> in /d ").
+_LEGACY_COPY = re.compile(r"^(COPY|ADD) (.*?)(?:multi|file|dir):[0-9a-f]+ in (.*?)\s*$")
 # Its HEALTHCHECK row is Go's %q of the struct before StartInterval existed.
 _LEGACY_HEALTH = re.compile(r'^(HEALTHCHECK &\{\[.*\] "[^"]*" "[^"]*" "[^"]*") (\'.*\'\})$')
 INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY",
@@ -398,8 +404,7 @@ def normalise_created_by(text: str) -> str | None:
         if text.startswith("ONBUILD "):
             return None
         if text.startswith("EXPOSE "):
-            ports = sorted(p if "/" in p else f"{p}/tcp" for p in text.split()[1:])
-            return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in ports) + "]"
+            return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in port_set(text.split()[1:])) + "]"
         text = _LEGACY_HEALTH.sub(r'\1 "0s" \2', text)
         return text
     word = text.split(" ", 1)[0]
@@ -409,6 +414,18 @@ def normalise_created_by(text: str) -> str | None:
         words = text.split(" ")
         return " ".join([word, *(w for w in words[1:-1] if w.startswith("--")), words[-1]])
     return text
+
+
+def port_set(specs: list[str]) -> list[str]:
+    """EXPOSE's words as the keys of Go's nat.PortSet in its %v order: a protocol
+    on each (tcp by default), ranges expanded, sorted as strings."""
+    ports = set()
+    for spec in specs:
+        port, _, proto = spec.partition("/")
+        first, _, last = port.partition("-")
+        for n in range(int(first), int(last or first) + 1):
+            ports.add(f"{n}/{proto or 'tcp'}")
+    return sorted(ports)
 
 
 def tree_diff(want: dict[str, Node], got: dict[str, Node], limit: int = 40) -> str:
