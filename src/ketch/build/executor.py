@@ -86,6 +86,7 @@ class _State:
     doc: dict[str, Any]
     args: dict[str, str]            # ARGs declared in the stage with a value
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
+    ran_in: str = ""                # the container of the RUN that made ``image``
 
 
 def _digest(obj: Any) -> str:
@@ -377,7 +378,9 @@ class Builder:
             new = self._workdir(stage, state, cmd, n)
         else:
             new = self._meta(stage, state, cmd, n)
-        self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0))
+        removed = new.ran_in if self.opts.remove or self.opts.force_remove else ""
+        self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0,
+                           removed_container=removed))
         return new
 
     def _arg(self, state: _State, cmd: Command, gargs: dict[str, str]) -> _State:
@@ -736,6 +739,7 @@ class Builder:
             key = _digest([_KEY_VERSION, state.image, created_by, run_env, network,
                            mount_inputs, self._created])
             parent = state.image
+            ran_in: list[str] = []
 
             def make() -> str:
                 def output(stream: str, data: str) -> None:
@@ -746,6 +750,7 @@ class Builder:
                 def started(container: str) -> None:
                     from ketch.build.request import StepRunning
 
+                    ran_in.append(container)
                     self.emit(StepRunning(step=n, container=container))
 
                 return self.backend.commit_run(parent, doc, spec, output, started,
@@ -758,7 +763,8 @@ class Builder:
         finally:
             for fn in cleanup:
                 fn()
-        return _State(image, self.backend.image_doc(image), state.args, state.shell)
+        return _State(image, self.backend.image_doc(image), state.args, state.shell,
+                      ran_in=ran_in[0] if ran_in else "")
 
     def _declared(self, stage: Stage) -> set[str]:
         return {name for c in stage.commands if c.name == "arg" for name, _ in arg_pairs(c)}

@@ -291,7 +291,9 @@ class _Backend:
 
         engine = self.svc.engine
         cid, _ = await engine.create(body)
-        keep = False
+        # dockerd's legacy rules: rm (default) removes a step's container after it
+        # succeeds, forcerm also after it fails; a cancelled build leaves none.
+        keep = not (self.opts.remove or self.opts.force_remove)
         try:
             started(cid)
             await engine.start(cid)
@@ -316,7 +318,7 @@ class _Backend:
             if code != 0:
                 from ketch.build.executor import StepFailed
 
-                keep = not self.opts.remove
+                keep = not self.opts.force_remove
                 shown = " ".join(spec.argv)
                 raise StepFailed(f"The command '{shown}' returned a non-zero code: {code}",
                                  code)
@@ -325,8 +327,14 @@ class _Backend:
                               [m.target for m in spec.mounts])
             return await asyncio.to_thread(derive_image, self.images, parent, doc, upper,
                                            clamp=self.opts.source_date_epoch)
+        except BaseException as exc:
+            from ketch.build.executor import StepFailed
+
+            if not isinstance(exc, StepFailed):
+                keep = False
+            raise
         finally:
-            if not keep or self.opts.force_remove:
+            if not keep:
                 with contextlib.suppress(KetchError):
                     await engine.remove(cid, force=True, volumes=True)
 
