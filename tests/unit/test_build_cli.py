@@ -360,7 +360,7 @@ def _events() -> list[Any]:
             rq.StepRunning(2, "c" * 64),
             rq.StepOutput(2, "compil"), rq.StepOutput(2, "ing\ndone\n"),
             rq.StepDone(2, "sha256:" + "b" * 64, seconds=1.25, removed_container="c" * 64),
-            rq.StepStarted(3, 3, "1", "COPY --from=build /out /"),
+            rq.StepStarted(3, 3, "stage-1", "COPY --from=build /out /"),
             rq.StepCached(3), rq.StepDone(3, IMG4),
             rq.BuildResult(IMG4, ["me/app:1"])]
 
@@ -378,7 +378,7 @@ def test_plain_is_buildkits_format() -> None:
         "#1 [build 1/3] FROM busybox AS build\n#1 DONE 0.0s\n\n"
         "#2 [build 2/3] RUN make\n#2 cache miss: the command changed\n"
         "#2 T compiling\n#2 T done\n#2 DONE 1.2s\n\n"
-        "#3 [3/3] COPY --from=build /out /\n#3 CACHED\n\n"
+        "#3 [stage-1 3/3] COPY --from=build /out /\n#3 CACHED\n\n"
         f"#4 exporting to image\n#4 writing image {IMG4} done\n#4 naming to me/app:1 done\n"
         "#4 DONE 0.0s\n")
 
@@ -517,3 +517,11 @@ def test_an_exported_filesystem_is_extracted_safely(tmp_path: Path) -> None:
     with pytest.raises(tarfile.TarError):
         extract_tar(io.BytesIO(bad.getvalue()), str(tmp_path / "out2"))
     assert not (tmp_path / "escape").exists()
+
+
+def test_step_labels_read_as_buildkits() -> None:
+    from ketch.cli.build_progress import _label
+
+    assert _label("stage-0", 1, 10, "FROM x") == "[ 1/10] FROM x"
+    assert _label("stage-2", 3, 4, "RUN y") == "[stage-2 3/4] RUN y"
+    assert _label("build", 2, 4, "RUN y") == "[build 2/4] RUN y"

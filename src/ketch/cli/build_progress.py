@@ -45,8 +45,12 @@ def choose(mode: str, stream: TextIO) -> str:
 
 
 def _label(stage: str, step: int, total: int, text: str) -> str:
-    """BuildKit names a step ``[stage n/m]`` when its stage has a name, else ``[n/m]``."""
-    where = f"{stage} {step}/{total}" if stage and not stage.isdigit() else f"{step}/{total}"
+    """BuildKit's ``[stage n/m] TEXT``: the number padded to the width of the total, the
+    stage named unless it is the first one and has no name of its own ("stage-0", "0"),
+    which is how a single-stage build reads."""
+    auto = stage.removeprefix("stage-")
+    number = f"{step:>{len(str(total))}}/{total}"
+    where = number if not stage or (auto.isdigit() and int(auto) == 0) else f"{stage} {number}"
     return f"[{where}] {text}"
 
 
