@@ -13,6 +13,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.test_daemon_system import Ketchd, docker
@@ -248,3 +249,28 @@ def test_docker_cli_build_and_run(loaded_ketchd: Ketchd, tmp_path: Path,
     assert out.returncode == 0, out.stderr
     assert "Successfully tagged app:1" in out.stdout
     assert run(k, "app:1") == "app says hi\n"
+
+
+def test_cache_from_an_image_pulled_from_a_registry(loaded_ketchd: Ketchd, tmp_path: Path,
+                                                    start_registry: Callable[..., Any]) -> None:
+    """CI's pattern: push the image, start from nothing, pull it, build with
+    --cache-from: every step is served from the pulled image's layers."""
+    k = loaded_ketchd
+    reg = start_registry("ketch")
+    name = f"{reg.host}/ci/app:cache"
+    write(tmp_path, {"a.txt": "a\n", "Dockerfile": (
+        "FROM busybox\nENV A=1\nCOPY a.txt /a\nRUN echo built > /b\nCMD [\"cat\", \"/b\"]\n")})
+    out = ketch(k, "build", "-q", "-t", name, ".", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.strip()
+    assert docker(k, "push", name).returncode == 0
+    assert docker(k, "rmi", name).returncode == 0
+    assert docker(k, "builder", "prune", "-af").returncode == 0
+    assert docker(k, "pull", name).returncode == 0
+    out = ketch(k, "build", "--progress", "plain", "--cache-from", name, "-t", "again", ".",
+                cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("CACHED") == 4, out.stderr
+    assert "Running in" not in out.stderr and "#4 0." not in out.stderr
+    assert run(k, "again") == "built\n"
+    assert inspect(k, "again")["RootFS"] == inspect(k, first)["RootFS"]

@@ -29,6 +29,7 @@ class FakeBackend:
         self.images: dict[str, tuple[str | None, dict[str, Any], dict[str, bytes]]] = {}
         self.cache: dict[str, CacheRecord] = {}
         self.runs: list[RunSpec] = []
+        self.reused: list[tuple[str, int]] = []
         self.tags: dict[str, str] = {}
         self.lock = threading.Lock()
         self.run_hook: Callable[[RunSpec], int] = lambda spec: 0
@@ -38,6 +39,13 @@ class FakeBackend:
         self.base = self._add(None, base_doc, {"etc/passwd": b"root:x:0:0::/root:/bin/sh\n"
                                                b"app:x:1000:1000::/home/app:/bin/sh\n",
                                                "etc/group": b"root:x:0:\napp:x:1000:\n"})
+
+    def _layer(self, doc: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        """``doc`` with one more diff_id, as the engine adds for a layer step."""
+        doc = json.loads(json.dumps(doc))
+        tree = json.dumps(sorted((k, v.hex()) for k, v in files.items()))
+        doc["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(tree.encode()).hexdigest())
+        return doc
 
     def _add(self, parent: str | None, doc: dict[str, Any], files: dict[str, bytes]) -> str:
         body = json.dumps([parent, doc, sorted((k, v.hex()) for k, v in files.items())],
@@ -53,6 +61,8 @@ class FakeBackend:
     def base_image(self, ref: str, *, pull: bool, platform: str) -> str:
         if ref in ("busybox", "busybox:latest"):
             return self.base
+        if ref in self.tags:
+            return self.tags[ref]
         raise NotFound(f"No such image: {ref}")
 
     def image_doc(self, image_id: str) -> dict[str, Any]:
@@ -80,6 +90,13 @@ class FakeBackend:
             os.makedirs(os.path.dirname(p), exist_ok=True)
             Path(p).write_bytes(data)
 
+    def commit_layer_from(self, parent: str | None, doc: dict[str, Any], source: str,
+                          index: int) -> str:
+        self.reused.append((source, index))
+        doc = json.loads(json.dumps(doc))
+        doc["rootfs"]["diff_ids"].append(self.images[source][1]["rootfs"]["diff_ids"][index])
+        return self._add(parent, doc, self.files(source))
+
     def commit_files(self, parent: str | None, doc: dict[str, Any],
                      fill: Callable[[str], None]) -> str:
         with tempfile.TemporaryDirectory() as root:
@@ -93,7 +110,7 @@ class FakeBackend:
                 for n in names:
                     p = os.path.join(dirpath, n)
                     files[os.path.relpath(p, root)] = Path(p).read_bytes()
-        return self._add(parent, doc, files)
+        return self._add(parent, self._layer(doc, files), files)
 
     def commit_run(self, parent: str | None, doc: dict[str, Any], spec: RunSpec,
                    output: Callable[[str, str], None], started: Callable[[str], None],
@@ -108,7 +125,7 @@ class FakeBackend:
         files = dict(self.files(parent) if parent else {})
         n = sum(1 for k in files if k.startswith("ran/") and not k.endswith("/")) + 1
         files[f"ran/{n}"] = spec.argv[-1].encode()
-        return self._add(parent, doc, files)
+        return self._add(parent, self._layer(doc, files), files)
 
     @contextlib.contextmanager
     def rootfs(self, image_id: str | None) -> Iterator[str]:
@@ -380,3 +397,24 @@ def test_in_root_never_leaves_the_root(tmp_path: Path) -> None:
     assert in_root(str(root), "etc2/x") == str(root / "etc/x")
     assert in_root(str(root), "../../x") == str(root / "x")
     shutil.rmtree(root)
+
+
+def test_cache_from_an_image_without_its_intermediates(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    text = "FROM busybox\nENV A=1\nCOPY a.txt /a\nRUN echo x\nCMD [\"x\"]\n"
+    built = FakeBackend()
+    image, _ = build(built, tmp_path, text)
+    # Another machine: the same base, only the final image (as a pull gives it).
+    fresh = FakeBackend()
+    fresh.images[image] = built.images[image]
+    fresh.tags["reg/app:cache"] = image
+    again, events = build(fresh, tmp_path, text, cache_from=["reg/app:cache"])
+    assert fresh.runs == []
+    assert [i for _, i in fresh.reused] == [0, 1]      # the COPY's layer, the RUN's
+    assert sum(isinstance(e, StepCached) for e in events) == 4
+    assert config(fresh, again) == config(built, image)
+    (tmp_path / "a.txt").write_text("changed")
+    _, events = build(fresh, tmp_path, text, cache_from=["reg/app:cache"])
+    assert len(fresh.runs) == 1              # the COPY and what follows it missed
+    missing, events = build(FakeBackend(), tmp_path, text, cache_from=["nope:1"])
+    assert any(e.kind == "warning" and "--cache-from nope:1" in e.text for e in events)

@@ -65,6 +65,11 @@ class Backend(Protocol):
     def commit_config(self, parent: str | None, doc: dict[str, Any]) -> str:
         """A new image: ``parent``'s layers and the config ``doc`` (no new layer)."""
 
+    def commit_layer_from(self, parent: str | None, doc: dict[str, Any], source: str,
+                          index: int) -> str:
+        """A new image: ``parent``'s layers plus layer ``index`` of image ``source``
+        (a ``--cache-from`` hit), with the config ``doc``."""
+
     def commit_files(self, parent: str | None, doc: dict[str, Any],
                      fill: Callable[[str], None]) -> str:
         """A new image: ``fill(rootfs)`` writes into a writable view of ``parent``; its

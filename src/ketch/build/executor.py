@@ -52,6 +52,8 @@ from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
+# The image config's record of each history entry's cache key (see _step_key).
+CACHE_FIELD = "ketch.build.cache.v1"
 _KEY_VERSION = "ketch-build-v1"
 
 
@@ -134,6 +136,7 @@ class Builder:
         self._lock = threading.Lock()
         self._used_args: set[str] = set()
         self._stage_futures: dict[int, Future[_State]] = {}
+        self._cache_from: list[tuple[str, dict[str, Any]]] | None = None
         self._total = len(self.df.instructions)
         self._numbers = self._step_numbers()
         self._created = self._created_time()
@@ -410,12 +413,32 @@ class Builder:
         doc.setdefault("history", []).append(entry)
         doc["created"] = entry["created"]
 
+    def _step_key(self, state: _State, doc: dict[str, Any], parts: list[Any]) -> str:
+        """The step's cache key, and its parent-free part recorded in ``doc``.
+
+        The recorded list (one entry per history entry) is what ``--cache-from``
+        matches on an image built elsewhere, whose intermediate images are not here:
+        like BuildKit's inline cache, it travels in the image config.
+        """
+        content = _digest(parts)
+        history = doc.get("history") or []
+        keys = _cache_keys(state.doc)
+        keys += [""] * (len(history) - 1 - len(keys))
+        doc[CACHE_FIELD] = [*keys[:len(history) - 1], content]
+        return _digest([_KEY_VERSION, state.image, content, self._created])
+
     def _cached_or(self, *, key: str, parent: str, command: str, inputs: dict[str, Any],
-                   make: Callable[[], str], step: int = 0, stage: str = "") -> str:
+                   make: Callable[[], str], step: int = 0, stage: str = "",
+                   state: _State | None = None, doc: dict[str, Any] | None = None) -> str:
         """The cached image for ``key``, else ``make()`` recorded under it."""
         use_cache = not self.opts.no_cache and stage not in self.opts.no_cache_filter
         if use_cache:
             hit = self.backend.cache_get(key)
+            if hit is None and state is not None and doc is not None:
+                hit = self._from_cache_images(state, doc)
+                if hit is not None:
+                    self.backend.cache_put(CacheRecord(key=key, image=hit, parent=parent,
+                                                       command=command, inputs=inputs))
             if hit is not None:
                 if step:
                     self.emit(StepCached(step=step))
@@ -429,6 +452,52 @@ class Builder:
         self.backend.cache_put(CacheRecord(key=key, image=image, parent=parent,
                                            command=command, inputs=inputs))
         return image
+
+    def _cache_images(self) -> list[tuple[str, dict[str, Any]]]:
+        """The ``--cache-from`` images' ids and configs, looked up once; one that
+        cannot be found is a warning, as BuildKit's import of a missing cache."""
+        with self._lock:
+            if self._cache_from is None:
+                found = []
+                for ref in self.opts.cache_from:
+                    try:
+                        image = self.backend.base_image(ref, pull=False, platform="")
+                    except KetchError as exc:
+                        self.emit(BuildWarning(f"[Warning] --cache-from {ref}: {exc}"))
+                        continue
+                    found.append((image, self.backend.image_doc(image)))
+                self._cache_from = found
+            return self._cache_from
+
+    def _from_cache_images(self, state: _State, doc: dict[str, Any]) -> str | None:
+        """The step's result taken from a ``--cache-from`` image whose history starts
+        as the parent's and goes on with this very step (same recorded key)."""
+        if not self.opts.cache_from:
+            return None
+        parent_hist = [h.get("created_by", "") for h in state.doc.get("history") or []]
+        parent_keys = _cache_keys(state.doc)
+        parent_keys += [""] * (len(parent_hist) - len(parent_keys))
+        parent_diffs = list((state.doc.get("rootfs") or {}).get("diff_ids") or [])
+        n = len(parent_hist)
+        want = doc[CACHE_FIELD][n]
+        for image, cdoc in self._cache_images():
+            hist = cdoc.get("history") or []
+            keys = _cache_keys(cdoc)
+            keys += [""] * (len(hist) - len(keys))
+            diffs = list((cdoc.get("rootfs") or {}).get("diff_ids") or [])
+            if len(hist) <= n or keys[n] != want or keys[:n] != parent_keys:
+                continue
+            if [h.get("created_by", "") for h in hist[:n]] != parent_hist:
+                continue
+            if diffs[:len(parent_diffs)] != parent_diffs:
+                continue
+            if hist[n].get("empty_layer"):
+                doc["history"][-1]["empty_layer"] = True
+                return self.backend.commit_config(state.image, doc)
+            if len(diffs) <= len(parent_diffs):
+                continue
+            return self.backend.commit_layer_from(state.image, doc, image, len(parent_diffs))
+        return None
 
     def _miss_reason(self, parent: str, command: str, inputs: dict[str, Any]) -> str:
         siblings = self.backend.cache_siblings(parent)
@@ -463,11 +532,10 @@ class Builder:
     def _commit_meta(self, stage: Stage, state: _State, doc: dict[str, Any], created_by: str,
                      n: int, raw: str, inputs: dict[str, Any] | None = None) -> _State:
         self._history(doc, created_by, empty=True)
-        key = _digest([_KEY_VERSION, state.image, "meta", created_by, doc["config"],
-                       self._created])
+        key = self._step_key(state, doc, ["meta", created_by, doc["config"]])
         parent = state.image
         image = self._cached_or(key=key, parent=parent or "", command=raw,
-                                inputs={"expanded": created_by, **(inputs or {})}, step=n,
+                                inputs={"expanded": created_by, **(inputs or {})}, step=n, state=state, doc=doc,
                                 stage=stage.name,
                                 make=lambda: self.backend.commit_config(parent, doc))
         return _State(image, doc, state.args, list(doc["config"].get("Shell") or state.shell))
@@ -574,7 +642,7 @@ class Builder:
         created_by = f"WORKDIR {path}"
         self._history(doc, created_by, empty=False)
         user = cfg.get("User") or ""
-        key = _digest([_KEY_VERSION, state.image, "workdir", path, user, self._created])
+        key = self._step_key(state, doc, ["workdir", path, user])
         parent = state.image
 
         def fill(rootfs: str) -> None:
@@ -591,7 +659,7 @@ class Builder:
 
         image = self._cached_or(key=key, parent=parent or "", command=_display(cmd),
                                 inputs={"expanded": created_by},
-                                step=n, stage=stage.name, make=make)
+                                step=n, state=state, doc=doc, stage=stage.name, make=make)
         return _State(image, self.backend.image_doc(image), state.args, state.shell)
 
     # --- COPY and ADD -------------------------------------------------------------------------
@@ -672,9 +740,9 @@ class Builder:
             inputs: dict[str, Any] = {"files": files if len(files) <= 20000 else {},
                                       "source": ident}
             filecopy.check_destination(sel, dest)
-            key = _digest([_KEY_VERSION, state.image, created_by, ident, sel.digest, chown,
-                           chmod_text, parents, excludes, workdir, is_add, self._created])
             self._history(doc, created_by, empty=False)
+            key = self._step_key(state, doc, [created_by, ident, sel.digest, chown, chmod_text,
+                                              parents, excludes, workdir, is_add])
             parent = state.image
 
             def fill(rootfs: str) -> None:
@@ -687,7 +755,7 @@ class Builder:
 
             inputs["expanded"] = created_by
             image = self._cached_or(key=key, parent=parent or "", command=_display(cmd),
-                                    inputs=inputs, step=n, stage=stage.name,
+                                    inputs=inputs, step=n, state=state, doc=doc, stage=stage.name,
                                     make=lambda: self.backend.commit_files(parent, doc, fill))
         return _State(image, self.backend.image_doc(image), state.args, state.shell)
 
@@ -736,8 +804,7 @@ class Builder:
                            network="" if network in ("", "default") else network,
                            mounts=mounts)
             self._history(doc, created_by, empty=False)
-            key = _digest([_KEY_VERSION, state.image, created_by, run_env, network,
-                           mount_inputs, self._created])
+            key = self._step_key(state, doc, [created_by, run_env, network, mount_inputs])
             parent = state.image
             ran_in: list[str] = []
 
@@ -759,7 +826,7 @@ class Builder:
             image = self._cached_or(key=key, parent=parent or "", command=_display(cmd),
                                     inputs={"args": visible_args, "mounts": mount_inputs,
                                             "expanded": created_by},
-                                    step=n, stage=stage.name, make=make)
+                                    step=n, state=state, doc=doc, stage=stage.name, make=make)
         finally:
             for fn in cleanup:
                 fn()
@@ -880,6 +947,11 @@ def in_root(root: str, path: str) -> str:
 
 def _close(cm: contextlib.AbstractContextManager[str]) -> None:
     cm.__exit__(None, None, None)
+
+
+def _cache_keys(doc: dict[str, Any]) -> list[str]:
+    keys = doc.get(CACHE_FIELD)
+    return [str(k) for k in keys] if isinstance(keys, list) else []
 
 
 def _is_url(s: str) -> bool:

@@ -186,6 +186,15 @@ class _Backend:
     def commit_config(self, parent: str | None, doc: dict[str, Any]) -> str:
         return derive_image(self.images, parent, doc, None)
 
+    def commit_layer_from(self, parent: str | None, doc: dict[str, Any], source: str,
+                          index: int) -> str:
+        from ketch.image import oci
+
+        rec = self.images.get(source)
+        manifest = oci.parse_manifest(self.images.content.read(rec.manifest_digest))
+        return derive_image(self.images, parent, doc, None,
+                            reuse=(rec.layers[index], manifest.layers[index]))
+
     def commit_files(self, parent: str | None, doc: dict[str, Any],
                      fill: Callable[[str], None]) -> str:
         with self._writable(parent) as (rootfs, upper):
@@ -413,10 +422,11 @@ def _unmount_all(target: str) -> None:
 
 
 def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: str | None,
-                 clamp: int | None = None) -> str:
+                 clamp: int | None = None, reuse: tuple[Any, Any] | None = None) -> str:
     """A new image: ``parent``'s layers, plus ``upper`` as one more layer when it holds
     changes, with ``doc`` as its config (diff_ids filled in here). The last history
-    entry is marked ``empty_layer`` when no layer was added. Returns the image id."""
+    entry is marked ``empty_layer`` when no layer was added. ``reuse`` is an existing
+    (layer record, manifest descriptor) to add instead of ``upper``. Returns the image id."""
     from ketch.engine.files import _commit_snapshot, _Created, _put, filtered_layer
     from ketch.image import oci
     from ketch.image.content import Descriptor
@@ -438,7 +448,12 @@ def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: st
                     images.content.read(base.manifest_digest)).layers)
                 diff_ids = [la.diff_id for la in base.layers]
             history = doc.get("history") or []
-            if upper is not None:
+            if reuse is not None:
+                layer, desc = reuse
+                layers.append(layer)
+                manifest_layers.append(desc)
+                diff_ids.append(layer.diff_id)
+            elif upper is not None:
                 with images.content.writer(f"build-{secrets.token_hex(8)}") as w:
                     try:
                         diff_id, _size, entries = filtered_layer(upper, w, clamp_mtime=clamp)
