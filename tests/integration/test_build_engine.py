@@ -274,3 +274,19 @@ def test_cache_from_an_image_pulled_from_a_registry(loaded_ketchd: Ketchd, tmp_p
     assert "Running in" not in out.stderr and "#4 0." not in out.stderr
     assert run(k, "again") == "built\n"
     assert inspect(k, "again")["RootFS"] == inspect(k, first)["RootFS"]
+
+
+def test_named_build_contexts(loaded_ketchd: Ketchd, tmp_path: Path) -> None:
+    k = loaded_ketchd
+    write(tmp_path / "extra", {"conf/app.conf": "x=1\n"})
+    write(tmp_path / "base", {"bin/tool": "tool\n"})
+    ctx = write(tmp_path / "ctx", {"Dockerfile": (
+        "FROM rootdir AS tools\n"
+        "FROM busybox\nCOPY --from=extra conf/app.conf /etc/app.conf\n"
+        "COPY --from=tools /bin/tool /usr/local/bin/tool\n"
+        "RUN --mount=from=extra,target=/x cat /x/conf/app.conf > /seen\n")})
+    out = ketch(k, "build", "-q", "--build-context", f"extra={tmp_path / 'extra'}",
+                "--build-context", f"rootdir={tmp_path / 'base'}", "-t", "named", ".", cwd=ctx)
+    assert out.returncode == 0, out.stderr
+    assert run(k, "named", "cat", "/etc/app.conf", "/usr/local/bin/tool", "/seen") == \
+        "x=1\ntool\nx=1\n"

@@ -310,6 +310,8 @@ class Builder:
                            shell=list(prev.shell))
         elif base.lower() == "scratch":
             state = _State(image=None, doc=_scratch_doc(self.platform), args={})
+        elif base in self.ctx.named:
+            state = self._from_directory(stage, base, n)
         else:
             if not base:
                 raise InvalidArgument("base name (" + stage.base + ") should not be blank")
@@ -325,6 +327,24 @@ class Builder:
             self._check_cancel()
             state = self._step(stage, state, cmd, gargs)
         return state
+
+    def _from_directory(self, stage: Stage, name: str, n: int) -> _State:
+        """``FROM name`` of a ``--build-context name=DIR``: the directory is the
+        stage's root filesystem (BuildKit's local context as a base)."""
+        root = self.ctx.named[name]
+        sel = filecopy.select(root, ["."])
+        doc = _scratch_doc(self.platform)
+        self._history(doc, f"FROM {name} (build context)", empty=False)
+        empty = _State(image=None, doc=_scratch_doc(self.platform), args={})
+        key = self._step_key(empty, doc, ["context", name, sel.digest])
+
+        def fill(rootfs: str) -> None:
+            filecopy.apply(sel, rootfs, "/", workdir="/")
+
+        image = self._cached_or(key=key, parent="", command=f"FROM {name}",
+                                inputs={"files": {k: v.digest for k, v in sel.files.items()}},
+                                make=lambda: self.backend.commit_files(None, doc, fill))
+        return _State(image, self.backend.image_doc(image), {})
 
     def _check_platform(self, platform: str) -> None:
         parts = platform.split("/")
@@ -878,7 +898,10 @@ class Builder:
                 source = o.get("source") or o.get("src") or "."
                 ro = not ("rw" in o or o.get("readwrite") == "true" or o.get("rw") == "true")
                 frm = o.get("from", "")
-                if frm:
+                known: dict[str, str] = {}
+                if frm in self.ctx.named:
+                    root, ident_root = self.ctx.named[frm], f"context:{frm}"
+                elif frm:
                     other = self.plan.stage_named(frm)
                     image = (self._stage_state(other.index).image if other is not None
                              else self.backend.base_image(frm, pull=self.opts.pull,
@@ -887,7 +910,6 @@ class Builder:
                     root = cm.__enter__()
                     cleanup.append(functools.partial(_close, cm))
                     ident_root = f"image:{image}"
-                    known: dict[str, str] = {}
                 else:
                     root, ident_root = self.ctx.root, "context"
                     known = self.ctx.digests
