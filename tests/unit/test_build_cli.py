@@ -350,10 +350,10 @@ def test_builder_prune(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> No
 # --- renderers ------------------------------------------------------------------------------
 
 
-def _events() -> list[Any]:
+def _events() -> list[dict[str, Any]]:
     from ketch.build import request as rq
 
-    return [rq.StepStarted(1, 3, "build", "FROM busybox AS build"),
+    return [rq.event_json(e) for e in [rq.StepStarted(1, 3, "build", "FROM busybox AS build"),
             rq.StepDone(1, "sha256:" + "a" * 64),
             rq.StepStarted(2, 3, "build", "RUN make"),
             rq.StepMiss(2, "the command changed"),
@@ -362,7 +362,7 @@ def _events() -> list[Any]:
             rq.StepDone(2, "sha256:" + "b" * 64, seconds=1.25, removed_container="c" * 64),
             rq.StepStarted(3, 3, "stage-1", "COPY --from=build /out /"),
             rq.StepCached(3), rq.StepDone(3, IMG4),
-            rq.BuildResult(IMG4, ["me/app:1"])]
+            rq.BuildResult(IMG4, ["me/app:1"])]]
 
 
 def test_plain_is_buildkits_format() -> None:
@@ -404,8 +404,8 @@ def test_tty_redraws_in_place_and_shows_the_running_steps_output() -> None:
     assert all(len(line) <= 80 for line in last)
     assert out.getvalue().count("\x1b[") > 4     # redrawn with cursor movement
     r2 = TTY(io.StringIO(), width=80, height=20)
-    r2.event(rq.StepStarted(1, 1, "0", "RUN false"))
-    r2.event(rq.StepOutput(1, "oops\n", "stderr"))
+    r2.event(rq.event_json(rq.StepStarted(1, 1, "0", "RUN false")))
+    r2.event(rq.event_json(rq.StepOutput(1, "oops\n", "stderr")))
     r2.failed("The command '/bin/sh -c false' returned a non-zero code: 1")
     assert r2.out.getvalue().endswith(  # type: ignore[attr-defined]
         "------\n > [1/1] RUN false:\noops\n------\nERROR: The command '/bin/sh -c false' "

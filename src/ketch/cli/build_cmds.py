@@ -487,11 +487,11 @@ def build(session: Session, args: tuple[str, ...], **flags: Any) -> int:
 
 
 def _int_flag(flags: Mapping[str, Any], key: str, flag: str) -> int:
-    from ketch.cli.run_opts import parse_int
-
     value = flags[key]
     if not value:
         return 0
+    from ketch.cli.run_opts import parse_int
+
     try:
         return parse_int(value)
     except ValueError as exc:
@@ -499,13 +499,13 @@ def _int_flag(flags: Mapping[str, Any], key: str, flag: str) -> int:
 
 
 def _size_flag(flags: Mapping[str, Any], key: str, flag: str, swap: bool = False) -> int:
-    from ketch.cli.run_opts import parse_size
-
     value = flags[key]
     if not value:
         return 0
     if swap and value == "-1":
         return -1
+    from ketch.cli.run_opts import parse_size
+
     try:
         return parse_size(value)
     except ValueError as exc:
@@ -515,15 +515,17 @@ def _size_flag(flags: Mapping[str, Any], key: str, flag: str, swap: bool = False
 def _query_args(flags: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``build_query``'s arguments from the flags (a bad value is a usage error, found
     before anything else is done, as pflag finds it), and the pairs sent as they are."""
-    from ketch.cli.run_opts import check_extra_host, parse_ulimit
-
     hosts, ulimits = [], []
     for h in flags["add_hosts"]:
+        from ketch.cli.run_opts import check_extra_host
+
         try:
             hosts.append(check_extra_host(h))
         except ValueError as exc:
             raise _flag_error("--add-host", h, str(exc)) from None
     for u in flags["ulimit"]:
+        from ketch.cli.run_opts import parse_ulimit
+
         try:
             ulimits.append(parse_ulimit(u))
         except ValueError as exc:
@@ -719,16 +721,13 @@ def _copy_tar(source: Any, extras: Extras) -> Callable[[tarfile.TarFile], None]:
 
 def _show(messages: Iterable[dict[str, Any]], renderer: Any) -> str:
     """Draws the events; the built image's ID."""
-    from ketch.build.request import BuildResult, event_from_json
-
     image = ""
     for msg in messages:
         doc = msg.get("ketch")
         if isinstance(doc, dict):
-            ev = event_from_json(doc)
-            if isinstance(ev, BuildResult):
-                image = ev.image
-            renderer.event(ev)
+            if doc.get("kind") == "result":
+                image = str(doc.get("image", ""))
+            renderer.event(doc)
         elif "stream" in msg:
             # A daemon that ignores ketchprogress answers with the legacy stream.
             sys.stderr.write(str(msg["stream"]))

@@ -1,7 +1,10 @@
 """How ``ketch build`` shows a build's progress events (``--progress``).
 
 The daemon sends ketch's typed events (``ketch.build.request``) when asked
-with ``ketchprogress=1``; these renderers draw them on stderr:
+with ``ketchprogress=1``; these renderers draw them on stderr. They read the
+events in their JSON form (``event_json``: a ``kind`` and the fields), as they
+arrive: decoding them into the dataclasses would cost every ``ketch build``
+the import of ``dataclasses`` and ``typing`` for nothing.
 
 - ``plain``: BuildKit's plain format, the one CI logs and users grep::
 
@@ -29,7 +32,7 @@ TYPE_CHECKING = False     # typing costs the CLI start-up (ketch.record says why
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
-    from ketch.build.request import Event
+    Event = dict[str, Any]      # an event in its JSON form (ketch.build.request.event_json)
 
 MODES = ("auto", "tty", "plain", "rawjson", "quiet")
 
@@ -82,12 +85,24 @@ class Renderer:
         self.warnings: list[str] = []
         self.started = time.monotonic()
 
-    def _step(self, n: int) -> _Step:
+    def _step(self, n: Any) -> _Step:
+        n = int(n)
         st = self.steps.get(n)
         if st is None:
             st = self.steps[n] = _Step(len(self.order) + 1, f"step {n}")
             self.order.append(st)
         return st
+
+    def _start(self, ev: Event) -> _Step:
+        st = _Step(len(self.order) + 1, _label(str(ev.get("stage", "")), int(ev["step"]),
+                                               int(ev.get("total", 0)), str(ev.get("text", ""))))
+        self.steps[int(ev["step"])] = st
+        self.order.append(st)
+        return st
+
+    def _result(self, ev: Event) -> None:
+        self.image = str(ev.get("image", ""))
+        self.tags = [str(t) for t in ev.get("tags") or []]
 
     def event(self, ev: Event) -> None:
         raise NotImplementedError
@@ -112,41 +127,38 @@ class Plain(Renderer):
             st.partial = ""
 
     def event(self, ev: Event) -> None:
-        from ketch.build import request as rq
-
-        if isinstance(ev, rq.StepStarted):
-            st = self.steps[ev.step] = _Step(len(self.order) + 1,
-                                             _label(ev.stage, ev.step, ev.total, ev.text))
-            self.order.append(st)
+        kind = ev.get("kind")
+        if kind == "step":
+            st = self._start(ev)
             self._write(f"#{st.number} {st.label}\n")
-        elif isinstance(ev, rq.StepCached):
-            st = self._step(ev.step)
+        elif kind == "cached":
+            st = self._step(ev["step"])
             st.cached = st.done = True
             self._write(f"#{st.number} CACHED\n\n")
-        elif isinstance(ev, rq.StepMiss):
-            st = self._step(ev.step)
-            self._write(f"#{st.number} cache miss: {ev.reason}\n")
-        elif isinstance(ev, rq.StepOutput):
-            st = self._step(ev.step)
-            lines = (st.partial + ev.data).split("\n")
+        elif kind == "miss":
+            st = self._step(ev["step"])
+            self._write(f"#{st.number} cache miss: {ev.get('reason', '')}\n")
+        elif kind == "output":
+            st = self._step(ev["step"])
+            lines = (st.partial + str(ev.get("data", ""))).split("\n")
             st.partial = lines.pop()
             elapsed = time.monotonic() - st.started
             for line in lines:
                 self._write(f"#{st.number} {elapsed:.3f} {line.rstrip(chr(13))}\n")
-        elif isinstance(ev, rq.StepDone):
-            st = self._step(ev.step)
+        elif kind == "done":
+            st = self._step(ev["step"])
             self._flush_partial(st)
             if not st.cached:
-                st.seconds = ev.seconds or (time.monotonic() - st.started)
+                st.seconds = float(ev.get("seconds") or 0) or (time.monotonic() - st.started)
                 self._write(f"#{st.number} DONE {st.seconds:.1f}s\n\n")
             st.done = True
-        elif isinstance(ev, rq.BuildWarning):
-            self.warnings.append(ev.text)
-        elif isinstance(ev, rq.BuildResult):
-            self.image, self.tags = ev.image, list(ev.tags)
+        elif kind == "warning":
+            self.warnings.append(str(ev.get("text", "")))
+        elif kind == "result":
+            self._result(ev)
             n = len(self.order) + 1
-            lines = [f"#{n} exporting to image\n", f"#{n} writing image {ev.image} done\n"]
-            lines += [f"#{n} naming to {t} done\n" for t in ev.tags]
+            lines = [f"#{n} exporting to image\n", f"#{n} writing image {self.image} done\n"]
+            lines += [f"#{n} naming to {t} done\n" for t in self.tags]
             lines.append(f"#{n} DONE 0.0s\n")
             for w in self.warnings:
                 text = w.strip()
@@ -167,11 +179,9 @@ class RawJSON(Renderer):
     def event(self, ev: Event) -> None:
         import json
 
-        from ketch.build.request import BuildResult, event_json
-
-        if isinstance(ev, BuildResult):
-            self.image = ev.image
-        self.out.write(json.dumps(event_json(ev), separators=(",", ":")) + "\n")
+        if ev.get("kind") == "result":
+            self._result(ev)
+        self.out.write(json.dumps(ev, separators=(",", ":")) + "\n")
         self.out.flush()
 
     def failed(self, message: str) -> None:
@@ -190,10 +200,8 @@ class Quiet(Renderer):
         self.held: list[Event] = []
 
     def event(self, ev: Event) -> None:
-        from ketch.build.request import BuildResult
-
-        if isinstance(ev, BuildResult):
-            self.image = ev.image
+        if ev.get("kind") == "result":
+            self._result(ev)
         self.held.append(ev)
 
     def failed(self, message: str) -> None:
@@ -227,28 +235,25 @@ class TTY(Renderer):
         self.finished = False
 
     def event(self, ev: Event) -> None:
-        from ketch.build import request as rq
-
-        if isinstance(ev, rq.StepStarted):
-            st = self.steps[ev.step] = _Step(len(self.order) + 1,
-                                             _label(ev.stage, ev.step, ev.total, ev.text))
-            self.order.append(st)
-        elif isinstance(ev, rq.StepCached):
-            st = self._step(ev.step)
+        kind = ev.get("kind")
+        if kind == "step":
+            self._start(ev)
+        elif kind == "cached":
+            st = self._step(ev["step"])
             st.cached = st.done = True
-        elif isinstance(ev, rq.StepOutput):
-            st = self._step(ev.step)
-            lines = (st.partial + ev.data).split("\n")
+        elif kind == "output":
+            st = self._step(ev["step"])
+            lines = (st.partial + str(ev.get("data", ""))).split("\n")
             st.partial = lines.pop()
             st.output = (st.output + [x.rstrip("\r") for x in lines])[-self.OUTPUT_LINES:]
-        elif isinstance(ev, rq.StepDone):
-            st = self._step(ev.step)
+        elif kind == "done":
+            st = self._step(ev["step"])
             st.done = True
-            st.seconds = ev.seconds or (time.monotonic() - st.started)
-        elif isinstance(ev, rq.BuildWarning):
-            self.warnings.append(ev.text)
-        elif isinstance(ev, rq.BuildResult):
-            self.image, self.tags = ev.image, list(ev.tags)
+            st.seconds = float(ev.get("seconds") or 0) or (time.monotonic() - st.started)
+        elif kind == "warning":
+            self.warnings.append(str(ev.get("text", "")))
+        elif kind == "result":
+            self._result(ev)
             self.finished = True
         self.draw()
 
