@@ -233,8 +233,27 @@ class TTY(Renderer):
         self.last_draw = 0.0
         self.error = ""
         self.finished = False
+        self._lock: Any = None
+        self._stop: Any = None
+
+    def _tick(self) -> None:
+        """Redraws while nothing happens, so the running step's time keeps moving."""
+        while not self._stop.wait(0.25):
+            with self._lock:
+                if self.finished or self.error:
+                    return
+                self.draw(force=True)
 
     def event(self, ev: Event) -> None:
+        if self._lock is None:
+            import threading
+
+            self._lock, self._stop = threading.Lock(), threading.Event()
+            threading.Thread(target=self._tick, name="build-progress", daemon=True).start()
+        with self._lock:
+            self._event(ev)
+
+    def _event(self, ev: Event) -> None:
         kind = ev.get("kind")
         if kind == "step":
             self._start(ev)
@@ -296,8 +315,14 @@ class TTY(Renderer):
         self.out.flush()
         self.drawn = len(lines)
 
+    def _halt(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
     def failed(self, message: str) -> None:
-        self.error = message
+        self._halt()
+        with self._lock or _NoLock():
+            self.error = message
         self.draw(force=True)
         running = [st for st in self.order if not st.done]
         for st in running[-1:]:
@@ -310,12 +335,22 @@ class TTY(Renderer):
         self.out.flush()
 
     def close(self) -> None:
+        self._halt()
         if not self.error:
-            self.draw(force=True)
+            with self._lock or _NoLock():
+                self.draw(force=True)
         for w in self.warnings:
             text = w.strip().removeprefix("[Warning] ").removeprefix("[WARNING]: ")
             self.out.write(f"\nWARNING: {text}\n")
         self.out.flush()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def make(mode: str, out: TextIO | None = None) -> Renderer:
