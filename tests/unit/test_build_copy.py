@@ -764,3 +764,25 @@ def test_os_errors_name_container_paths(tmp_path: Path) -> None:
     assert str(err) == "failed to copy files: /app/x: no space left on device"
     err = cp._os_error(OSError(5, "Input/output error", "/ctx/a"), rootfs, "/ctx")
     assert str(err) == "failed to copy files: a: input/output error"
+
+
+def test_select_in_place_context_hides_dockerignored_paths(tmp_path: Path) -> None:
+    """A context read in place (not received as a tar) hides what .dockerignore
+    names, as if the client had never sent it."""
+    from ketch.build.dockerignore import Matcher
+
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "a.txt").write_text("a")
+    (tmp_path / "keep" / "secret.key").write_text("k")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "x.log").write_text("x")
+    (tmp_path / "logs" / "important.log").write_text("i")
+    ignore = Matcher(["**/*.key", "logs", "!logs/important.log"])
+    sel = cp.select(str(tmp_path), ["."], ignore=ignore)
+    assert sorted(sel.files) == ["keep", "keep/a.txt", "logs", "logs/important.log"]
+    globbed = cp.select(str(tmp_path), ["keep/*"], ignore=ignore)
+    assert sorted(globbed.files) == ["keep/a.txt"]
+    with pytest.raises(NotFound, match="secret.key"):
+        cp.select(str(tmp_path), ["keep/secret.key"], ignore=ignore)
+    assert sorted(cp.select(str(tmp_path), ["logs"], ignore=ignore).files) == [
+        "logs/important.log"]

@@ -300,8 +300,9 @@ class _Collector:
     """Walks sources, building FileInfo entries, with --exclude applied."""
 
     def __init__(self, root: str, excludes: Sequence[str], known: Mapping[str, str] | None,
-                 instruction: str) -> None:
+                 instruction: str, ignore: Matcher | None = None) -> None:
         self.root = root
+        self.ignore = ignore
         self.instruction = instruction
         self.matcher = Matcher(excludes) if excludes else None
         self.known = known or {}
@@ -364,6 +365,10 @@ class _Collector:
             real_rel = f"{real}/{rel}" if real else rel
             st = entry.stat(follow_symlinks=False)
             is_dir = stat.S_ISDIR(st.st_mode)
+            # .dockerignore'd in a context read in place: as if never sent.
+            if self.ignore is not None and self.ignore.matches(real_rel) and \
+                    not (is_dir and self.ignore.may_reinclude_below(real_rel)):
+                continue
             results: list[bool] | None = None
             if self.matcher is not None:
                 excluded, results = self.matcher.matches_below(rel, parent)
@@ -395,7 +400,8 @@ class _Collector:
 
 def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), parents: bool = False,
            known_digests: Mapping[str, str] | None = None,
-           instruction: str = "COPY", from_stage: bool = False) -> Selection:
+           instruction: str = "COPY", from_stage: bool = False,
+           ignore: Matcher | None = None) -> Selection:
     """What ``sources`` name below ``root``, with a digest of all of it.
 
     A glob that matches nothing is skipped; only when nothing at all matched is
@@ -404,9 +410,11 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
     matches relative to the root, and entries below a directory source
     relative to that directory. ``from_stage`` says ``root`` is a stage's or an
     image's tree (COPY --from), which only changes the words of a "not found".
+    ``ignore`` is the .dockerignore of a context read in place (not received as a
+    tar): what it matches does not exist for COPY.
     """
     root = os.path.abspath(root)
-    collector = _Collector(root, excludes, known_digests, instruction)
+    collector = _Collector(root, excludes, known_digests, instruction, ignore)
     selected: list[Source] = []
     for raw in sources:
         text, pivot = _split_parents(raw) if parents else (raw, None)
@@ -416,6 +424,11 @@ def select(root: str, sources: list[str], *, excludes: Sequence[str] = (), paren
         for path in matches:
             parts = resolve_parts(root, path)
             abs_path = os.path.join(root, *parts)
+            if ignore is not None and parts and ignore.matches("/".join(parts)) and \
+                    not (os.path.isdir(abs_path) and ignore.may_reinclude_below("/".join(parts))):
+                if path != name:
+                    continue            # a glob's match that was never sent
+                raise _not_found(shown, from_stage)
             try:
                 st = os.stat(abs_path)  # the source itself is followed (inside the root)
             except (FileNotFoundError, NotADirectoryError):

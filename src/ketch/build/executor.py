@@ -29,6 +29,7 @@ from typing import Any
 from ketch.build import copy as filecopy
 from ketch.build.backend import Backend, CacheRecord, Mount, RunSpec
 from ketch.build.dockerfile import expand, parse
+from ketch.build.dockerignore import Matcher
 from ketch.build.instructions import (
     PREDEFINED_ARGS,
     Command,
@@ -78,6 +79,9 @@ class Context:
     digests: dict[str, str] = field(default_factory=dict)
     named: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    # A context read in place (ketch's CLI on the daemon's machine): its
+    # .dockerignore, which hides files from COPY as a tar would have left them out.
+    ignore: Matcher | None = None
 
 
 @dataclass
@@ -752,7 +756,8 @@ class Builder:
                 sel = filecopy.select(root, sources, excludes=excludes, parents=parents,
                                       known_digests=known or None,
                                       instruction=cmd.name.upper(),
-                                      from_stage=ident.startswith("image:"))
+                                      from_stage=ident.startswith("image:"),
+                                      ignore=self.ctx.ignore if ident == "context" else None)
             except (NotFound, InvalidArgument) as exc:
                 raise type(exc)(f"{cmd.name.upper()} failed: {exc}") from None
             files = {k: f"{v.kind}:{v.mode:o}:{v.digest}:{v.linkname}"
@@ -917,8 +922,18 @@ class Builder:
                 if not os.path.exists(path):
                     raise NotFound(f"failed to compute cache key: \"/{source.lstrip('/')}\": "
                                    "not found")
-                sel = filecopy.select(root, [source], known_digests=known or None)
-                if not ro:
+                hidden = self.ctx.ignore if ident_root == "context" else None
+                sel = filecopy.select(root, [source], known_digests=known or None,
+                                      ignore=hidden)
+                if hidden is not None:
+                    # A context read in place holds what .dockerignore hides: mount a
+                    # copy of what was selected (writable too: writes are thrown away).
+                    scratch = tempfile.mkdtemp(prefix="ketch-bind-")
+                    cleanup.append(functools.partial(shutil.rmtree, scratch, ignore_errors=True))
+                    filecopy.apply(sel, scratch, "/m/" if os.path.isdir(path) else "/m",
+                                   workdir="/")
+                    path = os.path.join(scratch, "m")
+                elif not ro:
                     # Writes to a rw bind mount are thrown away (BuildKit): give a copy.
                     scratch = tempfile.mkdtemp(prefix="ketch-bind-")
                     cleanup.append(functools.partial(shutil.rmtree, scratch, ignore_errors=True))
