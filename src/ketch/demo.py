@@ -82,6 +82,35 @@ def registry_demo(base: Path, env: dict[str, str],
     return proc
 
 
+def build_demo(base: Path, show: Callable[[str], int], with_docker: bool) -> None:
+    """A multi-stage Dockerfile built by ketch and by the docker CLI, then rebuilt
+    from cache after one file changes."""
+    ctx = base / "build-ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src" / "greeting.txt").write_text("hello from a ketch build\n")
+    (ctx / "notes.tmp").write_text("left out by .dockerignore\n")
+    (ctx / ".dockerignore").write_text("*.tmp\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox AS build\n"
+        "WORKDIR /work\n"
+        "COPY src/ ./\n"
+        "RUN tr a-z A-Z < greeting.txt > shout.txt\n"
+        "\n"
+        "FROM busybox\n"
+        "COPY --from=build /work/shout.txt /srv/\n"
+        "CMD [\"cat\", \"/srv/shout.txt\"]\n")
+    print("\n--- builds: a multi-stage Dockerfile, its cache, the docker CLI too ---")
+    show(f"cat {ctx}/Dockerfile")
+    show(f"ketch build --progress plain -t demo/app:1 {ctx}")
+    show("ketch run --rm demo/app:1")
+    show(f"echo bye > {ctx}/src/greeting.txt && ketch build --progress plain -t demo/app:2 "
+         f"{ctx} 2>&1 | grep -E 'CACHED|cache miss|naming'")
+    if with_docker:
+        show(f"DOCKER_BUILDKIT=0 docker build -q -t demo/app:3 {ctx} 2>/dev/null")
+    show("ketch history demo/app:2")
+    show("ketch rmi demo/app:1 demo/app:2" + (" demo/app:3" if with_docker else ""))
+
+
 def images_demo(tag: str) -> int:
     """A private ketchd, driven by both CLIs; stopped by its pid, its dirs removed."""
     import signal
@@ -157,6 +186,7 @@ def images_demo(tag: str) -> int:
              "{{end}} {{len .Containers}} container(s)' demo-net")
         show("ketch rm -f api")
         show("ketch network rm demo-net")
+        build_demo(base, show, docker is not None)
         registry = registry_demo(base, env, show)
         show("ketch system df")
         return 0
