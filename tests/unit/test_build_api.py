@@ -23,7 +23,7 @@ from tests.unit.test_api_images import FakeImages
 from tests.unit.test_api_versions import Backend as SystemBackend
 
 from ketch.api import make_app
-from ketch.api.routers.build import BUILDKIT_UNSUPPORTED
+from ketch.api.routers.build import BUILDKIT_UNSUPPORTED, RED, RESET
 from ketch.build import request as rq
 from ketch.errors import InvalidArgument, KetchError, NotFound
 
@@ -164,6 +164,51 @@ def test_the_legacy_stream_is_dockerds(tmp_path: Any) -> None:
     # Go's encoder: no spaces, <>& escaped, each message ended by \r\n
     assert '{"stream":"Step 2/4 : RUN echo hi \\u0026\\u0026 echo err \\u003e\\u00262"}\r\n' in raw
     assert raw.count("\r\n") == len(LEGACY)
+
+
+def test_interleaved_stages_are_written_step_by_step(tmp_path: Any) -> None:
+    """ketch builds independent stages at once; the legacy stream keeps each step whole."""
+    def script(emit: rq.Emit, cancel: threading.Event) -> str:
+        emit(rq.StepStarted(1, 4, "a", "FROM busybox AS a"))
+        emit(rq.StepStarted(3, 4, "b", "FROM busybox AS b"))
+        emit(rq.StepDone(3, IMG1))
+        emit(rq.StepStarted(4, 4, "b", "RUN echo b"))
+        emit(rq.StepOutput(4, "b\n"))
+        emit(rq.StepDone(1, IMG1))
+        emit(rq.StepStarted(2, 4, "a", "RUN echo a"))
+        emit(rq.StepOutput(2, "a\n"))
+        emit(rq.StepDone(4, IMG2))
+        emit(rq.StepDone(2, IMG3))
+        emit(rq.BuildResult(IMG2, []))
+        return IMG2
+
+    _, messages, _ = call(FakeBuilder(str(tmp_path), script), "POST", "/build",
+                          body=context_tar())
+    streams = [m.get("stream") or m for m in messages]
+    assert streams == [
+        "Step 1/4 : FROM busybox AS a", "\n", " ---> 772b93ba6fc4\n",
+        "Step 2/4 : RUN echo a", "\n", "a\n", " ---> 263d133debc9\n",
+        {"aux": {"ID": IMG3}},
+        "Step 3/4 : FROM busybox AS b", "\n", " ---> 772b93ba6fc4\n",
+        "Step 4/4 : RUN echo b", "\n", "b\n", " ---> 8aa29a739d9c\n",
+        {"aux": {"ID": IMG2}},      # the last is the image built
+        "Successfully built 8aa29a739d9c\n"]
+
+
+def test_a_failure_brings_the_held_output_first(tmp_path: Any) -> None:
+    def script(emit: rq.Emit, cancel: threading.Event) -> str:
+        emit(rq.StepStarted(1, 3, "b", "RUN sleep 1"))
+        emit(rq.StepStarted(2, 3, "a", "RUN boom"))
+        emit(rq.StepOutput(2, "boom: not found\n", "stderr"))
+        raise RunFailed("/bin/sh -c boom", 127)
+
+    _, messages, _ = call(FakeBuilder(str(tmp_path), script), "POST", "/build",
+                          body=context_tar())
+    assert messages[-3:] == [{"stream": "\n"}, {"stream": RED + "boom: not found\n" + RESET},
+                             {"errorDetail": {"code": 127, "message": "The command '/bin/sh -c "
+                              "boom' returned a non-zero code: 127"},
+                              "error": "The command '/bin/sh -c boom' returned a non-zero code: "
+                              "127"}]
 
 
 def test_the_image_id_aux_needs_api_1_30(tmp_path: Any) -> None:

@@ -393,15 +393,25 @@ RED, RESET = "\x1b[91m", "\x1b[0m"
 
 class LegacyRenderer:
     """Progress events -> the messages dockerd's legacy builder writes (see the module
-    docstring). Used from the build thread only."""
+    docstring). Used from the build thread only.
+
+    dockerd builds one step after the other; ketch's builder runs independent stages
+    at the same time, so their events interleave. Each step is written as one block
+    (its Step line, its output, its ``--->`` lines): the events of a step other than
+    the one being written are held until that one is done (see ``event``).
+    """
 
     def __init__(self, *, quiet: bool = False, want_aux: bool = True) -> None:
         self.quiet = quiet
         self.want_aux = want_aux
         self.held: list[dict[str, Any]] = []    # q=1: everything, for a failure
         self._stage: str | None = None
-        self._image = ""                        # the current stage's latest image
+        self._image = ""                        # the latest image of the stage written
         self._aux_pending = False
+        self._last_aux = ""
+        self._current: int | None = None        # the step being written
+        self._waiting: dict[int, list[Event]] = {}
+        self._finished: set[int] = set()        # held steps whose StepDone came
 
     def _out(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.quiet:
@@ -409,15 +419,64 @@ class LegacyRenderer:
             return []
         return messages
 
+    def _aux(self, image: str) -> list[dict[str, Any]]:
+        if not self.want_aux or not image or image == self._last_aux:
+            return []
+        self._last_aux = image
+        return [{"aux": {"ID": image}}]
+
     def _stage_end(self) -> list[dict[str, Any]]:
         """The aux message dockerd writes when a stage's last command is done."""
-        if not self._aux_pending or not self.want_aux or not self._image:
-            self._aux_pending = False
-            return []
-        self._aux_pending = False
-        return [{"aux": {"ID": self._image}}]
+        pending, self._aux_pending = self._aux_pending, False
+        return self._aux(self._image) if pending else []
 
     def event(self, ev: Event) -> list[dict[str, Any]]:
+        from ketch.build import request as rq
+
+        out: list[dict[str, Any]] = []
+        if isinstance(ev, rq.BuildWarning | rq.BuildResult):
+            out += self._drain()
+            if isinstance(ev, rq.BuildWarning):
+                out += self._stage_end()
+                text = ev.text if ev.text.endswith("\n") else ev.text + "\n"
+                out.append({"stream": text})
+                return self._out(out)
+            out += self.finished(ev.image, ev.tags)
+            if self.quiet:
+                self.held.extend(out)
+                return [{"stream": ev.image + "\n"}]
+            return out
+        # Every event joins its step's queue; the step being written takes its events at
+        # once. When it is done, the next one is chosen only when the next event comes:
+        # the lowest step with events then (a stage's next step, usually, rather than
+        # a step of another stage that started earlier and waits, like "FROM base").
+        self._waiting.setdefault(ev.step, []).append(ev)
+        if isinstance(ev, rq.StepDone):
+            self._finished.add(ev.step)
+        if self._current is None:
+            self._current = min(self._waiting)
+        for held in self._waiting.pop(self._current, []):
+            out += self._render(held)
+        if self._current in self._finished:
+            self._finished.discard(self._current)
+            self._current = None
+        return self._out(out)
+
+    def _drain(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for step in sorted(self._waiting):
+            for ev in self._waiting.pop(step):
+                out += self._render(ev)
+        self._finished.clear()
+        self._current = None
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Whatever is held, in step order: before an error ends the stream, the output of
+        the step that failed must be in it."""
+        return self._out(self._drain())
+
+    def _render(self, ev: Event) -> list[dict[str, Any]]:
         from ketch.build import request as rq
 
         out: list[dict[str, Any]] = []
@@ -442,25 +501,14 @@ class LegacyRenderer:
                 self._image = ev.image
                 self._aux_pending = True
                 out.append({"stream": f" ---> {short_id(ev.image)}\n"})
-        elif isinstance(ev, rq.BuildWarning):
-            out += self._stage_end()
-            text = ev.text if ev.text.endswith("\n") else ev.text + "\n"
-            out.append({"stream": text})
-        elif isinstance(ev, rq.BuildResult):
-            out += self.finished(ev.image, ev.tags)
-            return out if not self.quiet else self._quiet_result(ev.image, out)
         # StepMiss: the legacy stream says nothing about why the cache missed.
-        return self._out(out)
-
-    def _quiet_result(self, image: str, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.held.extend(out)
-        return [{"stream": image + "\n"}]
+        return out
 
     def finished(self, image: str, tags: list[str]) -> list[dict[str, Any]]:
-        if self._aux_pending or not self._image:
-            self._image = image
-            self._aux_pending = True
+        """The end of a build: the final image's aux (the docker CLI's --iidfile takes the
+        last one), then dockerd's two lines."""
         out = self._stage_end()
+        out += self._aux(image)
         out.append({"stream": f"Successfully built {short_id(image)}\n"})
         out += [{"stream": f"Successfully tagged {familiar_tag(t)}\n"} for t in tags]
         return out
@@ -569,8 +617,12 @@ async def run_build(request: web.Request, builder: BuildBackend, req: BuildReque
                 # The builder's result event is optional: the stream ends as dockerd's.
                 emit(BuildResult(image, list(opts.tags)))
         except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
-            held = renderer.held if req.quiet and not req.ketch_progress else []
-            put("error", (exc, list(held)))
+            held: list[dict[str, Any]] = []
+            if not req.ketch_progress:
+                held = renderer.flush()
+                if req.quiet:
+                    held = list(renderer.held)
+            put("error", (exc, held))
         else:
             put("done", None)
         finally:
