@@ -469,6 +469,36 @@ def test_a_client_that_leaves_cancels_the_build(tmp_path: Any) -> None:
     assert os.listdir(tmp_path) == []
 
 
+def test_a_client_that_leaves_during_the_upload_leaves_nothing(tmp_path: Any) -> None:
+    b = FakeBuilder(str(tmp_path / "tmp"))
+    tar = context_tar({"big": b"x" * 200000})
+
+    async def go() -> bool:
+        app = make_app(SystemBackend(), builder=b)  # type: ignore[arg-type]
+        seen = False
+        async with TestClient(TestServer(app)) as client:
+            _, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+            part = tar[:70000]
+            writer.write(b"POST /v1.41/build HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n"
+                         + b"%x\r\n" % len(part) + part + b"\r\n")
+            await writer.drain()
+            for _ in range(100):        # the extraction has begun
+                seen = os.path.isdir(tmp_path / "tmp") and bool(os.listdir(tmp_path / "tmp"))
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+            writer.close()
+            for _ in range(200):
+                if not os.listdir(tmp_path / "tmp"):
+                    break
+                await asyncio.sleep(0.02)
+        return seen
+
+    assert asyncio.run(go())
+    assert b.calls == [] and os.listdir(tmp_path / "tmp") == []
+
+
 def test_build_cache_is_in_df_and_prune(tmp_path: Any) -> None:
     b = FakeBuilder(str(tmp_path))
     status, df, _ = call(b, "GET", "/v1.45/system/df?type=build-cache")
