@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import re
 import sys
 import threading
@@ -525,3 +526,20 @@ def test_step_labels_read_as_buildkits() -> None:
     assert _label("stage-0", 1, 10, "FROM x") == "[ 1/10] FROM x"
     assert _label("stage-2", 3, 4, "RUN y") == "[stage-2 3/4] RUN y"
     assert _label("build", 2, 4, "RUN y") == "[build 2/4] RUN y"
+
+
+def test_context_entries_are_roots_with_whole_second_mtimes(tmp_path: Path) -> None:
+    import tarfile
+
+    from ketch.cli.build_cmds import add_tree
+
+    (tmp_path / "f").write_text("x")
+    os.utime(tmp_path / "f", (1_600_000_000.7, 1_600_000_000.7))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        add_tree(tf, str(tmp_path), ["f"])
+    # one header and one data block, no PAX record for a fractional mtime
+    assert len(buf.getvalue().rstrip(b"\0")) <= 1024
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        info = tf.getmember("f")
+    assert (info.uid, info.gid, info.uname, info.mtime) == (0, 0, "", 1_600_000_000)

@@ -97,9 +97,12 @@ class TarPipe:
 
 
 def _reset_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    # docker sends every file as owned by root (0:0), whoever owns it here.
+    # docker sends every file as owned by root (0:0), whoever owns it here, and with its
+    # mtime in whole seconds (moby's archive truncates it): a fractional mtime would cost
+    # a PAX header, 1 KiB more, for every file.
     info.uid = info.gid = 0
     info.uname = info.gname = ""
+    info.mtime = int(info.mtime)
     return info
 
 
