@@ -57,7 +57,18 @@ def build_containers(k: Ketchd) -> list[str]:
     return out.stdout.split()
 
 
-def leftovers(k: Ketchd) -> list[str]:
+def leftovers(k: Ketchd, wait: float = 10) -> list[str]:
+    """Scratch dirs and mounts of builds; the context of a finished build may be
+    removed just after its stream ended, so wait a little for that."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = _leftovers(k)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _leftovers(k: Ketchd) -> list[str]:
     tmp = k.root / "builder" / "tmp"
     found = [str(p) for p in tmp.iterdir()] if tmp.exists() else []
     with open("/proc/self/mountinfo") as f:
@@ -109,8 +120,8 @@ def test_ctrl_c_removes_containers_mounts_and_snapshots(loaded_ketchd: Ketchd,
             proc.wait()
     assert proc.returncode != 0
     deadline = time.monotonic() + 30
-    while build_containers(k) or leftovers(k):
-        assert time.monotonic() < deadline, (build_containers(k), leftovers(k))
+    while build_containers(k) or _leftovers(k):
+        assert time.monotonic() < deadline, (build_containers(k), _leftovers(k))
         time.sleep(0.2)
 
 

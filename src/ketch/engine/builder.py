@@ -197,16 +197,16 @@ class _Backend:
 
     def commit_files(self, parent: str | None, doc: dict[str, Any],
                      fill: Callable[[str], None]) -> str:
-        with self._writable(parent) as (rootfs, upper):
+        with self._writable(parent) as (rootfs, upper, key):
             fill(rootfs)
             _unmount_all(rootfs)
             return derive_image(self.images, parent, doc, upper,
-                                clamp=self.opts.source_date_epoch)
+                                clamp=self.opts.source_date_epoch, active_key=key)
 
     @contextlib.contextmanager
-    def _writable(self, parent: str | None) -> Iterator[tuple[str, str]]:
+    def _writable(self, parent: str | None) -> Iterator[tuple[str, str, str]]:
         """A writable snapshot of ``parent`` mounted on a temporary directory:
-        (mounted root, upper dir holding the changes)."""
+        (mounted root, upper dir holding the changes, snapshot key)."""
         snap = self.images.snapshotter
         key = f"build-{secrets.token_hex(8)}"
         target = os.path.join(self.svc.tmp_dir(), key)
@@ -222,7 +222,7 @@ class _Backend:
                 for m in mounts:
                     mount_layer(m.type, m.source, m.options, target, cwd=m.cwd)
                 try:
-                    yield target, _upper_of(mounts, target)
+                    yield target, _upper_of(mounts, target), key
                 finally:
                     _unmount_all(target)
             finally:
@@ -243,7 +243,7 @@ class _Backend:
                 shutil.rmtree(empty, ignore_errors=True)
             return
         # A writable snapshot is simplest to mount and is thrown away afterwards.
-        with self._writable(image_id) as (root, _upper):
+        with self._writable(image_id) as (root, _upper, _key):
             yield root
 
     def user_ids(self, rootfs: str, spec: str) -> tuple[int, int]:
@@ -422,11 +422,15 @@ def _unmount_all(target: str) -> None:
 
 
 def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: str | None,
-                 clamp: int | None = None, reuse: tuple[Any, Any] | None = None) -> str:
+                 clamp: int | None = None, reuse: tuple[Any, Any] | None = None,
+                 active_key: str | None = None) -> str:
     """A new image: ``parent``'s layers, plus ``upper`` as one more layer when it holds
     changes, with ``doc`` as its config (diff_ids filled in here). The last history
     entry is marked ``empty_layer`` when no layer was added. ``reuse`` is an existing
-    (layer record, manifest descriptor) to add instead of ``upper``. Returns the image id."""
+    (layer record, manifest descriptor) to add instead of ``upper``. ``active_key`` names
+    the unmounted active snapshot ``upper`` belongs to: it becomes the layer's committed
+    snapshot as it is, instead of a second copy unpacked from the layer tar (not with
+    ``clamp``, whose snapshot must hold the layer's clamped times). Returns the image id."""
     from ketch.engine.files import _commit_snapshot, _Created, _put, filtered_layer
     from ketch.image import oci
     from ketch.image.content import Descriptor
@@ -468,9 +472,14 @@ def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: st
                     chain = oci.chain_ids([*diff_ids, diff_id])[-1]
                     from ketch.image.metadata import Layer
 
-                    size = _commit_snapshot(images, desc, chain, layers[-1].chain_id
-                                            if layers else None, created, SIZE_LABEL,
-                                            apply_layer)
+                    size = None
+                    if active_key is not None and clamp is None:
+                        size = _commit_active(images, active_key, chain, upper, created,
+                                              SIZE_LABEL)
+                    if size is None:
+                        size = _commit_snapshot(images, desc, chain, layers[-1].chain_id
+                                                if layers else None, created, SIZE_LABEL,
+                                                apply_layer)
                     layers.append(Layer(diff_id, chain, size))
                     manifest_layers.append(Descriptor(oci.MEDIA_TYPE_OCI_LAYER, desc.digest,
                                                       desc.size))
@@ -508,6 +517,40 @@ def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: st
                 with contextlib.suppress(KetchError, OSError):
                     images.content.delete(digest)
             raise
+
+
+def _commit_active(images: Any, key: str, chain: str, upper: str, created: Any,
+                   size_label: str) -> int | None:
+    """Commit the active snapshot ``key`` as layer ``chain``; None when ``chain``
+    exists already (the caller then uses the existing one)."""
+    from ketch.errors import AlreadyExists
+    from ketch.image.snapshot import Kind
+
+    with contextlib.suppress(NotFound):
+        if images.snapshotter.stat(chain).kind is Kind.COMMITTED:
+            return None
+    size = _content_size(upper)
+    try:
+        images.snapshotter.commit(chain, key, labels={size_label: str(size)})
+    except AlreadyExists:
+        return None
+    created.snapshots.append(chain)
+    return size
+
+
+def _content_size(path: str) -> int:
+    """What an unpack of the layer would count: file contents and link targets."""
+    import stat
+
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+            elif stat.S_ISLNK(st.st_mode):
+                total += len(os.readlink(os.path.join(dirpath, name)).encode())
+    return total
 
 
 # --- build cache as system df and builder prune see it ---------------------------------------
