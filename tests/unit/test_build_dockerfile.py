@@ -10,7 +10,7 @@ from tests.conftest import conformance_dir
 
 from ketch.build import dump, expand, parse
 from ketch.build.dockerfile import ParseError
-from ketch.errors import InvalidArgument, NotSupported
+from ketch.errors import InvalidArgument
 
 CASES = conformance_dir() / "dockerfile-parser"
 
@@ -220,6 +220,27 @@ def test_expand_errors(word: str, message: str) -> None:
     assert str(e.value) == f"failed to process {json.dumps(word)}: {message}"
 
 
-def test_expand_pattern_forms_are_not_supported() -> None:
-    with pytest.raises(NotSupported):
-        expand("${A#a}", ENV)
+@pytest.mark.parametrize("word,expected", [
+    ("${F%.gz}", "archive.tar"),
+    ("${F%%.*}", "archive"),
+    ("${F#*.}", "tar.gz"),
+    ("${F##*.}", "gz"),
+    ("${P%/*}", "/usr/local/bin"),
+    ("${P##*/}", "tool"),
+    ("${P/local/opt}", "/usr/opt/bin/tool"),
+    ("${P//\\//:}", ":usr:local:bin:tool"),
+    ("${F/[a-c]/X}", "Xrchive.tar.gz"),
+    ("${F//[a-c]/X}", "XrXhive.tXr.gz"),
+    ("${F/tar}", "archive..gz"),
+    ("${F#nomatch}", "archive.tar.gz"),
+    ("${UNSET#x}", ""),
+    ("${F%$SUF}", "archive.tar"),
+])
+def test_expand_pattern_forms(word: str, expected: str) -> None:
+    env = {"F": "archive.tar.gz", "P": "/usr/local/bin/tool", "SUF": ".gz"}
+    assert expand(word, env) == expected
+
+
+def test_expand_pattern_form_needs_its_brace() -> None:
+    with pytest.raises(InvalidArgument, match="missing '}'"):
+        expand("${A#a", ENV)

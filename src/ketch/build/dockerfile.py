@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from ketch.errors import InvalidArgument, NotSupported
+from ketch.errors import InvalidArgument
 
 # BuildKit splits commands and whitespace-delimited arguments on these only
 # (no newline: lines are already joined).
@@ -544,6 +544,7 @@ class _Expander:
         self.i = 0
         self.env = env
         self.esc = escape
+        self.stopped = ""
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -554,11 +555,14 @@ class _Expander:
         return ch
 
     def run(self, stop: str = "") -> str:
+        """The word up to (and past) any character of ``stop``; ``self.stopped`` says
+        which one ended it."""
         out: list[str] = []
         while self.peek():
             ch = self.peek()
-            if stop and ch == stop:
+            if stop and ch in stop:
                 self.i += 1
+                self.stopped = ch
                 return "".join(out)
             if ch == "$":
                 out.append(self.dollar())
@@ -574,7 +578,8 @@ class _Expander:
                         break
                 out.append(ch)
         if stop:
-            raise InvalidArgument(f"unexpected end of statement while looking for matching {stop}")
+            raise InvalidArgument(
+                f"unexpected end of statement while looking for matching {stop[-1]}")
         return "".join(out)
 
     def single(self) -> str:
@@ -663,19 +668,100 @@ class _Expander:
             if unset:
                 raise InvalidArgument(f"{name}: {word or 'is not allowed to be empty'}")
             return value
-        if op in ("#", "%", "/"):
-            raise NotSupported(f"the ${{{name}{op}...}} substitution is not supported by ketch")
+        if op in ("#", "%", "/") and not null_is_unset:
+            return self.pattern_op(name, op)
         raise InvalidArgument(f"unsupported modifier ({':' if null_is_unset else ''}{op}) "
                               "in substitution")
 
 
+    def pattern_op(self, name: str, op: str) -> str:
+        """``${VAR#p}``, ``${VAR##p}``, ``${VAR%p}``, ``${VAR%%p}``, ``${VAR/p/r}``,
+        ``${VAR//p/r}``: the shell's pattern removal and replacement (BuildKit's)."""
+        twice = self.peek() == op
+        if twice:
+            self.i += 1
+        value = self.env.get(name, "")
+        if op == "/":
+            pattern = self._word("/}")
+            repl = self._word("}") if self.stopped == "/" else ""
+            return _replace(value, _glob_regex(pattern), repl, every=twice)
+        regex = _glob_regex(self._word("}"))
+        cuts = range(len(value) + 1)
+        if op == "#":
+            for i in (reversed(cuts) if twice else cuts):
+                if regex.fullmatch(value, 0, i):
+                    return value[i:]
+        else:
+            for i in (cuts if twice else reversed(cuts)):
+                if regex.fullmatch(value, i):
+                    return value[:i]
+        return value
+
+    def _word(self, stop: str) -> str:
+        try:
+            return self.run(stop)
+        except InvalidArgument:
+            if not self.peek():
+                raise InvalidArgument("syntax error: missing '}'") from None
+            raise
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A shell pattern (``*``, ``?``, ``[...]``) as a regular expression."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                out.append(re.escape(ch))
+            else:
+                body = pattern[i + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _replace(value: str, regex: re.Pattern[str], repl: str, every: bool) -> str:
+    """Replace the leftmost-longest match (every match with ``every``)."""
+    out: list[str] = []
+    i = 0
+    while i <= len(value):
+        found = next((j for j in range(len(value), i - 1, -1)
+                      if regex.fullmatch(value, i, j)), None)
+        if found is None or (found == i and not regex.pattern):
+            if i < len(value):
+                out.append(value[i])
+            i += 1
+            continue
+        out.append(repl)
+        if not every:
+            out.append(value[found:])
+            return "".join(out)
+        if found == i:
+            if i < len(value):
+                out.append(value[i])
+            i += 1
+        else:
+            i = found
+    return "".join(out)
+
+
 def expand(word: str, env: dict[str, str], escape: str = "\\") -> str:
     """A Dockerfile word with quotes removed and $VAR, ${VAR}, ${VAR:-x}, ${VAR-x},
-    ${VAR:+x}, ${VAR+x}, ${VAR:?x}, ${VAR?x} expanded from env, as BuildKit does;
-    InvalidArgument on a syntax error, NotSupported for the pattern forms (#, %, /)."""
+    ${VAR:+x}, ${VAR+x}, ${VAR:?x}, ${VAR?x} and the pattern forms (# ## % %% / //)
+    expanded from env, as BuildKit does; InvalidArgument on a syntax error."""
     try:
         return _Expander(word, env, escape).run()
-    except NotSupported:
-        raise
     except InvalidArgument as exc:
         raise InvalidArgument(f"failed to process {_go_quote(word)}: {exc.message}") from None
