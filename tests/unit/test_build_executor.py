@@ -418,3 +418,13 @@ def test_cache_from_an_image_without_its_intermediates(tmp_path: Path) -> None:
     assert len(fresh.runs) == 1              # the COPY and what follows it missed
     missing, events = build(FakeBackend(), tmp_path, text, cache_from=["nope:1"])
     assert any(e.kind == "warning" and "--cache-from nope:1" in e.text for e in events)
+
+
+def test_check_directive_warns_or_fails(fb: FakeBackend, tmp_path: Path) -> None:
+    _, events = build(fb, tmp_path, "FROM busybox\nCMD echo hi\n")
+    assert [e.text for e in events if e.kind == "warning"] == [
+        "JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended "
+        "behavior related to OS signals (line 2)"]
+    with pytest.raises(InvalidArgument, match="lint violation found for rules: "
+                                              "JSONArgsRecommended"):
+        build(fb, tmp_path, "# check=error=true\nFROM busybox\nCMD echo hi\n")

@@ -250,6 +250,14 @@ class Builder:
     # --- running ------------------------------------------------------------------------------
 
     def run(self) -> str:
+        from ketch.build.checks import parse_directive, run_checks
+
+        findings = run_checks(self.df)
+        for f in findings:
+            self.emit(BuildWarning(f.text()))
+        if findings and parse_directive(self.df.directives.get("check")).error:
+            rules = sorted({f.rule for f in findings})
+            raise InvalidArgument(f"lint violation found for rules: {', '.join(rules)}")
         gargs = self._global_args()
         target = self._target()
         stages = self._needed(target, gargs)
