@@ -254,7 +254,7 @@ class Builder:
 
         findings = run_checks(self.df)
         for f in findings:
-            self.emit(BuildWarning(f.text()))
+            self.emit(BuildWarning(f.text(), rule=f.rule))
         if findings and parse_directive(self.df.directives.get("check")).error:
             rules = sorted({f.rule for f in findings})
             raise InvalidArgument(f"lint violation found for rules: {', '.join(rules)}")

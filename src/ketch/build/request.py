@@ -111,6 +111,7 @@ class StepDone:
 @dataclass
 class BuildWarning:
     text: str
+    rule: str = ""        # a build check's rule name (BuildKit's lint): not in the legacy stream
     kind: str = "warning"
 
 
