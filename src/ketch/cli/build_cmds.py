@@ -31,12 +31,12 @@ from ketch.errors import InvalidArgument, KetchError, NotSupported
 TYPE_CHECKING = False     # typing costs the CLI start-up (ketch.record says why)
 if TYPE_CHECKING:
     import tarfile
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
     from typing import Any, BinaryIO
 
 SECRETS_DIR = ".ketch-build-secrets"
 CONTEXTS_DIR = ".ketch-build-contexts"
-_PIPE_SIZE = 1 << 20
+_PIECE = 1 << 20         # how much of a file is read (and sent) at once
 
 
 def _fail(message: str) -> KetchError:
@@ -50,88 +50,160 @@ def _flag_error(flag: str, value: str, why: str) -> UsageFailure:
 # --- the context tar --------------------------------------------------------------------------
 
 
-class TarPipe:
-    """A tar written by a thread into a pipe; ``reader`` is the upload's body. A failure
-    of the writer (a file that cannot be read) is kept in ``error`` and ends the tar
-    early; the caller reports it in place of whatever the daemon says about a cut tar."""
+class TarStream:
+    """A tar made as it is read: the upload's body. ``entries`` gives each member's header
+    and its data (bytes, a path to read, or a file); data goes out in large pieces,
+    straight from the files, with no thread, pipe or copy in between.
 
-    def __init__(self, write: Callable[[tarfile.TarFile], None], *, compress: bool = False
-                 ) -> None:
-        import threading
+    A file that cannot be read ends the tar early, the error kept in ``error``: the
+    command reports it in place of what the daemon says about a cut tar (docker's
+    "error checking context")."""
 
-        r, w = os.pipe()
-        try:
-            import fcntl
-
-            fcntl.fcntl(w, 1031, _PIPE_SIZE)   # F_SETPIPE_SZ: fewer, larger writes
-        except OSError:
-            pass
-        self.reader: BinaryIO = os.fdopen(r, "rb")
-        self._writer: BinaryIO = os.fdopen(w, "wb")
+    def __init__(self, entries: Iterator[tuple[tarfile.TarInfo, Any]], *,
+                 compress: bool = False) -> None:
+        self._chunks = self._generate(entries)
+        self._pending = memoryview(b"")         # what is left of the last piece
         self.error: BaseException | None = None
-        self._write = write
-        self._compress = compress
-        self._thread = threading.Thread(target=self._run, name="build-context", daemon=True)
-        self._thread.start()
+        self._gzip: Any = None
+        if compress:
+            import zlib
 
-    def _run(self) -> None:
+            self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31)    # 31: the gzip format
+
+    @staticmethod
+    def _generate(entries: Iterator[tuple[tarfile.TarInfo, Any]]) -> Iterator[bytes]:
         import tarfile
 
-        try:
-            with tarfile.open(fileobj=self._writer, mode="w|gz" if self._compress else "w|",
-                              format=tarfile.PAX_FORMAT) as tf:
-                self._write(tf)
-        except BrokenPipeError:
-            pass            # the upload stopped reading (the daemon refused early)
-        except BaseException as exc:  # noqa: BLE001 - reported by the command
-            self.error = exc
-        finally:
+        total = 0
+        for info, data in entries:
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            yield header
+            total += len(header)
+            if not info.isreg() or info.size == 0:
+                continue
+            left = info.size
+            if isinstance(data, bytes):
+                yield data
+                left -= len(data)
+            else:
+                fh = open(data, "rb") if isinstance(data, str) else data   # noqa: SIM115
+                try:
+                    while left > 0:
+                        chunk = fh.read(min(left, _PIECE))
+                        if not chunk:
+                            break
+                        yield chunk
+                        left -= len(chunk)
+                finally:
+                    if isinstance(data, str):
+                        fh.close()
+            if left > 0:
+                yield bytes(left)       # the file shrank while it was read (as GNU tar)
+            total += info.size
+            pad = -info.size % 512
+            if pad:
+                yield bytes(pad)
+                total += pad
+        # Two zero blocks end the archive; the last record is filled up (tar's blocking).
+        end = 1024 + (-(total + 1024) % tarfile.RECORDSIZE)
+        yield bytes(end)
+
+    def _next(self) -> bytes:
+        while True:
             try:
-                self._writer.close()
-            except OSError:
-                pass
+                chunk = next(self._chunks)
+            except StopIteration:
+                if self._gzip is not None:
+                    tail, self._gzip = self._gzip.flush(), None
+                    return tail
+                return b""
+            except (OSError, KetchError) as exc:
+                self.error = exc
+                self._chunks = iter(())
+                return b""
+            if self._gzip is None:
+                return chunk
+            out = self._gzip.compress(chunk)
+            if out:
+                return bytes(out)
 
-    def close(self) -> None:
-        self.reader.close()
-        self._thread.join(10)
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [bytes(self._pending)]
+            while True:
+                chunk = self._next()
+                if not chunk:
+                    self._pending = memoryview(b"")
+                    return b"".join(parts)
+                parts.append(chunk)
+        if not self._pending:
+            chunk = self._next()
+            if len(chunk) <= n:
+                return chunk            # the common case for headers: no copy at all
+            self._pending = memoryview(chunk)
+        out = bytes(self._pending[:n])
+        self._pending = self._pending[n:]
+        return out
 
 
-def _reset_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    # docker sends every file as owned by root (0:0), whoever owns it here, and with its
-    # mtime in whole seconds (moby's archive truncates it): a fractional mtime would cost
-    # a PAX header, 1 KiB more, for every file.
+def _info(path: str, arcname: str, links: dict[tuple[int, int], str]
+          ) -> tarfile.TarInfo | None:
+    """A member's header as docker's archive writes it: owned by root (0:0), the mtime in
+    whole seconds (moby truncates it; a fraction would cost a PAX record, 1 KiB, per
+    file), a second name of a file already sent as a hard link. None for a socket."""
+    import stat
+    import tarfile
+
+    st = os.lstat(path)
+    mode = st.st_mode
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(mode)
+    info.mtime = int(st.st_mtime)
     info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mtime = int(info.mtime)
+    if stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            info.type, info.linkname = tarfile.LNKTYPE, links[key]
+        else:
+            if st.st_nlink > 1:
+                links[key] = arcname
+            info.size = st.st_size
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return None
     return info
 
 
-def add_tree(tf: tarfile.TarFile, root: str, rels: Iterable[str], prefix: str = "",
-             replace: Mapping[str, bytes] | None = None) -> None:
-    """Adds ``root/rel`` for each ``rel`` (walk_context's order) as ``prefix + rel``;
-    ``replace`` gives other contents for some files (the amended .dockerignore)."""
-    import io
-
+def tree_entries(root: str, rels: Iterable[str], prefix: str = "",
+                 replace: Mapping[str, bytes] | None = None
+                 ) -> Iterator[tuple[tarfile.TarInfo, Any]]:
+    """The members for ``root/rel``, each ``rel`` as walk_context gives them, named
+    ``prefix + rel``; ``replace`` gives other contents for some files (the amended
+    .dockerignore)."""
     replace = replace or {}
+    links: dict[tuple[int, int], str] = {}
     for rel in rels:
         path = os.path.join(root, rel)
-        info = tf.gettarinfo(path, arcname=prefix + rel)
+        info = _info(path, prefix + rel, links)
         if info is None:
-            continue            # a socket: tar has no way to carry it
-        _reset_owner(info)
-        if rel in replace:
+            continue
+        if rel in replace and info.isreg():
             data = replace[rel]
             info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-        elif info.isreg():
-            with open(path, "rb") as fh:
-                tf.addfile(info, fh)
+            yield info, data
         else:
-            tf.addfile(info)
+            yield info, path if info.isreg() else None
 
 
-def add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mode: int = 0o600) -> None:
-    import io
+def bytes_entry(name: str, data: bytes, mode: int = 0o600) -> tuple[tarfile.TarInfo, bytes]:
     import tarfile
     import time
 
@@ -139,17 +211,22 @@ def add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mode: int = 0o600) ->
     info.size = len(data)
     info.mode = mode
     info.mtime = int(time.time())
-    tf.addfile(info, io.BytesIO(data))
+    return info, data
 
 
 def _patterns(context_dir: str, dockerfile_path: str | None) -> list[str]:
     from pathlib import Path
 
-    from ketch.build.dockerignore import ignore_file_for, read_file
+    from ketch.build.dockerignore import Matcher, ignore_file_for, read_file
 
     ignore = ignore_file_for(Path(context_dir), Path(dockerfile_path) if dockerfile_path
                              else None)
-    return read_file(ignore) if ignore is not None else []
+    patterns = read_file(ignore) if ignore is not None else []
+    try:
+        Matcher(patterns)       # refused here, before anything is sent, as docker does
+    except KetchError as exc:
+        raise _fail(f"error checking context: {exc}") from None
+    return patterns
 
 
 class Extras:
@@ -159,16 +236,16 @@ class Extras:
         self.secrets: dict[str, bytes] = {}
         self.contexts: dict[str, str] = {}
 
-    def write(self, tf: tarfile.TarFile) -> None:
+    def entries(self) -> Iterator[tuple[tarfile.TarInfo, Any]]:
         from pathlib import Path
 
         from ketch.build.dockerignore import walk_context
 
         for sid, data in self.secrets.items():
-            add_bytes(tf, f"{SECRETS_DIR}/{sid}", data)
+            yield bytes_entry(f"{SECRETS_DIR}/{sid}", data)
         for name, directory in self.contexts.items():
             rels = walk_context(Path(directory), _patterns(directory, None), None)
-            add_tree(tf, directory, rels, prefix=f"{CONTEXTS_DIR}/{name}/")
+            yield from tree_entries(directory, rels, prefix=f"{CONTEXTS_DIR}/{name}/")
 
 
 def random_dockerfile_name() -> str:
@@ -178,8 +255,8 @@ def random_dockerfile_name() -> str:
 
 def directory_context(context_dir: str, dockerfile: str | None, extras: Extras,
                       stdin_dockerfile: bytes | None = None
-                      ) -> tuple[Callable[[tarfile.TarFile], None], str]:
-    """(tar writer, the Dockerfile's name in the tar) for a directory context.
+                      ) -> tuple[Iterator[tuple[tarfile.TarInfo, Any]], str]:
+    """(the tar's members, the Dockerfile's name in the tar) for a directory context.
 
     ``dockerfile`` is ``-f`` as given (relative to the current directory, as docker reads
     it), or None for ``<context>/Dockerfile``; ``stdin_dockerfile`` is ``-f -``'s text."""
@@ -227,24 +304,24 @@ def directory_context(context_dir: str, dockerfile: str | None, extras: Extras,
         amended = ignore + b"\n" + name.encode() + b"\n"
         data = outside
 
-        def write(tf: tarfile.TarFile) -> None:
+        def members() -> Iterator[tuple[tarfile.TarInfo, Any]]:
             rels = walk_context(Path(context_abs), patterns, None)
-            add_tree(tf, context_abs, rels, replace={".dockerignore": amended})
+            yield from tree_entries(context_abs, rels, replace={".dockerignore": amended})
             if not had_ignore:
-                add_bytes(tf, ".dockerignore", amended)
-            add_bytes(tf, name, data)
-            extras.write(tf)
+                yield bytes_entry(".dockerignore", amended)
+            yield bytes_entry(name, data)
+            yield from extras.entries()
 
-        return write, name
+        return members(), name
     assert df_path is not None
     rel_df = os.path.relpath(df_path, context_abs).replace(os.sep, "/")
     patterns = _patterns(context_abs, df_path)
 
-    def write_local(tf: tarfile.TarFile) -> None:
-        add_tree(tf, context_abs, walk_context(Path(context_abs), patterns, rel_df))
-        extras.write(tf)
+    def local_members() -> Iterator[tuple[tarfile.TarInfo, Any]]:
+        yield from tree_entries(context_abs, walk_context(Path(context_abs), patterns, rel_df))
+        yield from extras.entries()
 
-    return write_local, rel_df
+    return local_members(), rel_df
 
 
 _ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
@@ -626,7 +703,7 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
         name, directory = parse_build_context(c)
         extras.contexts[name] = directory
     dockerfile_flag = flags["file"]
-    writer: Callable[[tarfile.TarFile], None] | None = None
+    members: Iterator[tuple[tarfile.TarInfo, Any]] | None = None
     body: Any = None
     if spec == "-":
         if dockerfile_flag == "-":
@@ -638,21 +715,16 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
             source = _Prefixed(head, stdin)
             df_name = dockerfile_flag
             if extras.secrets or extras.contexts:
-                writer = _copy_tar(source, extras)
+                members = _copy_tar(source, extras)
             else:
                 body = source
         else:
             data = head + stdin.read()
             df_name = "Dockerfile"
-
-            def writer_df(tf: tarfile.TarFile) -> None:
-                add_bytes(tf, "Dockerfile", data, 0o644)
-                extras.write(tf)
-
-            writer = writer_df
+            members = iter([bytes_entry("Dockerfile", data, 0o644), *extras.entries()])
     else:
         stdin_df = sys.stdin.buffer.read() if dockerfile_flag == "-" else None
-        writer, df_name = directory_context(spec, dockerfile_flag if dockerfile_flag != "-"
+        members, df_name = directory_context(spec, dockerfile_flag if dockerfile_flag != "-"
                                             else None, extras, stdin_df)
     from ketch.client._build import build_query
 
@@ -661,12 +733,12 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
     auths = _registry_auths(session)
     client = session.connect()
     renderer = build_progress.make(progress)
-    pipe = TarPipe(writer, compress=flags["compress"]) if writer is not None else None
+    pipe = TarStream(members, compress=flags["compress"]) if members is not None else None
+    upload: Any = pipe if pipe is not None else body     # read() is all the upload needs
     image = ""
     try:
         try:
-            messages = client.image_build(pipe.reader if pipe is not None else body, pairs,
-                                          registry_config=auths)
+            messages = client.image_build(upload, pairs, registry_config=auths)
             image = _show(messages, renderer)
         except KetchError as exc:
             if pipe is not None and pipe.error is not None:
@@ -679,8 +751,8 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
                 return 1
             raise
     finally:
-        if pipe is not None:
-            pipe.close()
+        if hasattr(body, "close"):
+            body.close()
     if pipe is not None and pipe.error is not None:
         raise _context_error(pipe.error)
     renderer.close()
@@ -706,20 +778,19 @@ def _context_error(exc: BaseException) -> KetchError:
     return _fail(f"error checking context: {exc}")
 
 
-def _copy_tar(source: Any, extras: Extras) -> Callable[[tarfile.TarFile], None]:
-    """A stdin tar with the secrets and named contexts added to its end."""
+def _copy_tar(source: Any, extras: Extras) -> Iterator[tuple[tarfile.TarInfo, Any]]:
+    """A stdin tar's members with the secrets and named contexts added to its end (names
+    of the reserved directories that the tar had are dropped: they would be taken for
+    what the flags give)."""
+    import tarfile
 
-    def write(tf: tarfile.TarFile) -> None:
-        import tarfile as tarmod
-
-        with tarmod.open(fileobj=source, mode="r|*") as src:
-            for member in src:
-                if member.name.split("/", 1)[0].lstrip("./") in (SECRETS_DIR, CONTEXTS_DIR):
-                    continue
-                tf.addfile(member, src.extractfile(member) if member.isreg() else None)
-        extras.write(tf)
-
-    return write
+    with tarfile.open(fileobj=source, mode="r|*") as src:
+        for member in src:
+            top = member.name.lstrip("./").split("/", 1)[0]
+            if top in (SECRETS_DIR, CONTEXTS_DIR):
+                continue
+            yield member, src.extractfile(member) if member.isreg() else None
+    yield from extras.entries()
 
 
 def _show(messages: Iterable[dict[str, Any]], renderer: Any) -> str:
