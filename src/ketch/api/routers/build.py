@@ -36,9 +36,9 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ketch.build.request import BuildOptions, Emit, Event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUILDKIT_UNSUPPORTED = ("BuildKit API not supported: ketchd has only the legacy builder; "
                         "use DOCKER_BUILDKIT=0 (or build with ketch build)")
@@ -241,9 +242,8 @@ class BuildRequest:
     quiet: bool = False
     ketch_progress: bool = False
     want_aux: bool = True
-    secrets: list[str] | None = None
-    contexts: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    secrets: list[str] | None = None       # ketchsecrets: ids declared (None: not asked)
+    contexts: list[str] | None = None      # ketchcontexts: names declared
 
 
 def _int64_or_zero(query: Mapping[str, str], key: str) -> int:
@@ -576,6 +576,31 @@ def _extract(request: web.Request, loop: asyncio.AbstractEventLoop, tmp_dir: str
 # --- the stream ---------------------------------------------------------------------------
 
 
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread of its own (see ``run_build`` for why not the executor)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="build-context", daemon=True).start()
+    return await future
+
+
 def _gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -631,7 +656,10 @@ async def run_build(request: web.Request, builder: BuildBackend, req: BuildReque
             except OSError as exc:
                 log.warning("removing build context %s: %s", ctx.base, exc)
 
-    task = loop.run_in_executor(None, work)
+    # A thread of its own, not the loop's default executor: a build holds its thread for
+    # minutes, and waits on engine work that may itself need that executor.
+    thread = threading.Thread(target=work, name="build", daemon=True)
+    thread.start()
     response: web.StreamResponse | None = None
 
     async def write(data: bytes) -> None:
@@ -678,9 +706,8 @@ async def run_build(request: web.Request, builder: BuildBackend, req: BuildReque
     finally:
         # Done, failed, or the client left: a build still running stops at its next
         # look at ``cancel``.
-        if not task.done():
+        if thread.is_alive():
             cancel.set()
-        task.add_done_callback(lambda f: f.exception())
     return response if response is not None else web.Response()
 
 
@@ -734,7 +761,7 @@ def setup(app: web.Application, builder: BuildBackend) -> None:
             refused.add(request.query.get("session", ""))
             raise
         loop = asyncio.get_running_loop()
-        ctx = await asyncio.to_thread(_extract, request, loop, builder.tmp_dir(), req)
+        ctx = await in_thread(_extract, request, loop, builder.tmp_dir(), req)
         return await run_build(request, builder, req, ctx)
 
     async def buildkit(request: web.Request) -> web.StreamResponse:
