@@ -571,10 +571,18 @@ def test_the_tar_stream_carries_every_kind_and_compresses(tmp_path: Path) -> Non
 
 
 def test_an_unreadable_file_ends_the_stream_with_the_error(tmp_path: Path) -> None:
+    import tarfile
+
     from ketch.cli.build_cmds import TarStream, tree_entries
 
     (tmp_path / "a").write_text("a")
     members = tree_entries(str(tmp_path), ["a", "gone"])
     stream = TarStream(members)
-    stream.read()
+    data = stream.read()
     assert isinstance(stream.error, FileNotFoundError)
+    # cut at a member's edge, the tar would still read as a whole one: it must not
+    with pytest.raises(tarfile.ReadError), \
+            tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tf:
+        for member in tf:
+            if member.isreg():
+                tf.extractfile(member).read()  # type: ignore[union-attr]

@@ -7,8 +7,8 @@ ignore file always in it; a Dockerfile from outside the context (``-f``) or
 from stdin (``-f -``) is added under a random name ``.dockerfile.<hex>`` that
 the tar's ``.dockerignore`` also names (so COPY never sees it); a context of
 ``-`` is a tar on stdin, or, when stdin is not an archive, the Dockerfile
-itself with an empty context. The tar is written by a thread into a pipe
-that the upload reads: a large context is never held in memory.
+itself with an empty context. The tar is made as the upload reads it
+(``TarStream``): a large context is never held in memory.
 
 ketch's own parts of the request: the progress comes back as typed events
 (``ketchprogress=1``, drawn by ``ketch.cli.build_progress``); ``--secret``
@@ -118,9 +118,16 @@ class TarStream:
                     return tail
                 return b""
             except (OSError, KetchError) as exc:
+                # The tar must not end cleanly at a member's edge: the daemon would build
+                # without the rest (tar readers, Python's too, take a bad header there for
+                # the end). A member whose data never comes makes every reader refuse it.
+                import tarfile
+
                 self.error = exc
-                self._chunks = iter(())
-                return b""
+                cut = tarfile.TarInfo(".ketch-context-incomplete")
+                cut.size = 1
+                self._chunks = iter([cut.tobuf(tarfile.PAX_FORMAT)])
+                continue
             if self._gzip is None:
                 return chunk
             out = self._gzip.compress(chunk)
@@ -733,28 +740,24 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
     auths = _registry_auths(session)
     client = session.connect()
     renderer = build_progress.make(progress)
-    pipe = TarStream(members, compress=flags["compress"]) if members is not None else None
-    upload: Any = pipe if pipe is not None else body     # read() is all the upload needs
+    tar = TarStream(members, compress=flags["compress"]) if members is not None else None
+    upload: Any = tar if tar is not None else body     # read() is all the upload needs
     image = ""
     try:
-        try:
-            messages = client.image_build(upload, pairs, registry_config=auths)
-            image = _show(messages, renderer)
-        except KetchError as exc:
-            if pipe is not None and pipe.error is not None:
-                raise _context_error(pipe.error) from None
-            from ketch.client._build import BuildFailed
+        messages = client.image_build(upload, pairs, registry_config=auths)
+        image = _show(messages, renderer)
+    except KetchError as exc:
+        if tar is not None and tar.error is not None:
+            raise _context_error(tar.error) from None
+        from ketch.client._build import BuildFailed
 
-            if isinstance(exc, BuildFailed):
-                renderer.failed(str(exc))
-                renderer.close()
-                return 1
-            raise
-    finally:
-        if hasattr(body, "close"):
-            body.close()
-    if pipe is not None and pipe.error is not None:
-        raise _context_error(pipe.error)
+        if isinstance(exc, BuildFailed):
+            renderer.failed(str(exc))
+            renderer.close()
+            return 1
+        raise
+    if tar is not None and tar.error is not None:
+        raise _context_error(tar.error)
     renderer.close()
     if progress == "quiet":
         sys.stdout.write(image + "\n")
