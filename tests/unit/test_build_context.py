@@ -179,3 +179,21 @@ def test_undeclared_or_missing_secrets_are_refused(tmp_path: Path) -> None:
         extract_context(io.BytesIO(_tar([("a", "file", b"1", 0o644)])),
                         str(tmp_path / "c"), secrets=["token"])
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_tar_without_its_last_padding_and_end_blocks_is_whole(tmp_path: Path) -> None:
+    """What the docker CLI sends for ``build -f - DIR``: its last member (the amended
+    .dockerignore) stops right after its data, as dockerd's reader accepts."""
+    data = _tar([("Dockerfile", "file", b"FROM x\n", 0o644),
+                 (".dockerignore", "file", b"a\nb\n", 0o600)])
+    cut = data[:data.index(b"a\nb\n") + 4]
+    assert len(cut) % 512 != 0
+    ctx = extract_context(io.BytesIO(cut), str(tmp_path / "b"))
+    assert ctx.digests == {"Dockerfile": _sha(b"FROM x\n"), ".dockerignore": _sha(b"a\nb\n")}
+
+
+def test_a_member_whose_data_is_cut_is_refused(tmp_path: Path) -> None:
+    data = _tar([("a", "file", b"1", 0o644), ("b", "file", b"x" * 2000, 0o644)])
+    with pytest.raises(InvalidArgument, match="unexpected end of data"):
+        extract_context(io.BytesIO(data[:data.index(b"x" * 100) + 1000]), str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()

@@ -32,7 +32,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -242,6 +242,27 @@ def _open_stream(stream: BinaryIO) -> tarfile.TarFile:
         raise InvalidArgument(f"invalid build context: {exc}") from None
 
 
+def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, ending where Go's tar reader ends: the docker CLI's
+    ``build -f -`` sends a tar whose last member has neither its padding nor the two
+    zero blocks after it, which dockerd reads as the end. Python's reader calls that
+    "unexpected end of data" when it looks for the next header; a member whose own
+    data is cut short is still refused, when that data is read."""
+    members = iter(tf)
+    first = True
+    while True:
+        try:
+            member = next(members)
+        except StopIteration:
+            return
+        except tarfile.ReadError as exc:
+            if str(exc) == "unexpected end of data" and not first:
+                return
+            raise
+        first = False
+        yield member
+
+
 def extract_context(stream: BinaryIO, dest: str, *,
                     secrets: Collection[str] | None = None,
                     contexts: Collection[str] | None = None) -> BuildContext:
@@ -293,7 +314,7 @@ def extract_context(stream: BinaryIO, dest: str, *,
     try:
         tf = _open_stream(stream)
         try:
-            for member in tf:
+            for member in _members(tf):
                 rel = _clean_name(member.name)
                 routed = route(rel) if rel else (main, "")
                 if routed is None:
