@@ -90,6 +90,46 @@ def test_docker_cli_legacy_build_prints_dockerds_lines(loaded_ketchd: Ketchd,
     assert quiet.returncode == 0 and quiet.stdout.strip() == inspect["Id"]
 
 
+def _stdin_build(k: Ketchd, ctx: Path, dockerfile: str, *args: str
+                 ) -> subprocess.CompletedProcess[str]:
+    env = {k_: v for k_, v in os.environ.items() if not k_.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=k.host, DOCKER_CONFIG=str(k.dir / "docker-config"),
+               DOCKER_BUILDKIT="0")
+    return subprocess.run([str(DOCKER), "build", "-q", *args, "-f", "-", str(ctx)],
+                          input=dockerfile, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_docker_cli_dockerfile_from_stdin_and_outside(loaded_ketchd: Ketchd,
+                                                      tmp_path: Path) -> None:
+    """``-f -`` and ``-f`` outside the context: the CLI adds the Dockerfile under a random
+    name and ends its tar right after the amended .dockerignore's data."""
+    k = loaded_ketchd
+    ctx = _context(tmp_path / "ctx", **{".dockerignore": "*.log\n"})
+    out = _stdin_build(k, ctx, "FROM busybox\nLABEL stdin=1\n")
+    assert out.returncode == 0, out.stderr
+    labels = json.loads(docker(k, "image", "inspect", out.stdout.strip()).stdout)[0][
+        "Config"]["Labels"]
+    assert labels == {"stdin": "1"}
+    (tmp_path / "Dockerfile.out").write_text("FROM busybox\nLABEL outside=1\n")
+    out = _legacy(k, "-q", "-f", str(tmp_path / "Dockerfile.out"), str(ctx))
+    assert out.returncode == 0, out.stderr
+    labels = json.loads(docker(k, "image", "inspect", out.stdout.strip()).stdout)[0][
+        "Config"]["Labels"]
+    assert labels == {"outside": "1"}
+
+
+@pytest.mark.xfail(strict=True, reason="the builder must call BuildContext.drop_build_files "
+                                       "after reading the Dockerfile (dockerd's removeDockerfile)")
+def test_the_added_dockerfile_is_not_in_copy(loaded_ketchd: Ketchd, tmp_path: Path) -> None:
+    k = loaded_ketchd
+    ctx = _context(tmp_path / "ctx")
+    out = _stdin_build(k, ctx, "FROM busybox\nCOPY . /ctx/\n", "-t", "stdin:1")
+    assert out.returncode == 0, out.stderr
+    listing = _run(k, "stdin:1", "ls", "-A", "/ctx").split()
+    assert sorted(listing) == ["Dockerfile", "data.txt"]
+
+
 def test_docker_cli_failing_run(loaded_ketchd: Ketchd, tmp_path: Path) -> None:
     ctx = _context(tmp_path / "ctx", "FROM busybox\nRUN exit 3\n")
     out = _legacy(loaded_ketchd, str(ctx))

@@ -197,3 +197,27 @@ def test_a_member_whose_data_is_cut_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="unexpected end of data"):
         extract_context(io.BytesIO(data[:data.index(b"x" * 100) + 1000]), str(tmp_path / "b"))
     assert not (tmp_path / "b").exists()
+
+
+def test_the_dockerfile_and_ignore_file_leave_when_the_ignore_file_names_them(
+        tmp_path: Path) -> None:
+    # the docker CLI's tar for "build -f - DIR"
+    data = _tar([("a.txt", "file", b"a", 0o644),
+                 (".dockerfile.0123456789abcdef0123", "file", b"FROM x\n", 0o600),
+                 (".dockerignore", "file", b".dockerignore\n.dockerfile.0123456789abcdef0123\n",
+                  0o600)])
+    ctx = extract_context(io.BytesIO(data), str(tmp_path / "b"))
+    assert ctx.drop_build_files(".dockerfile.0123456789abcdef0123") == [
+        ".dockerignore", ".dockerfile.0123456789abcdef0123"]
+    assert set(ctx.digests) == {"a.txt"} and os.listdir(ctx.root) == ["a.txt"]
+
+
+def test_build_files_stay_unless_named(tmp_path: Path) -> None:
+    data = _tar([("Dockerfile", "file", b"FROM x\n", 0o644),
+                 (".dockerignore", "file", b"*.log\n!Dockerfile\n", 0o644)])
+    ctx = extract_context(io.BytesIO(data), str(tmp_path / "b"))
+    assert ctx.drop_build_files("Dockerfile") == []
+    assert set(ctx.digests) == {"Dockerfile", ".dockerignore"}
+    ctx2 = extract_context(io.BytesIO(_tar([("Dockerfile", "file", b"FROM x\n", 0o644)])),
+                           str(tmp_path / "c"))
+    assert ctx2.drop_build_files("Dockerfile") == []    # no .dockerignore at all

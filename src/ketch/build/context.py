@@ -59,6 +59,39 @@ class BuildContext:
         if self.base:
             _remove_tree(self.base)
 
+    def drop_build_files(self, dockerfile: str) -> list[str]:
+        """dockerd's removeDockerfile, for the builder to call once it has read the
+        Dockerfile: the Dockerfile and ``.dockerignore`` leave the context when
+        ``.dockerignore`` names them. That is how the docker CLI's ``.dockerfile.<hex>``
+        (a Dockerfile from stdin or from outside the context, which the CLI adds to the
+        tar and to its ``.dockerignore``) never reaches ``COPY . /``. Returns what went."""
+        from ketch.build.dockerignore import Matcher, clean, read_patterns
+
+        ignore = os.path.join(self.root, ".dockerignore")
+        try:
+            st = os.lstat(ignore)
+            if not stat.S_ISREG(st.st_mode):
+                return []
+            with open(ignore, "rb") as fh:
+                text = fh.read().decode("utf-8", errors="surrogateescape")
+        except FileNotFoundError:
+            return []
+        matcher = Matcher(read_patterns(text))
+        gone: list[str] = []
+        for name in (".dockerignore", clean(dockerfile.replace(os.sep, "/"))):
+            if name.startswith("../") or name in (".", "..") or not matcher.matches(name):
+                continue
+            path = os.path.join(self.root, name)
+            try:
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            self.digests.pop(name, None)
+            gone.append(name)
+        return gone
+
 
 def _remove_tree(path: str) -> None:
     """rmtree that also gets through directories extracted read-only (mode 0555)."""
