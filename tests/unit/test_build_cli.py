@@ -354,7 +354,8 @@ def test_builder_prune(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> No
 def _events() -> list[dict[str, Any]]:
     from ketch.build import request as rq
 
-    return [rq.event_json(e) for e in [rq.StepStarted(1, 3, "build", "FROM busybox AS build"),
+    events: list[rq.Event] = [
+            rq.StepStarted(1, 3, "build", "FROM busybox AS build"),
             rq.StepDone(1, "sha256:" + "a" * 64),
             rq.StepStarted(2, 3, "build", "RUN make"),
             rq.StepMiss(2, "the command changed"),
@@ -363,7 +364,8 @@ def _events() -> list[dict[str, Any]]:
             rq.StepDone(2, "sha256:" + "b" * 64, seconds=1.25, removed_container="c" * 64),
             rq.StepStarted(3, 3, "stage-1", "COPY --from=build /out /"),
             rq.StepCached(3), rq.StepDone(3, IMG4),
-            rq.BuildResult(IMG4, ["me/app:1"])]]
+            rq.BuildResult(IMG4, ["me/app:1"])]
+    return [rq.event_json(e) for e in events]
 
 
 def test_plain_is_buildkits_format() -> None:
