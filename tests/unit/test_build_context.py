@@ -221,3 +221,14 @@ def test_build_files_stay_unless_named(tmp_path: Path) -> None:
     ctx2 = extract_context(io.BytesIO(_tar([("Dockerfile", "file", b"FROM x\n", 0o644)])),
                            str(tmp_path / "c"))
     assert ctx2.drop_build_files("Dockerfile") == []    # no .dockerignore at all
+
+
+def test_a_later_entry_replaces_a_directory(tmp_path: Path) -> None:
+    data = _tar([("d/x", "file", b"1", 0o644), ("d", "file", b"now a file", 0o644),
+                 ("e", "file", b"2", 0o644)])
+    ctx = extract_context(io.BytesIO(data), str(tmp_path / "b"))
+    assert ctx.digests == {"d": _sha(b"now a file"), "e": _sha(b"2")}
+    data = _tar([("d/x", "file", b"1", 0o644), ("d", "file", b"f", 0o644),
+                 ("d/y", "file", b"2", 0o644)])
+    with pytest.raises(InvalidArgument, match="is not a directory"):
+        extract_context(io.BytesIO(data), str(tmp_path / "c"))

@@ -164,7 +164,14 @@ class _Tree:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            _remove_tree(path)
+            # What was known below it is gone too.
+            rel = os.path.relpath(path, self.root)
+            self._dirs = {d for d in self._dirs if not d.startswith(rel + "/")}
+            self._dir_meta = {d: m for d, m in self._dir_meta.items()
+                              if d != rel and not d.startswith(rel + "/")}
+            self.digests = {f: d for f, d in self.digests.items()
+                            if not f.startswith(rel + "/")}
         else:
             os.unlink(path)
 
