@@ -119,8 +119,6 @@ def test_docker_cli_dockerfile_from_stdin_and_outside(loaded_ketchd: Ketchd,
     assert labels == {"outside": "1"}
 
 
-@pytest.mark.xfail(strict=True, reason="the builder must call BuildContext.drop_build_files "
-                                       "after reading the Dockerfile (dockerd's removeDockerfile)")
 def test_the_added_dockerfile_is_not_in_copy(loaded_ketchd: Ketchd, tmp_path: Path) -> None:
     k = loaded_ketchd
     ctx = _context(tmp_path / "ctx")

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import conformance_dir
 
-from ketch.build import dump, expand, parse
-from ketch.build.dockerfile import ParseError
+from ketch.build.dockerfile import ParseError, dump, expand, parse
 from ketch.errors import InvalidArgument
 
 CASES = conformance_dir() / "dockerfile-parser"

@@ -1,12 +1,5 @@
-"""The image builder: ketch's own Dockerfile parser (more of the builder follows)."""
+"""The image builder: Dockerfile parser, .dockerignore, COPY/ADD, the executor.
 
-from ketch.build.dockerfile import (
-    Dockerfile,
-    Heredoc,
-    Instruction,
-    dump,
-    expand,
-    parse,
-)
-
-__all__ = ["Dockerfile", "Heredoc", "Instruction", "dump", "expand", "parse"]
+Nothing is imported here: ``ketch build`` loads only the modules it uses, so its
+start-up stays short (import ``ketch.build.dockerfile`` and friends directly).
+"""

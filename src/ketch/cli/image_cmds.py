@@ -375,7 +375,8 @@ def bootstrap(session: Session, args: tuple[str, ...], mirror: str | None, targe
 
 image = Group("image", help="Manage images", usage="COMMAND",
               lazy={"pull": "ketch.cli.registry_client_cmds:pull",
-                    "push": "ketch.cli.registry_client_cmds:push"})
+                    "push": "ketch.cli.registry_client_cmds:push",
+                    "build": "ketch.cli.build_cmds:build"})
 for _name, _cmd in (("ls", ls), ("list", ls), ("inspect", inspect), ("history", history),
                     ("tag", tag), ("rm", rm), ("remove", rm), ("prune", prune),
                     ("save", save), ("load", load), ("import", import_),

@@ -82,6 +82,9 @@ class BuildService:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise InvalidArgument("Cannot locate specified Dockerfile: "
                                   f"{opts.dockerfile or 'Dockerfile'}") from None
+        # dockerd's removeDockerfile: the docker CLI's .dockerfile.<hex> (a Dockerfile
+        # from stdin or outside the context) must not reach COPY . /
+        context.drop_build_files(opts.dockerfile or "Dockerfile")
         backend = _Backend(self, opts)
         ctx = Context(root=context.root, digests=context.digests, named=dict(context.contexts),
                       secrets=dict(context.secrets))
