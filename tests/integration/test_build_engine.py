@@ -236,6 +236,17 @@ def test_build_cache_in_df_and_builder_prune(loaded_ketchd: Ketchd, tmp_path: Pa
     assert df.returncode == 0, df.stderr
     rows = {json.loads(line)["Type"]: json.loads(line) for line in df.stdout.splitlines()}
     assert int(rows["Build Cache"]["TotalCount"]) >= 2
+    bad = docker(k, "builder", "prune", "-f", "--filter", "until=bogus")
+    assert bad.returncode != 0 and "failed to prune build cache" in bad.stderr
+    recent = docker(k, "builder", "prune", "-af", "--filter", "until=1h")
+    assert recent.returncode == 0 and "Total reclaimed space: 0B" in recent.stdout
+    cached = ketch(k, "build", "--progress", "plain", "-t", "kept", ".", cwd=tmp_path)
+    assert cached.stderr.count("CACHED") == 2, cached.stderr
+    # Without -a only the cache no tagged image stands on goes: this build's stays.
+    assert docker(k, "builder", "prune", "-f").returncode == 0
+    cached = ketch(k, "build", "--progress", "plain", ".", cwd=tmp_path)
+    assert cached.stderr.count("CACHED") == 2, cached.stderr
+    assert docker(k, "rmi", "kept").returncode == 0
     pruned = docker(k, "builder", "prune", "-af")
     assert pruned.returncode == 0, pruned.stderr
     assert "Total reclaimed space" in pruned.stdout

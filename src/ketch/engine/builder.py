@@ -591,31 +591,54 @@ class BuildCacheStore:
         return out
 
     def prune(self, filters: Any, options: Any) -> dict[str, Any]:
-        """Drop cache rows and the untagged step images only they kept."""
+        """``/build/prune``: without ``all`` only steps no tagged image is built on
+        (dangling cache); ``until``/``unused-for`` keep what was used more recently.
+        The step images only the cache kept go with their rows."""
+        import time
+
+        from ketch.api.routers.system import no_build_cache
+        from ketch.filters import parse_duration
+
+        no_build_cache().prune(filters, options)     # dockerd's checks and words
+        window = [*filters.get("until", ()), *filters.get("unused-for", ())]
+        cutoff = time.time() - parse_duration(window[0]) if window else None
         images = self.svc.images
-        rows = images.metadata.cache_rows()
-        keys = [r[0] for r in rows]
+        meta = images.metadata
+        tagged = set(meta.all_references())
+        kept_by_tags: set[str] = set()
+        for image in tagged:
+            cur: str | None = image
+            while cur and cur not in kept_by_tags:
+                kept_by_tags.add(cur)
+                try:
+                    cur = meta.get_by_id(cur).parent
+                except NotFound:
+                    break
+        rows = [r for r in meta.cache_rows()
+                if (getattr(options, "all", False) or r[1] not in kept_by_tags)
+                and (cutoff is None or r[6] < cutoff)]
+        meta.cache_delete([r[0] for r in rows])
+        still_cached = {r[1] for r in meta.cache_rows()}
         reclaimed = 0
         deleted: list[str] = []
-        tagged = set(images.metadata.all_references())
-        images.metadata.cache_delete(keys)
-        for key, image, *_ in reversed(rows):
-            if image in tagged or images.metadata.children(image):
+        for key, image, *_ in reversed(rows):        # newest first: children before parents
+            deleted.append(key.removeprefix("sha256:")[:25])
+            if image in tagged or image in still_cached or meta.children(image):
                 continue
             if self.svc.engine.in_use_by(image):
                 continue
             try:
-                rec = images.metadata.get_by_id(image)
+                rec = meta.get_by_id(image)
             except NotFound:
                 continue
+            parent_layers = len(_layers_of(images, rec.parent)) if rec.parent else 0
             with contextlib.suppress(KetchError):
                 images.remove(image, force=False)
-                reclaimed += rec.layers[-1].size if rec.layers else 0
-                deleted.append(key.removeprefix("sha256:")[:25])
+                if len(rec.layers) > parent_layers:
+                    reclaimed += rec.layers[-1].size
         with contextlib.suppress(KetchError):
             images.gc()
         return {"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
 
 def _layers_of(images: Any, image_id: str) -> tuple[Any, ...]:
     try:
