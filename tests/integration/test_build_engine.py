@@ -312,3 +312,26 @@ def test_named_build_contexts(loaded_ketchd: Ketchd, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert run(k, "named", "cat", "/etc/app.conf", "/usr/local/bin/tool", "/seen") == \
         "x=1\ntool\nx=1\n"
+
+
+@pytest.mark.parametrize("mode", ["in-place", "tar"])
+def test_dockerignore_same_in_place_and_as_a_tar(loaded_ketchd: Ketchd, tmp_path: Path,
+                                                 mode: str) -> None:
+    """ketch's CLI lets a local daemon read the context where it is; what COPY sees must
+    be what a tar would have carried, and the user's directory stays untouched."""
+    k = loaded_ketchd
+    ctx = write(tmp_path, {"keep/a.txt": "a", "keep/b.key": "k", "logs/x.log": "x",
+                           "logs/important.log": "i",
+                           ".dockerignore": "**/*.key\nlogs\n!logs/important.log\n"
+                                            "Dockerfile\n.dockerignore\n",
+                           "Dockerfile": "FROM busybox\nCOPY . /ctx\n"
+                                         "RUN --mount=target=/m find /m -type f | sort > /seen\n"})
+    before = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*"))
+    env = {"KETCH_BUILD_CONTEXT": "tar"} if mode == "tar" else {}
+    out = ketch(k, "build", "-q", "-t", f"ign-{mode}", ".", cwd=ctx, env=env)
+    assert out.returncode == 0, out.stderr
+    listing = run(k, f"ign-{mode}", "sh", "-c", "cd /ctx && find . | sort; cat /seen")
+    assert listing.split() == [".", "./keep", "./keep/a.txt", "./logs",
+                               "./logs/important.log",
+                               "/m/keep/a.txt", "/m/logs/important.log"]
+    assert sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*")) == before

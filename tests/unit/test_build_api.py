@@ -65,6 +65,7 @@ class FakeBuilder:
         self.calls: list[tuple[rq.BuildOptions, dict[str, str], dict[str, bytes]]] = []
         self.cancelled = threading.Event()
         self.context_root = ""
+        self.in_place: tuple[str, bool] = ("", False)
         self.cache = FakeCache()
 
     def tmp_dir(self) -> str:
@@ -81,6 +82,7 @@ class FakeBuilder:
                 files[rel] = fh.read()
         secrets = {k: Path(v).read_bytes() for k, v in context.secrets.items()}
         self.context_root = context.base
+        self.in_place = (context.root, context.in_place)
         self.calls.append((opts, dict(context.digests), {**files, **{
             "secret:" + k: v for k, v in secrets.items()}}))
         try:

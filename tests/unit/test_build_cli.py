@@ -145,7 +145,9 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    # These tests look at the tar; a directory is otherwise read in place (see below).
+    monkeypatch.setenv("KETCH_BUILD_CONTEXT", "tar")
     d = Daemon(tmp_path)
     with serving(d.builder, d.sock):
         yield d
@@ -194,6 +196,35 @@ def test_a_dockerfile_specific_ignore_file_wins(daemon: Daemon, tmp_path: Path,
     assert ketch(daemon, "build", "-q", "-f", "sub/app.Dockerfile", ".") == 0
     assert "a.txt" not in daemon.files() and "b.txt" in daemon.files()
     assert daemon.opts().dockerfile == "sub/app.Dockerfile"
+
+
+def test_a_local_daemon_reads_the_directory_in_place(daemon: Daemon, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KETCH_BUILD_CONTEXT")
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM x\n", "a.txt": "a"})
+    secret = write(tmp_path, {"s": "shh"}) / "s"
+    assert ketch(daemon, "build", "-q", "--secret", f"id=s,src={secret}", str(ctx)) == 0
+    assert daemon.builder.in_place == (str(ctx.resolve()), True)
+    assert daemon.files() == {"secret:s": b"shh"}       # only the secret travelled
+    # A Dockerfile from outside the context goes in a tar, as docker sends it.
+    write(tmp_path / "elsewhere", {"Df": "FROM y\n"})
+    assert ketch(daemon, "build", "-q", "-f", str(tmp_path / "elsewhere/Df"), str(ctx)) == 0
+    assert daemon.builder.in_place[1] is False and daemon.files(1)["a.txt"] == b"a"
+
+
+def test_a_directory_the_daemon_sees_otherwise_is_sent_as_a_tar(
+        daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon in another mount namespace refuses the directory: the tar follows."""
+    monkeypatch.delenv("KETCH_BUILD_CONTEXT")
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM x\n", "a.txt": "a"})
+    from ketch.cli import build_cmds
+
+    real = build_cmds._in_place
+    monkeypatch.setattr(build_cmds, "_in_place",
+                        lambda *a: (real(*a) or ("", ""))[0:1] + ("0:0",))  # a wrong inode
+    assert ketch(daemon, "build", "-q", str(ctx)) == 0
+    assert len(daemon.builder.calls) == 1
+    assert daemon.builder.in_place[1] is False and daemon.files()["a.txt"] == b"a"
 
 
 def test_a_dockerfile_outside_the_context_goes_under_a_random_name(

@@ -54,6 +54,9 @@ class BuildContext:
     contexts: dict[str, str] = field(default_factory=dict)  # name -> directory
     context_digests: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> digests
     base: str = ""                                          # the directory holding all of it
+    # The client's own directory, read where it is (ketch's CLI on this machine): never
+    # written to nor removed, its .dockerignore applied by the builder.
+    in_place: bool = False
 
     def remove(self) -> None:
         if self.base:

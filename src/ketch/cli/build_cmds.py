@@ -735,16 +735,31 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
                                             else None, extras, stdin_df)
     from ketch.client._build import build_query
 
+    client = session.connect()
+    in_place = _in_place(spec, df_name, client.host)
     pairs = build_query(dockerfile=df_name, secrets=list(extras.secrets),
                         contexts=list(extras.contexts), **query_args) + raw_pairs
     auths = _registry_auths(session)
-    client = session.connect()
     renderer = build_progress.make(progress)
+    if in_place is not None:
+        # Only secrets and named contexts travel; the daemon reads the directory.
+        members = extras.entries()
+        pairs += [("ketchcontextdir", in_place[0]), ("ketchcontextid", in_place[1])]
     tar = TarStream(members, compress=flags["compress"]) if members is not None else None
     upload: Any = tar if tar is not None else body     # read() is all the upload needs
     image = ""
     try:
-        messages = client.image_build(upload, pairs, registry_config=auths)
+        try:
+            messages = client.image_build(upload, pairs, registry_config=auths)
+        except InvalidArgument as exc:
+            if in_place is None or "ketchcontextdir" not in str(exc):
+                raise
+            # The daemon cannot see this directory as we do: send it as docker does.
+            members, df_name = directory_context(spec, flags["file"], extras, None)
+            pairs = [p for p in pairs if p[0] not in ("ketchcontextdir", "ketchcontextid")]
+            tar = TarStream(members, compress=flags["compress"])
+            upload = tar
+            messages = client.image_build(upload, pairs, registry_config=auths)
         image = _show(messages, renderer)
     except KetchError as exc:
         if tar is not None and tar.error is not None:
@@ -770,6 +785,19 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
     if output is not None:
         export_image(client, image, output)
     return 0
+
+
+def _in_place(spec: str, df_name: str, host: str) -> tuple[str, str] | None:
+    """(directory, "<dev>:<ino>") when the daemon can read the context where it is: a
+    directory, with its Dockerfile inside, and a daemon on this machine's unix socket.
+    ``KETCH_BUILD_CONTEXT=tar`` sends the tar whatever (as docker always does)."""
+    if spec == "-" or df_name.startswith(".dockerfile.") or not host.startswith("unix://"):
+        return None
+    if os.environ.get("KETCH_BUILD_CONTEXT", "") == "tar":
+        return None
+    path = os.path.realpath(spec)
+    st = os.stat(path)
+    return path, f"{st.st_dev}:{st.st_ino}"
 
 
 def _context_error(exc: BaseException) -> KetchError:

@@ -52,7 +52,8 @@ def build_query(*, dockerfile: str = "", tags: Iterable[str] = (),
                 shm_size: int = 0, ulimits: Iterable[Mapping[str, Any]] = (),
                 remove: bool = True, force_remove: bool = False, quiet: bool = False,
                 ketch_progress: bool = False, secrets: Iterable[str] = (),
-                contexts: Iterable[str] = (), source_date_epoch: int | None = None
+                contexts: Iterable[str] = (), source_date_epoch: int | None = None,
+                context_dir: str = "", context_id: str = ""
                 ) -> list[tuple[str, str]]:
     """The query pairs of ``POST /build`` (moby's names; ``ketch*`` are ketch's own). Only
     what differs from the daemon's defaults is sent."""
@@ -110,6 +111,8 @@ def build_query(*, dockerfile: str = "", tags: Iterable[str] = (),
         pairs.append(("ketchcontexts", _json_list(ctx)))
     if source_date_epoch is not None:
         pairs.append(("sourcedateepoch", str(source_date_epoch)))
+    if context_dir:
+        pairs += [("ketchcontextdir", context_dir), ("ketchcontextid", context_id)]
     return pairs
 
 

@@ -75,19 +75,24 @@ class BuildService:
         from ketch.build.executor import Builder, Context, in_root
         from ketch.image import oci
 
-        path = in_root(context.root, opts.dockerfile or "Dockerfile")
+        dockerfile = opts.dockerfile or "Dockerfile"
+        path = in_root(context.root, dockerfile)
         try:
             with open(path, "rb") as f:
                 text = f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise InvalidArgument("Cannot locate specified Dockerfile: "
                                   f"{opts.dockerfile or 'Dockerfile'}") from None
-        # dockerd's removeDockerfile: the docker CLI's .dockerfile.<hex> (a Dockerfile
-        # from stdin or outside the context) must not reach COPY . /
-        context.drop_build_files(opts.dockerfile or "Dockerfile")
+        ignore = None
+        if context.in_place:
+            ignore = _context_ignore(context.root, dockerfile)
+        else:
+            # dockerd's removeDockerfile: the docker CLI's .dockerfile.<hex> (a Dockerfile
+            # from stdin or outside the context) must not reach COPY . /
+            context.drop_build_files(dockerfile)
         backend = _Backend(self, opts)
         ctx = Context(root=context.root, digests=context.digests, named=dict(context.contexts),
-                      secrets=dict(context.secrets))
+                      secrets=dict(context.secrets), ignore=ignore)
         builder = Builder(text, opts, backend, ctx, emit, cancel,
                           host_platform=("linux", oci.host_arch(), ""))
         return builder.run()
@@ -98,6 +103,18 @@ class BuildService:
 
     def cache_store(self) -> BuildCacheStore:
         return BuildCacheStore(self)
+
+
+def _context_ignore(root: str, dockerfile: str) -> Any:
+    """The .dockerignore of a context read in place (``<Dockerfile>.dockerignore``
+    first), as a matcher; what it names is hidden from COPY as a client leaves it out
+    of a tar. The Dockerfile and .dockerignore stay unless named (removeDockerfile)."""
+    from pathlib import Path
+
+    from ketch.build.dockerignore import Matcher, ignore_file_for, read_file
+
+    found = ignore_file_for(Path(root), Path(root) / dockerfile)
+    return Matcher(read_file(found)) if found is not None else None
 
 
 class _Backend:

@@ -244,6 +244,8 @@ class BuildRequest:
     want_aux: bool = True
     secrets: list[str] | None = None       # ketchsecrets: ids declared (None: not asked)
     contexts: list[str] | None = None      # ketchcontexts: names declared
+    context_dir: str = ""                  # ketchcontextdir: the context read in place
+    context_id: str = ""                   # ketchcontextid: "<st_dev>:<st_ino>" of it
 
 
 def _int64_or_zero(query: Mapping[str, str], key: str) -> int:
@@ -330,6 +332,9 @@ def parse_request(query: Any, headers: Mapping[str, str], version: str) -> Build
             if q.get("ketchnocachefilter", "") else []
     except _GoJSONError as exc:
         raise InvalidArgument(f"error reading ketch build parameters: {exc}") from None
+    context_dir, context_id = q.get("ketchcontextdir", ""), q.get("ketchcontextid", "")
+    if context_dir and not context_id:
+        raise InvalidArgument("ketchcontextdir needs ketchcontextid")
     epoch: int | None = None
     if q.get("sourcedateepoch", ""):
         try:
@@ -370,7 +375,8 @@ def parse_request(query: Any, headers: Mapping[str, str], version: str) -> Build
     )
     return BuildRequest(options, quiet=bool_value(q, "q"),
                         ketch_progress=bool_value(q, "ketchprogress"),
-                        want_aux=ge(version, "1.30"), secrets=secrets, contexts=contexts)
+                        want_aux=ge(version, "1.30"), secrets=secrets, contexts=contexts,
+                        context_dir=context_dir, context_id=context_id)
 
 
 # --- the legacy JSON stream ---------------------------------------------------------------
@@ -555,6 +561,29 @@ class _Body(io.RawIOBase):
         data = future.result()
         view[:len(data)] = data
         return len(data)
+
+
+def check_context_dir(request: web.Request, req: BuildRequest) -> None:
+    """``ketchcontextdir``: ketch's CLI on this machine names its context directory
+    instead of sending it (the body then holds only secrets and named contexts), so
+    nothing is copied and only the files COPY reads are hashed. Only over the unix
+    socket, whose clients can already bind-mount any host path into a container, and
+    only when the directory is the client's own (same device and inode: a client in
+    another mount namespace sees other files under that path)."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, str):
+        raise InvalidArgument("ketchcontextdir is accepted only over a unix socket")
+    path = req.context_dir
+    if not os.path.isabs(path):
+        raise InvalidArgument(f"ketchcontextdir must be an absolute path: {path}")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InvalidArgument(f"ketchcontextdir {path}: {exc.strerror}") from None
+    if f"{st.st_dev}:{st.st_ino}" != req.context_id:
+        raise InvalidArgument(f"ketchcontextdir {path} is not the client's directory "
+                              "(another mount namespace?): send the context as a tar")
 
 
 def _extract(request: web.Request, loop: asyncio.AbstractEventLoop, tmp_dir: str,
@@ -760,8 +789,12 @@ def setup(app: web.Application, builder: BuildBackend) -> None:
         except KetchError:
             refused.add(request.query.get("session", ""))
             raise
+        if req.context_dir:
+            check_context_dir(request, req)
         loop = asyncio.get_running_loop()
         ctx = await in_thread(_extract, request, loop, builder.tmp_dir(), req)
+        if req.context_dir:
+            ctx.root, ctx.digests, ctx.in_place = req.context_dir, {}, True
         return await run_build(request, builder, req, ctx)
 
     async def buildkit(request: web.Request) -> web.StreamResponse:
