@@ -220,8 +220,12 @@ def test_a_directory_the_daemon_sees_otherwise_is_sent_as_a_tar(
     from ketch.cli import build_cmds
 
     real = build_cmds._in_place
-    monkeypatch.setattr(build_cmds, "_in_place",
-                        lambda *a: (real(*a) or ("", ""))[0:1] + ("0:0",))  # a wrong inode
+
+    def wrong_inode(*args: Any) -> tuple[str, str, str]:
+        path, _, rel = real(*args)      # type: ignore[misc]
+        return path, "0:0", rel
+
+    monkeypatch.setattr(build_cmds, "_in_place", wrong_inode)
     assert ketch(daemon, "build", "-q", str(ctx)) == 0
     assert len(daemon.builder.calls) == 1
     assert daemon.builder.in_place[1] is False and daemon.files()["a.txt"] == b"a"

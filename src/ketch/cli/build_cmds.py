@@ -383,6 +383,9 @@ def _read_head(stream: BinaryIO, n: int) -> bytes:
 
 def _split_csv(values: Iterable[str]) -> list[str]:
     """pflag's ``strings`` kind: each value is a CSV list."""
+    values = [v for v in values if v]
+    if not values:
+        return []       # csv costs the start-up ~5 ms: only when there is something to read
     import csv
 
     out: list[str] = []
@@ -729,21 +732,30 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
             data = head + stdin.read()
             df_name = "Dockerfile"
             members = iter([bytes_entry("Dockerfile", data, 0o644), *extras.entries()])
-    else:
-        stdin_df = sys.stdin.buffer.read() if dockerfile_flag == "-" else None
-        members, df_name = directory_context(spec, dockerfile_flag if dockerfile_flag != "-"
-                                            else None, extras, stdin_df)
+    client = session.connect()
+    in_place: tuple[str, str, str] | None = None
+    if spec != "-":
+        if dockerfile_flag != "-":
+            in_place = _in_place(spec, dockerfile_flag, client.host)
+        if in_place is not None:
+            df_name = in_place[2]
+        else:
+            stdin_df = sys.stdin.buffer.read() if dockerfile_flag == "-" else None
+            members, df_name = directory_context(spec, dockerfile_flag
+                                                if dockerfile_flag != "-" else None,
+                                                extras, stdin_df)
     from ketch.client._build import build_query
 
-    client = session.connect()
-    in_place = _in_place(spec, df_name, client.host)
     pairs = build_query(dockerfile=df_name, secrets=list(extras.secrets),
                         contexts=list(extras.contexts), **query_args) + raw_pairs
     auths = _registry_auths(session)
     renderer = build_progress.make(progress)
     if in_place is not None:
         # Only secrets and named contexts travel; the daemon reads the directory.
-        members = extras.entries()
+        if extras.secrets or extras.contexts:
+            members = extras.entries()
+        else:
+            body = bytes(10240)     # an empty tar (one record), without loading tarfile
         pairs += [("ketchcontextdir", in_place[0]), ("ketchcontextid", in_place[1])]
     tar = TarStream(members, compress=flags["compress"]) if members is not None else None
     upload: Any = tar if tar is not None else body     # read() is all the upload needs
@@ -756,6 +768,7 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
                 raise
             # The daemon cannot see this directory as we do: send it as docker does.
             members, df_name = directory_context(spec, flags["file"], extras, None)
+            body = None
             pairs = [p for p in pairs if p[0] not in ("ketchcontextdir", "ketchcontextid")]
             tar = TarStream(members, compress=flags["compress"])
             upload = tar
@@ -787,17 +800,33 @@ def run_build(session: Session, spec: str, flags: Mapping[str, Any]) -> int:
     return 0
 
 
-def _in_place(spec: str, df_name: str, host: str) -> tuple[str, str] | None:
-    """(directory, "<dev>:<ino>") when the daemon can read the context where it is: a
-    directory, with its Dockerfile inside, and a daemon on this machine's unix socket.
-    ``KETCH_BUILD_CONTEXT=tar`` sends the tar whatever (as docker always does)."""
-    if spec == "-" or df_name.startswith(".dockerfile.") or not host.startswith("unix://"):
+def _in_place(spec: str, dockerfile: str | None, host: str) -> tuple[str, str, str] | None:
+    """(directory, "<dev>:<ino>", the Dockerfile's path in it) when the daemon can read
+    the context where it is: a directory holding its Dockerfile, and a daemon on this
+    machine's unix socket. Anything else (and ``KETCH_BUILD_CONTEXT=tar``) goes as the
+    tar docker sends, whose code also words the errors."""
+    if not host.startswith("unix://") or os.environ.get("KETCH_BUILD_CONTEXT", "") == "tar":
         return None
-    if os.environ.get("KETCH_BUILD_CONTEXT", "") == "tar":
+    try:
+        path = os.path.realpath(spec, strict=True)
+        st = os.stat(path)
+        if dockerfile:
+            df = os.path.realpath(dockerfile, strict=True)
+        else:
+            df = os.path.join(path, "Dockerfile")
+            if not os.path.lexists(df):
+                return None     # directory_context knows the fall-backs and the words
+            df = os.path.realpath(df, strict=True)
+    except OSError:
         return None
-    path = os.path.realpath(spec)
-    st = os.stat(path)
-    return path, f"{st.st_dev}:{st.st_ino}"
+    rel = os.path.relpath(df, path)
+    if rel == ".." or rel.startswith("../") or not os.path.isfile(df):
+        return None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    return path, f"{st.st_dev}:{st.st_ino}", rel.replace(os.sep, "/")
 
 
 def _context_error(exc: BaseException) -> KetchError:
