@@ -403,11 +403,18 @@ def normalise_created_by(text: str) -> str | None:
             return " ".join([m.group(1), *m.group(2).split(), m.group(3)])
         if text.startswith("ONBUILD "):
             return None
+        if text.startswith("ARG "):
+            return normalise_created_by(text)
         if text.startswith("EXPOSE "):
             return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in port_set(text.split()[1:])) + "]"
         text = _LEGACY_HEALTH.sub(r'\1 "0s" \2', text)
         return text
     word = text.split(" ", 1)[0]
+    if word == "ARG":
+        # Names only: the legacy builder writes the Dockerfile's words (``ARG V=default``
+        # even under --build-arg V=x, ``ARG BASE`` for a global one), BuildKit the value
+        # in force (``ARG V=x``, ``ARG BASE=busybox``); the RUN rows show the values.
+        return "ARG " + " ".join(w.split("=", 1)[0] for w in text.split()[1:])
     if word not in INSTRUCTIONS:
         return "RUN " + text            # the legacy builder's RUN row: the argv alone
     if word in ("COPY", "ADD"):

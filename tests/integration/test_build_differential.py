@@ -31,7 +31,7 @@ import difflib
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +167,18 @@ def view(res: Result) -> tuple[int, str, str]:
     return res.returncode, normalise(res.stdout), normalise(res.stderr)
 
 
+def all_of(*checks: Callable[[], object]) -> None:
+    """Every check runs; the test fails with all their messages (one difference
+    must not hide the others)."""
+    failures = []
+    for check in checks:
+        try:
+            check()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n\n".join(failures)
+
+
 def text_diff(want: str, got: str) -> str:
     return "\n".join(difflib.unified_diff(want.splitlines(), got.splitlines(), "dockerd",
                                           "ketchd", lineterm="", n=3))
@@ -294,8 +306,7 @@ def test_arg(pair: BuildPair, ctx: Path, request: pytest.FixtureRequest,
     write_context(ctx, {"Dockerfile": ARGS_DOCKERFILE})
     name = tag(request)
     d, k = pair.ok(ctx, "-t", name, *args)
-    pair.same_output(d, k)
-    pair.same_image(name)
+    all_of(lambda: pair.same_output(d, k), lambda: pair.same_image(name))
 
 
 # --------------------------------------------------------------------- COPY and ADD
@@ -447,8 +458,7 @@ RUN rm /bin/vi && mkdir -p /var/empty && chmod 0700 /var/empty
 """})
     name = tag(request)
     d, k = pair.ok(ctx, "-t", name)
-    pair.same_output(d, k)
-    pair.same_image(name)
+    all_of(lambda: pair.same_output(d, k), lambda: pair.same_image(name))
 
 
 # --------------------------------------------------------------------- stages
@@ -495,10 +505,9 @@ LABEL role=parent
     write_context(ctx / "c", {"Dockerfile": f"FROM {parent}\nRUN cat /onbuild.txt\n",
                               "a.txt": "child's\n"})
     pair.ok(ctx / "p", "-t", parent)
-    pair.same_image(parent)
     d, k = pair.ok(ctx / "c", "-t", tag(request))
-    pair.same_output(d, k)
-    pair.same_image(tag(request))
+    all_of(lambda: pair.same_image(tag(request)), lambda: pair.same_output(d, k),
+           lambda: pair.same_image(parent))
 
 
 def test_volume_discards_later_writes(pair: BuildPair, ctx: Path,
