@@ -335,3 +335,32 @@ def test_dockerignore_same_in_place_and_as_a_tar(loaded_ketchd: Ketchd, tmp_path
                                "./logs/important.log",
                                "/m/keep/a.txt", "/m/logs/important.log"]
     assert sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*")) == before
+
+
+def test_from_pulls_a_missing_base_and_pull_refreshes_it(loaded_ketchd: Ketchd, tmp_path: Path,
+                                                          start_registry: Callable[..., Any]
+                                                          ) -> None:
+    k = loaded_ketchd
+    reg = start_registry("ketch")
+    base = f"{reg.host}/lib/base:1"
+    assert docker(k, "tag", "busybox", base).returncode == 0
+    assert docker(k, "push", base).returncode == 0
+    assert docker(k, "rmi", base).returncode == 0
+    write(tmp_path, {"Dockerfile": f"FROM {base}\nRUN echo on-base > /x\n"})
+    out = ketch(k, "build", "-q", "-t", "pulled", ".", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert run(k, "pulled", "cat", "/x") == "on-base\n"
+    assert docker(k, "image", "inspect", base).returncode == 0     # pulled by the build
+    # A newer base in the registry: only --pull sees it.
+    write(tmp_path / "newer", {"Dockerfile": "FROM busybox\nRUN echo v2 > /version\n"})
+    assert ketch(k, "build", "-q", "-t", base, str(tmp_path / "newer")).returncode == 0
+    assert docker(k, "push", base).returncode == 0
+    assert docker(k, "tag", "busybox", base).returncode == 0        # the old one again here
+    write(tmp_path, {"Dockerfile": f"FROM {base}\nRUN cat /version 2>/dev/null || true\n"})
+    stale = ketch(k, "build", "-q", ".", cwd=tmp_path)
+    fresh = ketch(k, "build", "-q", "--pull", ".", cwd=tmp_path)
+    assert stale.returncode == 0 and fresh.returncode == 0, (stale.stderr, fresh.stderr)
+    assert run(k, fresh.stdout.strip(), "cat", "/version") == "v2\n"
+    missing = ketch(k, "build", "-q", ".", cwd=write(tmp_path / "m", {
+        "Dockerfile": f"FROM {reg.host}/lib/nope:1\n"}))
+    assert missing.returncode == 1 and "not found" in missing.stderr
