@@ -257,7 +257,7 @@ def test_cache_hits_and_miss_reasons(fb: FakeBackend, tmp_path: Path) -> None:
     misses = {e.step: e.reason for e in events if isinstance(e, StepMiss)}
     assert cached == {2, 3}
     assert misses[4] == "files changed: b.txt"
-    assert misses[5] == "no earlier build of this step on this parent"
+    assert misses[5] == "a step before it was rebuilt"
     assert len(fb.runs) == runs + 1          # only the RUN after the changed COPY
 
 

@@ -93,6 +93,7 @@ class _State:
     args: dict[str, str]            # ARGs declared in the stage with a value
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
     ran_in: str = ""                # the container of the RUN that made ``image``
+    rebuilt: bool = False           # the step that made ``image`` missed the cache
 
 
 def _digest(obj: Any) -> str:
@@ -141,6 +142,7 @@ class Builder:
         self._used_args: set[str] = set()
         self._stage_futures: dict[int, Future[_State]] = {}
         self._cache_from: list[tuple[str, dict[str, Any]]] | None = None
+        self._tl = threading.local()        # per stage thread: did the current step miss?
         self._total = len(self.df.instructions)
         self._numbers = self._step_numbers()
         self._created = self._created_time()
@@ -401,8 +403,10 @@ class Builder:
                               text=_display(cmd)))
         t0 = time.monotonic()
         name = cmd.name
+        self._tl.missed = False
         if name == "arg":
             new = self._arg(state, cmd, gargs)
+            new.rebuilt = state.rebuilt
             self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0))
             return new
         if name == "run":
@@ -413,6 +417,7 @@ class Builder:
             new = self._workdir(stage, state, cmd, n)
         else:
             new = self._meta(stage, state, cmd, n)
+        new.rebuilt = self._tl.missed
         removed = new.ran_in if self.opts.remove or self.opts.force_remove else ""
         self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0,
                            removed_container=removed))
@@ -476,10 +481,13 @@ class Builder:
                     self.emit(StepCached(step=step))
                 return hit
             if step:
-                self.emit(StepMiss(step=step, reason=self._miss_reason(parent, command, inputs)))
+                rebuilt = state.rebuilt if state is not None else False
+                self.emit(StepMiss(step=step, reason=self._miss_reason(parent, command, inputs,
+                                                                       rebuilt)))
         elif step:
             self.emit(StepMiss(step=step, reason="--no-cache" if self.opts.no_cache
                                else f"--no-cache-filter {stage}"))
+        self._tl.missed = True
         image = make()
         self.backend.cache_put(CacheRecord(key=key, image=image, parent=parent,
                                            command=command, inputs=inputs))
@@ -531,13 +539,13 @@ class Builder:
             return self.backend.commit_layer_from(state.image, doc, image, len(parent_diffs))
         return None
 
-    def _miss_reason(self, parent: str, command: str, inputs: dict[str, Any]) -> str:
-        siblings = self.backend.cache_siblings(parent)
-        if not siblings:
-            return "no earlier build of this step on this parent"
-        same = [s for s in siblings if s.command == command]
+    def _miss_reason(self, parent: str, command: str, inputs: dict[str, Any],
+                     parent_rebuilt: bool) -> str:
+        same = [s for s in self.backend.cache_siblings(parent) if s.command == command]
         if not same:
-            return "the instruction changed"
+            if parent_rebuilt:
+                return "a step before it was rebuilt"
+            return "first build of this step (or the instruction changed)"
         last = same[-1]
         old_files = last.inputs.get("files")
         new_files = inputs.get("files")
