@@ -399,6 +399,8 @@ class Builder:
     def _step(self, stage: Stage, state: _State, cmd: Command, gargs: dict[str, str],
               number: int | None = None) -> _State:
         n = number or self._numbers.get(cmd.line, 0)
+        for other in self._waits_for(cmd, state):
+            self._stage_state(other.index)     # the step starts once its sources exist
         self.emit(StepStarted(step=n, total=self._total, stage=stage.label,
                               text=_display(cmd)))
         t0 = time.monotonic()
@@ -422,6 +424,21 @@ class Builder:
         self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0,
                            removed_container=removed))
         return new
+
+    def _waits_for(self, cmd: Command, state: _State) -> list[Stage]:
+        refs = []
+        if cmd.name == "copy" and cmd.flag("from"):
+            refs.append(cmd.flag("from"))
+        elif cmd.name == "run":
+            refs += [_mount_options(m).get("from", "") for m in cmd.flags.get("mount", [])]
+        out = []
+        for ref in refs:
+            if not ref or "$" in ref:
+                continue
+            other = self.plan.stage_named(ref)
+            if other is not None and other.index in self._stage_futures:
+                out.append(other)
+        return out
 
     def _arg(self, state: _State, cmd: Command, gargs: dict[str, str]) -> _State:
         args = dict(state.args)
