@@ -179,6 +179,19 @@ def test_cache_mount_outlives_builds_and_stays_out_of_layers(loaded_ketchd: Ketc
         assert run(k, "cm", "cat", "/n").strip() == expected
     assert run(k, "cm", "sh", "-c", "test -e /cache && echo there || echo gone").strip() \
         == "gone"
+    df = docker(k, "system", "df", "-v", "--format", "{{json .BuildCache}}")
+    assert df.returncode == 0 and "exec.cachemount" in df.stdout, df.stdout + df.stderr
+    assert docker(k, "builder", "prune", "-af").returncode == 0     # the mount's data too
+    out = ketch(k, "build", "-q", "--no-cache", "-t", "cm", ".", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert run(k, "cm", "cat", "/n").strip() == "1"
+    write(tmp_path, {"Dockerfile": (
+        "FROM busybox\n"
+        "RUN --mount=type=cache,target=/c,id=owned,uid=1000,gid=1001,mode=0700,sharing=locked "
+        "stat -c '%u %g %a' /c > /st\n")})
+    out = ketch(k, "build", "-q", "-t", "cm2", ".", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert run(k, "cm2", "cat", "/st").strip() == "1000 1001 700"
 
 
 def test_run_network_none_and_tmpfs_and_bind(loaded_ketchd: Ketchd, tmp_path: Path) -> None:

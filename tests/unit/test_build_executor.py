@@ -140,8 +140,9 @@ class FakeBackend:
         gid = int(group) if group.isdigit() else ids.get(group, uid)
         return uid, gid
 
-    def cache_dir(self, ident: str) -> str:
-        return tempfile.mkdtemp()
+    def cache_dir(self, ident: str, sharing: str = "shared", uid: int = 0, gid: int = 0,
+                  mode: int = 0o755) -> tuple[str, Callable[[], None]]:
+        return tempfile.mkdtemp(), lambda: None
 
     def tag(self, image_id: str, tags: list[str]) -> None:
         for t in tags:

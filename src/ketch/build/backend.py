@@ -87,8 +87,11 @@ class Backend(Protocol):
     def user_ids(self, rootfs: str, spec: str) -> tuple[int, int]:
         """``--chown`` words to numbers, read from the image's /etc/passwd and group."""
 
-    def cache_dir(self, ident: str) -> str:
-        """The directory that backs ``RUN --mount=type=cache,id=ident``."""
+    def cache_dir(self, ident: str, sharing: str = "shared", uid: int = 0, gid: int = 0,
+                  mode: int = 0o755) -> tuple[str, Callable[[], None]]:
+        """The directory that backs ``RUN --mount=type=cache,id=ident`` and what to call
+        when the step is done with it: ``locked`` waits for other users to finish,
+        ``private`` gets a directory of its own while another uses the shared one."""
 
     def tag(self, image_id: str, tags: list[str]) -> None: ...
 

@@ -928,7 +928,13 @@ class Builder:
                 sharing = o.get("sharing", "shared")
                 if sharing not in ("shared", "private", "locked"):
                     raise InvalidArgument(f"unsupported sharing value {sharing!r}")
-                path = self.backend.cache_dir(ident)
+                try:
+                    uid, gid = int(o.get("uid", "0")), int(o.get("gid", "0"))
+                    mode = int(o.get("mode", "755"), 8)
+                except ValueError:
+                    raise InvalidArgument(f"invalid uid, gid or mode in --mount {raw}") from None
+                path, release = self.backend.cache_dir(ident, sharing, uid, gid, mode)
+                cleanup.append(release)
                 mounts.append(Mount("bind", target, path, readonly=o.get("ro") == "true"
                                     or "readonly" in o))
                 inputs.append(["cache", ident, target])

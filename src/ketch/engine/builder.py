@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,8 @@ class BuildService:
         self.distribution = distribution
         self.loop = loop or asyncio.get_event_loop()
         self.root = os.path.join(engine.opts.root, "builder")
+        self._cache_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         os.makedirs(self.tmp_dir(), mode=0o700, exist_ok=True)
         self._sweep()
 
@@ -69,6 +72,11 @@ class BuildService:
 
     def tmp_dir(self) -> str:
         return os.path.join(self.root, "tmp")
+
+    def cache_lock(self, path: str) -> threading.Lock:
+        """One lock per cache mount directory, shared by every build of this daemon."""
+        with self._locks_lock:
+            return self._cache_locks.setdefault(path, threading.Lock())
 
     def build(self, opts: BuildOptions, context: BuildContext, emit: Emit,
               cancel: threading.Event) -> str:
@@ -195,11 +203,32 @@ class _Backend:
                                    inputs=doc))
         return out
 
-    def cache_dir(self, ident: str) -> str:
+    def cache_dir(self, ident: str, sharing: str = "shared", uid: int = 0, gid: int = 0,
+                  mode: int = 0o755) -> tuple[str, Callable[[], None]]:
         h = hashlib.sha256(ident.encode()).hexdigest()[:32]
         path = os.path.join(self.svc.root, "cache-mounts", h)
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        return path
+        lock = self.svc.cache_lock(path)
+        release: Callable[[], None] = lambda: None  # noqa: E731
+        if sharing == "locked":
+            lock.acquire()
+            release = lock.release
+        elif sharing == "private":
+            if lock.acquire(blocking=False):
+                release = lock.release
+            else:   # in use: this step gets a fresh one, thrown away after it
+                path = os.path.join(self.svc.tmp_dir(), f"cache-{secrets.token_hex(8)}")
+                release = functools.partial(shutil.rmtree, path, ignore_errors=True)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            os.mkdir(path, mode)
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)          # not the umask's
+        except FileExistsError:
+            pass
+        except BaseException:
+            release()
+            raise
+        return path, release
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -605,6 +634,14 @@ class BuildCacheStore:
                 "LastUsedAt": datetime.fromtimestamp(last_used, UTC).isoformat(),
                 "UsageCount": count,
             })
+        for path, size in self._cache_mounts():
+            st = os.stat(path)
+            when = datetime.fromtimestamp(st.st_mtime, UTC).isoformat()
+            out.append({"ID": os.path.basename(path)[:25], "Parent": "", "Parents": [],
+                        "Type": "exec.cachemount", "Description": "cached mount (RUN "
+                        "--mount=type=cache)", "InUse": self.svc.cache_lock(path).locked(),
+                        "Shared": False, "Size": size, "CreatedAt": when, "LastUsedAt": when,
+                        "UsageCount": 0})
         return out
 
     def prune(self, filters: Any, options: Any) -> dict[str, Any]:
@@ -653,9 +690,30 @@ class BuildCacheStore:
                 images.remove(image, force=False)
                 if len(rec.layers) > parent_layers:
                     reclaimed += rec.layers[-1].size
+        if getattr(options, "all", False) and cutoff is None:
+            for path, size in self._cache_mounts():
+                lock = self.svc.cache_lock(path)
+                if lock.acquire(blocking=False):    # not while a RUN uses it
+                    try:
+                        shutil.rmtree(path, ignore_errors=True)
+                    finally:
+                        lock.release()
+                    reclaimed += size
+                    deleted.append(os.path.basename(path)[:25])
         with contextlib.suppress(KetchError):
             images.gc()
         return {"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def _cache_mounts(self) -> list[tuple[str, int]]:
+        """RUN --mount=type=cache directories and their disk use."""
+        from ketch.image.snapshot import dir_usage
+
+        base = os.path.join(self.svc.root, "cache-mounts")
+        try:
+            names = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return []
+        return [(os.path.join(base, n), dir_usage(os.path.join(base, n)).size) for n in names]
 
 def _layers_of(images: Any, image_id: str) -> tuple[Any, ...]:
     try:
