@@ -377,3 +377,47 @@ def test_from_pulls_a_missing_base_and_pull_refreshes_it(loaded_ketchd: Ketchd, 
     missing = ketch(k, "build", "-q", ".", cwd=write(tmp_path / "m", {
         "Dockerfile": f"FROM {reg.host}/lib/nope:1\n"}))
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_add_from_a_url_and_when_nothing_listens(loaded_ketchd: Ketchd, tmp_path: Path) -> None:
+    import hashlib
+    import http.server
+    import threading
+
+    payload = b"fetched over http\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path != "/files/data.txt":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Last-Modified", "Tue, 14 Nov 2023 22:13:20 GMT")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        k = loaded_ketchd
+        url = f"http://127.0.0.1:{server.server_address[1]}/files/data.txt"
+        digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+        write(tmp_path, {"Dockerfile": f"FROM busybox\nADD --checksum={digest} {url} /srv/\n"})
+        out = ketch(k, "build", "-q", "-t", "fetched", ".", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert run(k, "fetched", "cat", "/srv/data.txt").encode() == payload
+        write(tmp_path, {"Dockerfile": f"FROM busybox\nADD --checksum=sha256:{'0' * 64} "
+                                       f"{url} /srv/\n"})
+        bad = ketch(k, "build", "-q", ".", cwd=tmp_path)
+        assert bad.returncode == 1 and "checksum" in bad.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    write(tmp_path, {"Dockerfile": f"FROM busybox\nADD {url} /srv/\n"})   # nothing listens now
+    gone = ketch(k, "build", "-q", ".", cwd=tmp_path)
+    assert gone.returncode == 1 and "no network access" in gone.stderr, gone.stderr

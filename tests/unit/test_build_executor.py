@@ -429,3 +429,10 @@ def test_check_directive_warns_or_fails(fb: FakeBackend, tmp_path: Path) -> None
     with pytest.raises(InvalidArgument, match="lint violation found for rules: "
                                               "JSONArgsRecommended"):
         build(fb, tmp_path, "# check=error=true\nFROM busybox\nCMD echo hi\n")
+
+
+def test_source_date_epoch_as_a_build_arg(fb: FakeBackend, tmp_path: Path) -> None:
+    a, events = build(fb, tmp_path, "FROM busybox\nENV A=1\n",
+                      build_args={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert fb.image_doc(a)["created"] == "2023-11-14T22:13:20Z"
+    assert not [e for e in events if e.kind == "warning"]

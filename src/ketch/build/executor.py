@@ -145,6 +145,14 @@ class Builder:
         self._tl = threading.local()        # per stage thread: did the current step miss?
         self._total = len(self.df.instructions)
         self._numbers = self._step_numbers()
+        epoch_arg = opts.build_args.get("SOURCE_DATE_EPOCH")
+        if opts.source_date_epoch is None and epoch_arg:
+            # BuildKit's other way in: --build-arg SOURCE_DATE_EPOCH (the docker CLI's).
+            try:
+                opts.source_date_epoch = int(epoch_arg)
+            except ValueError:
+                raise InvalidArgument(f"invalid SOURCE_DATE_EPOCH: {epoch_arg}") from None
+            self._used_args.add("SOURCE_DATE_EPOCH")
         self._created = self._created_time()
 
     # --- set-up -------------------------------------------------------------------------------
