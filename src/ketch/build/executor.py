@@ -50,6 +50,7 @@ from ketch.build.request import (
     StepStarted,
 )
 from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported
+from ketch.linux.securejoin import secure_join
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
@@ -711,7 +712,7 @@ class Builder:
         parent = state.image
 
         def fill(rootfs: str) -> None:
-            target = in_root(rootfs, path)
+            target = secure_join(rootfs, path)
             if os.path.isdir(target):
                 return
             os.makedirs(target, mode=0o755, exist_ok=True)
@@ -965,7 +966,7 @@ class Builder:
                 else:
                     root, ident_root = self.ctx.root, "context"
                     known = self.ctx.digests
-                path = in_root(root, source)
+                path = secure_join(root, source)
                 if not os.path.exists(path):
                     raise NotFound(f"failed to compute cache key: \"/{source.lstrip('/')}\": "
                                    "not found")
@@ -1000,33 +1001,6 @@ class Builder:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def in_root(root: str, path: str) -> str:
-    """``path`` inside ``root`` with symlinks resolved as if ``root`` were ``/``: the
-    result never leaves ``root`` (missing components are kept as they are)."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            target = os.readlink(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > 255:
-            raise InvalidArgument(f"too many levels of symbolic links: {path}")
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p and p != "."] + parts
-    return os.path.join(root, *resolved)
 
 
 def _close(cm: contextlib.AbstractContextManager[str]) -> None:

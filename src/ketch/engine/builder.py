@@ -80,11 +80,12 @@ class BuildService:
 
     def build(self, opts: BuildOptions, context: BuildContext, emit: Emit,
               cancel: threading.Event) -> str:
-        from ketch.build.executor import Builder, Context, in_root
+        from ketch.build.executor import Builder, Context
         from ketch.image import oci
+        from ketch.linux.securejoin import secure_join
 
         dockerfile = opts.dockerfile or "Dockerfile"
-        path = in_root(context.root, dockerfile)
+        path = secure_join(context.root, dockerfile)
         try:
             with open(path, "rb") as f:
                 text = f.read()

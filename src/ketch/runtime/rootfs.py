@@ -20,8 +20,8 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ketch.errors import InvalidArgument
 from ketch.linux import syscalls as sc
+from ketch.linux.securejoin import secure_join  # noqa: F401 - re-exported
 from ketch.linux.syscalls import Syscalls
 from ketch.runtime.spec import Device
 from ketch.runtime.specconv import MountPlan, Plan
@@ -39,40 +39,6 @@ DEV_SYMLINKS = [
     ("/proc/self/fd/1", "/dev/stdout"),
     ("/proc/self/fd/2", "/dev/stderr"),
 ]
-
-
-def secure_join(root: str, unsafe: str) -> str:
-    """``root/unsafe`` with every symlink resolved as if ``root`` were ``/``.
-
-    The result is always inside ``root``: ``..`` and absolute symlink targets
-    cannot climb out. Components that do not exist yet are kept as written.
-    """
-    parts = [p for p in unsafe.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 255:
-                raise InvalidArgument(f"too many symlinks resolving {unsafe} in {root}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
 
 
 @dataclass
