@@ -159,17 +159,11 @@ class BuildMixin:
 
 
 def _build_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
+    from ketch.client._client import stream_lines
+
     try:
-        buf = b""
-        while True:
-            chunk = resp.read(65536)
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield from _message(line)
-        yield from _message(buf)
+        for line in stream_lines(resp):
+            yield from _message(line)
     finally:
         resp.close()
 

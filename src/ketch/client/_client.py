@@ -76,9 +76,8 @@ class StreamError(System):
     """An error the daemon reported inside a message stream, after the status line."""
 
 
-def json_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
-    """The objects of a JSON message stream (one per line, as moby's streamformatter
-    writes them); an ``error`` message ends the stream with StreamError."""
+def stream_lines(resp: StreamResponse) -> Iterator[bytes]:
+    """A response body line by line (the last one may lack its newline)."""
     buf = b""
     while True:
         chunk = resp.read(65536)
@@ -86,9 +85,15 @@ def json_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
             break
         buf += chunk
         *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield from _message(line)
-    yield from _message(buf)
+        yield from lines
+    yield buf
+
+
+def json_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON message stream (one per line, as moby's streamformatter
+    writes them); an ``error`` message ends the stream with StreamError."""
+    for line in stream_lines(resp):
+        yield from _message(line)
 
 
 def _message(line: bytes) -> Iterator[dict[str, Any]]:

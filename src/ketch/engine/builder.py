@@ -560,12 +560,7 @@ def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: st
                 images.metadata.add_image(rec)
             return str(config_digest)
         except BaseException:
-            for key in reversed(created.snapshots):
-                with contextlib.suppress(KetchError, OSError):
-                    images.snapshotter.remove(key)
-            for digest in created.blobs:
-                with contextlib.suppress(KetchError, OSError):
-                    images.content.delete(digest)
+            created.rollback(images)
             raise
 
 

@@ -1150,6 +1150,15 @@ class _Created:
     blobs: list[str] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)
 
+    def rollback(self, images: Any) -> None:
+        """Remove what a failed commit made, snapshots first (newest first)."""
+        for key in reversed(self.snapshots):
+            with contextlib.suppress(KetchError, OSError):
+                images.snapshotter.remove(key)
+        for digest in self.blobs:
+            with contextlib.suppress(KetchError, OSError):
+                images.content.delete(digest)
+
 
 def filtered_layer(upper: str, out: BinaryIO,
                    clamp_mtime: int | None = None) -> tuple[str, int, int]:
@@ -1297,12 +1306,7 @@ def commit_image(images: Any, base_image_id: str, upper: str, *,
                     images.metadata.tag(target, rec.id)
             return config_digest
         except BaseException:
-            for key in reversed(created.snapshots):
-                with contextlib.suppress(KetchError, OSError):
-                    images.snapshotter.remove(key)
-            for digest in created.blobs:
-                with contextlib.suppress(KetchError, OSError):
-                    images.content.delete(digest)
+            created.rollback(images)
             raise
 
 
