@@ -169,16 +169,10 @@ def _build_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
 
 
 def _message(line: bytes) -> Iterator[dict[str, Any]]:
-    import json
+    from ketch.client._client import parse_message
 
-    line = line.strip()
-    if not line:
-        return
-    try:
-        msg = json.loads(line)
-    except ValueError as exc:
-        raise System(f"the daemon sent a message that is not JSON: {line[:200]!r}") from exc
-    if not isinstance(msg, dict):
+    msg = parse_message(line)
+    if msg is None:
         return
     if msg.get("error") or msg.get("errorDetail"):
         detail = msg.get("errorDetail") or {}

@@ -96,18 +96,25 @@ def json_messages(resp: StreamResponse) -> Iterator[dict[str, Any]]:
         yield from _message(line)
 
 
-def _message(line: bytes) -> Iterator[dict[str, Any]]:
+def parse_message(line: bytes) -> dict[str, Any] | None:
+    """One line of a message stream as an object (None for a blank line or a value
+    that is not an object); a line that is not JSON is the daemon's fault."""
     line = line.strip()
     if not line:
-        return
+        return None
     try:
         msg = json.loads(line)
     except ValueError as exc:
         raise System(f"the daemon sent a message that is not JSON: {line[:200]!r}") from exc
-    if isinstance(msg, dict) and msg.get("error"):
+    return msg if isinstance(msg, dict) else None
+
+
+def _message(line: bytes) -> Iterator[dict[str, Any]]:
+    msg = parse_message(line)
+    if msg is not None and msg.get("error"):
         detail = msg.get("errorDetail") or {}
         raise StreamError(str(detail.get("message") or msg["error"]))
-    if isinstance(msg, dict):
+    if msg is not None:
         yield msg
 
 

@@ -459,16 +459,9 @@ def _drop_mount_stubs(upper: str, lowers: list[str], targets: list[str]) -> None
 
 
 def _unmount_all(target: str) -> None:
-    import errno
+    from ketch.engine.containers import unmount_all
 
-    from ketch.engine.containers import _is_mounted, _umount
-
-    while _is_mounted(target):
-        try:
-            _umount(target)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                raise
+    unmount_all(target)
 
 
 def derive_image(images: Any, parent: str | None, doc: dict[str, Any], upper: str | None,

@@ -815,16 +815,7 @@ class Engine:
         shutil.rmtree(self._bundle(c.id), ignore_errors=True)
 
     def _unmount_rootfs(self, c: Container) -> None:
-        import errno
-
-        target = self._rootfs(c.id)
-        while _is_mounted(target):
-            try:
-                _umount(target)
-            except OSError as exc:
-                # Another thread released it first (an exit and a remove at once).
-                if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                    raise
+        unmount_all(self._rootfs(c.id))
 
     # --- exits ----------------------------------------------------------------------------
 
@@ -1452,6 +1443,19 @@ def _umount(target: str) -> None:
     from ketch.linux.syscalls import LinuxSyscalls
 
     LinuxSyscalls().umount2(target, 0)
+
+
+def unmount_all(target: str) -> None:
+    """Unmount everything stacked on ``target``."""
+    import errno
+
+    while _is_mounted(target):
+        try:
+            _umount(target)
+        except OSError as exc:
+            # Another thread released it first (an exit and a remove at once).
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
 
 
 def mount_layer(fstype: str, source: str, options: list[str], target: str,
