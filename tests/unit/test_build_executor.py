@@ -423,3 +423,22 @@ def test_source_date_epoch_as_a_build_arg(fb: FakeBackend, tmp_path: Path) -> No
                       build_args={"SOURCE_DATE_EPOCH": "1700000000"})
     assert fb.image_doc(a)["created"] == "2023-11-14T22:13:20Z"
     assert not [e for e in events if e.kind == "warning"]
+
+
+def test_proxy_args_reach_run_without_arg_and_stay_out_of_history(fb: FakeBackend,
+                                                                   tmp_path: Path) -> None:
+    image, events = build(fb, tmp_path, "FROM busybox\nRUN env\n",
+                          build_args={"HTTP_PROXY": "http://proxy:3128"})
+    assert "HTTP_PROXY=http://proxy:3128" in fb.runs[-1].env
+    history = [h["created_by"] for h in fb.image_doc(image)["history"]]
+    assert history[-1] == "RUN /bin/sh -c env # buildkit"
+    assert not [e for e in events if e.kind == "warning"]
+    # another proxy: the same cache (BuildKit leaves proxies out of the key)
+    _, events = build(fb, tmp_path, "FROM busybox\nRUN env\n",
+                      build_args={"HTTP_PROXY": "http://other:3128"})
+    assert any(isinstance(e, StepCached) for e in events)
+
+
+def test_add_of_a_git_repository_is_refused(fb: FakeBackend, tmp_path: Path) -> None:
+    with pytest.raises(NotSupported, match="git repository"):
+        build(fb, tmp_path, "FROM busybox\nADD https://example.invalid/repo.git /src\n")

@@ -783,6 +783,9 @@ class Builder:
                            for s in sources]
                 if any(s not in heredoc_names for s in sources):
                     raise NotSupported("mixing heredocs and files in one COPY is not supported")
+            elif is_add and any(_is_git(s) for s in sources):
+                raise NotSupported("ADD of a git repository is not supported by ketch: clone "
+                                   "it into the context and COPY it")
             elif is_add and any(_is_url(s) for s in sources):
                 if not all(_is_url(s) for s in sources):
                     raise NotSupported("mixing URLs and local files in one ADD is not "
@@ -848,6 +851,12 @@ class Builder:
             argv = [*state.shell, script]
             shown = " ".join(argv)
         args = {k: v for k, v in state.args.items()}
+        for k in PREDEFINED_ARGS:
+            # Proxy args reach RUN without an ARG line, and stay out of history unless
+            # declared (BuildKit); they are not part of the cache key either.
+            value = self.opts.build_args.get(k)
+            if value is not None and k not in args:
+                args[k] = value
         visible_args = {k: v for k, v in args.items()
                         if k not in PREDEFINED_ARGS or k in self._declared(stage)}
         prefix = ""
@@ -871,7 +880,9 @@ class Builder:
                            network="" if network in ("", "default") else network,
                            mounts=mounts)
             self._history(doc, created_by, empty=False)
-            key = self._step_key(state, doc, [created_by, run_env, network, mount_inputs])
+            key_env = [e for e in run_env if e.partition("=")[0] not in PREDEFINED_ARGS
+                       or e.partition("=")[0] in visible_args]
+            key = self._step_key(state, doc, [created_by, key_env, network, mount_inputs])
             parent = state.image
             ran_in: list[str] = []
 
@@ -1010,6 +1021,10 @@ def _close(cm: contextlib.AbstractContextManager[str]) -> None:
 def _cache_keys(doc: dict[str, Any]) -> list[str]:
     keys = doc.get(CACHE_FIELD)
     return [str(k) for k in keys] if isinstance(keys, list) else []
+
+
+def _is_git(s: str) -> bool:
+    return s.startswith(("git://", "git@")) or (_is_url(s) and s.split("#")[0].endswith(".git"))
 
 
 def _is_url(s: str) -> bool:
