@@ -442,3 +442,26 @@ def test_proxy_args_reach_run_without_arg_and_stay_out_of_history(fb: FakeBacken
 def test_add_of_a_git_repository_is_refused(fb: FakeBackend, tmp_path: Path) -> None:
     with pytest.raises(NotSupported, match="git repository"):
         build(fb, tmp_path, "FROM busybox\nADD https://example.invalid/repo.git /src\n")
+
+
+def test_history_in_buildkits_words(fb: FakeBackend, tmp_path: Path) -> None:
+    image, _ = build(fb, tmp_path, """\
+FROM busybox
+ARG V=1 W
+EXPOSE 8000-8001 53/udp
+VOLUME /data /cache
+SHELL ["/bin/sh", "-ec"]
+HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD wget -q localhost
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo hello"]
+""")
+    assert [h["created_by"] for h in fb.image_doc(image)["history"]] == [
+        "ARG V=1 W",
+        "EXPOSE map[53/udp:{} 8000/tcp:{} 8001/tcp:{}]",
+        "VOLUME [/data /cache]",
+        "SHELL [/bin/sh -ec]",
+        'HEALTHCHECK &{["CMD-SHELL" "wget -q localhost"] "5s" "2s" "0s" "0s" \'\\x04\'}',
+        'ENTRYPOINT ["/bin/sh" "-c"]',
+        'CMD ["echo hello"]']
+    assert all(h["empty_layer"] for h in fb.image_doc(image)["history"])
+    assert set(config(fb, image)["ExposedPorts"]) == {"8000/tcp", "8001/tcp", "53/udp"}

@@ -416,8 +416,17 @@ class Builder:
         name = cmd.name
         self._tl.missed = False
         if name == "arg":
-            new = self._arg(state, cmd, gargs)
-            new.rebuilt = state.rebuilt
+            declared = self._arg(state, cmd, gargs)
+            # BuildKit records ARG lines in history (empty layers), defaults as written.
+            shown = []
+            for arg_name, default in arg_pairs(cmd):
+                shown.append(arg_name if default is None
+                             else f"{arg_name}={self._x(default, declared)}")
+            doc = _copy.deepcopy(state.doc)
+            new = self._commit_meta(stage, declared, doc, "ARG " + " ".join(shown), n,
+                                    _display(cmd))
+            new.args = declared.args
+            new.rebuilt = self._tl.missed or state.rebuilt
             self.emit(StepDone(step=n, image=new.image or "", seconds=time.monotonic() - t0))
             return new
         if name == "run":
@@ -639,18 +648,18 @@ class Builder:
             if name == "entrypoint" and not any(
                     c.name == "cmd" for c in stage.commands if c.line > cmd.line):
                 cfg["Cmd"] = None   # a new ENTRYPOINT resets an inherited CMD (BuildKit)
-            created_by = f"{name.upper()} {json.dumps(argv)}"
+            created_by = f"{name.upper()} {_go_q_list(argv)}"
         elif name == "expose":
             ports = dict(cfg.get("ExposedPorts") or {})
+            these: set[str] = set()
             for word in cmd.args:
                 for p in x(word).split():
-                    port = p if "/" in p else f"{p}/tcp"
-                    num, _, proto = port.partition("/")
-                    if not num.replace("-", "").isdigit() or proto not in ("tcp", "udp", "sctp"):
-                        raise InvalidArgument(f"invalid containerPort: {num}")
-                    ports[port.lower()] = {}
+                    these |= _port_specs(p)
+            for port in these:
+                ports[port] = {}
             cfg["ExposedPorts"] = ports
-            created_by = "EXPOSE " + " ".join(sorted(ports))
+            # BuildKit prints the instruction's ports as Go prints a map (keys sorted)
+            created_by = "EXPOSE map[" + " ".join(f"{k}:{{}}" for k in sorted(these)) + "]"
         elif name == "volume":
             vols = dict(cfg.get("Volumes") or {})
             for word in cmd.args:
@@ -659,7 +668,7 @@ class Builder:
                     raise InvalidArgument("VOLUME specified can not be an empty string")
                 vols[v] = {}
             cfg["Volumes"] = vols
-            created_by = "VOLUME " + json.dumps(list(cmd.args))
+            created_by = "VOLUME [" + " ".join(x(w) for w in cmd.args) + "]"
         elif name == "user":
             cfg["User"] = x(cmd.args[0])
             created_by = f"USER {cfg['User']}"
@@ -670,7 +679,7 @@ class Builder:
             created_by = f"STOPSIGNAL {sig}"
         elif name == "shell":
             cfg["Shell"] = list(cmd.args)
-            created_by = "SHELL " + json.dumps(cmd.args)
+            created_by = "SHELL [" + " ".join(cmd.args) + "]"
         elif name == "maintainer":
             doc["author"] = cmd.args[0]
             created_by = f"MAINTAINER {cmd.args[0]}"
@@ -681,7 +690,7 @@ class Builder:
             created_by = f"ONBUILD {cmd.trigger}"
         elif name == "healthcheck":
             cfg["Healthcheck"] = _healthcheck(cmd)
-            created_by = "HEALTHCHECK " + cmd.original.split(None, 1)[1]
+            created_by = "HEALTHCHECK " + _go_q_health(cfg["Healthcheck"])
         else:
             raise NotSupported(f"the {name.upper()} instruction is not supported")
         return self._commit_meta(stage, state, doc, created_by, n, _display(cmd))
@@ -1021,6 +1030,69 @@ def _close(cm: contextlib.AbstractContextManager[str]) -> None:
 def _cache_keys(doc: dict[str, Any]) -> list[str]:
     keys = doc.get(CACHE_FIELD)
     return [str(k) for k in keys] if isinstance(keys, list) else []
+
+
+def _go_quote(s: str) -> str:
+    """Go's %q of a string (strconv.Quote), near enough for history text."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _go_q_list(items: list[str]) -> str:
+    """Go's %q of a []string: ``["a" "b"]``."""
+    return "[" + " ".join(_go_quote(i) for i in items) + "]"
+
+
+def _go_duration(ns: int) -> str:
+    """Go's time.Duration.String."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                text = f"{ns / size:.9f}".rstrip("0").rstrip(".")
+                return f"{sign}{text}{unit}"
+    hours, rest = divmod(ns, 3600 * 1_000_000_000)
+    minutes, rest = divmod(rest, 60 * 1_000_000_000)
+    seconds = f"{rest / 1_000_000_000:.9f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}s"
+    return f"{sign}{seconds}s"
+
+
+def _go_q_health(hc: dict[str, Any]) -> str:
+    """Go's %q of BuildKit's *HealthConfig, which is how its history shows HEALTHCHECK."""
+    retries = int(hc.get("Retries") or 0)
+    if 32 <= retries < 127 and chr(retries) not in "'\\":
+        rune = f"'{chr(retries)}'"
+    elif retries < 256:
+        rune = f"'\\x{retries:02x}'"
+    else:
+        rune = f"'\\u{retries:04x}'"
+    durations = " ".join(_go_quote(_go_duration(int(hc.get(k) or 0)))
+                         for k in ("Interval", "Timeout", "StartPeriod", "StartInterval"))
+    return f"&{{{_go_q_list(list(hc.get('Test') or []))} {durations} {rune}}}"
+
+
+def _port_specs(spec: str) -> set[str]:
+    """``80``, ``53/udp``, ``8000-8002/tcp`` as nat.ParsePortSpecs expands them."""
+    port, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in ("tcp", "udp", "sctp"):
+        raise InvalidArgument(f"invalid proto: {proto}")
+    if ":" in port:
+        port = port.rsplit(":", 1)[1]   # an IP or host port is ignored (with a warning)
+    low, dash, high = port.partition("-")
+    try:
+        first, last = int(low), int(high) if dash else int(low)
+    except ValueError:
+        raise InvalidArgument(f"invalid containerPort: {port}") from None
+    if not (0 < first <= last <= 65535):
+        raise InvalidArgument(f"invalid containerPort: {port}")
+    return {f"{n}/{proto}" for n in range(first, last + 1)}
 
 
 def _is_git(s: str) -> bool:
