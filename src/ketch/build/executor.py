@@ -40,10 +40,12 @@ from ketch.build.instructions import (
     triples,
 )
 from ketch.build.request import (
+    BuildInfo,
     BuildOptions,
     BuildResult,
     BuildWarning,
     Emit,
+    Event,
     StepCached,
     StepDone,
     StepMiss,
@@ -111,8 +113,11 @@ def _env_map(env: list[str]) -> dict[str, str]:
 
 
 def _set_env(env: list[str], key: str, value: str) -> list[str]:
-    out = [e for e in env if e.partition("=")[0] != key]
-    out.append(f"{key}={value}")
+    """Set ``key``: in place when it is there (PATH keeps its position), else appended."""
+    entry = f"{key}={value}"
+    out = [entry if e.partition("=")[0] == key else e for e in env]
+    if entry not in out:
+        out.append(entry)
     return out
 
 
@@ -136,14 +141,15 @@ class Builder:
         self.opts = opts
         self.backend = backend
         self.ctx = ctx
-        self.emit = emit
+        self._emit = emit
+        self._tl = threading.local()  # per stage thread: did the step miss? is it a trigger?
         self.cancel = cancel or threading.Event()
         self.platform = host_platform
         self._lock = threading.Lock()
         self._used_args: set[str] = set()
         self._stage_futures: dict[int, Future[_State]] = {}
         self._cache_from: list[tuple[str, dict[str, Any]]] | None = None
-        self._tl = threading.local()        # per stage thread: did the current step miss?
+
         self._total = len(self.df.instructions)
         self._numbers = self._step_numbers()
         epoch_arg = opts.build_args.get("SOURCE_DATE_EPOCH")
@@ -155,6 +161,12 @@ class Builder:
                 raise InvalidArgument(f"invalid SOURCE_DATE_EPOCH: {epoch_arg}") from None
             self._used_args.add("SOURCE_DATE_EPOCH")
         self._created = self._created_time()
+
+    def emit(self, event: Event) -> None:
+        """Progress out; a step run as an ONBUILD trigger reports only its failure."""
+        if getattr(self._tl, "quiet", False) and not isinstance(event, BuildWarning):
+            return
+        self._emit(event)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -189,6 +201,9 @@ class Builder:
     def _global_args(self) -> dict[str, str]:
         env = self._platform_args()
         for cmd in self.plan.global_args:
+            n = self._numbers.get(cmd.line, 0)
+            self.emit(StepStarted(step=n, total=self._total, stage="", text=_display(cmd)))
+            self.emit(StepDone(step=n, image=""))
             for name, default in arg_pairs(cmd):
                 self._used_args.add(name)
                 value = self.opts.build_args.get(name)
@@ -342,10 +357,18 @@ class Builder:
             doc = self.backend.image_doc(image)
             shell = list(doc.get("config", {}).get("Shell") or DEFAULT_SHELL)
             state = _State(image=image, doc=doc, args={}, shell=shell)
-        self.emit(StepDone(step=n, image=state.image or "", seconds=time.monotonic() - t0))
         triggers = list(state.doc.get("config", {}).get("OnBuild") or [])
         if triggers:
-            state = self._onbuild(stage, state, triggers, n)
+            # As the legacy builder: one line, then the triggers run without steps of
+            # their own; FROM's result is the image after them.
+            noun = "trigger" if len(triggers) == 1 else "triggers"
+            self.emit(BuildInfo(f"# Executing {len(triggers)} build {noun}"))
+            self._tl.quiet = True
+            try:
+                state = self._onbuild(stage, state, triggers, n)
+            finally:
+                self._tl.quiet = False
+        self.emit(StepDone(step=n, image=state.image or "", seconds=time.monotonic() - t0))
         for cmd in stage.commands:
             self._check_cancel()
             state = self._step(stage, state, cmd, gargs)
@@ -606,8 +629,12 @@ class Builder:
 
     def _commit_meta(self, stage: Stage, state: _State, doc: dict[str, Any], created_by: str,
                      n: int, raw: str, inputs: dict[str, Any] | None = None) -> _State:
-        self._history(doc, created_by, empty=True)
-        key = self._step_key(state, doc, ["meta", created_by, doc["config"]])
+        if created_by:
+            self._history(doc, created_by, empty=True)
+            key = self._step_key(state, doc, ["meta", created_by, doc["config"]])
+        else:   # no history row (ONBUILD): the key still covers the new config
+            key = _digest([_KEY_VERSION, state.image, "meta", raw, doc["config"],
+                           self._created])
         parent = state.image
         image = self._cached_or(key=key, parent=parent or "", command=raw,
                                 inputs={"expanded": created_by, **(inputs or {})}, step=n, state=state, doc=doc,
@@ -623,12 +650,11 @@ class Builder:
         if name == "env":
             env = list(cfg.get("Env") or [])
             shown = []
-            cur = self._env(state)
+            cur = self._env(state)      # the whole line sees the environment before it
             for k, v in triples(cmd):
                 value = expand(v, cur, self.plan.escape)
                 key = expand(k, cur, self.plan.escape)
                 env = _set_env(env, key, value)
-                cur[key] = value
                 shown.append(f"{key}={value}")
             cfg["Env"] = env
             created_by = "ENV " + " ".join(shown)
@@ -646,8 +672,8 @@ class Builder:
             field_name = "Cmd" if name == "cmd" else "Entrypoint"
             cfg[field_name] = argv
             if name == "entrypoint" and not any(
-                    c.name == "cmd" for c in stage.commands if c.line > cmd.line):
-                cfg["Cmd"] = None   # a new ENTRYPOINT resets an inherited CMD (BuildKit)
+                    c.name == "cmd" for c in stage.commands if c.line < cmd.line):
+                cfg["Cmd"] = None   # a new ENTRYPOINT resets a CMD this stage did not set
             created_by = f"{name.upper()} {_go_q_list(argv)}"
         elif name == "expose":
             ports = dict(cfg.get("ExposedPorts") or {})
@@ -687,7 +713,7 @@ class Builder:
             triggers = list(cfg.get("OnBuild") or [])
             triggers.append(cmd.trigger)
             cfg["OnBuild"] = triggers
-            created_by = f"ONBUILD {cmd.trigger}"
+            created_by = ""     # BuildKit adds no history row for ONBUILD
         elif name == "healthcheck":
             cfg["Healthcheck"] = _healthcheck(cmd)
             created_by = "HEALTHCHECK " + _go_q_health(cfg["Healthcheck"])
@@ -845,7 +871,7 @@ class Builder:
         cfg = doc.setdefault("config", {})
         if cmd.json:
             argv = list(cmd.args)
-            shown = json.dumps(argv)
+            shown = " ".join(argv)      # BuildKit joins an exec form with spaces
         else:
             script = cmd.args[0] if cmd.args else ""
             if cmd.heredocs:
@@ -1108,10 +1134,14 @@ def _display(cmd: Command) -> str:
 
 
 def _copy_created_by(cmd: Command, words: list[str]) -> str:
+    """BuildKit's history words for COPY/ADD: only --parents, --chown and --chmod
+    of the flags (not --from, --link or --exclude), then sources and destination."""
     flags = []
-    for k in ("from", "chown", "chmod", "link", "parents", "exclude", "checksum"):
-        for v in cmd.flags.get(k, []):
-            flags.append(f"--{k}={v}")
+    if cmd.flag("parents") == "true":
+        flags.append("--parents")
+    for k in ("chown", "chmod"):
+        if cmd.flag(k):
+            flags.append(f"--{k}={cmd.flag(k)}")
     return f"{cmd.name.upper()} {' '.join([*flags, *words])} # buildkit"
 
 

@@ -170,7 +170,8 @@ def plan(df: Dockerfile) -> Plan:
         cmd = _command(ins)
         if not stages:
             if ins.name != "arg":
-                raise ParseError("no build stage in current context", ins.start_line)
+                # dockerd's words, without a line (it is not a syntax error)
+                raise InvalidArgument("no build stage in current context")
             global_args.append(cmd)
             continue
         stages[-1].commands.append(cmd)

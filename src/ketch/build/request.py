@@ -116,6 +116,14 @@ class BuildWarning:
 
 
 @dataclass
+class BuildInfo:
+    """A line of the legacy stream outside any step (``# Executing 2 build triggers``)."""
+
+    text: str
+    kind: str = "info"
+
+
+@dataclass
 class BuildResult:
     image: str
     tags: list[str] = field(default_factory=list)
@@ -123,7 +131,7 @@ class BuildResult:
 
 
 Event = (StepStarted | StepCached | StepMiss | StepRunning | StepOutput | StepDone
-         | BuildWarning | BuildResult)
+         | BuildWarning | BuildInfo | BuildResult)
 Emit = Callable[[Event], None]
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -133,7 +141,8 @@ def event_json(event: Event) -> dict[str, Any]:
 def event_from_json(doc: dict[str, Any]) -> Event:
     kinds: dict[str, Any] = {
         "step": StepStarted, "cached": StepCached, "miss": StepMiss, "running": StepRunning,
-        "output": StepOutput, "done": StepDone, "warning": BuildWarning, "result": BuildResult,
+        "output": StepOutput, "done": StepDone, "warning": BuildWarning, "info": BuildInfo,
+        "result": BuildResult,
     }
     cls = kinds.get(str(doc.get("kind")))
     if cls is None:

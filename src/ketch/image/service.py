@@ -892,7 +892,7 @@ class ImageService:
             "Created": config.created or "",
             "DockerVersion": raw.get("docker_version", ""),
             "Author": config.author,
-            "Config": to_json(config.config),
+            "Config": inspect_config(config.config),
             "Architecture": config.architecture,
             **({"Variant": config.variant} if config.variant else {}),
             "Os": config.os,
@@ -1238,6 +1238,28 @@ class ImageService:
 
 
 # --- filter helpers ---------------------------------------------------------------------
+
+def inspect_config(cc: oci.ContainerConfig) -> dict[str, Any]:
+    """An image's run defaults as dockerd's inspect shows them: its Go struct, every
+    field present (``""``, ``false``, ``null`` when unset) but the ``omitempty`` ones."""
+    doc = to_json(cc)
+    out: dict[str, Any] = {"Hostname": "", "Domainname": "", "User": cc.user,
+                           "AttachStdin": False, "AttachStdout": False, "AttachStderr": False}
+    if "ExposedPorts" in doc:
+        out["ExposedPorts"] = doc["ExposedPorts"]
+    out.update({"Tty": False, "OpenStdin": False, "StdinOnce": False,
+                "Env": doc.get("Env"), "Cmd": doc.get("Cmd")})
+    for key in ("Healthcheck", "ArgsEscaped"):
+        if key in doc:
+            out[key] = doc[key]
+    out.update({"Image": "", "Volumes": doc.get("Volumes"), "WorkingDir": cc.working_dir,
+                "Entrypoint": doc.get("Entrypoint"), "OnBuild": doc.get("OnBuild"),
+                "Labels": doc.get("Labels")})
+    for key in ("StopSignal", "Shell"):
+        if key in doc:
+            out[key] = doc[key]
+    return out
+
 
 def _ref_match(pattern: str, ref: str) -> bool:
     """moby's reference.FamiliarMatch: the familiar string, then the familiar name."""

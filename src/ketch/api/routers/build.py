@@ -440,9 +440,11 @@ class LegacyRenderer:
         from ketch.build import request as rq
 
         out: list[dict[str, Any]] = []
-        if isinstance(ev, rq.BuildWarning | rq.BuildResult):
+        if isinstance(ev, rq.BuildWarning) and ev.rule:
+            return []       # BuildKit's lint findings: the legacy builder has none
+        if isinstance(ev, rq.BuildWarning | rq.BuildInfo | rq.BuildResult):
             out += self._drain()
-            if isinstance(ev, rq.BuildWarning):
+            if isinstance(ev, rq.BuildWarning | rq.BuildInfo):
                 out += self._stage_end()
                 text = ev.text if ev.text.endswith("\n") else ev.text + "\n"
                 out.append({"stream": text})
