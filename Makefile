@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/containers.py
 	$(BIN)/python bench/network.py
 	$(BIN)/python bench/registry.py
+	$(BIN)/python bench/build.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
