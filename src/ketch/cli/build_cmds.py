@@ -143,14 +143,29 @@ class TarStream:
                     self._pending = memoryview(b"")
                     return b"".join(parts)
                 parts.append(chunk)
-        if not self._pending:
+        # Fill the request: small members' headers, data and padding are many pieces of
+        # a few hundred bytes, and each read becomes one chunk (one send) of the upload.
+        parts = []
+        size = 0
+        if self._pending:
+            take = self._pending[:n]
+            parts.append(bytes(take))
+            size = len(take)
+            self._pending = self._pending[len(take):]
+        while size < n:
             chunk = self._next()
-            if len(chunk) <= n:
-                return chunk            # the common case for headers: no copy at all
-            self._pending = memoryview(chunk)
-        out = bytes(self._pending[:n])
-        self._pending = self._pending[n:]
-        return out
+            if not chunk:
+                break
+            room = n - size
+            if len(chunk) <= room:
+                parts.append(chunk)
+                size += len(chunk)
+            else:
+                view = memoryview(chunk)
+                parts.append(bytes(view[:room]))
+                self._pending = view[room:]
+                size = n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _info(path: str, arcname: str, links: dict[tuple[int, int], str]

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 CHUNK = 1 << 16
+SEND_CHUNK = 1 << 18    # a streamed request body goes in chunks of up to this much
 
 # RFC 3986's unreserved characters; urllib.parse would do, but it imports ipaddress and
 # costs the CLI 2-3 ms at every start for two small functions.
@@ -63,7 +64,7 @@ def send_request(sock: socket.socket, method: str, path: str, headers: dict[str,
             sock.sendall(body)
     elif body is not None:
         while True:
-            data = body.read(CHUNK)
+            data = body.read(SEND_CHUNK)
             if not data:
                 break
             sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
