@@ -238,15 +238,7 @@ class Builder:
         if st is not None:
             deps.append(st)
         for cmd in stage.commands:
-            refs: list[str] = []
-            if cmd.name == "copy" and cmd.flag("from"):
-                refs.append(cmd.flag("from"))
-            if cmd.name == "run":
-                for m in cmd.flags.get("mount", []):
-                    opts = _mount_options(m)
-                    if opts.get("from"):
-                        refs.append(opts["from"])
-            for ref in refs:
+            for ref in _stage_refs(cmd):
                 other = self.plan.stage_named(ref)
                 if other is not None and other is not stage:
                     deps.append(other)
@@ -467,14 +459,9 @@ class Builder:
         return new
 
     def _waits_for(self, cmd: Command, state: _State) -> list[Stage]:
-        refs = []
-        if cmd.name == "copy" and cmd.flag("from"):
-            refs.append(cmd.flag("from"))
-        elif cmd.name == "run":
-            refs += [_mount_options(m).get("from", "") for m in cmd.flags.get("mount", [])]
         out = []
-        for ref in refs:
-            if not ref or "$" in ref:
+        for ref in _stage_refs(cmd):
+            if "$" in ref:
                 continue
             other = self.plan.stage_named(ref)
             if other is not None and other.index in self._stage_futures:
@@ -1047,6 +1034,16 @@ class Builder:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _stage_refs(cmd: Command) -> list[str]:
+    """What a command reads from elsewhere: COPY --from, RUN --mount from=."""
+    if cmd.name == "copy" and cmd.flag("from"):
+        return [cmd.flag("from")]
+    if cmd.name == "run":
+        refs = [_mount_options(m).get("from", "") for m in cmd.flags.get("mount", [])]
+        return [r for r in refs if r]
+    return []
 
 
 def _close(cm: contextlib.AbstractContextManager[str]) -> None:

@@ -381,9 +381,10 @@ class _Backend:
                 shown = " ".join(spec.argv)
                 raise StepFailed(f"The command '{shown}' returned a non-zero code: {code}",
                                  code)
-            upper = engine_upper(engine, cid)
-            _drop_mount_stubs(upper, engine_lowers(engine, cid),
-                              [m.target for m in spec.mounts])
+            from ketch.engine.files import ContainerFiles
+
+            upper, lowers = ContainerFiles(engine).layer_dirs(cid)
+            _drop_mount_stubs(upper, lowers, [m.target for m in spec.mounts])
             return await asyncio.to_thread(derive_image, self.images, parent, doc, upper,
                                            clamp=self.opts.source_date_epoch)
         except BaseException as exc:
@@ -422,18 +423,6 @@ def _upper_of(mounts: Any, target: str) -> str:
         if m.type == "bind":
             return str(m.source)    # no parent layers: the snapshot dir is all new
     raise NotSupported("building needs the overlayfs snapshotter")
-
-
-def engine_upper(engine: Engine, cid: str) -> str:
-    from ketch.engine.files import ContainerFiles
-
-    return ContainerFiles(engine)._layer_dirs(cid)[0]
-
-
-def engine_lowers(engine: Engine, cid: str) -> list[str]:
-    from ketch.engine.files import ContainerFiles
-
-    return ContainerFiles(engine)._layer_dirs(cid)[1]
 
 
 def _drop_mount_stubs(upper: str, lowers: list[str], targets: list[str]) -> None:

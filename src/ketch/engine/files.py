@@ -903,7 +903,7 @@ class ContainerFiles:
 
     # --- changes --------------------------------------------------------------------------
 
-    def _layer_dirs(self, cid: str) -> tuple[str, list[str]]:
+    def layer_dirs(self, cid: str) -> tuple[str, list[str]]:
         """The container's overlay upper dir and its lower dirs (top first)."""
         mounts = self.engine.images.snapshotter.mounts(cid)
         for m in mounts:
@@ -928,7 +928,7 @@ class ContainerFiles:
     def changes(self, ref: str) -> list[dict[str, Any]] | None:
         """``GET /containers/{id}/changes`` (moby's OverlayChanges, in its order)."""
         c = self.engine.store.get(ref)
-        upper, lowers = self._layer_dirs(c.id)
+        upper, lowers = self.layer_dirs(c.id)
         out = overlay_changes(upper, lowers)
         return [{"Path": p, "Kind": k} for p, k in out] or None
 
@@ -960,7 +960,7 @@ class ContainerFiles:
                 await self.engine.pause(c.id)
                 paused = True
         try:
-            upper, _ = self._layer_dirs(c.id)
+            upper, _ = self.layer_dirs(c.id)
             image_id = await asyncio.to_thread(
                 commit_image, self.engine.images, c.image_id, upper,
                 container_config=c.config, user_config=config, changes=list(changes or []),
