@@ -335,14 +335,24 @@ class Upstream:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.udp.settimeout(0.1)       # a closing socket does not wake recvfrom: poll
         self.closed = False
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
+        # The kernel's free UDP port may be taken for TCP by someone else (the whole
+        # suite runs many servers): try again with another port.
+        for _ in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.tcp.close()
+                self.udp.close()
+        else:
+            raise OSError("no port free for both UDP and TCP on 127.0.0.1")
+        self.udp.settimeout(0.1)       # a closing socket does not wake recvfrom: poll
         self.tcp.listen(8)
         self.seen: list[tuple[str, Message]] = []
         self.threads = [threading.Thread(target=self._udp, daemon=True),
