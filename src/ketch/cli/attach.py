@@ -20,17 +20,15 @@ import contextlib
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
 
+from ketch.client._stream import HEADER, STDERR, STDIN, STDOUT, SYSTEMERR, Demuxer  # noqa: F401 - users import them from here
 from ketch.errors import InvalidArgument
 from ketch.record import Record
 
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
-HEADER = struct.Struct(">BxxxI")
-STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
 
 
 def detach_key_bytes(keys: str) -> bytes:
@@ -51,43 +49,6 @@ def detach_key_bytes(keys: str) -> bytes:
         elif key:
             out.append(ord(key))
     return bytes(out)
-
-
-class Demuxer:
-    """Splits docker's multiplexed stream: feed bytes, get (stream, payload) pieces.
-
-    Payloads are handed on as they arrive (a frame may come in several reads), so
-    a slow producer's partial line still reaches the terminal at once.
-    """
-
-    def __init__(self) -> None:
-        self._head = b""
-        self._stream = 0
-        self._left = 0
-
-    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
-        pos = 0
-        n = len(data)
-        while pos < n:
-            if self._left == 0:
-                need = HEADER.size - len(self._head)
-                self._head += data[pos:pos + need]
-                pos += min(need, n - pos)
-                if len(self._head) < HEADER.size:
-                    return
-                self._stream, self._left = HEADER.unpack(self._head)
-                self._head = b""
-                continue
-            take = min(self._left, n - pos)
-            chunk = data[pos:pos + take]
-            pos += take
-            self._left -= take
-            yield self._stream, chunk
-
-    @property
-    def pending(self) -> bool:
-        """True in the middle of a frame (the stream was cut short)."""
-        return bool(self._head) or self._left > 0
 
 
 class EscapeProxy:

@@ -10,6 +10,7 @@ from ketch.client._client import (
     resolve_host,
 )
 from ketch.client._errors import from_status
+from ketch.client._stream import Demuxer
 from ketch.client._transport import (
     DEFAULT_HOST,
     FakeTransport,
@@ -27,6 +28,7 @@ __all__ = [
     "CLIENT_API_VERSION",
     "DEFAULT_HOST",
     "Client",
+    "Demuxer",
     "FakeTransport",
     "HTTPTransport",
     "Request",

@@ -27,6 +27,7 @@ from ketch.client._transport import (
     Request,
     StreamResponse,
 )
+from ketch.client._volumes import VolumesMixin
 from ketch.errors import System
 
 TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
@@ -118,7 +119,7 @@ def _message(line: bytes) -> Iterator[dict[str, Any]]:
         yield msg
 
 
-class Client(ContainersMixin, NetworksMixin, RegistryMixin, BuildMixin):
+class Client(ContainersMixin, NetworksMixin, VolumesMixin, RegistryMixin, BuildMixin):
     def __init__(self, host: str | None = None, *, transport: Transport | None = None,
                  version: str | None = None) -> None:
         self.host = resolve_host(host)
