@@ -66,6 +66,7 @@ COMMANDS = {
     "search": "ketch.cli.registry_client_cmds:search",
     "build": "ketch.cli.build_cmds:build",
     "builder": "ketch.cli.build_cmds:builder",
+    "compose": "ketch.cli.compose_cmds:compose",
 }
 
 
