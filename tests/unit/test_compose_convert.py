@@ -87,7 +87,8 @@ def _walk(shape: Any, value: Any, path: str) -> list[str]:
 
 
 def check_ketchd_reads(body: dict[str, Any]) -> engine_model.CreateRequest:
-    """Every key is a field ketchd decodes, and its parser accepts the body."""
+    """Every key is a field ketchd decodes, and its parser and validation accept the
+    body without a warning (a value it dropped would be one)."""
     bad = []
     for key, value in body.items():
         if key == "HostConfig":
@@ -97,7 +98,10 @@ def check_ketchd_reads(body: dict[str, Any]) -> engine_model.CreateRequest:
         else:
             bad += _unknown(engine_model.ContainerConfig, {key: value}, "")
     assert not bad, bad
-    return engine_model.parse_create_request(json.dumps(body), "x")
+    req = engine_model.parse_create_request(json.dumps(body), "x")
+    sysinfo = engine_model.SysInfo(ncpu=4)
+    assert engine_model.validate_create(req.config, req.host_config, sysinfo) == []
+    return req
 
 
 NETS = {"default": "proj_default", "front": "proj_front", "back": "proj_back",
@@ -284,7 +288,7 @@ def test_restart_policy(svc: dict[str, Any], policy: tuple[str, int]) -> None:
 
 def test_resources_from_service_keys() -> None:
     hc = body({"mem_limit": 64 << 20, "memswap_limit": 128 << 20, "mem_reservation": "32m",
-               "cpus": 0.5, "pids_limit": 100, "cpu_shares": 512, "cpu_quota": 50000,
+               "pids_limit": 100, "cpu_shares": 512, "cpu_quota": 50000,
                "cpu_period": "100ms", "cpuset": "0", "shm_size": "128m",
                "blkio_config": {"weight": 300,
                                 "device_read_bps": [{"path": "/dev/sda", "rate": "1mb"}]},
@@ -292,7 +296,7 @@ def test_resources_from_service_keys() -> None:
                "mem_swappiness": 10})["HostConfig"]
     assert hc["Memory"] == 64 << 20 and hc["MemorySwap"] == 128 << 20
     assert hc["MemoryReservation"] == 32 << 20
-    assert hc["NanoCpus"] == 500_000_000 and hc["PidsLimit"] == 100
+    assert "NanoCpus" not in hc and hc["PidsLimit"] == 100
     assert (hc["CpuShares"], hc["CpuQuota"], hc["CpuPeriod"]) == (512, 50000, 100_000)
     assert hc["CpusetCpus"] == "0" and hc["ShmSize"] == 128 << 20
     assert hc["BlkioWeight"] == 300
@@ -361,6 +365,10 @@ def test_security_and_misc_host_fields() -> None:
     assert hc["CgroupnsMode"] == "private"
     assert hc["Tmpfs"] == {"/run": "size=64m", "/tmp": ""}
     assert "Init" not in body({})["HostConfig"]
+    hc = body({"uts": "host", "runtime": "runc", "isolation": "default",
+               "volume_driver": "local"})["HostConfig"]
+    assert (hc["UTSMode"], hc["Runtime"], hc["Isolation"], hc["VolumeDriver"]) == (
+        "host", "runc", "default", "local")
 
 
 def test_cdi_devices_become_a_device_request() -> None:
@@ -659,7 +667,7 @@ def test_everything_at_once_is_read_by_ketchd() -> None:
         "security_opt": ["no-new-privileges"], "group_add": ["1"], "cap_add": ["SYS_ADMIN"],
         "links": ["db"], "volumes_from": ["db"], "shm_size": 1 << 20,
         "networks": {"front": {"aliases": ["x"], "ipv4_address": "10.1.0.9"}, "back": None},
-        "annotations": {"k": "v"}, "storage_opt": {"size": "1G"}, "uts": "private",
+        "annotations": {"k": "v"}, "storage_opt": {"size": "1G"},
     })
     req = check_ketchd_reads(s.body)
     assert req.host_config.restart_policy.name == "on-failure"
