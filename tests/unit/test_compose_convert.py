@@ -162,6 +162,13 @@ def test_environment_sorted_and_null_is_a_bare_name() -> None:
     assert b["Env"] == ["A=x=y", "B=2", "EMPTY=", "UNSET"]
 
 
+def test_yaml_booleans_are_lowercase_strings() -> None:
+    b = body({"environment": {"DEBUG": True, "N": 3}, "labels": {"on": False},
+              "sysctls": {"net.ipv4.ip_forward": 1}})
+    assert b["Env"] == ["DEBUG=true", "N=3"] and b["Labels"] == {"on": "false"}
+    assert b["HostConfig"]["Sysctls"] == {"net.ipv4.ip_forward": "1"}
+
+
 def test_labels_are_the_service_labels_only() -> None:
     b = body({"labels": {"a.b": "1", "n": 2}})
     assert b["Labels"] == {"a.b": "1", "n": "2"}
@@ -376,6 +383,19 @@ def test_cdi_devices_become_a_device_request() -> None:
         "HostConfig"]
     assert hc["DeviceRequests"] == [{"Driver": "cdi", "DeviceIDs": ["vendor.com/gpu=0"]}]
     assert "Devices" not in hc
+
+
+def test_gpu_device_requests() -> None:
+    hc = spec({"gpus": "all"}).body["HostConfig"]
+    assert hc["DeviceRequests"] == [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+    hc = spec({"gpus": [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["utility"]}],
+               "deploy": {"resources": {"reservations": {"devices": [
+                   {"capabilities": ["compute"], "count": "all"}]}}}}).body["HostConfig"]
+    assert hc["DeviceRequests"] == [
+        {"Driver": "", "Count": -1, "Capabilities": [["compute"]]},
+        {"Driver": "nvidia", "Count": 0, "Capabilities": [["utility", "gpu"]],
+         "DeviceIDs": ["0"]}]
+    assert not _unknown(engine_model.HostConfig, hc, "")
 
 
 def test_systempaths_unconfined_and_seccomp_file(tmp_path: Any) -> None:

@@ -174,8 +174,19 @@ def _float(value: Any, where: str) -> float:
         raise ComposeError(f'{where}: invalid number "{value}"') from None
 
 
+def _str(value: Any) -> str:
+    """A YAML scalar as compose-go turns it into a string (true, not True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _strs(value: Any) -> list[str]:
-    return [str(v) for v in value or []]
+    return [_str(v) for v in value or []]
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): _str(v) for k, v in (value or {}).items()}
 
 
 def _port_range(spec: str, where: str) -> list[str]:
@@ -255,7 +266,7 @@ class _Converter:
             "AttachStdout": True,
             "AttachStderr": True,
             "Env": self.env(),
-            "Labels": {str(k): str(v) for k, v in (svc.get("labels") or {}).items()},
+            "Labels": _str_map(svc.get("labels")),
         }
         # An unset command/entrypoint is left out so the image's applies;
         # an explicit [] is sent as [] (it clears the image's).
@@ -300,7 +311,7 @@ class _Converter:
         for key, value in sorted((self.svc.get("environment") or {}).items()):
             # compose's ToMobyEnv: a null value goes as a bare NAME, which the
             # engine takes as "unset" (no variable, even the image's).
-            out.append(str(key) if value is None else f"{key}={value}")
+            out.append(str(key) if value is None else f"{key}={_str(value)}")
         return out
 
     def exposed_ports(self) -> dict[str, dict[str, Any]]:
@@ -374,14 +385,13 @@ class _Converter:
             host["Dns"] = [_ip(str(d), "DNS", self.where("dns"))
                            for d in ([dns] if isinstance(dns, str) else dns)]
         if svc.get("sysctls"):
-            host["Sysctls"] = {str(k): str(v) for k, v in svc["sysctls"].items()}
+            host["Sysctls"] = _str_map(svc["sysctls"])
         if svc.get("extra_hosts"):
             host["ExtraHosts"] = self.extra_hosts()
         if svc.get("logging"):
             logging = svc["logging"]
             host["LogConfig"] = {"Type": str(logging.get("driver") or ""),
-                                 "Config": {str(k): str(v) for k, v in
-                                            (logging.get("options") or {}).items()} or None}
+                                 "Config": _str_map(logging.get("options")) or None}
         if svc.get("init") is not None:
             host["Init"] = bool(svc["init"])
         if svc.get("security_opt"):
@@ -396,9 +406,9 @@ class _Converter:
             if svc.get(key):
                 host[api] = str(svc[key])
         if svc.get("storage_opt"):
-            host["StorageOpt"] = {str(k): str(v) for k, v in svc["storage_opt"].items()}
+            host["StorageOpt"] = _str_map(svc["storage_opt"])
         if svc.get("annotations"):
-            host["Annotations"] = {str(k): str(v) for k, v in svc["annotations"].items()}
+            host["Annotations"] = _str_map(svc["annotations"])
         links = self.links()
         if links:
             host["Links"] = links
@@ -588,7 +598,8 @@ class _Converter:
             requests.append({"Driver": "cdi", "DeviceIDs": cdi})
         for dev in reservations.get("devices") or []:
             requests.append(self.device_request(dev, []))
-        for dev in svc.get("gpus") or []:
+        gpus = svc.get("gpus") or []
+        for dev in [{"count": "all"}] if isinstance(gpus, str) else gpus:     # gpus: all
             requests.append(self.device_request(dev, ["gpu"]))
         if devices:
             host["Devices"] = devices
@@ -599,8 +610,6 @@ class _Converter:
             host["Ulimits"] = [self.ulimit(n, ulimits[n]) for n in sorted(ulimits)]
 
     def device_request(self, dev: Any, extra_caps: list[str]) -> dict[str, Any]:
-        if not isinstance(dev, Mapping):        # gpus: all
-            return {"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}
         count = dev.get("count")
         caps = _strs(dev.get("capabilities"))
         out: dict[str, Any] = {
@@ -611,7 +620,7 @@ class _Converter:
         if dev.get("device_ids"):
             out["DeviceIDs"] = _strs(dev["device_ids"])
         if dev.get("options"):
-            out["Options"] = {str(k): str(v) for k, v in dev["options"].items()}
+            out["Options"] = _str_map(dev["options"])
         return out
 
     def ulimit(self, name: str, value: Any) -> dict[str, Any]:
@@ -710,7 +719,7 @@ class _Converter:
                 if options.get("subpath"):
                     vopts["Subpath"] = str(options["subpath"])
                 if options.get("labels"):
-                    vopts["Labels"] = {str(k): str(v) for k, v in options["labels"].items()}
+                    vopts["Labels"] = _str_map(options["labels"])
                 mount["VolumeOptions"] = vopts
         elif kind == "tmpfs":
             tmpfs = vol.get("tmpfs") or {}
@@ -888,7 +897,7 @@ class _Converter:
                 ep["IPAMConfig"] = ipam
             if cfg.get("mac_address"):
                 ep["MacAddress"] = str(cfg["mac_address"])
-            opts = {str(k): str(v) for k, v in (cfg.get("driver_opts") or {}).items()}
+            opts = _str_map(cfg.get("driver_opts"))
             if cfg.get("interface_name"):
                 ifname = "com.docker.network.endpoint.ifname"
                 if opts.get(ifname, cfg["interface_name"]) != cfg["interface_name"]:
