@@ -271,8 +271,7 @@ def test_healthcheck_forms() -> None:
     assert service("healthcheck: {disable: true}")["healthcheck"] == \
         {"test": ["NONE"], "disable": True}
     assert error("services:\n  a:\n    image: x\n    healthcheck: {test: [curl, x]}\n").endswith(
-        'services.a.healthcheck.test: the first item must be "CMD", "CMD-SHELL" or "NONE", '
-        'not "curl"')
+        'services.a.healthcheck.test must start either by "CMD", "CMD-SHELL" or "NONE"')
 
 
 @pytest.mark.parametrize("given, go", [
@@ -332,13 +331,49 @@ def test_deploy_resources_and_replicas() -> None:
         "resources": {"limits": {"cpus": "0.5", "memory": 64 << 20, "pids": 20},
                       "reservations": {"cpus": "2", "memory": 32 << 20}},
         "restart_policy": {"condition": "on-failure", "delay": "5s", "max_attempts": 3}}
-    assert s["scale"] == 3
+    assert "scale" not in s  # as compose: replicas stay where they were given
 
 
 def test_scale_and_replicas_must_agree() -> None:
-    assert service("scale: 2\ndeploy: {replicas: 2}")["scale"] == 2
-    assert error("services:\n  a: {image: x, scale: 2, deploy: {replicas: 3}}\n").endswith(
-        "services.a: can't set distinct values on 'scale' and 'deploy.replicas'")
+    s = service("scale: 2\ndeploy: {resources: {limits: {memory: 1m}}}")
+    assert (s["scale"], s["deploy"]["replicas"]) == (2, 2)
+    assert service("scale: 2\ndeploy: {replicas: '2'}")["scale"] == 2
+    assert error("services:\n  a: {image: x, scale: 2, deploy: {replicas: 3}}\n") == \
+        "services.a: can't set distinct values on 'scale' and 'deploy.replicas': " \
+        "invalid compose project"
+    assert error("services:\n  a: {image: x, scale: -1}\n") == \
+        "validating /proj/compose.yaml: services.a.scale must be greater than or equal to 0"
+    assert error("services:\n  a: {image: x, container_name: c, deploy: {replicas: 2}}\n") == \
+        "services.a: can't set container_name and deploy.replicas as container name must be " \
+        "unique: invalid compose project"
+
+
+@pytest.mark.parametrize("keys, which", [
+    ("cpus: 1.5, deploy: {resources: {limits: {cpus: '2'}}}",
+     "'cpus' and 'deploy.resources.limits.cpus'"),
+    ("mem_limit: 1g, deploy: {resources: {limits: {memory: 512m}}}",
+     "'mem_limit' and 'deploy.resources.limits.memory'"),
+    ("mem_reservation: 1g, deploy: {resources: {reservations: {memory: 512m}}}",
+     "'mem_reservation' and 'deploy.resources.reservations.memory'"),
+    ("pids_limit: 5, deploy: {resources: {limits: {pids: 6}}}",
+     "'pids_limit' and 'deploy.resources.limits.pids'"),
+])
+def test_two_spellings_of_a_limit_must_agree(keys: str, which: str) -> None:
+    assert error(f"services:\n  a: {{image: x, {keys}}}\n") == \
+        f"services.a: can't set distinct values on {which}: invalid compose project"
+    same = keys.replace("'2'", "1.5").replace("512m", "1g").replace("pids: 6", "pids: 5")
+    norm(f"services:\n  a: {{image: x, {same}}}\n")
+
+
+def test_pull_policy_if_not_present_is_missing() -> None:
+    assert service("pull_policy: if_not_present")["pull_policy"] == "missing"
+    assert service("pull_policy: always")["pull_policy"] == "always"
+
+
+def test_dockerfile_and_inline_are_exclusive() -> None:
+    assert error("services:\n  a: {build: {dockerfile: D, dockerfile_inline: 'FROM x'}}\n") == \
+        'service "a" declares mutualy exclusive dockerfile and dockerfile_inline: ' \
+        "invalid compose project"
 
 
 def test_ulimits_devices_extra_hosts_dns_tmpfs_logging() -> None:
@@ -381,7 +416,8 @@ def test_develop_watch_paths_are_absolute() -> None:
         {"ignore": ["x"], "path": "/proj/src", "action": "sync", "target": "/app/src"},
         {"path": "/proj/package.json", "action": "rebuild"}]}
     assert error("services:\n  a:\n    image: x\n    develop: {watch: [{action: sync, "
-                 "path: .}]}\n").endswith("services.a.develop.watch[0]: action sync needs a target")
+                 "path: .}]}\n").endswith(
+        "services.a.develop.watch[0]: target is required for non-rebuild actions")
 
 
 # --- networks ----------------------------------------------------------------------------------
@@ -454,7 +490,7 @@ configs:
     assert m["configs"] == {"c": {"name": "proj_c", "content": "hello"},
                             "f": {"name": "fixed", "file": "/etc/app.conf"}}
     assert error("services:\n  a: {image: x}\nsecrets:\n  s: {name: x}\n") == \
-        'secret "s" must declare either `file`, `environment`: invalid compose project'
+        'secret "s" must declare either `file` or `environment`: invalid compose project'
     assert error("services:\n  a: {image: x}\nsecrets:\n  s: {environment: NOPE}\n") == \
         'environment variable "NOPE" required by secret "s" is not set'
 
@@ -471,13 +507,14 @@ configs:
     ("{build: {context: ., secrets: [nope]}}",
      'service "a" refers to undefined build secret nope: invalid compose project'),
     ("{image: x, links: ['nope:alias']}",
-     'service "a" has a link to undefined service "nope": invalid compose project'),
+     'service "a" depends on undefined service "nope": invalid compose project'),
     ("{image: x, volumes_from: ['nope:ro']}",
-     'service "a" mounts volumes from undefined service "nope": invalid compose project'),
+     'service "a" depends on undefined service "nope": invalid compose project'),
     ("{image: x, network_mode: 'service:nope'}",
-     'service "a" refers to undefined service nope in network_mode: invalid compose project'),
+     'service "a" depends on undefined service "nope": invalid compose project'),
     ("{image: x, pid: 'service:nope'}",
-     'service "a" refers to undefined service nope in pid: invalid compose project'),
+     'service "a" depends on undefined service "nope": invalid compose project'),
+    ("{image: x, volumes_from: ['container:']}", 'service "a": invalid volumes_from "container:"'),
     ("{image: x, network_mode: host, networks: [default]}",
      "service a declares mutually exclusive `network_mode` and `networks`: "
      "invalid compose project"),
@@ -492,6 +529,25 @@ def test_valid_references_to_services_and_containers() -> None:
     assert m["services"]["a"]["links"] == ["b:bee"]
     assert m["services"]["a"]["volumes_from"] == ["b", "container:c1:ro"]
     assert m["services"]["b"]["network_mode"] == "service:a"
+
+
+def test_links_namespaces_and_volumes_from_are_implicit_dependencies() -> None:
+    m = norm("""
+services:
+  a: {image: x, links: ['b:bee'], volumes_from: [c, 'container:other'], ipc: 'service:d',
+      depends_on: {b: {condition: service_healthy}}}
+  b: {image: x}
+  c: {image: x}
+  d: {image: x, network_mode: 'service:c'}
+""")
+    s = m["services"]
+    assert s["a"]["depends_on"] == {
+        "b": {"condition": "service_healthy", "required": True},  # the explicit one stays
+        "c": {"condition": "service_started", "required": True},
+        "d": {"condition": "service_started", "restart": True, "required": True}}
+    assert s["d"]["depends_on"] == {"c": {"condition": "service_started", "restart": True,
+                                          "required": True}}
+    assert "depends_on" not in s["b"]
 
 
 # --- the demo project ------------------------------------------------------------------------

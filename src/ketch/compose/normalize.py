@@ -66,6 +66,8 @@ NETWORK_ORDER = ("name", "driver", "driver_opts", "ipam", "external", "internal"
 VOLUME_ORDER = ("name", "driver", "driver_opts", "external", "labels")
 FILE_OBJECT_ORDER = ("name", "content", "environment", "file", "external", "labels",
                      "driver", "driver_opts", "template_driver")
+DEPLOY_ORDER = ("mode", "replicas", "labels", "update_config", "rollback_config", "resources",
+                "restart_policy", "placement", "endpoint_mode")
 BOOL_KEYS = ("attach", "init", "oom_kill_disable", "privileged", "read_only", "stdin_open",
              "tty")
 BYTE_KEYS = ("mem_limit", "mem_reservation", "memswap_limit", "shm_size")
@@ -608,8 +610,7 @@ def _healthcheck(value: Mapping[str, Any], p: str) -> dict[str, Any]:
     elif test is not None:
         hc["test"] = [str(t) for t in test]
         if hc["test"] and hc["test"][0] not in ("CMD", "CMD-SHELL", "NONE"):
-            raise ComposeError(f'{p}.test: the first item must be "CMD", "CMD-SHELL" or "NONE", '
-                               f'not "{hc["test"][0]}"')
+            raise ComposeError(f'{p}.test must start either by "CMD", "CMD-SHELL" or "NONE"')
     if disable:
         hc["test"] = ["NONE"]
     for key in ("timeout", "interval"):
@@ -667,8 +668,7 @@ def _deploy(value: Mapping[str, Any] | None, p: str) -> dict[str, Any]:
             if "parallelism" in c:
                 c["parallelism"] = to_int(c["parallelism"], f"{p}.{key}.parallelism")
             d[key] = c
-    return ordered(d, ("mode", "replicas", "labels", "update_config", "rollback_config",
-                       "resources", "restart_policy", "placement", "endpoint_mode"))
+    return ordered(d, DEPLOY_ORDER)
 
 
 def _devices(value: list[Any], p: str) -> list[dict[str, str]]:
@@ -755,8 +755,8 @@ def _develop(value: Mapping[str, Any] | None, p: str, ctx: _Ctx) -> dict[str, An
             for key in ("ignore", "include"):
                 if key in w:
                     w[key] = string_list(w[key])
-            if w["action"] in ("sync", "sync+restart", "sync+exec") and not w.get("target"):
-                raise ComposeError(f"{p}.watch[{i}]: action {w['action']} needs a target")
+            if w["action"] != "rebuild" and not w.get("target"):
+                raise ComposeError(f"{p}.watch[{i}]: target is required for non-rebuild actions")
             watch.append(ordered(w, ("ignore", "include", "path", "action", "target", "exec")))
         d["watch"] = watch
     return d
@@ -852,13 +852,10 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
         merged: dict[str, str | None] = dict(from_files)
         merged.update(env)
         s["environment"] = dict(sorted(merged.items()))
-    replicas = (s.get("deploy") or {}).get("replicas")
-    if "scale" in s and replicas is not None and replicas != s["scale"]:
-        raise ComposeError(f"{p}: can't set distinct values on 'scale' and 'deploy.replicas'")
-    if "scale" not in s and replicas is not None:
-        s["scale"] = replicas
-    if "scale" in s and s["scale"] < 0:
-        raise ComposeError(f"{p}.scale: must be positive, not {s['scale']}")
+    _consistency(name, s)
+    _implicit_dependencies(s)
+    if s.get("pull_policy") == "if_not_present":
+        s["pull_policy"] = "missing"
     if "image" not in s and "build" not in s and "provider" not in s:
         raise ComposeError(f'service "{name}" has neither an image nor a build context specified: '
                            "invalid compose project")
@@ -866,6 +863,71 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
         raise ComposeError(f"service {name} declares mutually exclusive `network_mode` and "
                            "`networks`: invalid compose project")
     return ordered(s, SERVICE_ORDER)
+
+
+def _consistency(name: str, s: dict[str, Any]) -> None:
+    """What compose refuses across keys: two spellings of one setting that disagree."""
+    p = f"services.{name}"
+    deploy = s.get("deploy") or {}
+    replicas = deploy.get("replicas")
+    if "scale" in s:
+        if replicas is not None and replicas != s["scale"]:
+            raise ComposeError(f"{p}: can't set distinct values on 'scale' and 'deploy.replicas': "
+                               "invalid compose project")
+        if "deploy" in s:
+            s["deploy"] = ordered({**deploy, "replicas": s["scale"]}, DEPLOY_ORDER)
+    count = s.get("scale", replicas)
+    if count is not None and count < 0:
+        which = "scale" if "scale" in s else "deploy.replicas"
+        raise ComposeError(f"{p}.{which} must be greater than or equal to 0")
+    if count is not None and count > 1 and s.get("container_name"):
+        which = "scale" if "scale" in s else "deploy.replicas"
+        raise ComposeError(f"services.{name}: can't set container_name and {which} as container "
+                           "name must be unique: invalid compose project")
+    resources = deploy.get("resources") or {}
+    limits = resources.get("limits") or {}
+    reservations = resources.get("reservations") or {}
+    pairs = (("cpus", limits, "cpus", "deploy.resources.limits.cpus"),
+             ("mem_limit", limits, "memory", "deploy.resources.limits.memory"),
+             ("mem_reservation", reservations, "memory", "deploy.resources.reservations.memory"),
+             ("pids_limit", limits, "pids", "deploy.resources.limits.pids"))
+    for key, section, field_, where in pairs:
+        if key in s and field_ in section:
+            ours = float(s[key]) if key == "cpus" else s[key]
+            theirs = float(section[field_]) if key == "cpus" else section[field_]
+            if ours != theirs:
+                raise ComposeError(f"{p}: can't set distinct values on '{key}' and '{where}': "
+                                   "invalid compose project")
+    build = s.get("build") or {}
+    if build.get("dockerfile") and build.get("dockerfile_inline"):
+        raise ComposeError(f'service "{name}" declares mutualy exclusive dockerfile and '
+                           "dockerfile_inline: invalid compose project")
+
+
+def _implicit_dependencies(s: dict[str, Any]) -> None:
+    """Compose makes a service depend on what it links to, shares a namespace with
+    (``service:x``) or mounts volumes from, so those start first."""
+    found: list[tuple[str, bool]] = []
+    for link in s.get("links") or []:
+        found.append((link.split(":", 1)[0], True))
+    for key in ("network_mode", "ipc", "pid", "uts", "cgroup"):
+        ref = _service_ref(str(s.get(key) or ""))
+        if ref:
+            found.append((ref, True))
+    for vf in s.get("volumes_from") or []:
+        if not vf.startswith("container:"):
+            found.append((vf.split(":", 1)[0], False))
+    if not found:
+        return
+    deps = dict(s.get("depends_on") or {})
+    for dep, restart in found:
+        if dep not in deps:
+            entry: dict[str, Any] = {"condition": "service_started"}
+            if restart:
+                entry["restart"] = True
+            entry["required"] = True
+            deps[dep] = entry
+    s["depends_on"] = dict(sorted(deps.items()))
 
 
 def _depends_on(value: Any, p: str) -> dict[str, dict[str, Any]]:
@@ -944,8 +1006,9 @@ def _top_object(kind: str, key: str, value: Mapping[str, Any] | None, ctx: _Ctx,
         sources = [k for k in ("file", "environment", "content") if k in o]
         if not sources:
             what = "secret" if kind == "secrets" else "config"
-            raise ComposeError(f'{what} "{key}" must declare either `file`, `environment`'
-                               + (" or `content`" if kind == "configs" else "")
+            raise ComposeError(f'{what} "{key}" must declare either `file`'
+                               + (", `environment` or `content`" if kind == "configs"
+                                  else " or `environment`")
                                + ": invalid compose project")
         if "environment" in o and ctx.lookup(o["environment"]) is None:
             raise ComposeError(f'environment variable "{o["environment"]}" required by '
@@ -1043,29 +1106,14 @@ def _check_references(model: Mapping[str, Any]) -> None:
             if ref["source"] not in defined["secrets"]:
                 raise ComposeError(f'service "{name}" refers to undefined build secret '
                                    f'{ref["source"]}: invalid compose project')
+        for vf in svc.get("volumes_from") or []:
+            if vf.startswith("container:") and not vf.split(":")[1]:
+                raise ComposeError(f'service "{name}": invalid volumes_from "{vf}"')
+        # links, volumes_from and service:x namespaces are implicit depends_on entries
         for dep in svc.get("depends_on") or {}:
             if dep not in services:
                 raise ComposeError(f'service "{name}" depends on undefined service "{dep}": '
                                    "invalid compose project")
-        for link in svc.get("links") or []:
-            target = link.split(":", 1)[0]
-            if target not in services:
-                raise ComposeError(f'service "{name}" has a link to undefined service '
-                                   f'"{target}": invalid compose project')
-        for vf in svc.get("volumes_from") or []:
-            source = vf.split(":", 1)[0]
-            if source == "container":
-                if len(vf.split(":")) < 2 or not vf.split(":")[1]:
-                    raise ComposeError(f'service "{name}": invalid volumes_from "{vf}"')
-                continue
-            if source not in services:
-                raise ComposeError(f'service "{name}" mounts volumes from undefined service '
-                                   f'"{source}": invalid compose project')
-        for key in ("network_mode", "pid", "ipc"):
-            ref = _service_ref(str(svc.get(key) or ""))
-            if ref is not None and ref not in services:
-                raise ComposeError(f'service "{name}" refers to undefined service {ref} '
-                                   f"in {key}: invalid compose project")
 
 
 # --- profiles ----------------------------------------------------------------------------------
