@@ -344,6 +344,8 @@ def test_ulimits_sysctls_hosts_dns_logging() -> None:
     assert (hc["Dns"], hc["DnsSearch"], hc["DnsOptions"]) == (
         ["1.1.1.1"], ["example.org"], ["ndots:2"])
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m"}}
+    hc = body({"logging": {"options": {"tag": None}}})["HostConfig"]
+    assert hc["LogConfig"] == {"Type": "", "Config": {"tag": ""}}
 
 
 def test_bad_dns_address() -> None:
@@ -710,3 +712,53 @@ def test_key_checker_catches_a_misspelt_field() -> None:
         "RestartPolicy.Nme"]
     assert _unknown(engine_model.HostConfig, {"nanocpus": 1}, "") == [
         "nanocpus (ketchd spells it NanoCpus)"]
+
+
+def test_from_the_normalized_model(tmp_path: Any) -> None:
+    """The NORMALIZE helper's canonical model of short-syntax input converts as compose does."""
+    from ketch.compose.loader import RawProject
+    from ketch.compose.normalize import normalize
+
+    raw = RawProject(name="proj", working_dir=str(tmp_path), files=[],
+                     environment={"PW": "x"}, model={
+        "services": {
+            "api": {"image": "api", "command": "serve --port 80",
+                    "ports": ["127.0.0.1:3000:80", "9000-9001:9000-9001/udp"],
+                    "volumes": ["./src:/src:ro", "data:/data", "/anon"],
+                    "environment": ["A=1", "UNSET_HERE"], "restart": "on-failure:3",
+                    "healthcheck": {"test": "curl -f localhost", "interval": "2s"},
+                    "extra_hosts": ["gw:10.0.0.1"], "ulimits": {"nofile": 1024},
+                    "tmpfs": "/run", "secrets": ["pw"], "mem_limit": "64m",
+                    "networks": {"back": {"aliases": ["api.back"]}, "front": None}},
+            "db": {"image": "db"}},
+        "volumes": {"data": None},
+        "networks": {"front": None, "back": None},
+        "secrets": {"pw": {"environment": "PW"}}})
+    model = normalize(raw)
+    names = {k: v["name"] for k, v in model["networks"].items()}
+    vols = {k: v["name"] for k, v in model["volumes"].items()}
+    s = container_spec(model, "api", project="proj", number=1, image="api:latest",
+                       network_names=names, volume_names=vols, container_names={},
+                       environment=raw.environment)
+    req = check_ketchd_reads(s.body)
+    b = s.body
+    assert b["Cmd"] == ["serve", "--port", "80"]
+    assert b["Env"] == ["A=1", "UNSET_HERE"]
+    assert b["Healthcheck"]["Test"] == ["CMD-SHELL", "curl -f localhost"]
+    assert b["Healthcheck"]["Interval"] == 2_000_000_000
+    hc = b["HostConfig"]
+    assert hc["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "3000"}],
+                                  "9000/udp": [{"HostIp": "", "HostPort": "9000"}],
+                                  "9001/udp": [{"HostIp": "", "HostPort": "9001"}]}
+    assert hc["Binds"] == [f"{tmp_path}/src:/src:ro", "proj_data:/data:rw"]
+    assert hc["Mounts"] == [{"Type": "volume", "Target": "/anon"}]
+    assert hc["Tmpfs"] == {"/run": ""} and hc["Memory"] == 64 << 20
+    assert hc["ExtraHosts"] == ["gw:10.0.0.1"]
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert hc["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 1024}]
+    assert hc["NetworkMode"] == "proj_back"
+    assert b["NetworkingConfig"]["EndpointsConfig"]["proj_back"]["Aliases"] == [
+        "proj-api-1", "api", "api.back"]
+    assert s.extra_networks == [("proj_front", {"Aliases": ["proj-api-1", "api"]})]
+    assert s.files == [InjectedFile("/run/secrets/pw", b"x")]
+    assert req.host_config.memory == 64 << 20

@@ -186,7 +186,8 @@ def _strs(value: Any) -> list[str]:
 
 
 def _str_map(value: Any) -> dict[str, str]:
-    return {str(k): _str(v) for k, v in (value or {}).items()}
+    """A string map; a null value is an empty string, as in compose-go's maps."""
+    return {str(k): "" if v is None else _str(v) for k, v in (value or {}).items()}
 
 
 def _port_range(spec: str, where: str) -> list[str]:
