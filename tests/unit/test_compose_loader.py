@@ -534,3 +534,26 @@ def test_include_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     write(tmp_path / "compose.yaml", "include: [nope.yml]\n")
     with pytest.raises(ComposeError, match="no such file or directory"):
         run(tmp_path, monkeypatch)
+
+
+# --- !reset and !override ---------------------------------------------------------------
+
+def test_reset_and_override_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "a.yml",
+          "services:\n  web:\n    image: a\n    ports: ['80:80']\n    environment: {A: '1', B: '2'}\n"
+          "    build: ./ctx\n    x-tmp: 1\n")
+    write(tmp_path / "b.yml",
+          "services:\n  web:\n    ports: !override ['81:81']\n    environment: !override {C: '${V}'}\n"
+          "    build: !reset null\n    x-tmp: !reset\n    x-new: !override {k: v}\n")
+    web = run(tmp_path, monkeypatch, {"V": "3"}, files=["a.yml", "b.yml"]).model["services"]["web"]
+    assert web == {"image": "a", "ports": ["81:81"], "environment": {"C": "3"}, "x-new": {"k": "v"}}
+    assert type(web["environment"]) is dict
+    assert type(web["ports"]) is list
+
+
+def test_reset_in_extending_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "compose.yaml",
+          "services:\n  base:\n    image: b\n    command: run\n    ports: ['1:1']\n"
+          "  child:\n    extends: base\n    command: !reset []\n    ports: !override ['2:2']\n")
+    child = run(tmp_path, monkeypatch).model["services"]["child"]
+    assert child == {"image": "b", "ports": ["2:2"]}

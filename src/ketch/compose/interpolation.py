@@ -262,9 +262,12 @@ class _Interpolator:
         if isinstance(value, str):
             return self.string(value, path)
         if isinstance(value, dict):
-            return {k: self.value(v, (*path, str(k))) for k, v in value.items()}
+            out = {k: self.value(v, (*path, str(k))) for k, v in value.items()}
+            # a dict subclass (a YAML tag's marker) keeps its class
+            return out if type(value) is dict else type(value)(out)
         if isinstance(value, list):
-            return [self.value(v, (*path, "[]")) for v in value]
+            items = [self.value(v, (*path, "[]")) for v in value]
+            return items if type(value) is list else type(value)(items)
         return value
 
     def string(self, value: str, path: tuple[str, ...]) -> Any:

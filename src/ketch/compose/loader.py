@@ -26,7 +26,15 @@ import yaml
 from ketch.compose.dotenv import project_env_files
 from ketch.compose.errors import ComposeError
 from ketch.compose.interpolation import Lookup, interpolate
-from ketch.compose.merge import enforce_unicity, extend_service, merge_models
+from ketch.compose.merge import (
+    RESET,
+    OverrideDict,
+    OverrideList,
+    Reset,
+    enforce_unicity,
+    extend_service,
+    merge_models,
+)
 
 DEFAULT_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 DEFAULT_OVERRIDE_NAMES = (
@@ -173,6 +181,23 @@ def parse_yaml(text: str, filename: str) -> list[dict[str, Any]]:
     return out
 
 
+def _construct_reset(loader: yaml.SafeLoader, node: yaml.Node) -> Reset:
+    return RESET
+
+
+def _construct_override(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return OverrideDict(loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return OverrideList(loader.construct_sequence(node, deep=True))
+    # a scalar replaces what it is merged onto anyway
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("!reset", _construct_reset)
+_Loader.add_constructor("!override", _construct_override)
+
+
 def _string_keys(value: Any, where: str) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -187,9 +212,10 @@ def _string_keys(value: Any, where: str) -> Any:
                 place = f"in {where}" if where else "at top level"
                 raise ComposeError(f"non-string key {place}: {key}")
             out[key] = _string_keys(item, f"{where}.{key}" if where else key)
-        return out
+        return out if type(value) is dict else type(value)(out)
     if isinstance(value, list):
-        return [_string_keys(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_string_keys(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if type(value) is list else type(value)(items)
     return value
 
 

@@ -21,6 +21,45 @@ from ketch.compose.errors import ComposeError
 Path = tuple[str, ...]
 
 
+# --- the !reset and !override YAML tags ----------------------------------------------
+
+class Reset:
+    """A value tagged ``!reset``: the key is removed from what it is merged onto."""
+
+    _instance: Reset | None = None
+
+    def __new__(cls) -> Reset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "!reset"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Reset:
+        return self
+
+
+RESET = Reset()
+
+
+class OverrideDict(dict[str, Any]):
+    """A mapping tagged ``!override``: it replaces what it is merged onto."""
+
+
+class OverrideList(list[Any]):
+    """A sequence tagged ``!override``: it replaces what it is merged onto."""
+
+
+def strip_markers(value: Any) -> Any:
+    """``value`` without ``!reset`` entries and with ``!override`` collections made plain."""
+    if isinstance(value, dict):
+        return {k: strip_markers(v) for k, v in value.items() if v is not RESET}
+    if isinstance(value, list):
+        return [strip_markers(v) for v in value if v is not RESET]
+    return value
+
+
 def _matches(path: Path, pattern: Path) -> bool:
     return len(path) == len(pattern) and all(
         p == "*" or p == part for p, part in zip(pattern, path, strict=True)
@@ -199,6 +238,10 @@ def merge_yaml(base: Any, over: Any, path: Path = ()) -> Any:
     """``over`` merged onto ``base`` (``path`` says where, for the special rules).
 
     ``base`` mappings may be updated in place; pass copies when that matters."""
+    if over is RESET:
+        return None
+    if isinstance(over, (OverrideDict, OverrideList)):
+        return strip_markers(over)
     for pattern, merger in _SPECIALS:
         if _matches(path, pattern):
             if base is None:
@@ -219,8 +262,11 @@ def merge_yaml(base: Any, over: Any, path: Path = ()) -> Any:
 
 def _merge_mappings(base: dict[str, Any], over: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, value in over.items():
-        if key not in base:
-            base[key] = value
+        if value is RESET:
+            base.pop(key, None)
+            continue
+        if key not in base or isinstance(value, (OverrideDict, OverrideList)):
+            base[key] = strip_markers(value)
             continue
         base[key] = merge_yaml(base[key], value, (*path, key))
     return base
