@@ -476,6 +476,37 @@ def test_volume_without_target() -> None:
         spec({"volumes": [{"type": "volume", "source": "data"}]})
 
 
+OLD_MOUNTS = [
+    {"Type": "volume", "Name": "3f9a", "Source": "/var/lib/ketch/volumes/3f9a/_data",
+     "Destination": "/anon", "RW": True},
+    {"Type": "volume", "Name": "77aa", "Source": "/x", "Destination": "/var/lib/db",
+     "RW": False},
+    {"Type": "volume", "Name": "proj_data", "Source": "/y", "Destination": "/data", "RW": True},
+    {"Type": "volume", "Name": "5e5e", "Source": "/z", "Destination": "/img-but-declared",
+     "RW": True},
+    {"Type": "volume", "Name": "gone", "Source": "/w", "Destination": "/no-longer", "RW": True},
+    {"Type": "tmpfs", "Source": "", "Destination": "/var/lib/tmp", "RW": True},
+]
+
+
+def test_recreate_keeps_anonymous_and_image_volumes() -> None:
+    s = spec({"volumes": [{"type": "volume", "target": "/anon"},
+                          {"type": "volume", "source": "data", "target": "/data"},
+                          {"type": "volume", "source": "cache", "target": "/img-but-declared"}]},
+             inherit_mounts=OLD_MOUNTS,
+             image_volumes={"/var/lib/db", "/img-but-declared", "/var/lib/tmp"})
+    check_ketchd_reads(s.body)
+    hc = s.body["HostConfig"]
+    assert hc["Mounts"] == [
+        {"Type": "volume", "Source": "3f9a", "Target": "/anon"},
+        {"Type": "volume", "Source": "77aa", "Target": "/var/lib/db", "ReadOnly": True}]
+    # Declared named volumes win over what the old container had at that target.
+    assert hc["Binds"] == ["proj_data:/data:rw", "proj_cache:/img-but-declared:rw"]
+    # Without the old container, the anonymous volume is a new one.
+    fresh = spec({"volumes": [{"type": "volume", "target": "/anon"}]}).body["HostConfig"]
+    assert fresh["Mounts"] == [{"Type": "volume", "Target": "/anon"}]
+
+
 def test_volumes_from() -> None:
     hc = body({"volumes_from": ["db", "cache:ro", "container:other", "container:x:ro"]})[
         "HostConfig"]

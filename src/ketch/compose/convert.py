@@ -30,7 +30,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -71,7 +71,9 @@ def container_spec(model: Mapping[str, Any], service: str, *, project: str, numb
                    image: str, network_names: Mapping[str, str],
                    volume_names: Mapping[str, str], container_names: Mapping[str, str],
                    name: str | None = None, use_aliases: bool = True,
-                   environment: Mapping[str, str] | None = None) -> ContainerSpec:
+                   environment: Mapping[str, str] | None = None,
+                   inherit_mounts: Sequence[Mapping[str, Any]] = (),
+                   image_volumes: Collection[str] = ()) -> ContainerSpec:
     """The create body of container ``number`` of ``service``.
 
     ``name`` is the container's own name (its first network alias); by default
@@ -79,6 +81,11 @@ def container_spec(model: Mapping[str, Any], service: str, *, project: str, numb
     is ``compose run`` without ``--use-aliases``: the service name and network
     aliases are left out. ``environment`` is the project environment that
     ``secrets/configs: environment:`` read (default: ``os.environ``).
+
+    When recreating, ``inherit_mounts`` is the old container's ``Mounts`` (from
+    inspect) and ``image_volumes`` the keys of the image's ``Config.Volumes``: the
+    old container's anonymous volumes and image-VOLUME volumes are mounted again,
+    so their data survives ``up`` recreating the container.
     """
     services = model.get("services") or {}
     if service not in services:
@@ -89,7 +96,8 @@ def container_spec(model: Mapping[str, Any], service: str, *, project: str, numb
                       container_names=container_names,
                       name=name or container_name(project, service, svc, number),
                       use_aliases=use_aliases,
-                      environment=os.environ if environment is None else environment)
+                      environment=os.environ if environment is None else environment,
+                      inherit_mounts=inherit_mounts, image_volumes=image_volumes)
     return conv.run(image)
 
 
@@ -232,7 +240,9 @@ class _Converter:
     def __init__(self, model: Mapping[str, Any], service: str, svc: Mapping[str, Any], *,
                  project: str, number: int, network_names: Mapping[str, str],
                  volume_names: Mapping[str, str], container_names: Mapping[str, str],
-                 name: str, use_aliases: bool, environment: Mapping[str, str]) -> None:
+                 name: str, use_aliases: bool, environment: Mapping[str, str],
+                 inherit_mounts: Sequence[Mapping[str, Any]] = (),
+                 image_volumes: Collection[str] = ()) -> None:
         self.model = model
         self.service = service
         self.svc = svc
@@ -244,6 +254,8 @@ class _Converter:
         self.name = name
         self.use_aliases = use_aliases
         self.environment = environment
+        self.inherit_mounts = inherit_mounts
+        self.image_volumes = set(image_volumes)
         self.warnings: list[str] = []
         self.files: list[InjectedFile] = []
 
@@ -660,10 +672,29 @@ class _Converter:
         """compose's buildContainerVolumes: a later entry with the same target
         replaces an earlier one; a secret or config never replaces a volume."""
         by_target: dict[str, str | dict[str, Any]] = {}
+        anonymous = {str(v.get("target")) for v in self.svc.get("volumes") or []
+                     if str(v.get("type") or "volume") == "volume" and not v.get("source")}
+        inherited = set()
+        for m in self.inherit_mounts:
+            # A recreated container keeps the previous one's anonymous volumes and
+            # the volumes of its image's VOLUMEs (compose's buildContainerMountOptions).
+            kind = str(m.get("Type") or "")
+            dest = str(m.get("Destination") or "")
+            if kind == "tmpfs" or not dest or (dest not in self.image_volumes
+                                               and dest not in anonymous):
+                continue
+            source = str(m.get("Name") if kind == "volume" else m.get("Source") or "")
+            mount: dict[str, Any] = {"Type": kind, "Source": source, "Target": dest}
+            if not m.get("RW", True):
+                mount["ReadOnly"] = True
+            by_target[dest] = mount
+            inherited.add(dest)
         for i, vol in enumerate(self.svc.get("volumes") or []):
             target = str(vol.get("target") or "")
             if not target:
                 raise ComposeError(f"{self.where(f'volumes[{i}]')}: a volume needs a target")
+            if target in inherited and target in anonymous:
+                continue
             by_target.pop(target, None)
             by_target[target] = self.volume(vol, i)
         for target, mount in self.secret_and_config_mounts():
