@@ -181,8 +181,8 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     (tmp_path / "a.env").write_text("# comment\nA=from_a\nB=from_a\nSHARED=a\n")
     (tmp_path / "b.env").write_text("B=from_b\nSHARED=b\n")
     s = service("env_file: [a.env, b.env, {path: missing.env, required: false}]\n"
-                "environment: {SHARED: env}", working_dir=str(tmp_path))
-    assert s["environment"] == {"A": "from_a", "B": "from_b", "SHARED": "env"}
+                "environment: [SHARED=env, A, UNSET]", working_dir=str(tmp_path))
+    assert s["environment"] == {"A": "from_a", "B": "from_b", "SHARED": "env", "UNSET": None}
     assert "env_file" not in s
 
 
@@ -190,6 +190,7 @@ def test_a_missing_required_env_file_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.env"
     msg = error("services:\n  a:\n    image: x\n    env_file: nope.env\n",
                 working_dir=str(tmp_path))
+    assert msg.startswith("validating /proj/compose.yaml: services.a.env_file: ")
     assert f"env file {missing} not found" in msg
 
 

@@ -848,9 +848,15 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
             s[key] = copy.deepcopy(value)
     if "env_file" in svc:
         env = s.get("environment", {})
-        from_files = _env_files(svc["env_file"], f"{p}.env_file", ctx, env)
+        try:
+            from_files = _env_files(svc["env_file"], f"{p}.env_file", ctx, env)
+        except ComposeError as exc:
+            if str(exc).startswith(f"{p}.env_file"):
+                raise
+            raise ComposeError(f"{p}.env_file: {exc}") from None
         merged: dict[str, str | None] = dict(from_files)
-        merged.update(env)
+        # a bare KEY the environment does not have leaves the file's value in place
+        merged.update((k, v) for k, v in env.items() if v is not None or k not in merged)
         s["environment"] = dict(sorted(merged.items()))
     _consistency(name, s)
     _implicit_dependencies(s)
@@ -1029,6 +1035,8 @@ def normalize(raw: RawLike) -> dict[str, Any]:
     files = list(getattr(raw, "files", None) or [])
     model = raw.model if raw.model is not None else {}
     schema.validate(model, files)
+    # the canonical model shares nothing with the input, so callers may change either
+    model = copy.deepcopy(model)
     ctx = _Ctx(raw)
     try:
         out = _normalize(model, ctx)
