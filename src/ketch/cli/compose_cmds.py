@@ -302,8 +302,13 @@ def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
     from ketch.compose.logs import LogPrinter, Target, follow_all, short_name
     from ketch.compose.project import _name_of, service_of
 
+    import time
+
     printer = LogPrinter(sys.stdout, color=_color(session, f["no_color"]),
                          prefix=not f["no_log_prefix"])
+    # Containers that existed before keep their old output; only what they print from
+    # now on is shown, as compose (which attaches before starting) shows it.
+    started = time.time()
     services = c.up(opts)
     names = {s.name for s in services}
     attach = set(f["attach"]) or names
@@ -335,7 +340,7 @@ def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
             cond.notify_all()
 
     follow_all(printer, client, targets, follow=True, timestamps=f["timestamps"],
-               on_end=on_end)
+               since=f"{started:.9f}", on_end=on_end)
     abort = f["abort_on_container_exit"]
     exit_from = f["exit_code_from"]
     code = 0
