@@ -235,11 +235,20 @@ _CASTS: dict[tuple[str, ...], str] = {
 }
 
 
+# by (length, last part), so most strings are looked up once and skipped
+_CASTS_BY_TAIL: dict[tuple[int, str], list[tuple[tuple[str, ...], str]]] = {}
+for _pattern, _kind in _CASTS.items():
+    _CASTS_BY_TAIL.setdefault((len(_pattern), _pattern[-1]), []).append((_pattern, _kind))
+
+
 def _cast_kind(path: tuple[str, ...]) -> str | None:
-    for pattern, kind in _CASTS.items():
-        if len(pattern) == len(path) and all(
-            p == "*" or p == part for p, part in zip(pattern, path, strict=True)
-        ):
+    if not path:
+        return None
+    candidates = _CASTS_BY_TAIL.get((len(path), path[-1]), []) + _CASTS_BY_TAIL.get(
+        (len(path), "*"), []
+    )
+    for pattern, kind in candidates:
+        if all(p == "*" or p == part for p, part in zip(pattern, path, strict=True)):
             return kind
     return None
 

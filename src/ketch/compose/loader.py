@@ -90,7 +90,11 @@ def check_project_name(name: str) -> str:
 
 # --- YAML ------------------------------------------------------------------------------
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when the yaml module has it: several times faster on big files
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """SafeLoader with YAML 1.2 core-schema scalars (as Compose's Go YAML reads them) and
     duplicate keys rejected."""
 

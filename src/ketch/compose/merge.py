@@ -70,6 +70,25 @@ def _pattern(text: str) -> Path:
     return tuple(text.split("."))
 
 
+class _Table:
+    """Patterns indexed by (length, last part): the lookup is done for every node."""
+
+    def __init__(self, rules: list[tuple[Path, Any]]) -> None:
+        self.by_tail: dict[tuple[int, str], list[tuple[Path, Any]]] = {}
+        for pattern, rule in rules:
+            self.by_tail.setdefault((len(pattern), pattern[-1]), []).append((pattern, rule))
+        self.depth = max(len(p) for p, _ in rules)
+
+    def find(self, path: Path) -> Any:
+        if not path or len(path) > self.depth:
+            return None
+        for key in ((len(path), path[-1]), (len(path), "*")):
+            for pattern, rule in self.by_tail.get(key, ()):
+                if _matches(path, pattern):
+                    return rule
+        return None
+
+
 def path_text(path: Path) -> str:
     return ".".join(path)
 
@@ -199,7 +218,7 @@ def _merge_ipam_config(base: Any, over: Any, path: Path) -> Any:
     return merged
 
 
-_SPECIALS: list[tuple[Path, Merger]] = [
+_SPECIALS = _Table([
     (_pattern(p), m)
     for p, m in [
         ("networks.*.ipam.config", _merge_ipam_config),
@@ -231,7 +250,7 @@ _SPECIALS: list[tuple[Path, Merger]] = [
         ("services.*.tmpfs", _merge_to_sequence),
         ("services.*.ulimits.*", _merge_ulimit),
     ]
-]
+])
 
 
 def merge_yaml(base: Any, over: Any, path: Path = ()) -> Any:
@@ -242,11 +261,11 @@ def merge_yaml(base: Any, over: Any, path: Path = ()) -> Any:
         return None
     if isinstance(over, (OverrideDict, OverrideList)):
         return strip_markers(over)
-    for pattern, merger in _SPECIALS:
-        if _matches(path, pattern):
-            if base is None:
-                return over
-            return merger(base, over, path)
+    merger = _SPECIALS.find(path)
+    if merger is not None:
+        if base is None:
+            return over
+        return merger(base, over, path)
     if over is None:
         return base
     if isinstance(base, dict):
@@ -361,7 +380,7 @@ def _env_file_index(value: Any) -> str | None:
     return None
 
 
-_UNIQUE: list[tuple[Path, Indexer]] = [
+_UNIQUE = _Table([
     (_pattern(p), ix)
     for p, ix in [
         ("networks.*.labels", _key_value_index),
@@ -393,7 +412,7 @@ _UNIQUE: list[tuple[Path, Indexer]] = [
         ("services.*.tmpfs", _key_value_index),
         ("services.*.volumes", _volume_index),
     ]
-]
+])
 
 
 def _unique(items: list[Any], indexer: Indexer) -> list[Any]:
@@ -415,11 +434,12 @@ def _unique(items: list[Any], indexer: Indexer) -> list[Any]:
 def enforce_unicity(value: Any, path: Path = ()) -> Any:
     """Later entries of the keyed sequences replace earlier ones with the same key, in place."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            value[key] = enforce_unicity(item, (*path, str(key)))
+        if len(path) < _UNIQUE.depth:
+            for key, item in value.items():
+                value[key] = enforce_unicity(item, (*path, str(key)))
         return value
     if isinstance(value, list):
-        for pattern, indexer in _UNIQUE:
-            if _matches(path, pattern):
-                return _unique(value, indexer)
+        indexer = _UNIQUE.find(path)
+        if indexer is not None:
+            return _unique(value, indexer)
     return value
