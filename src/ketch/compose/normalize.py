@@ -385,19 +385,48 @@ def long_port(value: Mapping[str, Any], path: str) -> dict[str, Any]:
 # --- volumes -----------------------------------------------------------------------------------
 
 _PROPAGATION = ("shared", "rshared", "slave", "rslave", "private", "rprivate")
-_CONSISTENCY = ("cached", "delegated", "consistent")
 
 
 def _is_path(source: str) -> bool:
     return source.startswith((".", "/", "~"))
 
 
+def _split_colons(spec: str) -> list[str]:
+    """``spec`` split at the colons outside ``${...}`` (left there by --no-interpolate)."""
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    i = 0
+    while i < len(spec):
+        ch = spec[i]
+        if spec.startswith("${", i):
+            depth += 1
+            current += "${"
+            i += 2
+            continue
+        if ch == "}" and depth:
+            depth -= 1
+        if ch == ":" and not depth:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+        i += 1
+    parts.append(current)
+    return parts
+
+
 def parse_volume(spec: str, path: str, working_dir: str) -> dict[str, Any]:
     """Short syntax ``[source:]target[:mode,...]`` -> long form; a source that is a path
-    (``.``, ``/``, ``~``) is a bind mount, else a named volume."""
-    parts = spec.split(":")
-    if len(parts) > 3 or not all(parts) or not spec:
-        raise ComposeError(f'{path}: invalid volume specification "{spec}"')
+    (``.``, ``/``, ``~``) is a bind mount, else a named volume. Options compose does not
+    know (``cached``, ``delegated``) are ignored, as compose ignores them."""
+    if not spec:
+        raise ComposeError(f"{path}: invalid empty volume spec")
+    parts = _split_colons(spec)
+    if "" in parts:
+        raise ComposeError(f"{path}: invalid spec: {spec}: empty section between colons")
+    if len(parts) > 3:
+        raise ComposeError(f"{path}: invalid spec: {spec}: too many colons")
     source = ""
     modes: list[str] = []
     if len(parts) == 1:
@@ -407,9 +436,8 @@ def parse_volume(spec: str, path: str, working_dir: str) -> dict[str, Any]:
     else:
         source, target = parts[0], parts[1]
         modes = parts[2].split(",")
-    if not target.startswith("/"):
-        raise ComposeError(f'{path}: invalid volume specification "{spec}": '
-                           "the target must be an absolute path")
+    if not target.startswith(("/", "${")):
+        raise ComposeError(f"{path}: invalid spec: {spec}: the target must be an absolute path")
     entry: dict[str, Any] = {}
     if not source:
         entry = {"type": "volume", "target": target}
@@ -428,21 +456,18 @@ def parse_volume(spec: str, path: str, working_dir: str) -> dict[str, Any]:
             bind["selinux"] = mode
         elif mode in _PROPAGATION:
             bind["propagation"] = mode
-        elif mode in _CONSISTENCY:
-            entry["consistency"] = mode
         elif mode == "nocopy":
             volume["nocopy"] = True
-        else:
-            raise ComposeError(f'{path}: invalid mode "{mode}" in volume "{spec}"')
     if entry["type"] == "bind":
-        if volume:
-            raise ComposeError(f'{path}: invalid mode "nocopy" for a bind mount in "{spec}"')
-        # the short syntax implies create_host_path (docker's legacy -v behaviour)
+        # the short syntax implies create_host_path (docker's legacy -v behaviour);
+        # nocopy means nothing for a bind
         entry["bind"] = ordered({"create_host_path": True, **bind},
                                 ("propagation", "create_host_path", "selinux"))
     else:
         if bind:
-            raise ComposeError(f'{path}: invalid mode "{",".join(modes)}" for a volume in "{spec}"')
+            # the engine refuses bind options on a volume mount: say so here, with the path
+            raise ComposeError(f"{path}: invalid spec: {spec}: "
+                               f"{', '.join(bind.values())} applies to bind mounts only")
         entry["volume"] = volume
     return entry
 
@@ -767,6 +792,8 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
     s: dict[str, Any] = {}
     for key, value in svc.items():
         kp = f"{p}.{key}"
+        if value is None and key not in ("command", "entrypoint"):
+            continue  # null is unset (an override file's way to say "not this")
         if key in BOOL_KEYS:
             s[key] = to_bool(value, kp)
         elif key in BYTE_KEYS:
@@ -1016,9 +1043,6 @@ def _top_object(kind: str, key: str, value: Mapping[str, Any] | None, ctx: _Ctx,
                                + (", `environment` or `content`" if kind == "configs"
                                   else " or `environment`")
                                + ": invalid compose project")
-        if "environment" in o and ctx.lookup(o["environment"]) is None:
-            raise ComposeError(f'environment variable "{o["environment"]}" required by '
-                               f'{kind[:-1]} "{key}" is not set')
     if "ipam" in o:
         ipam = dict(o["ipam"] or {})
         if "config" in ipam:
