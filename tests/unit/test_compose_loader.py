@@ -557,3 +557,38 @@ def test_reset_in_extending_service(tmp_path: Path, monkeypatch: pytest.MonkeyPa
           "  child:\n    extends: base\n    command: !reset []\n    ports: !override ['2:2']\n")
     child = run(tmp_path, monkeypatch).model["services"]["child"]
     assert child == {"image": "b", "ports": ["2:2"]}
+
+
+def test_invalid_flag_name_is_reported_before_file_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ComposeError, match='invalid project name "UPPER"'):
+        run(tmp_path, monkeypatch, project_name="UPPER")
+
+
+def test_extends_an_empty_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  base:\n  a:\n    extends: base\n    image: x\n")
+    assert run(tmp_path, monkeypatch).model["services"] == {"base": None, "a": {"image": "x"}}
+
+
+def test_dotenv_can_be_disabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  a:\n    image: ${A:-unset}\n")
+    write(tmp_path / ".env", "A=set\n")
+    assert run(tmp_path, monkeypatch).model["services"]["a"]["image"] == "set"
+    raw = run(tmp_path, monkeypatch, {"COMPOSE_DISABLE_ENV_FILE": "true"})
+    assert raw.model["services"]["a"]["image"] == "unset"
+
+
+def test_multiple_documents_in_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  a:\n    image: x\n---\nservices:\n  a:\n    command: y\n")
+    assert run(tmp_path, monkeypatch).model["services"]["a"] == {"image": "x", "command": "y"}
+
+
+def test_loaded_files_are_not_shared_between_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same file extended twice and included: each use gets its own copy
+    write(tmp_path / "base.yml", "services:\n  b:\n    image: b\n    environment: {A: '1'}\n")
+    write(tmp_path / "compose.yaml",
+          "services:\n"
+          "  one:\n    extends: {file: base.yml, service: b}\n    environment: {B: '2'}\n"
+          "  two:\n    extends: {file: base.yml, service: b}\n")
+    services = run(tmp_path, monkeypatch).model["services"]
+    assert services["one"]["environment"] == {"A": "1", "B": "2"}
+    assert services["two"]["environment"] == {"A": "1"}

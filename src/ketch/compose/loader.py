@@ -425,6 +425,9 @@ class _Load:
 
     def run(self) -> RawProject:
         opts = self.opts
+        if opts.project_name:
+            # Compose checks the flag before it looks for any file
+            check_project_name(opts.project_name)
         environ = dict(os.environ if opts.environ is None else opts.environ)
         environment = dict(environ)
         project_dir = (os.path.abspath(os.path.join(self.cwd, opts.project_directory))
@@ -635,6 +638,9 @@ class _Load:
         chain = (*chain, link)
         base = self._extend(ref, base_services, base_path, ctx, chain)
         if base is None:
+            # an empty base: nothing to inherit
+            service = {k: v for k, v in service.items() if k != "extends"}
+            services[name] = service
             return service
         own = {k: v for k, v in service.items() if k != "extends"}
         merged = extend_service(copy.deepcopy(base), own)
