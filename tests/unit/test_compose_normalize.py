@@ -661,8 +661,11 @@ def test_dump_yaml_in_compose_order() -> None:
 
 def test_dump_quotes_only_strings_that_would_read_as_something_else() -> None:
     text = nz.dump({"name": "p", "services": {"s": {"environment": {
-        "A": "true", "B": "1.5", "C": "null", "D": "plain text", "E": "line1\nline2"}}}}, "yaml")
+        "A": "true", "B": "1.5", "C": "null", "D": "plain text", "E": "line1\nline2",
+        "F": "", "G": "*star", "H": "a: b", "I": "yes"}}}}, "yaml")
     assert 'A: "true"' in text and 'B: "1.5"' in text and 'C: "null"' in text
+    assert 'F: ""' in text and 'G: "*star"' in text and 'H: "a: b"' in text
+    assert 'I: "yes"' in text
     assert "D: plain text" in text
     assert "E: |-\n" in text
 

@@ -1213,9 +1213,11 @@ class _Dumper(yaml.SafeDumper):
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    # strings YAML would read as another type ("3000", "true", "null") are quoted as Go does
+    # strings YAML would read as another type ("3000", "true", "null"), and those that cannot
+    # be plain (": ", a leading "*", ""), are double-quoted as Go's encoder does
     implicit = dumper.resolve(yaml.ScalarNode, value, (True, False))
-    style = '"' if implicit != "tag:yaml.org,2002:str" else None
+    plain = value != "" and dumper.analyze_scalar(value).allow_block_plain
+    style = '"' if implicit != "tag:yaml.org,2002:str" or not plain else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
