@@ -352,7 +352,6 @@ class _Load:
         self.opts = opts
         self.warnings: list[str] = []
         self.cwd = os.getcwd()
-        self.version_warned: set[str] = set()
         self.file_cache: dict[str, list[dict[str, Any]]] = {}
 
     def warn(self, message: str) -> None:
@@ -460,7 +459,7 @@ class _Load:
         model: dict[str, Any] = {}
         for path, docs in docs_per_file:
             for doc in docs:
-                model = self._merge_file(model, doc, path, project_dir, ctx)
+                model = self._merge_file(model, doc, path, ctx)
         if not model:
             raise ComposeError("empty compose file")
         model.pop("name", None)
@@ -507,7 +506,7 @@ class _Load:
         return doc
 
     def _merge_file(
-        self, model: dict[str, Any], doc: dict[str, Any], path: str, project_dir: str, ctx: _Context
+        self, model: dict[str, Any], doc: dict[str, Any], path: str, ctx: _Context
     ) -> dict[str, Any]:
         doc = self._prepare(doc, path, ctx)
         model = merge_models(model, doc)
