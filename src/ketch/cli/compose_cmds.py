@@ -115,7 +115,8 @@ def load_project(session: Session, services: Sequence[str] = (), *,
         env_files = [dot] if os.path.isfile(dot) else []
     return Project.of(raw.name, raw.working_dir, list(raw.files), active,
                       [os.path.abspath(f) for f in env_files],
-                      all_services=model.get("services") or {})
+                      all_services=model.get("services") or {},
+                      environment=getattr(raw, "environment", None) or dict(os.environ))
 
 
 def _progress(session: Session) -> Any:
@@ -299,10 +300,10 @@ def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
                  timeout: int | None) -> int:
     """``up`` in the foreground: every container's output until all have stopped (or
     the first one with --abort-on-container-exit); Ctrl-C stops the project."""
+    import time
+
     from ketch.compose.logs import LogPrinter, Target, follow_all, short_name
     from ketch.compose.project import _name_of, service_of
-
-    import time
 
     printer = LogPrinter(sys.stdout, color=_color(session, f["no_color"]),
                          prefix=not f["no_log_prefix"])
@@ -852,17 +853,13 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
         body["AttachStdout"] = not f["detach"]
         body["AttachStderr"] = not f["detach"]
         body["Hostname"] = body.get("Hostname") or ""
-        if not f["use_aliases"]:
-            for ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-                       ).values():
-                if ep:
-                    ep["Aliases"] = []
 
     numbers = [int((i.get("Labels") or {}).get(L.NUMBER, "0") or 0)
                for i in c.containers([name], oneoff=True)]
     number = max(numbers, default=0) + 1
     cid = c.create_container(svc, number, name=cname, oneoff=True,
-                             extra_labels={L.SLUG: slug}, override=override)
+                             extra_labels={L.SLUG: slug}, override=override,
+                             use_aliases=f["use_aliases"])
     body = c.client.container_inspect(cid).get("Config") or {}
     config = {"AttachStdin": bool(body.get("AttachStdin")),
               "AttachStdout": not f["detach"], "AttachStderr": not f["detach"], "Tty": tty}

@@ -127,14 +127,17 @@ class Project:
     files: list[str]
     model: dict[str, Any]                              # canonical
     env_files: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)   # what interpolation saw
     services: dict[str, Service] = field(default_factory=dict)
     disabled: dict[str, Service] = field(default_factory=dict)   # out of the active profiles
 
     @classmethod
     def of(cls, name: str, working_dir: str, files: list[str], model: dict[str, Any],
            env_files: list[str] | None = None,
-           all_services: Mapping[str, Any] | None = None) -> Project:
-        p = cls(name, working_dir, files, model, list(env_files or []))
+           all_services: Mapping[str, Any] | None = None,
+           environment: Mapping[str, str] | None = None) -> Project:
+        p = cls(name, working_dir, files, model, list(env_files or []),
+                dict(environment if environment is not None else {}))
         p.services = {n: Service(n, dict(s), name)
                       for n, s in sorted((model.get("services") or {}).items())}
         for n, s in (all_services or {}).items():

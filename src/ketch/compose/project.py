@@ -265,15 +265,34 @@ class Compose:
 
     def create_container(self, svc: Service, number: int, *, name: str | None = None,
                          oneoff: bool = False, extra_labels: Mapping[str, str] | None = None,
-                         override: Callable[[dict[str, Any]], None] | None = None) -> str:
+                         override: Callable[[dict[str, Any]], None] | None = None,
+                         use_aliases: bool = True,
+                         replacing: Mapping[str, Any] | None = None) -> str:
+        """``replacing``: the inspect of the container this one replaces, whose anonymous
+        volumes (and the image's VOLUMEs) it takes over, so their data survives ``up``."""
         from ketch.compose import convert
 
         networks = {k: self.project.network_name(k) for k in self.project.networks()}
         volumes = {k: self.project.volume_name(k) for k in self.project.volumes()}
+        cname = name or self.container_name(svc, number)
+        inherit: list[Any] = []
+        image_volumes: list[str] = []
+        if replacing is not None:
+            inherit = list(replacing.get("Mounts") or [])
+            try:
+                cfg = self.client.image_inspect(svc.image).get("Config") or {}
+                image_volumes = list(cfg.get("Volumes") or {})
+            except NotFound:
+                pass
         spec = convert.container_spec(self.project.model, svc.name, project=self.project.name,
                                       number=number, image=svc.image, network_names=networks,
                                       volume_names=volumes,
-                                      container_names=self._primary_names())
+                                      container_names=self._primary_names(), name=cname,
+                                      use_aliases=use_aliases,
+                                      environment=self.project.environment,
+                                      inherit_mounts=inherit, image_volumes=image_volumes)
+        for w in spec.warnings:
+            self.progress.warn(w)
         body = spec.body
         image_id = self._image_ids.get(svc.name) or self._image_id(svc.image) or ""
         body["Labels"] = {**dict(body.get("Labels") or {}),
@@ -282,7 +301,6 @@ class Compose:
                           **dict(extra_labels or {})}
         if override is not None:
             override(body)
-        cname = name or self.container_name(svc, number)
         cid = str(self.client.container_create(body, name=cname)["Id"])
         try:
             for net, endpoint in spec.extra_networks:
@@ -352,9 +370,11 @@ class Compose:
         if c.get("State") in ("running", "paused", "restarting"):
             self.client.container_stop(old_id, timeout=self._timeout(svc, timeout))
         aside = f"{old_id[:12]}_{name}"
+        old = self.client.container_inspect(old_id)
         self.client.container_rename(old_id, aside)
         try:
-            self.create_container(svc, number, name=name, extra_labels={L.REPLACE: name})
+            self.create_container(svc, number, name=name, extra_labels={L.REPLACE: name},
+                                  replacing=old)
         except BaseException:
             self.client.container_rename(old_id, name)
             raise
