@@ -742,3 +742,36 @@ def test_go_duration_and_sizes_helpers() -> None:
     assert nz.go_duration(3_600 * 10**9 + 1) == "1h0m0.000000001s"
     assert nz.parse_duration("1h2m3s", "x") == 3723 * 10**9
     assert nz.to_bytes("1t", "x") == 1 << 40
+
+
+def test_label_files_are_read_and_labels_win(tmp_path: Path) -> None:
+    (tmp_path / "a.labels").write_text("com.example.a=1\ncom.example.b=from-file\n")
+    s = service("label_file: a.labels\nlabels: {com.example.b: given}",
+                working_dir=str(tmp_path))
+    assert s["labels"] == {"com.example.a": "1", "com.example.b": "given"}
+    assert "label_file" not in s
+    msg = error("services:\n  a: {image: x, label_file: [nope.labels]}\n",
+                working_dir=str(tmp_path))
+    assert "services.a.label_file" in msg and "nope.labels not found" in msg
+
+
+def test_realtime_cpu_and_blkio_values() -> None:
+    s = service("cpu_rt_runtime: 400ms\ncpu_rt_period: '1400us'\n"
+                "blkio_config: {weight: '300', device_read_bps: [{path: /dev/sda, rate: 12mb}],"
+                " device_write_iops: [{path: /dev/sda, rate: '30'}],"
+                " weight_device: [{path: /dev/sda, weight: 400}]}")
+    assert (s["cpu_rt_runtime"], s["cpu_rt_period"]) == (400_000, 1400)
+    assert service("cpu_rt_runtime: 95000")["cpu_rt_runtime"] == 95000
+    assert s["blkio_config"] == {
+        "weight": 300, "weight_device": [{"path": "/dev/sda", "weight": 400}],
+        "device_read_bps": [{"path": "/dev/sda", "rate": 12 << 20}],
+        "device_write_iops": [{"path": "/dev/sda", "rate": 30}]}
+
+
+def test_a_local_bind_volume_device_is_made_absolute() -> None:
+    m = norm("services:\n  a: {image: x, volumes: ['v:/v']}\n"
+             "volumes:\n  v: {driver_opts: {type: none, o: bind, device: ./data}}\n"
+             "  w: {driver_opts: {type: tmpfs, device: tmpfs}}\n")
+    assert m["volumes"]["v"]["driver_opts"] == {"device": "/proj/data", "o": "bind",
+                                                "type": "none"}
+    assert m["volumes"]["w"]["driver_opts"] == {"device": "tmpfs", "type": "tmpfs"}

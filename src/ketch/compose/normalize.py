@@ -71,8 +71,9 @@ DEPLOY_ORDER = ("mode", "replicas", "labels", "update_config", "rollback_config"
 BOOL_KEYS = ("attach", "init", "oom_kill_disable", "privileged", "read_only", "stdin_open",
              "tty")
 BYTE_KEYS = ("mem_limit", "mem_reservation", "memswap_limit", "shm_size")
-INT_KEYS = ("cpu_count", "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period",
-            "cpu_rt_runtime", "cpu_shares", "mem_swappiness", "oom_score_adj", "pids_limit")
+INT_KEYS = ("cpu_count", "cpu_percent", "cpu_period", "cpu_quota", "cpu_shares",
+            "mem_swappiness", "oom_score_adj", "pids_limit")
+MICROSECOND_KEYS = ("cpu_rt_period", "cpu_rt_runtime")  # a number of µs, or a duration
 _TRUE = ("true", "yes", "y", "on", "1")
 _FALSE = ("false", "no", "n", "off", "0")
 
@@ -770,6 +771,56 @@ def _plain_env_files(value: Any, p: str, ctx: _Ctx) -> dict[str, str]:
     return out
 
 
+def _label_files(paths: list[str], p: str, ctx: _Ctx) -> dict[str, str]:
+    """``label_file:`` files, ``KEY=VALUE`` lines as in env files (later files win)."""
+    out: dict[str, str] = {}
+    for given in paths:
+        path = ctx.path(given)
+        try:
+            from ketch.compose import dotenv
+        except ImportError:  # the loader's reader is not there: plain KEY=VALUE lines
+            out.update(_plain_env_files(path, p, ctx))
+            continue
+        if not os.path.exists(path):
+            raise ComposeError(f"{p}: label file {path} not found: stat {path}: "
+                               "no such file or directory")
+        try:
+            dotenv.read_dotenv(path, into=out)
+        except ComposeError as exc:
+            raise ComposeError(f"{p}: {exc}") from None
+    return out
+
+
+def _microseconds(value: Any, p: str) -> int:
+    if isinstance(value, str) and value.strip() and not value.strip().lstrip("+-").isdigit():
+        return parse_duration(value, p) // 1_000
+    return to_int(value, p)
+
+
+def _blkio(value: Mapping[str, Any], p: str) -> dict[str, Any]:
+    b = dict(value)
+    if "weight" in b:
+        b["weight"] = to_int(b["weight"], f"{p}.weight")
+    for key in ("device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"):
+        limits = []
+        for i, item in enumerate(b.get(key) or []):
+            item = dict(item)
+            if "rate" in item:
+                where = f"{p}.{key}[{i}].rate"
+                item["rate"] = (to_bytes(item["rate"], where) if key.endswith("bps")
+                                else to_int(item["rate"], where))
+            limits.append(ordered(item, ("path", "rate")))
+        if key in b:
+            b[key] = limits
+    if "weight_device" in b:
+        b["weight_device"] = [
+            ordered({**d, **({"weight": to_int(d["weight"], f"{p}.weight_device[{i}].weight")}
+                             if "weight" in d else {})}, ("path", "weight"))
+            for i, d in enumerate(b["weight_device"] or [])]
+    return ordered(b, ("weight", "weight_device", "device_read_bps", "device_read_iops",
+                       "device_write_bps", "device_write_iops"))
+
+
 def _develop(value: Mapping[str, Any] | None, p: str, ctx: _Ctx) -> dict[str, Any]:
     d = dict(value or {})
     if "watch" in d:
@@ -853,10 +904,14 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
             s[key] = _extra_hosts(value, kp)
         elif key in ("dns", "dns_search", "dns_opt", "cap_add", "cap_drop", "security_opt",
                      "group_add", "links", "volumes_from", "profiles", "external_links",
-                     "device_cgroup_rules", "label_file"):
+                     "device_cgroup_rules"):
             s[key] = string_list(value)
-            if key == "label_file":
-                s[key] = [ctx.path(f) for f in s[key]]
+        elif key == "label_file":
+            continue  # read into labels below
+        elif key in MICROSECOND_KEYS:
+            s[key] = _microseconds(value, kp)
+        elif key == "blkio_config":
+            s[key] = _blkio(value, kp)
         elif key == "devices":
             s[key] = _devices(value, kp)
         elif key == "logging":
@@ -873,6 +928,9 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
             continue  # resolved by the loader
         else:
             s[key] = copy.deepcopy(value)
+    if svc.get("label_file"):
+        from_files = _label_files(string_list(svc["label_file"]), f"{p}.label_file", ctx)
+        s["labels"] = dict(sorted({**from_files, **(s.get("labels") or {})}.items()))
     if "env_file" in svc:
         env = s.get("environment", {})
         try:
@@ -1035,6 +1093,11 @@ def _top_object(kind: str, key: str, value: Mapping[str, Any] | None, ctx: _Ctx,
             o[b] = to_bool(o[b], f"{p}.{b}")
     if "file" in o:
         o["file"] = ctx.path(o["file"])
+    opts = o.get("driver_opts") or {}
+    if kind == "volumes" and o.get("driver", "local") == "local" and opts.get("o") == "bind" \
+            and opts.get("device"):
+        # a local volume that is a bind mount: its device is a host path like any other
+        o["driver_opts"] = {**opts, "device": ctx.path(opts["device"])}
     if kind in ("secrets", "configs") and not o.get("external"):
         sources = [k for k in ("file", "environment", "content") if k in o]
         if not sources:
