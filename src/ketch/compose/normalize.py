@@ -1145,7 +1145,7 @@ def _normalize(model: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
     networks = {str(k): v for k, v in (model.get("networks") or {}).items()}
     uses_default = False
     for svc in out["services"].values():
-        if "networks" not in svc and "network_mode" not in svc:
+        if not svc.get("networks") and "network_mode" not in svc:
             svc["networks"] = {"default": None}
             _reorder(svc)
         if "default" in (svc.get("networks") or {}):
