@@ -592,3 +592,16 @@ def test_loaded_files_are_not_shared_between_uses(tmp_path: Path, monkeypatch: p
     services = run(tmp_path, monkeypatch).model["services"]
     assert services["one"]["environment"] == {"A": "1", "B": "2"}
     assert services["two"]["environment"] == {"A": "1"}
+
+
+def test_yaml_aliases_are_not_shared_when_merging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "a.yml",
+          "x-deploy: &deploy\n  resources: {limits: {cpus: '1'}}\n"
+          "services:\n  one:\n    image: x\n    deploy: *deploy\n  two:\n    image: x\n    deploy: *deploy\n")
+    write(tmp_path / "b.yml", "services:\n  one:\n    deploy:\n      resources: {limits: {memory: 1g}}\n")
+    # without interpolation (which copies every value) nothing else would separate them
+    for interpolate in (True, False):
+        model = run(tmp_path, monkeypatch, files=["a.yml", "b.yml"], interpolate=interpolate).model
+        assert model["services"]["one"]["deploy"] == {"resources": {"limits": {"cpus": "1", "memory": "1g"}}}
+        assert model["services"]["two"]["deploy"] == {"resources": {"limits": {"cpus": "1"}}}
+        assert model["x-deploy"] == {"resources": {"limits": {"cpus": "1"}}}

@@ -13,7 +13,6 @@ from another directory by ``include``/``extends.file`` get absolute paths.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import sys
@@ -200,6 +199,18 @@ def _construct_override(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 
 _Loader.add_constructor("!reset", _construct_reset)
 _Loader.add_constructor("!override", _construct_override)
+
+
+def _clone(value: Any) -> Any:
+    """A deep copy that shares nothing: YAML aliases (``*anchor``) load as one object
+    used in several places, and merging updates mappings in place."""
+    if isinstance(value, dict):
+        out = {k: _clone(v) for k, v in value.items()}
+        return out if type(value) is dict else type(value)(out)
+    if isinstance(value, list):
+        items = [_clone(v) for v in value]
+        return items if type(value) is list else type(value)(items)
+    return value
 
 
 def _string_keys(value: Any, where: str) -> Any:
@@ -418,9 +429,10 @@ class _Load:
             raise ComposeError(f"failed to parse {path}: {exc}") from None
 
     def documents(self, path: str) -> list[dict[str, Any]]:
+        """The parsed documents of a file, a fresh copy for each use."""
         if path not in self.file_cache:
             self.file_cache[path] = parse_yaml(self._read(path), path)
-        return copy.deepcopy(self.file_cache[path])
+        return [_clone(doc) for doc in self.file_cache[path]]
 
     def run(self) -> RawProject:
         opts = self.opts
@@ -642,7 +654,7 @@ class _Load:
             services[name] = service
             return service
         own = {k: v for k, v in service.items() if k != "extends"}
-        merged = extend_service(copy.deepcopy(base), own)
+        merged = extend_service(_clone(base), own)
         merged.pop("extends", None)
         services[name] = merged
         return merged
