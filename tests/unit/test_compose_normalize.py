@@ -440,6 +440,7 @@ def test_the_default_network_is_added_where_services_use_it() -> None:
     assert m["services"]["b"]["networks"] == {"front": None}
     assert "networks" not in m["services"]["c"]
     assert service("networks: []")["networks"] == {"default": None}
+    assert "networks" not in service("networks: []\nnetwork_mode: host")
     assert m["networks"] == {"default": {"name": "proj_default"}, "front": {"name": "proj_front"}}
     # nobody on the default network: none created
     m = norm("services:\n  b: {image: x, networks: [front]}\nnetworks: {front: {}}\n")

@@ -895,7 +895,8 @@ def _service(name: str, svc: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
         elif key == "develop":
             s[key] = _develop(value, kp, ctx)
         elif key == "networks":
-            s[key] = _service_networks(value)
+            if value:  # an empty list is no list (the default network, or network_mode)
+                s[key] = _service_networks(value)
         elif key == "stop_grace_period":
             s[key] = duration(value, kp)
         elif key == "ulimits":
@@ -1145,7 +1146,7 @@ def _normalize(model: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
     networks = {str(k): v for k, v in (model.get("networks") or {}).items()}
     uses_default = False
     for svc in out["services"].values():
-        if not svc.get("networks") and "network_mode" not in svc:
+        if "networks" not in svc and "network_mode" not in svc:
             svc["networks"] = {"default": None}
             _reorder(svc)
         if "default" in (svc.get("networks") or {}):
