@@ -605,3 +605,13 @@ def test_yaml_aliases_are_not_shared_when_merging(tmp_path: Path, monkeypatch: p
         assert model["services"]["one"]["deploy"] == {"resources": {"limits": {"cpus": "1", "memory": "1g"}}}
         assert model["services"]["two"]["deploy"] == {"resources": {"limits": {"cpus": "1"}}}
         assert model["x-deploy"] == {"resources": {"limits": {"cpus": "1"}}}
+
+
+@pytest.mark.parametrize("ref", ["oci://docker.io/x/y:1", "git@github.com:x/y.git", "https://github.com/x/y.git"])
+def test_remote_include_and_extends_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: str) -> None:
+    write(tmp_path / "compose.yaml", f"include: ['{ref}']\n")
+    with pytest.raises(ComposeError, match="is not supported by ketch compose"):
+        run(tmp_path, monkeypatch)
+    write(tmp_path / "compose.yaml", f"services:\n  a:\n    extends: {{file: '{ref}', service: b}}\n")
+    with pytest.raises(ComposeError, match="is not supported by ketch compose"):
+        run(tmp_path, monkeypatch)

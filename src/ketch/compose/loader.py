@@ -252,6 +252,12 @@ def _abs_context(path: str, base: str) -> str:
     return _abs(path, base)
 
 
+def _refuse_remote(path: str) -> None:
+    """Compose can fetch included/extended files from git and OCI registries; ketch cannot."""
+    if "://" in path or path.startswith("git@"):
+        raise ComposeError(f"remote resource {path} is not supported by ketch compose")
+
+
 def _is_path_source(source: str) -> bool:
     return source.startswith((".", "/", "~"))
 
@@ -548,6 +554,8 @@ class _Load:
             paths = [paths] if isinstance(paths, str) else paths
             if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
                 raise ComposeError(f"include[{i}].path must be a string or a list of strings")
+            for p in paths:
+                _refuse_remote(p)
             files = [_abs(p, base_dir) for p in paths]
             main = files[0]
             chain = ctx.included + (path,)
@@ -632,6 +640,7 @@ class _Load:
         base_services = services
         base_path = path
         if ref_file is not None:
+            _refuse_remote(ref_file)
             base_dir = os.path.dirname(path) if path != "-" else self.cwd
             base_path = _abs(ref_file, base_dir)
             base_services = self._services_of(name, ref, path, base_path, ref_file, ctx)
