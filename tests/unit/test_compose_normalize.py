@@ -777,3 +777,25 @@ def test_a_local_bind_volume_device_is_made_absolute() -> None:
     assert m["volumes"]["v"]["driver_opts"] == {"device": "/proj/data", "o": "bind",
                                                 "type": "none"}
     assert m["volumes"]["w"]["driver_opts"] == {"device": "tmpfs", "type": "tmpfs"}
+
+
+def test_a_project_loaded_from_disk_normalizes(tmp_path: Path) -> None:
+    from ketch.compose.loader import LoadOptions, load
+
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n"
+        "  web:\n"
+        "    build: ./web\n"
+        "    ports: ['${PORT:-8080}:80']\n"
+        "    env_file: web.env\n"
+        "    volumes: ['./html:/usr/share/html:ro']\n")
+    (tmp_path / "web.env").write_text("GREETING=hi\n")
+    raw = load(LoadOptions(files=[str(tmp_path / "compose.yaml")], project_name="site",
+                           environ={"PORT": "9000"}))
+    m = nz.normalize(raw)
+    web = m["services"]["web"]
+    assert web["build"] == {"context": str(tmp_path / "web"), "dockerfile": "Dockerfile"}
+    assert web["ports"] == [P(80, "9000")]
+    assert web["environment"] == {"GREETING": "hi"}
+    assert web["volumes"][0]["source"] == str(tmp_path / "html")
+    assert m["networks"] == {"default": {"name": "site_default"}}

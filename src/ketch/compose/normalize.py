@@ -533,11 +533,9 @@ class _Ctx:
 
 
 def _command(value: Any) -> list[str]:
+    """A string is split with shell rules (quotes, backslashes), as compose splits it."""
     if isinstance(value, str):
-        try:
-            return shlex.split(value)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+        return shlex.split(value)
     return [scalar_str(v) for v in value]
 
 
