@@ -117,11 +117,11 @@ def test_unknown_keys_are_named_with_their_path(model: Any, message: str) -> Non
 
 
 @pytest.mark.parametrize("model, message", [
-    (svc(mem_limit=True), "services.api.mem_limit must be a number or string"),
-    (svc(mem_limit=[1]), "services.api.mem_limit must be a number or string"),
+    (svc(mem_limit=True), "services.api.mem_limit must be a string or number"),
+    (svc(mem_limit=[1]), "services.api.mem_limit must be a string or number"),
     (svc(image=5), "services.api.image must be a string"),
     (svc(ports="80:80"), "services.api.ports must be a list"),
-    (svc(ports=[[80]]), "services.api.ports[0] must be a number, string or mapping"),
+    (svc(ports=[[80]]), "services.api.ports[0] must be a string, number or mapping"),
     (svc(environment="A=1"), "services.api.environment must be a mapping or list"),
     (svc(environment={"A": [1]}), "services.api.environment.A must be a string, number or boolean"),
     (svc(command={"a": 1}), "services.api.command must be a string or list"),
@@ -182,6 +182,7 @@ def test_human_type_names() -> None:
     assert schema.human_type(("array",)) == "list"
     assert schema.human_type(("object", "null")) == "mapping"
     assert schema.human_type(("string", "number", "boolean")) == "string, number or boolean"
+    assert schema.human_type(("number", "string")) == "string or number"
 
 
 def test_every_service_key_of_the_issue_is_known() -> None:

@@ -341,7 +341,9 @@ def _accepts(types: tuple[str, ...], kind: str) -> bool:
 
 def human_type(types: tuple[str, ...]) -> str:
     """compose's wording: array is a list, object a mapping; ``a, b or c``."""
-    names = [{"array": "list", "object": "mapping"}.get(t, t) for t in types if t != "null"]
+    # a string first: most of these keys take one, and it is what users write
+    ordered_types = sorted((t for t in types if t != "null"), key=lambda t: t != "string")
+    names = [{"array": "list", "object": "mapping"}.get(t, t) for t in ordered_types]
     if not names:
         return "null"
     if len(names) == 1:
