@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from ketch.compose import schema
+from ketch.compose import dotenv, schema
 from ketch.compose.errors import ComposeError
 
 
@@ -722,10 +722,6 @@ def _env_files(value: Any, p: str, ctx: _Ctx,
                environment: dict[str, str | None]) -> dict[str, str]:
     """Read a service's env files (later files win); a missing file errors unless
     ``required: false``. ``${VAR}`` in them sees the project environment first."""
-    try:
-        from ketch.compose import dotenv
-    except ImportError:  # the loader's reader is not there: read plain KEY=VALUE lines
-        return _plain_env_files(value, p, ctx)
     entries = dotenv.env_file_entries(value, ctx.working_dir, where=p)
     for e in entries:
         e.path = os.path.normpath(e.path)
@@ -740,45 +736,11 @@ def _env_files(value: Any, p: str, ctx: _Ctx,
     return dotenv.read_env_files(entries, lookup)
 
 
-def _plain_env_files(value: Any, p: str, ctx: _Ctx) -> dict[str, str]:
-    out: dict[str, str] = {}
-    items = [value] if isinstance(value, str) else list(value)
-    for item in items:
-        entry = {"path": item} if isinstance(item, str) else dict(item)
-        path = ctx.path(entry["path"])
-        required = to_bool(entry.get("required", True), f"{p}.required")
-        if not os.path.exists(path):
-            if required:
-                raise ComposeError(f"env file {path} not found: stat {path}: "
-                                   "no such file or directory")
-            continue
-        with open(path, encoding="utf-8") as f:
-            for line in f.read().splitlines():
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                line = line.removeprefix("export ").strip()
-                key, sep, val = line.partition("=")
-                if sep:
-                    val = val.strip()
-                    if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
-                        val = val[1:-1]
-                    out[key.strip()] = val
-                elif ctx.lookup(key.strip()) is not None:
-                    out[key.strip()] = ctx.lookup(key.strip()) or ""
-    return out
-
-
 def _label_files(paths: list[str], p: str, ctx: _Ctx) -> dict[str, str]:
     """``label_file:`` files, ``KEY=VALUE`` lines as in env files (later files win)."""
     out: dict[str, str] = {}
     for given in paths:
         path = ctx.path(given)
-        try:
-            from ketch.compose import dotenv
-        except ImportError:  # the loader's reader is not there: plain KEY=VALUE lines
-            out.update(_plain_env_files(path, p, ctx))
-            continue
         if not os.path.exists(path):
             raise ComposeError(f"{p}: label file {path} not found: stat {path}: "
                                "no such file or directory")
