@@ -168,3 +168,29 @@ def test_raw_format_keeps_values_as_written(tmp_path: Path) -> None:
     }
     with pytest.raises(ComposeError, match='unsupported env_file format "toml"'):
         read_dotenv(str(raw), fmt="toml")
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "value"),
+    [
+        ('K="\\0101\\x41\\u0041"', "K", "A\\x41\\u0041"),
+        ('K="a\\\\nb"', "K", "a\\nb"),
+        ("K=a\\tb", "K", "a\\tb"),
+        ("exportK=1", "exportK", "1"),
+        ("export\tK=1", "K", "1"),
+        ("  export K='export x'", "K", "export x"),
+        ("K=1:2=3", "K", "1:2=3"),
+        ("K: a=b", "K", "a=b"),
+        ('K="x#y" # c', "K", "x#y"),
+        ("K=x #", "K", "x"),
+        ("K=x\r", "K", "x"),
+    ],
+)
+def test_single_statements(line: str, key: str, value: str) -> None:
+    assert parse_dotenv(line)[key] == value
+
+
+@pytest.mark.parametrize("text", ['K="', "K='x", 'K="x\\"', "K='x\\'", 'K="x\''])
+def test_unterminated_quotes(text: str) -> None:
+    with pytest.raises(ComposeError, match="unterminated quoted value"):
+        parse_dotenv(text)

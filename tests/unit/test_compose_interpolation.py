@@ -51,6 +51,10 @@ def sub(text: str, env: dict[str, str] | None = None, warnings: list[str] | None
         ("a $ b", "a $ b"),
         ("${A:-x:-y}", "alpha"),
         ("${UNSET-x:-y}", "x:-y"),
+        ("${UNSET:-{\"k\": [1]}}", '{"k": [1]}'),
+        ("${A:-{x}}", "alpha"),
+        ("$A-suffix", "alpha-suffix"),
+        ("${UNSET:-/p:-q}", "/p:-q"),
     ],
 )
 def test_substitute_forms(template: str, expected: str) -> None:
@@ -68,8 +72,11 @@ def test_unset_without_default_is_blank_with_a_warning() -> None:
 
 def test_defaults_do_not_warn() -> None:
     warnings: list[str] = []
-    sub("${NOPE:-d}${NOPE-d}${NOPE:+r}", warnings=warnings)
+    sub("${NOPE:-d}${NOPE-d}${NOPE:+$$NOPE2}${A:?$NOPE3}", warnings=warnings)
     assert warnings == []
+    # a default that is used and names an unset variable does warn
+    sub("${NOPE:-$NOPE4}", warnings=warnings)
+    assert warnings == ['The "NOPE4" variable is not set. Defaulting to a blank string.']
 
 
 @pytest.mark.parametrize(
