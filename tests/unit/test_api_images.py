@@ -54,7 +54,8 @@ class FakeImages:
 
     def inspect(self, name: str) -> dict[str, Any]:
         self._known(name)
-        return {"Id": ID, "RepoTags": ["busybox:latest"], "Size": 4096,
+        return {"Id": ID, "RepoTags": ["busybox:latest"], "Container": "",
+                "ContainerConfig": {"Volumes": None}, "Size": 4096,
                 "RootFS": {"Type": "layers", "Layers": ["sha256:" + "cd" * 32]}}
 
     def history(self, name: str) -> Sequence[Mapping[str, Any]]:
@@ -200,6 +201,11 @@ def test_inspect_history_and_not_found(fake: FakeImages) -> None:
     assert status == 200 and body["Id"] == ID and "VirtualSize" not in body
     _, body, _ = call(fake, "GET", "/v1.43/images/busybox/json")
     assert body["VirtualSize"] == 4096
+    # Container and ContainerConfig: gone from API 1.45 (docker-compose v1 reads the
+    # latter, at the version it negotiates).
+    assert "ContainerConfig" not in call(fake, "GET", "/v1.45/images/busybox/json")[1]
+    _, body, _ = call(fake, "GET", "/v1.44/images/busybox/json")
+    assert body["Container"] == "" and body["ContainerConfig"] == {"Volumes": None}
     status, body, _ = call(fake, "GET", "/images/nosuch/json")
     assert (status, body) == (404, {"message": "No such image: nosuch"})
     status, body, _ = call(fake, "GET", "/v1.45/images/busybox/history")

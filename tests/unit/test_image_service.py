@@ -221,6 +221,33 @@ def test_inspect_shape(svc: ImageService) -> None:
         svc.inspect("nope")
 
 
+def test_inspect_legacy_container_config(svc: ImageService) -> None:
+    """Docker's ``container``/``container_config`` (the legacy builder's step), or dockerd's
+    zero config for an image without them (imported, BuildKit-built)."""
+    _load(svc, (_image([BASE]), ["plain:1"]))
+    doc = svc.inspect("plain:1")
+    assert list(doc)[5:8] == ["Created", "Container", "ContainerConfig"]
+    assert doc["Container"] == ""
+    assert doc["ContainerConfig"] == {
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
+        "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
+        "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
+        "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None}
+    config, layers = _image([APP])
+    raw = json.loads(config)
+    raw["container"] = "c" * 64
+    raw["container_config"] = {"Hostname": "c" * 12, "Image": "sha256:" + "d" * 64,
+                               "Cmd": ["/bin/sh", "-c", "#(nop) VOLUME [/data]"],
+                               "Volumes": {"/data": {}}, "Tty": "not a bool"}
+    _load(svc, ((json.dumps(raw).encode(), layers), ["built:1"]))
+    doc = svc.inspect("built:1")
+    assert doc["Container"] == "c" * 64
+    cc = doc["ContainerConfig"]
+    assert (cc["Hostname"], cc["Image"], cc["Tty"]) == ("c" * 12, "sha256:" + "d" * 64, False)
+    assert cc["Cmd"] == ["/bin/sh", "-c", "#(nop) VOLUME [/data]"]
+    assert cc["Volumes"] == {"/data": {}}
+
+
 def test_history(svc: ImageService) -> None:
     _load(svc, (_image([BASE, APP]), ["app:1"]))
     hist = svc.history("app:1")

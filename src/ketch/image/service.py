@@ -74,7 +74,7 @@ from ketch.image.content import ContentStore, Descriptor
 from ketch.image.metadata import ImageMetadata, ImageRecord, Layer, rfc3339_now
 from ketch.image.reference import Reference, is_full_id, normalize
 from ketch.image.snapshot import Kind, Mount, Snapshotter, apply_layer
-from ketch.jsonmodel import json_name, to_json
+from ketch.jsonmodel import from_json, json_name, to_json
 
 if TYPE_CHECKING:
     from ketch.image.check import Problem
@@ -890,6 +890,10 @@ class ImageService:
             "Parent": rec.parent or "",
             "Comment": raw.get("comment", ""),
             "Created": config.created or "",
+            # Gone from API 1.45 on (the image router drops them); docker-compose v1
+            # reads ContainerConfig.Volumes when it recreates a container.
+            "Container": raw.get("container") or "",
+            "ContainerConfig": legacy_container_config(raw.get("container_config")),
             "DockerVersion": raw.get("docker_version", ""),
             "Author": config.author,
             "Config": inspect_config(config.config),
@@ -1258,6 +1262,23 @@ def inspect_config(cc: oci.ContainerConfig) -> dict[str, Any]:
     for key in ("StopSignal", "Shell"):
         if key in doc:
             out[key] = doc[key]
+    return out
+
+
+def legacy_container_config(raw: Any) -> dict[str, Any]:
+    """Docker's ``container_config`` of the build step that made an image (a zero
+    config when the image has none: imported, or built without the legacy builder),
+    in the shape ``inspect_config`` gives, with the fields it zeroes kept from ``raw``."""
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        cc = from_json(oci.ContainerConfig, raw, where="container_config")
+    except InvalidArgument:
+        cc = oci.ContainerConfig()
+    out = inspect_config(cc)
+    for key in ("Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr",
+                "Tty", "OpenStdin", "StdinOnce", "Image"):
+        if key in raw and isinstance(raw[key], type(out[key])):
+            out[key] = raw[key]
     return out
 
 

@@ -142,7 +142,11 @@ def summary_json(s: Summary, version: str) -> dict[str, Any]:
 
 
 def inspect_json(doc: dict[str, Any], version: str) -> dict[str, Any]:
+    """VirtualSize only before API 1.44; Container and ContainerConfig only before 1.45."""
     out = dict(doc)
+    if versions.at_least(version, "1.45"):
+        out.pop("Container", None)
+        out.pop("ContainerConfig", None)
     if not versions.at_least(version, "1.44"):
         out["VirtualSize"] = out.get("Size", 0)
     return out
