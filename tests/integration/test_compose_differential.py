@@ -135,9 +135,7 @@ def project(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 @pytest.fixture
 def engines(build_dockerd: BuildSide, build_ketchd: BuildSide  # noqa: F811
             ) -> Iterator[tuple[BuildSide, BuildSide]]:
-    made: list[tuple[BuildSide, Path, str]] = []
     yield build_dockerd, build_ketchd
-    del made
 
 
 def write(d: Path, text: str) -> Path:
@@ -233,10 +231,10 @@ def test_changed_service_recreated_alone(engines: tuple[BuildSide, BuildSide],
                                         project: tuple[str, Path]) -> None:
     dockerd, ketchd = engines
     name, d = project
-    text = f"""
+    text = """
 services:
-  a: {{image: busybox:latest, command: sleep 1000, environment: {{V: "1"}}}}
-  b: {{image: busybox:latest, command: sleep 1000}}
+  a: {image: busybox:latest, command: sleep 1000, environment: {V: "1"}}
+  b: {image: busybox:latest, command: sleep 1000}
 """
     write(d, text)
     try:
@@ -336,12 +334,11 @@ services:
             assert res.returncode == 4, str(res)
     finally:
         down_all(dockerd, ketchd, d, name)
-    (d / "compose.yaml").write_text((d / "compose.yaml").read_text())
     try:
         env_fail = both(lambda s: subprocess_env_compose(s, d, name), dockerd, ketchd)
         for res in env_fail:
             assert res.returncode == 1, str(res)
-            assert f'service "migrate" didn\'t complete successfully: exit 3' in res.stderr, \
+            assert 'service "migrate" didn\'t complete successfully: exit 3' in res.stderr, \
                 str(res)
     finally:
         down_all(dockerd, ketchd, d, name)

@@ -150,7 +150,9 @@ def _build(session: Session, svc: Service, image: str, *, no_cache: bool = False
     from ketch.cli import build_cmds
 
     spec = svc.build or {}
-    flags: dict[str, Any] = {o.dest: o.default for o in build_cmds.build.options}
+    # The flags as `ketch build` would see them unset (a list flag given no value is empty).
+    flags: dict[str, Any] = {o.dest: () if o.kind == LIST and o.default is None else o.default
+                             for o in build_cmds.build.options}
     context = str(spec.get("context") or ".")
     dockerfile = spec.get("dockerfile") or None
     if dockerfile and not os.path.isabs(dockerfile):

@@ -429,6 +429,11 @@ class Compose:
             status = state.get("Status")
             if condition == HEALTHY:
                 health = state.get("Health")
+                if status in ("exited", "dead"):
+                    # before the health: an exited container's health says little
+                    self.progress("Container", name, "Error", error=True)
+                    raise ComposeError(f"dependency failed to start: container {name} exited "
+                                       f"({state.get('ExitCode', 0)})")
                 if health is None:
                     raise ComposeError(f"dependency failed to start: container {name} has no "
                                        "healthcheck configured")
@@ -439,10 +444,6 @@ class Compose:
                     self.progress("Container", name, "Error", error=True)
                     raise ComposeError(f"dependency failed to start: container {name} is "
                                        "unhealthy")
-                if status in ("exited", "dead"):
-                    self.progress("Container", name, "Error", error=True)
-                    raise ComposeError(f"dependency failed to start: container {name} exited "
-                                       f"({state.get('ExitCode', 0)})")
             elif status in ("exited", "dead"):
                 code = int(state.get("ExitCode") or 0)
                 if code != 0:
