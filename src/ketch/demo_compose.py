@@ -53,18 +53,17 @@ PROJECT = "demo"
 VARIANTS = {"debian": "demo/compose", "busybox": "demo/compose-busybox"}
 # The API's own health endpoint (busybox httpd serves CGI from /cgi-bin only).
 HEALTH = {"debian": "/health", "busybox": "/cgi-bin/health"}
-# apt's and dpkg's progress inside the build steps: hundreds of lines that say
-# nothing about compose; the demo leaves them out of what it shows.
-APT_NOISE = re.compile(
-    r"(Get:\d+ |Hit:\d+ |Ign:\d+ |Selecting previously|Preparing to unpack|Unpacking |"
-    r"Setting up |Processing triggers|\(Reading database|Reading package lists|"
-    r"Building dependency tree|Reading state information|debconf: |update-alternatives: |"
-    r"Created symlink|invoke-rc\.d|Fetched |Need to get|After this operation|"
-    r"\s+[a-z0-9][a-z0-9.+-]*( +[a-z0-9][a-z0-9.+-]*)*\s*$|The following |Suggested packages|"
-    r"Recommended packages|\d+ upgraded, |Creating config file|Adding |"
-    r"running python|Warning: The home dir|Not creating home|Building PostgreSQL|"
-    r"Removing obsolete dictionary|Use of uninitialized|Creating new PostgreSQL|"
-    r"update-rc\.d|skipping creation)")
+# What a build prints besides its steps: BuildKit-style "#N" detail lines
+# (timings, cache notes, the steps' own output: apt's hundreds of lines), and
+# the legacy builder's (docker-compose v1) ids and notices. The demo shows
+# the step lines and compose's own progress, and counts the rest.
+BUILD_DETAIL = re.compile(
+    r"(#\d+ (?!\[)|\s*$| ---> |Removing intermediate container|Sending build context|"
+    r"DEPRECATED: The legacy builder|\s+Install the buildx|\s+https://docs\.docker\.com/go/buildx|"
+    r"Successfully built |\x1b\[)")
+# A line of a RUN step's output in the legacy builder: whatever is not one of its own.
+LEGACY_OWN = re.compile(r"(Step \d+/\d+ : |Successfully tagged |Building |Creating |Starting |"
+                        r"Recreating |Pulling |Network |Volume |Container |Service )")
 
 
 class DemoFailed(Exception):
@@ -169,7 +168,7 @@ class Shell:
     env: dict[str, str]
     compose: list[str]  # "ketch compose -f FILE -p NAME" or docker-compose's
 
-    def show(self, cmdline: str, *, check: bool = True, quiet_apt: bool = False) -> str:
+    def show(self, cmdline: str, *, check: bool = True, quiet_build: bool = False) -> str:
         print(f"$ {cmdline}", flush=True)
         proc = subprocess.Popen(cmdline, shell=True, env=self.env, cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -177,29 +176,29 @@ class Shell:
         assert proc.stdout is not None
         out: list[str] = []
         hidden = 0
+        in_run = False   # the legacy builder: inside a RUN step's output
         for raw in proc.stdout:
             line = raw.decode(errors="replace")
             out.append(line)
-            if quiet_apt and APT_NOISE.match(_strip_prefix(line)):
-                hidden += 1
-                continue
+            if quiet_build:
+                if line.startswith(" ---> Running in "):
+                    in_run = True
+                elif LEGACY_OWN.match(line) or line.startswith("Removing intermediate"):
+                    in_run = False
+                if in_run or BUILD_DETAIL.match(line):
+                    hidden += 1
+                    continue
             sys.stdout.write(line)
             sys.stdout.flush()
         rc = proc.wait()
         if hidden:
-            print(f"  ({hidden} lines of apt output left out)")
+            print(f"  ({hidden} lines of build detail and RUN output left out)")
         if check and rc != 0:
             raise DemoFailed(f"`{cmdline}` failed (exit {rc})")
         return "".join(out)
 
     def compose_cmd(self, args: str) -> str:
         return " ".join([*self.compose, args])
-
-
-def _strip_prefix(line: str) -> str:
-    """A build line without compose's `#5 1.23 ` / `api | ` decoration."""
-    line = re.sub(r"^\s*#\d+ \d+(\.\d+)? ", "", line)
-    return re.sub(r"^[\w.-]+\s*\| ", "", line)
 
 
 # -- the Debian base image --------------------------------------------------------
@@ -337,7 +336,7 @@ def run_demo(sh: Shell, variant: str, port: int, v1: bool) -> None:
     sh.show(f"cat {VARIANTS[variant]}/compose.yaml | grep -v '^#'")
     up = "up -d --build" if v1 else "up -d --build --wait"
     started = time.monotonic()
-    sh.show(sh.compose_cmd(up), quiet_apt=True)
+    sh.show(sh.compose_cmd(up), quiet_build=True)
     if v1:
         wait_services(sh)
     print(f"(built, started and healthy in {time.monotonic() - started:.1f} s)")
@@ -355,7 +354,7 @@ def run_demo(sh: Shell, variant: str, port: int, v1: bool) -> None:
     print("\n--- down and up: the rows are in the named volume ---")
     sh.show(sh.compose_cmd("down"))
     sh.show("ketch volume ls")
-    sh.show(sh.compose_cmd("up -d" if v1 else "up -d --wait"), quiet_apt=True)
+    sh.show(sh.compose_cmd("up -d" if v1 else "up -d --wait"), quiet_build=True)
     if v1:
         wait_services(sh)
     sh.show(sh.compose_cmd("logs db") + " | grep 'db: '", check=False)

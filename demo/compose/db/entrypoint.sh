@@ -27,6 +27,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
             as_postgres postgres --single -D "$PGDATA" postgres >/dev/null
     fi
     echo "db: cluster ready"
+else
+    echo "db: the cluster in $PGDATA is there already (from the volume)"
 fi
 
 if [ "$1" = postgres ]; then
