@@ -150,6 +150,15 @@ volumes:
     res = proj.run("restart", "-t", "1", "store", check=True)
     after = proj.ketch("inspect", "-f", "{{.State.StartedAt}}", f"{proj.name}-web-1").stdout
     assert before != after, res.stderr
+    # `up` replacing store (its config changed) restarts web, without recreating it
+    web_id = proj.ketch("inspect", "-f", "{{.Id}}", f"{proj.name}-web-1").stdout
+    proj.write((proj.d / "compose.yaml").read_text().replace(
+        'volumes: ["data:/data"]', 'volumes: ["data:/data"]\n    environment: {V: "2"}'))
+    res = proj.run("up", "-d", "--wait", "-t", "1", check=True)
+    assert f"Container {proj.name}-store-1  Recreated" in res.stderr, res.stderr
+    assert f"Container {proj.name}-web-1  Restarted" in res.stderr, res.stderr
+    assert proj.ketch("inspect", "-f", "{{.Id}}", f"{proj.name}-web-1").stdout == web_id
+    assert proj.run("exec", "-T", "store", "cat", "/data/n", check=True).stdout == "41\n"
     # the named volume outlives down, and goes with down -v
     proj.run("down", "-t", "1", check=True)
     assert proj.left() == ([], [], [f"{proj.name}_data"])

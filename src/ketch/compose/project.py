@@ -84,6 +84,7 @@ class Compose:
         self.builder = builder
         self.puller = puller
         self._image_ids: dict[str, str] = {}
+        self._recreated: set[str] = set()   # services whose containers this run replaced
         self._lock = threading.Lock()
 
     # --- what exists ----------------------------------------------------------------------
@@ -379,6 +380,8 @@ class Compose:
             self.client.container_rename(old_id, name)
             raise
         self.client.container_remove(old_id, force=True)
+        with self._lock:
+            self._recreated.add(svc.name)
         self.progress("Container", name, "Recreated")
 
     @staticmethod
@@ -459,8 +462,17 @@ class Compose:
     def start_service(self, svc: Service, *, wait_deps: bool = True) -> None:
         if wait_deps:
             self.wait_dependencies(svc)
+        # `depends_on: {x: {restart: true}}`: a dependency replaced by this run takes its
+        # dependents' running containers along (the spec: "after it updates the dependency").
+        bounce = svc.name not in self._recreated and any(
+            d.restart and d.service in self._recreated for d in svc.depends_on)
         for c in self.containers([svc.name]):
             if c.get("State") in ("running", "restarting"):
+                if bounce:
+                    name = _name_of(c)
+                    self.progress("Container", name, "Restarting")
+                    self.client.container_restart(str(c["Id"]))
+                    self.progress("Container", name, "Restarted")
                 continue
             name = _name_of(c)
             self.progress("Container", name, "Starting")
