@@ -341,3 +341,65 @@ services:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_service_keys_reach_the_container(proj: Project) -> None:
+    (proj.d / "token.txt").write_text("s3cret\n")
+    proj.write("""
+services:
+  s:
+    image: busybox
+    command: ["sh", "-c", "exec sleep 1000"]
+    hostname: box
+    user: "1000:1000"
+    working_dir: /tmp
+    init: true
+    stop_signal: SIGUSR1
+    stop_grace_period: 3s
+    mem_limit: 64m
+    cpus: 0.5
+    pids_limit: 50
+    cap_drop: [NET_RAW]
+    ulimits: {nofile: {soft: 1024, hard: 2048}}
+    sysctls: {net.ipv4.ip_local_port_range: "20000 30000"}
+    extra_hosts: ["db.example:10.1.2.3"]
+    shm_size: 16m
+    labels: {team: core}
+    secrets: [token, {source: envsecret, target: other, mode: 0400}]
+    configs: [{source: motd, target: /etc/motd}]
+    restart: on-failure:2
+  ro:
+    image: busybox
+    command: sleep 1000
+    read_only: true
+    tmpfs: [/scratch]
+secrets:
+  token: {file: ./token.txt}
+  envsecret: {environment: SECRET_VALUE}
+configs:
+  motd: {content: "hello from compose"}
+""")
+    proj.run("up", "-d", env={"SECRET_VALUE": "from-env"}, check=True)
+
+    def sh(cmd: str) -> str:
+        return proj.run("exec", "-T", "s", "sh", "-c", cmd, check=True).stdout.strip()
+
+    assert sh("hostname") == "box"
+    assert sh("id -u; id -g").split() == ["1000", "1000"]
+    assert sh("pwd") == "/tmp"
+    assert sh("cat /run/secrets/token") == "s3cret"
+    assert proj.run("exec", "-T", "-u", "0", "s", "cat", "/run/secrets/other",
+                    check=True).stdout == "from-env"
+    assert sh("cat /etc/motd") == "hello from compose"
+    assert sh("grep db.example /etc/hosts").split()[0] == "10.1.2.3"
+    assert sh("ulimit -n") == "1024"
+    assert sh("cat /proc/sys/net/ipv4/ip_local_port_range").split() == ["20000", "30000"]
+    assert proj.run("exec", "-T", "ro", "touch", "/x").returncode != 0   # read-only root
+    proj.run("exec", "-T", "ro", "touch", "/scratch/x", check=True)       # tmpfs writable
+    fmt = ("{{.HostConfig.Init}} {{.Config.StopSignal}} {{.Config.StopTimeout}} "
+           "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} "
+           "{{.HostConfig.CapDrop}} {{.HostConfig.ShmSize}} {{.HostConfig.RestartPolicy.Name}}:"
+           "{{.HostConfig.RestartPolicy.MaximumRetryCount}} {{index .Config.Labels \"team\"}}")
+    got = proj.ketch("inspect", "-f", fmt, f"{proj.name}-s-1").stdout.split()
+    assert got == ["true", "SIGUSR1", "3", str(64 << 20), "500000000", "50", "[NET_RAW]",
+                   str(16 << 20), "on-failure:2", "core"], got
