@@ -104,11 +104,16 @@ class Graph:
         lock = threading.Lock()
         if not pending:
             return
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending)))) as pool:
+        limit = max(1, min(workers, len(pending)))
+        with ThreadPoolExecutor(max_workers=limit) as pool:
             running: dict[Future[None], str] = {}
 
             def launch() -> None:
+                # Only as many as there are free workers: a step queued in the pool would
+                # still begin after a failure, and nothing new may start once one failed.
                 for s in sorted(pending):
+                    if len(running) >= limit:
+                        return
                     if not pending[s] - done:
                         del pending[s]
                         running[pool.submit(step, s)] = s
