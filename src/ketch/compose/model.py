@@ -116,6 +116,10 @@ class Service:
                              "develop")}
         if isinstance(spec.get("deploy"), Mapping):
             spec["deploy"] = {k: v for k, v in spec["deploy"].items() if k != "replicas"}
+            if not spec["deploy"]:
+                # `deploy: {replicas: n}` alone says only how many: the same containers
+                # as no deploy at all (or `scale: n`)
+                del spec["deploy"]
         raw = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -130,6 +134,12 @@ class Project:
     environment: dict[str, str] = field(default_factory=dict)   # what interpolation saw
     services: dict[str, Service] = field(default_factory=dict)
     disabled: dict[str, Service] = field(default_factory=dict)   # out of the active profiles
+
+    @property
+    def from_labels(self) -> bool:
+        """No compose file: ``-p name`` alone, the project known only by what the engine
+        holds under its labels (``down``, ``ps``, ``logs`` work so, as compose's do)."""
+        return not self.files
 
     @classmethod
     def of(cls, name: str, working_dir: str, files: list[str], model: dict[str, Any],
