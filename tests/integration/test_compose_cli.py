@@ -403,3 +403,30 @@ configs:
     got = proj.ketch("inspect", "-f", fmt, f"{proj.name}-s-1").stdout.split()
     assert got == ["true", "SIGUSR1", "3", str(64 << 20), "500000000", "50", "[NET_RAW]",
                    str(16 << 20), "on-failure:2", "core"], got
+
+
+def test_project_by_name_alone(proj: Project, tmp_path: Path) -> None:
+    """``-p NAME`` without the compose file: ps, logs and down find the project by its
+    labels, as compose does, and down removes its network and (-v) volumes too."""
+    proj.write("""
+services:
+  db: {image: busybox, command: ["sh", "-c", "echo db-says-hi; exec sleep 1000"],
+       volumes: ["data:/data"]}
+  app: {image: busybox, command: sleep 1000, depends_on: [db]}
+volumes:
+  data: {}
+""")
+    proj.run("up", "-d", check=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = Project(proj.k, elsewhere)
+    other.name = proj.name
+    ps = other.run("ps", "--format", "{{.Service}}", check=True)
+    assert ps.stdout == "app\ndb\n"
+    assert "db-says-hi" in other.run("logs", "db", check=True).stdout
+    res = other.run("down", "-v", "-t", "0", check=True)
+    assert "orphan" not in res.stderr
+    lines = [ln.strip() for ln in res.stderr.splitlines()]
+    assert lines.index(f"Container {proj.name}-app-1  Removed") < \
+        lines.index(f"Container {proj.name}-db-1  Stopping"), res.stderr
+    assert proj.left() == ([], [], [])

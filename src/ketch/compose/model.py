@@ -173,6 +173,8 @@ class Project:
         try:
             return self.services[name]
         except KeyError:
+            if self.from_labels:
+                return Service(name, {}, self.name)     # what the engine says is what there is
             if name in self.disabled:
                 raise ComposeError(f"service {name!r} is not enabled by the active profiles"
                                    ) from None

@@ -504,6 +504,8 @@ class Compose:
         return services
 
     def orphans(self) -> list[dict[str, Any]]:
+        if self.project.from_labels:
+            return []
         known = set(self.project.services) | set(self.project.disabled)
         return [c for c in self.containers(oneoff=None) if service_of(c) not in known]
 
@@ -555,6 +557,8 @@ class Compose:
     def down(self, opts: DownOptions) -> None:
         everything = self.containers(oneoff=None)
         known = set(self.project.services) | set(self.project.disabled)
+        if self.project.from_labels:
+            known |= {service_of(c) for c in everything}
         orphans = [c for c in everything if service_of(c) not in known]
         if orphans and not opts.remove_orphans:
             self._orphan_warning(orphans)
@@ -563,20 +567,28 @@ class Compose:
         for c in everything:
             by_service.setdefault(service_of(c), []).append(c)
         deps: dict[str, list[str]] = {s: [] for s in by_service}
-        for s in by_service:
+        for s, cs in by_service.items():
             svc = self.project.services.get(s)
             if svc is not None:
                 deps[s] = [d.service for d in svc.depends_on if d.service in by_service]
+            else:   # known from its labels only: "db:service_healthy:false,..."
+                for c in cs:
+                    for item in _labels(c).get(L.DEPENDS_ON, "").split(","):
+                        dep = item.split(":", 1)[0]
+                        if dep in by_service and dep not in deps[s]:
+                            deps[s].append(dep)
 
         def remove_all(s: str) -> None:
             for c in by_service[s]:
                 self._remove(c, timeout=opts.timeout, volumes=opts.volumes)
 
         Graph(deps).walk(remove_all, reverse=True)
-        for key, net in sorted(self.project.networks().items()):
-            if net.get("external"):
-                continue
-            name = self.project.network_name(key)
+        flt = {"label": [f"{L.PROJECT}={self.project.name}"]}
+        net_names = [self.project.network_name(k) for k, n in
+                     sorted(self.project.networks().items()) if not n.get("external")]
+        if self.project.from_labels:
+            net_names = sorted(str(n["Name"]) for n in self.client.networks(filters=flt))
+        for name in net_names:
             found = [n for n in self.client.networks(filters={"name": [name]})
                      if n.get("Name") == name]
             if not found:
@@ -588,10 +600,11 @@ class Compose:
                 pass
             self.progress("Network", name, "Removed")
         if opts.volumes:
-            for key, vol in sorted(self.project.volumes().items()):
-                if vol.get("external"):
-                    continue
-                name = self.project.volume_name(key)
+            vol_names = [self.project.volume_name(k) for k, v in
+                         sorted(self.project.volumes().items()) if not v.get("external")]
+            if self.project.from_labels:
+                vol_names = sorted(str(v["Name"]) for v in self.client.volumes(filters=flt))
+            for name in vol_names:
                 try:
                     self.client.volume_inspect(name)
                 except NotFound:
