@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.registries import free_port
@@ -430,3 +431,34 @@ volumes:
     assert lines.index(f"Container {proj.name}-app-1  Removed") < \
         lines.index(f"Container {proj.name}-db-1  Stopping"), res.stderr
     assert proj.left() == ([], [], [])
+
+
+def test_push_pull_and_pull_policy(proj: Project, start_registry: Any) -> None:
+    reg = start_registry("ketch")
+    image = f"{reg.host}/compose/app:1"
+    (proj.d / "app").mkdir()
+    (proj.d / "app" / "Dockerfile").write_text("FROM busybox\nRUN echo pushed > /what\n"
+                                               "CMD [\"cat\", \"/what\"]\n")
+    proj.write(f"""
+services:
+  app:
+    build: ./app
+    image: {image}
+""")
+    proj.run("build", check=True)
+    res = proj.run("push", check=True)
+    assert "digest: sha256:" in res.stdout, res.stdout + res.stderr
+    proj.ketch("rmi", image)
+    assert proj.ketch("image", "inspect", image).returncode != 0
+    proj.write(f"""
+services:
+  app:
+    image: {image}
+    pull_policy: always
+""")
+    res = proj.run("up", "--no-color", check=True)
+    assert f"Image {image}  Pulled" in res.stderr, res.stderr
+    assert "app-1  | pushed" in res.stdout
+    proj.ketch("rmi", "-f", image)
+    proj.run("pull", "-q", check=True)
+    assert proj.ketch("image", "inspect", image).returncode == 0
