@@ -35,6 +35,10 @@ class UpOptions:
     services: list[str] = field(default_factory=list)
     build: str = "auto"             # "auto" (missing only) | "always" (--build) | "never" (--no-build)
     recreate: str = "diverged"      # "diverged" | "force" (--force-recreate) | "never" (--no-recreate)
+    # for the services pulled in only as dependencies of the named ones:
+    # "force" with --always-recreate-deps, "never" with --no-recreate
+    recreate_deps: str = "diverged"
+    renew_anon_volumes: bool = False    # -V: recreated containers get new anonymous volumes
     deps: bool = True               # False: --no-deps
     scale: dict[str, int] = field(default_factory=dict)
     start: bool = True              # False: create only (`create`, `up --no-start`)
@@ -85,6 +89,7 @@ class Compose:
         self.puller = puller
         self._image_ids: dict[str, str] = {}
         self._recreated: set[str] = set()   # services whose containers this run replaced
+        self._renew = False                 # up -V: anonymous volumes not carried over
         self._lock = threading.Lock()
 
     # --- what exists ----------------------------------------------------------------------
@@ -375,7 +380,7 @@ class Compose:
         self.client.container_rename(old_id, aside)
         try:
             self.create_container(svc, number, name=name, extra_labels={L.REPLACE: name},
-                                  replacing=old)
+                                  replacing=None if self._renew else old)
         except BaseException:
             self.client.container_rename(old_id, name)
             raise
@@ -497,8 +502,11 @@ class Compose:
         self.ensure_networks(services)
         self.ensure_volumes(services)
         by_name = {s.name: s for s in services}
-        graph.walk(lambda n: self.converge(by_name[n], scale=opts.scale.get(n),
-                                           recreate=opts.recreate, timeout=opts.timeout))
+        named = set(opts.services) or set(by_name)
+        self._renew = opts.renew_anon_volumes
+        graph.walk(lambda n: self.converge(
+            by_name[n], scale=opts.scale.get(n), timeout=opts.timeout,
+            recreate=opts.recreate if n in named else opts.recreate_deps))
         if opts.start:
             graph.walk(lambda n: self.start_service(by_name[n]))
         return services
