@@ -80,9 +80,12 @@ class Compose:
     """One project on one engine."""
 
     def __init__(self, client: Any, project: Project, progress: Progress | None = None, *,
-                 builder: Builder | None = None, puller: Callable[[str, bool], None] | None = None
-                 ) -> None:
+                 builder: Builder | None = None, puller: Callable[[str, bool], None] | None = None,
+                 workers: int = -1) -> None:
+        """``workers``: how many services are worked on at once (``--parallel``; -1: as
+        many as are ready)."""
         self.client = client
+        self.workers = workers if workers > 0 else 64
         self.project = project
         self.progress = progress or Progress(quiet=True)
         self.builder = builder
@@ -411,8 +414,11 @@ class Compose:
 
     # --- starting, in dependency order -----------------------------------------------------
 
-    def wait_dependencies(self, svc: Service) -> None:
+    def wait_dependencies(self, svc: Service, among: set[str] | None = None) -> None:
+        """Wait for each dependency's condition (``among``: only those services)."""
         for dep in svc.depends_on:
+            if among is not None and dep.service not in among:
+                continue
             target = self.project.services.get(dep.service)
             if target is None:
                 if dep.required:
@@ -464,9 +470,10 @@ class Compose:
                 raise TimeoutError(name)
             time.sleep(POLL)
 
-    def start_service(self, svc: Service, *, wait_deps: bool = True) -> None:
+    def start_service(self, svc: Service, *, wait_deps: bool = True,
+                      among: set[str] | None = None) -> None:
         if wait_deps:
-            self.wait_dependencies(svc)
+            self.wait_dependencies(svc, among)
         # `depends_on: {x: {restart: true}}`: a dependency replaced by this run takes its
         # dependents' running containers along (the spec: "after it updates the dependency").
         bounce = svc.name not in self._recreated and any(
@@ -504,11 +511,14 @@ class Compose:
         by_name = {s.name: s for s in services}
         named = set(opts.services) or set(by_name)
         self._renew = opts.renew_anon_volumes
-        graph.walk(lambda n: self.converge(
+        graph.walk(workers=self.workers, step=lambda n: self.converge(
             by_name[n], scale=opts.scale.get(n), timeout=opts.timeout,
             recreate=opts.recreate if n in named else opts.recreate_deps))
         if opts.start:
-            graph.walk(lambda n: self.start_service(by_name[n]))
+            # --no-deps: what was left out is not waited for either
+            among = None if opts.deps else set(by_name)
+            graph.walk(lambda n: self.start_service(by_name[n], among=among),
+                       workers=self.workers)
         return services
 
     def orphans(self) -> list[dict[str, Any]]:
@@ -590,7 +600,7 @@ class Compose:
             for c in by_service[s]:
                 self._remove(c, timeout=opts.timeout, volumes=opts.volumes)
 
-        Graph(deps).walk(remove_all, reverse=True)
+        Graph(deps).walk(remove_all, reverse=True, workers=self.workers)
         flt = {"label": [f"{L.PROJECT}={self.project.name}"]}
         net_names = [self.project.network_name(k) for k, n in
                      sorted(self.project.networks().items()) if not n.get("external")]
@@ -656,7 +666,7 @@ class Compose:
                 self.client.container_stop(str(c["Id"]), timeout=timeout)
                 self.progress("Container", name, "Stopped")
 
-        graph.walk(lambda n: one(by_name[n].name), reverse=True)
+        graph.walk(lambda n: one(by_name[n].name), reverse=True, workers=self.workers)
 
     def start(self, names: Sequence[str] = ()) -> None:
         services = self.project.select(list(names))
@@ -664,7 +674,7 @@ class Compose:
             raise ComposeError("service(s) not found" if names else "no containers to start")
         graph = self.graph(services)
         by_name = {s.name: s for s in services}
-        graph.walk(lambda n: self.start_service(by_name[n]))
+        graph.walk(lambda n: self.start_service(by_name[n]), workers=self.workers)
 
     def restart(self, names: Sequence[str] = (), timeout: int | None = None,
                 no_deps: bool = False) -> None:
@@ -689,7 +699,7 @@ class Compose:
                 self.client.container_restart(str(c["Id"]), timeout=timeout)
                 self.progress("Container", name, "Started")
 
-        graph.walk(one)
+        graph.walk(one, workers=self.workers)
 
     def each(self, names: Sequence[str], action: str, fn: Callable[[str], None], *,
              stopped: bool = False, done: str = "") -> int:
