@@ -405,6 +405,13 @@ class Engine:
                 self.store.get(hc.ipc_mode.partition(":")[2])
             except NotFound as exc:
                 raise InvalidArgument(str(exc)) from None
+        mode = hc.network_mode
+        if mode not in ("", "default", "bridge", "host", "none") and \
+                not mode.startswith("container:"):
+            # dockerd's registerLinks skips a container on a user-defined network: its
+            # HostConfig.Links are neither checked nor kept (inspect shows the empty link
+            # graph); docker-compose v1 sends them with every `run` container.
+            hc.links = None
         for link in hc.links or []:
             name = link.partition(":")[0].lstrip("/")
             try:
@@ -503,6 +510,7 @@ class Engine:
         async with self._lock(c.id):
             if c.state.status in ("running", "paused"):
                 raise NotModified("container already started")
+            await self._exit_recorded(c.id)
             try:
                 if c.id not in self._prepared:
                     await self._prepare(c)
@@ -1271,7 +1279,10 @@ class Engine:
         """A created container is made to exist in the supervisor (stopped before the
         user's program) so its output can be attached before it starts."""
         c = self.attachable(ref)
+        if c.state.status == "running" and c.id not in self._starting:
+            await self._settle_ended(c)
         async with self._lock(c.id):
+            await self._exit_recorded(c.id)
             if c.state.status in ("created", "exited") and c.id not in self._prepared:
                 try:
                     await self._prepare(c)
@@ -1282,6 +1293,34 @@ class Engine:
                         await self.sup.delete(c.id, force=True)
                     await asyncio.to_thread(self._release, c)
         return c
+
+    async def _settle_ended(self, c: Container) -> None:
+        """A "running" container whose program has ended, its exit not recorded yet
+        (the supervisor's event is on its way): wait for the record, so that the attach
+        is one to an exited container, which streams its next run (dockerd's attach
+        to an exited container waits for the next start). docker-compose v1's ``run``
+        attaches right after its start, then starts again what it finds exited."""
+        try:
+            info = await self.sup.state(c.id)
+        except KetchError:
+            return
+        ended = info.exit is not None or info.status == "stopped"
+        if not ended and not info.drained:
+            return
+        # Drained, not reaped yet: it is exiting (or it closed its stdio and lives on,
+        # and is then attached as a running one after the wait).
+        done = self._exited.setdefault(c.id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 10 if ended else 2)
+
+    async def _exit_recorded(self, cid: str) -> None:
+        """Wait for the cleanup of an exit that is under way: a container is "exited"
+        before its bundle is dropped and its rootfs unmounted, and a start or an attach
+        (docker-compose v1's ``run`` does both right after an exit) must prepare it
+        again only then, not while the cleanup removes what it makes."""
+        recording = self._recording.get(cid)
+        if recording is not None:
+            await asyncio.shield(recording)
 
     def _lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())

@@ -131,6 +131,9 @@ class ContainerInfo:
     supervised: bool = field(default=True, metadata={"omit": "never"})
     exit: ExitRecord | None = None
     execs: list[str] = field(default_factory=list)
+    # Its output has ended (it closed its stdio: it is exiting, as a rule), so an
+    # attach finds nothing to attach to.
+    drained: bool = field(default=False, metadata={"omit": "empty"})
 
 
 # -- framing -------------------------------------------------------------------------

@@ -381,7 +381,8 @@ class Supervisor:
                 status = "stopped"
         return ContainerInfo(id=c.container_id, pid=c.pid, status=status, bundle=c.bundle,
                              tty=c.tty, created_at=c.created_at, started_at=c.started_at,
-                             supervised=c.supervised, exit=c.exit, execs=sorted(c.execs))
+                             supervised=c.supervised, exit=c.exit, execs=sorted(c.execs),
+                             drained=c.stdio is not None and c.stdio.drained)
 
     # -- create and start -----------------------------------------------------------------
     def op_create(self, _conn: Connection, req: Request, _fds: list[int]) -> dict[str, Any]:
