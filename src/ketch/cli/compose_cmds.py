@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Sequence
-from datetime import UTC
+from collections.abc import Mapping, Sequence
 
 from ketch.cli.command import Group, UsageFailure, command, option, pass_obj
 from ketch.cli.flags import LIST, VALUE, Option
@@ -29,23 +28,103 @@ if TYPE_CHECKING:
 
 
 GLOBAL_OPTIONS = (
-    Option("file", "file", "f", LIST, (), "stringArray", "Compose configuration files"),
-    Option("project_name", "project-name", "p", VALUE, "", "string", "Project name"),
-    Option("project_directory", "project-directory", "", VALUE, "", "string",
-           "Specify an alternate working directory (default: the path of the, first "
-           "specified, Compose file)"),
-    Option("profile", "profile", "", LIST, (), "stringArray",
-           "Specify a profile to enable"),
-    Option("env_file", "env-file", "", LIST, (), "stringArray",
-           "Specify an alternate environment file"),
     Option("ansi", "ansi", "", VALUE, "auto", "string",
            'Control when to print ANSI control characters ("never"|"always"|"auto")'),
-    Option("progress", "progress", "", VALUE, "auto", "string",
-           'Set type of progress output (auto, tty, plain, json, quiet)'),
+    Option("compatibility", "compatibility", "", "bool", False, "",
+           "Run compose in backward compatibility mode"),
+    Option("dry_run", "dry-run", "", "bool", False, "", "Execute command in dry run mode"),
+    Option("env_file", "env-file", "", LIST, (), "stringArray",
+           "Specify an alternate environment file"),
+    Option("file", "file", "f", LIST, (), "stringArray", "Compose configuration files"),
+    Option("no_ansi", "no-ansi", "", "bool", False, "",
+           "Do not print ANSI control characters (DEPRECATED)", hidden=True),
     Option("parallel", "parallel", "", VALUE, "-1", "int",
            "Control max parallelism, -1 for unlimited"),
-    Option("dry_run", "dry-run", "", "bool", False, "", "Execute command in dry run mode"),
+    Option("profile", "profile", "", LIST, (), "stringArray",
+           "Specify a profile to enable"),
+    Option("progress", "progress", "", VALUE, "", "string",
+           "Set type of progress output (auto, tty, plain, json, quiet)"),
+    Option("project_directory", "project-directory", "", VALUE, "", "string",
+           "Specify an alternate working directory\n(default: the path of the, first "
+           "specified, Compose file)"),
+    Option("project_name", "project-name", "p", VALUE, "", "string", "Project name"),
+    Option("version", "version", "v", "bool", False, "",
+           "Show the Docker Compose version information"),
+    Option("workdir", "workdir", "", VALUE, "", "string",
+           "DEPRECATED! USE --project-directory INSTEAD.\nSpecify an alternate working "
+           "directory\n(default: the path of the, first specified, Compose file)", hidden=True),
 )
+
+PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
+
+
+def _fail(message: str) -> KetchError:
+    """A refusal of the command line, printed as compose prints it (no daemon prefix), exit 1."""
+    return local(InvalidArgument(message))
+
+
+def _unsupported(what: str) -> KetchError:
+    from ketch.errors import NotSupported
+
+    return local(NotSupported(f"{what} is not supported by ketch compose"))
+
+
+def check_global(values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """compose's PersistentPreRunE: the deprecated spellings, COMPOSE_ANSI/COMPOSE_PROGRESS/
+    COMPOSE_PARALLEL_LIMIT, and which --ansi/--progress pairs it refuses. Returns the values
+    with ``ansi`` and ``progress`` resolved."""
+    v = dict(values)
+    if v.get("dry_run"):
+        raise _unsupported("--dry-run")
+    if v.get("compatibility"):
+        raise _unsupported("--compatibility")
+    if v.get("no_ansi"):
+        if v["ansi"] != "auto":
+            raise _fail('cannot specify DEPRECATED "--no-ansi" and "--ansi". Please use only '
+                        '"--ansi"')
+        v["ansi"] = "never"
+        sys.stderr.write("option '--no-ansi' is DEPRECATED ! Please use '--ansi' instead.\n")
+    elif v["ansi"] == "auto" and "COMPOSE_ANSI" in environ:
+        v["ansi"] = environ["COMPOSE_ANSI"]
+    if v["ansi"] not in ("never", "always", "auto"):
+        raise _fail(f"unsupported --ansi value {_q(v['ansi'])}")
+    if environ.get("NO_COLOR"):
+        v["ansi"] = "never"
+    if not v["progress"]:
+        v["progress"] = environ.get("COMPOSE_PROGRESS", "")
+    mode = v["progress"]
+    if mode == "tty" and v["ansi"] == "never":
+        raise _fail("can't use --progress tty while ANSI support is disabled")
+    if mode == "plain" and v["ansi"] == "always":
+        raise _fail("can't use --progress plain while ANSI support is forced")
+    if mode == "none":
+        v["progress"] = "quiet"
+    elif mode not in ("", *PROGRESS_MODES):
+        raise _fail(f"unsupported --progress value {_q(mode)}")
+    if v.get("workdir"):
+        if v["project_directory"]:
+            raise _fail('cannot specify DEPRECATED "--workdir" and "--project-directory". '
+                        'Please use only "--project-directory" instead')
+        v["project_directory"] = v["workdir"]
+        sys.stderr.write("option '--workdir' is DEPRECATED at root level! Please use "
+                         "'--project-directory' instead.\n")
+    if "COMPOSE_PARALLEL_LIMIT" in environ and v["parallel"] == "-1":
+        limit = environ["COMPOSE_PARALLEL_LIMIT"]
+        try:
+            int(limit)
+        except ValueError:
+            raise _fail(f"COMPOSE_PARALLEL_LIMIT must be an integer (found: {_q(limit)})"
+                        ) from None
+    else:
+        _int(str(v["parallel"]), "--parallel")
+    return v
+
+
+def _q(s: str) -> str:
+    """Go's %q of a string."""
+    from ketch.filters import go_quote
+
+    return go_quote(s)
 
 
 class ComposeGroup(Group):
@@ -57,11 +136,9 @@ class ComposeGroup(Group):
         parsed = _parse(self.flags, words, lambda: self.help_text(path))
         if parsed is None:
             return 0
-        session.compose = parsed.values
-        if parsed.values.get("dry_run"):
-            raise local(InvalidArgument("--dry-run is not supported by ketch compose"))
-        if parsed.values["ansi"] not in ("never", "always", "auto"):
-            raise local(InvalidArgument(f"unsupported --ansi value {parsed.values['ansi']!r}"))
+        session.compose = check_global(parsed.values, os.environ)
+        if parsed.values.get("version") and not parsed.args:
+            return version_cmd.callback(args=(), format_="", short=False)
         return self.dispatch(path, parsed.args, session)
 
 
@@ -78,7 +155,8 @@ compose = ComposeGroup("compose", help="Define and run multi-container applicati
 
 
 def _opts(session: Session) -> dict[str, Any]:
-    return getattr(session, "compose", None) or {o.dest: o.default for o in GLOBAL_OPTIONS}
+    return getattr(session, "compose", None) or check_global(
+        {o.dest: o.default for o in GLOBAL_OPTIONS}, {})
 
 
 def _color(session: Session, no_color: bool = False) -> bool:
@@ -122,9 +200,12 @@ def load_project(session: Session, services: Sequence[str] = (), *,
 def _progress(session: Session) -> Any:
     from ketch.compose.progress import Progress
 
-    mode = _opts(session)["progress"]
-    if mode not in ("auto", "tty", "plain", "json", "quiet"):
-        raise local(InvalidArgument(f"unsupported --progress value {mode!r}"))
+    g = _opts(session)
+    mode = g["progress"] or "auto"
+    if mode == "json":
+        raise _unsupported("--progress json")
+    if mode == "auto" and g["ansi"] == "never":
+        mode = "plain"      # as compose: no ANSI means the plain progress lines
     return Progress(quiet=mode == "quiet",
                     tty=None if mode == "auto" else mode == "tty")
 
@@ -214,19 +295,28 @@ def _timeout(value: str | None) -> int | None:
 def _scales(values: Sequence[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
-        name, sep, n = v.partition("=")
-        if not sep:
-            raise local(InvalidArgument(f"invalid --scale option {v!r}: expected SERVICE=NUM"))
-        out[name] = _int(n, "--scale")
+        parts = v.split("=")
+        if len(parts) != 2:
+            raise _fail(f"invalid --scale option {_q(v)}. Should be SERVICE=NUM")
+        try:
+            out[parts[0]] = int(parts[1])
+        except ValueError:
+            raise _fail(f"strconv.Atoi: parsing {_q(parts[1])}: invalid syntax") from None
     return out
 
 
 @command("up", "[OPTIONS] [SERVICE...]", "Create and start containers", nargs=(0, None))
 @option("--abort-on-container-exit", is_flag=True,
         help="Stops all containers if any container was stopped. Incompatible with -d")
-@option("--always-recreate-deps", is_flag=True, help="Recreate dependent containers.")
+@option("--abort-on-container-failure", is_flag=True,
+        help="Stops all containers if any container exited with failure. Incompatible with -d")
+@option("--always-recreate-deps", is_flag=True,
+        help="Recreate dependent containers. Incompatible with --no-recreate.")
 @option("--attach", multiple=True, metavar="stringArray",
-        help="Restrict attaching to the specified services.")
+        help="Restrict attaching to the specified services. Incompatible with "
+             "--attach-dependencies.")
+@option("--attach-dependencies", is_flag=True,
+        help="Automatically attach to log output of dependent services")
 @option("--build", is_flag=True, help="Build images before starting containers")
 @option("-d", "--detach", is_flag=True, help="Detached mode: Run containers in the background")
 @option("--exit-code-from", default="",
@@ -234,6 +324,9 @@ def _scales(values: Sequence[str]) -> dict[str, int]:
              "--abort-on-container-exit")
 @option("--force-recreate", is_flag=True,
         help="Recreate containers even if their configuration and image haven't changed")
+@option("--menu", is_flag=True,
+        help="Enable interactive shortcuts when running attached. Incompatible with --detach. "
+             "Can also be enable/disable by setting COMPOSE_MENU environment var.")
 @option("--no-attach", multiple=True, metavar="stringArray",
         help="Do not attach (stream logs) to the specified services")
 @option("--no-build", is_flag=True, help="Don't build an image, even if it's policy")
@@ -244,12 +337,17 @@ def _scales(values: Sequence[str]) -> dict[str, int]:
         help="If containers already exist, don't recreate them. Incompatible with "
              "--force-recreate.")
 @option("--no-start", is_flag=True, help="Don't start the services after creating them")
-@option("--pull", default="", help='Pull image before running ("always"|"missing"|"never")')
+@option("--pull", default="policy",
+        help='Pull image before running ("always"|"missing"|"never")')
+@option("--quiet-build", is_flag=True, help="Suppress the build output")
 @option("--quiet-pull", is_flag=True, help="Pull without printing progress information")
 @option("--remove-orphans", is_flag=True,
         help="Remove containers for services not defined in the Compose file")
+@option("-V", "--renew-anon-volumes", is_flag=True,
+        help="Recreate anonymous volumes instead of retrieving data from the previous "
+             "containers")
 @option("--scale", multiple=True, metavar="scale",
-        help="Scale SERVICE to NUM instances. Overrides the scale setting in the Compose "
+        help="Scale SERVICE to NUM instances. Overrides the `scale` setting in the Compose "
              "file if present.")
 @option("-t", "--timeout", default="", metavar="int",
         help="Use this timeout in seconds for container shutdown when attached or when "
@@ -259,35 +357,31 @@ def _scales(values: Sequence[str]) -> dict[str, int]:
         "detached mode.")
 @option("--wait-timeout", default="", metavar="int",
         help="Maximum duration in seconds to wait for the project to be running|healthy")
+@option("-w", "--watch", is_flag=True, help="Watch source code and rebuild/refresh containers "
+        "when files are updated.")
+@option("-y", "--yes", is_flag=True,
+        help='Assume "yes" as answer to all prompts and run non-interactively')
 @pass_obj
 def up_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
     from ketch.compose.project import UpOptions
 
-    if f["exit_code_from"]:
-        f["abort_on_container_exit"] = True
-    detach = f["detach"] or f["wait"]
-    if detach and f["abort_on_container_exit"]:
-        raise local(InvalidArgument("--abort-on-container-exit and --detach are incompatible"))
-    if f["force_recreate"] and f["no_recreate"]:
-        raise local(InvalidArgument("--force-recreate and --no-recreate are incompatible"))
-    if f["build"] and f["no_build"]:
-        raise local(InvalidArgument("--build and --no-build are incompatible"))
-    if f["pull"] not in ("", "always", "missing", "never", "build"):
-        raise local(InvalidArgument(f"invalid --pull option {f['pull']!r}"))
+    validate_up(f, os.environ)
+    detach = f["detach"]
     timeout = _timeout(f["timeout"])
     scales = _scales(f["scale"])
     project = load_project(session, args)
-    if f["exit_code_from"] and f["exit_code_from"] not in project.services:
-        raise local(InvalidArgument(f"exit code from {f['exit_code_from']!r}: no such "
-                                    "service"))
-    c = _compose(session, project)
+    if f["exit_code_from"]:
+        project.service(f["exit_code_from"])
+    if not project.services:
+        raise _fail("no service selected")
+    c = _compose(session, project, build_quiet=f["quiet_build"])
     opts = UpOptions(services=list(args),
                      build="always" if f["build"] else "never" if f["no_build"] else "auto",
                      recreate="force" if f["force_recreate"] else
                      "never" if f["no_recreate"] else "diverged",
                      deps=not f["no_deps"], scale=scales, start=not f["no_start"],
-                     remove_orphans=f["remove_orphans"], timeout=timeout, pull=f["pull"],
-                     quiet_pull=f["quiet_pull"])
+                     remove_orphans=f["remove_orphans"], timeout=timeout,
+                     pull=_pull_mode(f["pull"]), quiet_pull=f["quiet_pull"])
     if detach or f["no_start"]:
         services = c.up(opts)
         if f["wait"]:
@@ -296,6 +390,62 @@ def up_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
             c.wait_ready(services, wt)
         return 0
     return _up_attached(session, c, opts, f, timeout)
+
+
+def validate_up(f: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """compose's validateFlags for ``up``, its messages in its order; ``f`` gets what the
+    flags imply (--exit-code-from: --abort-on-container-exit; --wait: --detach)."""
+    if f.get("exit_code_from") and not f.get("abort_on_container_failure"):
+        f["abort_on_container_exit"] = True
+    if f.get("abort_on_container_exit") and f.get("abort_on_container_failure"):
+        raise _fail("--abort-on-container-failure cannot be combined with "
+                    "--abort-on-container-exit")
+    if f.get("wait"):
+        if f.get("attach_dependencies") or f.get("abort_on_container_exit") or f.get("attach"):
+            raise _fail("--wait cannot be combined with --abort-on-container-exit, --attach "
+                        "or --attach-dependencies")
+        f["detach"] = True
+    if f.get("build") and f.get("no_build"):
+        raise _fail("--build and --no-build are incompatible")
+    if f.get("detach") and (f.get("attach_dependencies") or f.get("abort_on_container_exit")
+                            or f.get("abort_on_container_failure") or f.get("attach")
+                            or f.get("watch")):
+        which = "--wait" if f.get("wait") else "--detach"
+        raise _fail(f"{which} cannot be combined with --abort-on-container-exit, "
+                    "--abort-on-container-failure, --attach, --attach-dependencies or --watch")
+    if f.get("renew_anon_volumes") and f.get("no_recreate"):
+        raise _fail("--no-recreate and --renew-anon-volumes are incompatible")
+    if f.get("force_recreate") and f.get("no_recreate"):
+        raise _fail("--force-recreate and --no-recreate are incompatible")
+    if f.get("always_recreate_deps") and f.get("no_recreate"):
+        raise _fail("--always-recreate-deps and --no-recreate are incompatible")
+    if f.get("no_build") and f.get("watch"):
+        raise _fail("--no-build and --watch are incompatible")
+    if f.get("attach") and f.get("attach_dependencies"):
+        raise _fail("cannot combine --attach and --attach-dependencies")
+    if f.get("remove_orphans") and _truthy(environ.get("COMPOSE_IGNORE_ORPHANS", "")):
+        raise _fail("cannot combine COMPOSE_IGNORE_ORPHANS and --remove-orphans")
+    _check_pull(f.get("pull", "policy"))
+    for flag in ("renew_anon_volumes", "watch", "menu", "attach_dependencies",
+                 "always_recreate_deps"):
+        if f.get(flag):
+            raise _unsupported("up --" + flag.replace("_", "-"))
+    _scales(f.get("scale") or ())
+
+
+def _pull_mode(value: str) -> str:
+    """A --pull value as UpOptions takes it ("" for the services' own pull_policy)."""
+    return {"policy": "", "if_not_present": "missing"}.get(value, value)
+
+
+def _truthy(value: str) -> bool:
+    """compose's utils.StringToBool."""
+    return value.strip().lower() in ("1", "t", "true", "y", "yes")
+
+
+def _check_pull(value: str) -> None:
+    if value not in ("policy", "always", "never", "build", "missing", "if_not_present"):
+        raise _fail(f"invalid --pull option {_q(value)}")
 
 
 def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
@@ -345,6 +495,7 @@ def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
     follow_all(printer, client, targets, follow=True, timestamps=f["timestamps"],
                since=f"{started:.9f}", on_end=on_end)
     abort = f["abort_on_container_exit"]
+    on_failure = f.get("abort_on_container_failure", False)
     exit_from = f["exit_code_from"]
     code = 0
     try:
@@ -352,13 +503,17 @@ def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
             while len(ended) < len(targets):
                 if abort and ended:
                     break
+                if on_failure and any(rc for _, rc in ended):
+                    break
                 cond.wait(0.5)
             first = ended[0] if ended else None
+            if on_failure:
+                first = next(((t, rc) for t, rc in ended if rc), None)
     except KeyboardInterrupt:
         sys.stderr.write("Gracefully stopping... (press Ctrl+C again to force)\n")
         c.stop(timeout=timeout)
         return 130
-    if abort and first is not None:
+    if (abort or on_failure) and first is not None:
         sys.stderr.write("Aborting on container exit...\n")
         c.stop(timeout=timeout)
         code = first[1]
@@ -387,7 +542,7 @@ def down_cmd(session: Session, args: tuple[str, ...], remove_orphans: bool, rmi:
     from ketch.compose.project import DownOptions
 
     if rmi not in ("", "local", "all"):
-        raise local(InvalidArgument(f"invalid --rmi option {rmi!r}"))
+        raise _fail(f"invalid value for --rmi: {_q(rmi)}")
     project = _project_for_down(session)
     c = _compose(session, project)
     c.down(DownOptions(volumes=volumes, rmi=rmi, remove_orphans=remove_orphans,
@@ -415,104 +570,139 @@ def _project_for_down(session: Session) -> Project:
 
 PS_TABLE = ("table {{.Name}}\t{{.Image}}\t{{.Command}}\t{{.Service}}\t{{.RunningFor}}\t"
             "{{.Status}}\t{{.Ports}}")
-PS_HEADERS = {"Name": "NAME", "Image": "IMAGE", "Command": "COMMAND", "Service": "SERVICE",
-              "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "ID": "CONTAINER ID",
-              "State": "STATE", "Project": "PROJECT", "Health": "HEALTH",
-              "ExitCode": "EXIT CODE", "CreatedAt": "CREATED AT", "Names": "NAMES",
-              "Labels": "LABELS", "Networks": "NETWORKS", "Mounts": "MOUNTS",
-              "LocalVolumes": "LOCAL VOLUMES", "Size": "SIZE", "Publishers": "PUBLISHERS"}
+# compose's ContainerContext headers (fields without one print "<no value>" in a header row)
+PS_HEADERS = {"ID": "CONTAINER ID", "Name": "NAME", "Project": "PROJECT", "Service": "SERVICE",
+              "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+              "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
+              "Size": "SIZE", "Labels": "LABELS"}
 
 
-def _ps_row(c: dict[str, Any], *, trunc: bool) -> Any:
+def ps_row(c: Mapping[str, Any], state: Mapping[str, Any] | None = None, *, trunc: bool = True,
+           now: float | None = None) -> Any:
+    """One ``compose ps`` row (compose's ContainerContext) from a /containers/json entry and
+    the container's inspected ``State``: the fields ``--format`` templates and ``json`` see."""
     from ketch.cli import views
     from ketch.cli.formatting import Struct
     from ketch.compose import labels as L
 
-    base = views.container_row(c, trunc=trunc)
-    lab = c.get("Labels") or {}
-    status = str(c.get("Status") or "")
-    health = ""
-    for word in ("healthy", "unhealthy", "starting"):
-        if f"({word})" in status or f"(health: {word})" in status:
-            health = word
-            break
-    exit_code = 0
-    if c.get("State") == "exited" and "(" in status:
-        try:
-            exit_code = int(status.split("(", 1)[1].split(")", 1)[0])
-        except ValueError:
-            exit_code = 0
-    fields = dict(base)
-    fields.update({
-        "Name": base["Names"], "Service": lab.get(L.SERVICE, ""),
-        "Project": lab.get(L.PROJECT, ""), "Health": health, "ExitCode": exit_code,
-        "Publishers": [{"URL": p.get("IP", ""), "TargetPort": p.get("PrivatePort", 0),
-                        "PublishedPort": p.get("PublicPort", 0),
-                        "Protocol": p.get("Type", "")} for p in c.get("Ports") or []],
-    })
-    return Struct("api.ContainerSummary", fields)
+    base = views.container_row(c, trunc=trunc, now=now)
+    lab = dict(c.get("Labels") or {})
+    st = state or {}
+    health, exit_code = "", 0
+    # as compose: a health only while running, an exit code only once exited or dead
+    if st.get("Status") == "running":
+        health = str((st.get("Health") or {}).get("Status") or "")
+    elif st.get("Status") in ("exited", "dead"):
+        exit_code = int(st.get("ExitCode") or 0)
+    names = [str(n) for n in c.get("Names") or []]
+    name = next((n[1:] for n in names if n.count("/") == 1), names[0][1:] if names else "")
+    ports = sorted(c.get("Ports") or [], key=lambda p: p.get("PrivatePort") or 0)
+    publishers = [Struct("api.PortPublisher", {
+        "URL": p.get("IP") or "", "TargetPort": int(p.get("PrivatePort") or 0),
+        "PublishedPort": int(p.get("PublicPort") or 0), "Protocol": p.get("Type") or ""},
+        marshal=False) for p in ports]
+    return Struct("*formatter.ContainerContext", {
+        "ID": base["ID"], "Name": name, "Names": base["Names"],
+        "Service": lab.get(L.SERVICE, ""), "Project": lab.get(L.PROJECT, ""),
+        "Image": str(c.get("Image") or ""), "Command": base["Command"],
+        "CreatedAt": base["CreatedAt"], "RunningFor": base["RunningFor"],
+        "ExitCode": exit_code, "State": base["State"], "Status": base["Status"],
+        "Health": health, "Publishers": publishers, "Ports": base["Ports"],
+        "Labels": base["Labels"], "Label": base["Label"], "Mounts": base["Mounts"],
+        "LocalVolumes": base["LocalVolumes"], "Networks": base["Networks"],
+        "Size": base["Size"]})
+
+
+def ps_output(rows: Sequence[Any], fmt: str) -> str:
+    """The rows as ``--format`` asks: "" or "table" (compose's columns), "table TEMPLATE",
+    "json" (one object per line), or a Go template."""
+    from ketch.cli.formatting import TemplateError, render
+
+    source = PS_TABLE if fmt in ("", "table") else fmt
+    try:
+        return render(source, rows, PS_HEADERS)
+    except TemplateError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _status_filter(filter_: str) -> list[str]:
+    if not filter_:
+        return []
+    key, sep, value = filter_.partition("=")
+    if not sep:
+        raise _fail("arguments to --filter should be in form KEY=VAL")
+    if key == "status":
+        return [value]
+    if key == "source":
+        raise _unsupported("--filter source")
+    raise _fail(f"unknown filter {key}")
 
 
 @command("ps", "[OPTIONS] [SERVICE...]", "List containers", nargs=(0, None))
 @option("-a", "--all", "all_", is_flag=True,
         help="Show all stopped containers (including those created by the run command)")
-@option("--filter", default="", help="Filter services by a property (supported filters: "
-        "status).")
-@option("--format", "format_", default="table",
+@option("--filter", "filter_", default="",
+        help="Filter services by a property (supported filters: status)")
+@option("--format", "format_", default="",
         help="Format output using a custom template: 'table' (default), 'table TEMPLATE', "
              "'json', or a Go template")
 @option("--no-trunc", is_flag=True, help="Don't truncate output")
-@option("--orphans", is_flag=True, default=True, help="Include orphaned services (default true)")
+@option("--orphans", is_flag=True, default=True,
+        help="Include orphaned services (not declared by project) (default true)")
 @option("-q", "--quiet", is_flag=True, help="Only display IDs")
 @option("--services", is_flag=True, help="Display services")
 @option("--status", multiple=True, metavar="stringArray",
         help="Filter services by status. Values: [paused | restarting | removing | running | "
              "dead | created | exited]")
 @pass_obj
-def ps_cmd(session: Session, args: tuple[str, ...], all_: bool, filter: str, format_: str,
+def ps_cmd(session: Session, args: tuple[str, ...], all_: bool, filter_: str, format_: str,
            no_trunc: bool, orphans: bool, quiet: bool, services: bool,
            status: tuple[str, ...]) -> int:
-    from ketch.cli.formatting import go_json, render
     from ketch.compose.project import service_of
 
+    statuses = list(status) + _status_filter(filter_)
     project = _project_for_down(session)
-    c = _compose(session, project)
-    statuses = set(status)
-    if filter:
-        key, _, value = filter.partition("=")
-        if key != "status":
-            raise local(InvalidArgument(f"unknown filter {key}"))
-        statuses.add(value)
-    for s in statuses:
-        if s not in ("paused", "restarting", "removing", "running", "dead", "created",
-                     "exited"):
-            raise local(InvalidArgument(f"invalid filter: status={s}"))
-    if args:
+    names = list(args)
+    if project.files:
         for a in args:
-            project.service(a)
-    items = c.containers(args, stopped=all_ or bool(statuses), oneoff=None if all_ else False)
+            if a not in project.services:
+                raise _fail(f"no such service: {a}")
+        if not args and not orphans:
+            names = list(project.services)
+    c = _compose(session, project)
+    everything = all_ or bool(statuses)
+    # without -a, one-off (`run`) containers are left out, as compose does
+    items = c.containers(names, stopped=everything, oneoff=None if everything else False)
+    if names:
+        items = [i for i in items if service_of(i) in names]
     if statuses:
         items = [i for i in items if i.get("State") in statuses]
-    if not orphans:
-        items = [i for i in items if service_of(i) in project.services]
+    rows = []
+    for i in items:
+        try:
+            state = c.client.container_inspect(i["Id"]).get("State") or {}
+        except NotFound:
+            continue        # removed meanwhile
+        rows.append(ps_row(i, state, trunc=not no_trunc))
+    rows.sort(key=lambda r: r["Name"])
+    if quiet:
+        sys.stdout.write("".join(str(i["Id"]) + "\n" for i in
+                                 sorted(items, key=lambda i: _canonical(i))))
+        return 0
     if services:
         seen: list[str] = []
-        for i in items:
-            if service_of(i) not in seen:
-                seen.append(service_of(i))
-        names = seen if items or args else []
-        sys.stdout.write("".join(n + "\n" for n in names))
+        for r in rows:
+            if r["Service"] not in seen:
+                seen.append(r["Service"])
+        sys.stdout.write("\n".join(seen) + "\n")     # an empty line when none: Println("")
         return 0
-    if quiet:
-        sys.stdout.write("".join(str(i["Id"]) + "\n" for i in items))
-        return 0
-    rows = [_ps_row(i, trunc=not no_trunc) for i in items]
-    if format_ == "json":
-        sys.stdout.write("".join(go_json(dict(r)) + "\n" for r in rows))
-        return 0
-    fmt = PS_TABLE if format_ in ("", "table") else format_
-    sys.stdout.write(render(fmt, rows, PS_HEADERS))
+    sys.stdout.write(ps_output(rows, format_))
     return 0
+
+
+def _canonical(c: Mapping[str, Any]) -> str:
+    names = [str(n) for n in c.get("Names") or []]
+    return next((n[1:] for n in names if n.count("/") == 1), names[0][1:] if names else "")
 
 
 @command("logs", "[OPTIONS] [SERVICE...]", "View output from containers", nargs=(0, None))
@@ -534,16 +724,25 @@ def logs_cmd(session: Session, args: tuple[str, ...], follow: bool, index: str,
              until: str) -> int:
     from ketch.cli.container_cmds import go_timestamp
     from ketch.compose.logs import LogPrinter, Target, follow_all, short_name
-    from ketch.compose.project import _name_of, number_of
+    from ketch.compose.project import _name_of
 
-    project = _project_for_down(session)
-    for a in args:
-        project.service(a)
-    c = _compose(session, project)
     n = _int(index, "--index")
-    items = c.containers(args, oneoff=None)
-    if n:
-        items = [i for i in items if number_of(i) == n]
+    if n > 0 and len(args) != 1:
+        raise _fail("--index requires one service to be selected")
+    project = _project_for_down(session)
+    if project.files:
+        for a in args:
+            project.service(a)
+    c = _compose(session, project)
+    if n > 0:
+        items = [_container_of(c, args[0], n, oneoff=False, stopped=True)]
+    else:
+        names = list(args)
+        if project.files and not names:
+            # as compose: a service with `attach: false` is left out unless named
+            names = [n for n, svc in project.services.items()
+                     if svc.spec.get("attach", True) is not False]
+        items = c.containers(names, oneoff=False) if names or not project.files else []
     client = c.client
     printer = LogPrinter(sys.stdout, color=_color(session, no_color), prefix=not no_log_prefix)
     targets = []
@@ -603,15 +802,23 @@ def restart_cmd(session: Session, args: tuple[str, ...], no_deps: bool, timeout:
 @pass_obj
 def kill_cmd(session: Session, args: tuple[str, ...], remove_orphans: bool,
              signal_: str) -> int:
-    project = load_project(session, args)
+    from ketch.compose.project import service_of
+
+    project = _project_for_down(session)
     c = _compose(session, project)
-    if remove_orphans:
-        for o in c.orphans():
-            c._remove(o)    # noqa: SLF001 - the same removal as up/down's
-    n = c.each(args, "Killing", lambda cid: c.client.container_kill(cid, signal=signal_),
-               done="Killed")
-    if n == 0:
-        raise local(InvalidArgument("no container to kill"))
+    items = c.containers(args, stopped=False, oneoff=None)
+    # orphans are killed too only with --remove-orphans, as compose does
+    if project.files and not (remove_orphans or
+                              _truthy(os.environ.get("COMPOSE_REMOVE_ORPHANS", ""))):
+        items = [i for i in items if service_of(i) in project.services]
+    if not items:
+        sys.stderr.write("no container to kill")
+        return 0
+    for i in items:
+        name = _canonical(i)
+        c.progress("Container", name, "Killing")
+        c.client.container_kill(str(i["Id"]), signal=signal_)
+        c.progress("Container", name, "Killed")
     return 0
 
 
@@ -634,36 +841,56 @@ def unpause_cmd(session: Session, args: tuple[str, ...]) -> int:
 
 
 @command("rm", "[OPTIONS] [SERVICE...]", "Removes stopped service containers", nargs=(0, None))
+@option("-a", "--all", "all_", is_flag=True, hidden=True, help="Deprecated - no effect")
 @option("-f", "--force", is_flag=True, help="Don't ask to confirm removal")
 @option("-s", "--stop", is_flag=True, help="Stop the containers, if required, before removing")
 @option("-v", "--volumes", is_flag=True, help="Remove any anonymous volumes attached to "
         "containers")
 @pass_obj
-def rm_cmd(session: Session, args: tuple[str, ...], force: bool, stop: bool,
+def rm_cmd(session: Session, args: tuple[str, ...], all_: bool, force: bool, stop: bool,
            volumes: bool) -> int:
-    from ketch.compose.project import _name_of
+    from ketch.compose.project import service_of
 
-    project = load_project(session, args)
+    project = _project_for_down(session)
     c = _compose(session, project)
     if stop:
         c.stop(args)
-    candidates = [i for i in c.containers(args, oneoff=None)
-                  if i.get("State") not in ("running", "paused", "restarting")]
+    # compose's Remove: the services' containers (not `run`'s), those not running
+    candidates = []
+    for i in c.containers(args, oneoff=False):
+        if project.files and service_of(i) not in project.services:
+            continue
+        try:
+            state = c.client.container_inspect(i["Id"]).get("State") or {}
+        except NotFound:
+            continue
+        if not state.get("Running"):
+            candidates.append(i)
     if not candidates:
         sys.stderr.write("No stopped containers\n")
         return 0
-    if not force:
-        names = ", ".join(_name_of(i) for i in candidates)
-        if not sys.stdin.isatty():
-            sys.stderr.write(f"Going to remove {names}\n")
-            raise local(InvalidArgument("cannot ask for confirmation without a terminal: "
-                                        "use -f"))
-        sys.stderr.write(f"Going to remove {names}\n? Are you sure? (y/N) ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    c.remove_stopped(args, volumes=volumes)
+    message = "Going to remove " + ", ".join(_canonical(i) for i in candidates)
+    if force:
+        sys.stdout.write(message + "\n")
+    elif not confirm(message, sys.stdin, sys.stdout):
+        return 0
+    for i in candidates:
+        c._remove(i, volumes=volumes)     # noqa: SLF001 - up/down's removal, with its progress
     return 0
+
+
+def confirm(message: str, stdin: Any, stdout: Any) -> bool:
+    """compose's prompt: on a terminal "? message (y/N) "; else the message alone, and a
+    line read as a boolean (y, yes, true, 1 ...)."""
+    if stdin.isatty() and stdout.isatty():
+        stdout.write(f"? {message} (y/N) ")
+    else:
+        stdout.write(message)
+    stdout.flush()
+    answer = stdin.readline()
+    if not (stdin.isatty() and stdout.isatty()):
+        stdout.write("\n")
+    return _truthy(answer.split()[0] if answer.split() else "")
 
 
 @command("wait", "SERVICE [SERVICE...] [OPTIONS]", "Block until containers of all (or "
@@ -673,11 +900,11 @@ def rm_cmd(session: Session, args: tuple[str, ...], force: bool, stop: bool,
 def wait_cmd(session: Session, args: tuple[str, ...], down_project: bool) -> int:
     from ketch.compose.project import DownOptions
 
-    project = load_project(session, args)
+    project = _project_for_down(session)
     c = _compose(session, project)
-    items = c.containers(args)
+    items = c.containers(args, stopped=False, oneoff=None)
     if not items:
-        raise local(InvalidArgument("no containers for project " + repr(project.name)))
+        raise _fail(f"no containers for project {_q(project.name)}")
     codes: list[int] = []
     lock = threading.Lock()
     done = threading.Event()
@@ -685,8 +912,11 @@ def wait_cmd(session: Session, args: tuple[str, ...], down_project: bool) -> int
     def one(cid: str) -> None:
         resp = c.client.container_wait(cid, condition="not-running")
         res = c.client.wait_result(resp)
+        code = int(res.get("StatusCode") or 0)
         with lock:
-            codes.append(int(res.get("StatusCode") or 0))
+            sys.stdout.write(f"container {_q(cid)} exited with status code {code}\n")
+            sys.stdout.flush()
+            codes.append(code)
         done.set()
 
     threads = [threading.Thread(target=one, args=(i["Id"],), daemon=True) for i in items]
@@ -694,29 +924,40 @@ def wait_cmd(session: Session, args: tuple[str, ...], down_project: bool) -> int
         t.start()
     if down_project:
         done.wait()
-        c.down(DownOptions())
+        c.down(DownOptions(remove_orphans=True))
         return codes[0]
     for t in threads:
         t.join()
     return codes[-1] if codes else 0
 
 
-# --- per-container commands -------------------------------------------------------------------
-
-
-def _container_of(c: Compose, service: str, index: int) -> dict[str, Any]:
+def _container_of(c: Compose, service: str, index: int, *, oneoff: bool | None = False,
+                  stopped: bool = False) -> dict[str, Any]:
+    """compose's getSpecifiedContainer: the service's container number ``index`` (the
+    lowest number when 0), one-off containers last."""
+    from ketch.compose import labels as L
     from ketch.compose.project import number_of
 
-    items = [i for i in c.containers([service], stopped=False)]
+    items = [i for i in c.containers([service], stopped=stopped, oneoff=oneoff)
+             if not index or number_of(i) == index]
     if not items:
-        raise local(InvalidArgument(f"service {service!r} is not running"))
-    if index:
-        for i in items:
-            if number_of(i) == index:
-                return i
-        raise local(InvalidArgument(f"service {service!r} is not running container "
-                                    f"#{index}"))
+        if index:
+            raise _fail(f"service {_q(service)} is not running container #{index}")
+        raise _fail(f"service {_q(service)} is not running")
+    items.sort(key=lambda i: ((i.get("Labels") or {}).get(L.ONEOFF) == "True", number_of(i)))
     return items[0]
+
+
+def resolve_env(values: Sequence[str], environment: Mapping[str, str]) -> list[str]:
+    """``-e KEY`` takes KEY's value from the project's environment (the shell and the .env
+    files, as compose resolves it); ``-e KEY=v`` is kept; an unknown KEY stays bare."""
+    out = []
+    for e in values:
+        if "=" in e or e not in environment:
+            out.append(e)
+        else:
+            out.append(f"{e}={environment[e]}")
+    return out
 
 
 @command("exec", "[OPTIONS] SERVICE COMMAND [ARGS...]",
@@ -726,53 +967,69 @@ def _container_of(c: Compose, service: str, index: int) -> dict[str, Any]:
         help="Set environment variables")
 @option("--index", default="0", metavar="int",
         help="Index of the container if service has multiple replicas")
-@option("-T", "--no-TTY", "no_tty", is_flag=True,
-        help="Disable pseudo-TTY allocation. By default `docker compose exec` allocates a TTY.")
+@option("-i", "--interactive", is_flag=True, default=True, hidden=True,
+        help="Keep STDIN open even if not attached")
+@option("-T", "--no-tty", "no_tty", is_flag=True,
+        help="Disable pseudo-TTY allocation. By default 'docker compose exec' allocates a TTY.")
 @option("--privileged", is_flag=True, help="Give extended privileges to the process")
+@option("-t", "--tty", is_flag=True, default=True, hidden=True, help="Allocate a pseudo-TTY")
 @option("-u", "--user", default="", help="Run the command as this user")
 @option("-w", "--workdir", default="", help="Path to workdir directory for this command")
 @pass_obj
 def exec_cmd(session: Session, args: tuple[str, ...], detach: bool, env: tuple[str, ...],
-             index: str, no_tty: bool, privileged: bool, user: str, workdir: str) -> int:
+             index: str, interactive: bool, no_tty: bool, privileged: bool, tty: bool,
+             user: str, workdir: str) -> int:
     from ketch.cli.container_cmds import exec_
 
-    project = load_project(session, args[:1])
-    project.service(args[0])
+    n = _int(index, "--index")
+    project = _project_for_down(session)
     c = _compose(session, project)
-    target = _container_of(c, args[0], _int(index, "--index"))
-    tty = not no_tty and sys.stdin.isatty()
+    target = _container_of(c, args[0], n, oneoff=None)
+    # compose allocates a TTY when its output is a terminal (and -T says otherwise);
+    # without a terminal on stdin there is nothing to give it
+    use_tty = tty and not no_tty and sys.stdout.isatty() and sys.stdin.isatty()
     rv: int = exec_.callback(session, args=(target["Id"], *args[1:]), detach=detach,
-                             detach_keys="", env=env, env_file=(), interactive=not detach,
-                             privileged=privileged, tty=tty, user=user, workdir=workdir)
+                             detach_keys="", env=tuple(resolve_env(env, project.environment)),
+                             env_file=(), interactive=interactive and not detach,
+                             privileged=privileged, tty=use_tty, user=user, workdir=workdir)
     return rv
 
 
 @command("run", "[OPTIONS] SERVICE [COMMAND] [ARGS...]", "Run a one-off command on a service",
          nargs=(1, None), interspersed=False)
 @option("--build", is_flag=True, help="Build image before starting container")
+@option("--cap-add", "cap_add", multiple=True, metavar="list", help="Add Linux capabilities")
+@option("--cap-drop", "cap_drop", multiple=True, metavar="list",
+        help="Drop Linux capabilities")
 @option("-d", "--detach", is_flag=True, help="Run container in background and print "
         "container ID")
 @option("--entrypoint", default=None, help="Override the entrypoint of the image")
 @option("-e", "--env", "env", multiple=True, metavar="stringArray",
         help="Set environment variables")
-@option("-i", "--interactive", is_flag=True, default=True,
+@option("--env-from-file", "env_from_file", multiple=True, metavar="stringArray",
+        help="Set environment variables from file")
+@option("-i", "--interactive", is_flag=True, default=None,
         help="Keep STDIN open even if not attached (default true)")
 @option("-l", "--label", "label", multiple=True, metavar="stringArray",
         help="Add or override a label")
 @option("--name", default="", help="Assign a name to the container")
-@option("-T", "--no-TTY", "no_tty", is_flag=True,
+@option("-T", "--no-TTY", "no_tty", is_flag=True, default=None,
         help="Disable pseudo-TTY allocation (default: auto-detected)")
 @option("--no-deps", is_flag=True, help="Don't start linked services")
 @option("-p", "--publish", "publish", multiple=True, metavar="stringArray",
         help="Publish a container's port(s) to the host")
 @option("--pull", default="policy", help='Pull image before running ("always"|"missing"|'
         '"never")')
+@option("-q", "--quiet", is_flag=True, help="Don't print anything to STDOUT")
+@option("--quiet-build", is_flag=True, help="Suppress progress output from the build process")
 @option("--quiet-pull", is_flag=True, help="Pull without printing progress information")
 @option("--remove-orphans", is_flag=True,
         help="Remove containers for services not defined in the Compose file")
 @option("--rm", is_flag=True, help="Automatically remove the container when it exits")
 @option("-P", "--service-ports", "service_ports", is_flag=True,
         help="Run command with all service's ports enabled and mapped to the host")
+@option("-t", "--tty", "tty_", is_flag=True, default=None, hidden=True,
+        help="Allocate a pseudo-TTY")
 @option("--use-aliases", is_flag=True,
         help="Use the service's network useAliases in the network(s) the container "
              "connects to")
@@ -783,16 +1040,25 @@ def exec_cmd(session: Session, args: tuple[str, ...], detach: bool, env: tuple[s
 @pass_obj
 def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
     import secrets as _secrets
-    import shlex
 
     from ketch.cli.container_cmds import _start_attached
     from ketch.compose import labels as L
     from ketch.compose.project import UpOptions
 
+    check_run_flags(f)
+    labels = run_labels(f["label"])
+    entrypoint = run_entrypoint(f["entrypoint"])
+    tty = run_tty(f, stdin_tty=sys.stdin.isatty(), stdout_tty=sys.stdout.isatty())
     name = args[0]
     project = load_project(session, args[:1])
     svc = project.service(name)
+    extra_env = resolve_env(f["env"], project.environment)
+    for path in f["env_from_file"]:
+        extra_env = _env_file_values(path, project.environment) + extra_env
     c = _compose(session, project)
+    if f["remove_orphans"]:
+        for o in c.orphans():
+            c._remove(o)    # noqa: SLF001 - the same removal as up/down's
     if not f["no_deps"] and svc.depends_on:
         deps = [d.service for d in svc.depends_on if d.service in project.services]
         if deps:
@@ -807,29 +1073,31 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
     c.ensure_images([svc], build="always" if f["build"] else "auto",
                     pull="" if f["pull"] == "policy" else f["pull"],
                     quiet_pull=f["quiet_pull"])
-    tty = not f["no_tty"] and sys.stdin.isatty() and sys.stdout.isatty()
     slug = _secrets.token_hex(32)
     cname = f["name"] or f"{project.name}-{name}-run-{slug[:12]}"
-    extra_env = list(f["env"])
+    interactive = f["interactive"] is not False and not f["detach"]
 
     def override(body: dict[str, Any]) -> None:
         if len(args) > 1:
             body["Cmd"] = list(args[1:])
-        if f["entrypoint"] is not None:
-            body["Entrypoint"] = shlex.split(f["entrypoint"]) if f["entrypoint"] else [""]
+        if entrypoint is not None:
+            body["Entrypoint"] = entrypoint
+            if len(args) == 1:
+                body["Cmd"] = None      # as compose: a new entrypoint drops the service's command
         if f["user"]:
             body["User"] = f["user"]
         if f["workdir"]:
             body["WorkingDir"] = f["workdir"]
-        env = [e if "=" in e else f"{e}={os.environ.get(e, '')}" for e in extra_env]
-        if env:
-            keys = {e.split("=", 1)[0] for e in env}
+        if extra_env:
+            keys = {e.split("=", 1)[0] for e in extra_env}
             body["Env"] = [e for e in body.get("Env") or [] if e.split("=", 1)[0] not in keys] \
-                + env
-        for lab in f["label"]:
-            k, _, v = lab.partition("=")
-            body.setdefault("Labels", {})[k] = v
+                + extra_env
+        body.setdefault("Labels", {}).update(labels)
         host = body.setdefault("HostConfig", {})
+        if f["cap_add"]:
+            host["CapAdd"] = list(host.get("CapAdd") or []) + list(f["cap_add"])
+        if f["cap_drop"]:
+            host["CapDrop"] = list(host.get("CapDrop") or []) + list(f["cap_drop"])
         if not f["service_ports"]:
             host["PortBindings"] = {}
         if f["publish"]:
@@ -839,7 +1107,7 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
                 try:
                     triples = parse_publish(spec)
                 except ConfigError as exc:
-                    raise local(InvalidArgument(str(exc))) from None
+                    raise _fail(str(exc)) from None
                 for cport, hip, hport in triples:
                     body.setdefault("ExposedPorts", {})[cport] = {}
                     host.setdefault("PortBindings", {}).setdefault(cport, []).append(
@@ -848,7 +1116,6 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
             host["Binds"] = list(host.get("Binds") or []) + list(f["volume"])
         host["AutoRemove"] = bool(f["rm"])
         body["Tty"] = tty
-        interactive = bool(f["interactive"]) and not f["detach"]
         body["OpenStdin"] = interactive
         body["StdinOnce"] = interactive
         body["AttachStdin"] = interactive
@@ -865,51 +1132,215 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
     body = c.client.container_inspect(cid).get("Config") or {}
     config = {"AttachStdin": bool(body.get("AttachStdin")),
               "AttachStdout": not f["detach"], "AttachStderr": not f["detach"], "Tty": tty}
-    return _start_attached(c.client, cid, config, auto_remove=bool(f["rm"]),
-                           detach=f["detach"], detach_keys="", sig_proxy=True, cmd="run",
-                           print_id=f["detach"])
+    saved = sys.stdout
+    if f["quiet"]:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - as compose: stdout to /dev/null
+    try:
+        return _start_attached(c.client, cid, config, auto_remove=bool(f["rm"]),
+                               detach=f["detach"], detach_keys="", sig_proxy=True, cmd="run",
+                               print_id=f["detach"])
+    finally:
+        if f["quiet"]:
+            sys.stdout.close()
+            sys.stdout = saved
+
+
+def check_run_flags(f: Mapping[str, Any]) -> None:
+    """``run``'s refusals, in compose's words."""
+    if f.get("publish") and f.get("service_ports"):
+        raise _fail("--service-ports and --publish are incompatible")
+    if f.get("tty_") is not None and f.get("no_tty") is not None:
+        raise _fail("--tty and --no-TTY can't be used together")
+    if f.get("pull") not in ("policy", "always", "missing", "never", "build", "", None):
+        raise _fail(f"invalid --pull option {_q(f['pull'])}")
+
+
+def run_tty(f: Mapping[str, Any], *, stdin_tty: bool, stdout_tty: bool) -> bool:
+    """Whether ``run`` allocates a TTY: ``-t``/``-T`` when given; else compose's default
+    (when the output is a terminal), off when stdin is no terminal and neither ``-T`` nor
+    ``-i`` was given, since there is nothing to attach to."""
+    if f.get("tty_") is not None:
+        return bool(f["tty_"])
+    if f.get("no_tty") is not None:
+        return not f["no_tty"]
+    if f.get("interactive") is None and not stdin_tty:
+        return False
+    return stdout_tty
+
+
+def run_labels(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep:
+            raise _fail("label must be set as KEY=VALUE")
+        out[k] = val
+    return out
+
+
+def run_entrypoint(value: str | None) -> list[str] | None:
+    """``--entrypoint`` split as a shell would (compose's shellwords); None when not given."""
+    import shlex
+
+    if value is None:
+        return None
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise _fail(f"invalid entrypoint {_q(value)}: {exc}") from None
+
+
+def _env_file_values(path: str, environment: Mapping[str, str]) -> list[str]:
+    """``--env-from-file``: KEY=VALUE lines of a file read with compose's .env rules."""
+    from ketch.compose.dotenv import read_dotenv
+
+    values = read_dotenv(path, lookup=environment.get)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def top_output(containers: Sequence[tuple[str, str, Mapping[str, Any]]]) -> str:
+    """compose's ``top``: one table for all containers (given as (service, replica number,
+    /top answer), sorted by container name), SERVICE and # first, the titles in the order
+    first seen and CMD last, "-" where a container lacks a column."""
+    from ketch.cli.formatting import tabwrite
+
+    header = ["SERVICE", "#"]
+    entries: list[dict[str, str]] = []
+    for service, replica, top in containers:
+        titles = [str(t) for t in top.get("Titles") or []]
+        for proc in top.get("Processes") or []:
+            entry = {"SERVICE": service, "#": replica}
+            for k, title in enumerate(titles):
+                if title not in header:
+                    header.append(title)
+                entry[title] = str(proc[k]) if k < len(proc) else ""
+            entries.append(entry)
+    if not entries:
+        return ""
+    if "CMD" in header:
+        header.remove("CMD")
+        header.append("CMD")
+    lines = ["\t".join(header)] + ["\t".join(e.get(h, "-") for h in header) for e in entries]
+    return tabwrite("\n".join(lines) + "\n", minwidth=4, padding=2)
 
 
 @command("top", "[SERVICES...]", "Display the running processes", nargs=(0, None))
 @pass_obj
 def top_cmd(session: Session, args: tuple[str, ...]) -> int:
-    from ketch.cli.formatting import tabwrite
-    from ketch.compose.project import _name_of
+    from ketch.compose import labels as L
 
-    project = load_project(session, args)
+    project = _project_for_down(session)
     c = _compose(session, project)
-    out = []
-    for i in c.containers(args, stopped=False):
-        top = c.client.container_top(i["Id"])
-        out.append(_name_of(i) + "\n")
-        lines = ["\t".join(top.get("Titles") or [])]
-        lines += ["\t".join(str(x) for x in p) for p in top.get("Processes") or []]
-        out.append(tabwrite("\n".join(lines) + "\n", minwidth=0, padding=3))
-        out.append("\n")
-    sys.stdout.write("".join(out))
+    items = sorted(c.containers(args, stopped=False, oneoff=None), key=_canonical)
+    tops = []
+    for i in items:
+        lab = i.get("Labels") or {}
+        tops.append((lab.get(L.SERVICE, ""), lab.get(L.NUMBER, ""),
+                     c.client.container_top(i["Id"])))
+    sys.stdout.write(top_output(tops))
     return 0
 
 
 @command("port", "[OPTIONS] SERVICE PRIVATE_PORT", "Print the public port for a port binding",
-         nargs=(2, 2))
+         nargs=(2, None))
 @option("--index", default="0", metavar="int",
         help="Index of the container if service has multiple replicas")
 @option("--protocol", default="tcp", help="tcp or udp")
 @pass_obj
 def port_cmd(session: Session, args: tuple[str, ...], index: str, protocol: str) -> int:
-    project = load_project(session, args[:1])
-    project.service(args[0])
+    try:
+        port = int(args[1], 10)
+        if not 0 <= port < 1 << 16 or not args[1].isdigit():
+            raise ValueError
+    except ValueError:
+        what = "value out of range" if args[1].isdigit() else "invalid syntax"
+        raise _fail(f"strconv.ParseUint: parsing {_q(args[1])}: {what}") from None
+    protocol = protocol.lower()
+    project = _project_for_down(session)
     c = _compose(session, project)
-    target = _container_of(c, args[0], _int(index, "--index"))
-    info = c.client.container_inspect(target["Id"])
-    ports = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(
-        f"{args[1]}/{protocol}") or []
-    if not ports:
-        raise local(NotFound(f"no port {args[1]}/{protocol} for container "
-                             f"{target['Names'][0].lstrip('/')}"))
-    p = ports[0]
-    sys.stdout.write(f"{p.get('HostIp') or '0.0.0.0'}:{p.get('HostPort')}\n")
-    return 0
+    target = _container_of(c, args[0], _int(index, "--index"), oneoff=None)
+    for p in target.get("Ports") or []:
+        if int(p.get("PrivatePort") or 0) == port and p.get("Type") == protocol:
+            sys.stdout.write(f"{p.get('IP') or ''}:{int(p.get('PublicPort') or 0)}\n")
+            return 0
+    known = ", ".join(f"{int(p.get('PublicPort') or 0)}/{p.get('Type')}"
+                      for p in target.get("Ports") or [])
+    raise _fail(f"no port {port}/{protocol} for container {_canonical(target)}: {known}")
+
+
+def image_ref_parts(ref: str) -> tuple[str, str]:
+    """(repository, tag) of a container's image reference as compose's images shows them:
+    the familiar name and the tag (``latest`` when none); ("", "") for an image ID."""
+    import re
+
+    if not ref or re.fullmatch(r"(sha256:)?[0-9a-f]{64}", ref):
+        return "", ""
+    name, _, digest = ref.partition("@")
+    tag = ""
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/",
+                   "index.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    if not tag and not digest:
+        tag = "latest"
+    return name, tag
+
+
+def images_rows(entries: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """(container name, image reference, image inspect) -> compose's image summaries,
+    sorted by container name."""
+    out = []
+    for name, ref, img in sorted(entries, key=lambda e: e[0]):
+        repo, tag = image_ref_parts(ref)
+        platform = "/".join(x for x in (img.get("Os"), img.get("Architecture"),
+                                        img.get("Variant")) if x)
+        tagged = str((img.get("Metadata") or {}).get("LastTagTime") or "")
+        if not tagged or tagged.startswith("0001-01-01"):
+            tagged = str(img.get("Created") or "")
+        out.append({"ID": str(img.get("Id") or ""), "ContainerName": name,
+                    "Repository": repo, "Tag": tag, "Platform": platform,
+                    "Size": int(img.get("Size") or 0), "LastTagTime": tagged})
+    return out
+
+
+def images_output(rows: Sequence[Mapping[str, Any]], fmt: str, *, quiet: bool = False,
+                  now: float | None = None) -> str:
+    import time
+
+    from ketch.cli.formatting import docker_size, go_json, truncate_id
+    from ketch.cli.views import _parse_rfc3339
+    from ketch.units import human_duration
+
+    if quiet:
+        ids: list[str] = []
+        for r in rows:
+            i = str(r["ID"]).split(":", 1)[-1]
+            if i not in ids:
+                ids.append(i)
+        return "".join(i + "\n" for i in ids)
+    if fmt == "json":
+        # a nil slice when there is none, as compose's encoder writes it
+        return (go_json([dict(r) for r in rows]) if rows else "null") + "\n\n"
+    table = []
+    for r in rows:
+        created = "N/A"
+        if r["LastTagTime"]:
+            try:
+                ts, _ = _parse_rfc3339(str(r["LastTagTime"]))
+                created = human_duration((time.time() if now is None else now) - ts) + " ago"
+            except ValueError:
+                pass
+        table.append({"c": r["ContainerName"], "r": r["Repository"] or "<none>",
+                      "t": r["Tag"] or "<none>", "p": r["Platform"],
+                      "i": truncate_id(str(r["ID"])), "s": docker_size(int(r["Size"])),
+                      "a": created})
+    return print_view(table, fmt, ("CONTAINER", "REPOSITORY", "TAG", "PLATFORM", "IMAGE ID",
+                                   "SIZE", "CREATED"))
 
 
 @command("images", "[OPTIONS] [SERVICE...]", "List images used by the created containers",
@@ -918,63 +1349,77 @@ def port_cmd(session: Session, args: tuple[str, ...], index: str, protocol: str)
 @option("-q", "--quiet", is_flag=True, help="Only display IDs")
 @pass_obj
 def images_cmd(session: Session, args: tuple[str, ...], format_: str, quiet: bool) -> int:
-    import json
-
-    from ketch.cli.formatting import docker_size, tabwrite
-    from ketch.compose.project import _name_of
-
     project = _project_for_down(session)
     c = _compose(session, project)
-    rows = []
-    for i in c.containers(args):
-        img = c.client.image_inspect(i["ImageID"]) if i.get("ImageID") else {}
-        repo_tag = (img.get("RepoTags") or ["<none>:<none>"])[0]
-        repo, _, tag = repo_tag.rpartition(":")
-        rows.append({"ID": str(img.get("Id") or ""), "ContainerName": _name_of(i),
-                     "Repository": repo, "Tag": tag, "Size": int(img.get("Size") or 0)})
-    if quiet:
-        seen = []
-        for r in rows:
-            if r["ID"] not in seen:
-                seen.append(r["ID"])
-        sys.stdout.write("".join(s + "\n" for s in seen))
-        return 0
-    if format_ == "json":
-        sys.stdout.write(json.dumps(rows) + "\n")
-        return 0
-    lines = ["CONTAINER\tREPOSITORY\tTAG\tIMAGE ID\tSIZE"]
-    for r in rows:
-        short = r["ID"].split(":", 1)[-1][:12]
-        lines.append(f"{r['ContainerName']}\t{r['Repository']}\t{r['Tag']}\t{short}\t"
-                     f"{docker_size(r['Size'])}")
-    sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=0, padding=3))
+    entries = []
+    for i in c.containers(args, oneoff=None):
+        try:
+            img = c.client.image_inspect(str(i.get("Image") or i.get("ImageID")))
+        except NotFound:
+            img = c.client.image_inspect(str(i.get("ImageID")))
+        entries.append((_canonical(i), str(i.get("Image") or ""), img))
+    sys.stdout.write(images_output(images_rows(entries), format_, quiet=quiet))
     return 0
+
+
+def split_cp_arg(arg: str) -> tuple[str, str]:
+    """compose's splitCpArg: ("service", "path") for SERVICE:PATH, ("", arg) for a local path
+    (absolute, or starting with ".")."""
+    if arg.startswith("/"):
+        return "", arg
+    service, sep, path = arg.partition(":")
+    if not sep or service.startswith("."):
+        return "", arg
+    return service, path
 
 
 @command("cp", "[OPTIONS] SERVICE:SRC_PATH DEST_PATH|-\n\tketch compose cp [OPTIONS] SRC_PATH|- "
          "SERVICE:DEST_PATH", "Copy files/folders between a service container and the local "
          "filesystem", nargs=(2, 2))
+@option("--all", "all_", is_flag=True, help="Include containers created by the run command")
 @option("-a", "--archive", is_flag=True, help="Archive mode (copy all uid/gid information)")
 @option("-L", "--follow-link", "follow_link", is_flag=True,
         help="Always follow symbol link in SRC_PATH")
 @option("--index", default="0", metavar="int",
         help="Index of the container if service has multiple replicas")
 @pass_obj
-def cp_cmd(session: Session, args: tuple[str, ...], archive: bool, follow_link: bool,
-           index: str) -> int:
+def cp_cmd(session: Session, args: tuple[str, ...], all_: bool, archive: bool,
+           follow_link: bool, index: str) -> int:
     from ketch.cli.container_cmds import cp as docker_cp
 
-    project = load_project(session)
+    if not args[0]:
+        raise _fail("source can not be empty")
+    if not args[1]:
+        raise _fail("destination can not be empty")
+    n = _int(index, "--index")
+    src_service, src_path = split_cp_arg(args[0])
+    dst_service, dst_path = split_cp_arg(args[1])
+    if src_service and dst_service:
+        raise _fail("copying between services is not supported")
+    if not src_service and not dst_service:
+        raise _fail("unknown copy direction")
+    service = src_service or dst_service
+    project = _project_for_down(session)
     c = _compose(session, project)
-    words = list(args)
-    for k, w in enumerate(words):
-        svc, sep, path = w.partition(":")
-        if sep and svc in project.services:
-            target = _container_of(c, svc, _int(index, "--index"))
-            words[k] = f"{target['Id']}:{path}"
-    rv: int = docker_cp.callback(session, args=tuple(words), archive=archive,
-                                 follow_link=follow_link, quiet=True)
-    return rv
+    if n:
+        targets = [_container_of(c, service, n, oneoff=False, stopped=True)]
+    else:
+        targets = c.containers([service], oneoff=None if all_ else False)
+        if not targets:
+            raise _fail(f"no container found for service {_q(service)}")
+        if src_service:
+            targets = targets[:1]     # from a service: its first container; to it: all of them
+    for t in targets:
+        name = _canonical(t)
+        words = (f"{t['Id']}:{src_path}", dst_path) if src_service else \
+            (src_path, f"{t['Id']}:{dst_path}")
+        c.progress("Container", name, "Copying")
+        rv: int = docker_cp.callback(session, args=words, archive=archive,
+                                     follow_link=follow_link, quiet=True)
+        if rv:
+            return rv
+        c.progress("Container", name, "Copied")
+    return 0
 
 
 @command("create", "[OPTIONS] [SERVICE...]", "Creates containers for a service",
@@ -983,24 +1428,38 @@ def cp_cmd(session: Session, args: tuple[str, ...], archive: bool, follow_link: 
 @option("--force-recreate", is_flag=True,
         help="Recreate containers even if their configuration and image haven't changed")
 @option("--no-build", is_flag=True, help="Don't build an image, even if it's policy")
-@option("--no-recreate", is_flag=True, help="If containers already exist, don't recreate them")
-@option("--pull", default="", help='Pull image before running ("always"|"missing"|"never")')
+@option("--no-recreate", is_flag=True, help="If containers already exist, don't recreate "
+        "them. Incompatible with --force-recreate.")
+@option("--pull", default="policy",
+        help='Pull image before running ("always"|"missing"|"never"|"build")')
+@option("--quiet-pull", is_flag=True, help="Pull without printing progress information")
 @option("--remove-orphans", is_flag=True,
         help="Remove containers for services not defined in the Compose file")
-@option("--scale", multiple=True, metavar="scale", help="Scale SERVICE to NUM instances")
+@option("--scale", multiple=True, metavar="scale",
+        help="Scale SERVICE to NUM instances. Overrides the `scale` setting in the Compose "
+             "file if present.")
+@option("-y", "--yes", is_flag=True,
+        help='Assume "yes" as answer to all prompts and run non-interactively')
 @pass_obj
 def create_cmd(session: Session, args: tuple[str, ...], build: bool, force_recreate: bool,
-               no_build: bool, no_recreate: bool, pull: str, remove_orphans: bool,
-               scale: tuple[str, ...]) -> int:
+               no_build: bool, no_recreate: bool, pull: str, quiet_pull: bool,
+               remove_orphans: bool, scale: tuple[str, ...], yes: bool) -> int:
     from ketch.compose.project import UpOptions
 
+    if build and no_build:
+        raise _fail("--build and --no-build are incompatible")
+    if force_recreate and no_recreate:
+        raise _fail("--force-recreate and --no-recreate are incompatible")
+    _check_pull(pull)
+    scales = _scales(scale)
     project = load_project(session, args)
     c = _compose(session, project)
     c.up(UpOptions(services=list(args), build="always" if build else
                    "never" if no_build else "auto",
                    recreate="force" if force_recreate else "never" if no_recreate
-                   else "diverged", scale=_scales(scale), start=False,
-                   remove_orphans=remove_orphans, pull=pull))
+                   else "diverged", scale=scales, start=False,
+                   remove_orphans=remove_orphans, pull=_pull_mode(pull),
+                   quiet_pull=quiet_pull))
     return 0
 
 
@@ -1096,57 +1555,159 @@ def push_cmd(session: Session, args: tuple[str, ...], ignore_push_failures: bool
 @command("config", "[OPTIONS] [SERVICE...]", "Parse, resolve and render compose file in "
          "canonical format", nargs=(0, None), aliases=("ketch compose config",
                                                        "ketch compose convert"))
-@option("--format", "format_", default="yaml", help='Format the output. Values: [yaml | json]')
+@option("--environment", is_flag=True, help="Print environment used for interpolation.")
+@option("--format", "format_", default="", help="Format the output. Values: [yaml | json]")
 @option("--hash", "hash_", default="", help="Print the service config hash, one per line.")
 @option("--images", is_flag=True, help="Print the image names, one per line.")
-@option("--no-interpolate", is_flag=True, help="Don't interpolate environment variables.")
+@option("--lock-image-digests", is_flag=True,
+        help="Produces an override file with image digests")
+@option("--models", is_flag=True, help="Print the model names, one per line.")
+@option("--networks", is_flag=True, help="Print the network names, one per line.")
+@option("--no-consistency", is_flag=True, help="Don't check model consistency - warning: may "
+        "produce invalid Compose output")
+@option("--no-env-resolution", is_flag=True, help="Don't resolve service env files")
+@option("--no-interpolate", is_flag=True, help="Don't interpolate environment variables")
+@option("--no-normalize", is_flag=True, help="Don't normalize compose model")
+@option("--no-path-resolution", is_flag=True, help="Don't resolve file paths")
 @option("-o", "--output", default="", help="Save to file (default to stdout)")
 @option("--profiles", is_flag=True, help="Print the profile names, one per line.")
 @option("-q", "--quiet", is_flag=True, help="Only validate the configuration, don't print "
-        "anything.")
+        "anything")
+@option("--resolve-image-digests", is_flag=True, help="Pin image tags to digests")
 @option("--services", is_flag=True, help="Print the service names, one per line.")
+@option("--variables", is_flag=True, help="Print model variables and default values.")
 @option("--volumes", is_flag=True, help="Print the volume names, one per line.")
 @pass_obj
-def config_cmd(session: Session, args: tuple[str, ...], format_: str, hash_: str, images: bool,
-               no_interpolate: bool, output: str, profiles: bool, quiet: bool, services: bool,
-               volumes: bool) -> int:
-    from ketch.compose.normalize import dump
-
-    if format_ not in ("yaml", "json"):
-        raise local(InvalidArgument(f"unsupported format {format_!r}"))
-    project = load_project(session, args, interpolate=not no_interpolate)
-    model = project.model
-    if args:
-        keep = set(args)
-        model = dict(model)
-        model["services"] = {k: v for k, v in (model.get("services") or {}).items()
-                             if k in keep}
-    text: str
-    if quiet:
+def config_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
+    text = config_text(session, args, f)
+    if f["quiet"]:
         return 0
-    if services:
-        text = "".join(n + "\n" for n in (model.get("services") or {}))
-    elif volumes:
-        text = "".join(n + "\n" for n in (model.get("volumes") or {}))
-    elif profiles:
-        names = sorted({p for s in (project.services | project.disabled).values()
-                        for p in s.spec.get("profiles") or []})
-        text = "".join(n + "\n" for n in names)
-    elif images:
-        text = "".join(project.services[n].image + "\n" for n in model.get("services") or {})
-    elif hash_:
-        wanted = list(project.services) if hash_ == "*" else hash_.split(",")
-        text = "".join(f"{n} {project.service(n).config_hash()}\n" for n in wanted)
-    else:
-        text = dump(model, format_)
-        if not text.endswith("\n"):
-            text += "\n"
-    if output:
-        with open(output, "w") as fh:
+    if f["output"] and text:
+        with open(f["output"], "w") as fh:
             fh.write(text)
         return 0
     sys.stdout.write(text)
     return 0
+
+
+def config_text(session: Session, args: Sequence[str], f: Mapping[str, Any]) -> str:
+    """What ``config`` prints, chosen by its flags in compose's order of precedence."""
+    from ketch.compose.normalize import dump
+
+    for flag in ("no_normalize", "no_path_resolution", "no_consistency", "no_env_resolution",
+                 "resolve_image_digests", "lock_image_digests", "variables", "models"):
+        if f.get(flag):
+            raise _unsupported("config --" + flag.replace("_", "-"))
+    fmt = f.get("format_") or ""
+    if f.get("services"):
+        project = load_project(session, interpolate=not f.get("no_interpolate"))
+        return "".join(n + "\n" for n in sorted(project.services))
+    if f.get("volumes"):
+        project = load_project(session)
+        return "".join(n + "\n" for n in sorted(project.model.get("volumes") or {}))
+    if f.get("networks"):
+        project = load_project(session)
+        return "".join(n + "\n" for n in sorted(project.model.get("networks") or {}))
+    if f.get("hash_"):
+        project = load_project(session)
+        wanted = sorted(project.services) if f["hash_"] == "*" else f["hash_"].split(",")
+        for n in wanted:
+            project.service(n)
+        return "".join(f"{n} {project.service(n).config_hash()}\n" for n in sorted(wanted))
+    if f.get("profiles"):
+        project = load_project(session, args)
+        names = sorted({p for s in (project.services | project.disabled).values()
+                        for p in s.spec.get("profiles") or []})
+        return "".join(n + "\n" for n in names)
+    if f.get("images"):
+        project = load_project(session, args)
+        return "".join(project.services[n].image + "\n" for n in sorted(project.services))
+    if f.get("environment"):
+        project = load_project(session, args)
+        return "".join(f"{k}={v}\n" for k, v in sorted(project.environment.items()))
+    fmt = fmt or "yaml"
+    if fmt not in ("yaml", "json"):
+        raise _fail(f"unsupported format {_q(fmt)}")
+    interpolate = not f.get("no_interpolate")
+    if args and not interpolate:
+        sys.stderr.write("WARN[0000] service filtering is not applied when --no-interpolate "
+                         "is set, the full model will be rendered\n")
+        args = ()
+    project = load_project(session, args, interpolate=interpolate)
+    model = project.model
+    if args:
+        model = dict(model)
+        model["services"] = {k: v for k, v in (model.get("services") or {}).items()
+                             if k in _with_dependencies(model, args)}
+    # an interpolated model has its literal dollars doubled, as compose prints it
+    return dump(model, fmt, escape_dollars=interpolate)
+
+
+def _with_dependencies(model: Mapping[str, Any], names: Sequence[str]) -> set[str]:
+    """The named services and, transitively, those they depend on (compose's selection)."""
+    services = model.get("services") or {}
+    keep: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in keep or n not in services:
+            continue
+        keep.add(n)
+        todo.extend((services[n] or {}).get("depends_on") or {})
+    return keep
+
+
+def ls_stacks(containers: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """compose's project list from its containers: by name, the states counted
+    ("exited(1), running(2)"), the config files in the order first seen."""
+    from ketch.compose import labels as L
+
+    by_project: dict[str, list[Mapping[str, Any]]] = {}
+    for c in containers:
+        by_project.setdefault((c.get("Labels") or {}).get(L.PROJECT, ""), []).append(c)
+    out = []
+    for name in sorted(by_project):
+        states: dict[str, int] = {}
+        files: list[str] = []
+        missing = False
+        for c in by_project[name]:
+            st = str(c.get("State") or "")
+            states[st] = states.get(st, 0) + 1
+            lab = c.get("Labels") or {}
+            if L.CONFIG_FILES not in lab:
+                missing = True
+                continue
+            for f in str(lab[L.CONFIG_FILES]).split(","):
+                if f not in files:
+                    files.append(f)
+        status = ", ".join(f"{s}({n})" for s, n in sorted(states.items()))
+        out.append({"Name": name, "Status": status,
+                    "ConfigFiles": "N/A" if missing else ",".join(files)})
+    return out
+
+
+def _go_regex_match(pattern: str, text: str) -> bool:
+    import re
+
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def print_view(rows: Sequence[Mapping[str, Any]], fmt: str, headers: Sequence[str]) -> str:
+    """compose's formatter.Print: a table (columns at least 20 wide, 3 apart) or JSON."""
+    from ketch.cli.formatting import go_json, tabwrite
+
+    low = fmt.lower()
+    if low in ("table", "pretty", ""):
+        lines = ["\t".join(headers)] + ["\t".join(str(v) for v in r.values()) for r in rows]
+        return tabwrite("\n".join(lines) + "\n", minwidth=20, padding=3)
+    if low == "json":
+        return go_json([dict(r) for r in rows]) + "\n"
+    if low == "{{json .}}":
+        return "".join(go_json(dict(r)) + "\n" for r in rows)
+    raise _fail(f"format value {_q(fmt)} could not be parsed: parsing failed")
 
 
 @command("ls", "[OPTIONS]", "List running compose projects")
@@ -1154,61 +1715,94 @@ def config_cmd(session: Session, args: tuple[str, ...], format_: str, hash_: str
 @option("--filter", "filters", multiple=True, metavar="filter",
         help="Filter output based on conditions provided")
 @option("--format", "format_", default="table", help="Format the output. Values: [table | json]")
-@option("-q", "--quiet", is_flag=True, help="Only display project names.")
+@option("-q", "--quiet", is_flag=True, help="Only display project names")
 @pass_obj
 def ls_cmd(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
            format_: str, quiet: bool) -> int:
-    import json
-
-    from ketch.cli.formatting import tabwrite
     from ketch.compose import labels as L
 
+    names: list[str] = []
+    for flt in filters:
+        key, sep, value = flt.partition("=")
+        if not sep:
+            raise _fail(f"bad format of filter (expected name=value): {flt}")
+        if key.strip().lower() != "name":
+            raise _fail(f"invalid filter '{key.strip().lower()}'")
+        names.append(value.strip())
     client = session.connect()
-    projects: dict[str, dict[str, Any]] = {}
-    for c in client.containers(all=True, filters={"label": [L.PROJECT]}):
-        lab = c.get("Labels") or {}
-        p = projects.setdefault(lab[L.PROJECT], {"states": {}, "files": set()})
-        p["states"][c.get("State") or ""] = p["states"].get(c.get("State") or "", 0) + 1
-        if lab.get(L.CONFIG_FILES):
-            p["files"].add(lab[L.CONFIG_FILES])
-    want_names = [f.split("=", 1)[1] for f in filters if f.startswith("name=")]
-    rows = []
-    for name in sorted(projects):
-        p = projects[name]
-        if not all_ and not p["states"].get("running"):
-            continue
-        if want_names and not any(w in name for w in want_names):
-            continue
-        status = ", ".join(f"{s}({n})" for s, n in sorted(p["states"].items()))
-        rows.append({"Name": name, "Status": status, "ConfigFiles": ",".join(sorted(p["files"]))})
+    containers = client.containers(all=all_, filters={"label": [L.PROJECT, L.CONFIG_HASH]})
+    rows = ls_stacks(containers)
+    if names:
+        rows = [r for r in rows if r["Name"] in names or
+                any(_go_regex_match(n, r["Name"]) for n in names)]
     if quiet:
         sys.stdout.write("".join(r["Name"] + "\n" for r in rows))
-    elif format_ == "json":
-        sys.stdout.write(json.dumps(rows) + "\n")
-    else:
-        lines = ["NAME\tSTATUS\tCONFIG FILES"] + [
-            f"{r['Name']}\t{r['Status']}\t{r['ConfigFiles']}" for r in rows]
-        sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=0, padding=3))
+        return 0
+    sys.stdout.write(print_view(rows, format_, ("NAME", "STATUS", "CONFIG FILES")))
     return 0
 
 
 @command("version", "[OPTIONS]", "Show the Docker Compose version information")
-@option("-f", "--format", "format_", default="", help='Format the output. Values: '
-        '[pretty | json]. (Default: pretty)')
+@option("-f", "--format", "format_", default="", help="Format the output. Values: "
+        "[pretty | json]. (Default: pretty)")
 @option("--short", is_flag=True, help="Shows only Compose's version number")
 def version_cmd(args: tuple[str, ...], format_: str, short: bool) -> int:
-    import json
+    sys.stdout.write(version_text(format_, short))
+    return 0
 
+
+def version_text(fmt: str, short: bool) -> str:
+    """compose's three forms: the number alone, ``{"version":"v2.x.y"}``, or a sentence
+    (ketch's, naming the compose version whose behaviour it follows)."""
     from ketch import __version__
     from ketch.compose.labels import COMPOSE_VERSION
 
     if short:
-        sys.stdout.write(COMPOSE_VERSION + "\n")
-    elif format_ == "json":
-        sys.stdout.write(json.dumps({"version": COMPOSE_VERSION}) + "\n")
-    else:
-        sys.stdout.write(f"ketch compose version v{COMPOSE_VERSION} (ketch {__version__})\n")
-    return 0
+        return COMPOSE_VERSION + "\n"
+    if fmt == "json":
+        return '{"version":' + _q("v" + COMPOSE_VERSION) + "}\n"
+    return f"ketch compose version v{COMPOSE_VERSION} (ketch {__version__})\n"
+
+
+def event_text(ev: Mapping[str, Any], *, as_json: bool) -> str | None:
+    """One engine event as ``compose events`` prints it, or None for what compose skips
+    (other types, one-off containers). The text form ends in a blank line, as compose's
+    (its Event.String ends in a newline that Println follows with another)."""
+    from datetime import datetime
+
+    from ketch.cli.formatting import go_json
+    from ketch.compose import labels as L
+
+    if (ev.get("Type") or "container") != "container":
+        return None
+    actor = ev.get("Actor") or {}
+    attrs_all = dict(actor.get("Attributes") or {})
+    if attrs_all.get(L.ONEOFF) == "True":
+        return None
+    attrs = {k: v for k, v in attrs_all.items() if not k.startswith(L.PREFIX)}
+    ns = int(ev.get("timeNano") or 0) or int(ev.get("time") or 0) * 10**9
+    when = datetime.fromtimestamp(ns // 10**9).astimezone()
+    frac = ns % 10**9
+    cid = actor.get("ID") or ev.get("id") or ""
+    action = ev.get("Action") or ev.get("status") or ""
+    if as_json:
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
+        if frac:
+            stamp += ("." + f"{frac:09d}").rstrip("0")
+        off = when.utcoffset()
+        secs = int(off.total_seconds()) if off is not None else 0
+        if secs == 0:
+            stamp += "Z"
+        else:
+            sign = "+" if secs > 0 else "-"
+            secs = abs(secs)
+            stamp += f"{sign}{secs // 3600:02d}:{secs % 3600 // 60:02d}"
+        return go_json({"action": action, "attributes": attrs, "id": cid,
+                        "service": attrs_all.get(L.SERVICE, ""), "time": stamp,
+                        "type": "container"}, escape_html=True, sort_keys=True) + "\n"
+    pairs = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+    stamp = when.strftime("%Y-%m-%d %H:%M:%S.") + f"{frac // 1000:06d}"
+    return f"{stamp} container {action} {cid} ({pairs})\n\n"
 
 
 @command("events", "[OPTIONS] [SERVICE...]", "Receive real time events from containers",
@@ -1219,37 +1813,23 @@ def version_cmd(args: tuple[str, ...], format_: str, short: bool) -> int:
 @pass_obj
 def events_cmd(session: Session, args: tuple[str, ...], json_: bool, since: str,
                until: str) -> int:
-    import json
-    from datetime import datetime
-
     from ketch.cli.container_cmds import go_timestamp
     from ketch.compose import labels as L
 
     project = _project_for_down(session)
-    flt: dict[str, list[str]] = {"type": ["container"],
-                                 "label": [f"{L.PROJECT}={project.name}"]}
+    flt: dict[str, list[str]] = {"label": [f"{L.PROJECT}={project.name}"]}
     client = session.connect()
     wanted = set(args)
     try:
         for ev in client.events(since=go_timestamp(since) if since else "",
                                 until=go_timestamp(until) if until else "", filters=flt):
-            attrs = dict((ev.get("Actor") or {}).get("Attributes") or {})
-            service = attrs.get(L.SERVICE, "")
+            service = ((ev.get("Actor") or {}).get("Attributes") or {}).get(L.SERVICE, "")
             if wanted and service not in wanted:
                 continue
-            ts = ev.get("timeNano") or int(ev.get("time", 0)) * 10**9
-            when = datetime.fromtimestamp(ts / 1e9, tz=UTC)
-            cid = (ev.get("Actor") or {}).get("ID") or ev.get("id") or ""
-            action = ev.get("Action") or ev.get("status") or ""
-            if json_:
-                sys.stdout.write(json.dumps({
-                    "time": when.isoformat(), "type": "container", "action": action,
-                    "id": cid, "service": service, "attributes": attrs}) + "\n")
-            else:
-                pairs = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
-                sys.stdout.write(f"{when.strftime('%Y-%m-%d %H:%M:%S.%f')} container {action} "
-                                 f"{cid} ({pairs})\n")
-            sys.stdout.flush()
+            text = event_text(ev, as_json=json_)
+            if text is not None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
     return 0

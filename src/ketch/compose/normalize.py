@@ -1248,14 +1248,21 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str_representer)
 
 
-def dump(model: Mapping[str, Any], fmt: str = "yaml") -> str:
-    """``config`` output: "yaml" (compose's key order, block style) or "json" (4-space indent)."""
+def dump(model: Mapping[str, Any], fmt: str = "yaml", *, escape_dollars: bool = False) -> str:
+    """``config`` output: "yaml" (compose's key order, block style) or "json" (4-space indent).
+
+    ``escape_dollars``: every ``$`` of the text doubled, as ``docker compose config`` prints an
+    interpolated model, so that the output read again as a compose file gives the same values
+    (a literal ``$`` left single would be interpolated a second time)."""
     top = ordered(model, TOP_ORDER)
     if fmt == "json":
         text = json.dumps(top, indent=4, ensure_ascii=False)
         # Go's encoder escapes these in strings; they only occur inside strings here
-        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    if fmt in ("yaml", "yml", ""):
-        return str(yaml.dump(top, Dumper=_Dumper, default_flow_style=False, sort_keys=False,
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    elif fmt in ("yaml", "yml", ""):
+        text = str(yaml.dump(top, Dumper=_Dumper, default_flow_style=False, sort_keys=False,
                              allow_unicode=True, width=1 << 20, indent=2))
-    raise ComposeError(f"unsupported format {fmt!r}")
+    else:
+        raise ComposeError(f"unsupported format {json.dumps(fmt)}")
+    # after serialising, as compose does: quoting was chosen for the value itself
+    return text.replace("$", "$$") if escape_dollars else text
