@@ -29,6 +29,16 @@ from ketch.errors import Conflict, InvalidArgument, NotFound
 BUSYBOX_ID = "sha256:" + "b" * 64
 
 
+def labelled(labels: dict[str, str] | None, wanted: list[str]) -> bool:
+    """The engine's label filter: every ``key`` or ``key=value`` present."""
+    have = labels or {}
+    for f in wanted:
+        k, eq, v = f.partition("=")
+        if k not in have or (eq and have[k] != v):
+            return False
+    return True
+
+
 # --- the fake engine -----------------------------------------------------------------------------
 
 class Engine:
@@ -89,12 +99,7 @@ class Engine:
                 labels = c["Body"].get("Labels") or {}
                 if not all and c["Status"] != "running":
                     continue
-                ok = True
-                for f in wanted:
-                    k, eq, v = f.partition("=")
-                    if k not in labels or (eq and labels[k] != v):
-                        ok = False
-                if ok:
+                if labelled(labels, wanted):
                     out.append({"Id": c["Id"], "Names": ["/" + c["Name"]],
                                 "Image": c["Body"].get("Image"), "Labels": dict(labels),
                                 "State": c["Status"]})
@@ -192,7 +197,9 @@ class Engine:
     def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         names = (filters or {}).get("name", [])
         # the engine's name filter matches substrings
-        return [dict(n) for k, n in self.nets.items() if not names or any(x in k for x in names)]
+        return [dict(n) for k, n in self.nets.items()
+                if (not names or any(x in k for x in names))
+                and labelled(n.get("Labels"), (filters or {}).get("label", []))]
 
     def network_inspect(self, name: str, **kw: Any) -> dict[str, Any]:
         if name not in self.nets:
@@ -219,6 +226,10 @@ class Engine:
         self.log.append(("network_connect", network, self._get(container)["Name"], endpoint))
 
     # volumes
+    def volumes(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return [dict(v) for v in self.vols.values()
+                if labelled(v.get("Labels"), (filters or {}).get("label", []))]
+
     def volume_inspect(self, name: str) -> dict[str, Any]:
         if name not in self.vols:
             raise NotFound(f"get {name}: no such volume")
@@ -1022,3 +1033,71 @@ def test_remove_stopped_leaves_running_ones(engine: Engine) -> None:
     removed = Run(engine, SCALED).compose.remove_stopped()
     assert [c["Names"][0] for c in removed] == ["/proj-web-2"]
     assert engine.names() == ["proj-web-1"]
+
+
+# --- what the lead added: dependencies' recreate policy, --no-deps waits, restart on recreate,
+# --- a project known from its labels only --------------------------------------------------------
+
+def test_recreate_policy_of_dependencies(engine: Engine) -> None:
+    Run(engine, APP).up()
+    changed_db = APP.replace('[sleep, "1000"]', '[sleep, "2000"]')
+    mark = len(engine.log)
+    Run(engine, changed_db).up(services=["web"], recreate_deps="never")
+    assert engine.events("create", since=mark) == []
+    mark = len(engine.log)
+    Run(engine, APP).up(services=["web"], recreate_deps="force")
+    assert [e[1] for e in engine.events("create", since=mark)] == ["proj-db-1"]
+    mark = len(engine.log)
+    Run(engine, changed_db).up(services=["web"])
+    assert [e[1] for e in engine.events("create", since=mark)] == ["proj-db-1"]
+
+
+def test_no_deps_does_not_wait_for_what_it_left_out(engine: Engine) -> None:
+    Run(engine, APP).up()
+    engine.health["proj-db-1"] = ["unhealthy"]
+    changed_web = APP.replace("[httpd, -f]", "[httpd]")
+    Run(engine, changed_web).up(services=["web"], deps=False)
+    assert engine.by_name("proj-web-1")["Body"]["Cmd"] == ["httpd"]
+    assert engine.status("proj-web-1") == "running"
+    with pytest.raises(ComposeError, match="is unhealthy"):
+        Run(engine, APP).up(services=["web"])
+
+
+def test_recreated_dependency_restarts_dependents_with_restart_true(engine: Engine) -> None:
+    Run(engine, RESTARTS).up()
+    mark = len(engine.log)
+    r = Run(engine, RESTARTS.replace("db: {image: busybox}",
+                                     "db: {image: busybox, command: [sleep, '9']}"))
+    r.up()
+    assert [e[1] for e in engine.events("create", since=mark)] == ["proj-db-1"]
+    assert restarted(engine, mark) == ["proj-web-1"]
+    assert pos(engine.log[mark:], "start", "proj-db-1") < \
+        pos(engine.log[mark:], "restart", "proj-web-1")
+    assert " Container proj-web-1  Restarted" in r.said
+    mark = len(engine.log)
+    Run(engine, RESTARTS.replace("db: {image: busybox}",
+                                 "db: {image: busybox, command: [sleep, '9']}")).up()
+    assert restarted(engine, mark) == []          # nothing replaced: nothing bounced
+
+
+def labels_only(engine: Engine) -> Run:
+    r = Run(engine, SCALED)
+    r.project = Project.of("proj", "/elsewhere", [], {"name": "proj", "services": {}})
+    r.compose = Compose(engine, r.project, Progress(r.out, tty=False))
+    return r
+
+
+def test_down_from_labels_alone(engine: Engine) -> None:
+    Run(engine, with_worker()).up()
+    engine.add_container("other-web-1", {L.PROJECT: "other", L.SERVICE: "web"})
+    engine.nets["unrelated"] = {"Name": "unrelated", "Labels": {}}
+    mark = len(engine.log)
+    r = labels_only(engine)
+    r.down(volumes=True)
+    assert engine.names() == ["other-web-1"]
+    log = engine.log[mark:]
+    for dependent in ("proj-web-1", "proj-worker-1"):
+        assert pos(log, "remove", dependent) < pos(log, "stop", "proj-db-1")
+    assert set(engine.nets) == {"unrelated"}
+    assert engine.vols == {}
+    assert not [s for s in r.said if "orphan" in s]
