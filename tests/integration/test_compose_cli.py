@@ -190,10 +190,12 @@ services:
     out = proj.run("exec", "-T", "--index", "2", "w", "sh", "-c", "echo $GREETING $HOSTNAME",
                    check=True).stdout
     assert out.startswith("hello ")
-    assert proj.run("exec", "-T", "w", "sh", "-c", "exit 5").returncode == 5
+    res = proj.run("exec", "-T", "w", "sh", "-c", "exit 5")
+    assert res.returncode == 5, res.stdout + res.stderr
     run = proj.run("run", "--rm", "-T", "-e", "GREETING=bye", "w", "sh", "-c", "echo $GREETING")
     assert (run.returncode, run.stdout) == (0, "bye\n"), run.stderr
-    assert proj.run("run", "--rm", "-T", "w", "sh", "-c", "exit 9").returncode == 9
+    run = proj.run("run", "--rm", "-T", "w", "sh", "-c", "exit 9")
+    assert run.returncode == 9, run.stdout + run.stderr
     # run --rm leaves no container behind
     assert len(proj.left()[0]) == 2
     ls = proj.run("ls", check=True).stdout
