@@ -1138,3 +1138,37 @@ def test_same_named_network_not_made_by_compose_is_refused(engine: Engine) -> No
     assert str(info.value) == ('network proj_default was found but has incorrect label '
                                'com.docker.compose.network set to ""')
     assert engine.names() == []
+
+
+# --- progress lines (what every command above prints) -------------------------------------------
+
+def test_progress_plain_lines() -> None:
+    out = io.StringIO()
+    p = Progress(out, tty=False)
+    p("Container", "proj-web-1", "Started")
+    p("Container", "proj-web-1", "Error", error=True)
+    p.warn("careful")
+    assert out.getvalue() == (" Container proj-web-1  Started\n"
+                              " Container proj-web-1  Error\n"
+                              "WARN[0000] careful\n")
+
+
+def test_progress_marks_on_a_terminal() -> None:
+    out = io.StringIO()
+    p = Progress(out, tty=True)
+    p("Container", "proj-web-1", "Started")
+    p("Container", "proj-db-1", "Waiting")
+    p("Container", "proj-db-1", "Error", error=True)
+    p("Network", "proj_default", "Creating")
+    assert out.getvalue().splitlines() == [" \u2714 Container proj-web-1  Started",
+                                           " Container proj-db-1  Waiting",
+                                           " \u2718 Container proj-db-1  Error",
+                                           " Network proj_default  Creating"]
+
+
+def test_progress_quiet_keeps_warnings() -> None:
+    out = io.StringIO()
+    p = Progress(out, quiet=True, tty=False)
+    p("Container", "proj-web-1", "Started")
+    p.warn("still said")
+    assert out.getvalue() == "WARN[0000] still said\n"
