@@ -183,15 +183,18 @@ def test_walk_of_an_empty_graph_does_nothing() -> None:
 def test_first_error_stops_new_starts_and_waits_for_running_ones() -> None:
     # a fails at once; b (independent) is running and finishes later; c waits for a and
     # must never start; the error comes out only after b has finished.
+    a_failing = threading.Event()
     b_done = threading.Event()
     started: list[str] = []
 
     def step(s: str) -> None:
         started.append(s)
         if s == "a":
+            a_failing.set()
             raise ComposeError("a broke")
         if s == "b":
-            time.sleep(0.3)
+            assert a_failing.wait(5)
+            time.sleep(0.2)
             b_done.set()
 
     with pytest.raises(ComposeError, match="a broke"):
