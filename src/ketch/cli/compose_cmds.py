@@ -616,8 +616,14 @@ def ps_row(c: Mapping[str, Any], state: Mapping[str, Any] | None = None, *, trun
 def ps_output(rows: Sequence[Any], fmt: str) -> str:
     """The rows as ``--format`` asks: "" or "table" (compose's columns), "table TEMPLATE",
     "json" (one object per line), or a Go template."""
-    from ketch.cli.formatting import TemplateError, render
+    from ketch.cli.formatting import TemplateError, go_json, render
 
+    if fmt == "json":
+        # compose's MarshalJSON: a map of the fields (keys sorted), HTML escaped; the
+        # publishers are structs, their fields in declaration order
+        return "".join(go_json({k: ([dict(p) for p in r[k]] if k == "Publishers" else r[k])
+                                for k in sorted(r) if not callable(r[k])},
+                               escape_html=True) + "\n" for r in rows)
     source = PS_TABLE if fmt in ("", "table") else fmt
     try:
         return render(source, rows, PS_HEADERS)
