@@ -437,10 +437,6 @@ def test_service_healthy_without_healthcheck(engine: Engine) -> None:
     assert ("start", "proj-web-1") not in engine.log
 
 
-@pytest.mark.xfail(strict=True, reason="project.py wait_condition ignores `required`: an "
-                   "optional (required: false) dependency that fails should only be warned "
-                   "about (compose v2: 'optional dependency \"db\" failed to start'), and the "
-                   "dependent started")
 def test_optional_unhealthy_dependency_only_warns(engine: Engine) -> None:
     engine.health["proj-db-1"] = ["starting", "unhealthy"]
     r = Run(engine, APP.replace("{condition: service_healthy}",
@@ -977,9 +973,6 @@ services:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="project.py restart: the restart: true propagation "
-                   "looks at each service once in name order, so a dependent of a dependent "
-                   "(a -> b -> c) is missed when it sorts before its dependency")
 def test_restart_propagates_transitively(engine: Engine) -> None:
     Run(engine, CHAIN).up()
     mark = len(engine.log)
@@ -1127,10 +1120,6 @@ networks:
                                        "IPRange": "10.9.0.128/25"}]
 
 
-@pytest.mark.xfail(strict=True, reason="project.py ensure_networks uses a same-named network "
-                   "that compose did not create; compose v2 warns and then refuses it: "
-                   "'network proj_default was found but has incorrect label "
-                   "com.docker.compose.network set to \"\"'")
 def test_same_named_network_not_made_by_compose_is_refused(engine: Engine) -> None:
     engine.nets["proj_default"] = {"Name": "proj_default", "Id": "n-x", "Labels": {}}
     with pytest.raises(ComposeError) as info:

@@ -155,8 +155,22 @@ class Compose:
                     raise ComposeError(f"network {name} declared as external, but could not "
                                        "be found") from None
                 continue
-            found = self.client.networks(filters={"name": [name]})
-            if any(n.get("Name") == name for n in found):
+            found = [n for n in self.client.networks(filters={"name": [name]})
+                     if n.get("Name") == name]
+            if found:
+                labels = found[0].get("Labels") or {}
+                owner = labels.get(L.PROJECT)
+                if owner is None:
+                    self.progress.warn(f"a network with name {name} exists but was not created "
+                                       "by compose.\nSet `external: true` to use an existing "
+                                       "network")
+                elif owner != self.project.name:
+                    self.progress.warn(f"a network with name {name} exists but was not created "
+                                       f'for project "{self.project.name}".\nSet `external: '
+                                       "true` to use an existing network")
+                if labels.get(L.NETWORK, "") != key:
+                    raise ComposeError(f"network {name} was found but has incorrect label "
+                                       f'{L.NETWORK} set to "{labels.get(L.NETWORK, "")}"')
                 continue
             self.progress("Network", name, "Creating")
             ipam = net.get("ipam") or {}
@@ -428,7 +442,14 @@ class Compose:
                                    "is not in the project")
                 continue
             for c in self.containers([dep.service]):
-                self.wait_condition(target, c, dep.condition, required=dep.required)
+                try:
+                    self.wait_condition(target, c, dep.condition, required=dep.required)
+                except ComposeError as exc:
+                    if dep.required:
+                        raise
+                    # compose's words for a dependency the service can do without
+                    self.progress.warn(f'optional dependency "{dep.service}" failed to '
+                                       f"start: {exc}")
 
     def wait_condition(self, svc: Service, c: Mapping[str, Any], condition: str, *,
                        required: bool = True, deadline: float | None = None) -> None:
@@ -681,11 +702,14 @@ class Compose:
         """Restart the services and, unless ``no_deps``, those that depend on them with
         ``restart: true``, each after what it depends on is back."""
         chosen = {s.name for s in self.project.select(list(names))}
-        if names and not no_deps:
+        grew = bool(names) and not no_deps
+        while grew:     # to a fixed point: a dependent's dependents follow it too
+            grew = False
             for s in self.project.services.values():
-                for d in s.depends_on:
-                    if d.restart and d.service in chosen:
-                        chosen.add(s.name)
+                if s.name not in chosen and any(d.restart and d.service in chosen
+                                                for d in s.depends_on):
+                    chosen.add(s.name)
+                    grew = True
         services = [s for n, s in self.project.services.items() if n in chosen]
         graph = self.graph(services)
         by_name = {s.name: s for s in services}
