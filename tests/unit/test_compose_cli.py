@@ -401,6 +401,19 @@ def test_dump_escapes_literal_dollars_when_asked() -> None:
     assert json.loads(js)["services"]["s"]["environment"]["P"] == "pa$$word"
 
 
+def test_dump_json_as_compose_go_marshals_it() -> None:
+    model = {"name": "p", "services": {"s": {"command": ["a<b", "&"]}},
+             "networks": {"default": {"name": "p_default"}}, "volumes": {},
+             "x-extra": None, "models": {"m": {}}}
+    text = nz.dump(model, "json")
+    # a Go map at the top: keys sorted; empty sections and models left out; indent 2
+    assert text.startswith('{\n  "name": "p",\n  "networks": {\n    "default": {\n')
+    assert list(json.loads(text)) == ["name", "networks", "services", "x-extra"]
+    assert "\\u003c" in text and "\\u0026" in text
+    assert not text.endswith("\n")        # compose prints the document without a newline
+    assert nz.dump({"name": "p"}, "json") == '{\n  "name": "p",\n  "services": {}\n}'
+
+
 def test_config_output_and_listings(run: Any, tmp_path: Path) -> None:
     code, out, err = run("config")
     assert code == 0, err

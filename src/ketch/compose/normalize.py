@@ -1249,14 +1249,20 @@ _Dumper.add_representer(str, _str_representer)
 
 
 def dump(model: Mapping[str, Any], fmt: str = "yaml", *, escape_dollars: bool = False) -> str:
-    """``config`` output: "yaml" (compose's key order, block style) or "json" (4-space indent).
+    """``config`` output as compose-go marshals a project: "yaml" (the Project struct's key
+    order, block style, ends with a newline) or "json" (a map at the top, so its keys sorted,
+    with name and services always and the rest when not empty; indented by two; no newline
+    at the end; ``models`` left out as compose-go's MarshalJSON leaves it out).
 
     ``escape_dollars``: every ``$`` of the text doubled, as ``docker compose config`` prints an
     interpolated model, so that the output read again as a compose file gives the same values
     (a literal ``$`` left single would be interpolated a second time)."""
     top = ordered(model, TOP_ORDER)
     if fmt == "json":
-        text = json.dumps(top, indent=4, ensure_ascii=False)
+        keep = {k: v for k, v in top.items()
+                if k in ("name", "services") or k.startswith("x-") or (k != "models" and v)}
+        keep.setdefault("services", {})
+        text = json.dumps(dict(sorted(keep.items())), indent=2, ensure_ascii=False)
         # Go's encoder escapes these in strings; they only occur inside strings here
         text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     elif fmt in ("yaml", "yml", ""):
