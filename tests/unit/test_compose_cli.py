@@ -120,6 +120,10 @@ def test_refusals_in_compose_words(run: Any, args: list[str], message: str) -> N
     (["config", "--no-normalize"], "config --no-normalize"),
     (["config", "--resolve-image-digests"], "config --resolve-image-digests"),
     (["ps", "--filter", "source=x"], "--filter source"),
+    (["--progress", "json", "ps"], "--progress json"),
+    (["build", "--ssh", "default"], "build --ssh"),
+    (["build", "--print"], "build --print"),
+    (["build", "--provenance", "mode=max"], "build --provenance"),
 ])
 def test_what_ketch_cannot_do_is_refused(run: Any, args: list[str], what: str) -> None:
     code, _, err = run(*args)
@@ -190,6 +194,32 @@ def test_cp_arguments() -> None:
     assert cc.split_cp_arg("/abs/with:colon") == ("", "/abs/with:colon")
     assert cc.split_cp_arg("./rel:x") == ("", "./rel:x")
     assert cc.split_cp_arg("plain") == ("", "plain")
+
+
+def test_prune_replaced_keeps_what_is_tagged_or_used() -> None:
+    from ketch.errors import Conflict, NotFound
+
+    class Client:
+        def __init__(self) -> None:
+            self.images = {"a": {"RepoTags": []}, "b": {"RepoTags": ["x:1"]},
+                           "c": {"RepoTags": []}}
+            self.removed: list[str] = []
+
+        def image_inspect(self, iid: str) -> dict[str, Any]:
+            if iid not in self.images:
+                raise NotFound(iid)
+            return self.images[iid]
+
+        def image_remove(self, iid: str) -> None:
+            if iid == "c":
+                raise Conflict("image is being used by running container")
+            self.removed.append(iid)
+
+    client = Client()
+    ids = ["a", "b", "c", "gone"]
+    cc.prune_replaced(client, ids)
+    assert client.removed == ["a"]
+    assert ids == ["c"]            # still in use: tried again later
 
 
 def test_confirm_on_a_pipe_and_a_terminal() -> None:

@@ -45,7 +45,7 @@ GLOBAL_OPTIONS = (
     Option("progress", "progress", "", VALUE, "", "string",
            "Set type of progress output (auto, tty, plain, json, quiet)"),
     Option("project_directory", "project-directory", "", VALUE, "", "string",
-           "Specify an alternate working directory\n(default: the path of the, first "
+           "Specify an alternate working directory (default: the path of the, first "
            "specified, Compose file)"),
     Option("project_name", "project-name", "p", VALUE, "", "string", "Project name"),
     Option("version", "version", "v", "bool", False, "",
@@ -214,6 +214,7 @@ def _compose(session: Session, project: Project, *, no_cache: bool = False,
              pull: bool = False, build_quiet: bool = False) -> Compose:
     from ketch.compose.project import Compose
 
+    progress = _progress(session)
     client = session.connect()
 
     def builder(svc: Service, image: str) -> None:
@@ -222,7 +223,7 @@ def _compose(session: Session, project: Project, *, no_cache: bool = False,
     def puller(image: str, quiet: bool) -> None:
         _pull(session, image, quiet=quiet)
 
-    return Compose(client, project, _progress(session), builder=builder, puller=puller)
+    return Compose(client, project, progress, builder=builder, puller=puller)
 
 
 def _build(session: Session, svc: Service, image: str, *, no_cache: bool = False,
@@ -1475,14 +1476,31 @@ def create_cmd(session: Session, args: tuple[str, ...], build: bool, force_recre
 @command("build", "[OPTIONS] [SERVICE...]", "Build or rebuild services", nargs=(0, None))
 @option("--build-arg", "build_arg", multiple=True, metavar="stringArray",
         help="Set build-time variables for services")
+@option("--builder", default="", help="Set builder to use")
+@option("--check", is_flag=True, help="Check build configuration")
+@option("-m", "--memory", default="", metavar="bytes",
+        help="Set memory limit for the build container. Not supported by BuildKit.")
 @option("--no-cache", is_flag=True, help="Do not use cache when building the image")
+@option("--print", "print_", is_flag=True, help="Print equivalent bake file")
+@option("--provenance", default="", help="Add a provenance attestation")
 @option("--pull", is_flag=True, help="Always attempt to pull a newer version of the image")
-@option("-q", "--quiet", is_flag=True, help="Don't print anything to STDOUT")
+@option("--push", is_flag=True, help="Push service images")
+@option("-q", "--quiet", is_flag=True, help="Suppress the build output")
+@option("--sbom", default="", help="Add a SBOM attestation")
+@option("--ssh", default=None, help="Set SSH authentications used when building service "
+        "images. (use 'default' for using your default SSH Agent)")
 @option("--with-dependencies", is_flag=True,
         help="Also build dependencies (transitively)")
 @pass_obj
 def build_cmd(session: Session, args: tuple[str, ...], build_arg: tuple[str, ...],
-              no_cache: bool, pull: bool, quiet: bool, with_dependencies: bool) -> int:
+              builder: str, check: bool, memory: str, no_cache: bool, print_: bool,
+              provenance: str, pull: bool, push: bool, quiet: bool, sbom: str,
+              ssh: str | None, with_dependencies: bool) -> int:
+    for flag, given in (("--builder", builder), ("--check", check), ("--memory", memory),
+                        ("--print", print_), ("--provenance", provenance), ("--sbom", sbom),
+                        ("--ssh", ssh is not None)):
+        if given:
+            raise _unsupported("build " + flag)
     project = load_project(session, args)
     c = _compose(session, project)
     services = c.selection(args, deps=with_dependencies)
@@ -1498,6 +1516,11 @@ def build_cmd(session: Session, args: tuple[str, ...], build_arg: tuple[str, ...
             b["args"] = {**(b.get("args") or {}), **extra}
             svc.spec["build"] = b
         _build(session, svc, svc.image, no_cache=no_cache, pull=pull, quiet=quiet)
+        if push:
+            from ketch.cli import registry_client_cmds as reg
+
+            reg.push.callback(session, args=(svc.image,), all_tags=False,
+                              disable_content_trust=True, platform="", quiet=quiet)
     return 0
 
 
@@ -1844,7 +1867,8 @@ def events_cmd(session: Session, args: tuple[str, ...], json_: bool, since: str,
 @command("watch", "[SERVICE...]", "Watch build context for service and rebuild/refresh "
          "containers when files are updated", nargs=(0, None))
 @option("--no-up", is_flag=True, help="Do not build & start services before watching")
-@option("--prune", is_flag=True, help="Prune dangling images on rebuild")
+@option("--prune", is_flag=True, default=True,
+        help="Prune dangling images on rebuild (default true)")
 @option("--quiet", is_flag=True, help="hide build output")
 @pass_obj
 def watch_cmd(session: Session, args: tuple[str, ...], no_up: bool, prune: bool,
@@ -1856,15 +1880,49 @@ def watch_cmd(session: Session, args: tuple[str, ...], no_up: bool, prune: bool,
     c = _compose(session, project)
     services = c.selection(args, deps=False)
     if not any((s.spec.get("develop") or {}).get("watch") for s in services):
-        raise local(InvalidArgument("none of the selected services is configured for watch, "
-                                    "consider setting a 'develop' section"))
+        raise _fail("none of the selected services is configured for watch, consider "
+                    "setting a 'develop' section")
     if not no_up:
         c.up(UpOptions(services=list(args)))
-    w = Watcher(c, services, rebuild=lambda svc: _build(session, svc, svc.image, quiet=quiet))
+    replaced: list[str] = []
+
+    def image_id(name: str) -> str | None:
+        try:
+            return str(c.client.image_inspect(name).get("Id") or "") or None
+        except NotFound:
+            return None
+
+    def rebuild(svc: Service) -> None:
+        # images a rebuild replaced are removed once dangling and unused: the container
+        # that ran one is recreated after the build, so it goes at the next rebuild or at exit
+        if prune:
+            prune_replaced(c.client, replaced)
+        before = image_id(svc.image)
+        _build(session, svc, svc.image, quiet=quiet)
+        if before and before != image_id(svc.image):
+            replaced.append(before)
+
+    w = Watcher(c, services, rebuild=rebuild)
     try:
         w.run()
     except KeyboardInterrupt:
         return 130
+    finally:
+        if prune:
+            prune_replaced(c.client, replaced)
     return 0
 
 
+def prune_replaced(client: Any, ids: list[str]) -> None:
+    """Remove the images in ``ids`` that have no tag left; those still used stay listed."""
+    for iid in list(ids):
+        try:
+            if client.image_inspect(iid).get("RepoTags"):
+                ids.remove(iid)
+                continue
+            client.image_remove(iid)
+        except NotFound:
+            pass
+        except KetchError:
+            continue        # still used by a container: later
+        ids.remove(iid)
