@@ -219,6 +219,20 @@ def mirror_reachable(timeout: float = 5.0) -> tuple[bool, str]:
         return False, mirror
 
 
+def build_mirror() -> str:
+    """The mirror apt in the demo's builds should use, when the image's own
+    (deb.debian.org) is not the machine's: DEBIAN_MIRROR, a build arg of demo/compose."""
+    from ketch.image.debootstrap import IMAGE_MIRROR, host_mirror
+
+    if os.environ.get("DEBIAN_MIRROR"):
+        return os.environ["DEBIAN_MIRROR"]
+    mirror = host_mirror()
+    # A file: mirror is the host's filesystem, which a build container does not see.
+    if mirror == IMAGE_MIRROR or not mirror.startswith(("http://", "https://")):
+        return ""
+    return mirror
+
+
 def debian_cache() -> Path:
     """Where the bootstrapped debian:bookworm is kept between runs (``ketch save``):
     named by the source of the bootstrap code, so a change to it makes a new one."""
@@ -403,12 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ok:
             print(f"(the Debian mirror {mirror} does not answer: the offline busybox "
                   "variant of the compose demo runs instead)")
+    mirror = build_mirror() if variant == "debian" else ""
     tag = f"ketch-demo-c{os.urandom(3).hex()}"
     v1 = args.client == "docker-compose"
     with sigterm_as_interrupt(), private_daemon(tag) as daemon:
         env = dict(daemon.env)
         port = free_port(args.port)
         env["DEMO_PORT"] = str(port)
+        if mirror:
+            env["DEBIAN_MIRROR"] = mirror
+            print(f"(apt in the builds uses this machine's Debian mirror, {mirror})")
         if v1:
             if shutil.which("docker-compose", path=env["PATH"]) is None:
                 print("docker-compose is not installed (Debian's package docker-compose)",

@@ -38,7 +38,7 @@ NO_DAEMON = "unix:///nonexistent/ketch-compose-demo.sock"
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {n: v for n, v in os.environ.items()
-           if not n.startswith(("DOCKER_", "KETCH_", "COMPOSE_", "DEMO_"))}
+           if not n.startswith(("DOCKER_", "KETCH_", "COMPOSE_", "DEMO_", "DEBIAN_MIRROR"))}
     env.update(extra)
     return env
 
@@ -130,6 +130,10 @@ def test_ketch_compose_config_reads_the_demo(variant: Path) -> None:
     assert all(dep["condition"] == "service_healthy" for dep in front["depends_on"].values())
     assert front["build"]["context"] == str(variant / ("api" if variant == DEBIAN else "web"))
     assert set(model["volumes"]) == {"pgdata" if variant == DEBIAN else "data"}
+    if variant == DEBIAN:
+        # apt's mirror in the builds: the image's own unless DEBIAN_MIRROR says otherwise.
+        assert all(svc["build"]["args"] == {"DEBIAN_MIRROR": ""}
+                   for svc in model["services"].values())
 
 
 # -- the offline variant, end to end --------------------------------------------------------
