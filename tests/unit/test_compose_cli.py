@@ -131,10 +131,12 @@ def test_what_ketch_cannot_do_is_refused(run: Any, args: list[str], what: str) -
     assert f"{what} is not supported by ketch compose" in err, err
 
 
-def test_unknown_flag_is_a_usage_error(run: Any) -> None:
-    code, _, err = run("ps", "--bogus")
-    assert code == 125
-    assert "unknown flag: --bogus" in err
+def test_flag_errors_are_compose_s_own(run: Any) -> None:
+    # compose's SetFlagErrorFunc: the message alone and exit 1, not docker's 125 and usage
+    assert run("ps", "--bogus") == (1, "", "unknown flag: --bogus\n")
+    assert run("--bogus", "ps") == (1, "", "unknown flag: --bogus\n")
+    code, _, err = run("up", "-t", "x")
+    assert code == 1 and err.startswith('invalid argument "x" for "-t, --timeout" flag')
 
 
 def test_exit_code_from_implies_abort_and_wait_implies_detach() -> None:

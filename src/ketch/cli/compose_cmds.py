@@ -131,6 +131,16 @@ class ComposeGroup(Group):
     """A group whose own flags (``-f``, ``-p``, ...) are kept for its commands."""
 
     def invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
+        try:
+            return self._invoke(path, words, session)
+        except UsageFailure as exc:
+            # compose's flag errors are its own: the message alone, exit 1 (its
+            # SetFlagErrorFunc), not docker's usage text and 125
+            if exc.status == 125:
+                raise _fail(exc.message) from None
+            raise
+
+    def _invoke(self, path: str, words: Sequence[str], session: Any) -> Any:
         from ketch.cli.command import _parse
 
         parsed = _parse(self.flags, words, lambda: self.help_text(path))
