@@ -114,7 +114,6 @@ def test_refusals_in_compose_words(run: Any, args: list[str], message: str) -> N
     (["--dry-run", "ps"], "--dry-run"),
     (["--compatibility", "ps"], "--compatibility"),
     (["up", "--watch"], "up --watch"),
-    (["up", "-V"], "up --renew-anon-volumes"),
     (["up", "--menu"], "up --menu"),
     (["config", "--variables"], "config --variables"),
     (["config", "--no-normalize"], "config --no-normalize"),
@@ -165,6 +164,9 @@ def test_global_flags_resolution() -> None:
     assert cc.check_global({**base, "progress": "none"}, {})["progress"] == "quiet"
     v = cc.check_global({**base, "workdir": "/x"}, {})
     assert v["project_directory"] == "/x"
+    assert cc.check_global(base, {"COMPOSE_PARALLEL_LIMIT": "3"})["parallel"] == "3"
+    assert cc.check_global({**base, "parallel": "2"},
+                           {"COMPOSE_PARALLEL_LIMIT": "3"})["parallel"] == "2"
     with pytest.raises(KetchError, match='COMPOSE_PARALLEL_LIMIT must be an integer '
                                          r'\(found: "many"\)'):
         cc.check_global(base, {"COMPOSE_PARALLEL_LIMIT": "many"})

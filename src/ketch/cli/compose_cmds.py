@@ -115,6 +115,7 @@ def check_global(values: dict[str, Any], environ: Mapping[str, str]) -> dict[str
         except ValueError:
             raise _fail(f"COMPOSE_PARALLEL_LIMIT must be an integer (found: {_q(limit)})"
                         ) from None
+        v["parallel"] = limit
     else:
         _int(str(v["parallel"]), "--parallel")
     return v
@@ -233,7 +234,8 @@ def _compose(session: Session, project: Project, *, no_cache: bool = False,
     def puller(image: str, quiet: bool) -> None:
         _pull(session, image, quiet=quiet)
 
-    return Compose(client, project, progress, builder=builder, puller=puller)
+    return Compose(client, project, progress, builder=builder, puller=puller,
+                   workers=int(_opts(session)["parallel"]))
 
 
 def _build(session: Session, svc: Service, image: str, *, no_cache: bool = False,
@@ -390,6 +392,9 @@ def up_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
                      build="always" if f["build"] else "never" if f["no_build"] else "auto",
                      recreate="force" if f["force_recreate"] else
                      "never" if f["no_recreate"] else "diverged",
+                     recreate_deps="force" if f["always_recreate_deps"] else
+                     "never" if f["no_recreate"] else "diverged",
+                     renew_anon_volumes=f["renew_anon_volumes"],
                      deps=not f["no_deps"], scale=scales, start=not f["no_start"],
                      remove_orphans=f["remove_orphans"], timeout=timeout,
                      pull=_pull_mode(f["pull"]), quiet_pull=f["quiet_pull"])
@@ -437,8 +442,7 @@ def validate_up(f: dict[str, Any], environ: Mapping[str, str]) -> None:
     if f.get("remove_orphans") and _truthy(environ.get("COMPOSE_IGNORE_ORPHANS", "")):
         raise _fail("cannot combine COMPOSE_IGNORE_ORPHANS and --remove-orphans")
     _check_pull(f.get("pull", "policy"))
-    for flag in ("renew_anon_volumes", "watch", "menu", "attach_dependencies",
-                 "always_recreate_deps"):
+    for flag in ("watch", "menu", "attach_dependencies"):
         if f.get(flag):
             raise _unsupported("up --" + flag.replace("_", "-"))
     _scales(f.get("scale") or ())
