@@ -481,6 +481,8 @@ def test_config_service_selection_keeps_dependencies(run: Any, tmp_path: Path) -
     code, out, err = run("config", "--format", "json", "a")
     assert code == 0, err
     assert sorted(json.loads(out)["services"]) == ["a", "b"]
+    # --services: each after what it depends on, as compose's ForEachService
+    assert run("config", "--services")[1] == "b\na\nc\n"
 
 
 def test_not_supported_is_ketch_error() -> None:

@@ -1644,7 +1644,7 @@ def config_text(session: Session, args: Sequence[str], f: Mapping[str, Any]) -> 
     fmt = f.get("format_") or ""
     if f.get("services"):
         project = load_project(session, interpolate=not f.get("no_interpolate"))
-        return "".join(n + "\n" for n in sorted(project.services))
+        return "".join(n + "\n" for n in dependency_order(project.model))
     if f.get("volumes"):
         project = load_project(session)
         return "".join(n + "\n" for n in sorted(project.model.get("volumes") or {}))
@@ -1684,6 +1684,26 @@ def config_text(session: Session, args: Sequence[str], f: Mapping[str, Any]) -> 
                              if k in _with_dependencies(model, args)}
     # an interpolated model has its literal dollars doubled, as compose prints it
     return dump(model, fmt, escape_dollars=interpolate)
+
+
+def dependency_order(model: Mapping[str, Any]) -> list[str]:
+    """The services as compose's ForEachService visits them: each after what it depends
+    on (compose takes the rest in map order; here by name, to be the same each time)."""
+    services = model.get("services") or {}
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in seen or n not in services:
+            return
+        seen.add(n)
+        for dep in sorted((services[n] or {}).get("depends_on") or {}):
+            visit(dep)
+        out.append(n)
+
+    for n in sorted(services):
+        visit(n)
+    return out
 
 
 def _with_dependencies(model: Mapping[str, Any], names: Sequence[str]) -> set[str]:
