@@ -193,6 +193,28 @@ def test_env_values_resolve_from_the_project_environment() -> None:
     assert cc.resolve_env(["TOKEN", "A=1", "MISSING"], env) == ["TOKEN=t", "A=1", "MISSING"]
 
 
+def test_pull_skips_as_compose_does() -> None:
+    def skip(spec: dict[str, Any], policy: str = "", present: bool = False,
+             ignore_buildable: bool = False, pulling: dict[str, str] | None = None) -> str:
+        return cc.pull_skip(spec, policy, present=lambda _: present,
+                            ignore_buildable=ignore_buildable, pulling=pulling or {})
+
+    assert skip({"build": {"context": "."}}) == "Skipped - No image to be pulled"
+    assert skip({"image": "x", "pull_policy": "never"}) == "Skipped"
+    assert skip({"image": "x", "pull_policy": "build"}) == "Skipped"
+    assert skip({"image": "x", "pull_policy": "missing"}, present=True) == \
+        "Skipped - Image is already present locally"
+    assert skip({"image": "x", "pull_policy": "missing"}) == ""
+    assert skip({"image": "x"}, present=True) == ""            # no policy: pulled
+    assert skip({"image": "x"}, "missing", present=True) == \
+        "Skipped - Image is already present locally"
+    assert skip({"image": "x", "pull_policy": "never"}, "always") == ""
+    assert skip({"image": "x", "build": {}}, ignore_buildable=True) == \
+        "Skipped - Image can be built"
+    assert skip({"image": "x"}, pulling={"x": "web"}) == \
+        "Skipped - Image is already being pulled by web"
+
+
 def test_cp_arguments() -> None:
     assert cc.split_cp_arg("web:/etc/hosts") == ("web", "/etc/hosts")
     assert cc.split_cp_arg("/abs/with:colon") == ("", "/abs/with:colon")

@@ -378,6 +378,8 @@ def _scales(values: Sequence[str]) -> dict[str, int]:
 def up_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
     from ketch.compose.project import UpOptions
 
+    f["remove_orphans"] = f["remove_orphans"] or _truthy(
+        os.environ.get("COMPOSE_REMOVE_ORPHANS", ""))
     validate_up(f, os.environ)
     detach = f["detach"]
     timeout = _timeout(f["timeout"])
@@ -560,6 +562,7 @@ def down_cmd(session: Session, args: tuple[str, ...], remove_orphans: bool, rmi:
         raise _fail(f"invalid value for --rmi: {_q(rmi)}")
     project = _project_for_down(session)
     c = _compose(session, project)
+    remove_orphans = remove_orphans or _truthy(os.environ.get("COMPOSE_REMOVE_ORPHANS", ""))
     c.down(DownOptions(volumes=volumes, rmi=rmi, remove_orphans=remove_orphans,
                        timeout=_timeout(timeout)))
     return 0
@@ -1543,27 +1546,56 @@ def build_cmd(session: Session, args: tuple[str, ...], build_arg: tuple[str, ...
 @option("--ignore-pull-failures", is_flag=True,
         help="Pull what it can and ignores images with pull failures")
 @option("--include-deps", is_flag=True, help="Also pull services declared as dependencies")
+@option("--no-parallel", is_flag=True, default=None, hidden=True,
+        help="DEPRECATED disable parallel pulling")
+@option("--parallel", is_flag=True, default=None, hidden=True,
+        help="DEPRECATED pull multiple images in parallel")
 @option("--policy", default="", help='Apply pull policy ("missing"|"always")')
 @option("-q", "--quiet", is_flag=True, help="Pull without printing progress information")
 @pass_obj
 def pull_cmd(session: Session, args: tuple[str, ...], ignore_buildable: bool,
-             ignore_pull_failures: bool, include_deps: bool, policy: str, quiet: bool) -> int:
+             ignore_pull_failures: bool, include_deps: bool, no_parallel: bool | None,
+             parallel: bool | None, policy: str, quiet: bool) -> int:
+    for flag, given in (("--no-parallel", no_parallel), ("--parallel", parallel)):
+        if given is not None:
+            sys.stderr.write(f"option '{flag}' is DEPRECATED and will be ignored.\n")
     project = load_project(session, args)
     c = _compose(session, project)
-    failed = 0
+    pulling: dict[str, str] = {}
     for svc in c.selection(args, deps=include_deps):
-        if svc.build is not None and (ignore_buildable or not svc.spec.get("image")):
+        skip = pull_skip(svc.spec, policy, present=lambda image: c._image_id(image) is not None,  # noqa: SLF001
+                         ignore_buildable=ignore_buildable, pulling=pulling)
+        if skip:
+            c.progress("Service", svc.name, skip)
             continue
-        if policy == "missing" and c._image_id(svc.image) is not None:   # noqa: SLF001
-            continue
+        pulling[svc.image] = svc.name
         try:
             c.pull_image(svc, quiet)
         except KetchError as exc:
             if not ignore_pull_failures:
                 raise
             sys.stderr.write(f"WARN[0000] {svc.name}: {exc}\n")
-            failed += 1
     return 0
+
+
+def pull_skip(spec: Mapping[str, Any], policy: str, *, present: Any,
+              ignore_buildable: bool, pulling: Mapping[str, str]) -> str:
+    """Why ``pull`` leaves a service out, in compose's words ("" to pull it): no image,
+    its pull policy (--policy replaces it), buildable with --ignore-buildable, or an
+    image another service pulls already."""
+    image = spec.get("image")
+    if not image:
+        return "Skipped - No image to be pulled"
+    rule = policy or str(spec.get("pull_policy") or "")
+    if rule in ("never", "build"):
+        return "Skipped"
+    if rule in ("missing", "if_not_present") and present(image):
+        return "Skipped - Image is already present locally"
+    if spec.get("build") is not None and ignore_buildable:
+        return "Skipped - Image can be built"
+    if image in pulling:
+        return f"Skipped - Image is already being pulled by {pulling[image]}"
+    return ""
 
 
 @command("push", "[OPTIONS] [SERVICE...]", "Push service images", nargs=(0, None))
