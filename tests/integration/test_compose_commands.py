@@ -347,6 +347,8 @@ services:
     assert info["Id"] == cid
     labels = info["Config"]["Labels"]
     assert labels["team"] == "core" and labels["com.docker.compose.oneoff"] == "True"
+    assert "com.docker.compose.container-number" not in labels     # as compose's one-offs
+    assert labels["com.docker.compose.service"] == "app" and labels["com.docker.compose.slug"]
     bindings = info["HostConfig"]["PortBindings"]
     assert bindings == {"9000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     # the service's own ports only with --service-ports

@@ -1117,6 +1117,8 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
             body["Env"] = [e for e in body.get("Env") or [] if e.split("=", 1)[0] not in keys] \
                 + extra_env
         body.setdefault("Labels", {}).update(labels)
+        # compose numbers no one-off container (it creates them as number -1)
+        body["Labels"].pop(L.NUMBER, None)
         host = body.setdefault("HostConfig", {})
         if f["cap_add"]:
             host["CapAdd"] = list(host.get("CapAdd") or []) + list(f["cap_add"])
@@ -1147,10 +1149,7 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
         body["AttachStderr"] = not f["detach"]
         body["Hostname"] = body.get("Hostname") or ""
 
-    numbers = [int((i.get("Labels") or {}).get(L.NUMBER, "0") or 0)
-               for i in c.containers([name], oneoff=True)]
-    number = max(numbers, default=0) + 1
-    cid = c.create_container(svc, number, name=cname, oneoff=True,
+    cid = c.create_container(svc, 1, name=cname, oneoff=True,
                              extra_labels={L.SLUG: slug}, override=override,
                              use_aliases=f["use_aliases"])
     body = c.client.container_inspect(cid).get("Config") or {}
