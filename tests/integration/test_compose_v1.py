@@ -182,7 +182,7 @@ def engine_state(side: Side, pair: ComposePair, project: str = PROJECT) -> dict[
             "cmd": doc["Config"]["Cmd"],
             "healthcheck": doc["Config"].get("Healthcheck"),
             "stop_signal": doc["Config"].get("StopSignal"),
-            "network_mode": hc["NetworkMode"],
+            "network_mode": normalise(side, hc["NetworkMode"]),
             "binds": sorted(normalise(side, b.replace(here, "<scratch>"))
                             for b in hc["Binds"] or []),
             "ports": hc["PortBindings"],
@@ -190,8 +190,11 @@ def engine_state(side: Side, pair: ComposePair, project: str = PROJECT) -> dict[
             "restart": restart,
             "mounts": sorted((m["Type"], m.get("Name", ""), m["Destination"], m["RW"])
                              for m in doc["Mounts"]),
-            # Aliases at API 1.41 hold the short ID too (each engine its own).
-            "networks": {n: sorted(a for a in (e.get("Aliases") or []) if a != short)
+            # Aliases at API 1.41 hold the short ID too (each engine its own); dockerd
+            # 20.10 also adds a hostname of its own, which Docker 26+ keeps in DNSNames
+            # instead, as ketch does (that it resolves is checked).
+            "networks": {n: sorted(a for a in (e.get("Aliases") or [])
+                                   if a not in (short, doc["Config"]["Hostname"]))
                          for n, e in nets.items()},
             "status": doc["State"]["Status"],
             "health": (doc["State"].get("Health") or {}).get("Status"),
@@ -362,6 +365,141 @@ services:
         pair.ketchd, k.stderr)
     same(pair, dirs, "ps")
     same_state(pair, "v1sick")
+
+
+OPTIONS = """\
+version: "3.8"
+services:
+  built:
+    build:
+      context: ./img
+      args:
+        GREETING: hi-there
+    image: v1built:latest
+    stop_signal: SIGKILL
+    tmpfs: /scratch
+    user: "1000:1000"
+    working_dir: /tmp
+    hostname: myhost
+    extra_hosts: ["somehost:10.1.2.3"]
+    cap_add: [NET_ADMIN]
+    cap_drop: [MKNOD]
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+    sysctls:
+      net.ipv4.ip_forward: "0"
+    init: true
+    mem_limit: 64m
+    pids_limit: 50
+    shm_size: 32m
+    restart: unless-stopped
+    expose: ["9000"]
+    links: ["peer:pal"]
+    container_name: v1fixed
+    logging:
+      driver: json-file
+      options: {max-size: "1m"}
+  peer:
+    image: busybox
+    command: ["sleep", "600"]
+    stop_signal: SIGKILL
+    volumes:
+      - ext:/ext
+    networks:
+      default:
+        ipv4_address: 172.31.5.5
+      extnet:
+  sidecar:
+    image: busybox
+    command: ["sleep", "600"]
+    stop_signal: SIGKILL
+    network_mode: "service:peer"
+    volumes_from: [peer]
+networks:
+  default:
+    ipam:
+      config: [{subnet: 172.31.5.0/24}]
+    labels: {x: y}
+  extnet:
+    external: true
+    name: v1ext_net
+volumes:
+  ext:
+    external: true
+    name: v1ext
+"""
+DOCKERFILE = """\
+FROM busybox
+ARG GREETING=hello
+ENV GREETING=$GREETING
+RUN echo "$GREETING" > /greeting
+LABEL built=yes
+EXPOSE 7000
+CMD ["sh", "-c", "cat /greeting; sleep 600"]
+"""
+
+
+def options_view(side: Side) -> dict[str, Any]:
+    """The HostConfig fields the service options above set, and the endpoint links."""
+    [doc] = inspect(side, "v1fixed")
+    hc = doc["HostConfig"]
+    keys = ("Tmpfs", "Init", "Memory", "PidsLimit", "ShmSize", "Sysctls", "Ulimits",
+            "LogConfig", "RestartPolicy", "CapAdd", "CapDrop", "ExtraHosts", "Links")
+    [side_doc] = inspect(side, "v1opts_sidecar_1")
+    [peer] = inspect(side, "v1opts_peer_1")
+    return {"host_config": {k: hc.get(k) for k in keys},
+            "config": {k: doc["Config"].get(k) for k in ("User", "WorkingDir", "Hostname",
+                                                          "ExposedPorts", "Env")},
+            "endpoint_links": sorted(doc["NetworkSettings"]["Networks"]["v1opts_default"]
+                                     ["Links"] or []),
+            "peer_ip": peer["NetworkSettings"]["Networks"]["v1opts_default"]["IPAddress"],
+            "sidecar": (side_doc["HostConfig"]["NetworkMode"] == f"container:{peer['Id']}",
+                        side_doc["HostConfig"]["VolumesFrom"] == [f"{peer['Id']}:rw"])}
+
+
+def test_build_and_service_options(pair: ComposePair, project: Callable[..., Any]) -> None:
+    for s in pair.sides:
+        assert s.cli("network", "create", "v1ext_net").returncode == 0
+        assert s.cli("volume", "create", "v1ext").returncode == 0
+    try:
+        dirs = project({"docker-compose.yml": OPTIONS, "img/Dockerfile": DOCKERFILE},
+                       name="v1opts")
+        same(pair, dirs, "config")
+        d, k = same(pair, dirs, "build", stdout=False, timeout=300)
+        for res in (d, k):
+            assert "Successfully tagged v1built:latest" in res.stdout
+        same(pair, dirs, "up", "-d", progress=True)
+        same(pair, dirs, "ps")
+        same(pair, dirs, "logs", "--no-color", "built")
+        # The options as the container sees them; the link alias resolves from built
+        # only (an endpoint link on a user-defined network), to peer's fixed address.
+        # (Its limits are read off its pid 1: runc applies an exec's after it starts.)
+        _, k = same(pair, dirs, "exec", "-T", "built", "sh", "-c",
+                    "id; pwd; hostname; grep somehost /etc/hosts; "
+                    "grep 'open files' /proc/1/limits | awk '{print $4, $5}'; "
+                    "nslookup pal | grep -c 172.31.5.5; nslookup peer_1 | grep -c 172.31.5.5")
+        assert k.stdout == ("uid=1000 gid=1000 groups=1000\n/tmp\nmyhost\n"
+                            "10.1.2.3\tsomehost\n1024 2048\n1\n1\n")
+        _, k = same(pair, dirs, "exec", "-T", "peer", "sh", "-c",
+                    "ping -c1 -W1 pal 2>&1 | head -1; ping -c1 -W1 myhost >/dev/null && echo ok")
+        assert k.stdout == "ping: bad address 'pal'\nok\n"
+        _, k = same(pair, dirs, "exec", "-T", "sidecar", "sh", "-c",
+                    "ls -d /ext; ip -4 -o addr | grep -c 172.31.5.5/24")
+        assert k.stdout == "/ext\n1\n"
+        d_view, k_view = pair.each(options_view)
+        assert k_view == d_view
+        state = same_state(pair, "v1opts")
+        assert state["networks"] == {"v1opts_default": {"com.docker.compose.network": "default",
+                                                        "com.docker.compose.project": "v1opts",
+                                                        "x": "y"}}
+        same(pair, dirs, "down", "-v", progress=True)
+        assert same_state(pair, "v1opts") == {"containers": {}, "networks": {}, "volumes": {}}
+    finally:
+        for s in pair.sides:
+            s.cli("rm", "-f", "v1fixed", "v1opts_peer_1", "v1opts_sidecar_1")
+            s.cli("network", "rm", "v1ext_net")
+            s.cli("volume", "rm", "v1ext")
+            s.cli("rmi", "v1built:latest")
 
 
 def test_negotiated_api_version(pair: ComposePair, project: Callable[..., Any]) -> None:

@@ -412,6 +412,8 @@ class Engine:
             # HostConfig.Links are neither checked nor kept (inspect shows the empty link
             # graph); docker-compose v1 sends them with every `run` container.
             hc.links = None
+        if not hc.links:
+            hc.links = None     # inspect shows dockerd's link graph: null when empty
         for link in hc.links or []:
             name = link.partition(":")[0].lstrip("/")
             try:

@@ -121,6 +121,9 @@ class Attached:
     dns_names: list[str] = field(default_factory=list)   # lower-cased, for the resolver
     default_route: bool = False  # the container's default route goes through it
     internal: bool = False
+    # Its endpoint's Links on a user-defined network (alias -> container name, lower
+    # case): names only this container resolves (libnetwork's endpoint aliases).
+    links: dict[str, str] = field(default_factory=dict)
 
 
 def _is_special(mode: str) -> bool:
@@ -164,7 +167,7 @@ class Networks:
                     continue
                 ep = self.manager.endpoint(rec.id, c.id)
                 attached.append(Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
-                                         internal=rec.internal))
+                                         internal=rec.internal, links=_links(rec, ep_json)))
             routed = [a for a in attached if a.endpoint is not None]
             if routed:
                 min(routed, key=lambda a: (a.internal, a.name)).default_route = True
@@ -272,7 +275,8 @@ class Networks:
                                       ports=ports if n == 0 else ())
                 ep = self._attach(c, rec, req)
                 attached.append(Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
-                                         default_route=req.default_route, internal=rec.internal))
+                                         default_route=req.default_route, internal=rec.internal,
+                                         links=_links(rec, ep_json)))
         except BaseException:
             for a in attached:
                 with contextlib.suppress(KetchError, OSError):
@@ -381,7 +385,8 @@ class Networks:
                               default_route=takes_route and holder is None)
         ep = self._attach(c, rec, req)
         a = Attached(rec.id, rec.name, ep, self._dns_names(c, rec, ep_json),
-                     default_route=takes_route, internal=rec.internal)
+                     default_route=takes_route, internal=rec.internal,
+                     links=_links(rec, ep_json))
         try:
             if takes_route and holder is not None:
                 route_default_via(netns, ep)
@@ -546,6 +551,7 @@ class Networks:
                 suffix = "." + a.name.lower()
                 if wanted.endswith(suffix):
                     wanted = wanted[:-len(suffix)]
+                wanted = a.links.get(wanted, wanted)
                 found: list[IPAddr] = []
                 for _cid, atts in self._attached.items():
                     for b in atts:
@@ -820,11 +826,31 @@ def _route_holder(recs: list[NetworkRecord]) -> str | None:
     return min(recs, key=lambda r: (r.internal, r.name)).id
 
 
+def _links(rec: NetworkRecord, ep_json: dict[str, Any]) -> dict[str, str]:
+    return link_aliases(ep_json.get("Links") or []) if rec.user_defined else {}
+
+
+def link_aliases(links: list[str]) -> dict[str, str]:
+    """An endpoint's ``Links`` ("name:alias", as ``--link`` with a user-defined network
+    or docker-compose v1's ``links:`` give them) as alias -> container name, the way
+    moby's ParseLink reads them (leading slashes dropped, the alias's last part)."""
+    out: dict[str, str] = {}
+    for link in links:
+        name, _, alias = link.partition(":")
+        name = name.strip("/")
+        alias = (alias or name).rstrip("/").rsplit("/", 1)[-1]
+        if name and alias:
+            out[alias.lower()] = name.lower()
+    return out
+
+
 def dns_names(c: Container, aliases: list[str]) -> list[str]:
     """Docker's DNSNames (API 1.44+) of an endpoint on a user-defined network: the
-    container's name, its aliases and its short ID."""
+    container's name, its aliases, its short ID and its hostname (moby's
+    buildEndpointDNSNames; dockerd 20.10 added the hostname to the aliases)."""
     out: list[str] = []
-    for n in (c.name.lstrip("/"), *aliases, c.id[:12]):
+    hostname = str((c.config or {}).get("Hostname") or "")
+    for n in (c.name.lstrip("/"), *aliases, c.id[:12], hostname):
         if n and n not in out:
             out.append(n)
     return out
