@@ -215,6 +215,15 @@ def test_pull_skips_as_compose_does() -> None:
         "Skipped - Image is already being pulled by web"
 
 
+def test_env_from_file_reads_with_dotenv_rules(tmp_path: Path) -> None:
+    f = tmp_path / "run.env"
+    f.write_text("# comment\nA=1\nB='two words'\nC=${HOME_DIR}/x\nexport D=4\n")
+    assert cc._env_file_values(str(f), {"HOME_DIR": "/h"}) == \
+        ["A=1", "B=two words", "C=/h/x", "D=4"]
+    with pytest.raises(KetchError, match="failed to read"):
+        cc._env_file_values(str(tmp_path / "missing.env"), {})
+
+
 def test_cp_arguments() -> None:
     assert cc.split_cp_arg("web:/etc/hosts") == ("web", "/etc/hosts")
     assert cc.split_cp_arg("/abs/with:colon") == ("", "/abs/with:colon")
