@@ -386,3 +386,24 @@ services:
     proj.run("stop", "-t", "0", check=True)
     res = proj.run("exec", "-T", "w", "true")
     assert res.returncode == 1 and 'service "w" is not running' in res.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="project.py (lead): Compose.start says 'no containers to "
+                   "start' only when no service has a container, and starts the others "
+                   "silently; compose v2's startService fails on the first service without one: "
+                   "'service \"b\" has no container to start'")
+def test_start_names_a_service_without_containers(proj: Project) -> None:
+    proj.write("""
+services:
+  a:
+    image: busybox
+    command: sleep 1000
+  b:
+    image: busybox
+    command: sleep 1000
+""")
+    proj.run("up", "-d", "a", check=True)
+    proj.run("stop", "-t", "0", check=True)
+    res = proj.run("start")
+    assert res.returncode == 1, res.stderr
+    assert 'service "b" has no container to start' in res.stderr
