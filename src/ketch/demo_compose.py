@@ -62,8 +62,9 @@ BUILD_DETAIL = re.compile(
     r"DEPRECATED: The legacy builder|\s+Install the buildx|\s+https://docs\.docker\.com/go/buildx|"
     r"Successfully built |\x1b\[)")
 # A line of a RUN step's output in the legacy builder: whatever is not one of its own.
-LEGACY_OWN = re.compile(r"(Step \d+/\d+ : |Successfully tagged |Building |Creating |Starting |"
-                        r"Recreating |Pulling |Network |Volume |Container |Service )")
+LEGACY_OWN = re.compile(r"(Step \d+/\d+ : |Successfully tagged |Building [\w.-]+$|"
+                        r"(Creating|Starting|Recreating) [\w.-]+ +\.\.\.|"
+                        r"Creating (network|volume) \")")
 
 
 class DemoFailed(Exception):

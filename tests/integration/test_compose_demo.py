@@ -266,3 +266,23 @@ def test_the_demo_program_runs_the_offline_variant(client: str) -> None:
     assert not Path(m.group(1)).exists()
     tag = Path(m.group(1)).name[:len("ketch-demo-c") + 6]     # its cgroup parent, /<tag>
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{tag}*"))
+
+
+def test_the_demo_shows_build_steps_and_counts_the_rest() -> None:
+    from ketch.demo_compose import BUILD_DETAIL, LEGACY_OWN
+
+    shown = [" Service api  Building", "#4 [base  2/12] RUN apt-get update",
+             " Container demo-db-1  Healthy", "Step 2/9 : RUN apt-get update",
+             "Successfully tagged demo_db:latest", "Creating demo_db_1 ... done"]
+    hidden = ["#4 cache miss: first build of this step", "#4 DONE 10.4s", "",
+              "#7 0.223 psycopg2 2.9.5", " ---> 8ae026bd5c4c",
+              "Removing intermediate container de86a4317b6b",
+              "Sending build context to Docker daemon  4.608kB"]
+    assert [line for line in shown if BUILD_DETAIL.match(line)] == []
+    assert [line for line in hidden if not BUILD_DETAIL.match(line)] == []
+    # The legacy builder's own lines end a RUN step's output.
+    assert LEGACY_OWN.match("Step 3/9 : ENV PATH=/x") and LEGACY_OWN.match("Building db\n")
+    assert LEGACY_OWN.match("Creating demo_api_1 ... done")
+    # apt's lines are not, even when they begin with the same words.
+    for line in ("Get:1 http://x", "Building dependency tree...", "Creating config file /etc/x"):
+        assert not LEGACY_OWN.match(line), line
