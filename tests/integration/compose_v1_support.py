@@ -108,14 +108,19 @@ class ComposePair:
         """``docker-compose -f <project>/docker-compose.yml ARGS`` against ``side``: the
         project's name is its directory's (no chdir: both sides run at once, in threads).
         ``api`` pins COMPOSE_API_VERSION (None: docker-py negotiates the server's)."""
+        argv, env = self.command(side, project, *args, api=api)
+        return _run(argv, env, None, timeout, side.log)
+
+    def command(self, side: Side, project: Path, *args: str,
+                api: str | None = API) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of ``compose`` (for one run in the background)."""
         assert COMPOSE is not None
         env = {**side.env, "COMPOSE_INTERACTIVE_NO_CLI": "1", "COMPOSE_HTTP_TIMEOUT": "60"}
         for key in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_API_VERSION"):
             env.pop(key, None)
         if api is not None:
             env["COMPOSE_API_VERSION"] = api
-        argv = [COMPOSE, "-f", str(project / "docker-compose.yml"), *args]
-        return _run(argv, env, None, timeout, side.log)
+        return [COMPOSE, "-f", str(project / "docker-compose.yml"), *args], env
 
     def cli(self, side: Side, *args: str) -> Result:
         return side.cli(*args)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -335,8 +337,34 @@ services:
         assert [ln for ln in res.stdout.splitlines() if ln.startswith("one_1")] == [
             "one_1  | one", "one_1  | done"]
     same(pair, dirs, "ps", "-a")
+    # `events --json` while a service restarts: compose's reading of the engine's events.
+    watching = []
+    for s in pair.sides:
+        argv, env = pair.command(s, dirs[s.name], "events", "--json")
+        out = (pair.scratch / f"events-{s.name}").open("w+")
+        watching.append((out, subprocess.Popen(argv, env=env, stdout=out,
+                                               stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL)))
+    try:
+        time.sleep(2)       # docker-compose starts (about 0.5 s) and subscribes
+        same(pair, dirs, "start", "two", progress=True)
+        same(pair, dirs, "restart", "-t", "1", "two", progress=True)
+        time.sleep(1)
+    finally:
+        for _out, proc in watching:
+            proc.terminate()
+            proc.wait(10)
+    seen = []
+    for out, _ in watching:
+        out.seek(0)
+        seen.append([(e["service"], e["action"], sorted(e["attributes"]))
+                     for e in map(json.loads, out.read().splitlines())])
+        out.close()
+    assert seen[1] == seen[0]
+    actions = [a for _, a, _ in seen[1]]
+    assert actions[0] == "start" and actions[-2:] == ["start", "restart"] and "die" in actions
     # "Going to remove a, b": newest first on both, and both were created at once.
-    d, k = same(pair, dirs, "rm", "-f", progress=True, stdout=False)
+    d, k = same(pair, dirs, "rm", "-f", "-s", progress=True, stdout=False)
     for res in (d, k):
         listed = res.stdout.strip().removeprefix("Going to remove ").split(", ")
         assert sorted(listed) == ["v1exit_one_1", "v1exit_two_1"]
