@@ -388,6 +388,37 @@ services:
     assert res.returncode == 1 and 'service "w" is not running' in res.stderr
 
 
+def test_up_attaches_as_compose_does(proj: Project) -> None:
+    proj.write("""
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "sleep 1; echo web-says"]
+    depends_on: [db]
+  db:
+    image: busybox
+    command: ["sh", "-c", "echo db-says; sleep 2"]
+  side:
+    image: busybox
+    command: ["echo", "side-says"]
+    attach: false
+""")
+    # a named service alone: its dependency runs, unseen
+    res = proj.run("up", "--no-color", "web")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "Attaching to web-1"
+    assert "web-1  | web-says" in res.stdout and "db-says" not in res.stdout
+    res = proj.run("up", "--no-color", "--attach-dependencies", "web")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "Attaching to db-1, web-1"
+    # attach: false, and --no-attach
+    res = proj.run("up", "--no-color", "--no-attach", "db")
+    assert res.stdout.splitlines()[0] == "Attaching to web-1", res.stdout
+    res = proj.run("up", "--attach", "side", "web")
+    assert res.returncode == 1
+    assert "cannot attach to services not included in up: side" in res.stderr
+
+
 @pytest.mark.xfail(strict=True, reason="project.py (lead): Compose.start says 'no containers to "
                    "start' only when no service has a container, and starts the others "
                    "silently; compose v2's startService fails on the first service without one: "

@@ -69,6 +69,8 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
      "--always-recreate-deps and --no-recreate are incompatible"),
     (["up", "--attach", "web", "--attach-dependencies"],
      "cannot combine --attach and --attach-dependencies"),
+    (["up", "-d", "--attach-dependencies"],
+     "--detach cannot be combined with --abort-on-container-exit"),
     (["up", "--pull", "sometimes"], 'invalid --pull option "sometimes"'),
     (["up", "--scale", "web"], 'invalid --scale option "web". Should be SERVICE=NUM'),
     (["up", "--scale", "web=x"], 'strconv.Atoi: parsing "x": invalid syntax'),
@@ -152,6 +154,21 @@ def test_exit_code_from_implies_abort_and_wait_implies_detach() -> None:
     with pytest.raises(KetchError, match="cannot combine COMPOSE_IGNORE_ORPHANS and "
                                          "--remove-orphans"):
         cc.validate_up({"remove_orphans": True}, {"COMPOSE_IGNORE_ORPHANS": "true"})
+
+
+def test_attached_services_as_compose_picks_them() -> None:
+    model = {"services": {"web": {"depends_on": {"db": {}}}, "db": {},
+                          "quiet": {"attach": False}, "other": {}}}
+    everything = ["db", "other", "quiet", "web"]
+    assert cc.attach_set(model, [], everything, {}) == {"db", "other", "web"}
+    assert cc.attach_set(model, ["web"], ["db", "web"], {}) == {"web"}
+    assert cc.attach_set(model, ["web"], ["db", "web"],
+                         {"attach_dependencies": True}) == {"db", "web"}
+    assert cc.attach_set(model, [], everything, {"no_attach": ["db"]}) == {"other", "web"}
+    assert cc.attach_set(model, ["web"], ["db", "web"], {"attach": ["db"]}) == {"db"}
+    with pytest.raises(KetchError, match="cannot attach to services not included in up: "
+                                         "other"):
+        cc.attach_set(model, ["web"], ["db", "web"], {"attach": ["other"]})
 
 
 def test_global_flags_resolution() -> None:

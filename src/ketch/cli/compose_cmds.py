@@ -400,6 +400,10 @@ def up_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
                      deps=not f["no_deps"], scale=scales, start=not f["no_start"],
                      remove_orphans=f["remove_orphans"], timeout=timeout,
                      pull=_pull_mode(f["pull"]), quiet_pull=f["quiet_pull"])
+    if not detach:
+        f["attach_to"] = attach_set(project.model, list(args),
+                                    [s.name for s in c.selection(args, deps=not f["no_deps"])],
+                                    f)
     if detach or f["no_start"]:
         services = c.up(opts)
         if f["wait"]:
@@ -408,6 +412,24 @@ def up_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
             c.wait_ready(services, wt)
         return 0
     return _up_attached(session, c, opts, f, timeout)
+
+
+def attach_set(model: Mapping[str, Any], named: Sequence[str], selected: Sequence[str],
+               f: Mapping[str, Any]) -> set[str]:
+    """The services whose output an attached ``up`` shows, as compose picks them: those of
+    --attach (which must be among the ``selected`` services up works on), else the named
+    services (all when none; with --attach-dependencies their dependencies too) that do not
+    say ``attach: false``; less those of --no-attach."""
+    services = model.get("services") or {}
+    if f.get("attach"):
+        chosen = set(f["attach"])
+        unexpected = sorted(chosen - set(selected))
+        if unexpected:
+            raise _fail("cannot attach to services not included in up: " + ", ".join(unexpected))
+    else:
+        base = list(selected) if f.get("attach_dependencies") or not named else list(named)
+        chosen = {n for n in base if (services.get(n) or {}).get("attach", True) is not False}
+    return chosen - set(f.get("no_attach") or ())
 
 
 def validate_up(f: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -444,7 +466,7 @@ def validate_up(f: dict[str, Any], environ: Mapping[str, str]) -> None:
     if f.get("remove_orphans") and _truthy(environ.get("COMPOSE_IGNORE_ORPHANS", "")):
         raise _fail("cannot combine COMPOSE_IGNORE_ORPHANS and --remove-orphans")
     _check_pull(f.get("pull", "policy"))
-    for flag in ("watch", "menu", "attach_dependencies"):
+    for flag in ("watch", "menu"):
         if f.get(flag):
             raise _unsupported("up --" + flag.replace("_", "-"))
     _scales(f.get("scale") or ())
@@ -472,22 +494,18 @@ def _up_attached(session: Session, c: Compose, opts: Any, f: dict[str, Any],
     import time
 
     from ketch.compose.logs import LogPrinter, Target, follow_all, short_name
-    from ketch.compose.project import _name_of, service_of
+    from ketch.compose.project import _name_of
 
     printer = LogPrinter(sys.stdout, color=_color(session, f["no_color"]),
                          prefix=not f["no_log_prefix"])
     # Containers that existed before keep their old output; only what they print from
     # now on is shown, as compose (which attaches before starting) shows it.
     started = time.time()
-    services = c.up(opts)
-    names = {s.name for s in services}
-    attach = set(f["attach"]) or names
-    attach -= set(f["no_attach"])
+    c.up(opts)
+    attach = f["attach_to"]
     client = c.client
     targets = []
-    for ctr in c.containers(names):
-        if service_of(ctr) not in attach:
-            continue
+    for ctr in c.containers(sorted(attach)) if attach else []:
         info = client.container_inspect(ctr["Id"])
         targets.append(Target(short_name(_name_of(ctr), c.project.name), ctr["Id"],
                               bool((info.get("Config") or {}).get("Tty"))))
