@@ -441,9 +441,23 @@ def test_top_is_one_table_with_service_and_replica() -> None:
     assert cc.top_output([]) == ""
 
 
-def test_events_text_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "UTC")
+@pytest.fixture
+def utc() -> Any:
+    """Local time is UTC for the test (and the zone restored after it)."""
+    import os
+
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
     time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def test_events_text_and_json(utc: Any) -> None:
     ev = {"Type": "container", "Action": "start", "timeNano": 1_764_000_000_123_456_789,
           "Actor": {"ID": "abc", "Attributes": {
               "image": "busybox", "name": "demo-web-1", "com.docker.compose.service": "web",
