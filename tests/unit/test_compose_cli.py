@@ -171,6 +171,15 @@ def test_attached_services_as_compose_picks_them() -> None:
         cc.attach_set(model, ["web"], ["db", "web"], {"attach": ["other"]})
 
 
+def test_down_of_a_service_takes_its_dependents() -> None:
+    model = {"services": {"web": {"depends_on": {"api": {}}}, "api": {"depends_on": {"db": {}}},
+                          "db": {}, "cache": {}}}
+    assert cc.dependents_of(model, ["db"]) == {"db", "api", "web"}
+    assert cc.dependents_of(model, ["web"]) == {"web"}
+    assert cc.dependents_of(model, ["cache", "api"]) == {"cache", "api", "web"}
+    assert cc.dependency_order(model) == ["db", "api", "cache", "web"]
+
+
 def test_global_flags_resolution() -> None:
     base = {o.dest: o.default for o in cc.GLOBAL_OPTIONS}
     v = cc.check_global(base, {"COMPOSE_ANSI": "never", "COMPOSE_PROGRESS": "quiet"})
