@@ -1182,7 +1182,7 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
     extra_env = resolve_env(f["env"], project.environment)
     for path in f["env_from_file"]:
         extra_env = _env_file_values(path, project.environment) + extra_env
-    c = _compose(session, project)
+    c = _compose(session, project, build_quiet=f["quiet_build"])
     if f["remove_orphans"]:
         for o in c.orphans():
             c._remove(o)    # noqa: SLF001 - the same removal as up/down's
@@ -1198,7 +1198,7 @@ def run_cmd(session: Session, args: tuple[str, ...], **f: Any) -> int:
         c.ensure_networks([svc])
         c.ensure_volumes([svc])
     c.ensure_images([svc], build="always" if f["build"] else "auto",
-                    pull="" if f["pull"] == "policy" else f["pull"],
+                    pull=_pull_mode(f["pull"]),
                     quiet_pull=f["quiet_pull"])
     slug = _secrets.token_hex(32)
     cname = f["name"] or f"{project.name}-{name}-run-{slug[:12]}"
@@ -1277,8 +1277,7 @@ def check_run_flags(f: Mapping[str, Any]) -> None:
         raise _fail("--service-ports and --publish are incompatible")
     if f.get("tty_") is not None and f.get("no_tty") is not None:
         raise _fail("--tty and --no-TTY can't be used together")
-    if f.get("pull") not in ("policy", "always", "missing", "never", "build", "", None):
-        raise _fail(f"invalid --pull option {_q(f['pull'])}")
+    _check_pull(f.get("pull") or "policy")
 
 
 def run_tty(f: Mapping[str, Any], *, stdin_tty: bool, stdout_tty: bool) -> bool:
