@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 GLOBAL_OPTIONS = (
     Option("ansi", "ansi", "", VALUE, "auto", "string",
-           'Control when to print ANSI control characters ("never"|"always"|"auto")'),
+           'Control when to print ANSI control characters ("never"|"always"|"auto") '
+           '(default "auto")'),
     Option("compatibility", "compatibility", "", "bool", False, "",
            "Run compose in backward compatibility mode"),
     Option("dry_run", "dry-run", "", "bool", False, "", "Execute command in dry run mode"),
@@ -39,7 +40,7 @@ GLOBAL_OPTIONS = (
     Option("no_ansi", "no-ansi", "", "bool", False, "",
            "Do not print ANSI control characters (DEPRECATED)", hidden=True),
     Option("parallel", "parallel", "", VALUE, "-1", "int",
-           "Control max parallelism, -1 for unlimited"),
+           "Control max parallelism, -1 for unlimited (default -1)"),
     Option("profile", "profile", "", LIST, (), "stringArray",
            "Specify a profile to enable"),
     Option("progress", "progress", "", VALUE, "", "string",
@@ -351,7 +352,7 @@ def _scales(values: Sequence[str]) -> dict[str, int]:
              "--force-recreate.")
 @option("--no-start", is_flag=True, help="Don't start the services after creating them")
 @option("--pull", default="policy",
-        help='Pull image before running ("always"|"missing"|"never")')
+        help='Pull image before running ("always"|"missing"|"never") (default "policy")')
 @option("--quiet-build", is_flag=True, help="Suppress the build output")
 @option("--quiet-pull", is_flag=True, help="Pull without printing progress information")
 @option("--remove-orphans", is_flag=True,
@@ -841,7 +842,8 @@ def _canonical(c: Mapping[str, Any]) -> str:
 @option("--since", default="", help='Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) '
         'or relative (e.g. 42m for 42 minutes)')
 @option("-n", "--tail", default="all",
-        help="Number of lines to show from the end of the logs for each container")
+        help='Number of lines to show from the end of the logs for each container (default '
+             '"all")')
 @option("-t", "--timestamps", is_flag=True, help="Show timestamps")
 @option("--until", default="", help='Show logs before a timestamp (e.g. 2013-01-02T13:23:37Z)'
         ' or relative (e.g. 42m for 42 minutes)')
@@ -925,7 +927,7 @@ def restart_cmd(session: Session, args: tuple[str, ...], no_deps: bool, timeout:
 @option("--remove-orphans", is_flag=True,
         help="Remove containers for services not defined in the Compose file")
 @option("-s", "--signal", "signal_", default="SIGKILL",
-        help="SIGNAL to send to the container")
+        help='SIGNAL to send to the container (default "SIGKILL")')
 @pass_obj
 def kill_cmd(session: Session, args: tuple[str, ...], remove_orphans: bool,
              signal_: str) -> int:
@@ -1146,7 +1148,7 @@ def exec_cmd(session: Session, args: tuple[str, ...], detach: bool, env: tuple[s
 @option("-p", "--publish", "publish", multiple=True, metavar="stringArray",
         help="Publish a container's port(s) to the host")
 @option("--pull", default="policy", help='Pull image before running ("always"|"missing"|'
-        '"never")')
+        '"never") (default "policy")')
 @option("-q", "--quiet", is_flag=True, help="Don't print anything to STDOUT")
 @option("--quiet-build", is_flag=True, help="Suppress progress output from the build process")
 @option("--quiet-pull", is_flag=True, help="Pull without printing progress information")
@@ -1370,7 +1372,7 @@ def top_cmd(session: Session, args: tuple[str, ...]) -> int:
          nargs=(2, None))
 @option("--index", default="0", metavar="int",
         help="Index of the container if service has multiple replicas")
-@option("--protocol", default="tcp", help="tcp or udp")
+@option("--protocol", default="tcp", help='tcp or udp (default "tcp")')
 @pass_obj
 def port_cmd(session: Session, args: tuple[str, ...], index: str, protocol: str) -> int:
     try:
@@ -1470,7 +1472,8 @@ def images_output(rows: Sequence[Mapping[str, Any]], fmt: str, *, quiet: bool = 
 
 @command("images", "[OPTIONS] [SERVICE...]", "List images used by the created containers",
          nargs=(0, None))
-@option("--format", "format_", default="table", help="Format the output. Values: [table | json]")
+@option("--format", "format_", default="table",
+        help='Format the output. Values: [table | json] (default "table")')
 @option("-q", "--quiet", is_flag=True, help="Only display IDs")
 @pass_obj
 def images_cmd(session: Session, args: tuple[str, ...], format_: str, quiet: bool) -> int:
@@ -1556,7 +1559,8 @@ def cp_cmd(session: Session, args: tuple[str, ...], all_: bool, archive: bool,
 @option("--no-recreate", is_flag=True, help="If containers already exist, don't recreate "
         "them. Incompatible with --force-recreate.")
 @option("--pull", default="policy",
-        help='Pull image before running ("always"|"missing"|"never"|"build")')
+        help='Pull image before running ("always"|"missing"|"never"|"build") (default '
+             '"policy")')
 @option("--quiet-pull", is_flag=True, help="Pull without printing progress information")
 @option("--remove-orphans", is_flag=True,
         help="Remove containers for services not defined in the Compose file")
@@ -1910,7 +1914,8 @@ def print_view(rows: Sequence[Mapping[str, Any]], fmt: str, headers: Sequence[st
 @option("-a", "--all", "all_", is_flag=True, help="Show all stopped Compose projects")
 @option("--filter", "filters", multiple=True, metavar="filter",
         help="Filter output based on conditions provided")
-@option("--format", "format_", default="table", help="Format the output. Values: [table | json]")
+@option("--format", "format_", default="table",
+        help='Format the output. Values: [table | json] (default "table")')
 @option("-q", "--quiet", is_flag=True, help="Only display project names")
 @pass_obj
 def ls_cmd(session: Session, args: tuple[str, ...], all_: bool, filters: tuple[str, ...],
