@@ -446,6 +446,41 @@ services:
     assert proj.left() == ([], [], [])
 
 
+def test_scale_and_volumes(proj: Project) -> None:
+    proj.write("""
+services:
+  w:
+    image: busybox
+    command: sleep 1000
+    volumes: ["data:/data"]
+    depends_on: [db]
+  db:
+    image: busybox
+    command: sleep 1000
+    volumes: ["dbdata:/var/db"]
+volumes:
+  data: {}
+  dbdata: {}
+""")
+    proj.run("scale", "w=2", check=True)
+    names = proj.run("ps", "--format", "{{.Name}}", check=True).stdout.split()
+    assert names == [f"{proj.name}-db-1", f"{proj.name}-w-1", f"{proj.name}-w-2"]
+    proj.run("scale", "w=1", check=True)
+    assert proj.run("ps", "--format", "{{.Name}}", "w", check=True).stdout == \
+        f"{proj.name}-w-1\n"
+    table = proj.run("volumes", check=True).stdout.splitlines()
+    assert table[0].split() == ["DRIVER", "VOLUME", "NAME"]
+    assert [line.split() for line in table[1:]] == [["local", f"{proj.name}_data"],
+                                                    ["local", f"{proj.name}_dbdata"]]
+    assert proj.run("volumes", "-q", "db", check=True).stdout == f"{proj.name}_dbdata\n"
+    assert proj.run("volumes", "--format", "{{.Name}} {{.Driver}}", "w",
+                    check=True).stdout == f"{proj.name}_data local\n"
+    res = proj.run("volumes", "nosuch")
+    assert res.returncode == 1 and "no such service: nosuch" in res.stderr
+    res = proj.run("scale", "nosuch=2")
+    assert res.returncode == 1 and "nosuch" in res.stderr
+
+
 @pytest.mark.xfail(strict=True, reason="project.py (lead): Compose.down removes one-off (`run`) "
                    "containers always; compose v2's down leaves them unless --remove-orphans "
                    "(pkg/compose/down.go: oneOffExclude), the network then still in use")

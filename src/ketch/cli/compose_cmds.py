@@ -156,7 +156,8 @@ class ComposeGroup(Group):
 
 COMMANDS = ("build", "config", "cp", "create", "down", "events", "exec", "images", "kill",
             "logs", "ls", "pause", "port", "ps", "pull", "push", "restart", "rm", "run",
-            "start", "stop", "top", "unpause", "up", "version", "wait", "watch")
+            "scale", "start", "stop", "top", "unpause", "up", "version", "volumes", "wait",
+            "watch")
 
 compose = ComposeGroup("compose", help="Define and run multi-container applications",
                        usage="[OPTIONS] COMMAND", options=GLOBAL_OPTIONS,
@@ -2098,3 +2099,70 @@ def prune_replaced(client: Any, ids: list[str]) -> None:
         except KetchError:
             continue        # still used by a container: later
         ids.remove(iid)
+
+
+def scale_args(args: Sequence[str]) -> dict[str, int]:
+    """``SERVICE=REPLICAS`` words, refused in compose's words."""
+    out: dict[str, int] = {}
+    for arg in args:
+        key, sep, val = arg.partition("=")
+        if not sep or not key or not val:
+            raise _fail(f"invalid scale specifier: {arg}")
+        try:
+            out[key] = int(val)
+        except ValueError:
+            raise _fail("invalid scale specifier: can't parse replica value as int: "
+                        f"{arg}") from None
+    return out
+
+
+@command("scale", "[SERVICE=REPLICAS...]", "Scale services ", nargs=(1, None))
+@option("--no-deps", is_flag=True, help="Don't start linked services")
+@pass_obj
+def scale_cmd(session: Session, args: tuple[str, ...], no_deps: bool) -> int:
+    from ketch.compose.project import UpOptions
+
+    replicas = scale_args(args)
+    names = sorted(replicas)
+    project = load_project(session, names)
+    for n in names:
+        project.service(n)
+    c = _compose(session, project)
+    c.up(UpOptions(services=names, scale=replicas, deps=not no_deps))
+    return 0
+
+
+@command("volumes", "[OPTIONS] [SERVICE...]", "List volumes", nargs=(0, None))
+@option("--format", "format_", default="table",
+        help="Format output using a custom template: 'table' (default), 'table TEMPLATE', "
+             "'json', or a Go template")
+@option("-q", "--quiet", is_flag=True, help="Only display volume names")
+@pass_obj
+def volumes_cmd(session: Session, args: tuple[str, ...], format_: str, quiet: bool) -> int:
+    """The project's volumes (those its labels name), or those the named services'
+    running containers mount."""
+    from ketch.cli.formatting import TemplateError
+    from ketch.cli.views import volumes_output
+    from ketch.compose import labels as L
+    from ketch.compose.project import service_of
+
+    project = _project_for_down(session)
+    if project.files:
+        for a in args:
+            if a not in project.services:
+                raise _fail(f"no such service: {a}")
+    client = session.connect()
+    flt = {"label": [f"{L.PROJECT}={project.name}"]}
+    volumes = list(client.volumes(filters=flt))
+    if args:
+        used = {str(m.get("Name") or "") for c in client.containers(filters=flt)
+                if service_of(c) in args for m in c.get("Mounts") or []}
+        volumes = [v for v in volumes if v.get("Name") in used]
+    if quiet:
+        sys.stdout.write("".join(f"{v.get('Name')}\n" for v in volumes))
+        return 0
+    try:
+        sys.stdout.write(volumes_output(volumes, format_))
+    except TemplateError as exc:
+        raise _fail(str(exc)) from None
+    return 0
