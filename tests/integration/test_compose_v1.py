@@ -329,6 +329,7 @@ services:
     image: busybox
     command: ["sleep", "30"]
     stop_signal: SIGKILL
+    expose: ["5000"]
 """}, name="v1exit")
     # Attached: one's output (two's lines interleave with it), then its exit code.
     d, k = same(pair, dirs, "up", "--exit-code-from", "one", "--no-color", stdout=False)
@@ -336,7 +337,9 @@ services:
         assert res.returncode == 4
         assert [ln for ln in res.stdout.splitlines() if ln.startswith("one_1")] == [
             "one_1  | one", "one_1  | done"]
-    same(pair, dirs, "ps", "-a")
+    # A stopped container shows no ports, exposed ones neither.
+    _, k = same(pair, dirs, "ps", "-a")
+    assert "5000" not in k.stdout
     # `events --json` while a service restarts: compose's reading of the engine's events.
     watching = []
     for s in pair.sides:

@@ -653,12 +653,12 @@ class Engine:
             task.add_done_callback(self._background.discard)
 
     def _clear_network(self, c: Container) -> None:
-        """A stopped container keeps no address (dockerd empties NetworkSettings)."""
+        """A stopped container keeps no address (dockerd empties NetworkSettings), nor
+        ports: dockerd's releaseNetwork drops them all, exposed ones too (inspect shows
+        ``{}``, docker-compose v1's ``ps`` an empty Ports column)."""
         from ketch.engine.networks import Networks
-        from ketch.network.ports import ports_json
 
-        c.network_settings = Networks.settings_stopped(
-            c, ports_json((), list(c.config.get("ExposedPorts") or {})))
+        c.network_settings = Networks.settings_stopped(c, {})
 
     async def _remove_quietly(self, cid: str) -> None:
         with contextlib.suppress(KetchError):
