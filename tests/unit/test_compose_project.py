@@ -913,9 +913,10 @@ def test_start_waits_for_dependencies_again(engine: Engine) -> None:
 
 
 def test_start_without_containers(engine: Engine) -> None:
-    with pytest.raises(ComposeError, match="^no containers to start$"):
+    # compose's startService: the first service (in dependency order) without one
+    with pytest.raises(ComposeError, match='^service "db" has no container to start$'):
         Run(engine, APP).compose.start()
-    with pytest.raises(ComposeError, match=r"^service\(s\) not found$"):
+    with pytest.raises(ComposeError, match='^service "web" has no container to start$'):
         Run(engine, APP).compose.start(["web"])
 
 

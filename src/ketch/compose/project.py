@@ -23,7 +23,7 @@ from ketch.compose.errors import ComposeError
 from ketch.compose.graph import Graph
 from ketch.compose.model import COMPLETED, HEALTHY, Project, Service
 from ketch.compose.progress import Progress
-from ketch.errors import Conflict, KetchError, NotFound
+from ketch.errors import Conflict, Forbidden, KetchError, NotFound
 
 POLL = 0.2          # seconds between looks at a dependency's state
 
@@ -594,7 +594,9 @@ class Compose:
     # --- stopping and removing -------------------------------------------------------------
 
     def down(self, opts: DownOptions) -> None:
-        everything = self.containers(oneoff=None)
+        # one-off (`run`) containers stay unless orphans go too, as compose's down leaves
+        # them (and the network they hold then stays, "still in use")
+        everything = self.containers(oneoff=None if opts.remove_orphans else False)
         known = set(self.project.services) | set(self.project.disabled)
         if self.project.from_labels:
             known |= {service_of(c) for c in everything}
@@ -632,11 +634,21 @@ class Compose:
                      if n.get("Name") == name]
             if not found:
                 continue
+            try:
+                attached = self.client.network_inspect(name).get("Containers") or {}
+            except NotFound:
+                continue
+            if attached:        # a one-off container, or another project's: it stays
+                self.progress("Network", name, "Resource is still in use")
+                continue
             self.progress("Network", name, "Removing")
             try:
                 self.client.network_remove(name)
             except NotFound:
                 pass
+            except (Conflict, Forbidden):
+                self.progress("Network", name, "Resource is still in use")
+                continue
             self.progress("Network", name, "Removed")
         if opts.volumes:
             vol_names = [self.project.volume_name(k) for k, v in
@@ -653,6 +665,9 @@ class Compose:
                     self.client.volume_remove(name)
                 except NotFound:
                     pass
+                except Conflict:
+                    self.progress("Volume", name, "Resource is still in use")
+                    continue
                 self.progress("Volume", name, "Removed")
         if opts.rmi:
             for image in self.images_to_remove(opts.rmi):
@@ -691,11 +706,16 @@ class Compose:
 
     def start(self, names: Sequence[str] = ()) -> None:
         services = self.project.select(list(names))
-        if not any(self.containers([s.name]) for s in services):
-            raise ComposeError("service(s) not found" if names else "no containers to start")
         graph = self.graph(services)
         by_name = {s.name: s for s in services}
-        graph.walk(lambda n: self.start_service(by_name[n]), workers=self.workers)
+
+        def one(n: str) -> None:
+            svc = by_name[n]
+            if svc.scale > 0 and not self.containers([n]):
+                raise ComposeError(f'service "{n}" has no container to start')
+            self.start_service(svc)
+
+        graph.walk(one, workers=self.workers)
 
     def restart(self, names: Sequence[str] = (), timeout: int | None = None,
                 no_deps: bool = False) -> None:
