@@ -154,10 +154,10 @@ class ComposeGroup(Group):
         return self.dispatch(path, parsed.args, session)
 
 
-COMMANDS = ("build", "config", "cp", "create", "down", "events", "exec", "images", "kill",
-            "logs", "ls", "pause", "port", "ps", "pull", "push", "restart", "rm", "run",
-            "scale", "start", "stop", "top", "unpause", "up", "version", "volumes", "wait",
-            "watch")
+COMMANDS = ("attach", "build", "commit", "config", "cp", "create", "down", "events", "exec",
+            "export", "images", "kill", "logs", "ls", "pause", "port", "ps", "pull", "push",
+            "restart", "rm", "run", "scale", "start", "stats", "stop", "top", "unpause", "up",
+            "version", "volumes", "wait", "watch")
 
 compose = ComposeGroup("compose", help="Define and run multi-container applications",
                        usage="[OPTIONS] COMMAND", options=GLOBAL_OPTIONS,
@@ -2166,3 +2166,98 @@ def volumes_cmd(session: Session, args: tuple[str, ...], format_: str, quiet: bo
     except TemplateError as exc:
         raise _fail(str(exc)) from None
     return 0
+
+
+# --- a service's container through the docker commands -----------------------------------------
+
+
+@command("attach", "[OPTIONS] SERVICE", "Attach local standard input, output, and error "
+         "streams to a service's running container", nargs=(1, 1))
+@option("--detach-keys", default="",
+        help="Override the key sequence for detaching from a container.")
+@option("--index", default="0", metavar="int",
+        help="index of the container if service has multiple replicas.")
+@option("--no-stdin", is_flag=True, help="Do not attach STDIN")
+@option("--sig-proxy", is_flag=True, default=True,
+        help="Proxy all received signals to the process (default true)")
+@pass_obj
+def attach_cmd(session: Session, args: tuple[str, ...], detach_keys: str, index: str,
+               no_stdin: bool, sig_proxy: bool) -> int:
+    from ketch.cli.container_cmds import attach
+
+    c = _compose(session, _project_for_down(session))
+    target = _container_of(c, args[0], _int(index, "--index"), oneoff=None)
+    rv: int = attach.callback(session, args=(str(target["Id"]),), detach_keys=detach_keys,
+                              no_stdin=no_stdin, sig_proxy=sig_proxy)
+    return rv
+
+
+@command("commit", "[OPTIONS] SERVICE [REPOSITORY[:TAG]]",
+         "Create a new image from a service container's changes", nargs=(1, 2))
+@option("-a", "--author", default="",
+        help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+@option("-c", "--change", "changes", multiple=True, metavar="list",
+        help="Apply Dockerfile instruction to the created image")
+@option("--index", default="0", metavar="int",
+        help="index of the container if service has multiple replicas.")
+@option("-m", "--message", default="", help="Commit message")
+@option("-p", "--pause", is_flag=True, default=True,
+        help="Pause container during commit (default true)")
+@pass_obj
+def commit_cmd(session: Session, args: tuple[str, ...], author: str, changes: tuple[str, ...],
+               index: str, message: str, pause: bool) -> int:
+    from ketch.cli.filesystem_cmds import commit
+
+    c = _compose(session, _project_for_down(session))
+    target = _container_of(c, args[0], _int(index, "--index"), oneoff=None)
+    rv: int = commit.callback(session, args=(str(target["Id"]), *args[1:]), author=author,
+                              changes=changes, message=message, pause=pause)
+    return rv
+
+
+@command("export", "[OPTIONS] SERVICE", "Export a service container's filesystem as a tar "
+         "archive", nargs=(1, 1))
+@option("--index", default="0", metavar="int",
+        help="index of the container if service has multiple replicas.")
+@option("-o", "--output", default="", help="Write to a file, instead of STDOUT")
+@pass_obj
+def export_cmd(session: Session, args: tuple[str, ...], index: str, output: str) -> int:
+    from ketch.cli.filesystem_cmds import export
+
+    c = _compose(session, _project_for_down(session))
+    target = _container_of(c, args[0], _int(index, "--index"), oneoff=None)
+    rv: int = export.callback(session, args=(str(target["Id"]),), output=output)
+    return rv
+
+
+@command("stats", "[OPTIONS] [SERVICE]", "Display a live stream of container(s) resource "
+         "usage statistics", nargs=(0, 1))
+@option("-a", "--all", "all_", is_flag=True,
+        help="Show all containers (default shows just running)")
+@option("--format", "format_", default="",
+        help="Format output using a custom template: 'table' (default), 'table TEMPLATE', "
+             "'json', or a Go template")
+@option("--no-stream", is_flag=True,
+        help="Disable streaming stats and only pull the first result")
+@option("--no-trunc", is_flag=True, help="Do not truncate output")
+@pass_obj
+def stats_cmd(session: Session, args: tuple[str, ...], all_: bool, format_: str,
+              no_stream: bool, no_trunc: bool) -> int:
+    """``docker stats`` over the project's containers (of one service when named)."""
+    from ketch.cli.container_cmds import STATS_HEADERS, _stats_format, stats
+    from ketch.cli.formatting import render
+    from ketch.compose import labels as L
+
+    project = _project_for_down(session)
+    flt = [f"{L.PROJECT}={project.name}"]
+    if args:
+        flt.append(f"{L.SERVICE}={args[0]}")
+    ids = [str(i["Id"]) for i in session.connect().containers(all=all_,
+                                                              filters={"label": flt})]
+    if not ids:
+        # stats of no container: the header alone
+        sys.stdout.write(render(_stats_format(format_ or None), [], STATS_HEADERS))
+        return 0
+    rv: int = stats.callback(session, args=tuple(ids), all_=all_, format_=format_ or None,
+                             no_stream=no_stream, no_trunc=no_trunc)
+    return rv
