@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml scripts/install-system-packages
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The main job: the compose application (an API, PostgreSQL, Redis; all built from
+# debian:bookworm, or the busybox variant without a Debian mirror: KETCH_DEMO_COMPOSE=busybox),
+# then a tour of the engine underneath (runtime, images, containers, networks, builds).
 demo: install
+	$(BIN)/python -m ketch.demo_compose
 	$(BIN)/python -m ketch.demo
 
 # The whole suite: unit tests, then the integration tests that need root.
@@ -38,6 +42,7 @@ bench: install
 	$(BIN)/python bench/network.py
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/compose.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
