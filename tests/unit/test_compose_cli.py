@@ -124,7 +124,6 @@ def test_refusals_in_compose_words(run: Any, args: list[str], message: str) -> N
     (["config", "--no-normalize"], "config --no-normalize"),
     (["config", "--resolve-image-digests"], "config --resolve-image-digests"),
     (["ps", "--filter", "source=x"], "--filter source"),
-    (["--progress", "json", "ps"], "--progress json"),
     (["build", "--ssh", "default"], "build --ssh"),
     (["build", "--print"], "build --print"),
     (["build", "--provenance", "mode=max"], "build --provenance"),
@@ -258,6 +257,20 @@ def test_cp_arguments() -> None:
     assert cc.split_cp_arg("/abs/with:colon") == ("", "/abs/with:colon")
     assert cc.split_cp_arg("./rel:x") == ("", "./rel:x")
     assert cc.split_cp_arg("plain") == ("", "plain")
+
+
+def test_json_progress_lines() -> None:
+    out = io.StringIO()
+    p = cc.json_progress(out)
+    p("Container", "demo-web-1", "Started")
+    p("Container", "demo-db-1", "port is already allocated", error=True)
+    p.warn("Found orphan containers")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == '{"id":"Container demo-web-1","text":"Started"}'
+    assert json.loads(lines[1]) == {"id": "Container demo-db-1", "text": "Error",
+                                    "status": "port is already allocated"}
+    warn = json.loads(lines[2])
+    assert list(warn) == ["level", "msg", "time"] and warn["level"] == "warning"
 
 
 def test_prune_replaced_keeps_what_is_tagged_or_used() -> None:

@@ -216,11 +216,42 @@ def _progress(session: Session) -> Any:
     g = _opts(session)
     mode = g["progress"] or "auto"
     if mode == "json":
-        raise _unsupported("--progress json")
+        return json_progress()
     if mode == "auto" and g["ansi"] == "never":
         mode = "plain"      # as compose: no ANSI means the plain progress lines
     return Progress(quiet=mode == "quiet",
                     tty=None if mode == "auto" else mode == "tty")
+
+
+def json_progress(out: Any = None) -> Any:
+    """``--progress json``: each step one JSON object on stderr, as compose's json writer
+    prints its events ({"id":"Container p-web-1","text":"Started"}), and warnings as its
+    logger's JSON formatter does ({"level":"warning","msg":...,"time":...})."""
+    import json
+    import time
+
+    from ketch.compose.progress import Progress
+
+    class JsonProgress(Progress):
+        def __call__(self, kind: str, name: str, status: str, *, error: bool = False) -> None:
+            msg = {"id": f"{kind} {name}", "text": "Error" if error else status}
+            if error:
+                msg["status"] = status
+            with self._lock:
+                self.out.write(json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+                               + "\n")
+                self.out.flush()
+
+        def warn(self, text: str) -> None:
+            from ketch.cli.formatting import go_time_rfc3339
+
+            stamp = go_time_rfc3339(time.time())
+            with self._lock:
+                self.out.write(json.dumps({"level": "warning", "msg": text, "time": stamp},
+                                          separators=(",", ":"), ensure_ascii=False) + "\n")
+                self.out.flush()
+
+    return JsonProgress(out, tty=False)
 
 
 def _compose(session: Session, project: Project, *, no_cache: bool = False,
