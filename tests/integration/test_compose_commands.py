@@ -433,7 +433,9 @@ services:
     image: busybox
     command: sleep 1000
 """)
-    proj.run("up", "-d", check=True)
+    res = proj.run("--progress", "json", "up", "-d", check=True)
+    events = [json.loads(line) for line in res.stderr.splitlines()]
+    assert {"id": f"Container {proj.name}-db-1", "text": "Started"} in events, res.stderr
     res = proj.run("down", "-t", "0", "db", check=True)
     # db and what depends on it; the network stays for `other`
     assert f"Container {proj.name}-web-1  Removed" in res.stderr
@@ -481,9 +483,50 @@ volumes:
     assert res.returncode == 1 and "nosuch" in res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="project.py (lead): Compose.down removes one-off (`run`) "
-                   "containers always; compose v2's down leaves them unless --remove-orphans "
-                   "(pkg/compose/down.go: oneOffExclude), the network then still in use")
+def test_attach_commit_export_stats(proj: Project) -> None:
+    proj.write("""
+services:
+  w:
+    image: busybox
+    command: ["sh", "-c", "echo > /tmp/made-here; i=0; while :; do i=$$((i+1)); echo tick-$$i; sleep 0.3; done"]
+""")
+    proj.run("up", "-d", "--scale", "w=2", check=True)
+    # commit: an image of a service container's changes
+    image = f"{proj.name}-committed:v1"
+    proj.run("commit", "-m", "from compose", "--index", "2", "w", image, check=True)
+    info = json.loads(proj.ketch("image", "inspect", image).stdout)[0]
+    assert info["Comment"] == "from compose"
+    assert proj.ketch("run", "--rm", image, "ls", "/tmp/made-here").returncode == 0
+    proj.ketch("rmi", image)
+    # export: its filesystem as a tar
+    out = proj.d / "fs.tar"
+    proj.run("export", "-o", str(out), "w", check=True)
+    import tarfile
+
+    with tarfile.open(out) as tar:
+        assert "tmp/made-here" in tar.getnames()
+    # stats: the project's containers, once
+    res = proj.run("stats", "--no-stream", "--format", "{{.Name}}", check=True)
+    assert sorted(res.stdout.split()) == [f"{proj.name}-w-1", f"{proj.name}-w-2"]
+    assert proj.run("stats", "--no-stream", "nosuch", check=True).stdout.split()[:2] == \
+        ["CONTAINER", "ID"]
+    # attach: the output of a service's container until it is stopped
+    proc = subprocess.Popen([KETCH, "compose", "-p", proj.name, "attach", "--no-stdin",
+                             "--index", "1", "w"], cwd=proj.d, env=proj.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        proj.run("kill", "w", check=True)
+        out_text, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert re.search(r"^tick-\d+$", out_text, re.M), out_text
+    res = proj.run("attach", "--index", "3", "w")
+    assert res.returncode == 1 and 'service "w" is not running container #3' in res.stderr
+
+
 def test_down_keeps_one_off_containers(proj: Project) -> None:
     proj.write("""
 services:
@@ -499,10 +542,6 @@ services:
     assert len(left) == 1 and left[0].startswith(f"{proj.name}-w-run-")
 
 
-@pytest.mark.xfail(strict=True, reason="project.py (lead): Compose.start says 'no containers to "
-                   "start' only when no service has a container, and starts the others "
-                   "silently; compose v2's startService fails on the first service without one: "
-                   "'service \"b\" has no container to start'")
 def test_start_names_a_service_without_containers(proj: Project) -> None:
     proj.write("""
 services:
