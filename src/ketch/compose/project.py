@@ -50,6 +50,7 @@ class UpOptions:
 
 @dataclass
 class DownOptions:
+    services: list[str] = field(default_factory=list)   # down SERVICE...: these and dependents
     volumes: bool = False
     rmi: str = ""                   # "" | "local" | "all"
     remove_orphans: bool = False
@@ -604,6 +605,15 @@ class Compose:
         if orphans and not opts.remove_orphans:
             self._orphan_warning(orphans)
             everything = [c for c in everything if service_of(c) in known]
+        if opts.services:
+            # compose's `down SERVICE...`: the services and whatever depends on them; the
+            # networks and volumes below then go only when nothing uses them any more
+            for n in opts.services:
+                if not self.project.from_labels:
+                    self.project.service(n)
+            targets = self.graph().with_dependents(opts.services) | set(opts.services)
+            everything = [c for c in everything if service_of(c) in targets or
+                          (opts.remove_orphans and service_of(c) not in known)]
         by_service: dict[str, list[dict[str, Any]]] = {}
         for c in everything:
             by_service.setdefault(service_of(c), []).append(c)
