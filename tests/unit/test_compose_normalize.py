@@ -672,9 +672,11 @@ def test_dump_quotes_only_strings_that_would_read_as_something_else() -> None:
     assert "E: |-\n" in text
 
 
-def test_dump_json_is_indented_by_four_and_escapes_like_go() -> None:
+def test_dump_json_is_indented_by_two_and_escapes_like_go() -> None:
+    # compose-go's MarshalJSON: a map (keys sorted), indented by two, no final newline
     text = nz.dump({"name": "p", "services": {"s": {"command": ["a<b", "&"]}}}, "json")
-    assert text.startswith('{\n    "name": "p",\n    "services": {\n        "s": {')
+    assert text.startswith('{\n  "name": "p",\n  "services": {\n    "s": {')
+    assert not text.endswith("\n")
     assert "\\u003c" in text and "\\u0026" in text
     assert json.loads(text)["services"]["s"]["command"] == ["a<b", "&"]
     assert json.loads(nz.dump(demo(), "json")) == DEMO_CANONICAL

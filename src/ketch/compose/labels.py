@@ -25,4 +25,4 @@ VOLUME = PREFIX + "volume"
 
 # The compose version ketch writes into its labels and `version` prints: the
 # Compose Specification release whose behaviour it follows.
-COMPOSE_VERSION = "2.29.0"
+COMPOSE_VERSION = "2.40.3"
