@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
+from ketch.cli import compose_build as cb
 from ketch.cli import compose_cmds as cc
+from ketch.cli import compose_exec as ce
+from ketch.cli import compose_lifecycle as cl
+from ketch.cli import compose_views as cv
 from ketch.cli.main import main
 from ketch.compose import normalize as nz
 from ketch.errors import KetchError, NotSupported
@@ -144,42 +148,42 @@ def test_flag_errors_are_compose_s_own(run: Any) -> None:
 
 def test_exit_code_from_implies_abort_and_wait_implies_detach() -> None:
     f: dict[str, Any] = {"exit_code_from": "web", "wait": False, "detach": False}
-    cc.validate_up(f, {})
+    cl.validate_up(f, {})
     assert f["abort_on_container_exit"] is True
     f = {"wait": True, "detach": False}
-    cc.validate_up(f, {})
+    cl.validate_up(f, {})
     assert f["detach"] is True
     # --abort-on-container-failure with --exit-code-from is no cascade stop
     f = {"exit_code_from": "web", "abort_on_container_failure": True}
-    cc.validate_up(f, {})
+    cl.validate_up(f, {})
     assert not f.get("abort_on_container_exit")
     with pytest.raises(KetchError, match="cannot combine COMPOSE_IGNORE_ORPHANS and "
                                          "--remove-orphans"):
-        cc.validate_up({"remove_orphans": True}, {"COMPOSE_IGNORE_ORPHANS": "true"})
+        cl.validate_up({"remove_orphans": True}, {"COMPOSE_IGNORE_ORPHANS": "true"})
 
 
 def test_attached_services_as_compose_picks_them() -> None:
     model = {"services": {"web": {"depends_on": {"db": {}}}, "db": {},
                           "quiet": {"attach": False}, "other": {}}}
     everything = ["db", "other", "quiet", "web"]
-    assert cc.attach_set(model, [], everything, {}) == {"db", "other", "web"}
-    assert cc.attach_set(model, ["web"], ["db", "web"], {}) == {"web"}
-    assert cc.attach_set(model, ["web"], ["db", "web"],
+    assert cl.attach_set(model, [], everything, {}) == {"db", "other", "web"}
+    assert cl.attach_set(model, ["web"], ["db", "web"], {}) == {"web"}
+    assert cl.attach_set(model, ["web"], ["db", "web"],
                          {"attach_dependencies": True}) == {"db", "web"}
-    assert cc.attach_set(model, [], everything, {"no_attach": ["db"]}) == {"other", "web"}
-    assert cc.attach_set(model, ["web"], ["db", "web"], {"attach": ["db"]}) == {"db"}
+    assert cl.attach_set(model, [], everything, {"no_attach": ["db"]}) == {"other", "web"}
+    assert cl.attach_set(model, ["web"], ["db", "web"], {"attach": ["db"]}) == {"db"}
     with pytest.raises(KetchError, match="cannot attach to services not included in up: "
                                          "other"):
-        cc.attach_set(model, ["web"], ["db", "web"], {"attach": ["other"]})
+        cl.attach_set(model, ["web"], ["db", "web"], {"attach": ["other"]})
 
 
 def test_down_of_a_service_takes_its_dependents() -> None:
     model = {"services": {"web": {"depends_on": {"api": {}}}, "api": {"depends_on": {"db": {}}},
                           "db": {}, "cache": {}}}
-    assert cc.dependents_of(model, ["db"]) == {"db", "api", "web"}
-    assert cc.dependents_of(model, ["web"]) == {"web"}
-    assert cc.dependents_of(model, ["cache", "api"]) == {"cache", "api", "web"}
-    assert cc.dependency_order(model) == ["db", "api", "cache", "web"]
+    assert cl.dependents_of(model, ["db"]) == {"db", "api", "web"}
+    assert cl.dependents_of(model, ["web"]) == {"web"}
+    assert cl.dependents_of(model, ["cache", "api"]) == {"cache", "api", "web"}
+    assert cv.dependency_order(model) == ["db", "api", "cache", "web"]
 
 
 def test_global_flags_resolution() -> None:
@@ -203,7 +207,7 @@ def test_global_flags_resolution() -> None:
 def test_run_tty_choice() -> None:
     def tty(**f: Any) -> bool:
         flags = {"tty_": None, "no_tty": None, "interactive": None, **f}
-        return cc.run_tty(flags, stdin_tty=f.pop("stdin", True), stdout_tty=f.pop("out", True))
+        return ce.run_tty(flags, stdin_tty=f.pop("stdin", True), stdout_tty=f.pop("out", True))
 
     assert tty() is True
     assert tty(no_tty=True) is False
@@ -211,20 +215,20 @@ def test_run_tty_choice() -> None:
     assert tty(stdin=False) is False           # piped stdin: no TTY by default
     assert tty(interactive=True, stdin=False) is True
     assert tty(out=False) is False
-    assert cc.run_entrypoint("sh -c 'echo a b'") == ["sh", "-c", "echo a b"]
-    assert cc.run_entrypoint("") == [] and cc.run_entrypoint(None) is None
-    assert cc.run_labels(["a=1", "b="]) == {"a": "1", "b": ""}
+    assert ce.run_entrypoint("sh -c 'echo a b'") == ["sh", "-c", "echo a b"]
+    assert ce.run_entrypoint("") == [] and ce.run_entrypoint(None) is None
+    assert ce.run_labels(["a=1", "b="]) == {"a": "1", "b": ""}
 
 
 def test_env_values_resolve_from_the_project_environment() -> None:
     env = {"HOME": "/root", "TOKEN": "t"}
-    assert cc.resolve_env(["TOKEN", "A=1", "MISSING"], env) == ["TOKEN=t", "A=1", "MISSING"]
+    assert ce.resolve_env(["TOKEN", "A=1", "MISSING"], env) == ["TOKEN=t", "A=1", "MISSING"]
 
 
 def test_pull_skips_as_compose_does() -> None:
     def skip(spec: dict[str, Any], policy: str = "", present: bool = False,
              ignore_buildable: bool = False, pulling: dict[str, str] | None = None) -> str:
-        return cc.pull_skip(spec, policy, present=lambda _: present,
+        return cb.pull_skip(spec, policy, present=lambda _: present,
                             ignore_buildable=ignore_buildable, pulling=pulling or {})
 
     assert skip({"build": {"context": "."}}) == "Skipped - No image to be pulled"
@@ -246,17 +250,17 @@ def test_pull_skips_as_compose_does() -> None:
 def test_env_from_file_reads_with_dotenv_rules(tmp_path: Path) -> None:
     f = tmp_path / "run.env"
     f.write_text("# comment\nA=1\nB='two words'\nC=${HOME_DIR}/x\nexport D=4\n")
-    assert cc._env_file_values(str(f), {"HOME_DIR": "/h"}) == \
+    assert ce._env_file_values(str(f), {"HOME_DIR": "/h"}) == \
         ["A=1", "B=two words", "C=/h/x", "D=4"]
     with pytest.raises(KetchError, match="failed to read"):
-        cc._env_file_values(str(tmp_path / "missing.env"), {})
+        ce._env_file_values(str(tmp_path / "missing.env"), {})
 
 
 def test_cp_arguments() -> None:
-    assert cc.split_cp_arg("web:/etc/hosts") == ("web", "/etc/hosts")
-    assert cc.split_cp_arg("/abs/with:colon") == ("", "/abs/with:colon")
-    assert cc.split_cp_arg("./rel:x") == ("", "./rel:x")
-    assert cc.split_cp_arg("plain") == ("", "plain")
+    assert ce.split_cp_arg("web:/etc/hosts") == ("web", "/etc/hosts")
+    assert ce.split_cp_arg("/abs/with:colon") == ("", "/abs/with:colon")
+    assert ce.split_cp_arg("./rel:x") == ("", "./rel:x")
+    assert ce.split_cp_arg("plain") == ("", "plain")
 
 
 def test_json_progress_lines() -> None:
@@ -294,24 +298,24 @@ def test_prune_replaced_keeps_what_is_tagged_or_used() -> None:
 
     client = Client()
     ids = ["a", "b", "c", "gone"]
-    cc.prune_replaced(client, ids)
+    cb.prune_replaced(client, ids)
     assert client.removed == ["a"]
     assert ids == ["c"]            # still in use: tried again later
 
 
 def test_confirm_on_a_pipe_and_a_terminal() -> None:
     out = io.StringIO()
-    assert cc.confirm("Going to remove p-web-1", io.StringIO("y\n"), out) is True
+    assert cl.confirm("Going to remove p-web-1", io.StringIO("y\n"), out) is True
     assert out.getvalue() == "Going to remove p-web-1\n"
-    assert cc.confirm("Going to remove p-web-1", io.StringIO("\n"), io.StringIO()) is False
-    assert cc.confirm("x", io.StringIO("no\n"), io.StringIO()) is False
+    assert cl.confirm("Going to remove p-web-1", io.StringIO("\n"), io.StringIO()) is False
+    assert cl.confirm("x", io.StringIO("no\n"), io.StringIO()) is False
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     tout = Tty()
-    assert cc.confirm("Going to remove a", Tty("yes\n"), tout) is True
+    assert cl.confirm("Going to remove a", Tty("yes\n"), tout) is True
     assert tout.getvalue() == "? Going to remove a (y/N) "
 
 
@@ -332,9 +336,9 @@ SUMMARY = {
 
 
 def test_ps_table_columns_and_content() -> None:
-    row = cc.ps_row(SUMMARY, {"Status": "running", "Health": {"Status": "healthy"}},
+    row = cv.ps_row(SUMMARY, {"Status": "running", "Health": {"Status": "healthy"}},
                     now=NOW)
-    text = cc.ps_output([row], "")
+    text = cv.ps_output([row], "")
     lines = text.splitlines()
     assert lines[0].split() == ["NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS",
                                 "PORTS"]
@@ -344,9 +348,9 @@ def test_ps_table_columns_and_content() -> None:
 
 
 def test_ps_json_fields_as_compose_prints_them() -> None:
-    row = cc.ps_row(SUMMARY, {"Status": "running", "Health": {"Status": "healthy"}},
+    row = cv.ps_row(SUMMARY, {"Status": "running", "Health": {"Status": "healthy"}},
                     now=NOW)
-    line = cc.ps_output([row, row], "json").splitlines()
+    line = cv.ps_output([row, row], "json").splitlines()
     assert len(line) == 2
     doc = json.loads(line[0])
     assert sorted(doc) == ["Command", "CreatedAt", "ExitCode", "Health", "ID", "Image",
@@ -365,26 +369,26 @@ def test_ps_json_fields_as_compose_prints_them() -> None:
         {"URL": "", "TargetPort": 443, "PublishedPort": 0, "Protocol": "tcp"}]
     assert '{"URL":"127.0.0.1","TargetPort":80,"PublishedPort":8080,"Protocol":"tcp"}' \
         in line[0]
-    full = json.loads(cc.ps_output([cc.ps_row(SUMMARY, {}, trunc=False, now=NOW)], "json"))
+    full = json.loads(cv.ps_output([cv.ps_row(SUMMARY, {}, trunc=False, now=NOW)], "json"))
     assert full["ID"] == SUMMARY["Id"]
 
 
 def test_ps_health_and_exit_code_follow_the_state() -> None:
     exited = dict(SUMMARY, State="exited", Status="Exited (3) 1 second ago")
-    row = cc.ps_row(exited, {"Status": "exited", "ExitCode": 3,
+    row = cv.ps_row(exited, {"Status": "exited", "ExitCode": 3,
                              "Health": {"Status": "unhealthy"}}, now=NOW)
     assert (row["ExitCode"], row["Health"]) == (3, "")
 
 
 def test_ps_templates() -> None:
-    row = cc.ps_row(SUMMARY, {"Status": "running"}, now=NOW)
-    assert cc.ps_output([row], "{{.Name}} {{.Service}} {{.State}}") == \
+    row = cv.ps_row(SUMMARY, {"Status": "running"}, now=NOW)
+    assert cv.ps_output([row], "{{.Name}} {{.Service}} {{.State}}") == \
         "demo-web-1 web running\n"
-    assert cc.ps_output([row], "table {{.Service}}\t{{.Label \"com.docker.compose."
+    assert cv.ps_output([row], "table {{.Service}}\t{{.Label \"com.docker.compose."
                                "container-number\"}}") == \
         "SERVICE   container number\nweb       1\n"     # docker titles a label as written
     with pytest.raises(KetchError, match="template"):
-        cc.ps_output([row], "{{.Nope")
+        cv.ps_output([row], "{{.Nope")
 
 
 # --- ls ----------------------------------------------------------------------------------------
@@ -397,7 +401,7 @@ def _ctr(project: str, state: str, files: str | None = "/p/compose.yaml") -> dic
 
 
 def test_ls_status_and_config_files() -> None:
-    rows = cc.ls_stacks([_ctr("b", "running"), _ctr("a", "exited", "/a/x.yaml,/a/y.yaml"),
+    rows = cv.ls_stacks([_ctr("b", "running"), _ctr("a", "exited", "/a/x.yaml,/a/y.yaml"),
                          _ctr("a", "running", "/a/x.yaml"), _ctr("a", "running"),
                          _ctr("c", "running", None)])
     assert rows == [
@@ -405,35 +409,35 @@ def test_ls_status_and_config_files() -> None:
          "ConfigFiles": "/a/x.yaml,/a/y.yaml,/p/compose.yaml"},
         {"Name": "b", "Status": "running(1)", "ConfigFiles": "/p/compose.yaml"},
         {"Name": "c", "Status": "running(1)", "ConfigFiles": "N/A"}]
-    table = cc.print_view(rows[:2], "table", ("NAME", "STATUS", "CONFIG FILES"))
+    table = cv.print_view(rows[:2], "table", ("NAME", "STATUS", "CONFIG FILES"))
     assert table.splitlines()[0] == "NAME                STATUS                  CONFIG FILES"
     assert table.splitlines()[2] == "b                   running(1)              /p/compose.yaml"
-    assert cc.print_view(rows[1:2], "json", ()) == \
+    assert cv.print_view(rows[1:2], "json", ()) == \
         '[{"Name":"b","Status":"running(1)","ConfigFiles":"/p/compose.yaml"}]\n'
-    assert cc.print_view([], "json", ()) == "[]\n"
+    assert cv.print_view([], "json", ()) == "[]\n"
     with pytest.raises(KetchError, match='format value "yaml" could not be parsed: '
                                          "parsing failed"):
-        cc.print_view(rows, "yaml", ())
+        cv.print_view(rows, "yaml", ())
 
 
 # --- images, top, events, version ---------------------------------------------------------------
 
 def test_image_reference_parts() -> None:
-    assert cc.image_ref_parts("busybox") == ("busybox", "latest")
-    assert cc.image_ref_parts("docker.io/library/redis:7") == ("redis", "7")
-    assert cc.image_ref_parts("localhost:5000/team/app:v2") == ("localhost:5000/team/app", "v2")
-    assert cc.image_ref_parts("localhost:5000/app") == ("localhost:5000/app", "latest")
-    assert cc.image_ref_parts("sha256:" + "a" * 64) == ("", "")
+    assert cv.image_ref_parts("busybox") == ("busybox", "latest")
+    assert cv.image_ref_parts("docker.io/library/redis:7") == ("redis", "7")
+    assert cv.image_ref_parts("localhost:5000/team/app:v2") == ("localhost:5000/team/app", "v2")
+    assert cv.image_ref_parts("localhost:5000/app") == ("localhost:5000/app", "latest")
+    assert cv.image_ref_parts("sha256:" + "a" * 64) == ("", "")
 
 
 def test_images_table_json_and_quiet() -> None:
     img = {"Id": "sha256:" + "ab" * 32, "Os": "linux", "Architecture": "amd64",
            "Size": 4_270_000, "Created": "2025-11-24T16:00:00Z",
            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"}}
-    rows = cc.images_rows([("demo-web-2", "busybox", img), ("demo-web-1", "busybox", img),
+    rows = cv.images_rows([("demo-web-2", "busybox", img), ("demo-web-1", "busybox", img),
                            ("demo-app-1", "sha256:" + "ab" * 32, img)])
     assert [r["ContainerName"] for r in rows] == ["demo-app-1", "demo-web-1", "demo-web-2"]
-    text = cc.images_output(rows, "table", now=1_764_000_000.0 + 3 * 86400)
+    text = cv.images_output(rows, "table", now=1_764_000_000.0 + 3 * 86400)
     lines = text.splitlines()
     assert lines[0] == ("CONTAINER           REPOSITORY          TAG                 "
                         "PLATFORM            IMAGE ID            SIZE                CREATED")
@@ -441,21 +445,21 @@ def test_images_table_json_and_quiet() -> None:
                                     "abababababab", "4.27MB"]
     assert lines[2].split()[:3] == ["demo-web-1", "busybox", "latest"]
     assert lines[1].endswith("ago")
-    js = cc.images_output(rows[1:2], "json")
+    js = cv.images_output(rows[1:2], "json")
     assert js.endswith("]\n\n")
     assert json.loads(js) == [{"ID": "sha256:" + "ab" * 32, "ContainerName": "demo-web-1",
                                "Repository": "busybox", "Tag": "latest",
                                "Platform": "linux/amd64", "Size": 4_270_000,
                                "LastTagTime": "2025-11-24T16:00:00Z"}]
-    assert cc.images_output([], "json") == "null\n\n"
-    assert cc.images_output(rows, "table", quiet=True) == "ab" * 32 + "\n"
+    assert cv.images_output([], "json") == "null\n\n"
+    assert cv.images_output(rows, "table", quiet=True) == "ab" * 32 + "\n"
 
 
 def test_top_is_one_table_with_service_and_replica() -> None:
     ps = {"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
           "Processes": [["root", "101", "90", "0", "10:00", "?", "00:00:00", "sleep 1000"]]}
     other = {"Titles": ["PID", "CMD", "EXTRA"], "Processes": [["7", "sh", "x"]]}
-    text = cc.top_output([("web", "1", ps), ("web", "2", ps), ("db", "1", other)])
+    text = cv.top_output([("web", "1", ps), ("web", "2", ps), ("db", "1", other)])
     lines = text.splitlines()
     assert lines[0].split() == ["SERVICE", "#", "UID", "PID", "PPID", "C", "STIME", "TTY",
                                 "TIME", "EXTRA", "CMD"]
@@ -463,7 +467,7 @@ def test_top_is_one_table_with_service_and_replica() -> None:
     assert lines[1].split() == ["web", "1", "root", "101", "90", "0", "10:00", "?",
                                 "00:00:00", "-", "sleep", "1000"]
     assert lines[3].split() == ["db", "1", "-", "7", "-", "-", "-", "-", "-", "x", "sh"]
-    assert cc.top_output([]) == ""
+    assert cv.top_output([]) == ""
 
 
 @pytest.fixture
@@ -487,16 +491,16 @@ def test_events_text_and_json(utc: Any) -> None:
           "Actor": {"ID": "abc", "Attributes": {
               "image": "busybox", "name": "demo-web-1", "com.docker.compose.service": "web",
               "com.docker.compose.project": "demo"}}}
-    assert cc.event_text(ev, as_json=False) == \
+    assert cv.event_text(ev, as_json=False) == \
         "2025-11-24 16:00:00.123456 container start abc (image=busybox, name=demo-web-1)\n\n"
-    line = cc.event_text(ev, as_json=True)
+    line = cv.event_text(ev, as_json=True)
     assert line == ('{"action":"start","attributes":{"image":"busybox","name":"demo-web-1"},'
                     '"id":"abc","service":"web","time":"2025-11-24T16:00:00.123456789Z",'
                     '"type":"container"}\n')
     oneoff = json.loads(json.dumps(ev))
     oneoff["Actor"]["Attributes"]["com.docker.compose.oneoff"] = "True"
-    assert cc.event_text(oneoff, as_json=False) is None
-    assert cc.event_text(dict(ev, Type="network"), as_json=True) is None
+    assert cv.event_text(oneoff, as_json=False) is None
+    assert cv.event_text(dict(ev, Type="network"), as_json=True) is None
 
 
 def test_version_forms(run: Any) -> None:
