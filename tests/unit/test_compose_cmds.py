@@ -579,3 +579,32 @@ def test_config_service_selection_keeps_dependencies(run: Any, tmp_path: Path) -
 def test_not_supported_is_ketch_error() -> None:
     exc = cc._unsupported("x")
     assert isinstance(exc, NotSupported) and str(exc) == "x is not supported by ketch compose"
+
+
+def test_build_secrets_come_from_the_top_level_secrets(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from ketch.cli import build_cmds
+    from ketch.compose.model import Project
+
+    (tmp_path / "token.txt").write_text("s3cret")
+    raw = SimpleNamespace(name="proj", working_dir=str(tmp_path), environment={},
+                          files=[str(tmp_path / "compose.yaml")], model={
+                              "services": {"app": {"build": {"context": ".", "secrets": [
+                                  "token", {"source": "key", "target": "api_key"}]}}},
+                              "secrets": {"token": {"file": "./token.txt"},
+                                          "key": {"environment": "API_KEY"}}})
+    model = nz.normalize(raw)
+    project = Project.of("proj", str(tmp_path), raw.files, model)
+    seen: dict[str, Any] = {}
+
+    def run_build(session: Any, context: str, flags: dict[str, Any]) -> int:
+        seen.update(flags, context=context)
+        return 0
+
+    monkeypatch.setattr(build_cmds, "run_build", run_build)
+    svc = project.services["app"]
+    cb._build(None, project, svc, svc.image, quiet=True)  # type: ignore[arg-type]
+    assert seen["secret"] == (f"id=token,src={tmp_path / 'token.txt'}", "id=api_key,env=API_KEY")
+    assert seen["tag"][0] == "proj-app" and seen["context"] == str(tmp_path)

@@ -17,12 +17,14 @@ TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says w
 if TYPE_CHECKING:
     from typing import Any
 
-    from ketch.compose.model import Service
+    from ketch.compose.model import Project, Service
 
 
-def _build(session: Session, svc: Service, image: str, *, no_cache: bool = False,
-           pull: bool = False, quiet: bool = False) -> None:
-    """A service's ``build:`` through ``ketch build`` (the same context handling)."""
+def _build(session: Session, project: Project, svc: Service, image: str, *,
+           no_cache: bool = False, pull: bool = False, quiet: bool = False) -> None:
+    """A service's ``build:`` through ``ketch build`` (the same context handling); its
+    ``secrets`` name the project's top-level ``secrets:`` (a file or an environment
+    variable), passed on as ``--secret``."""
     from ketch.cli import build_cmds
 
     spec = svc.build or {}
@@ -37,7 +39,7 @@ def _build(session: Session, svc: Service, image: str, *, no_cache: bool = False
     for k, v in (spec.get("args") or {}).items():
         args.append(k if v is None else f"{k}={v}")
     secrets = []
-    top = svc.spec.get("__secrets__") or {}
+    top = project.model.get("secrets") or {}
     for s in spec.get("secrets") or []:
         source = s.get("source") if isinstance(s, dict) else s
         target = (s.get("target") if isinstance(s, dict) else None) or source
@@ -117,7 +119,7 @@ def build_cmd(session: Session, args: tuple[str, ...], build_arg: tuple[str, ...
             b = dict(svc.spec["build"])
             b["args"] = {**(b.get("args") or {}), **extra}
             svc.spec["build"] = b
-        _build(session, svc, svc.image, no_cache=no_cache, pull=pull, quiet=quiet)
+        _build(session, project, svc, svc.image, no_cache=no_cache, pull=pull, quiet=quiet)
         if push:
             from ketch.cli import registry_client_cmds as reg
 
@@ -243,7 +245,7 @@ def watch_cmd(session: Session, args: tuple[str, ...], no_up: bool, prune: bool,
         if prune:
             prune_replaced(c.client, replaced)
         before = image_id(svc.image)
-        _build(session, svc, svc.image, quiet=quiet)
+        _build(session, project, svc, svc.image, quiet=quiet)
         if before and before != image_id(svc.image):
             replaced.append(before)
 

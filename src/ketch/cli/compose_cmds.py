@@ -275,7 +275,8 @@ def _compose(session: Session, project: Project, *, no_cache: bool = False,
     def builder(svc: Service, image: str) -> None:
         from ketch.cli.compose_build import _build
 
-        _build(session, svc, image, no_cache=no_cache, pull=pull, quiet=build_quiet)
+        _build(session, project, svc, image, no_cache=no_cache, pull=pull,
+               quiet=build_quiet)
 
     def puller(image: str, quiet: bool) -> None:
         from ketch.cli.compose_build import _pull
