@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 def resolve_env(values: Sequence[str], environment: Mapping[str, str]) -> list[str]:
     """``-e KEY`` takes KEY's value from the project's environment (the shell and the .env
     files, as compose resolves it); ``-e KEY=v`` is kept; an unknown KEY stays bare."""

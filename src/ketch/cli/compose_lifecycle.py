@@ -23,7 +23,6 @@ from ketch.cli.compose_cmds import (
     _unsupported,
     load_project,
 )
-from ketch.cli.compose_views import dependency_order
 from ketch.cli.session import Session
 from ketch.errors import KetchError, NotFound
 
@@ -32,6 +31,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ketch.compose.project import Compose
+
+
+# --- up / down --------------------------------------------------------------------------------
 
 
 def _scales(values: Sequence[str]) -> dict[str, int]:
@@ -300,94 +302,9 @@ def down_cmd(session: Session, args: tuple[str, ...], remove_orphans: bool, rmi:
     project = _project_for_down(session)
     c = _compose(session, project)
     remove_orphans = remove_orphans or _truthy(os.environ.get("COMPOSE_REMOVE_ORPHANS", ""))
-    opts = DownOptions(volumes=volumes, rmi=rmi, remove_orphans=remove_orphans,
-                       timeout=_timeout(timeout))
-    if args:
-        _down_services(c, list(args), opts)
-    else:
-        c.down(opts)
+    c.down(DownOptions(services=list(args), volumes=volumes, rmi=rmi,
+                       remove_orphans=remove_orphans, timeout=_timeout(timeout)))
     return 0
-
-
-def dependents_of(model: Mapping[str, Any], names: Sequence[str]) -> set[str]:
-    """The named services and, transitively, those that depend on them (what compose's
-    ``down SERVICE`` takes down with them)."""
-    services = model.get("services") or {}
-    out = set(names)
-    grew = True
-    while grew:
-        grew = False
-        for n, svc in services.items():
-            if n not in out and out.intersection((svc or {}).get("depends_on") or {}):
-                out.add(n)
-                grew = True
-    return out
-
-
-def _down_services(c: Compose, names: list[str], opts: Any) -> None:
-    """``down SERVICE...``: the services' containers and their dependents', dependents
-    first; then the project's networks (and with -v its volumes) that nothing uses any
-    more, as compose does; one-off containers only with --remove-orphans."""
-    from ketch.compose.project import service_of
-    from ketch.errors import Conflict
-
-    project = c.project
-    if project.files:
-        for n in names:
-            project.service(n)
-    existing = c.containers(oneoff=None if opts.remove_orphans else False)
-    if not project.files:
-        names = [n for n in names if any(service_of(i) == n for i in existing)]
-        if not names:
-            return
-    targets = dependents_of(project.model, names)
-    order = [n for n in reversed(dependency_order(project.model)) if n in targets]
-    order += sorted(targets - set(order))
-    for n in order:
-        for ctr in existing:
-            if service_of(ctr) == n:
-                c._remove(ctr, timeout=opts.timeout, volumes=opts.volumes)  # noqa: SLF001
-    if opts.remove_orphans:
-        for ctr in c.orphans():
-            c._remove(ctr, timeout=opts.timeout)  # noqa: SLF001
-    for key, net in sorted(project.networks().items()):
-        if net.get("external"):
-            continue
-        name = project.network_name(key)
-        found = [n for n in c.client.networks(filters={"name": [name]}) if n.get("Name") == name]
-        for n in found:
-            c.progress("Network", name, "Removing")
-            if (c.client.network_inspect(str(n["Id"])).get("Containers") or {}):
-                c.progress("Network", name, "Resource is still in use")
-                continue
-            try:
-                c.client.network_remove(str(n["Id"]))
-            except NotFound:
-                continue
-            c.progress("Network", name, "Removed")
-    if opts.volumes:
-        for key, vol in sorted(project.volumes().items()):
-            if vol.get("external"):
-                continue
-            name = project.volume_name(key)
-            try:
-                c.client.volume_remove(name)
-            except NotFound:
-                continue
-            except Conflict:
-                c.progress("Volume", name, "Resource is still in use")
-                continue
-            c.progress("Volume", name, "Removed")
-    if opts.rmi:
-        for image in c.images_to_remove(opts.rmi):
-            try:
-                c.client.image_remove(image)
-            except NotFound:
-                continue
-            except Conflict:
-                c.progress("Image", image, "Resource is still in use")
-                continue
-            c.progress("Image", image, "Removed")
 
 
 # --- lifecycle of existing containers ---------------------------------------------------------

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 # --- listing ----------------------------------------------------------------------------------
 
 PS_TABLE = ("table {{.Name}}\t{{.Image}}\t{{.Command}}\t{{.Service}}\t{{.RunningFor}}\t"
