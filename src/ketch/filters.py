@@ -18,7 +18,6 @@ endpoints and, later, containers, networks and volumes all share it.
 from __future__ import annotations
 
 import calendar
-import json
 import math
 import re
 import time
@@ -26,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 from ketch.errors import InvalidArgument
+from ketch.gotext import go_quote  # noqa: F401 - callers quote with filters.go_quote
+from ketch.gotext import parse_duration as parse_go_duration
 
 Filters = Mapping[str, Sequence[str]]
 
@@ -42,11 +43,6 @@ BUILD_CACHE_PRUNE = frozenset({"id", "parent", "type", "description", "inuse", "
 def go_list(values: Iterable[str]) -> str:
     """How Go's ``%s`` prints a ``[]string`` (sorted here: Go's map order is random)."""
     return "[" + " ".join(sorted(values)) + "]"
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q`` for the plain strings users type (JSON's escaping is the same there)."""
-    return json.dumps(s, ensure_ascii=False)
 
 
 def invalid_filter(name: str, values: Iterable[str] | None = None) -> InvalidArgument:
@@ -124,36 +120,9 @@ def match_each_label(filters: Filters, labels: Mapping[str, str]) -> bool:
 
 # --- times: api/types/time ----------------------------------------------------------------
 
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,
-                   "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]*)")
-
-
 def parse_duration(value: str) -> float:
     """Go's ``time.ParseDuration``, in seconds: "1h30m", "-1.5h", "300ms"; ValueError as Go words it."""
-    s = value
-    sign = 1.0
-    if s[:1] in ("-", "+"):
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f"time: invalid duration {go_quote(value)}")
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise ValueError(f"time: invalid duration {go_quote(value)}")
-        number, unit = m.group(1), m.group(2)
-        if not unit:
-            raise ValueError(f"time: missing unit in duration {go_quote(value)}")
-        if unit not in _DURATION_UNITS:
-            raise ValueError(f"time: unknown unit {go_quote(unit)} in duration {go_quote(value)}")
-        total += float(number) * _DURATION_UNITS[unit]
-        pos = m.end()
-    return sign * total
+    return parse_go_duration(value) / 1e9
 
 
 _INT = re.compile(r"[+-]?\d+")

@@ -52,6 +52,7 @@ from ketch.build.request import (
     StepStarted,
 )
 from ketch.errors import InvalidArgument, KetchError, NotFound, NotSupported
+from ketch.gotext import go_duration
 from ketch.linux.securejoin import secure_join
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -1065,27 +1066,6 @@ def _go_q_list(items: list[str]) -> str:
     return "[" + " ".join(_go_quote(i) for i in items) + "]"
 
 
-def _go_duration(ns: int) -> str:
-    """Go's time.Duration.String."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                text = f"{ns / size:.9f}".rstrip("0").rstrip(".")
-                return f"{sign}{text}{unit}"
-    hours, rest = divmod(ns, 3600 * 1_000_000_000)
-    minutes, rest = divmod(rest, 60 * 1_000_000_000)
-    seconds = f"{rest / 1_000_000_000:.9f}".rstrip("0").rstrip(".")
-    if hours:
-        return f"{sign}{hours}h{minutes}m{seconds}s"
-    if minutes:
-        return f"{sign}{minutes}m{seconds}s"
-    return f"{sign}{seconds}s"
-
-
 def _go_q_health(hc: dict[str, Any]) -> str:
     """Go's %q of BuildKit's *HealthConfig, which is how its history shows HEALTHCHECK."""
     retries = int(hc.get("Retries") or 0)
@@ -1095,7 +1075,7 @@ def _go_q_health(hc: dict[str, Any]) -> str:
         rune = f"'\\x{retries:02x}'"
     else:
         rune = f"'\\u{retries:04x}'"
-    durations = " ".join(_go_quote(_go_duration(int(hc.get(k) or 0)))
+    durations = " ".join(_go_quote(go_duration(int(hc.get(k) or 0)))
                          for k in ("Interval", "Timeout", "StartPeriod", "StartInterval"))
     return f"&{{{_go_q_list(list(hc.get('Test') or []))} {durations} {rune}}}"
 

@@ -25,6 +25,8 @@ than the work of a ``ketch ps``): its records are plain classes with slots.
 
 from __future__ import annotations
 
+from ketch.gotext import go_quote  # noqa: F401 - the CLI modules import it from here
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -84,28 +86,6 @@ class Parsed:
         self.values = values
         self.args = args
         self.given: set[str] = set()
-
-
-def go_quote(s: str) -> str:
-    """strconv.Quote: Go-syntax double-quoted string."""
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif ch in "\a\b\f\n\r\t\v":
-            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-                        "\t": "\\t", "\v": "\\v"}[ch])
-        elif ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif o < 0x80 or (0xD800 <= o <= 0xDFFF):
-            out.append(f"\\x{o & 0xFF:02x}")
-        elif o < 0x10000:
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(f"\\U{o:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def parse_bool(opt: Option, word: str) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ketch.cli.flags import BOOL, LIST, VALUE, Option, go_quote
 from ketch.errors import InvalidArgument
+from ketch.gotext import parse_duration
 from ketch.record import Record
 
 TYPE_CHECKING = False     # typing costs the CLI's start-up (ketch.record says why)
@@ -273,41 +274,6 @@ def parse_cpus(text: str) -> int:
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
           "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
-def parse_duration(text: str) -> int:
-    """Go's time.ParseDuration, in nanoseconds ("1m30s", "500ms", "1.5h")."""
-    from fractions import Fraction
-
-    bad = ValueError(f"time: invalid duration {go_quote(text)}")
-    s = text
-    neg = False
-    if s[:1] in "+-":
-        neg = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise bad
-    total = Fraction(0)
-    while s:
-        m = re.match(r"(\d*)(\.\d*)?", s)
-        assert m is not None
-        whole, frac = m.group(1), m.group(2) or ""
-        if not whole and frac in ("", "."):
-            raise bad
-        s = s[m.end():]
-        u = re.match(r"[^\d.]+", s)
-        if u is None:
-            raise ValueError(f"time: missing unit in duration {go_quote(text)}")
-        unit = u.group(0)
-        if unit not in _UNITS:
-            raise ValueError(f"time: unknown unit {go_quote(unit)} in duration "
-                             f"{go_quote(text)}")
-        s = s[u.end():]
-        total += Fraction((whole or "0") + (frac if len(frac) > 1 else "")) * _UNITS[unit]
-    v = int(total)
-    return -v if neg else v
 
 
 # --------------------------------------------------------------------------- list-flag parsers

@@ -14,7 +14,6 @@ Errors are ``ComposeError`` naming the file and the line.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 from ketch.compose.errors import ComposeError
 from ketch.compose.interpolation import Lookup, TemplateError, substitute
+from ketch.gotext import go_quote
 
 # The escapes a double-quoted value understands (Go's rune escapes minus \x \u \U,
 # plus \$ and the \0NNN octal form), as Compose does.
@@ -34,11 +34,6 @@ _SIMPLE_ESCAPES = {
 # "space" for the key/value separators: not a line break.
 _INLINE_SPACE = "\t\v\f\r \x85\xa0"
 _EXPORT = re.compile(r"export[\t\v\f\r \x85\xa0]+")
-
-
-def go_quote(text: str) -> str:
-    """Go's ``%q`` for the texts error messages quote (close enough for printable text)."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 class _DotenvSyntax(Exception):

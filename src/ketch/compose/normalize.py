@@ -27,6 +27,8 @@ import yaml
 
 from ketch.compose import dotenv, schema
 from ketch.compose.errors import ComposeError
+from ketch.gotext import go_duration
+from ketch.gotext import parse_duration as parse_go_duration
 
 
 class RawLike(Protocol):
@@ -141,70 +143,14 @@ def to_bytes(value: Any, path: str) -> int:
     return int(number * _SIZE_UNITS[(m.group(2) or "").lower()])
 
 
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-zµμ]*)")
-_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-       "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
 
 def parse_duration(value: Any, path: str) -> int:
     """Go's time.ParseDuration, in nanoseconds; errors in Go's words after the path."""
-    text = str(value)
-    s = text
-    sign = 1
-    if s[:1] in "+-" and s:
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ComposeError(f'{path}: time: invalid duration "{text}"')
-    total = 0
-    pos = 0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise ComposeError(f'{path}: time: invalid duration "{text}"')
-        number, unit = m.group(1), m.group(2)
-        if not unit:
-            raise ComposeError(f'{path}: time: missing unit in duration "{text}"')
-        if unit not in _NS:
-            raise ComposeError(f'{path}: time: unknown unit "{unit}" in duration "{text}"')
-        whole, _, frac = number.partition(".")
-        scale = _NS[unit]
-        total += int(whole or "0") * scale
-        if frac:
-            total += int(frac) * scale // (10 ** len(frac))
-        pos = m.end()
-    return sign * total
-
-
-def _frac(value: int, digits: int) -> str:
-    whole, rest = divmod(value, 10 ** digits)
-    if rest == 0:
-        return str(whole)
-    return f"{whole}." + str(rest).rjust(digits, "0").rstrip("0")
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): "1m30s", "500ms", "1h0m0s", "0s"."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    u = abs(ns)
-    if u < 1_000:
-        return f"{sign}{u}ns"
-    if u < 1_000_000:
-        return f"{sign}{_frac(u, 3)}µs"
-    if u < 1_000_000_000:
-        return f"{sign}{_frac(u, 6)}ms"
-    hours, rest = divmod(u, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    seconds = _frac(rest, 9) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{seconds}"
-    if minutes:
-        return f"{sign}{minutes}m{seconds}"
-    return f"{sign}{seconds}"
+    try:
+        return parse_go_duration(str(value))
+    except ValueError as exc:
+        raise ComposeError(f"{path}: {exc}") from None
 
 
 def duration(value: Any, path: str) -> str:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ketch.engine.containers import now_rfc3339, parse_rfc3339
 from ketch.errors import KetchError, System
+from ketch.gotext import go_duration
 
 if TYPE_CHECKING:
     from ketch.engine.containers import Engine
@@ -64,34 +65,6 @@ START_TIMEOUT = 30.0
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
-
-
-def go_duration(ns: int) -> str:
-    """A duration as Go's ``time.Duration.String`` writes it ("1s", "1.5s", "1m0s",
-    "500ms"), because dockerd's timeout message carries it."""
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _decimal(ns, size) + unit
-    hours, rest = divmod(ns, 3600 * 1_000_000_000)
-    minutes, rest = divmod(rest, 60 * 1_000_000_000)
-    text = _decimal(rest, 1_000_000_000) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return sign + text
-
-
-def _decimal(value: int, unit: int) -> str:
-    whole, frac = divmod(value, unit)
-    if not frac:
-        return str(whole)
-    digits = f"{frac:0{len(str(unit)) - 1}d}".rstrip("0")
-    return f"{whole}.{digits}"
 
 
 class OutputBuffer:
