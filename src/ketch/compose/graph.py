@@ -69,23 +69,20 @@ class Graph:
 
     def with_dependencies(self, names: Iterable[str]) -> set[str]:
         """The named services and, transitively, what they depend on."""
-        out: set[str] = set()
-        todo = [n for n in names if n in self.deps]
-        while todo:
-            s = todo.pop()
-            if s not in out:
-                out.add(s)
-                todo.extend(self.deps[s])
-        return out
+        return self._closure(names, self.deps)
 
     def with_dependents(self, names: Iterable[str]) -> set[str]:
+        """The named services and, transitively, what depends on them."""
+        return self._closure(names, self.dependents)
+
+    def _closure(self, names: Iterable[str], edges: dict[str, list[str]]) -> set[str]:
         out: set[str] = set()
         todo = [n for n in names if n in self.deps]
         while todo:
             s = todo.pop()
             if s not in out:
                 out.add(s)
-                todo.extend(self.dependents[s])
+                todo.extend(edges[s])
         return out
 
     def subgraph(self, names: Iterable[str]) -> Graph:
