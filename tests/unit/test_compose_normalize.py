@@ -12,6 +12,7 @@ import yaml
 
 from ketch.compose import normalize as nz
 from ketch.compose.errors import ComposeError
+from ketch.gotext import go_duration
 
 
 @dataclass
@@ -741,9 +742,9 @@ def test_an_empty_model_and_x_keys_in_services() -> None:
 
 
 def test_go_duration_and_sizes_helpers() -> None:
-    assert nz.go_duration(0) == "0s"
-    assert nz.go_duration(90 * 10**9) == "1m30s"
-    assert nz.go_duration(3_600 * 10**9 + 1) == "1h0m0.000000001s"
+    assert go_duration(0) == "0s"
+    assert go_duration(90 * 10**9) == "1m30s"
+    assert go_duration(3_600 * 10**9 + 1) == "1h0m0.000000001s"
     assert nz.parse_duration("1h2m3s", "x") == 3723 * 10**9
     assert nz.to_bytes("1t", "x") == 1 << 40
 
